@@ -99,7 +99,7 @@ def _item_end(data: bytes, pos: int, depth: int, max_depth: int) -> int:
                 count = arg * 2 if (major == 5 and arg >= 0) else arg
                 if count >= 0 and count > len(data) - pos:
                     raise DecodeError("CBOR container longer than its input")
-                stack.append([count, major == 5, [], 0])
+                stack.append([count, major == 5, set(), 0])
                 if count != 0:
                     _note_item(stack, start, pos, data, is_container=True)
                     continue
@@ -134,12 +134,10 @@ def _note_item(
     if len(stack) < (2 if is_container else 1):
         return
     parent = stack[parent_index]
-    if parent[1]:
-        # In a map, even positions are keys.
-        if parent[3] % 2 == 0:
-            if is_container:
-                raise DecodeError("CBOR map key that is a container")
-            _check_key(parent, data[start:end])
+    if parent[1] and parent[3] % 2 == 0:  # in a map, even positions are keys
+        if is_container:
+            raise DecodeError("CBOR map key that is a container")
+        _check_key(parent, data[start:end])
     if not is_container:
         parent[3] += 1
         if parent[0] > 0:
@@ -162,10 +160,15 @@ def _check_key(frame: list[Any], encoded: bytes) -> None:
         raise DecodeError("bad CBOR map key") from exc
     if isinstance(key, cbor2.CBORTag):
         raise DecodeError("CBOR map key that is tagged")
-    marker = (type(key).__name__, key)
-    if marker in frame[2]:
+    # Python equality, not CBOR's: 1, 1.0 and true are one key once decoded into a
+    # dict, so a map holding two of them would silently lose a value.
+    try:
+        duplicate = key in frame[2]
+    except TypeError as exc:
+        raise DecodeError("CBOR map key that is not hashable") from exc
+    if duplicate:
         raise DecodeError(f"duplicate CBOR map key {key!r}")
-    frame[2].append(marker)
+    frame[2].add(key)
 
 
 def check(

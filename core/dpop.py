@@ -1,0 +1,727 @@
+"""DPoP proofs (RFC 9449): creating, checking, replay caches and server nonces.
+
+Sans-IO: the current time comes in as ``now`` (seconds since the epoch), and
+randomness as a ``random_bytes`` callable that defaults to :func:`os.urandom`.
+
+- :func:`create_proof` builds a DPoP proof JWT (RFC 9449 §4.2).
+- :func:`verify_proof` runs the checks of RFC 9449 §4.3 (and §7.1 for
+  protected resources) and returns a :class:`VerifiedProof`, or raises.
+- :class:`InMemoryReplayCache` remembers ``jti`` values for the time window in
+  which a proof would be accepted (RFC 9449 §11.1), with a fixed capacity.
+- :class:`NonceIssuer` makes stateless server nonces (RFC 9449 §8, §9).
+
+Failures of the proof raise :class:`~keybound.core.errors.InvalidDPoPProof`
+(``invalid_dpop_proof``), with a description naming the check that failed. A
+proof whose key is not the one the access token is bound to raises
+:class:`DPoPKeyMismatch`, an ``invalid_token`` error as in the example of
+RFC 9449 §7.1 ("Invalid DPoP key binding"). A missing or stale nonce raises
+:class:`~keybound.core.errors.UseDPoPNonce` carrying a fresh nonce.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import hmac
+import json
+import math
+import os
+import re
+import string
+import threading
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, OKPKey, RSAKey
+from joserfc.jws import JWSRegistry
+
+from .errors import CapacityExceeded, InvalidDPoPProof, InvalidToken, UseDPoPNonce
+
+__all__ = [
+    "DEFAULT_ALGS",
+    "DEFAULT_IAT_LEEWAY",
+    "DEFAULT_IAT_WINDOW",
+    "MAX_JTI_LENGTH",
+    "MAX_PROOF_LENGTH",
+    "DPoPKeyMismatch",
+    "InMemoryReplayCache",
+    "NonceChecker",
+    "NonceIssuer",
+    "ReplayCache",
+    "ReplayCacheFull",
+    "ReplayedProof",
+    "VerifiedProof",
+    "access_token_hash",
+    "create_proof",
+    "jwk_thumbprint",
+    "normalize_htu",
+    "verify_proof",
+]
+
+#: Algorithms accepted by default (RFC 9449 §4.2: asymmetric only).
+DEFAULT_ALGS: tuple[str, ...] = ("ES256", "ES384", "EdDSA")
+#: Upper bound of a proof in characters, checked before anything is parsed.
+MAX_PROOF_LENGTH = 8192
+#: Upper bound of ``jti`` in characters (RFC 9449 §11.1 asks to refuse large ones).
+MAX_JTI_LENGTH = 128
+#: Upper bound of ``htu`` in characters.
+MAX_HTU_LENGTH = 2048
+#: How long after ``iat`` a proof is accepted, in seconds (RFC 9449 §11.1).
+DEFAULT_IAT_WINDOW = 60
+#: How far in the future ``iat`` may be, in seconds, for clock offsets (RFC 9449 §11.1).
+DEFAULT_IAT_LEEWAY = 5
+
+_PROOF_TYP = "dpop+jwt"
+
+# The asymmetric algorithms this module can check, with the key type and curves
+# each needs. "none" and the HMAC algorithms are absent on purpose: they can
+# never be put on an allow-list (RFC 9449 §4.2, §4.3 check 5).
+_ALG_KEY_TYPES: Mapping[str, tuple[str, frozenset[str]]] = MappingProxyType(
+    {
+        "ES256": ("EC", frozenset({"P-256"})),
+        "ES384": ("EC", frozenset({"P-384"})),
+        "ES512": ("EC", frozenset({"P-521"})),
+        "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
+        "Ed25519": ("OKP", frozenset({"Ed25519"})),
+        "Ed448": ("OKP", frozenset({"Ed448"})),
+        "PS256": ("RSA", frozenset()),
+        "PS384": ("RSA", frozenset()),
+        "PS512": ("RSA", frozenset()),
+        "RS256": ("RSA", frozenset()),
+        "RS384": ("RSA", frozenset()),
+        "RS512": ("RSA", frozenset()),
+    }
+)
+_MIN_RSA_BITS = 2048
+
+# RFC 7638 §3.2: the required members of each key type, which alone make the thumbprint.
+_THUMBPRINT_MEMBERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "EC": ("crv", "kty", "x", "y"),
+        "OKP": ("crv", "kty", "x"),
+        "RSA": ("e", "kty", "n"),
+        "oct": ("k", "kty"),
+    }
+)
+# JWK members that carry private or secret key material (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037).
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+class DPoPKeyMismatch(InvalidToken):
+    """the DPoP proof's key is not the key the access token is bound to (RFC 9449 §7.1)"""
+
+
+class ReplayedProof(InvalidDPoPProof):
+    """the DPoP proof's jti was seen before for this target URI (RFC 9449 §11.1)"""
+
+
+class ReplayCacheFull(CapacityExceeded):
+    """the DPoP replay cache is full of unexpired entries; new proofs are refused"""
+
+
+# ---- helpers: base64url, JSON, RFC 7638, RFC 9449 §4.2 ath ---------------------------------
+
+
+def _b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(text: str, what: str) -> bytes:
+    if _B64URL.fullmatch(text) is None or len(text) % 4 == 1:
+        raise InvalidDPoPProof(f"{what} is not base64url without padding")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate member {key!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_object(segment: str, what: str) -> dict[str, Any]:
+    raw = _b64url_decode(segment, what)
+    try:
+        value = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_no_duplicate_keys,
+            parse_constant=_reject_constant,
+        )
+    except (ValueError, RecursionError) as err:
+        raise InvalidDPoPProof(f"{what} is not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise InvalidDPoPProof(f"{what} is not a JSON object")
+    return value
+
+
+def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
+    """The RFC 7638 JWK SHA-256 thumbprint, base64url: the ``jkt`` of RFC 9449 §6.1.
+
+    Only the required members of the key type enter the hash, in lexicographic
+    order, without whitespace (RFC 7638 §3.2, §3.3). Raises :class:`ValueError`
+    for an unknown ``kty`` or a missing or non-string member.
+    """
+    kty = jwk.get("kty")
+    if not isinstance(kty, str) or kty not in _THUMBPRINT_MEMBERS:
+        raise ValueError(f"unsupported JWK key type {kty!r}")
+    members: dict[str, str] = {}
+    for name in _THUMBPRINT_MEMBERS[kty]:
+        value = jwk.get(name)
+        if not isinstance(value, str):
+            raise ValueError(f"JWK member {name!r} is missing or not a string")
+        members[name] = value
+    canonical = json.dumps(members, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _b64url_encode(hashlib.sha256(canonical.encode("utf-8")).digest())
+
+
+def access_token_hash(access_token: str) -> str:
+    """``ath``: base64url of the SHA-256 of the token's ASCII encoding (RFC 9449 §4.2).
+
+    Raises :class:`UnicodeEncodeError` (a :class:`ValueError`) for a non-ASCII token.
+    """
+    return _b64url_encode(hashlib.sha256(access_token.encode("ascii")).digest())
+
+
+# ---- htu normalisation (RFC 9449 §4.3, RFC 3986 §6.2.2 and §6.2.3) --------------------------
+
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_URI_CHARS = _UNRESERVED | frozenset(":/?#[]@!$&'()*+,;=%")
+_DEFAULT_PORTS = MappingProxyType({"http": 80, "https": 443})
+
+
+def _normalize_percent_encoding(component: str) -> str:
+    """RFC 3986 §6.2.2.1 and §6.2.2.2: upper-case escapes, decode escaped unreserved
+    characters; characters a URI cannot hold are UTF-8 percent-encoded (RFC 3987 §3.1)."""
+    out: list[str] = []
+    i = 0
+    while i < len(component):
+        char = component[i]
+        if char == "%":
+            digits = component[i + 1 : i + 3]
+            if len(digits) != 2 or not all(d in string.hexdigits for d in digits):
+                raise ValueError("malformed percent-encoding")
+            decoded = chr(int(digits, 16))
+            out.append(decoded if decoded in _UNRESERVED else "%" + digits.upper())
+            i += 3
+            continue
+        if char in _URI_CHARS:
+            out.append(char)
+        else:
+            out.extend(f"%{byte:02X}" for byte in char.encode("utf-8"))
+        i += 1
+    return "".join(out)
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4, used by §6.2.2.3 path segment normalisation."""
+    output: list[str] = []
+    rest = path
+    while rest:
+        if rest.startswith("../"):
+            rest = rest[3:]
+        elif rest.startswith("./") or rest.startswith("/./"):
+            rest = rest[2:]
+        elif rest == "/.":
+            rest = "/"
+        elif rest.startswith("/../"):
+            rest = rest[3:]
+            if output:
+                output.pop()
+        elif rest == "/..":
+            rest = "/"
+            if output:
+                output.pop()
+        elif rest in (".", ".."):
+            rest = ""
+        else:
+            start = 1 if rest.startswith("/") else 0
+            end = rest.find("/", start)
+            if end == -1:
+                end = len(rest)
+            output.append(rest[:end])
+            rest = rest[end:]
+    return "".join(output)
+
+
+def normalize_htu(uri: str) -> str:
+    """The comparable form of an HTTP target URI without query and fragment.
+
+    RFC 9449 §4.3 asks for syntax-based (RFC 3986 §6.2.2) and scheme-based
+    (§6.2.3) normalisation before ``htu`` is compared: the scheme and host are
+    lower-cased, the default port is dropped, an empty path becomes ``/``,
+    percent-encodings are normalised and dot segments removed. Query and
+    fragment are dropped (RFC 9449 §4.2). Raises :class:`ValueError` for
+    anything that is not an absolute ``http`` or ``https`` URI with a host and
+    without user information.
+    """
+    if len(uri) > MAX_HTU_LENGTH:
+        raise ValueError(f"longer than {MAX_HTU_LENGTH} characters")
+    if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in uri):
+        raise ValueError("contains whitespace or control characters")
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError("not an http or https URI")
+    if "@" in parts.netloc:
+        raise ValueError("user information is not allowed")
+    host = parts.hostname
+    if not host:
+        raise ValueError("no host")
+    port = parts.port  # raises ValueError for a port that is not a number in range
+    host = _normalize_percent_encoding(host).lower()
+    if ":" in host:
+        host = f"[{host}]"
+    authority = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+    path = _remove_dot_segments(_normalize_percent_encoding(parts.path)) or "/"
+    return f"{scheme}://{authority}{path}"
+
+
+def _strip_query_and_fragment(uri: str) -> str:
+    return uri.split("#", 1)[0].split("?", 1)[0]
+
+
+# ---- keys -----------------------------------------------------------------------------------
+
+PublicKey = ECKey | OKPKey | RSAKey
+
+
+def _alg_model(alg: str) -> Any:
+    # The models are taken from the registry directly: the allow-list is ours,
+    # and JWSRegistry.get_alg would warn about "EdDSA" on every call.
+    return JWSRegistry.algorithms[alg]
+
+
+def _check_allow_list(allowed_algs: Collection[str]) -> None:
+    for name in allowed_algs:
+        if name not in _ALG_KEY_TYPES:
+            raise ValueError(f"{name!r} is not an asymmetric JWS algorithm usable for DPoP")
+
+
+def _public_key_from_header(jwk: object, alg: str) -> tuple[PublicKey, dict[str, str]]:
+    """Check the ``jwk`` header (RFC 9449 §4.2, §4.3 checks 5 and 7) and import it."""
+    if not isinstance(jwk, dict):
+        raise InvalidDPoPProof("the jwk header is missing or not a JSON object")
+    kty = jwk.get("kty")
+    if kty == "oct":
+        raise InvalidDPoPProof("the jwk header holds a symmetric (oct) key")
+    private = sorted(_PRIVATE_MEMBERS.intersection(jwk))
+    if private:
+        raise InvalidDPoPProof(f"the jwk header holds private key material ({', '.join(private)})")
+    want_kty, curves = _ALG_KEY_TYPES[alg]
+    if kty != want_kty:
+        raise InvalidDPoPProof(f"alg {alg} needs a {want_kty} key, the jwk header has {kty!r}")
+    public: dict[str, str] = {}
+    for name in _THUMBPRINT_MEMBERS[want_kty]:
+        value = jwk.get(name)
+        if not isinstance(value, str):
+            raise InvalidDPoPProof(f"the jwk header lacks the string member {name!r}")
+        public[name] = value
+    if curves and public["crv"] not in curves:
+        raise InvalidDPoPProof(f"alg {alg} cannot use curve {public['crv']!r}")
+    key: PublicKey
+    try:
+        if want_kty == "EC":
+            key = ECKey.import_key(dict(public))
+        elif want_kty == "OKP":
+            key = OKPKey.import_key(dict(public))
+        else:
+            key = RSAKey.import_key(dict(public))
+            if key.raw_value.key_size < _MIN_RSA_BITS:
+                raise InvalidDPoPProof(f"the RSA key is shorter than {_MIN_RSA_BITS} bits")
+    except (JoseError, ValueError, TypeError) as err:
+        raise InvalidDPoPProof(f"the jwk header is not a usable public key: {err}") from err
+    return key, public
+
+
+# ---- creating proofs (RFC 9449 §4.2) --------------------------------------------------------
+
+
+def create_proof(
+    private_key: ECKey | OKPKey,
+    htm: str,
+    htu: str,
+    *,
+    now: int,
+    jti: str | None = None,
+    access_token: str | None = None,
+    nonce: str | None = None,
+    alg: str = "ES256",
+    random_bytes: Callable[[int], bytes] = os.urandom,
+) -> str:
+    """A DPoP proof JWT for one HTTP request (RFC 9449 §4.2).
+
+    ``htu`` is the request URI; its query and fragment are removed here. The
+    ``jti`` defaults to 128 random bits, base64url. ``access_token`` adds
+    ``ath`` (RFC 9449 §7.1) and ``nonce`` the server-provided nonce (§8, §9).
+    """
+    if alg not in _ALG_KEY_TYPES:
+        raise ValueError(f"{alg!r} is not an asymmetric JWS algorithm usable for DPoP")
+    if not private_key.is_private:
+        raise ValueError("a DPoP proof is signed with a private key")
+    public_jwk = {
+        name: value
+        for name, value in private_key.as_dict(private=False).items()
+        if name in _THUMBPRINT_MEMBERS[_ALG_KEY_TYPES[alg][0]]
+    }
+    model = _alg_model(alg)
+    try:
+        model.check_key(private_key)
+    except JoseError as err:
+        raise ValueError(f"the key cannot sign {alg}: {err}") from err
+    header = {"typ": _PROOF_TYP, "alg": alg, "jwk": public_jwk}
+    claims: dict[str, Any] = {
+        "jti": jti if jti is not None else _b64url_encode(random_bytes(16)),
+        "htm": htm,
+        "htu": _strip_query_and_fragment(htu),
+        "iat": now,
+    }
+    if access_token is not None:
+        claims["ath"] = access_token_hash(access_token)
+    if nonce is not None:
+        claims["nonce"] = nonce
+    signing_input = (
+        _b64url_encode(json.dumps(header, separators=(",", ":")).encode("utf-8"))
+        + "."
+        + _b64url_encode(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
+    )
+    signature: bytes = model.sign(signing_input.encode("ascii"), private_key)
+    return signing_input + "." + _b64url_encode(signature)
+
+
+# ---- replay cache (RFC 9449 §11.1) ----------------------------------------------------------
+
+
+class ReplayCache(Protocol):
+    """Remembers DPoP proof ``jti`` values per target URI (RFC 9449 §11.1).
+
+    ``check_and_store`` raises :class:`ReplayedProof` when ``(key, jti)`` was
+    stored before and has not expired, and otherwise stores it until
+    ``expires_at`` (inclusive). A store that cannot take the entry must raise
+    too (for example :class:`ReplayCacheFull`), never silently forget it.
+    """
+
+    def check_and_store(self, key: str, jti: str, expires_at: int, now: int) -> None: ...
+
+
+class InMemoryReplayCache:
+    """A bounded in-process :class:`ReplayCache`.
+
+    Entries are SHA-256 digests of ``key`` and ``jti`` (RFC 9449 §11.1 suggests
+    storing hashes), each kept until the proof's acceptance window ends. When
+    ``capacity`` entries are stored, expired ones are evicted first; if none has
+    expired, the new proof is refused with :class:`ReplayCacheFull` (HTTP 503)
+    rather than growing the cache or forgetting an unexpired entry, which would
+    reopen a replay. Size the capacity for the peak request rate times the
+    window (for example 1,000 requests/s x 65 s = 65,000 entries, roughly 10 MB).
+    Safe to share between threads.
+    """
+
+    def __init__(self, capacity: int = 65_536) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._expiry: dict[bytes, int] = {}
+        self._heap: list[tuple[int, bytes]] = []
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    @staticmethod
+    def _digest(key: str, jti: str) -> bytes:
+        return hashlib.sha256(
+            len(key).to_bytes(4, "big") + key.encode("utf-8") + jti.encode("utf-8")
+        ).digest()
+
+    def _evict_expired(self, now: int) -> None:
+        while self._heap and self._heap[0][0] < now:
+            _, digest = heapq.heappop(self._heap)
+            self._expiry.pop(digest, None)
+
+    def check_and_store(self, key: str, jti: str, expires_at: int, now: int) -> None:
+        digest = self._digest(key, jti)
+        with self._lock:
+            seen_until = self._expiry.get(digest)
+            if seen_until is not None and seen_until >= now:
+                raise ReplayedProof(f"the jti {jti!r} was already used for {key}")
+            self._evict_expired(now)
+            if len(self._expiry) >= self.capacity:
+                raise ReplayCacheFull(
+                    f"the replay cache holds {self.capacity} unexpired proofs; try again later"
+                )
+            self._expiry[digest] = expires_at
+            heapq.heappush(self._heap, (expires_at, digest))
+
+
+# ---- server nonces (RFC 9449 §8, §9, §11.2) -------------------------------------------------
+
+
+class NonceChecker(Protocol):
+    """Issues and checks server-provided DPoP nonces (RFC 9449 §8, §9)."""
+
+    def issue(self, now: int) -> str: ...
+
+    def check(self, nonce: str | None, now: int) -> None:
+        """Raise :class:`UseDPoPNonce` with a fresh nonce unless ``nonce`` is current."""
+        ...
+
+
+_SLOT_BYTES = 8
+_TAG_BYTES = 16
+
+
+class NonceIssuer:
+    """Stateless DPoP nonces: ``base64url(slot || HMAC-SHA256(secret, slot)[:16])``.
+
+    ``slot`` is ``now // slot_seconds`` as 8 big-endian bytes. A nonce is
+    accepted during its slot and the next one, so it lives between
+    ``slot_seconds`` and twice that; the server's clock alone decides, which
+    bounds proof lifetime even when the client's clock is wrong (RFC 9449
+    §11.1, §11.2). Nonces are unpredictable without the secret (RFC 9449 §8);
+    use one secret per server, since a nonce must be accepted only by the
+    server that issued it (RFC 9449 §9), and at least 32 random bytes.
+    """
+
+    def __init__(self, secret: bytes, slot_seconds: int = 60) -> None:
+        if len(secret) < 16:
+            raise ValueError("the nonce secret must be at least 16 bytes")
+        if slot_seconds < 1:
+            raise ValueError("slot_seconds must be at least 1")
+        self._secret = secret
+        self.slot_seconds = slot_seconds
+
+    def _nonce_for_slot(self, slot: int) -> str:
+        slot_bytes = slot.to_bytes(_SLOT_BYTES, "big")
+        tag = hmac.new(self._secret, slot_bytes, hashlib.sha256).digest()[:_TAG_BYTES]
+        return _b64url_encode(slot_bytes + tag)
+
+    def issue(self, now: int) -> str:
+        """The nonce of the current slot."""
+        return self._nonce_for_slot(now // self.slot_seconds)
+
+    def check(self, nonce: str | None, now: int) -> None:
+        """Accept a nonce of the current or the previous slot, else raise
+        :class:`UseDPoPNonce` carrying the current nonce (RFC 9449 §8, §11.3)."""
+        if nonce is None:
+            raise UseDPoPNonce(
+                "the server requires a nonce in the DPoP proof", nonce=self.issue(now)
+            )
+        current = now // self.slot_seconds
+        if _B64URL.fullmatch(nonce) is not None and len(nonce) <= 64:
+            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
+            if len(raw) == _SLOT_BYTES + _TAG_BYTES:
+                slot = int.from_bytes(raw[:_SLOT_BYTES], "big")
+                if slot in (current, current - 1):
+                    expected = self._nonce_for_slot(slot)
+                    if hmac.compare_digest(expected.encode("ascii"), nonce.encode("ascii")):
+                        return
+        raise UseDPoPNonce("the DPoP nonce is stale or invalid", nonce=self.issue(now))
+
+
+# ---- checking proofs (RFC 9449 §4.3) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifiedProof:
+    """A DPoP proof that passed every check of RFC 9449 §4.3."""
+
+    #: RFC 7638 thumbprint of the proof's key (RFC 9449 §6.1 ``jkt``)
+    jkt: str
+    jti: str
+    iat: int
+    htm: str
+    #: the normalised ``htu`` (see :func:`normalize_htu`)
+    htu: str
+    #: all claims of the proof, read-only
+    claims: Mapping[str, Any] = field(repr=False)
+    #: the public key from the ``jwk`` header, its required members only
+    jwk: Mapping[str, str] = field(repr=False, default_factory=dict)
+
+
+def _split_proof(proof: str, max_length: int) -> tuple[dict[str, Any], dict[str, Any], str]:
+    if not isinstance(proof, str):
+        raise InvalidDPoPProof("the DPoP proof is not a string")
+    if len(proof) > max_length:
+        raise InvalidDPoPProof(f"the DPoP proof is longer than {max_length} characters")
+    if _COMPACT_JWS.fullmatch(proof) is None:
+        raise InvalidDPoPProof("the DPoP proof is not a single JWS in compact serialization")
+    header_segment, payload_segment, signature_segment = proof.split(".")
+    header = _json_object(header_segment, "the JOSE header")
+    claims = _json_object(payload_segment, "the JWT claims")
+    return header, claims, signature_segment
+
+
+def _check_header(header: Mapping[str, Any], allowed_algs: Collection[str]) -> str:
+    if header.get("typ") != _PROOF_TYP:
+        raise InvalidDPoPProof(f"the typ header is {header.get('typ')!r}, not {_PROOF_TYP!r}")
+    alg = header.get("alg")
+    if not isinstance(alg, str):
+        raise InvalidDPoPProof("the alg header is missing")
+    if alg.lower() == "none":
+        raise InvalidDPoPProof("alg 'none' is never accepted for a DPoP proof")
+    if alg.upper().startswith("HS"):
+        raise InvalidDPoPProof(f"the symmetric alg {alg!r} is never accepted for a DPoP proof")
+    if alg not in allowed_algs:
+        raise InvalidDPoPProof(f"alg {alg!r} is not allowed (allowed: {' '.join(allowed_algs)})")
+    if "crit" in header or "b64" in header:
+        raise InvalidDPoPProof("JWS extensions (crit, b64) are not supported in a DPoP proof")
+    return alg
+
+
+def _string_claim(claims: Mapping[str, Any], name: str, max_length: int) -> str:
+    value = claims.get(name)
+    if value is None:
+        raise InvalidDPoPProof(f"the {name} claim is missing", claim=name)
+    if not isinstance(value, str) or not value:
+        raise InvalidDPoPProof(f"the {name} claim is not a non-empty string", claim=name)
+    if len(value) > max_length:
+        raise InvalidDPoPProof(
+            f"the {name} claim is longer than {max_length} characters", claim=name
+        )
+    return value
+
+
+def _iat_claim(claims: Mapping[str, Any]) -> int:
+    value = claims.get("iat")
+    if value is None:
+        raise InvalidDPoPProof("the iat claim is missing", claim="iat")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidDPoPProof("the iat claim is not a NumericDate", claim="iat")
+    return math.floor(value)
+
+
+def verify_proof(
+    proof: str,
+    *,
+    htm: str,
+    htu: str,
+    now: int,
+    access_token: str | None = None,
+    expected_jkt: str | None = None,
+    nonce_checker: NonceChecker | None = None,
+    replay_cache: ReplayCache | None = None,
+    iat_window: int = DEFAULT_IAT_WINDOW,
+    iat_leeway: int = DEFAULT_IAT_LEEWAY,
+    allowed_algs: Collection[str] = DEFAULT_ALGS,
+    max_proof_length: int = MAX_PROOF_LENGTH,
+) -> VerifiedProof:
+    """Check a DPoP proof against the request it came with (RFC 9449 §4.3).
+
+    ``htm`` is the request method and ``htu`` the request URI as the server
+    knows it (from its configured public URL, not from the client's Host
+    header); both sides are compared after :func:`normalize_htu`, so query
+    and fragment never matter. ``iat`` must lie in
+    ``[now - iat_window, now + iat_leeway]`` (RFC 9449 §11.1).
+
+    At a protected resource, pass the presented ``access_token`` (the proof
+    must then carry a matching ``ath``, RFC 9449 §7.1) and the token's
+    ``cnf.jkt`` as ``expected_jkt`` (RFC 9449 §6.1); a different key raises
+    :class:`DPoPKeyMismatch`. With ``nonce_checker`` a nonce is required
+    (RFC 9449 §8, §9); a missing or stale one raises
+    :class:`~keybound.core.errors.UseDPoPNonce`. With ``replay_cache`` the
+    ``jti`` is stored under the normalised ``htu`` until the proof's window
+    ends and a second use raises :class:`ReplayedProof`; it is stored last, so
+    a proof that fails any other check leaves no entry.
+    """
+    _check_allow_list(allowed_algs)
+    header, claims, signature_segment = _split_proof(proof, max_proof_length)
+
+    # JOSE header: RFC 9449 §4.3 checks 4, 5, 7.
+    alg = _check_header(header, allowed_algs)
+    key, public_jwk = _public_key_from_header(header.get("jwk"), alg)
+
+    # Signature: check 6.
+    signing_input, _, _ = proof.rpartition(".")
+    signature = _b64url_decode(signature_segment, "the signature")
+    model = _alg_model(alg)
+    try:
+        model.check_key(key)
+        valid = bool(model.verify(signing_input.encode("ascii"), signature, key))
+    except (JoseError, ValueError, TypeError) as err:
+        raise InvalidDPoPProof(f"the signature cannot be checked: {err}") from err
+    if not valid:
+        raise InvalidDPoPProof("the signature does not verify with the jwk header's key")
+
+    # Required claims: check 3.
+    jti = _string_claim(claims, "jti", MAX_JTI_LENGTH)
+    proof_htm = _string_claim(claims, "htm", 64)
+    proof_htu = _string_claim(claims, "htu", MAX_HTU_LENGTH)
+    iat = _iat_claim(claims)
+    nonce = claims.get("nonce")
+    if nonce is not None and not isinstance(nonce, str):
+        raise InvalidDPoPProof("the nonce claim is not a string", claim="nonce")
+
+    # Request binding: checks 8, 9.
+    if proof_htm != htm:
+        raise InvalidDPoPProof(f"htm {proof_htm!r} does not match the method {htm!r}", claim="htm")
+    try:
+        expected_htu = normalize_htu(htu)
+    except ValueError as err:
+        raise ValueError(f"the server's own htu {htu!r} is not usable: {err}") from err
+    try:
+        normalized_htu = normalize_htu(proof_htu)
+    except ValueError as err:
+        raise InvalidDPoPProof(f"htu is not a usable http(s) URI: {err}", claim="htu") from err
+    if normalized_htu != expected_htu:
+        raise InvalidDPoPProof(
+            f"htu {normalized_htu!r} does not match the request URI {expected_htu!r}", claim="htu"
+        )
+
+    # Creation time: check 11.
+    if iat < now - iat_window:
+        raise InvalidDPoPProof(f"iat is {now - iat} s old, more than {iat_window} s", claim="iat")
+    if iat > now + iat_leeway:
+        raise InvalidDPoPProof(f"iat is {iat - now} s in the future", claim="iat")
+
+    # Access token binding: check 12 (RFC 9449 §7.1, §6.1).
+    if access_token is not None:
+        ath = claims.get("ath")
+        if ath is None:
+            raise InvalidDPoPProof("the ath claim is missing for an access token", claim="ath")
+        try:
+            expected_ath = access_token_hash(access_token)
+        except ValueError as err:
+            raise InvalidToken("the access token is not ASCII") from err
+        if not isinstance(ath, str) or not hmac.compare_digest(
+            ath.encode("utf-8"), expected_ath.encode("ascii")
+        ):
+            raise InvalidDPoPProof("ath does not match the hash of the access token", claim="ath")
+    jkt = jwk_thumbprint(public_jwk)
+    if expected_jkt is not None and not hmac.compare_digest(
+        jkt.encode("ascii"), expected_jkt.encode("utf-8")
+    ):
+        raise DPoPKeyMismatch(
+            "Invalid DPoP key binding: the proof's key is not the token's cnf.jkt"
+        )
+
+    # Server nonce: check 10 (RFC 9449 §8, §9, §11.3).
+    if nonce_checker is not None:
+        nonce_checker.check(nonce, now)
+
+    # Single use: RFC 9449 §11.1, keyed by the target URI.
+    if replay_cache is not None:
+        replay_cache.check_and_store(expected_htu, jti, iat + iat_window, now)
+
+    return VerifiedProof(
+        jkt=jkt,
+        jti=jti,
+        iat=iat,
+        htm=proof_htm,
+        htu=normalized_htu,
+        claims=MappingProxyType(dict(claims)),
+        jwk=MappingProxyType(public_jwk),
+    )

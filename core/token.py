@@ -1,0 +1,501 @@
+"""The shared access-token model: one :class:`AccessToken` for CWT and JWT.
+
+Claims are those of RFC 8392 §3 / RFC 7519 §4.1 (iss, sub, aud, exp, nbf,
+iat, cti/jti), ACE's ``scope``, ``ace_profile``, ``cnonce`` and ``exi``
+(RFC 9200 §5.10, §5.10.3), and ``cnf`` (RFC 8747 for CWT, RFC 7800 for JWT,
+RFC 9203 for ``osc``, RFC 9449 for ``jkt``, RFC 9679 for ``ckt``).
+
+The model is immutable. :meth:`AccessToken.to_cwt_claims` /
+:meth:`AccessToken.from_cwt_claims` and the ``jwt`` pair convert to and from
+the wire claim sets; unknown claims are kept in ``extra``. Where a format
+cannot express a value (a COSE thumbprint in a JWT, say) the conversion
+raises :class:`~keybound.core.errors.UnsupportedConversion` naming it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, TypeAlias
+
+import cbor2
+
+from . import cbor
+from .errors import DecodeError, InvalidClaim, UnsupportedConversion
+from .keys import Key, b64u_decode, b64u_encode
+from .numbers.cnf_methods import CnfMethod, JwtCnfMethod
+from .numbers.cwt_claims import CWTClaim
+from .oscore_profile import OscoreInputMaterial
+from .scope import Scope
+
+MAX_AUDIENCES = 16
+MAX_TEXT = 1024
+
+# ---- cnf --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CnfKey:
+    """A public key (or, inside an encrypted token, a symmetric key) bound to the token."""
+
+    key: Key
+
+
+@dataclass(frozen=True)
+class CnfEncryptedKey:
+    """An encrypted PoP key: COSE_Encrypt0 (RFC 8747 §3.3) or a compact JWE (RFC 7800 §3.3)."""
+
+    cose: Any = None  # the COSE_Encrypt0 structure (array, untagged or tagged)
+    jwe: str | None = None
+
+
+@dataclass(frozen=True)
+class CnfKid:
+    """A key identifier (RFC 8747 §3.4, RFC 7800 §3.4)."""
+
+    kid: bytes
+
+
+@dataclass(frozen=True)
+class CnfJkt:
+    """A JWK SHA-256 thumbprint (RFC 9449 §6.1)."""
+
+    jkt: str
+
+
+@dataclass(frozen=True)
+class CnfCkt:
+    """A COSE key thumbprint (RFC 9679 §5.1)."""
+
+    ckt: bytes
+
+
+@dataclass(frozen=True)
+class CnfOsc:
+    """OSCORE input material (RFC 9203 §3.2.1)."""
+
+    material: OscoreInputMaterial
+
+
+Cnf: TypeAlias = CnfKey | CnfEncryptedKey | CnfKid | CnfJkt | CnfCkt | CnfOsc
+
+
+def _cnf_to_cwt(cnf: Cnf) -> dict[int, Any]:
+    if isinstance(cnf, CnfKey):
+        include_private = cnf.key.is_symmetric
+        return {int(CnfMethod.COSE_KEY): cnf.key.to_cose_key(include_private=include_private)}
+    if isinstance(cnf, CnfEncryptedKey):
+        if cnf.cose is None:
+            raise UnsupportedConversion(
+                "a JWE-encrypted cnf key cannot be put in a CWT", claim="cnf"
+            )
+        return {int(CnfMethod.ENCRYPTED_COSE_KEY): cnf.cose}
+    if isinstance(cnf, CnfKid):
+        return {int(CnfMethod.KID): cnf.kid}
+    if isinstance(cnf, CnfCkt):
+        return {int(CnfMethod.CKT): cnf.ckt}
+    if isinstance(cnf, CnfOsc):
+        return {int(CnfMethod.OSC): cnf.material.to_cbor_map()}
+    raise UnsupportedConversion("a JWK thumbprint (jkt) has no CWT cnf method", claim="cnf")
+
+
+def _cnf_from_cwt(value: Any) -> Cnf:
+    if not isinstance(value, dict) or len(value) != 1:
+        raise InvalidClaim("cnf must be a map with exactly one confirmation method", claim="cnf")
+    ((method, body),) = value.items()
+    if method == CnfMethod.COSE_KEY and type(method) is int:
+        return CnfKey(Key.from_cose_key(body))
+    if method == CnfMethod.ENCRYPTED_COSE_KEY:
+        if not isinstance(body, list | cbor2.CBORTag):
+            raise InvalidClaim("Encrypted_COSE_Key must be a COSE_Encrypt0", claim="cnf")
+        return CnfEncryptedKey(cose=body)
+    if method == CnfMethod.KID:
+        if not isinstance(body, bytes):
+            raise InvalidClaim("cnf kid must be a byte string", claim="cnf")
+        return CnfKid(body)
+    if method == CnfMethod.CKT:
+        if not isinstance(body, bytes) or len(body) != 32:
+            raise InvalidClaim("cnf ckt must be a 32-byte SHA-256 thumbprint", claim="cnf")
+        return CnfCkt(body)
+    if method == CnfMethod.OSC:
+        if not isinstance(body, dict):
+            raise InvalidClaim("cnf osc must be a map", claim="cnf")
+        return CnfOsc(OscoreInputMaterial.from_cbor_map(body))
+    raise InvalidClaim(f"unsupported cnf method {method!r}", claim="cnf")
+
+
+def _cnf_to_jwt(cnf: Cnf) -> dict[str, Any]:
+    if isinstance(cnf, CnfKey):
+        return {JwtCnfMethod.JWK: cnf.key.to_jwk(include_private=cnf.key.is_symmetric)}
+    if isinstance(cnf, CnfEncryptedKey):
+        if cnf.jwe is None:
+            raise UnsupportedConversion(
+                "an Encrypted_COSE_Key cannot be put in a JWT (use a JWE)", claim="cnf"
+            )
+        return {JwtCnfMethod.JWE: cnf.jwe}
+    if isinstance(cnf, CnfKid):
+        try:
+            return {JwtCnfMethod.KID: cnf.kid.decode("utf-8")}
+        except UnicodeDecodeError:
+            raise UnsupportedConversion("a binary cnf kid has no JWT form", claim="cnf") from None
+    if isinstance(cnf, CnfJkt):
+        return {JwtCnfMethod.JKT: cnf.jkt}
+    if isinstance(cnf, CnfOsc):
+        return {"osc": cnf.material.to_dict()}
+    raise UnsupportedConversion("a COSE key thumbprint (ckt) has no JWT cnf method", claim="cnf")
+
+
+def _cnf_from_jwt(value: Any) -> Cnf:
+    if not isinstance(value, dict) or len(value) != 1:
+        raise InvalidClaim(
+            "cnf must be an object with exactly one confirmation method", claim="cnf"
+        )
+    ((method, body),) = value.items()
+    if method == JwtCnfMethod.JWK:
+        if not isinstance(body, dict):
+            raise InvalidClaim("cnf jwk must be an object", claim="cnf")
+        return CnfKey(Key.from_jwk(body))
+    if method == JwtCnfMethod.JWE:
+        if not isinstance(body, str) or body.count(".") != 4:
+            raise InvalidClaim("cnf jwe must be a compact JWE", claim="cnf")
+        return CnfEncryptedKey(jwe=body)
+    if method == JwtCnfMethod.KID:
+        if not isinstance(body, str):
+            raise InvalidClaim("cnf kid must be a string", claim="cnf")
+        return CnfKid(body.encode("utf-8"))
+    if method == JwtCnfMethod.JKT:
+        if not isinstance(body, str) or len(b64u_decode(body)) != 32:
+            raise InvalidClaim("cnf jkt must be a base64url SHA-256 thumbprint", claim="cnf")
+        return CnfJkt(body)
+    if method == "osc":
+        if not isinstance(body, dict):
+            raise InvalidClaim("cnf osc must be an object", claim="cnf")
+        return CnfOsc(OscoreInputMaterial.from_dict(body))
+    raise InvalidClaim(f"unsupported cnf method {method!r}", claim="cnf")
+
+
+# ---- the token --------------------------------------------------------------------------
+
+
+def _frozen(mapping: Mapping[Any, Any] | None) -> Mapping[Any, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """An access token's claims, independent of CWT or JWT.
+
+    ``aud`` is a tuple (one or many audiences). ``cti`` is bytes; in a JWT
+    it travels as ``jti``, base64url-encoded. ``extra`` keeps claims
+    keybound does not model, keyed as they arrived.
+    """
+
+    iss: str | None = None
+    sub: str | None = None
+    aud: tuple[str, ...] = ()
+    exp: int | None = None
+    nbf: int | None = None
+    iat: int | None = None
+    cti: bytes | None = None
+    scope: Scope | None = None
+    ace_profile: int | None = None
+    cnonce: bytes | None = None
+    exi: int | None = None
+    cnf: Cnf | None = None
+    extra: Mapping[Any, Any] = field(default_factory=lambda: _frozen(None))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.aud, str):
+            object.__setattr__(self, "aud", (self.aud,))
+        elif not isinstance(self.aud, tuple):
+            object.__setattr__(self, "aud", tuple(self.aud))
+        if not isinstance(self.extra, MappingProxyType):
+            object.__setattr__(self, "extra", _frozen(self.extra))
+
+    def replace(self, **changes: Any) -> AccessToken:
+        """A copy with ``changes`` applied (the model itself never changes)."""
+        return replace(self, **changes)
+
+    # ---- CWT -----------------------------------------------------------------------------
+
+    def to_cwt_claims(self) -> dict[int | str, Any]:
+        """The CWT claims map (RFC 8392 §3; ``aud`` as an array when there are several)."""
+        out: dict[int | str, Any] = {}
+        if self.iss is not None:
+            out[int(CWTClaim.ISS)] = self.iss
+        if self.sub is not None:
+            out[int(CWTClaim.SUB)] = self.sub
+        if self.aud:
+            out[int(CWTClaim.AUD)] = self.aud[0] if len(self.aud) == 1 else list(self.aud)
+        for claim, value in (
+            (CWTClaim.EXP, self.exp),
+            (CWTClaim.NBF, self.nbf),
+            (CWTClaim.IAT, self.iat),
+            (CWTClaim.CTI, self.cti),
+        ):
+            if value is not None:
+                out[int(claim)] = value
+        if self.cnf is not None:
+            out[int(CWTClaim.CNF)] = _cnf_to_cwt(self.cnf)
+        if self.scope is not None:
+            out[int(CWTClaim.SCOPE)] = self.scope.to_cwt()
+        for claim, value in (
+            (CWTClaim.ACE_PROFILE, self.ace_profile),
+            (CWTClaim.CNONCE, self.cnonce),
+            (CWTClaim.EXI, self.exi),
+        ):
+            if value is not None:
+                out[int(claim)] = value
+        for key, value in self.extra.items():
+            if key in out:
+                raise InvalidClaim(f"extra claim {key!r} collides with a modelled claim")
+            out[key] = value
+        return out
+
+    def to_cwt_payload(self) -> bytes:
+        """The deterministic CBOR encoding of :meth:`to_cwt_claims`."""
+        return cbor.dumps(self.to_cwt_claims())
+
+    @classmethod
+    def from_cwt_claims(cls, claims: Mapping[Any, Any]) -> AccessToken:
+        """Build the model from a decoded CWT claims map, checking each claim's type."""
+        if not isinstance(claims, Mapping):
+            raise DecodeError("the CWT payload must be a map of claims")
+        known = {int(c) for c in CWTClaim}
+        values: dict[str, Any] = {}
+        extra: dict[Any, Any] = {}
+        for key, value in claims.items():
+            if type(key) is int and key in known:
+                values[CWTClaim(key).name.lower()] = value
+            else:
+                extra[key] = value
+        return cls(
+            iss=_opt_text(values.get("iss"), "iss"),
+            sub=_opt_text(values.get("sub"), "sub"),
+            aud=_audiences(values.get("aud")),
+            exp=_opt_time(values.get("exp"), "exp"),
+            nbf=_opt_time(values.get("nbf"), "nbf"),
+            iat=_opt_time(values.get("iat"), "iat"),
+            cti=_opt_bytes(values.get("cti"), "cti"),
+            scope=Scope.from_claim(values["scope"]) if "scope" in values else None,
+            ace_profile=_opt_int(values.get("ace_profile"), "ace_profile"),
+            cnonce=_opt_bytes(values.get("cnonce"), "cnonce"),
+            exi=_opt_int(values.get("exi"), "exi", minimum=0),
+            cnf=_cnf_from_cwt(values["cnf"]) if "cnf" in values else None,
+            extra=extra,
+        )
+
+    # ---- JWT -----------------------------------------------------------------------------
+
+    def to_jwt_claims(self) -> dict[str, Any]:
+        """The JWT claims set (RFC 7519 §4.1, RFC 7800 ``cnf``, RFC 9200 ``exi``...)."""
+        out: dict[str, Any] = {}
+        if self.iss is not None:
+            out["iss"] = self.iss
+        if self.sub is not None:
+            out["sub"] = self.sub
+        if self.aud:
+            out["aud"] = self.aud[0] if len(self.aud) == 1 else list(self.aud)
+        for name, value in (("exp", self.exp), ("nbf", self.nbf), ("iat", self.iat)):
+            if value is not None:
+                out[name] = value
+        if self.cti is not None:
+            out["jti"] = b64u_encode(self.cti)
+        if self.cnf is not None:
+            out["cnf"] = _cnf_to_jwt(self.cnf)
+        if self.scope is not None:
+            out["scope"] = self.scope.to_jwt()
+        if self.ace_profile is not None:
+            out["ace_profile"] = self.ace_profile
+        if self.cnonce is not None:
+            out["cnonce"] = b64u_encode(self.cnonce)
+        if self.exi is not None:
+            out["exi"] = self.exi
+        for key, value in self.extra.items():
+            if not isinstance(key, str):
+                raise UnsupportedConversion(
+                    f"claim {key!r} has an integer key, which a JWT cannot carry", claim=str(key)
+                )
+            if key in out:
+                raise InvalidClaim(f"extra claim {key!r} collides with a modelled claim")
+            out[key] = _json_value(value, key)
+        return out
+
+    @classmethod
+    def from_jwt_claims(cls, claims: Mapping[str, Any]) -> AccessToken:
+        """Build the model from a decoded JWT claims set, checking each claim's type."""
+        if not isinstance(claims, Mapping):
+            raise DecodeError("the JWT payload must be a JSON object")
+        modelled = {
+            "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "cnf", "scope",
+            "ace_profile", "cnonce", "exi",
+        }  # fmt: skip
+        jti = claims.get("jti")
+        cti: bytes | None = None
+        if jti is not None:
+            if not isinstance(jti, str) or len(jti) > MAX_TEXT:
+                raise InvalidClaim("jti must be a string", claim="jti")
+            try:
+                cti = b64u_decode(jti)
+            except DecodeError:
+                cti = jti.encode("utf-8")
+        cnonce = claims.get("cnonce")
+        if cnonce is not None and not isinstance(cnonce, str):
+            raise InvalidClaim("cnonce must be a base64url string", claim="cnonce")
+        return cls(
+            iss=_opt_text(claims.get("iss"), "iss"),
+            sub=_opt_text(claims.get("sub"), "sub"),
+            aud=_audiences(claims.get("aud")),
+            exp=_opt_time(claims.get("exp"), "exp"),
+            nbf=_opt_time(claims.get("nbf"), "nbf"),
+            iat=_opt_time(claims.get("iat"), "iat"),
+            cti=cti,
+            scope=Scope.from_jwt(claims["scope"]) if "scope" in claims else None,
+            ace_profile=_opt_int(claims.get("ace_profile"), "ace_profile"),
+            cnonce=b64u_decode(cnonce) if cnonce is not None else None,
+            exi=_opt_int(claims.get("exi"), "exi", minimum=0),
+            cnf=_cnf_from_jwt(claims["cnf"]) if "cnf" in claims else None,
+            extra={k: v for k, v in claims.items() if k not in modelled},
+        )
+
+    # ---- display -------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly view keyed by claim name (``cti`` and byte strings as hex)."""
+        out: dict[str, Any] = {}
+        for name in ("iss", "sub"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.aud:
+            out["aud"] = self.aud[0] if len(self.aud) == 1 else list(self.aud)
+        for name in ("exp", "nbf", "iat"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.cti is not None:
+            out["cti"] = self.cti.hex()
+        if self.scope is not None:
+            out["scope"] = self.scope.to_jwt()
+        if self.ace_profile is not None:
+            out["ace_profile"] = self.ace_profile
+        if self.cnonce is not None:
+            out["cnonce"] = self.cnonce.hex()
+        if self.exi is not None:
+            out["exi"] = self.exi
+        if self.cnf is not None:
+            out["cnf"] = describe_cnf(self.cnf)
+        for key, value in self.extra.items():
+            out[str(key)] = _display(value)
+        return out
+
+
+def describe_cnf(cnf: Cnf) -> dict[str, Any]:
+    """A readable description of a ``cnf`` value; secrets are never shown."""
+    if isinstance(cnf, CnfKey):
+        if cnf.key.is_symmetric:
+            return {"method": "COSE_Key", "kty": "Symmetric", "kid": _hex(cnf.key.kid)}
+        jwk = cnf.key.to_jwk()
+        return {"method": "COSE_Key", "jwk": jwk, "jkt": cnf.key.jwk_thumbprint()}
+    if isinstance(cnf, CnfEncryptedKey):
+        return {"method": "Encrypted_COSE_Key" if cnf.cose is not None else "jwe"}
+    if isinstance(cnf, CnfKid):
+        return {"method": "kid", "kid": cnf.kid.hex()}
+    if isinstance(cnf, CnfJkt):
+        return {"method": "jkt", "jkt": cnf.jkt}
+    if isinstance(cnf, CnfCkt):
+        return {"method": "ckt", "ckt": cnf.ckt.hex()}
+    m = cnf.material
+    return {
+        "method": "osc",
+        "id": m.id.hex(),
+        "ms": f"<{len(m.ms)} secret bytes>",
+        **({"salt": m.salt.hex()} if m.salt is not None else {}),
+        **({"contextId": m.context_id.hex()} if m.context_id is not None else {}),
+        **({"alg": m.alg} if m.alg is not None else {}),
+        **({"hkdf": m.hkdf} if m.hkdf is not None else {}),
+    }
+
+
+def _hex(value: bytes | None) -> str | None:
+    return value.hex() if value is not None else None
+
+
+def _display(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return [_display(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _display(v) for k, v in value.items()}
+    if isinstance(value, cbor2.CBORTag):
+        return {"tag": value.tag, "value": _display(value.value)}
+    return value
+
+
+def _json_value(value: Any, claim: str) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_json_value(v, claim) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _json_value(v, claim) for k, v in value.items()}
+    raise UnsupportedConversion(f"claim {claim!r} holds a value JSON cannot carry", claim=claim)
+
+
+def _opt_text(value: Any, claim: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise InvalidClaim(f"{claim} must be a text string", claim=claim)
+    return value
+
+
+def _opt_bytes(value: Any, claim: str) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, bytes) or len(value) > MAX_TEXT:
+        raise InvalidClaim(f"{claim} must be a byte string", claim=claim)
+    return value
+
+
+def _opt_int(value: Any, claim: str, *, minimum: int | None = None) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or (minimum is not None and value < minimum):
+        raise InvalidClaim(f"{claim} must be an integer", claim=claim)
+    return value
+
+
+def _opt_time(value: Any, claim: str) -> int | None:
+    """A NumericDate (RFC 8392 §2, RFC 7519 §2); a float is floored to whole seconds."""
+    if value is None:
+        return None
+    if type(value) is float and math.isfinite(value):
+        return math.floor(value)
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise InvalidClaim(f"{claim} must be a NumericDate", claim=claim)
+    return value
+
+
+def _audiences(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (_opt_text(value, "aud") or "",)
+    if isinstance(value, list) and 0 < len(value) <= MAX_AUDIENCES:
+        return tuple(_opt_text(v, "aud") or "" for v in value)
+    raise InvalidClaim("aud must be a text string or a list of them", claim="aud")
+
+
+__all__ = [
+    "AccessToken",
+    "Cnf",
+    "CnfCkt",
+    "CnfEncryptedKey",
+    "CnfJkt",
+    "CnfKey",
+    "CnfKid",
+    "CnfOsc",
+    "describe_cnf",
+]

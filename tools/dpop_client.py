@@ -1,0 +1,185 @@
+"""DPoP for httpx clients (RFC 9449): a fresh proof on every request.
+
+:class:`DPoPAuth` is an :class:`httpx.Auth`; its ``auth_flow`` generator yields
+requests and receives responses, so one flow serves ``httpx.Client`` and
+``httpx.AsyncClient``::
+
+    auth = DPoPAuth(ECKey.generate_key("P-256"))
+    token = httpx.post(token_url, data=..., auth=auth).json()["access_token"]
+    auth.access_token = token
+    httpx.get(resource_url, auth=auth)
+
+Each request gets a new proof with its method as ``htm``, its URL without
+query and fragment as ``htu`` (RFC 9449 §4.2), ``ath`` when an access token
+is set (§7.1), and the last nonce the origin supplied (§8, §9). When the server
+answers ``use_dpop_nonce`` with a ``DPoP-Nonce`` header — 401 with a
+``WWW-Authenticate: DPoP error="use_dpop_nonce"`` challenge from a resource
+server (§9), or 400 with a JSON ``{"error": "use_dpop_nonce"}`` from a token
+endpoint (§8) — the request is sent once more with a new proof carrying that
+nonce. Nonces are remembered per origin, since a nonce is only good at the
+server that issued it (§9), and the newest one seen in any response is used
+next (§8.2).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import Any
+
+import httpx
+from joserfc.jwk import ECKey, OKPKey
+
+from keybound.core.dpop import create_proof
+
+__all__ = ["DPoPAuth"]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_USE_DPOP_NONCE = re.compile(r"""\berror\s*=\s*"?use_dpop_nonce"?""", re.IGNORECASE)
+# RFC 9449 §8.1: nonce = 1*NQCHAR (%x21 / %x23-5B / %x5D-7E); bounded by us.
+_NONCE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,512}")
+
+
+def _origin(url: httpx.URL) -> str:
+    port = url.port if url.port is not None else _DEFAULT_PORTS.get(url.scheme)
+    return f"{url.scheme}://{url.host}:{port}"
+
+
+def _htu(url: httpx.URL) -> str:
+    return str(url.copy_with(query=None, fragment=None))
+
+
+class DPoPAuth(httpx.Auth):
+    """Sign every request with a DPoP proof and send the access token as ``DPoP``.
+
+    :param private_key: the client's DPoP key (RFC 9449 §4.2); its thumbprint
+        is what the authorization server binds tokens to (``cnf.jkt``, §6.1).
+    :param access_token: sent as ``Authorization: DPoP <token>`` (§7.1) when
+        set; leave it ``None`` for token requests. May be changed later.
+    :param alg: the JWS algorithm of the proofs.
+    :param clock: seconds since the epoch, for ``iat``.
+    :param max_origins: how many origins' nonces to remember (least recently
+        used are forgotten first).
+    """
+
+    requires_request_body = True  # a nonce retry sends the body again
+
+    def __init__(
+        self,
+        private_key: ECKey | OKPKey,
+        access_token: str | None = None,
+        *,
+        alg: str = "ES256",
+        clock: Callable[[], float] = time.time,
+        max_origins: int = 128,
+    ) -> None:
+        if not private_key.is_private:
+            raise ValueError("DPoPAuth needs the private key to sign proofs")
+        self.private_key = private_key
+        self.access_token = access_token
+        self.alg = alg
+        self.clock = clock
+        self.max_origins = max_origins
+        self._nonces: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ---- nonces per origin ---------------------------------------------------------------
+
+    def nonce_for(self, url: httpx.URL | str) -> str | None:
+        """The nonce remembered for the origin of ``url``, if any."""
+        origin = _origin(httpx.URL(url))
+        with self._lock:
+            return self._nonces.get(origin)
+
+    def _remember(self, origin: str, response: httpx.Response) -> str | None:
+        values = response.headers.get_list("dpop-nonce")
+        if len(values) != 1 or _NONCE.fullmatch(values[0]) is None:
+            return None  # RFC 9449 §8: never more than one DPoP-Nonce header
+        nonce = values[0]
+        with self._lock:
+            self._nonces[origin] = nonce
+            self._nonces.move_to_end(origin)
+            while len(self._nonces) > self.max_origins:
+                self._nonces.popitem(last=False)
+        return nonce
+
+    # ---- the flow ------------------------------------------------------------------------
+
+    def _sign(self, request: httpx.Request, nonce: str | None) -> None:
+        proof = create_proof(
+            self.private_key,
+            request.method,
+            _htu(request.url),
+            now=int(self.clock()),
+            access_token=self.access_token,
+            nonce=nonce,
+            alg=self.alg,
+        )
+        request.headers["DPoP"] = proof
+        if self.access_token is not None:
+            request.headers["Authorization"] = f"DPoP {self.access_token}"
+
+    @staticmethod
+    def _asks_for_nonce(response: httpx.Response) -> bool:
+        if response.status_code == 401:
+            challenges = response.headers.get_list("www-authenticate")
+            return any(
+                c.lstrip().lower().startswith("dpop") and _USE_DPOP_NONCE.search(c)
+                for c in challenges
+            )
+        if response.status_code == 400:
+            try:
+                body: Any = response.json()
+            except (ValueError, httpx.ResponseNotRead):
+                return False
+            return isinstance(body, dict) and body.get("error") == "use_dpop_nonce"
+        return False
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Send with a proof; on ``use_dpop_nonce`` retry once with the supplied nonce."""
+        origin = _origin(request.url)
+        with self._lock:
+            nonce = self._nonces.get(origin)
+        self._sign(request, nonce)
+        response = yield request
+        supplied = self._remember(origin, response)
+        if supplied is not None and self._asks_for_nonce(response):
+            self._sign(request, supplied)
+            response = yield request
+            self._remember(origin, response)
+
+    # httpx reads no response body before handing it to auth_flow; a token
+    # endpoint's use_dpop_nonce is in the JSON body of a 400, so read just those.
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        request.read()
+        flow = self.auth_flow(request)
+        request = next(flow)
+        while True:
+            response = yield request
+            if response.status_code == 400:
+                response.read()
+            try:
+                request = flow.send(response)
+            except StopIteration:
+                break
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        await request.aread()
+        flow = self.auth_flow(request)
+        request = next(flow)
+        while True:
+            response = yield request
+            if response.status_code == 400:
+                await response.aread()
+            try:
+                request = flow.send(response)
+            except StopIteration:
+                break
