@@ -33,7 +33,9 @@ def test_version() -> None:
     assert proc.stdout.startswith("keybound ")
 
 
-@pytest.mark.parametrize("example", VECTORS["tokens"], ids=[t["section"] for t in VECTORS["tokens"]])
+@pytest.mark.parametrize(
+    "example", VECTORS["tokens"], ids=[t["section"] for t in VECTORS["tokens"]]
+)
 def test_inspect_rfc8392_examples_with_key(
     example: dict[str, object], a2_keys: dict[str, Key], tmp_path: Path
 ) -> None:
@@ -71,7 +73,8 @@ def test_inspect_human_output_and_file_argument(tmp_path: Path) -> None:
     token_file.write_text(VECTORS["tokens"][1]["hex"] + "\n")
     proc = run_keybound("token", "inspect", f"@{token_file}")
     assert proc.returncode == 0, proc.stderr
-    assert "MAC0" in proc.stdout and "not verified" in proc.stdout
+    assert "MAC0" in proc.stdout
+    assert "not verified" in proc.stdout
     assert "erikw" in proc.stdout
     assert "CBOR diagnostic notation" in proc.stdout
 
@@ -122,7 +125,9 @@ def test_mint_then_inspect(tmp_path: Path, fmt: str) -> None:
     proc = run_keybound("token", "inspect", token, "--key", str(key_path), "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["format"] == fmt and out["verified"] is True and out["alg"] == "ES256"
+    assert out["format"] == fmt
+    assert out["verified"] is True
+    assert out["alg"] == "ES256"
     assert out["claims"]["scope"] == "temp.read"
     assert out["claims"]["cti"] == "0b71"
     assert out["claims"]["exp"] - out["claims"]["iat"] == 600

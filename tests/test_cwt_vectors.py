@@ -63,7 +63,9 @@ def test_reencodes_deterministic(example: dict[str, Any], a2_keys: dict[str, Key
 
 
 def test_a3_with_the_public_key_only(a2_keys: dict[str, Key]) -> None:
-    signer = a2_keys["A.2.3 Elliptic Curve Digital Signature Algorithm (ECDSA) P-256 256-Bit COSE Key"]
+    signer = a2_keys[
+        "A.2.3 Elliptic Curve Digital Signature Algorithm (ECDSA) P-256 256-Bit COSE Key"
+    ]
     a3 = next(t for t in VECTORS["tokens"] if t["section"].startswith("A.3"))
     decoded = cwt.decode(bytes.fromhex(a3["hex"]), signer.public_key())
     assert decoded.token.sub == "erikw"

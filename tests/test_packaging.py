@@ -28,7 +28,11 @@ def test_packages_list_matches_the_folders() -> None:
     """Every folder with an __init__.py under core/, coap/, tools/ is a listed package."""
     listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
     found = {"keybound.firmware"}
-    for top, name in (("core", "keybound.core"), ("coap", "keybound.coap"), ("tools", "keybound.tools")):
+    for top, name in (
+        ("core", "keybound.core"),
+        ("coap", "keybound.coap"),
+        ("tools", "keybound.tools"),
+    ):
         for init in (ROOT / top).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / top)
             found.add(".".join([name, *rel.parts]) if rel.parts else name)
@@ -97,4 +101,5 @@ def test_core_imports_no_io_libraries() -> None:
     for path in (ROOT / "core").rglob("*.py"):
         text = path.read_text()
         for name in forbidden:
-            assert f"import {name}" not in text and f"from {name}" not in text, (path, name)
+            assert f"import {name}" not in text, (path, name)
+            assert f"from {name}" not in text, (path, name)

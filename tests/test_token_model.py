@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import cbor2
@@ -107,7 +108,8 @@ def test_encrypted_cnf_key_jwe_round_trip() -> None:
     token = _token(cnf=CnfEncryptedKey(jwe=sealed))
     decoded = jwt.decode(jwt.encode_encrypted(token, RS_KEY), RS_KEY).token
     assert decoded == token
-    assert isinstance(decoded.cnf, CnfEncryptedKey) and decoded.cnf.jwe is not None
+    assert isinstance(decoded.cnf, CnfEncryptedKey)
+    assert decoded.cnf.jwe is not None
     assert jwt.open_key(decoded.cnf.jwe, RS_KEY) == pop
     with pytest.raises(UnsupportedConversion):
         cwt.encode(token, cwt.Sign1(AS_KEY))
@@ -139,7 +141,11 @@ def test_encrypted_cose_key_round_trip() -> None:
 def test_every_protection_round_trips(protection: cwt.Protection) -> None:
     token = _token()
     keys: list[Key] = []
-    for part in (protection.sign, protection.encrypt) if isinstance(protection, cwt.Nested) else (protection,):
+    for part in (
+        (protection.sign, protection.encrypt)
+        if isinstance(protection, cwt.Nested)
+        else (protection,)
+    ):
         keys.append(part.key if part.key.is_symmetric else part.key.public_key())
     decoded = cwt.decode(cwt.encode(token, protection, cwt_tag=True), keys)
     assert decoded.token == token
@@ -187,14 +193,21 @@ def tokens(draw: st.DrawFn) -> AccessToken:
         cti=draw(st.none() | st.binary(min_size=1, max_size=16)),
         scope=draw(
             st.none()
-            | st.lists(st.from_regex(r"[a-z][a-z0-9.:_-]{0,10}", fullmatch=True), min_size=1, max_size=4)
-            .map(lambda words: Scope.from_claim(" ".join(dict.fromkeys(words))))
+            | st.lists(
+                st.from_regex(r"[a-z][a-z0-9.:_-]{0,10}", fullmatch=True), min_size=1, max_size=4
+            ).map(lambda words: Scope.from_claim(" ".join(dict.fromkeys(words))))
         ),
         ace_profile=draw(st.none() | st.integers(min_value=1, max_value=2)),
         cnonce=draw(st.none() | st.binary(min_size=1, max_size=16)),
         exi=draw(st.none() | st.integers(min_value=0, max_value=2**31)),
         cnf=draw(st.none() | st.sampled_from([CnfKey(POP.public_key()), CnfKid(b"k1")])),
-        extra=draw(st.dictionaries(st.from_regex(r"x_[a-z]{1,8}", fullmatch=True), st.integers(-(2**63), 2**63 - 1), max_size=3)),
+        extra=draw(
+            st.dictionaries(
+                st.from_regex(r"x_[a-z]{1,8}", fullmatch=True),
+                st.integers(-(2**63), 2**63 - 1),
+                max_size=3,
+            )
+        ),
     )
 
 
@@ -341,10 +354,8 @@ def test_duplicate_map_keys() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_cwt_decoder_on_arbitrary_bytes(data: bytes) -> None:
-    try:
+    with contextlib.suppress(KeyboundError):
         cwt.decode(data, [AS_KEY, RS_KEY])
-    except KeyboundError:
-        pass
 
 
 VALID = [
@@ -355,7 +366,10 @@ VALID = [
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(VALID), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4))
+@given(
+    st.sampled_from(VALID),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
+)
 def test_cwt_decoder_on_mutated_tokens(valid: bytes, edits: list[tuple[int, int]]) -> None:
     data = bytearray(valid)
     for pos, value in edits:
@@ -370,10 +384,8 @@ def test_cwt_decoder_on_mutated_tokens(valid: bytes, edits: list[tuple[int, int]
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300))
 def test_jwt_decoder_on_arbitrary_text(text: str) -> None:
-    try:
+    with contextlib.suppress(KeyboundError):
         jwt.decode(text, [AS_KEY, MAC_KEY])
-    except KeyboundError:
-        pass
 
 
 @settings(max_examples=200, deadline=None)
@@ -381,7 +393,5 @@ def test_jwt_decoder_on_arbitrary_text(text: str) -> None:
 def test_jwt_decoder_on_mutated_tokens(pos: int, char: str) -> None:
     valid = jwt.encode(_token(), AS_KEY)
     data = valid[: pos % len(valid)] + char + valid[pos % len(valid) + 1 :]
-    try:
+    with contextlib.suppress(KeyboundError):
         assert jwt.decode(data, AS_KEY).token == _token()
-    except KeyboundError:
-        pass
