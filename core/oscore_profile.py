@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -168,7 +169,7 @@ def _b64_decode(value: object, name: str) -> bytes:
 # ---- OSCORE input material (RFC 9203 §3.2.1) ------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class OscoreInputMaterial:
     """An OSCORE_Input_Material object (RFC 9203 §3.2.1).
 
@@ -209,6 +210,18 @@ class OscoreInputMaterial:
             _bytes_param(self.salt, "salt", low=0, high=MAX_MATERIAL_FIELD_BYTES)
         if self.context_id is not None:
             _bytes_param(self.context_id, "contextId", low=0, high=MAX_MATERIAL_FIELD_BYTES)
+
+    def _public(self) -> tuple[object, ...]:
+        return (self.id, self.version, self.hkdf, self.alg, self.salt, self.context_id)
+
+    def __eq__(self, other: object) -> bool:
+        """Equality; the Master Secret is compared in constant time."""
+        if not isinstance(other, OscoreInputMaterial):
+            return NotImplemented
+        return hmac.compare_digest(self.ms, other.ms) and self._public() == other._public()
+
+    def __hash__(self) -> int:
+        return hash(self._public())
 
     @property
     def aead(self) -> Algorithm:
@@ -488,7 +501,7 @@ class AuthzInfoResponse:
 # ---- OSCORE setup (RFC 9203 §4.3) and key derivation (RFC 8613 §3.2) ------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DerivedContext:
     """The parameters of an OSCORE Security Context (RFC 8613 §3.2), before key derivation."""
 
@@ -514,6 +527,26 @@ class DerivedContext:
         if self.sender_id == self.recipient_id:
             raise InvalidRequest("Sender ID and Recipient ID must differ")
 
+    def _public(self) -> tuple[object, ...]:
+        return (
+            self.master_salt,
+            self.id_context,
+            self.sender_id,
+            self.recipient_id,
+            self.alg,
+            self.hkdf,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        """Equality; the Master Secret is compared in constant time."""
+        if not isinstance(other, DerivedContext):
+            return NotImplemented
+        same_secret = hmac.compare_digest(self.master_secret, other.master_secret)
+        return same_secret and self._public() == other._public()
+
+    def __hash__(self) -> int:
+        return hash(self._public())
+
     @property
     def aead(self) -> Algorithm:
         return _aead(self.alg)
@@ -525,6 +558,9 @@ class DerivedKeys(NamedTuple):
     sender_key: bytes
     recipient_key: bytes
     common_iv: bytes
+
+    def __repr__(self) -> str:
+        return f"DerivedKeys(<{len(self.sender_key)}-byte keys>, common_iv={self.common_iv.hex()})"
 
 
 def build_master_salt(salt: bytes | None, nonce1: bytes, nonce2: bytes) -> bytes:

@@ -174,10 +174,29 @@ def test_material_accepts_registry_names_and_standard_base64() -> None:
     assert OscoreInputMaterial.from_dict({"id": "AQ==", "ms": "+a+Dg2jjU+eIiOFCa9lObw"}).ms == MS
 
 
-def test_material_repr_hides_the_master_secret() -> None:
+def test_secrets_stay_out_of_reprs() -> None:
     material = OscoreInputMaterial(id=b"\x01", ms=MS)
-    assert MS.hex() not in repr(material)
-    assert repr(MS) not in repr(material)
+    ctx = derive_context_parameters(material, N1, N2, b"\x01", b"\x02")
+    keys = derive_keys(ctx)
+    for text in (repr(material), repr(ctx)):
+        assert MS.hex() not in text
+        assert repr(MS) not in text
+    assert keys.sender_key.hex() not in repr(keys)
+    assert repr(keys.recipient_key) not in repr(keys)
+
+
+def test_equality_covers_the_secret() -> None:
+    material = OscoreInputMaterial(id=b"\x01", ms=MS)
+    assert material == OscoreInputMaterial(id=b"\x01", ms=MS)
+    assert material != OscoreInputMaterial(id=b"\x01", ms=bytes(16))
+    assert material != OscoreInputMaterial(id=b"\x02", ms=MS)
+    assert hash(material) == hash(OscoreInputMaterial(id=b"\x01", ms=MS))
+    ctx = derive_context_parameters(material, N1, N2, b"\x01", b"\x02")
+    other = derive_context_parameters(
+        OscoreInputMaterial(id=b"\x01", ms=bytes(16)), N1, N2, b"\x01", b"\x02"
+    )
+    assert ctx == derive_context_parameters(material, N1, N2, b"\x01", b"\x02")
+    assert ctx != other
 
 
 BAD_MATERIAL: list[tuple[str, dict[Any, Any], type[KeyboundError], str]] = [
