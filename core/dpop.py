@@ -6,9 +6,8 @@ randomness as a ``random_bytes`` callable that defaults to :func:`os.urandom`.
 - :func:`create_proof` builds a DPoP proof JWT (RFC 9449 §4.2).
 - :func:`verify_proof` runs the checks of RFC 9449 §4.3 (and §7.1 for
   protected resources) and returns a :class:`VerifiedProof`, or raises.
-- :class:`InMemoryReplayCache` remembers ``jti`` values for the time window in
-  which a proof would be accepted (RFC 9449 §11.1), with a fixed capacity.
-- :class:`NonceIssuer` makes stateless server nonces (RFC 9449 §8, §9).
+- the replay cache and the server nonces live in :mod:`keybound.core.dpop_state`
+  and are re-exported here.
 
 Failures of the proof raise :class:`~keybound.core.errors.InvalidDPoPProof`
 (``invalid_dpop_proof``), with a description naming the check that failed. A
@@ -22,25 +21,31 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import heapq
 import hmac
 import json
 import math
 import os
 import re
 import string
-import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
-from .errors import CapacityExceeded, InvalidDPoPProof, InvalidToken, UseDPoPNonce
+from .dpop_state import (
+    InMemoryReplayCache,
+    NonceChecker,
+    NonceIssuer,
+    ReplayCache,
+    ReplayCacheFull,
+    ReplayedProof,
+)
+from .errors import InvalidDPoPProof, InvalidToken
 
 __all__ = [
     "DEFAULT_ALGS",
@@ -117,14 +122,6 @@ _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 class DPoPKeyMismatch(InvalidToken):
     """the DPoP proof's key is not the key the access token is bound to (RFC 9449 §7.1)"""
-
-
-class ReplayedProof(InvalidDPoPProof):
-    """the DPoP proof's jti was seen before for this target URI (RFC 9449 §11.1)"""
-
-
-class ReplayCacheFull(CapacityExceeded):
-    """the DPoP replay cache is full of unexpired entries; new proofs are refused"""
 
 
 # ---- helpers: base64url, JSON, RFC 7638, RFC 9449 §4.2 ath ---------------------------------
@@ -400,136 +397,6 @@ def create_proof(
     )
     signature: bytes = model.sign(signing_input.encode("ascii"), private_key)
     return signing_input + "." + _b64url_encode(signature)
-
-
-# ---- replay cache (RFC 9449 §11.1) ----------------------------------------------------------
-
-
-class ReplayCache(Protocol):
-    """Remembers DPoP proof ``jti`` values per target URI (RFC 9449 §11.1).
-
-    ``check_and_store`` raises :class:`ReplayedProof` when ``(key, jti)`` was
-    stored before and has not expired, and otherwise stores it until
-    ``expires_at`` (inclusive). A store that cannot take the entry must raise
-    too (for example :class:`ReplayCacheFull`), never silently forget it.
-    """
-
-    def check_and_store(self, key: str, jti: str, expires_at: int, now: int) -> None: ...
-
-
-class InMemoryReplayCache:
-    """A bounded in-process :class:`ReplayCache`.
-
-    Entries are SHA-256 digests of ``key`` and ``jti`` (RFC 9449 §11.1 suggests
-    storing hashes), each kept until the proof's acceptance window ends. When
-    ``capacity`` entries are stored, expired ones are evicted first; if none has
-    expired, the new proof is refused with :class:`ReplayCacheFull` (HTTP 503)
-    rather than growing the cache or forgetting an unexpired entry, which would
-    reopen a replay. Size the capacity for the peak request rate times the
-    window (for example 1,000 requests/s x 65 s = 65,000 entries, roughly 10 MB).
-    Safe to share between threads.
-    """
-
-    def __init__(self, capacity: int = 65_536) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self.capacity = capacity
-        self._expiry: dict[bytes, int] = {}
-        self._heap: list[tuple[int, bytes]] = []
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-    @staticmethod
-    def _digest(key: str, jti: str) -> bytes:
-        return hashlib.sha256(
-            len(key).to_bytes(4, "big") + key.encode("utf-8") + jti.encode("utf-8")
-        ).digest()
-
-    def _evict_expired(self, now: int) -> None:
-        while self._heap and self._heap[0][0] < now:
-            _, digest = heapq.heappop(self._heap)
-            self._expiry.pop(digest, None)
-
-    def check_and_store(self, key: str, jti: str, expires_at: int, now: int) -> None:
-        digest = self._digest(key, jti)
-        with self._lock:
-            seen_until = self._expiry.get(digest)
-            if seen_until is not None and seen_until >= now:
-                raise ReplayedProof(f"the jti {jti!r} was already used for {key}")
-            self._evict_expired(now)
-            if len(self._expiry) >= self.capacity:
-                raise ReplayCacheFull(
-                    f"the replay cache holds {self.capacity} unexpired proofs; try again later"
-                )
-            self._expiry[digest] = expires_at
-            heapq.heappush(self._heap, (expires_at, digest))
-
-
-# ---- server nonces (RFC 9449 §8, §9, §11.2) -------------------------------------------------
-
-
-class NonceChecker(Protocol):
-    """Issues and checks server-provided DPoP nonces (RFC 9449 §8, §9)."""
-
-    def issue(self, now: int) -> str: ...
-
-    def check(self, nonce: str | None, now: int) -> None:
-        """Raise :class:`UseDPoPNonce` with a fresh nonce unless ``nonce`` is current."""
-        ...
-
-
-_SLOT_BYTES = 8
-_TAG_BYTES = 16
-
-
-class NonceIssuer:
-    """Stateless DPoP nonces: ``base64url(slot || HMAC-SHA256(secret, slot)[:16])``.
-
-    ``slot`` is ``now // slot_seconds`` as 8 big-endian bytes. A nonce is
-    accepted during its slot and the next one, so it lives between
-    ``slot_seconds`` and twice that; the server's clock alone decides, which
-    bounds proof lifetime even when the client's clock is wrong (RFC 9449
-    §11.1, §11.2). Nonces are unpredictable without the secret (RFC 9449 §8);
-    use one secret per server, since a nonce must be accepted only by the
-    server that issued it (RFC 9449 §9), and at least 32 random bytes.
-    """
-
-    def __init__(self, secret: bytes, slot_seconds: int = 60) -> None:
-        if len(secret) < 16:
-            raise ValueError("the nonce secret must be at least 16 bytes")
-        if slot_seconds < 1:
-            raise ValueError("slot_seconds must be at least 1")
-        self._secret = secret
-        self.slot_seconds = slot_seconds
-
-    def _nonce_for_slot(self, slot: int) -> str:
-        slot_bytes = slot.to_bytes(_SLOT_BYTES, "big")
-        tag = hmac.new(self._secret, slot_bytes, hashlib.sha256).digest()[:_TAG_BYTES]
-        return _b64url_encode(slot_bytes + tag)
-
-    def issue(self, now: int) -> str:
-        """The nonce of the current slot."""
-        return self._nonce_for_slot(now // self.slot_seconds)
-
-    def check(self, nonce: str | None, now: int) -> None:
-        """Accept a nonce of the current or the previous slot, else raise
-        :class:`UseDPoPNonce` carrying the current nonce (RFC 9449 §8, §11.3)."""
-        if nonce is None:
-            raise UseDPoPNonce(
-                "the server requires a nonce in the DPoP proof", nonce=self.issue(now)
-            )
-        current = now // self.slot_seconds
-        if _B64URL.fullmatch(nonce) is not None and len(nonce) <= 64:
-            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
-            if len(raw) == _SLOT_BYTES + _TAG_BYTES:
-                slot = int.from_bytes(raw[:_SLOT_BYTES], "big")
-                if slot in (current, current - 1):
-                    expected = self._nonce_for_slot(slot)
-                    if hmac.compare_digest(expected.encode("ascii"), nonce.encode("ascii")):
-                        return
-        raise UseDPoPNonce("the DPoP nonce is stale or invalid", nonce=self.issue(now))
 
 
 # ---- checking proofs (RFC 9449 §4.3) --------------------------------------------------------
