@@ -1,0 +1,122 @@
+# keybound firmware: the device bundle (a JSON file written at provisioning).
+#
+# The format is documented in README.md next to this file.  load() checks
+# every field it reads and raises ConfigError naming the field, so a bad
+# bundle fails at boot with a clear message instead of mid-flow.
+
+from micropython import const
+
+_BUNDLE_VERSION = const(1)
+_DEFAULT_PERIOD_S = const(60)
+
+
+class ConfigError(ValueError):
+    """The device bundle is missing a field or has a bad value."""
+
+
+def _hex(d, name, required=True, max_len=64):
+    v = d.get(name)
+    if v is None:
+        if required:
+            raise ConfigError("bundle: missing %s" % name)
+        return None
+    if not isinstance(v, str):
+        raise ConfigError("bundle: %s must be a hex string" % name)
+    try:
+        raw = bytes.fromhex(v)
+    except ValueError:
+        raise ConfigError("bundle: %s is not valid hex" % name) from None
+    if len(raw) > max_len:
+        raise ConfigError("bundle: %s is too long" % name)
+    return raw
+
+
+def _text(d, name, required=True):
+    v = d.get(name)
+    if v is None:
+        if required:
+            raise ConfigError("bundle: missing %s" % name)
+        return None
+    if not isinstance(v, str) or not v:
+        raise ConfigError("bundle: %s must be a non-empty string" % name)
+    return v
+
+
+def _uri(d, name):
+    import coap
+
+    v = _text(d, name)
+    try:
+        coap.parse_uri(v)
+    except (coap.CoAPError, ValueError):
+        raise ConfigError("bundle: %s must look like coap://host:port" % name) from None
+    return v
+
+
+def parse(d):
+    """Validate a decoded bundle (a dict) and return a normalised dict."""
+    if not isinstance(d, dict):
+        raise ConfigError("bundle: top level must be a JSON object")
+    version = d.get("version", _BUNDLE_VERSION)
+    if version != _BUNDLE_VERSION:
+        raise ConfigError("bundle: unsupported version %r" % (version,))
+    ctx = d.get("as_context")
+    if not isinstance(ctx, dict):
+        raise ConfigError("bundle: missing as_context object")
+    alg = ctx.get("alg", 10)
+    if alg != 10:
+        raise ConfigError("bundle: as_context.alg must be 10 (AES-CCM-16-64-128)")
+    period = d.get("period_s", _DEFAULT_PERIOD_S)
+    if not isinstance(period, int) or period < 1:
+        raise ConfigError("bundle: period_s must be a positive integer")
+    wifi = d.get("wifi")
+    if wifi is not None and (not isinstance(wifi, dict) or "ssid" not in wifi):
+        raise ConfigError("bundle: wifi must be an object with ssid (and password)")
+    out = {
+        "client_id": _text(d, "client_id"),
+        "as_uri": _uri(d, "as_uri"),
+        "rs_uri": _uri(d, "rs_uri"),
+        "audience": _text(d, "audience"),
+        "scope": _text(d, "scope"),
+        "resource": _text(d, "resource", False) or "/temp",
+        "token_path": _text(d, "token_path", False) or "/token",
+        "authz_info_path": _text(d, "authz_info_path", False) or "/authz-info",
+        "state_dir": _text(d, "state_dir", False) or "state",
+        "period_s": period,
+        "wifi": wifi,
+        "as_context": {
+            "master_secret": _hex(ctx, "master_secret"),
+            "master_salt": _hex(ctx, "master_salt", False) or b"",
+            "sender_id": _hex(ctx, "sender_id", max_len=7),
+            "recipient_id": _hex(ctx, "recipient_id", max_len=7),
+            "id_context": _hex(ctx, "id_context", False),
+            "alg": alg,
+        },
+    }
+    if len(out["as_context"]["master_secret"]) < 16:
+        raise ConfigError("bundle: as_context.master_secret must be at least 16 bytes")
+    return out
+
+
+def load(path="keybound.json"):
+    """Read and validate the bundle file at path."""
+    import json
+
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except OSError:
+        raise ConfigError("bundle: cannot read %s" % path) from None
+    except ValueError:
+        raise ConfigError("bundle: %s is not valid JSON" % path) from None
+    return parse(d)
+
+
+def ensure_dir(path):
+    """Create the state directory if it is missing (one level)."""
+    import os
+
+    try:
+        os.stat(path)
+    except OSError:
+        os.mkdir(path)

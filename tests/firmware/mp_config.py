@@ -1,0 +1,54 @@
+# Device bundle parsing (firmware config.py).
+# Usage: micropython mp_config.py BUNDLE.json  (the example from README.md)
+
+import json
+import sys
+
+import config
+from mptest import done, eq, raises
+
+cfg = config.load(sys.argv[1])
+eq("README example: AS URI", cfg["as_uri"], "coap://192.168.1.10:5683")
+eq("README example: master secret bytes", len(cfg["as_context"]["master_secret"]), 16)
+eq("README example: empty sender_id allowed", cfg["as_context"]["recipient_id"], b"")
+eq("README example: id_context", cfg["as_context"]["id_context"], bytes.fromhex("37cbf3210017a2d3"))
+eq("defaults: token path", cfg["token_path"], "/token")
+
+with open(sys.argv[1]) as f:
+    base = json.load(f)
+
+
+def broken(change):
+    d = json.loads(json.dumps(base))
+    change(d)
+    return d
+
+
+def drop(key):
+    return lambda d: d.pop(key)
+
+
+def ctx_set(key, value):
+    return lambda d: d["as_context"].__setitem__(key, value)
+
+
+for name, change, needle in (
+    ("missing audience", drop("audience"), "audience"),
+    ("missing as_context", drop("as_context"), "as_context"),
+    ("https AS URI", lambda d: d.__setitem__("as_uri", "https://x"), "as_uri"),
+    ("bad hex secret", ctx_set("master_secret", "zz"), "master_secret"),
+    ("short secret", ctx_set("master_secret", "0102"), "at least 16"),
+    ("sender_id too long", ctx_set("sender_id", "00" * 8), "sender_id"),
+    ("alg 11", ctx_set("alg", 11), "alg"),
+    ("period 0", lambda d: d.__setitem__("period_s", 0), "period_s"),
+    ("version 2", lambda d: d.__setitem__("version", 2), "version"),
+):
+    raises("refused: " + name, config.ConfigError, config.parse, broken(change), contains=needle)
+raises(
+    "missing file",
+    config.ConfigError,
+    config.load,
+    "/nonexistent/bundle.json",
+    contains="cannot read",
+)
+done()

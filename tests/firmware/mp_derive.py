@@ -1,0 +1,19 @@
+# RFC 9203 §4.3 context derivation, printed for an independent check in
+# CPython.  Usage: micropython mp_derive.py MS SALT N1 N2 ID1 ID2 CONTEXT_ID
+import sys
+
+import ace
+from mptest import done, eq
+
+ms, salt, n1, n2, id1, id2, ctx_id = (bytes.fromhex(a) for a in sys.argv[1:8])
+osc = {ace.OSC_ID: b"\x00", ace.OSC_MS: ms, ace.OSC_SALT: salt, ace.OSC_CONTEXT_ID: ctx_id}
+ctx = ace.derive_context(osc, n1, n2, id1, id2)
+print("SALT", ace.master_salt(salt, n1, n2).hex())
+print("SK", ctx.sender_key.hex())
+print("RK", ctx.recipient_key.hex())
+print("IV", ctx.common_iv.hex())
+eq("roles: sender ID is ID2", ctx.sender_id, id2)
+eq("roles: recipient ID is ID1", ctx.recipient_id, id1)
+eq("ID Context is contextId", ctx.id_context, ctx_id)
+eq("absent salt is the empty byte string", ace.master_salt(None, n1, n2)[:1], b"\x40")
+done()
