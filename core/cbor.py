@@ -16,7 +16,8 @@ Only then does cbor2 build the value. Every failure is a
 :class:`~keybound.core.errors.DecodeError`: the bindings answer 4.00, never 5.00.
 
 :func:`dumps` writes RFC 8949 §4.2.1 core deterministic encoding: shortest
-heads, definite lengths, map keys sorted by their encoded bytes.
+heads, definite lengths, map keys sorted by their encoded bytes. Floats are
+written in eight bytes, not their shortest form; no keybound message carries one.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def _item_end(data: bytes, pos: int, depth: int, max_depth: int) -> int:
             if frame[1] and frame[3] % 2:
                 raise DecodeError("CBOR map with an odd number of items")
             pos += 1
+            if stack:  # the finished indefinite container is one item of its parent
+                _close_child(stack, pos, data)
         else:
             start = pos
             major, info, arg, pos = _head(data, pos)
