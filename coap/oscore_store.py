@@ -1,0 +1,210 @@
+"""OSCORE Security Contexts of the RS, installed into aiocoap at run time (RFC 9203 §4.3).
+
+:class:`RsSecurityContext` is an aiocoap security context built from the
+parameters keybound derives (:func:`keybound.core.oscore_profile.derive_keys`),
+with two differences from aiocoap's own contexts:
+
+* Sender Sequence Numbers come from a
+  :class:`~keybound.core.oscore_context.SequenceNumberReservation`: the high-water
+  mark is written *ahead* through the RS's state store, in chunks, before a number
+  is used (RFC 8613 Appendix B.1.1). After a restart, numbers resume at the stored
+  mark, so no (key, Sender ID, Partial IV) is ever used twice.
+* A context restored after a restart starts with an *uninitialised* replay window
+  and an Echo value: aiocoap then answers the first request with a protected 4.01
+  carrying Echo, and accepts the retried request once it echoes the value (RFC 8613
+  Appendix B.1.2, RFC 9175 §2.4). Replays of requests from before the restart are
+  refused.
+
+:class:`ContextTable` installs and removes these contexts in an aiocoap
+``CredentialsMap`` under deterministic keys, ``":keybound-rs:<ID2 hex>:<ID Context
+hex or ->"``; aiocoap's OSCORE site wrapper finds server contexts by Recipient ID
+(the ``kid`` of the request) and ID Context.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from aiocoap import credentials, oscore
+from cryptography.hazmat.primitives import hashes
+
+from keybound.core.oscore_context import SequenceNumberExhausted, SequenceNumberReservation
+from keybound.core.oscore_profile import DerivedContext, derive_keys
+from keybound.core.resource_server import RsStateStore, StoredToken
+
+#: Sender Sequence Numbers reserved per durable write (``K`` of RFC 8613 Appendix B.1.1).
+DEFAULT_SEQUENCE_CHUNK = 64
+#: The replay window size (RFC 8613 §7.4 default).
+REPLAY_WINDOW = 32
+#: The prefix of the credentials map keys of RS contexts.
+CREDENTIALS_PREFIX = ":keybound-rs:"
+
+
+def _aiocoap_algorithm(cose_id: int) -> Any:
+    for alg in oscore.algorithms.values():
+        if getattr(alg, "value", None) == cose_id:
+            return alg
+    raise ValueError(f"aiocoap lacks the OSCORE AEAD algorithm {cose_id}")
+
+
+def credentials_key(recipient_id: bytes, id_context: bytes | None) -> str:
+    """The deterministic ``CredentialsMap`` key of an RS context."""
+    context = "-" if id_context is None else id_context.hex()
+    return f"{CREDENTIALS_PREFIX}{recipient_id.hex()}:{context}"
+
+
+class RsSecurityContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContextUtils):  # type: ignore[misc]
+    """An RS-side OSCORE context whose sequence numbers are persisted ahead (RFC 8613 B.1.1).
+
+    ``persist_mark(mark)`` must store the mark durably before returning.
+    ``replay_window_known`` is False for a context restored after a restart: the
+    first request is then answered with Echo (RFC 8613 Appendix B.1.2).
+    ``response_partial_iv`` makes every response carry its own Partial IV instead of
+    reusing the request's nonce (RFC 8613 §8.3 allows either).
+    """
+
+    def __init__(
+        self,
+        derived: DerivedContext,
+        *,
+        key_id: bytes,
+        reservation: SequenceNumberReservation,
+        persist_mark: Callable[[int], None],
+        replay_window_known: bool,
+        response_partial_iv: bool = False,
+    ) -> None:
+        keys = derive_keys(derived)
+        self.key_id = key_id
+        self.sender_id = derived.sender_id
+        self.recipient_id = derived.recipient_id
+        self.id_context = derived.id_context
+        self.alg_aead = _aiocoap_algorithm(derived.alg)
+        self.hashfun = hashes.SHA256()
+        self.sender_key = keys.sender_key
+        self.recipient_key = keys.recipient_key
+        self.common_iv = keys.common_iv
+        self.recipient_replay_window = oscore.ReplayWindow(REPLAY_WINDOW, lambda: None)
+        if replay_window_known:
+            self.recipient_replay_window.initialize_empty()
+        self.echo_recovery = secrets.token_bytes(8)
+        self._reservation = reservation
+        self._persist_mark = persist_mark
+        self.sender_sequence_number = reservation.peek
+        self.response_partial_iv = response_partial_iv
+        self.removed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<RsSecurityContext recipient_id={self.recipient_id.hex()} "
+            f"sender_id={self.sender_id.hex()} next_seqno={self.sender_sequence_number}>"
+        )
+
+    @property
+    def durable_mark(self) -> int:
+        """The Sender Sequence Number mark known to be persisted."""
+        return self._reservation.durable_mark
+
+    def new_sequence_number(self) -> int:
+        """The next Sender Sequence Number; writes the mark ahead when a chunk is used up."""
+        if self.removed:
+            raise oscore.ContextUnavailable("this security context was removed")
+        try:
+            seqno, mark = self._reservation.next()
+        except SequenceNumberExhausted as exc:
+            raise oscore.ContextUnavailable("sequence numbers exhausted") from exc
+        if mark is not None:
+            self._persist_mark(mark)
+            self._reservation.confirm_persisted(mark)
+        self.sender_sequence_number = seqno + 1
+        return seqno
+
+    def post_seqnoincrease(self) -> None:
+        """Unused: :meth:`new_sequence_number` persists through the reservation."""
+
+    def protect(self, message: Any, request_id: Any = None, *, kid_context: Any = True) -> Any:
+        if self.response_partial_iv and request_id is not None:
+            request_id.can_reuse_nonce = False
+        return super().protect(message, request_id, kid_context=kid_context)
+
+    def get_oscore_context_for(self, unprotected: Any) -> RsSecurityContext | None:
+        if self.removed:
+            return None
+        found: RsSecurityContext | None = super().get_oscore_context_for(unprotected)
+        return found
+
+    def find_all_used_contextless_oscore_kid(self) -> set[bytes]:
+        return {self.recipient_id} if self.id_context is None else set()
+
+
+class ContextTable:
+    """The RS's OSCORE contexts in an aiocoap ``CredentialsMap``, one per stored token."""
+
+    def __init__(
+        self,
+        server_credentials: credentials.CredentialsMap,
+        *,
+        state: RsStateStore | None = None,
+        sequence_chunk: int = DEFAULT_SEQUENCE_CHUNK,
+        response_partial_iv: bool = False,
+    ) -> None:
+        self.credentials = server_credentials
+        self.state = state
+        self.sequence_chunk = sequence_chunk
+        self.response_partial_iv = response_partial_iv
+        self._by_key_id: dict[bytes, RsSecurityContext] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_key_id)
+
+    def get(self, key_id: bytes) -> RsSecurityContext | None:
+        return self._by_key_id.get(key_id)
+
+    def install(
+        self, entry: StoredToken, *, sender_mark: int = 0, restored: bool = False
+    ) -> RsSecurityContext:
+        """Derive and install the context of ``entry``, replacing one for the same key."""
+        self.remove(entry.key_id)
+        key_id = entry.key_id
+        state = self.state
+
+        def persist(mark: int) -> None:
+            if state is not None:
+                state.put_sender_mark(key_id, mark)
+
+        context = RsSecurityContext(
+            entry.derived(),
+            key_id=key_id,
+            reservation=SequenceNumberReservation(sender_mark, chunk=self.sequence_chunk),
+            persist_mark=persist,
+            replay_window_known=not restored,
+            response_partial_iv=self.response_partial_iv,
+        )
+        label = credentials_key(context.recipient_id, context.id_context)
+        old = self.credentials.get(label)
+        if isinstance(old, RsSecurityContext):
+            old.removed = True
+            self._by_key_id.pop(old.key_id, None)
+        self.credentials[label] = context
+        self._by_key_id[key_id] = context
+        return context
+
+    def remove(self, key_id: bytes) -> None:
+        """Remove the context of the token with PoP key ``key_id``, if any."""
+        context = self._by_key_id.pop(key_id, None)
+        if context is None:
+            return
+        context.removed = True
+        label = credentials_key(context.recipient_id, context.id_context)
+        if self.credentials.get(label) is context:
+            del self.credentials[label]
+
+
+__all__ = [
+    "CREDENTIALS_PREFIX",
+    "DEFAULT_SEQUENCE_CHUNK",
+    "ContextTable",
+    "RsSecurityContext",
+    "credentials_key",
+]

@@ -1,0 +1,392 @@
+"""The CoAP Resource Server on aiocoap: ``/authz-info`` and protected resources (RFC 9203).
+
+Build a site around a :class:`~keybound.core.resource_server.ResourceServer`, add
+resources with the scopes that allow them, and serve::
+
+    rs = ResourceServer(policy)
+    site = ResourceServerSite(rs, state=store)
+    site.add_protected("/temp", TemperatureResource(), scopes={"GET": ["temp.read"]})
+    site.restore()                      # contexts persisted before a restart
+    await site.serve(("127.0.0.1", 5683))
+    ...
+    await site.shutdown()
+
+``/authz-info`` (RFC 9200 §5.10.1, RFC 9203 §4.1-§4.2) takes an unprotected POST
+with Content-Format 19 and the map {1: access_token, 40: nonce1, 43:
+ace_client_recipientId}, and answers 2.01 with {42: nonce2, 44:
+ace_server_recipientId}; the OSCORE context of RFC 9203 §4.3 is installed at run
+time. A POST of a new token over that OSCORE context updates the access rights
+(RFC 9203 §4.4) and is answered 2.01 without payload.
+
+Errors are rendered as RFC 9200 §5.8.3 error maps with Content-Format 19: a
+malformed payload is 4.00, an oversized one 4.13, an invalid token 4.01, a token
+for another audience 4.03, an unsupported profile 4.00 (incompatible_ace_profiles),
+a full token store 5.03. A request to a protected resource without a valid OSCORE
+context gets 4.01 with the AS Request Creation Hints (RFC 9200 §5.3); a valid
+context whose token does not allow the request gets 4.03.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import aiocoap
+import aiocoap.resource
+from aiocoap import credentials
+from aiocoap.numbers.codes import Code
+from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
+
+from keybound.core import cbor
+from keybound.core.errors import (
+    InsufficientScope,
+    InvalidRequest,
+    InvalidToken,
+    KeyboundError,
+    PayloadTooLarge,
+)
+from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR
+from keybound.core.oscore_profile import NONCE_BYTES, AuthzInfoRequest, AuthzInfoResponse
+from keybound.core.resource_server import (
+    PersistedContext,
+    ResourceServer,
+    RsStateStore,
+    StoredToken,
+)
+from keybound.core.scope import RestMethod
+
+from .oscore_store import DEFAULT_SEQUENCE_CHUNK, ContextTable, RsSecurityContext
+
+#: Bound on an ``/authz-info`` payload (tokens of this profile are about 150-300 bytes).
+DEFAULT_MAX_PAYLOAD = 1024
+
+log = logging.getLogger("keybound.rs")
+
+
+def _code(code: tuple[int, int]) -> Code:
+    return Code((code[0] << 5) | code[1])
+
+
+def error_message(exc: KeyboundError) -> aiocoap.Message:
+    """An RFC 9200 §5.8.3 error response (Content-Format 19) for ``exc``."""
+    return aiocoap.Message(
+        code=_code(exc.coap_code),
+        payload=cbor.dumps(exc.to_cbor_map()),
+        content_format=CONTENT_FORMAT_ACE_CBOR,
+    )
+
+
+def _security_context(request: aiocoap.Message) -> RsSecurityContext | None:
+    context = getattr(request.remote, "security_context", None)
+    return context if isinstance(context, RsSecurityContext) else None
+
+
+class AuthzInfoResource(aiocoap.resource.Resource):  # type: ignore[misc]
+    """``/authz-info`` (RFC 9200 §5.10.1, RFC 9203 §4.1, §4.2, §4.4)."""
+
+    def __init__(self, owner: ResourceServerSite) -> None:
+        super().__init__()
+        self.owner = owner
+
+    async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
+        return False  # one datagram is enough for a token; larger payloads are refused
+
+    async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+        owner = self.owner
+        peer = str(getattr(request.remote, "hostinfo", "?"))
+        try:
+            if len(request.payload) > owner.max_payload or request.opt.block1 is not None:
+                raise PayloadTooLarge(f"the authz-info payload exceeds {owner.max_payload} bytes")
+            if request.opt.content_format not in (None, CONTENT_FORMAT_ACE_CBOR):
+                return aiocoap.Message(code=Code.UNSUPPORTED_CONTENT_FORMAT)
+            context = _security_context(request)
+            if context is not None:
+                return owner.update_token(request.payload, context, peer)
+            return owner.post_token(request.payload, peer)
+        except KeyboundError as exc:
+            log.info("authz-info from %s rejected: %s", peer, exc)
+            return error_message(exc)
+        except (ValueError, TypeError) as exc:
+            log.info("authz-info from %s rejected: malformed (%s)", peer, type(exc).__name__)
+            return error_message(InvalidRequest("malformed authz-info request"))
+
+
+class GuardedResource(aiocoap.resource.Resource):  # type: ignore[misc]
+    """A resource that answers only OSCORE requests whose token allows them (RFC 9200 §5.10.2)."""
+
+    def __init__(self, owner: ResourceServerSite, path: str, inner: Any) -> None:
+        super().__init__()
+        self.owner = owner
+        self.path = path
+        self.inner = inner
+
+    async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
+        result: bool = await self.inner.needs_blockwise_assembly(request)
+        return result
+
+    def get_link_description(self) -> dict[str, Any]:
+        described: dict[str, Any] = self.inner.get_link_description()
+        return described
+
+    async def render(self, request: aiocoap.Message) -> aiocoap.Message:
+        owner = self.owner
+        try:
+            method = RestMethod.from_coap_code(int(request.code))
+        except KeyboundError:
+            return aiocoap.Message(code=Code.METHOD_NOT_ALLOWED)
+        context = _security_context(request)
+        if context is None:
+            return owner.unauthorized(method, self.path)
+        try:
+            entry = owner.rs.find(context.recipient_id, context.id_context, **owner.times())
+        except InvalidToken as exc:
+            owner.drop(context.key_id, reason=str(exc))
+            return owner.unauthorized(method, self.path)
+        try:
+            owner.rs.authorize(entry, method, self.path)
+        except InsufficientScope as exc:
+            log.info("%s %s refused: %s", method.name, self.path, exc.description)
+            return error_message(exc)
+        response: aiocoap.Message = await self.inner.render(request)
+        return response
+
+
+class ResourceServerSite:
+    """An aiocoap site serving ``/authz-info`` and protected resources over OSCORE.
+
+    ``state`` persists tokens, contexts and sequence number marks (None keeps
+    everything in memory). ``wall_clock``, ``monotonic`` and ``random`` are
+    injectable for tests. ``response_partial_iv`` makes every response carry
+    the RS's own Partial IV.
+    """
+
+    def __init__(
+        self,
+        rs: ResourceServer,
+        *,
+        state: RsStateStore | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        random: Callable[[int], bytes] = os.urandom,
+        sequence_chunk: int = DEFAULT_SEQUENCE_CHUNK,
+        response_partial_iv: bool = False,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+    ) -> None:
+        self.rs = rs
+        self.state = state
+        self.wall_clock = wall_clock
+        self.monotonic = monotonic
+        self.random = random
+        self.max_payload = max_payload
+        self.site = aiocoap.resource.Site()
+        self.server_credentials = credentials.CredentialsMap()
+        self.contexts = ContextTable(
+            self.server_credentials,
+            state=state,
+            sequence_chunk=sequence_chunk,
+            response_partial_iv=response_partial_iv,
+        )
+        self.root = OscoreSiteWrapper(self.site, self.server_credentials)
+        self.site.add_resource(["authz-info"], AuthzInfoResource(self))
+        self.site.add_resource(
+            [".well-known", "core"],
+            aiocoap.resource.WKCResource(self.root.get_resources_as_linkheader),
+        )
+        self.protocol: aiocoap.Context | None = None
+        self._expiry_task: asyncio.Task[None] | None = None
+
+    # -- declarations --
+
+    def add_protected(
+        self, path: str, resource: Any, scopes: Mapping[str, Iterable[str]] | None = None
+    ) -> None:
+        """Serve ``resource`` at ``path`` to OSCORE clients whose token allows the request.
+
+        ``scopes`` maps methods to the text scope tokens that allow them, e.g.
+        ``{"GET": ["temp.read"], "PUT": ["temp.write"]}`` (AIF scopes need none).
+        """
+        if not path.startswith("/") or path == "/":
+            raise ValueError(f"a resource path starts with / and names a resource: {path!r}")
+        if scopes:
+            self.rs.declare(path, scopes)
+        self.site.add_resource(path[1:].split("/"), GuardedResource(self, path, resource))
+
+    # -- time --
+
+    def times(self) -> dict[str, Any]:
+        """``now`` (None without a clock) and ``monotonic`` for the core calls."""
+        now = int(self.wall_clock()) if self.rs.policy.has_clock else None
+        return {"now": now, "monotonic": self.monotonic()}
+
+    # -- /authz-info --
+
+    def post_token(self, payload: bytes, peer: str) -> aiocoap.Message:
+        """Verify and store a token from an unprotected POST; install its context."""
+        request = AuthzInfoRequest.decode(payload)
+        if request.nonce1 is None or request.client_recipient_id is None:  # pragma: no cover
+            raise InvalidRequest("nonce1 and ace_client_recipientId are required")
+        mark_before = self.rs.exi_sequence_mark
+        result = self.rs.post(
+            request.access_token,
+            nonce1=request.nonce1,
+            client_id=request.client_recipient_id,
+            nonce2=self.random(NONCE_BYTES),
+            **self.times(),
+        )
+        stored = result.stored
+        for gone in result.evicted:
+            self._forget(gone)
+        if result.superseded is not None:
+            self.contexts.remove(result.superseded.key_id)
+        if self.state is not None:
+            if self.rs.exi_sequence_mark != mark_before and self.rs.exi_sequence_mark is not None:
+                self.state.put_exi_sequence_mark(self.rs.exi_sequence_mark)
+            self.state.put_context(_record(stored, sender_mark=0))
+        self.contexts.install(stored)
+        log.info(
+            "token accepted from %s: %s, context recipient_id=%s%s",
+            peer,
+            stored.verified.describe(),
+            stored.context.server_id.hex(),
+            " (superseding)" if result.superseded is not None else "",
+        )
+        response = AuthzInfoResponse(stored.context.nonce2, stored.context.server_id)
+        return aiocoap.Message(
+            code=Code.CREATED,
+            payload=response.encode(),
+            content_format=CONTENT_FORMAT_ACE_CBOR,
+        )
+
+    def update_token(
+        self, payload: bytes, context: RsSecurityContext, peer: str
+    ) -> aiocoap.Message:
+        """Update access rights over an existing OSCORE context (RFC 9203 §4.4)."""
+        request = AuthzInfoRequest.decode(payload, protected=True)
+        current = self.rs.store.get(context.key_id)
+        if current is None:
+            raise InvalidToken("no access token for this security context")
+        mark_before = self.rs.exi_sequence_mark
+        stored = self.rs.update(request.access_token, current=current, **self.times())
+        if self.state is not None:
+            if self.rs.exi_sequence_mark != mark_before and self.rs.exi_sequence_mark is not None:
+                self.state.put_exi_sequence_mark(self.rs.exi_sequence_mark)
+            self.state.put_context(_record(stored, sender_mark=context.durable_mark))
+        log.info("token updated over OSCORE from %s: %s", peer, stored.verified.describe())
+        return aiocoap.Message(code=Code.CREATED)
+
+    # -- protected resources --
+
+    def unauthorized(self, method: RestMethod, path: str) -> aiocoap.Message:
+        """4.01 with the AS Request Creation Hints (RFC 9200 §5.3)."""
+        hints = self.rs.creation_hints_for(
+            method, path, random=self.random(NONCE_BYTES), monotonic=self.monotonic()
+        )
+        return aiocoap.Message(
+            code=Code.UNAUTHORIZED, payload=hints, content_format=CONTENT_FORMAT_ACE_CBOR
+        )
+
+    # -- expiry and removal --
+
+    def _forget(self, entry: StoredToken) -> None:
+        self.contexts.remove(entry.key_id)
+        if self.state is not None:
+            self.state.delete_context(entry.key_id)
+
+    def drop(self, key_id: bytes, *, reason: str) -> None:
+        """Remove a token and its context (expired, or otherwise gone)."""
+        entry = self.rs.store.remove(key_id)
+        self.contexts.remove(key_id)
+        if self.state is not None:
+            self.state.delete_context(key_id)
+        if entry is not None:
+            log.info("token removed (%s): %s", reason, entry.verified.describe())
+
+    def expire_now(self) -> int:
+        """Remove expired tokens and their contexts; return how many went."""
+        gone = self.rs.expire(**self.times())
+        for entry in gone:
+            self._forget(entry)
+            log.info("token expired: %s", entry.verified.describe())
+        return len(gone)
+
+    async def _expire_periodically(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.expire_now()
+
+    # -- restart --
+
+    def restore(self) -> int:
+        """Re-install the persisted tokens and contexts; return how many came back.
+
+        Restored contexts resume their Sender Sequence Numbers at the persisted
+        mark and answer their first request with Echo (RFC 8613 Appendix B.1).
+        """
+        if self.state is None:
+            return 0
+        loaded = self.state.load()
+        self.rs.exi_sequence_mark = loaded.exi_sequence_mark
+        count = 0
+        for record in loaded.contexts:
+            try:
+                entry = self.rs.restore(record, **self.times())
+            except KeyboundError as exc:
+                self.state.delete_context(record.key_id)
+                log.info("persisted token not restored: %s", exc)
+                continue
+            self.contexts.install(entry, sender_mark=record.sender_mark, restored=True)
+            count += 1
+        log.info("restored %d token(s) and OSCORE context(s)", count)
+        return count
+
+    # -- serving --
+
+    async def serve(
+        self, bind: tuple[str, int] = ("127.0.0.1", 5683), *, expiry_interval: float = 1.0
+    ) -> aiocoap.Context:
+        """Bind a UDP server context and start the expiry timer."""
+        self.protocol = await aiocoap.Context.create_server_context(
+            self.root, bind=bind, transports=["udp6"]
+        )
+        self._expiry_task = asyncio.create_task(self._expire_periodically(expiry_interval))
+        return self.protocol
+
+    async def shutdown(self) -> None:
+        """Stop serving and close the state store (everything is already durable)."""
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry_task
+            self._expiry_task = None
+        if self.protocol is not None:
+            await self.protocol.shutdown()
+            self.protocol = None
+        if self.state is not None:
+            self.state.close()
+
+
+def _record(entry: StoredToken, *, sender_mark: int) -> PersistedContext:
+    return PersistedContext(
+        key_id=entry.key_id,
+        token=entry.verified.raw,
+        nonce1=entry.context.nonce1,
+        nonce2=entry.context.nonce2,
+        client_id=entry.context.client_id,
+        server_id=entry.context.server_id,
+        received_at=entry.received_at,
+        sender_mark=sender_mark,
+    )
+
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD",
+    "AuthzInfoResource",
+    "GuardedResource",
+    "ResourceServerSite",
+    "error_message",
+]

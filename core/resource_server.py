@@ -1,0 +1,780 @@
+"""The Resource Server's protocol logic for ACE with the OSCORE profile (RFC 9200, RFC 9203).
+
+Sans-IO: nothing here reads a clock, a socket or a file. Wall-clock time (``now``,
+seconds since the epoch, or ``None`` on an RS without a clock) and a *monotonic*
+time (``monotonic``, seconds, only ever compared with itself) come in as
+parameters; so does randomness (``nonce2``, the cnonce bytes).
+
+Verification pipeline
+---------------------
+
+:meth:`ResourceServer.verify` checks a token in this order (the order of the ACE
+reference implementation), raising the first failure:
+
+1. *format*: size bound, then COSE decoding with an algorithm allow-list. The
+   outer layer must be a COSE_Encrypt0 under the AS-RS key (the token carries the
+   OSCORE Master Secret in ``cnf``, so it is never accepted in the clear); a
+   COSE_Sign1 by the AS may be nested inside (RFC 8392 §7.1) and is then verified
+   with the AS public key. ``require_signature`` makes the inner Sign1 mandatory.
+   A token that does not decode is ``invalid_token`` (4.01, RFC 9200 §5.10.1.1).
+2. *active*: ``nbf`` / ``exp`` against ``now`` (RFC 8392 §3.1.4, §3.1.5) when the
+   RS has a clock; otherwise the token must carry ``exi`` (RFC 9200 §5.10.3),
+   counted from receipt on the monotonic clock.
+3. *exi sequence number* (RFC 9200 §5.10.3): a token with ``exi`` must carry a
+   ``cti`` holding the AS's per-RS sequence number, see :func:`encode_exi_sequence`.
+   The RS keeps the highest number it has accepted (a persistable high-water
+   mark) and refuses a number that is not above it, unless the token is the very
+   token it currently stores for that PoP key (a re-post: new nonces, but the
+   lifetime still counts from the first receipt, so a re-post never extends it).
+4. *issuer* (if configured), 5. *audience* (``InvalidAudience``, 4.03).
+6. *scope*: present and meaningful for this RS (at least one scope token or AIF
+   path that the RS's declarations know), else ``invalid_scope`` (4.00).
+7. *profile*: ``ace_profile`` absent or one the RS supports (2, coap_oscore), and
+   ``cnf`` of method ``osc`` (RFC 9203 §3.2.1); else ``incompatible_ace_profiles``
+   (4.00, RFC 9200 §5.10.1.1).
+8. *cnonce* (RFC 9200 §5.3.1), when the RS requires one: the token's ``cnonce``
+   must be one this RS handed out in AS Request Creation Hints, not yet used and
+   not older than its lifetime.
+
+Storage policy
+--------------
+
+:class:`TokenStore` keeps at most ``capacity`` tokens, one per PoP key (the OSCORE
+input material's ``id``, ``contextId`` and Master Secret): a new token for the same
+key supersedes the old one and its OSCORE context. When the store is full,
+expired tokens are evicted first; if it is still full, the new token is refused
+with :class:`~keybound.core.errors.CapacityExceeded` (5.03) rather than evicting a
+live token, so one client cannot push out the others.
+
+After a restart (:meth:`ResourceServer.restore`), tokens whose lifetime was
+counted with ``exi`` are dropped: the monotonic clock restarted and the elapsed
+time is unknown. Their sequence numbers stay below the persisted high-water mark,
+so they cannot be posted again either; the client fetches a new token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from . import cbor, cwt
+from .errors import (
+    CapacityExceeded,
+    DecodeError,
+    ExpiredToken,
+    InsufficientScope,
+    InvalidClaim,
+    InvalidRequest,
+    InvalidScope,
+    InvalidToken,
+    KeyboundError,
+    PayloadTooLarge,
+    UnsupportedProfile,
+)
+from .keys import Key
+from .numbers.ace_parameters import CreationHint
+from .numbers.ace_profiles import AceProfile
+from .numbers.cose_algorithms import Algorithm
+from .numbers.cose_headers import CoseTag
+from .oscore_profile import (
+    MAX_RECIPIENT_ID_BYTES,
+    DerivedContext,
+    OscoreInputMaterial,
+    derive_context_parameters,
+)
+from .scope import AifScope, ResourceScopes, RestMethod, Scope, TextScope
+from .token import AccessToken, CnfOsc
+from .validation import validate
+
+#: Default bound on an access token (tokens of this profile are about 150-300 bytes).
+DEFAULT_MAX_TOKEN_BYTES = 1024
+#: Algorithms accepted by default: the OSCORE-profile AEADs and ES256 for a nested Sign1.
+DEFAULT_TOKEN_ALGORITHMS = frozenset(
+    {Algorithm.AES_CCM_16_64_128, Algorithm.AES_CCM_16_128_128, Algorithm.A128GCM, Algorithm.ES256}
+)
+#: Largest exi sequence number (a CBOR uint, bounded to 64 bits).
+MAX_EXI_SEQUENCE = 2**64 - 1
+
+
+# ---- the exi sequence number in cti (RFC 9200 §5.10.3) -------------------------------------
+
+
+def encode_exi_sequence(number: int) -> bytes:
+    """The ``cti`` of a token with ``exi``: the sequence number as a CBOR uint, in a bstr.
+
+    RFC 9200 §5.10.3 has the AS put a per-RS sequence number into ``cti`` of every
+    token with ``exi``. keybound's encoding: ``cti`` is the byte string holding the
+    shortest CBOR encoding of the unsigned integer (0 is ``h'00'``, 24 is
+    ``h'1818'``, 500 is ``h'1901f4'``).
+    """
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise TypeError("the exi sequence number must be an integer")
+    if not 0 <= number <= MAX_EXI_SEQUENCE:
+        raise ValueError("the exi sequence number must be a 64-bit unsigned integer")
+    return cbor.dumps(number)
+
+
+def decode_exi_sequence(cti: bytes) -> int:
+    """The sequence number of :func:`encode_exi_sequence`; refuses any other encoding."""
+    try:
+        value = cbor.loads(cti, max_size=9, max_depth=1)
+    except KeyboundError as exc:
+        raise InvalidClaim(
+            "cti of an exi token is not a CBOR sequence number", claim="cti"
+        ) from exc
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidClaim("cti of an exi token must hold an unsigned integer", claim="cti")
+    if cbor.dumps(value) != cti:
+        raise InvalidClaim("cti of an exi token must use the shortest encoding", claim="cti")
+    return value
+
+
+# ---- configuration --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RsPolicy:
+    """What the RS accepts: keys, names, clock, resources, bounds.
+
+    ``token_keys`` are the AS-RS symmetric keys (COSE_Encrypt0); ``as_public_keys``
+    verify a nested COSE_Sign1. ``issuer`` ``None`` skips the issuer check.
+    ``resources`` declares which text scope tokens allow which method on which path.
+    """
+
+    audience: str
+    as_uri: str
+    token_keys: tuple[Key, ...]
+    as_public_keys: tuple[Key, ...] = ()
+    issuer: str | None = None
+    has_clock: bool = True
+    resources: ResourceScopes = field(default_factory=lambda: ResourceScopes({}))
+    profiles: frozenset[int] = frozenset({int(AceProfile.COAP_OSCORE)})
+    capacity: int = 1000
+    require_signature: bool = False
+    allowed_algorithms: frozenset[Algorithm] = DEFAULT_TOKEN_ALGORITHMS
+    leeway: int = 0
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
+    require_cnonce: bool = False
+    cnonce_lifetime: float = 120.0
+    cnonce_capacity: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.token_keys:
+            raise ValueError("the RS needs at least one AS-RS token key")
+        if any(not k.is_symmetric for k in self.token_keys):
+            raise ValueError("token keys must be symmetric keys")
+        if any(k.is_symmetric for k in self.as_public_keys):
+            raise ValueError("AS public keys must be asymmetric keys")
+        if self.require_signature and not self.as_public_keys:
+            raise ValueError("require_signature needs the AS public key")
+        if self.capacity < 1:
+            raise ValueError("capacity must be at least 1")
+
+
+# ---- verified tokens and stored state ------------------------------------------------------
+
+
+def pop_key_id(material: OscoreInputMaterial) -> bytes:
+    """An identifier of the PoP key: SHA-256 over id, contextId and Master Secret.
+
+    Two tokens with the same identifier are bound to the same key (one token per
+    key). It is a hash, so it can be stored and logged without revealing the secret.
+    """
+    parts = [material.id, material.context_id or b"", material.ms]
+    return hashlib.sha256(cbor.dumps_ordered(["keybound-pop-key", *parts])).digest()
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    """A token that passed :meth:`ResourceServer.verify`."""
+
+    token: AccessToken
+    raw: bytes = field(repr=False)
+    material: OscoreInputMaterial = field(repr=False)
+    key_id: bytes
+    sequence: int | None
+    expires_at: int | None
+    expires_monotonic: float | None
+    signed: bool
+
+    def expired(self, *, now: int | None, monotonic: float, leeway: int = 0) -> bool:
+        """True once ``exp`` (with a clock) or ``exi`` (from receipt) has passed."""
+        if now is not None and self.expires_at is not None and now >= self.expires_at + leeway:
+            return True
+        return self.expires_monotonic is not None and monotonic >= self.expires_monotonic
+
+    def describe(self) -> str:
+        """A log line without secrets: cti, subject, scope, expiry, key identifier."""
+        cti = self.token.cti.hex() if self.token.cti is not None else "-"
+        scope = _scope_text(self.token.scope)
+        expiry = f"exp={self.expires_at}" if self.expires_at is not None else ""
+        if self.token.exi is not None:
+            expiry = (expiry + " " if expiry else "") + f"exi={self.token.exi}"
+        return (
+            f"cti={cti} sub={self.token.sub or '-'} scope={scope!r} {expiry} "
+            f"key={self.key_id[:6].hex()}"
+        )
+
+
+@dataclass(frozen=True)
+class ContextParameters:
+    """The nonces and identifiers of one ``/authz-info`` exchange (RFC 9203 §4.1, §4.2).
+
+    ``client_id`` is ID1 (the RS's Sender ID), ``server_id`` ID2 (its Recipient ID).
+    """
+
+    nonce1: bytes
+    nonce2: bytes
+    client_id: bytes
+    server_id: bytes
+
+
+@dataclass
+class StoredToken:
+    """A token in the store and the OSCORE context it set up."""
+
+    verified: VerifiedToken
+    context: ContextParameters
+    received_at: int | None = None
+
+    @property
+    def key_id(self) -> bytes:
+        return self.verified.key_id
+
+    @property
+    def lookup(self) -> tuple[bytes, bytes | None]:
+        """``(Recipient ID, ID Context)``: how an incoming OSCORE request finds it."""
+        return self.context.server_id, self.verified.material.context_id
+
+    def derived(self) -> DerivedContext:
+        """The RS's OSCORE Security Context parameters (RFC 9203 §4.3)."""
+        return derive_context_parameters(
+            self.verified.material,
+            self.context.nonce1,
+            self.context.nonce2,
+            self.context.client_id,
+            self.context.server_id,
+            role="rs",
+        )
+
+
+class TokenStore:
+    """At most ``capacity`` tokens, one per PoP key, each with its OSCORE context.
+
+    Full: expired tokens are evicted first, then new tokens are refused with
+    :class:`CapacityExceeded` (5.03); live tokens are never evicted.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._by_key: dict[bytes, StoredToken] = {}
+        self._by_lookup: dict[tuple[bytes, bytes | None], bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def __iter__(self) -> Iterator[StoredToken]:
+        return iter(list(self._by_key.values()))
+
+    def get(self, key_id: bytes) -> StoredToken | None:
+        return self._by_key.get(key_id)
+
+    def find(self, recipient_id: bytes, id_context: bytes | None) -> StoredToken | None:
+        key_id = self._by_lookup.get((recipient_id, id_context))
+        return None if key_id is None else self._by_key.get(key_id)
+
+    def used_recipient_ids(self) -> set[bytes]:
+        return {server_id for server_id, _ in self._by_lookup}
+
+    def put(self, entry: StoredToken) -> StoredToken | None:
+        """Store ``entry``; return the entry it superseded (same PoP key), if any."""
+        old = self.remove(entry.key_id)
+        if old is None and len(self._by_key) >= self.capacity:
+            raise CapacityExceeded(f"the RS stores at most {self.capacity} tokens")
+        self._by_key[entry.key_id] = entry
+        self._by_lookup[entry.lookup] = entry.key_id
+        return old
+
+    def remove(self, key_id: bytes) -> StoredToken | None:
+        entry = self._by_key.pop(key_id, None)
+        if entry is not None and self._by_lookup.get(entry.lookup) == key_id:
+            del self._by_lookup[entry.lookup]
+        return entry
+
+    def expired(self, *, now: int | None, monotonic: float, leeway: int = 0) -> list[StoredToken]:
+        return [
+            e
+            for e in self._by_key.values()
+            if e.verified.expired(now=now, monotonic=monotonic, leeway=leeway)
+        ]
+
+
+# ---- persistence interface ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PersistedContext:
+    """What a restarted RS needs to re-derive a context (RFC 9203 §4.3, RFC 8613 B.1.1).
+
+    ``sender_mark`` is the persisted Sender Sequence Number high-water mark: no
+    number at or above it was ever used.
+    """
+
+    key_id: bytes
+    token: bytes = field(repr=False)
+    nonce1: bytes
+    nonce2: bytes
+    client_id: bytes
+    server_id: bytes
+    received_at: int | None
+    sender_mark: int = 0
+
+
+@dataclass(frozen=True)
+class PersistedState:
+    contexts: tuple[PersistedContext, ...] = ()
+    exi_sequence_mark: int | None = None
+
+
+class RsStateStore(Protocol):
+    """Durable storage of the RS (implemented over SQLite by ``keybound.tools``).
+
+    Every method must be durable when it returns: the RS answers only afterwards.
+    """
+
+    def load(self) -> PersistedState: ...
+
+    def put_context(self, record: PersistedContext) -> None: ...
+
+    def delete_context(self, key_id: bytes) -> None: ...
+
+    def put_sender_mark(self, key_id: bytes, mark: int) -> None: ...
+
+    def put_exi_sequence_mark(self, mark: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# ---- the RS -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PostResult:
+    """The outcome of an ``/authz-info`` POST: the stored token and what it replaced."""
+
+    stored: StoredToken
+    superseded: StoredToken | None
+    evicted: tuple[StoredToken, ...]
+
+
+class CnonceCache:
+    """Outstanding client nonces (RFC 9200 §5.3.1): bounded, single use, with a lifetime."""
+
+    def __init__(self, capacity: int, lifetime: float) -> None:
+        self.capacity = capacity
+        self.lifetime = lifetime
+        self._issued: dict[bytes, float] = {}
+
+    def issue(self, value: bytes, *, monotonic: float) -> bytes:
+        self._purge(monotonic)
+        while len(self._issued) >= self.capacity:
+            del self._issued[next(iter(self._issued))]  # the oldest goes first
+        self._issued[value] = monotonic + self.lifetime
+        return value
+
+    def consume(self, value: bytes | None, *, monotonic: float) -> None:
+        self._purge(monotonic)
+        if value is None:
+            raise InvalidToken("the token lacks the cnonce this RS requires", claim="cnonce")
+        for known in list(self._issued):
+            if hmac.compare_digest(known, value):
+                del self._issued[known]
+                return
+        raise InvalidToken("the token's cnonce is unknown, used or expired", claim="cnonce")
+
+    def _purge(self, monotonic: float) -> None:
+        for value, deadline in list(self._issued.items()):
+            if monotonic >= deadline:
+                del self._issued[value]
+
+
+def _scope_text(scope: Scope | None) -> str:
+    if scope is None:
+        return "-"
+    if isinstance(scope, TextScope):
+        return str(scope)
+    if isinstance(scope, AifScope):
+        return " ".join(f"{e.path}:{e.permissions}" for e in scope.entries)
+    return "?"  # pragma: no cover - the two kinds above are all there is
+
+
+def authorize(
+    token: AccessToken, method: RestMethod | str, path: str, resources: ResourceScopes
+) -> None:
+    """Raise :class:`InsufficientScope` (4.03) unless ``token``'s scope allows the request.
+
+    Text scopes are looked up in ``resources`` (RFC 6749 §3.3); AIF scopes carry
+    their own paths and methods (RFC 9237 §3). RFC 9200 §5.10.2.
+    """
+    if token.scope is None:
+        raise InsufficientScope("the token has no scope")
+    token.scope.require(method, path, resources=resources)
+
+
+def _pick_server_id(used: Collection[bytes], client_id: bytes) -> bytes:
+    """The shortest free Recipient ID, != ID1 and unused by other contexts (RFC 9203 §4.2)."""
+    for length in range(1, MAX_RECIPIENT_ID_BYTES + 1):
+        for number in range(256**length):
+            candidate = number.to_bytes(length, "big")
+            if candidate != client_id and candidate not in used:
+                return candidate
+    raise CapacityExceeded("no free OSCORE Recipient ID")  # pragma: no cover - 2**56 contexts
+
+
+class ResourceServer:
+    """The RS state machine: verify, store, authorize, expire. No I/O.
+
+    ``exi_sequence_mark`` is the highest exi sequence number accepted so far; the
+    caller persists it whenever :meth:`post` changes it (compare before and after).
+    """
+
+    def __init__(self, policy: RsPolicy, *, exi_sequence_mark: int | None = None) -> None:
+        self.policy = policy
+        self.store = TokenStore(policy.capacity)
+        self.exi_sequence_mark = exi_sequence_mark
+        self.cnonces = CnonceCache(policy.cnonce_capacity, policy.cnonce_lifetime)
+        self._keys: list[Key] = [*policy.token_keys, *policy.as_public_keys]
+
+    def declare(self, path: str, methods: Mapping[str, Iterable[str]]) -> None:
+        """Declare which text scope tokens allow which method on ``path`` (adds to the policy)."""
+        added = ResourceScopes.from_dict({path: methods})
+        table = {**self.policy.resources.table, **added.table}
+        self.policy = replace(self.policy, resources=ResourceScopes(table))
+
+    # -- verification --
+
+    def verify(
+        self,
+        raw: bytes,
+        *,
+        now: int | None,
+        monotonic: float,
+        restoring: bool = False,
+    ) -> VerifiedToken:
+        """Run the verification pipeline of the module docstring; raise on the first failure.
+
+        Does not store anything and does not consume a cnonce (see :meth:`post`).
+        ``restoring`` re-checks a token loaded from storage: its exi sequence number
+        is not compared with the mark and exi tokens are refused (their timer is lost).
+        """
+        policy = self.policy
+        if not isinstance(raw, bytes):
+            raise InvalidToken("the access token must be a byte string")
+        if len(raw) > policy.max_token_bytes:
+            raise PayloadTooLarge(f"the access token exceeds {policy.max_token_bytes} bytes")
+        # 1. format
+        try:
+            decoded = cwt.decode(
+                raw,
+                self._keys,
+                allowed=policy.allowed_algorithms,
+                max_size=policy.max_token_bytes,
+            )
+        except InvalidToken:
+            raise
+        except KeyboundError as exc:
+            raise InvalidToken(f"the access token is not a valid CWT: {exc.description}") from exc
+        outer = decoded.layers[0]
+        if outer.kind != CoseTag.ENCRYPT0:
+            raise InvalidToken("the access token must be encrypted for this RS (COSE_Encrypt0)")
+        signed = len(decoded.layers) > 1 and decoded.layers[1].kind == CoseTag.SIGN1
+        if len(decoded.layers) > 1 and not signed:
+            raise InvalidToken("only a COSE_Sign1 may be nested in the access token")
+        if policy.require_signature and not signed:
+            raise InvalidToken("the access token must be signed by the AS")
+        token = decoded.token
+        # 2. active: exp/nbf with a clock, exi without
+        now_checked = now if policy.has_clock else None
+        if now_checked is None and token.exi is None:
+            raise InvalidToken("this RS has no clock: the token must carry exi", claim="exi")
+        if now_checked is not None and token.exp is None and token.exi is None:
+            raise InvalidToken("the token must carry exp or exi", claim="exp")
+        validate(token, now=now_checked, leeway=policy.leeway)
+        if restoring and token.exi is not None:
+            raise ExpiredToken("the exi timer of this token did not survive a restart", claim="exi")
+        # 3. the exi sequence number
+        sequence: int | None = None
+        if token.exi is not None:
+            if token.cti is None:
+                raise InvalidClaim("a token with exi must carry a cti sequence number", claim="cti")
+            sequence = decode_exi_sequence(token.cti)
+        # 4. issuer, 5. audience
+        validate(token, now=None, issuer=policy.issuer)
+        validate(token, now=None, audience=policy.audience)
+        # 6. scope
+        self._check_scope(token.scope)
+        # 7. profile
+        if token.ace_profile is not None and token.ace_profile not in policy.profiles:
+            raise UnsupportedProfile(f"ACE profile {token.ace_profile} is not supported here")
+        if not isinstance(token.cnf, CnfOsc):
+            raise UnsupportedProfile("the OSCORE profile needs a cnf of method osc (RFC 9203)")
+        material = token.cnf.material
+        expires_monotonic = monotonic + token.exi if token.exi is not None else None
+        return VerifiedToken(
+            token=token,
+            raw=raw,
+            material=material,
+            key_id=pop_key_id(material),
+            sequence=sequence,
+            expires_at=token.exp if now_checked is not None else None,
+            expires_monotonic=expires_monotonic,
+            signed=signed,
+        )
+
+    def _check_scope(self, scope: Scope | None) -> None:
+        if scope is None:
+            raise InvalidScope("the token has no scope", claim="scope")
+        table = self.policy.resources.table
+        if not table:
+            return
+        if isinstance(scope, TextScope):
+            known = {t for methods in table.values() for tokens in methods.values() for t in tokens}
+            if known.isdisjoint(scope.tokens):
+                raise InvalidScope("no scope token of the token is known here", claim="scope")
+        elif isinstance(scope, AifScope) and not any(
+            e.path in table and e.permissions for e in scope.entries
+        ):
+            raise InvalidScope("no AIF entry of the token names a resource here", claim="scope")
+
+    def _check_sequence(self, verified: VerifiedToken) -> None:
+        if verified.sequence is None:
+            return
+        mark = self.exi_sequence_mark
+        if mark is None or verified.sequence > mark:
+            return
+        current = self.store.get(verified.key_id)
+        if current is not None and current.verified.sequence == verified.sequence:
+            return  # a re-post of the token stored for this key (RFC 9203 §4.1)
+        raise InvalidToken(
+            f"exi sequence number {verified.sequence} is not above {mark} (RFC 9200 §5.10.3)",
+            claim="cti",
+        )
+
+    # -- /authz-info --
+
+    def post(
+        self,
+        raw: bytes,
+        *,
+        nonce1: bytes,
+        client_id: bytes,
+        nonce2: bytes,
+        now: int | None,
+        monotonic: float,
+    ) -> PostResult:
+        """Verify and store a token posted to ``/authz-info`` (RFC 9203 §4.1, §4.2).
+
+        Picks ID2 (unique among the RS's contexts, different from ID1) and keeps
+        ``nonce2`` (fresh random bytes from the caller). A token for a PoP key that
+        already has one supersedes it and its context.
+        """
+        if len(client_id) > MAX_RECIPIENT_ID_BYTES:
+            raise InvalidRequest("ace_client_recipientId is too long")
+        verified = self.verify(raw, now=now, monotonic=monotonic)
+        self._check_sequence(verified)
+        current = self.store.get(verified.key_id)
+        if (
+            current is not None
+            and verified.sequence is not None
+            and current.verified.sequence == verified.sequence
+        ):
+            # a re-post keeps the lifetime counted from the first receipt
+            verified = _keep_expiry(verified, current.verified)
+        repost = current is not None and hmac.compare_digest(current.verified.raw, raw)
+        if self.policy.require_cnonce and not repost:
+            self.cnonces.consume(verified.token.cnonce, monotonic=monotonic)
+        evicted: list[StoredToken] = []
+        if current is None and len(self.store) >= self.store.capacity:
+            evicted = self.expire(now=now, monotonic=monotonic)
+        used = self.store.used_recipient_ids()
+        if current is not None:
+            used.discard(current.context.server_id)
+        server_id = _pick_server_id(used, client_id)
+        context = ContextParameters(nonce1, nonce2, client_id, server_id)
+        entry = StoredToken(verified, context, received_at=now)
+        entry.derived()  # refuses ID1 == ID2 and IDs too long for the AEAD, before storing
+        superseded = self.store.put(entry)
+        if verified.sequence is not None and (
+            self.exi_sequence_mark is None or verified.sequence > self.exi_sequence_mark
+        ):
+            self.exi_sequence_mark = verified.sequence
+        return PostResult(entry, superseded, tuple(evicted))
+
+    def update(
+        self, raw: bytes, *, current: StoredToken, now: int | None, monotonic: float
+    ) -> StoredToken:
+        """Update access rights over an existing OSCORE context (RFC 9203 §4.4).
+
+        The new token must be bound to the same PoP key (same ``cnf``); the context
+        stays as it is, the token and its scope and lifetime are replaced.
+        """
+        verified = self.verify(raw, now=now, monotonic=monotonic)
+        if not hmac.compare_digest(verified.key_id, current.key_id):
+            raise InvalidRequest(
+                "a token posted over OSCORE must be bound to that context's key (RFC 9203 §4.4)"
+            )
+        self._check_sequence(verified)
+        if current.verified.sequence is not None and verified.sequence == current.verified.sequence:
+            verified = _keep_expiry(verified, current.verified)
+        entry = StoredToken(verified, current.context, received_at=now)
+        self.store.put(entry)
+        if verified.sequence is not None and (
+            self.exi_sequence_mark is None or verified.sequence > self.exi_sequence_mark
+        ):
+            self.exi_sequence_mark = verified.sequence
+        return entry
+
+    def restore(
+        self,
+        record: PersistedContext,
+        *,
+        now: int | None,
+        monotonic: float,
+    ) -> StoredToken:
+        """Re-install a persisted token and context after a restart; raise if no longer valid."""
+        verified = self.verify(record.token, now=now, monotonic=monotonic, restoring=True)
+        context = ContextParameters(
+            record.nonce1, record.nonce2, record.client_id, record.server_id
+        )
+        entry = StoredToken(verified, context, received_at=record.received_at)
+        entry.derived()
+        if entry.lookup in {e.lookup for e in self.store}:
+            raise InvalidRequest("two persisted contexts share a Recipient ID")
+        self.store.put(entry)
+        return entry
+
+    # -- requests --
+
+    def find(
+        self, recipient_id: bytes, id_context: bytes | None, *, now: int | None, monotonic: float
+    ) -> StoredToken:
+        """The live token behind an OSCORE context; :class:`InvalidToken` if gone or expired."""
+        entry = self.store.find(recipient_id, id_context)
+        if entry is None:
+            raise InvalidToken("no access token for this security context")
+        if entry.verified.expired(
+            now=now if self.policy.has_clock else None,
+            monotonic=monotonic,
+            leeway=self.policy.leeway,
+        ):
+            raise ExpiredToken("the access token of this security context has expired")
+        return entry
+
+    def authorize(self, entry: StoredToken, method: RestMethod | str, path: str) -> None:
+        """Raise :class:`InsufficientScope` unless the stored token allows the request."""
+        authorize(entry.verified.token, method, path, self.policy.resources)
+
+    def expire(self, *, now: int | None, monotonic: float) -> list[StoredToken]:
+        """Remove and return expired tokens (their contexts must go too)."""
+        gone = self.store.expired(
+            now=now if self.policy.has_clock else None,
+            monotonic=monotonic,
+            leeway=self.policy.leeway,
+        )
+        for entry in gone:
+            self.store.remove(entry.key_id)
+        return gone
+
+    # -- AS Request Creation Hints (RFC 9200 §5.3) --
+
+    def creation_hints(
+        self,
+        *,
+        scope: Scope | None = None,
+        cnonce: bytes | None = None,
+    ) -> dict[int, object]:
+        """The AS Request Creation Hints map: AS URI, audience, scope?, cnonce?."""
+        hints: dict[int, object] = {
+            int(CreationHint.AS): self.policy.as_uri,
+            int(CreationHint.AUDIENCE): self.policy.audience,
+        }
+        if scope is not None:
+            hints[int(CreationHint.SCOPE)] = scope.to_cwt()
+        if cnonce is not None:
+            hints[int(CreationHint.CNONCE)] = cnonce
+        return hints
+
+    def creation_hints_for(
+        self, method: RestMethod | str, path: str, *, random: bytes | None, monotonic: float
+    ) -> bytes:
+        """The CBOR hints for an unauthorized request to ``path`` (RFC 9200 §5.3).
+
+        The scope hint names the scope tokens that allow the request (or an AIF
+        entry when the RS declares none); a cnonce is issued from ``random`` when the
+        RS requires one (RFC 9200 §5.3.1).
+        """
+        scope: Scope | None = None
+        try:
+            tokens = sorted(self.policy.resources.tokens_for(method, path))
+        except KeyboundError:
+            tokens = []
+        if tokens:
+            scope = TextScope.of(tokens)
+        cnonce = None
+        if self.policy.require_cnonce and random is not None:
+            cnonce = self.cnonces.issue(random, monotonic=monotonic)
+        return cbor.dumps(self.creation_hints(scope=scope, cnonce=cnonce))
+
+
+def _keep_expiry(new: VerifiedToken, old: VerifiedToken) -> VerifiedToken:
+    return VerifiedToken(
+        token=new.token,
+        raw=new.raw,
+        material=new.material,
+        key_id=new.key_id,
+        sequence=new.sequence,
+        expires_at=new.expires_at,
+        expires_monotonic=old.expires_monotonic,
+        signed=new.signed,
+    )
+
+
+def parse_hints(payload: bytes) -> dict[int, object]:
+    """Decode AS Request Creation Hints (for clients and tests); bounded CBOR."""
+    value = cbor.loads(payload, max_size=1024, max_depth=4)
+    if not isinstance(value, dict):
+        raise DecodeError("AS Request Creation Hints must be a CBOR map")
+    return value
+
+
+def scope_tokens(declarations: Mapping[str, Mapping[str, Iterable[str]]]) -> ResourceScopes:
+    """A :class:`ResourceScopes` from ``{"/temp": {"GET": ["temp.read"]}}``."""
+    return ResourceScopes.from_dict(declarations)
+
+
+__all__ = [
+    "DEFAULT_MAX_TOKEN_BYTES",
+    "DEFAULT_TOKEN_ALGORITHMS",
+    "CnonceCache",
+    "ContextParameters",
+    "PersistedContext",
+    "PersistedState",
+    "PostResult",
+    "ResourceServer",
+    "RsPolicy",
+    "RsStateStore",
+    "StoredToken",
+    "TokenStore",
+    "VerifiedToken",
+    "authorize",
+    "decode_exi_sequence",
+    "encode_exi_sequence",
+    "parse_hints",
+    "pop_key_id",
+    "scope_tokens",
+]
