@@ -1,0 +1,337 @@
+"""The Authorization Server's CoAP endpoints on aiocoap: ``/token`` and ``/introspect``.
+
+``/token`` (RFC 9200 §5.8) and ``/introspect`` (RFC 9200 §5.9) take
+``application/ace+cbor`` (Content-Format 19) requests protected with OSCORE
+(RFC 8613): each client's token requests with the client-AS context from
+provisioning (RFC 9203 §3.1), each resource server's introspection requests
+with its own context. The peer's identity is the context that unprotected the
+request; an unprotected request, or one for an unknown context, is 4.01.
+
+Answers: 2.01 with Content-Format 19 on success; on an error the CBOR error
+map of RFC 9200 §5.8.3 (``error`` 30, ``error_description`` 31) with the
+error's CoAP code (4.00 for most, 4.01 ``invalid_client``, 4.13 for an
+oversized body). An unknown audience, ``access_denied`` over HTTP, is sent as
+``invalid_request`` here: the ACE error registry (RFC 9200 §8.4) has no
+``access_denied``.
+
+Sequence numbers (RFC 8613 Appendix B.1): each server context is an
+:class:`aiocoap.oscore.FilesystemSecurityContext` whose keys come from the
+store (no secrets are written to disk) while its ``sequence.json`` (next
+sender sequence number, persisted ahead in growing chunks, and the replay
+window) lives in ``STATE_DIR/oscore/<fingerprint>``. The fingerprint hashes
+the context's parameters, so a re-provisioned client starts a fresh window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import aiocoap
+import aiocoap.resource
+from aiocoap import oscore
+from aiocoap.credentials import CredentialsMap
+from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
+from aiocoap.transports.oscore import OSCOREAddress
+
+from keybound.core import cbor
+from keybound.core.authz_server import (
+    MAX_REQUEST_BYTES,
+    AuthzServerConfig,
+    introspect,
+    issue_token,
+    parse_cbor_introspection_request,
+    parse_cbor_token_request,
+)
+from keybound.core.authz_store import AuthzStore, OscoreContext
+from keybound.core.errors import (
+    AccessDenied,
+    InvalidClient,
+    InvalidRequest,
+    KeyboundError,
+    PayloadTooLarge,
+)
+from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR
+
+__all__ = [
+    "AsServerCredentials",
+    "IntrospectResource",
+    "StoredServerContext",
+    "TokenResource",
+    "build_site",
+]
+
+log = logging.getLogger("keybound.as.coap")
+
+_REFRESH_INTERVAL_S = 1.0
+
+
+class StoredServerContext(oscore.FilesystemSecurityContext):  # type: ignore[misc]
+    """An AS-side OSCORE context whose parameters come from the store.
+
+    The AS sends with the record's ``recipient_id`` and receives with its
+    ``sender_id`` (the record names the peer's side, see
+    :class:`keybound.core.authz_store.OscoreContext`). ``principal`` is who
+    the peer is: ``("client", client_id)`` or ``("rs", name)``.
+    """
+
+    def __init__(self, basedir: Path, record: OscoreContext, principal: tuple[str, str]) -> None:
+        self._record = record
+        self.principal = principal
+        basedir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        super().__init__(str(basedir))
+
+    def _load(self) -> None:
+        record = self._record
+        self.alg_aead = oscore.algorithms[oscore.DEFAULT_ALGORITHM]
+        self.hashfun = oscore.hashfunctions[oscore.DEFAULT_HASHFUNCTION]
+        self.sender_id = record.recipient_id
+        self.recipient_id = record.sender_id
+        self.id_context = record.id_context
+        self.derive_keys(record.master_salt, record.master_secret)
+        self.recipient_replay_window = oscore.ReplayWindow(
+            oscore.DEFAULT_WINDOWSIZE, self._replay_window_changed
+        )
+        state = Path(self.basedir) / "sequence.json"
+        try:
+            persisted = json.loads(state.read_text())
+        except FileNotFoundError:
+            self.sender_sequence_number = 0
+            self.recipient_replay_window.initialize_empty()
+            self.replay_window_persisted = True
+            return
+        self.sender_sequence_number = int(persisted["next-to-send"])
+        received = persisted.get("received", "unknown")
+        if received == "unknown":
+            self.replay_window_persisted = False  # Echo recovery, RFC 8613 Appendix B.1.2
+        else:
+            self.recipient_replay_window.initialize_from_persisted(received)
+            self.replay_window_persisted = True
+
+    def close(self) -> None:
+        """Persist the sequence number and replay window and release the lock."""
+        if self.lockfile is not None:
+            self._destroy()
+
+
+def context_fingerprint(record: OscoreContext) -> str:
+    """A directory name that changes whenever any parameter of the context changes."""
+    material = cbor.dumps(
+        [
+            record.master_secret,
+            record.master_salt,
+            record.sender_id,
+            record.recipient_id,
+            record.id_context,
+        ]
+    )
+    return hashlib.sha256(b"keybound-as-oscore\x00" + material).hexdigest()[:24]
+
+
+class AsServerCredentials(CredentialsMap):  # type: ignore[misc]
+    """The AS's server contexts, looked up by ``kid`` (and ``kid context``) in a dict.
+
+    Contexts of clients and resource servers added while the AS runs are
+    picked up on the first request that names an unknown ``kid`` (at most once
+    a second).
+    """
+
+    def __init__(self, store: AuthzStore, state_dir: Path) -> None:
+        super().__init__()
+        self._store = store
+        self._state_dir = state_dir / "oscore"
+        self._by_kid: dict[tuple[bytes, bytes | None], StoredServerContext] = {}
+        self._by_fingerprint: dict[str, StoredServerContext] = {}
+        self._last_refresh = 0.0
+        self.refresh()
+
+    def _wanted(self) -> Iterable[tuple[OscoreContext, tuple[str, str]]]:
+        for client in self._store.list_clients():
+            if client.oscore is not None:
+                yield client.oscore, ("client", client.client_id)
+        for rs in self._store.list_resource_servers():
+            if rs.introspection_context is not None:
+                yield rs.introspection_context, ("rs", rs.name)
+
+    def refresh(self) -> None:
+        """Bring the contexts in line with the store (new, changed, removed peers)."""
+        self._last_refresh = time.monotonic()
+        wanted = {context_fingerprint(rec): (rec, who) for rec, who in self._wanted()}
+        for fingerprint in list(self._by_fingerprint):
+            if fingerprint not in wanted:
+                self._by_fingerprint.pop(fingerprint).close()
+        for fingerprint, (record, who) in wanted.items():
+            existing = self._by_fingerprint.get(fingerprint)
+            if existing is not None:
+                existing.principal = who
+                continue
+            try:
+                self._by_fingerprint[fingerprint] = StoredServerContext(
+                    self._state_dir / fingerprint, record, who
+                )
+            except Exception as exc:  # a locked or damaged state directory: skip this peer
+                log.error("cannot load the OSCORE context of %s %s: %s", *who, exc)
+        self._by_kid = {
+            (ctx.recipient_id, ctx.id_context): ctx for ctx in self._by_fingerprint.values()
+        }
+        self.clear()
+        for fingerprint, ctx in self._by_fingerprint.items():
+            self[":" + fingerprint] = ctx
+
+    def find_oscore(self, unprotected: dict[int, Any]) -> StoredServerContext:
+        key = (unprotected.get(oscore.COSE_KID), unprotected.get(oscore.COSE_KID_CONTEXT))
+        found = self._by_kid.get(key)  # type: ignore[arg-type]
+        if found is None and time.monotonic() - self._last_refresh > _REFRESH_INTERVAL_S:
+            self.refresh()
+            found = self._by_kid.get(key)  # type: ignore[arg-type]
+        if found is None:
+            raise KeyError("no OSCORE context for this kid")
+        return found
+
+    def find_all_used_contextless_oscore_kid(self) -> set[bytes]:
+        return {kid for kid, context in self._by_kid if context is None}
+
+    def close(self) -> None:
+        """Persist every context's state (RFC 8613 Appendix B.1) and release the locks."""
+        for ctx in self._by_fingerprint.values():
+            ctx.close()
+        self._by_fingerprint.clear()
+        self._by_kid.clear()
+        self.clear()
+
+
+def _principal(request: aiocoap.Message) -> tuple[str, str] | None:
+    remote = request.remote
+    if not isinstance(remote, OSCOREAddress):
+        return None
+    ctx = remote.security_context
+    principal = getattr(ctx, "principal", None)
+    return principal if isinstance(principal, tuple) else None
+
+
+def _ace_response(code: aiocoap.numbers.codes.Code, body: dict[int, object]) -> aiocoap.Message:
+    return aiocoap.Message(
+        code=code, payload=cbor.dumps(body), content_format=CONTENT_FORMAT_ACE_CBOR
+    )
+
+
+def error_response(err: KeyboundError) -> aiocoap.Message:
+    """Render an error as RFC 9200 §5.8.3 does: its CoAP code and the CBOR error map."""
+    if isinstance(err, AccessDenied):
+        err = InvalidRequest(err.description)
+    klass, detail = err.coap_code
+    return _ace_response(aiocoap.numbers.codes.Code(klass * 32 + detail), err.to_cbor_map())
+
+
+def _check_body(request: aiocoap.Message) -> bytes:
+    fmt = request.opt.content_format
+    if fmt is not None and int(fmt) != CONTENT_FORMAT_ACE_CBOR:
+        raise InvalidRequest("Content-Format must be application/ace+cbor (19)")
+    if len(request.payload) > MAX_REQUEST_BYTES:
+        raise PayloadTooLarge(f"request body larger than {MAX_REQUEST_BYTES} bytes")
+    return bytes(request.payload)
+
+
+class _AceResource(aiocoap.resource.Resource):  # type: ignore[misc]
+    def __init__(
+        self,
+        store: AuthzStore,
+        config: AuthzServerConfig,
+        *,
+        clock: Callable[[], int] = lambda: int(time.time()),
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.random_bytes = random_bytes
+
+    async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+        principal = _principal(request)
+        if principal is None:
+            return error_response(InvalidClient("the request must be protected with OSCORE"))
+        try:
+            return self.handle(principal, _check_body(request))
+        except KeyboundError as err:
+            log.info("%s %s refused: %s", principal[0], principal[1], err)
+            return error_response(err)
+        except Exception:
+            log.exception("internal error answering %s %s", *principal)
+            return aiocoap.Message(code=aiocoap.INTERNAL_SERVER_ERROR)
+
+    def handle(self, principal: tuple[str, str], payload: bytes) -> aiocoap.Message:
+        raise NotImplementedError
+
+
+class TokenResource(_AceResource):
+    """``/token`` (RFC 9200 §5.8) for clients authenticated by their OSCORE context."""
+
+    def handle(self, principal: tuple[str, str], payload: bytes) -> aiocoap.Message:
+        kind, client_id = principal
+        if kind != "client":
+            raise InvalidClient("this context does not belong to a client")
+        request = parse_cbor_token_request(payload, client_id)
+        response = issue_token(
+            self.store, self.config, request, now=self.clock(), random_bytes=self.random_bytes
+        )
+        record = response.record
+        log.info(
+            "issued token %s to %s for %s, scope %r, %s",
+            record.cti.hex(),
+            client_id,
+            record.audience,
+            record.scope,
+            f"exp {record.exp}" if record.exp is not None else f"exi {record.exi}",
+        )
+        return _ace_response(aiocoap.CREATED, response.to_cbor_map())
+
+
+class IntrospectResource(_AceResource):
+    """``/introspect`` (RFC 9200 §5.9) for resource servers over their OSCORE context.
+
+    A resource server learns about tokens for its own audience only.
+    """
+
+    def handle(self, principal: tuple[str, str], payload: bytes) -> aiocoap.Message:
+        kind, name = principal
+        token = parse_cbor_introspection_request(payload)
+        audiences: list[str] = []
+        if kind == "rs":
+            rs = self.store.get_resource_server(name)
+            if rs is None:
+                raise InvalidClient("unknown resource server")
+            audiences = [rs.audience]
+        else:
+            raise InvalidClient("only resource servers may introspect over CoAP")
+        result = introspect(self.store, self.config, token, now=self.clock(), audiences=audiences)
+        log.info("introspection by %s %s: active=%s", kind, name, result.active)
+        return _ace_response(aiocoap.CREATED, result.to_cbor_map())
+
+
+def build_site(
+    store: AuthzStore,
+    config: AuthzServerConfig,
+    state_dir: Path,
+    *,
+    clock: Callable[[], int] | None = None,
+) -> tuple[OscoreSiteWrapper, AsServerCredentials]:
+    """The AS's root resource (``/token``, ``/introspect``, ``/.well-known/core``)
+    wrapped for OSCORE, and the credentials to close on shutdown."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
+    site = aiocoap.resource.Site()
+    site.add_resource(
+        [".well-known", "core"], aiocoap.resource.WKCResource(site.get_resources_as_linkheader)
+    )
+    site.add_resource(["token"], TokenResource(store, config, **kwargs))
+    site.add_resource(["introspect"], IntrospectResource(store, config, **kwargs))
+    credentials = AsServerCredentials(store, Path(state_dir))
+    return OscoreSiteWrapper(site, credentials), credentials

@@ -1,0 +1,612 @@
+"""The Authorization Server's token and introspection logic, sans-IO (RFC 9200 §5.8, §5.9).
+
+A token request runs through the checks of RFC 9200 §5.8.1-§5.8.3 in order,
+each raising the :class:`~keybound.core.errors.KeyboundError` the bindings
+render:
+
+1. the client is authenticated by the binding (OSCORE context on CoAP,
+   RFC 9203 §3.1; ``client_secret_basic`` on HTTP, RFC 6749 §2.3.1) and
+   must be known to the store (:class:`InvalidClient`);
+2. ``grant_type`` is ``client_credentials``, implied when absent
+   (RFC 9200 §5.8.1; :class:`UnsupportedGrantType`);
+3. ``audience`` names a registered resource server. An unknown audience is
+   :class:`AccessDenied` (the PoP key-distribution draft, §4); the CoAP
+   binding sends it as ``invalid_request`` because RFC 9200 §5.8.3 and the
+   ACE error registry (RFC 9200 §8.4) have no ``access_denied``;
+4. the scope: absent means everything the client may have at that audience;
+   otherwise the AS grants the *intersection* of the request and the grant,
+   and returns ``scope`` when it differs (RFC 6749 §3.3). An empty
+   intersection is :class:`InvalidScope`;
+5. the PoP key (RFC 9200 §5.8.4.5, RFC 8747 §3): the client's public key
+   (``req_cnf`` / ``key``), OSCORE input material for the OSCORE profile
+   (RFC 9203 §3.2), a fresh symmetric key, or, only when the AS is configured
+   for it, a key pair the AS generates. Anything else is
+   :class:`UnsupportedPopKey`;
+6. the ACE profile (RFC 9200 §5.8.4.3): the requested one if the RS speaks it,
+   else the RS's first (:class:`IncompatibleAceProfiles`);
+7. the token. An RS with a clock gets ``exp`` and a random ``cti``. An RS
+   without one gets ``exi`` and, as ``cti``, the per-RS sequence number from
+   :meth:`AuthzStore.next_sequence` as a big-endian unsigned integer in the
+   fewest bytes (at least one) (RFC 9200 §5.10.3); the RS reads it back with
+   ``int.from_bytes(cti, "big")``.
+
+Protection: a ``cnf`` carrying a secret (a symmetric key, or an OSCORE master
+secret) is always encrypted for the RS with the RS's token key (COSE_Encrypt0,
+RFC 8392 §7.1; by default with the AS's COSE_Sign1 nested inside so the RS can
+check who issued it, RFC 8392 Appendix A.6). A public-key ``cnf`` is a
+COSE_Sign1 with ES256. JWTs likewise: a JWE for the RS (RFC 7516, ``dir`` +
+A128GCM) for secrets, a JWS ES256 otherwise.
+
+Every token is recorded (:class:`IssuedToken`). Sequence-number ``cti``
+values repeat across resource servers, so such tokens are recorded under
+:func:`record_cti`, ``b"AUDIENCE#SEQ"``; random ``cti`` values are recorded
+as they are.
+
+Time (``now``) and randomness (``random_bytes``) are parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from . import cbor, cwt, jwt
+from .authz_store import (
+    TOKEN_FORMATS,
+    AuthzStore,
+    Client,
+    IssuedToken,
+    ResourceServer,
+    TokenFormat,
+)
+from .errors import (
+    AccessDenied,
+    DecodeError,
+    IncompatibleAceProfiles,
+    InvalidClient,
+    InvalidRequest,
+    InvalidScope,
+    KeyboundError,
+    UnsupportedGrantType,
+    UnsupportedPopKey,
+)
+from .keys import Key, b64u_encode
+from .numbers.ace_parameters import AceParameter, IntrospectionParameter
+from .numbers.ace_profiles import AceProfile
+from .numbers.cnf_methods import CnfMethod
+from .numbers.cose_algorithms import Algorithm
+from .numbers.cose_keys import Curve, KeyType
+from .numbers.grant_types import GrantType
+from .numbers.token_types import TOKEN_TYPE_NAMES
+from .oscore_profile import OscoreInputMaterial
+from .scope import TextScope
+from .token import AccessToken, Cnf, CnfEncryptedKey, CnfKey, CnfOsc
+
+__all__ = [
+    "MAX_REQUEST_BYTES",
+    "AuthzServerConfig",
+    "IntrospectionResult",
+    "PopKeyKind",
+    "TokenRequest",
+    "TokenResponse",
+    "authenticated_client",
+    "introspect",
+    "issue_token",
+    "parse_cbor_introspection_request",
+    "parse_cbor_token_request",
+    "parse_form_token_request",
+    "record_cti",
+    "sequence_cti",
+]
+
+MAX_REQUEST_BYTES = 4096
+"""Largest token or introspection request body accepted (CBOR or form-encoded)."""
+
+RandomBytes = Callable[[int], bytes]
+
+PopKeyKind = Literal["auto", "symmetric", "generated-pair"]
+"""What PoP key the client asks for when it sends none of its own:
+``auto`` lets the profile decide (OSCORE input material for ``coap_oscore``,
+a symmetric key otherwise); ``generated-pair`` asks the AS for a key pair
+(refused unless :attr:`AuthzServerConfig.allow_generated_key_pairs`)."""
+
+_CLIENT_CREDENTIALS_NAMES = frozenset({"client_credentials"})
+_CWT, _JWT = TOKEN_FORMATS
+_POP = TOKEN_TYPE_NAMES["pop"]
+
+
+@dataclass(frozen=True)
+class AuthzServerConfig:
+    """The AS's identity and policy."""
+
+    issuer: str
+    signing_key: Key = field(repr=False)
+    """The AS's ES256 key, with its private part (RFC 9053 §2.1)."""
+    nested: bool = True
+    """Put the AS's Sign1 inside the Encrypt0 of secret-carrying CWTs (RFC 8392 Appendix A.6)."""
+    allow_generated_key_pairs: bool = False
+    """Let the AS generate a key pair for a client that asks for one; off by default because
+    the private key then exists outside the client (draft-ietf-oauth-pop-key-distribution §4)."""
+    max_lifetime: int = 24 * 3600
+    oscore_salt: bool = True
+    """Include an 8-byte random salt in OSCORE input material (RFC 9203 §3.2.1)."""
+
+    @property
+    def public_key(self) -> Key:
+        """The public half of :attr:`signing_key`, for resource servers."""
+        return self.signing_key.public_key()
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """A token request after parsing (RFC 9200 §5.8.1, RFC 6749 §4.4.2)."""
+
+    client_id: str
+    """The authenticated client (from its OSCORE context or HTTP credentials)."""
+    audience: str | None = None
+    scope: str | None = None
+    grant_type: str | int | None = None
+    req_cnf: Key | None = None
+    """A public key of the client's own (``req_cnf`` COSE_Key, or ``key`` JWK)."""
+    pop_key: PopKeyKind = "auto"
+    ace_profile: int | None = None
+    """A profile the client asks for; ``None`` leaves the choice to the AS."""
+    token_format: TokenFormat = _CWT
+    lifetime: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    """What the AS answers (RFC 9200 §5.8.2) and records."""
+
+    access_token: bytes | str = field(repr=False)
+    expires_in: int
+    token: AccessToken = field(repr=False)
+    scope: TextScope
+    scope_changed: bool
+    record: IssuedToken
+    ace_profile: int | None = None
+    osc: OscoreInputMaterial | None = field(default=None, repr=False)
+    client_key: Key | None = field(default=None, repr=False)
+    """A key the AS generated for the client (symmetric, or a private key): returned to it."""
+
+    def to_cbor_map(self) -> dict[int, object]:
+        """The CBOR response of RFC 9200 §5.8.2 with the abbreviations of §8.10."""
+        out: dict[int, object] = {}
+        token = self.access_token
+        out[AceParameter.ACCESS_TOKEN.value] = token if isinstance(token, bytes) else token.encode()
+        out[AceParameter.EXPIRES_IN.value] = self.expires_in
+        if self.osc is not None:
+            out[AceParameter.CNF.value] = {CnfMethod.OSC.value: self.osc.to_cbor_map()}
+        elif self.client_key is not None:
+            out[AceParameter.CNF.value] = {
+                CnfMethod.COSE_KEY.value: self.client_key.to_cose_key(include_private=True)
+            }
+        if self.scope_changed:
+            out[AceParameter.SCOPE.value] = str(self.scope)
+        if self.ace_profile is not None:
+            out[AceParameter.ACE_PROFILE.value] = self.ace_profile
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON response (RFC 6749 §5.1, draft-ietf-oauth-pop-key-distribution §4)."""
+        token = self.access_token
+        out: dict[str, Any] = {
+            "access_token": token if isinstance(token, str) else b64u_encode(token),
+            "token_type": _POP,
+            "expires_in": self.expires_in,
+        }
+        if self.client_key is not None:
+            out["key"] = self.client_key.to_jwk(include_private=True)
+        if self.osc is not None:
+            out["cnf"] = {"osc": self.osc.to_dict()}
+        if self.scope_changed:
+            out["scope"] = str(self.scope)
+        if self.ace_profile is not None:
+            out["ace_profile"] = AceProfile(self.ace_profile).text
+        return out
+
+
+# ---- parsing ----------------------------------------------------------------------------------
+
+
+def _text_param(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 1024:
+        raise InvalidRequest(f"{name} must be a non-empty text string", claim=name)
+    return value
+
+
+def parse_cbor_token_request(payload: bytes, client_id: str) -> TokenRequest:
+    """Decode a CBOR token request (RFC 9200 §5.8.1, abbreviations of §8.10).
+
+    Raises :class:`DecodeError` / :class:`PayloadTooLarge` for bad CBOR and
+    :class:`InvalidRequest` for parameters of the wrong type.
+    """
+    body = cbor.loads(payload, max_size=MAX_REQUEST_BYTES)
+    if not isinstance(body, dict):
+        raise DecodeError("a token request is a CBOR map")
+    audience = body.get(AceParameter.AUDIENCE.value)
+    scope = body.get(AceParameter.SCOPE.value)
+    if isinstance(scope, bytes):
+        raise InvalidScope("only text scopes are supported by this AS", claim="scope")
+    grant = body.get(AceParameter.GRANT_TYPE.value)
+    if grant is not None and (isinstance(grant, bool) or not isinstance(grant, int | str)):
+        raise InvalidRequest("grant_type must be an integer or text", claim="grant_type")
+    req_cnf: Key | None = None
+    if AceParameter.REQ_CNF.value in body:
+        req_cnf = _req_cnf(body[AceParameter.REQ_CNF.value])
+    profile = body.get(AceParameter.ACE_PROFILE.value)
+    if profile is not None and (isinstance(profile, bool) or not isinstance(profile, int)):
+        raise InvalidRequest("ace_profile must be null or an integer", claim="ace_profile")
+    claimed = body.get(AceParameter.CLIENT_ID.value)
+    if claimed is not None and claimed != client_id:
+        raise InvalidClient("client_id does not match the authenticated client")
+    return TokenRequest(
+        client_id=client_id,
+        audience=None if audience is None else _text_param(audience, "audience"),
+        scope=None if scope is None else _text_param(scope, "scope"),
+        grant_type=grant,
+        req_cnf=req_cnf,
+        ace_profile=profile,
+        token_format=_CWT,
+    )
+
+
+def _req_cnf(value: object) -> Key:
+    """The client's key from ``req_cnf`` (RFC 9201 §5, RFC 8747 §3.1)."""
+    if not isinstance(value, dict) or len(value) != 1:
+        raise InvalidRequest("req_cnf must be a map with one confirmation method", claim="req_cnf")
+    ((method, body),) = value.items()
+    if method != CnfMethod.COSE_KEY.value or not isinstance(body, dict):
+        raise UnsupportedPopKey("only a COSE_Key (1) is accepted in req_cnf", claim="req_cnf")
+    try:
+        key = Key.from_cose_key(body)
+    except KeyboundError as exc:
+        raise UnsupportedPopKey(f"req_cnf: {exc.description}", claim="req_cnf") from None
+    return _client_public_key(key)
+
+
+def _client_public_key(key: Key) -> Key:
+    if key.is_symmetric:
+        raise UnsupportedPopKey("a client may not choose a symmetric PoP key", claim="cnf")
+    if key.has_private:
+        raise UnsupportedPopKey("the PoP key must not include its private part", claim="cnf")
+    if (key.kty, key.curve) not in ((KeyType.EC2, Curve.P_256), (KeyType.OKP, Curve.ED25519)):
+        raise UnsupportedPopKey("the RS accepts P-256 or Ed25519 PoP keys only", claim="cnf")
+    return key
+
+
+_JWS_ALG_KEYS = {"ES256": (KeyType.EC2, Curve.P_256), "EdDSA": (KeyType.OKP, Curve.ED25519)}
+
+
+def parse_form_token_request(
+    form: Mapping[str, str], client_id: str, *, token_format: TokenFormat = _JWT
+) -> TokenRequest:
+    """A form-encoded token request (RFC 6749 §4.4.2) with the PoP parameters of
+    draft-ietf-oauth-pop-key-distribution §4 (``token_type=pop``, ``alg``, ``key``,
+    ``aud``; RFC 8707 ``resource`` is read as ``aud`` when ``aud`` is absent).
+
+    ``key`` (a public JWK) binds the client's key; without it the AS makes a
+    symmetric key, or a key pair when ``alg`` names a signature algorithm.
+    """
+    token_type = form.get("token_type")
+    if token_type is not None and token_type.lower() != "pop":
+        raise InvalidRequest("token_type must be pop", claim="token_type")
+    audience = form.get("aud") or form.get("audience") or form.get("resource")
+    req_cnf: Key | None = None
+    pop: PopKeyKind = "auto"
+    alg = form.get("alg")
+    if "key" in form:
+        try:
+            key = Key.from_jwk(form["key"])
+        except KeyboundError as exc:
+            raise UnsupportedPopKey(f"key: {exc.description}", claim="key") from None
+        req_cnf = _client_public_key(key)
+        if alg is not None and _JWS_ALG_KEYS.get(alg) != (key.kty, key.curve):
+            raise UnsupportedPopKey(f"alg {alg} does not fit the key", claim="alg")
+    elif alg is not None:
+        if alg in _JWS_ALG_KEYS:
+            pop = "generated-pair"
+        elif alg in ("HS256", "A128GCM", "dir"):
+            pop = "symmetric"
+        else:
+            raise UnsupportedPopKey(f"PoP algorithm {alg!r} is not supported", claim="alg")
+    else:
+        pop = "symmetric"
+    client = form.get("client_id")
+    if client is not None and client != client_id:
+        raise InvalidClient("client_id does not match the authenticated client")
+    return TokenRequest(
+        client_id=client_id,
+        audience=None if audience is None else _text_param(audience, "aud"),
+        scope=None if form.get("scope") is None else _text_param(form["scope"], "scope"),
+        grant_type=form.get("grant_type"),
+        req_cnf=req_cnf,
+        pop_key=pop,
+        token_format=token_format,
+    )
+
+
+def parse_cbor_introspection_request(payload: bytes) -> bytes:
+    """The ``token`` (11) of a CBOR introspection request (RFC 9200 §5.9.1)."""
+    body = cbor.loads(payload, max_size=MAX_REQUEST_BYTES)
+    if not isinstance(body, dict):
+        raise DecodeError("an introspection request is a CBOR map")
+    token = body.get(IntrospectionParameter.TOKEN.value)
+    if isinstance(token, str):
+        token = token.encode("ascii", "replace")
+    if not isinstance(token, bytes) or not token:
+        raise InvalidRequest("token (11) must be a byte string", claim="token")
+    return token
+
+
+# ---- the checks ---------------------------------------------------------------------------
+
+
+def authenticated_client(store: AuthzStore, client_id: str) -> Client:
+    """The client record, or :class:`InvalidClient` (RFC 6749 §5.2)."""
+    client = store.get_client(client_id)
+    if client is None:
+        raise InvalidClient("unknown client")
+    return client
+
+
+def _check_grant(grant: str | int | None) -> None:
+    if grant is None:
+        return  # RFC 9200 §5.8.1: client_credentials is implied
+    if isinstance(grant, int) and grant == GrantType.CLIENT_CREDENTIALS:
+        return
+    if isinstance(grant, str) and grant in _CLIENT_CREDENTIALS_NAMES:
+        return
+    raise UnsupportedGrantType(f"grant type {grant!r} is not supported; use client_credentials")
+
+
+def _resource_server(store: AuthzStore, audience: str | None) -> ResourceServer:
+    if audience is None:
+        raise InvalidRequest("audience is required", claim="audience")
+    rs = store.get_resource_server_by_audience(audience)
+    if rs is None:
+        raise AccessDenied(f"unknown audience {audience!r}")
+    return rs
+
+
+def _granted_scope(client: Client, rs: ResourceServer, requested: str | None) -> TextScope:
+    allowed = client.allowed_scopes(rs.audience)
+    if not allowed:
+        raise InvalidScope(f"no scope at {rs.audience!r} is granted to this client")
+    allowed_scope = TextScope.of(allowed)
+    if requested is None:
+        return allowed_scope
+    granted = TextScope.parse(requested).intersection(allowed_scope)
+    if granted is None:
+        raise InvalidScope("none of the requested scope is granted to this client")
+    return granted
+
+
+def _profile(rs: ResourceServer, requested: int | None) -> int:
+    if not rs.profiles:
+        raise IncompatibleAceProfiles("the resource server has no ACE profile")
+    if requested is None:
+        return rs.profiles[0]
+    if requested not in rs.profiles:
+        raise IncompatibleAceProfiles(f"the resource server does not speak profile {requested}")
+    return requested
+
+
+def sequence_cti(sequence: int) -> bytes:
+    """A sequence number as ``cti`` (RFC 9200 §5.10.3): big-endian, fewest bytes, at least one."""
+    if sequence < 0:
+        raise ValueError("a sequence number is not negative")
+    return sequence.to_bytes(max(1, (sequence.bit_length() + 7) // 8), "big")
+
+
+def record_cti(audience: str, cti: bytes, *, sequenced: bool) -> bytes:
+    """The key a token is recorded under: ``cti``, or ``b"AUDIENCE#SEQ"`` for sequence numbers."""
+    if not sequenced:
+        return cti
+    return f"{audience}#{int.from_bytes(cti, 'big')}".encode()
+
+
+def _token_key(rs: ResourceServer) -> Key:
+    current = rs.token_key
+    return Key.from_cose_key(current.key).with_kid(current.kid)
+
+
+def _protect(
+    token: AccessToken,
+    config: AuthzServerConfig,
+    rs: ResourceServer,
+    *,
+    secret: bool,
+    token_format: TokenFormat,
+) -> bytes | str:
+    if token_format == _JWT:
+        if secret:
+            return jwt.encode_encrypted(token, _token_key(rs), alg="dir", enc="A128GCM")
+        return jwt.encode(token, config.signing_key, alg="ES256")
+    sign = cwt.Sign1(config.signing_key, Algorithm.ES256)
+    if not secret:
+        return cwt.encode(token, sign)
+    encrypt = cwt.Encrypt0(_token_key(rs), Algorithm.AES_CCM_16_64_128)
+    if config.nested:
+        return cwt.encode(token, cwt.Nested(sign, encrypt))
+    return cwt.encode(token, encrypt)
+
+
+def issue_token(
+    store: AuthzStore,
+    config: AuthzServerConfig,
+    request: TokenRequest,
+    *,
+    now: int,
+    random_bytes: RandomBytes,
+) -> TokenResponse:
+    """Validate, authorize and answer a token request (RFC 9200 §5.8), and record the token."""
+    client = authenticated_client(store, request.client_id)
+    _check_grant(request.grant_type)
+    rs = _resource_server(store, request.audience)
+    scope = _granted_scope(client, rs, request.scope)
+    profile = _profile(rs, request.ace_profile) if request.token_format == _CWT else None
+
+    cnf: Cnf
+    osc: OscoreInputMaterial | None = None
+    client_key: Key | None = None
+    secret = False
+    cnf_id: bytes | None = None
+    if request.req_cnf is not None:
+        cnf = CnfKey(request.req_cnf)
+        cnf_id = request.req_cnf.cose_thumbprint()
+    elif request.pop_key == "generated-pair":
+        if not config.allow_generated_key_pairs:
+            raise UnsupportedPopKey("this AS does not generate key pairs; send your public key")
+        client_key = Key.generate_ec2(
+            Curve.P_256, kid=random_bytes(4).hex().encode(), alg=Algorithm.ES256
+        )
+        cnf = CnfKey(client_key.public_key())
+        cnf_id = client_key.cose_thumbprint()
+    elif request.pop_key == "auto" and profile == AceProfile.COAP_OSCORE:
+        osc = OscoreInputMaterial(
+            id=random_bytes(3),
+            ms=random_bytes(16),
+            salt=random_bytes(8) if config.oscore_salt else None,
+        )
+        cnf, secret, cnf_id = CnfOsc(osc), True, osc.id
+    else:
+        client_key = Key.symmetric(random_bytes(16), kid=random_bytes(4).hex().encode())
+        cnf_id = client_key.kid
+        if request.token_format == _JWT:
+            cnf = CnfEncryptedKey(jwe=jwt.seal_key(client_key, _token_key(rs)))
+        else:
+            cnf, secret = CnfKey(client_key), True
+
+    lifetime = min(request.lifetime or rs.default_lifetime, config.max_lifetime)
+    sequence: int | None = None
+    if rs.has_clock:
+        cti = random_bytes(16)
+        exp: int | None = now + lifetime
+        exi: int | None = None
+    else:
+        sequence = store.next_sequence(rs.audience)
+        cti, exp, exi = sequence_cti(sequence), None, lifetime
+    token = AccessToken(
+        iss=config.issuer,
+        aud=(rs.audience,),
+        iat=now,
+        exp=exp,
+        exi=exi,
+        cti=cti,
+        scope=scope,
+        cnf=cnf,
+        ace_profile=profile,
+    )
+    encoded = _protect(token, config, rs, secret=secret, token_format=request.token_format)
+    record = IssuedToken(
+        cti=record_cti(rs.audience, cti, sequenced=sequence is not None),
+        client_id=client.client_id,
+        audience=rs.audience,
+        scope=str(scope),
+        format=request.token_format,
+        iat=now,
+        exp=exp,
+        exi=exi,
+        sequence=sequence,
+        cnf_id=cnf_id,
+    )
+    store.record_token(record)
+    return TokenResponse(
+        access_token=encoded,
+        expires_in=lifetime,
+        token=token,
+        scope=scope,
+        scope_changed=request.scope is not None and str(scope) != request.scope,
+        record=record,
+        ace_profile=profile,
+        osc=osc,
+        client_key=client_key,
+    )
+
+
+# ---- introspection (RFC 9200 §5.9, RFC 7662) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IntrospectionResult:
+    """An introspection answer: ``active`` and, when active, the token's claims."""
+
+    active: bool
+    token: AccessToken | None = field(default=None, repr=False)
+    record: IssuedToken | None = None
+
+    def to_cbor_map(self) -> dict[int, object]:
+        """The CBOR response of RFC 9200 §5.9.2 (abbreviations of §8.12)."""
+        if not self.active or self.token is None or self.record is None:
+            return {IntrospectionParameter.ACTIVE.value: False}
+        claims = self.token.to_cwt_claims()
+        out: dict[int, object] = {IntrospectionParameter.ACTIVE.value: True}
+        for name in ("ISS", "AUD", "EXP", "IAT", "CTI", "CNF", "SCOPE", "ACE_PROFILE", "EXI"):
+            number = IntrospectionParameter[name].value
+            if number in claims:
+                out[number] = claims[number]
+        out[IntrospectionParameter.CLIENT_ID.value] = self.record.client_id
+        out[IntrospectionParameter.TOKEN_TYPE.value] = 2  # pop (RFC 9200 §8.7)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON response of RFC 7662 §2.2, with ``cnf`` (RFC 7800 §3)."""
+        if not self.active or self.token is None or self.record is None:
+            return {"active": False}
+        out: dict[str, Any] = {"active": True, **_json_claims(self.token)}
+        out["client_id"] = self.record.client_id
+        out["token_type"] = _POP
+        return out
+
+
+def _json_claims(token: AccessToken) -> dict[str, Any]:
+    try:
+        return token.to_jwt_claims()
+    except KeyboundError:
+        # a CWT cnf without a JSON form: keep the rest
+        return token.replace(cnf=None).to_jwt_claims()
+
+
+def _decode_any(store: AuthzStore, config: AuthzServerConfig, token: bytes | str) -> AccessToken:
+    keys: list[Key] = [config.public_key]
+    for rs in store.list_resource_servers():
+        for version in rs.token_keys:
+            keys.append(Key.from_cose_key(version.key).with_kid(version.kid))
+    if isinstance(token, bytes) and token[:1] not in (b"e",):
+        return cwt.decode(token, keys).token
+    return jwt.decode(token, keys).token
+
+
+def introspect(
+    store: AuthzStore,
+    config: AuthzServerConfig,
+    token: bytes | str,
+    *,
+    now: int,
+    audiences: Sequence[str] | None = None,
+) -> IntrospectionResult:
+    """Whether ``token`` is active, and its claims (RFC 7662 §2.2, RFC 9200 §5.9.2).
+
+    Inactive when the token does not decode with the AS's keys, was not issued
+    by this AS, is not on record, is revoked or has expired. ``audiences``
+    restricts the answer to tokens for those audiences (an RS asking about
+    tokens of another RS learns only ``active: false``, RFC 7662 §4).
+    """
+    try:
+        decoded = _decode_any(store, config, token)
+    except KeyboundError:
+        return IntrospectionResult(active=False)
+    if decoded.iss != config.issuer or decoded.cti is None or not decoded.aud:
+        return IntrospectionResult(active=False)
+    audience = decoded.aud[0]
+    record = store.get_token(record_cti(audience, decoded.cti, sequenced=decoded.exi is not None))
+    if record is None or record.revoked or record.audience != audience:
+        return IntrospectionResult(active=False)
+    if record.exp is not None and record.exp <= now:
+        return IntrospectionResult(active=False)
+    if audiences is not None and audience not in audiences:
+        return IntrospectionResult(active=False)
+    return IntrospectionResult(active=True, token=decoded, record=record)

@@ -1,0 +1,483 @@
+"""``keybound as``: set up, provision and run the desktop Authorization Server.
+
+Every command takes ``--db URL`` (default: an SQLite file in the per-user data
+directory; the ``KEYBOUND_AS_DB`` environment variable is honoured). Listing
+commands take ``--json`` for scripts. Errors are one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit
+
+import typer
+from rich.progress import Progress
+from rich.table import Table
+
+from keybound.core.authz_store import AuthzStoreError, Client, ResourceServer, UnknownRecord
+from keybound.core.errors import KeyboundError
+from keybound.tools.as_http import check_listen
+from keybound.tools.as_provision import (
+    add_clients,
+    add_resource_server,
+    init_issuer,
+    rotate_token_key,
+)
+from keybound.tools.as_server import run_authorization_server
+from keybound.tools.as_storage import SqlAuthzStore, resolve_database_url
+from keybound.tools.bundles import device_bundle, rs_bundle, write_bundle
+from keybound.tools.cli_support import console, fail
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="The desktop Authorization Server: keys, resource servers, clients, serving.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+rs_app = typer.Typer(help="Resource servers the AS issues tokens for.", no_args_is_help=True)
+client_app = typer.Typer(help="Clients (devices and HTTP clients).", no_args_is_help=True)
+app.add_typer(rs_app, name="rs")
+app.add_typer(client_app, name="client")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="KEYBOUND_AS_DB",
+        help="database URL (sqlite:///file or postgresql://...); default: per-user SQLite file",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+AsBaseOption = Annotated[
+    str | None,
+    typer.Option("--as-base", help="the AS's CoAP address for bundles, coap://HOST:PORT"),
+]
+
+
+def _clean(func: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (KeyboundError, AuthzStoreError) as exc:
+            raise fail(str(exc).strip("'\"")) from None
+        except (OSError, ValueError) as exc:
+            raise fail(f"{type(exc).__name__}: {exc}") from None
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return wrapper
+
+
+@contextmanager
+def _store(db: str | None, *, create: bool = False) -> Iterator[SqlAuthzStore]:
+    store = SqlAuthzStore.init(db) if create else SqlAuthzStore.open(db)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _as_base(store: SqlAuthzStore, given: str | None) -> str:
+    if given:
+        return given.rstrip("/")
+    issuer = store.get_issuer()
+    if issuer is not None and issuer.issuer.startswith("coap://"):
+        parts = urlsplit(issuer.issuer)
+        port = parts.port or 5683
+        return f"coap://{parts.hostname}:{port}"
+    return "coap://127.0.0.1:5683"
+
+
+def _emit(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+# ---- init ---------------------------------------------------------------------------------------
+
+
+@app.command("init")
+@_clean
+def init(
+    issuer: Annotated[
+        str | None, typer.Option("--issuer", help="the issuer URI (iss) of every token")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create the AS database and its ES256 signing key (keeps an existing key)."""
+    with _store(db, create=True) as store:
+        current = store.get_issuer()
+        if issuer is None:
+            issuer = current.issuer if current is not None else "coap://127.0.0.1:5683"
+        settings = init_issuer(store, issuer)
+        where = resolve_database_url(db).render_as_string(hide_password=True)
+    if as_json:
+        _emit({"issuer": settings.issuer, "database": where, "created": current is None})
+        return
+    verb = "created" if current is None else "kept"
+    console.print(f"AS initialised: issuer {settings.issuer}, signing key {verb}, db {where}")
+
+
+# ---- resource servers ---------------------------------------------------------------------------
+
+
+def _rs_row(rs: ResourceServer) -> dict[str, Any]:
+    return {
+        "name": rs.name,
+        "audience": rs.audience,
+        "scopes": list(rs.scopes),
+        "has_clock": rs.has_clock,
+        "profiles": list(rs.profiles),
+        "lifetime": rs.default_lifetime,
+        "token_key_kid": rs.token_key.kid.decode("ascii", "replace"),
+        "token_key_versions": len(rs.token_keys),
+    }
+
+
+@rs_app.command("add")
+@_clean
+def rs_add(
+    name: Annotated[str, typer.Argument(help="local name of the resource server")],
+    audience: Annotated[str, typer.Option("--audience", help="the aud tokens carry")],
+    scope: Annotated[list[str], typer.Option("--scope", help="a scope it understands")],
+    no_clock: Annotated[
+        bool, typer.Option("--no-clock", help="the RS has no clock: exi tokens (RFC 9200 §5.10.3)")
+    ] = False,
+    lifetime: Annotated[int, typer.Option("--lifetime", help="token lifetime, seconds")] = 3600,
+    out: Annotated[Path | None, typer.Option("--out", help="RS bundle file")] = None,
+    as_base: AsBaseOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a resource server: its token key and introspection context; write its bundle."""
+    with _store(db) as store:
+        issuer = store.get_issuer()
+        if issuer is None:
+            raise fail("the AS is not initialised: run `keybound as init` first")
+        rs = add_resource_server(
+            store, name, audience, scope, has_clock=not no_clock, lifetime=lifetime
+        )
+        path = write_bundle(
+            out or Path(f"{name}-rs-bundle.json"),
+            rs_bundle(rs, issuer, as_base=_as_base(store, as_base)),
+        )
+    if as_json:
+        _emit({**_rs_row(rs), "bundle": str(path)})
+        return
+    console.print(f"resource server {name} (audience {audience}) added; bundle: {path} (0600)")
+
+
+@app.command("rotate-key")
+@_clean
+def rotate_key(
+    name: Annotated[str, typer.Argument(help="resource server name")],
+    out: Annotated[Path | None, typer.Option("--out", help="RS bundle file")] = None,
+    as_base: AsBaseOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """New token key for an RS (the previous one still decrypts for introspection)."""
+    with _store(db) as store:
+        issuer = store.get_issuer()
+        if issuer is None:
+            raise fail("the AS is not initialised: run `keybound as init` first")
+        rs = rotate_token_key(store, name)
+        path = write_bundle(
+            out or Path(f"{name}-rs-bundle.json"),
+            rs_bundle(rs, issuer, as_base=_as_base(store, as_base)),
+        )
+    if as_json:
+        _emit({**_rs_row(rs), "bundle": str(path)})
+        return
+    console.print(f"new token key for {name}; give the RS its new bundle: {path}")
+
+
+# ---- clients ------------------------------------------------------------------------------------
+
+
+def _client_row(client: Client) -> dict[str, Any]:
+    return {
+        "client_id": client.client_id,
+        "oscore": client.oscore is not None,
+        "oscore_sender_id": None if client.oscore is None else client.oscore.sender_id.hex(),
+        "http_secret": client.has_secret,
+        "grants": {aud: list(scopes) for aud, scopes in client.grants.items()},
+    }
+
+
+@client_app.command("add")
+@_clean
+def client_add(
+    name: Annotated[str, typer.Argument(help="client_id (or the prefix with --count)")],
+    audience: Annotated[str, typer.Option("--audience", help="resource server audience")],
+    scope: Annotated[list[str], typer.Option("--scope", help="a scope it may be given")],
+    count: Annotated[int | None, typer.Option("--count", help="make N clients")] = None,
+    prefix: Annotated[
+        str | None, typer.Option("--prefix", help="client_id prefix with --count (default NAME-)")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="directory for device bundles")] = Path("."),
+    http_secret: Annotated[
+        bool, typer.Option("--http-secret", help="also make a client secret for HTTP")
+    ] = False,
+    no_oscore: Annotated[
+        bool, typer.Option("--no-oscore", help="HTTP only: no OSCORE context")
+    ] = False,
+    rs_uri: Annotated[
+        str, typer.Option("--rs-uri", help="the RS address the device talks to")
+    ] = "coap://192.0.2.1:5683",
+    as_base: AsBaseOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register clients and write one device bundle (0600) each."""
+    if no_oscore and not http_secret:
+        raise fail("a client needs --http-secret when it has no OSCORE context")
+    if count is not None:
+        if count < 1:
+            raise fail("--count must be at least 1")
+        stem = prefix if prefix is not None else f"{name}-"
+        ids = [f"{stem}{i}" for i in range(1, count + 1)]
+    else:
+        ids = [name]
+    with _store(db) as store:
+        if store.get_resource_server_by_audience(audience) is None:
+            raise fail(f"no resource server with audience {audience!r}: add it with `rs add`")
+        made = add_clients(
+            store, ids, {audience: scope}, oscore=not no_oscore, http_secret=http_secret
+        )
+        base = _as_base(store, as_base)
+    written: list[dict[str, Any]] = []
+    with Progress(console=console, transient=True, disable=count is None or as_json) as bar:
+        task = bar.add_task("writing device bundles", total=len(made))
+        for new in made:
+            bundle = device_bundle(
+                new.client.client_id,
+                as_base=base,
+                rs_uri=rs_uri,
+                audience=audience,
+                scope=" ".join(scope),
+                oscore=new.oscore,
+                http_secret=new.http_secret,
+            )
+            path = write_bundle(out / f"{new.client.client_id}.json", bundle)
+            written.append({**_client_row(new.client), "bundle": str(path)})
+            bar.advance(task)
+    if as_json:
+        _emit(written)
+        return
+    console.print(f"{len(written)} client(s) added; device bundles in {out} (0600)")
+
+
+# ---- list, show, remove, revoke -----------------------------------------------------------------
+
+
+@app.command("list")
+@_clean
+def list_all(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """The resource servers and clients."""
+    with _store(db) as store:
+        servers = [_rs_row(rs) for rs in store.list_resource_servers()]
+        clients = [_client_row(c) for c in store.list_clients()]
+    if as_json:
+        _emit({"resource_servers": servers, "clients": clients})
+        return
+    rs_table = Table(title="resource servers")
+    for column in ("name", "audience", "scopes", "clock", "key kid"):
+        rs_table.add_column(column)
+    for row in servers:
+        rs_table.add_row(
+            row["name"],
+            row["audience"],
+            " ".join(row["scopes"]),
+            "yes" if row["has_clock"] else "no (exi)",
+            row["token_key_kid"],
+        )
+    client_table = Table(title="clients")
+    for column in ("client_id", "OSCORE", "HTTP", "grants"):
+        client_table.add_column(column)
+    for row in clients:
+        grants = "; ".join(f"{aud}: {' '.join(s)}" for aud, s in row["grants"].items())
+        client_table.add_row(
+            row["client_id"],
+            row["oscore_sender_id"] or "-",
+            "yes" if row["http_secret"] else "-",
+            grants,
+        )
+    console.print(rs_table)
+    console.print(client_table)
+
+
+@app.command("show")
+@_clean
+def show(
+    name: Annotated[str, typer.Argument(help="client_id or resource server name")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One client (with its recent tokens) or resource server."""
+    with _store(db) as store:
+        client = store.get_client(name)
+        data: dict[str, Any]
+        if client is not None:
+            tokens = store.list_tokens(name, limit=20)
+            data = {
+                "kind": "client",
+                **_client_row(client),
+                "tokens": [
+                    {
+                        "cti": t.cti.hex(),
+                        "audience": t.audience,
+                        "scope": t.scope,
+                        "iat": t.iat,
+                        "exp": t.exp,
+                        "exi": t.exi,
+                        "sequence": t.sequence,
+                        "revoked": t.revoked,
+                    }
+                    for t in tokens
+                ],
+            }
+        else:
+            rs = store.get_resource_server(name)
+            if rs is None:
+                raise fail(f"no client or resource server named {name!r}")
+            data = {"kind": "resource_server", **_rs_row(rs)}
+    if as_json:
+        _emit(data)
+        return
+    table = Table(title=f"{data['kind'].replace('_', ' ')} {name}", show_header=False)
+    for key, value in data.items():
+        if key != "tokens":
+            table.add_row(key, json.dumps(value) if not isinstance(value, str) else value)
+    console.print(table)
+    if data.get("tokens"):
+        tokens_table = Table(title="recent tokens")
+        for column in ("cti", "audience", "scope", "exp/exi", "revoked"):
+            tokens_table.add_column(column)
+        for t in data["tokens"]:
+            limit = f"exp {t['exp']}" if t["exp"] is not None else f"exi {t['exi']}"
+            tokens_table.add_row(
+                t["cti"], t["audience"], t["scope"], limit, "yes" if t["revoked"] else ""
+            )
+        console.print(tokens_table)
+
+
+@app.command("remove")
+@_clean
+def remove(
+    name: Annotated[str, typer.Argument(help="client_id or resource server name")],
+    db: DbOption = None,
+) -> None:
+    """Forget a client or a resource server (issued tokens stay on record)."""
+    with _store(db) as store:
+        if store.get_client(name) is not None:
+            store.remove_client(name)
+            console.print(f"client {name} removed")
+        elif store.get_resource_server(name) is not None:
+            store.remove_resource_server(name)
+            console.print(f"resource server {name} removed")
+        else:
+            raise fail(f"no client or resource server named {name!r}")
+
+
+def _cti(text: str) -> bytes:
+    """A recorded cti: hex, or ``AUDIENCE#SEQ`` for a sequence-number token."""
+    if "#" in text:
+        audience, _, seq = text.rpartition("#")
+        if not seq.isdigit() or not audience:
+            raise ValueError("a sequence-number cti looks like AUDIENCE#NUMBER")
+        return f"{audience}#{int(seq)}".encode()
+    return bytes.fromhex(text)
+
+
+@app.command("revoke")
+@_clean
+def revoke(
+    cti: Annotated[str, typer.Argument(help="the token's cti in hex, or AUDIENCE#SEQ")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Mark a token revoked: introspection answers inactive from now on."""
+    with _store(db) as store:
+        try:
+            record = store.revoke(_cti(cti))
+        except UnknownRecord:
+            raise fail(f"no token with cti {cti}") from None
+    if as_json:
+        _emit({"cti": record.cti.hex(), "client_id": record.client_id, "revoked": True})
+        return
+    console.print(f"token {cti} of {record.client_id} for {record.audience} revoked")
+
+
+# ---- serve --------------------------------------------------------------------------------------
+
+
+def _address(text: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, default_port
+    host = host.strip("[]")
+    if not port.isdigit() or not host:
+        raise ValueError(f"not HOST:PORT: {text!r}")
+    return host, int(port)
+
+
+@app.command("serve")
+@_clean
+def serve(
+    coap: Annotated[
+        str | None, typer.Option("--coap", help="CoAP HOST:PORT (default 127.0.0.1:5683)")
+    ] = None,
+    http: Annotated[str | None, typer.Option("--http", help="HTTP HOST:PORT")] = None,
+    cert: Annotated[Path | None, typer.Option("--cert", help="TLS certificate (PEM)")] = None,
+    keyfile: Annotated[Path | None, typer.Option("--keyfile", help="TLS key (PEM)")] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="allow plain HTTP beyond loopback")
+    ] = False,
+    state_dir: Annotated[
+        Path | None, typer.Option("--state-dir", help="where OSCORE sequence numbers are kept")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Run the AS: CoAP (/token, /introspect over OSCORE) and optionally HTTP, one event loop."""
+    if (cert is None) != (keyfile is None):
+        raise fail("--cert and --keyfile go together")
+    coap_addr = _address(coap, 5683) if coap else None
+    http_addr = _address(http, 8080) if http else None
+    if coap_addr is None and http_addr is None:
+        coap_addr = ("127.0.0.1", 5683)
+    if http_addr is not None:
+        check_listen(http_addr[0], tls=cert is not None, insecure=insecure)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("coap").setLevel(logging.WARNING)
+    logging.getLogger("coap-server").setLevel(logging.WARNING)
+    with _store(db) as store, suppress(KeyboardInterrupt):
+        asyncio.run(
+            run_authorization_server(
+                store,
+                coap=coap_addr,
+                http=http_addr,
+                state_dir=state_dir,
+                certfile=None if cert is None else os.fspath(cert),
+                keyfile=None if keyfile is None else os.fspath(keyfile),
+                insecure=insecure,
+            )
+        )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,218 @@
+"""The Authorization Server's HTTP front (Starlette): token, introspection, metadata.
+
+* ``POST /token`` — RFC 6749 §4.4 client credentials, form-encoded, JSON answer,
+  ``client_secret_basic`` (RFC 6749 §2.3.1). PoP parameters of
+  draft-ietf-oauth-pop-key-distribution §4: ``token_type=pop``, ``alg``,
+  ``key`` (a public JWK, bound as ``cnf.jwk``) and ``aud``. Without ``key`` the
+  AS makes a symmetric key, seals it for the RS in ``cnf.jwe`` (RFC 7800 §3.3)
+  and returns it to the client in ``key``. A :data:`TokenRequestHook` lets a
+  binding rewrite the parsed request first (DPoP, RFC 9449 §5, binds
+  ``cnf.jkt`` there).
+* ``POST /introspect`` — RFC 7662, with ``cnf``. Callers authenticate with HTTP
+  Basic: a client with its secret (it learns about its own tokens), or a
+  resource server with its name and the ``k`` of its token key from the RS
+  bundle (it learns about tokens for its audience).
+* ``GET /.well-known/oauth-authorization-server`` — RFC 8414 §2.
+
+:func:`check_listen` refuses a non-loopback address without TLS unless the
+operator insists.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs, unquote_plus
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keybound.core.authz_server import (
+    MAX_REQUEST_BYTES,
+    AuthzServerConfig,
+    TokenRequest,
+    introspect,
+    issue_token,
+    parse_form_token_request,
+)
+from keybound.core.authz_store import AuthzStore
+from keybound.core.errors import InvalidClient, InvalidRequest, KeyboundError, PayloadTooLarge
+from keybound.core.keys import Key
+
+__all__ = [
+    "DPOP_SIGNING_ALGS",
+    "TokenRequestHook",
+    "check_listen",
+    "create_app",
+    "metadata",
+]
+
+log = logging.getLogger("keybound.as.http")
+
+TokenRequestHook = Callable[[Request, TokenRequest], Awaitable[TokenRequest]]
+"""Called with the HTTP request and the parsed token request before issuing; returns
+the request to issue (e.g. with a DPoP key bound). Raise a KeyboundError to refuse."""
+
+DPOP_SIGNING_ALGS: list[str] = []
+"""``dpop_signing_alg_values_supported`` (RFC 9449 §5.1); filled in when DPoP is enabled."""
+
+_FORM = "application/x-www-form-urlencoded"
+
+
+def metadata(issuer: str, base_url: str, *, dpop_algs: list[str] | None = None) -> dict[str, Any]:
+    """Authorization server metadata (RFC 8414 §2)."""
+    out: dict[str, Any] = {
+        "issuer": issuer,
+        "token_endpoint": f"{base_url}/token",
+        "introspection_endpoint": f"{base_url}/introspect",
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "token_types_supported": ["pop"],
+        "ace_profiles_supported": ["coap_oscore"],
+        "dpop_signing_alg_values_supported": list(
+            DPOP_SIGNING_ALGS if dpop_algs is None else dpop_algs
+        ),
+    }
+    return out
+
+
+def _error(err: KeyboundError) -> JSONResponse:
+    headers = {"Cache-Control": "no-store"}
+    if isinstance(err, InvalidClient):
+        headers["WWW-Authenticate"] = 'Basic realm="keybound"'
+    return JSONResponse(err.to_json(), status_code=err.http_status, headers=headers)
+
+
+def _basic(request: Request) -> tuple[str, str]:
+    """``client_secret_basic`` credentials (RFC 6749 §2.3.1: form-urlencoded, then Basic)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        raise InvalidClient("HTTP Basic client authentication is required")
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidClient("malformed Basic credentials") from None
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        raise InvalidClient("malformed Basic credentials")
+    return unquote_plus(user), unquote_plus(password)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != _FORM:
+        raise InvalidRequest(f"the body must be {_FORM}")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_REQUEST_BYTES:
+            raise PayloadTooLarge(f"request body larger than {MAX_REQUEST_BYTES} bytes")
+    try:
+        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=False, strict_parsing=bool(body))
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("the body is not a valid form") from None
+    form: dict[str, str] = {}
+    for name, values in parsed.items():
+        if len(values) != 1:
+            raise InvalidRequest(f"parameter {name!r} is repeated (RFC 6749 §3.2)")
+        form[name] = values[0]
+    return form
+
+
+def create_app(
+    store: AuthzStore,
+    config: AuthzServerConfig,
+    *,
+    base_url: str,
+    token_request_hook: TokenRequestHook | None = None,
+    clock: Callable[[], int] = lambda: int(time.time()),
+    random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+) -> Starlette:
+    """The Starlette app; ``base_url`` is where it is reachable (for the metadata)."""
+
+    async def token(request: Request) -> Response:
+        try:
+            client_id, secret = _basic(request)
+            client = store.verify_client_secret(client_id, secret)
+            form = await _form(request)
+            parsed = parse_form_token_request(form, client.client_id)
+            if token_request_hook is not None:
+                parsed = await token_request_hook(request, parsed)
+            response = issue_token(store, config, parsed, now=clock(), random_bytes=random_bytes)
+        except KeyboundError as err:
+            log.info("token request refused: %s", err)
+            return _error(err)
+        record = response.record
+        log.info(
+            "issued JWT %s to %s for %s, scope %r",
+            record.cti.hex(),
+            record.client_id,
+            record.audience,
+            record.scope,
+        )
+        return JSONResponse(
+            response.to_json(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
+        )
+
+    def _caller(user: str, password: str) -> tuple[str, str]:
+        rs = store.get_resource_server(user)
+        if rs is not None:
+            k = Key.from_cose_key(rs.token_key.key).to_jwk(include_private=True)["k"]
+            if hmac.compare_digest(k.encode(), password.encode()):
+                return "rs", rs.audience
+            raise InvalidClient("resource server authentication failed")
+        return "client", store.verify_client_secret(user, password).client_id
+
+    async def introspection(request: Request) -> Response:
+        try:
+            kind, who = _caller(*_basic(request))
+            form = await _form(request)
+            token_text = form.get("token")
+            if not token_text:
+                raise InvalidRequest("token is required (RFC 7662 §2.1)")
+            audiences = [who] if kind == "rs" else None
+            result = introspect(store, config, token_text, now=clock(), audiences=audiences)
+            if kind == "client" and result.record is not None and result.record.client_id != who:
+                result = type(result)(active=False)
+        except KeyboundError as err:
+            return _error(err)
+        log.info("introspection by %s %s: active=%s", kind, who, result.active)
+        return JSONResponse(result.to_json(), headers={"Cache-Control": "no-store"})
+
+    async def well_known(request: Request) -> Response:
+        return JSONResponse(metadata(config.issuer, base_url))
+
+    return Starlette(
+        routes=[
+            Route("/token", token, methods=["POST"]),
+            Route("/introspect", introspection, methods=["POST"]),
+            Route("/.well-known/oauth-authorization-server", well_known, methods=["GET"]),
+        ]
+    )
+
+
+def check_listen(host: str, *, tls: bool, insecure: bool) -> None:
+    """Refuse plain HTTP beyond loopback (RFC 6749 §2.3.1 requires TLS) unless ``insecure``."""
+    if tls or insecure:
+        return
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"refusing to serve HTTP on {host} without TLS: give --cert and --keyfile, "
+            "or --insecure for a test network"
+        )

@@ -1,0 +1,157 @@
+"""Bundle files the AS hands out: one per resource server, one per device.
+
+Both are JSON, written 0600, marked ``"contains_secrets": true`` and carry a
+``note`` saying who needs the file and how to keep it.
+
+RS bundle (read by ``keybound rs``)::
+
+    {"kind": "keybound-rs-bundle", "version": 1, "contains_secrets": true, "note": ...,
+     "name", "audience", "issuer", "as_uri": "coap://HOST:PORT/token",
+     "token_key": {"kty": "oct", "k", "kid"},      # AES-CCM-16-64-128, RFC 9200 §6.1
+     "as_public_key": {"kty": "EC", "crv": "P-256", "x", "y", "kid"},
+     "has_clock": bool, "scopes": [...], "profiles": [2],
+     "introspection": {"uri": "coap://HOST:PORT/introspect",
+                       "oscore": {"master_secret", "master_salt", "sender_id",
+                                  "recipient_id", "id_context", "alg": 10, "hkdf": 5}}}
+
+Device bundle (read by ``firmware/config.py``)::
+
+    {"kind": "keybound-device-bundle", "version": 1, "contains_secrets": true, "note": ...,
+     "client_id", "as_uri", "rs_uri", "audience", "scope", "resource", "token_path",
+     "authz_info_path", "state_dir", "period_s",
+     "wifi": {"ssid", "password"},                  # placeholders to fill in
+     "as_context": {"master_secret", "master_salt", "sender_id", "recipient_id",
+                    "id_context", "alg": 10, "hkdf": 5},
+     "http": {"client_secret"}}                      # only for HTTP clients
+
+Byte strings are hex. OSCORE IDs are those of the bundle's owner: its
+``sender_id`` is what it sends with (RFC 8613 §3.1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from keybound.core.authz_store import IssuerSettings, OscoreContext, ResourceServer
+from keybound.core.keys import Key
+
+__all__ = [
+    "DEVICE_BUNDLE_KIND",
+    "RS_BUNDLE_KIND",
+    "device_bundle",
+    "oscore_json",
+    "rs_bundle",
+    "write_bundle",
+]
+
+RS_BUNDLE_KIND = "keybound-rs-bundle"
+DEVICE_BUNDLE_KIND = "keybound-device-bundle"
+BUNDLE_VERSION = 1
+
+_RS_NOTE = (
+    "For the resource server only. Holds the key that decrypts its access tokens and its "
+    "OSCORE secret with the AS: copy it to the RS over a trusted channel, keep it 0600, "
+    "never commit it or share it with clients."
+)
+_DEVICE_NOTE = (
+    "For this one device only. Holds its OSCORE secret with the AS (and HTTP secret): copy "
+    "it onto the device over a trusted channel, keep it 0600, delete other copies."
+)
+
+
+def oscore_json(context: OscoreContext) -> dict[str, Any]:
+    """An OSCORE context (owner's point of view) as hex strings, RFC 8613 defaults."""
+    return {
+        "master_secret": context.master_secret.hex(),
+        "master_salt": context.master_salt.hex(),
+        "sender_id": context.sender_id.hex(),
+        "recipient_id": context.recipient_id.hex(),
+        "id_context": None if context.id_context is None else context.id_context.hex(),
+        "alg": 10,  # AES-CCM-16-64-128
+        "hkdf": 5,  # HMAC 256/256 (RFC 9203 §3.2.1)
+    }
+
+
+def rs_bundle(rs: ResourceServer, issuer: IssuerSettings, *, as_base: str) -> dict[str, Any]:
+    """The RS bundle for ``rs``; ``as_base`` is ``coap://HOST:PORT``."""
+    token_key = rs.token_key
+    key = Key.from_cose_key(token_key.key).with_kid(token_key.kid)
+    as_public = Key.from_cose_key(issuer.signing_key).public_key()
+    bundle: dict[str, Any] = {
+        "kind": RS_BUNDLE_KIND,
+        "version": BUNDLE_VERSION,
+        "contains_secrets": True,
+        "note": _RS_NOTE,
+        "name": rs.name,
+        "audience": rs.audience,
+        "issuer": issuer.issuer,
+        "as_uri": f"{as_base}/token",
+        "token_key": {
+            "kty": "oct",
+            "k": key.to_jwk(include_private=True)["k"],
+            "kid": key.to_jwk(include_private=True)["kid"],
+        },
+        "as_public_key": as_public.to_jwk(),
+        "has_clock": rs.has_clock,
+        "scopes": list(rs.scopes),
+        "profiles": list(rs.profiles),
+    }
+    if rs.introspection_context is not None:
+        bundle["introspection"] = {
+            "uri": f"{as_base}/introspect",
+            "oscore": oscore_json(rs.introspection_context),
+        }
+    return bundle
+
+
+def device_bundle(
+    client_id: str,
+    *,
+    as_base: str,
+    rs_uri: str,
+    audience: str,
+    scope: str,
+    oscore: OscoreContext | None,
+    http_secret: str | None = None,
+) -> dict[str, Any]:
+    """The device bundle ``firmware/config.py`` reads."""
+    bundle: dict[str, Any] = {
+        "kind": DEVICE_BUNDLE_KIND,
+        "version": BUNDLE_VERSION,
+        "contains_secrets": True,
+        "note": _DEVICE_NOTE,
+        "client_id": client_id,
+        "as_uri": f"{as_base}/token",
+        "rs_uri": rs_uri,
+        "audience": audience,
+        "scope": scope,
+        "resource": "/temp",
+        "token_path": "/token",
+        "authz_info_path": "/authz-info",
+        "state_dir": "state",
+        "period_s": 60,
+        "wifi": {"ssid": "YOUR-WIFI-SSID", "password": "YOUR-WIFI-PASSWORD"},
+    }
+    if oscore is not None:
+        bundle["as_context"] = oscore_json(oscore)
+    if http_secret is not None:
+        bundle["http"] = {"client_secret": http_secret}
+    return bundle
+
+
+def write_bundle(path: Path, bundle: Mapping[str, Any]) -> Path:
+    """Write ``bundle`` as JSON to ``path``, created 0600 (replacing a previous file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(bundle, out, indent=2, sort_keys=False)
+        out.write("\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
