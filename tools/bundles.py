@@ -17,7 +17,7 @@ RS bundle (read by ``keybound rs``)::
 Device bundle (read by ``firmware/config.py``)::
 
     {"kind": "keybound-device-bundle", "version": 1, "contains_secrets": true, "note": ...,
-     "client_id", "as_uri", "rs_uri", "audience", "scope", "resource", "token_path",
+     "client_id", "as_uri" (coap://HOST:PORT, no path), "rs_uri", "audience", "scope", "resource", "token_path",
      "authz_info_path", "state_dir", "period_s",
      "wifi": {"ssid", "password"},                  # placeholders to fill in
      "as_context": {"master_secret", "master_salt", "sender_id", "recipient_id",
@@ -125,7 +125,7 @@ def device_bundle(
         "contains_secrets": True,
         "note": _DEVICE_NOTE,
         "client_id": client_id,
-        "as_uri": f"{as_base}/token",
+        "as_uri": as_base,
         "rs_uri": rs_uri,
         "audience": audience,
         "scope": scope,

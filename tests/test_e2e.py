@@ -1,0 +1,180 @@
+"""The whole ACE flow with the AS, the RS and the client as real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, run_keybound
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and text in log.read_text():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited early: {log.read_text()}")
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not seen in {log}: {log.read_text()}")
+
+
+class Fleet:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.db = f"sqlite:///{root / 'as.db'}"
+        self.as_port = _free_port()
+        self.rs_port = _free_port()
+        self.rs_uri = f"coap://127.0.0.1:{self.rs_port}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def keybound(self, *args: str) -> subprocess.CompletedProcess[str]:
+        proc = run_keybound(*args, cwd=self.root)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        return proc
+
+    def provision(self) -> None:
+        as_base = f"coap://127.0.0.1:{self.as_port}"
+        self.keybound("as", "init", "--db", self.db, "--issuer", as_base)
+        self.keybound(
+            "as", "rs", "add", "temp-rs", "--db", self.db, "--audience", self.rs_uri,
+            "--scope", "temp.read", "--scope", "led.write", "--out", "rs-bundle.json",
+            "--as-base", as_base,
+        )  # fmt: skip
+        self.keybound(
+            "as", "client", "add", "sensor-1", "--db", self.db, "--audience", self.rs_uri,
+            "--scope", "temp.read", "--out", ".", "--rs-uri", self.rs_uri, "--as-base", as_base,
+        )  # fmt: skip
+        (self.root / "rs.toml").write_text(
+            f'bundle = "rs-bundle.json"\nlisten = "127.0.0.1:{self.rs_port}"\n'
+            'state = "rs-state.db"\n[resources."/temp"]\nGET = ["temp.read"]\n'
+            '[resources."/led"]\nkind = "switch"\nGET = ["led.read"]\nPUT = ["led.write"]\n'
+        )
+
+    def start(self, name: str, *args: str, ready: str) -> subprocess.Popen[bytes]:
+        log = self.root / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [str(BIN / "keybound"), *args], cwd=self.root, stdout=out, stderr=subprocess.STDOUT
+            )
+        self.procs.append(proc)
+        _wait_for(log, ready, proc)
+        return proc
+
+    def start_servers(self) -> None:
+        self.start(
+            "as", "as", "serve", "--db", self.db, "--coap", f"127.0.0.1:{self.as_port}",
+            "--state-dir", "as-state", ready="listening",
+        )  # fmt: skip
+        self.start("rs", "rs", "serve", "--config", "rs.toml", ready="listening")
+
+    def client(self, method: str, path: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return run_keybound(
+            "client", method, f"{self.rs_uri}{path}", "--bundle", "sensor-1.json",
+            "--state", "client-state", *extra, cwd=self.root,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    fleet = Fleet(tmp_path)
+    fleet.provision()
+    fleet.start_servers()
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+def test_full_flow_as_processes(fleet: Fleet) -> None:
+    got = fleet.client("get", "/temp", "--verbose")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.startswith("2.05 ")
+    float(got.stdout.split()[1])  # a temperature reading
+    assert "[OSCORE (client-AS)] -> 2.01" in got.stderr
+    assert "authz-info [plain CoAP] -> 2.01" in got.stderr
+    assert "[OSCORE (derived)] -> 2.05" in got.stderr
+    # The AS logged whom it issued to, and no secret reached either log.
+    as_log = (fleet.root / "as.log").read_text()
+    rs_log = (fleet.root / "rs.log").read_text()
+    assert "issued token" in as_log
+    assert "sensor-1" in as_log
+    assert "token accepted" in rs_log
+    bundle = json.loads((fleet.root / "sensor-1.json").read_text())
+    secret = bundle["as_context"]["master_secret"]
+    assert secret not in as_log
+    assert secret not in rs_log
+
+
+def test_scope_not_granted_is_403(fleet: Fleet) -> None:
+    put = fleet.client("put", "/led", "--payload", "on")
+    assert put.returncode == 1
+    assert "4.03" in put.stderr
+    assert "insufficient_scope" in put.stderr
+
+
+def test_client_sequence_numbers_survive_runs(fleet: Fleet) -> None:
+    """The client-AS Sender Sequence Number mark only grows across invocations."""
+    marks = []
+    for _ in range(3):
+        got = fleet.client("get", "/temp")
+        assert got.returncode == 0, got.stderr
+        (state,) = (fleet.root / "client-state").glob("*.as-seq.json")
+        assert state.stat().st_mode & 0o777 == 0o600
+        marks.append(json.loads(state.read_text())["mark"])
+    assert marks == sorted(set(marks)), marks
+
+
+def test_rs_restart_client_recovers(fleet: Fleet) -> None:
+    assert fleet.client("get", "/temp").returncode == 0
+    rs = fleet.procs[1]
+    os.kill(rs.pid, signal.SIGKILL)
+    rs.wait(timeout=10)
+    fleet.procs.remove(rs)
+    (fleet.root / "rs.log").unlink()
+    fleet.start("rs", "rs", "serve", "--config", "rs.toml", ready="listening")
+    got = fleet.client("get", "/temp")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.startswith("2.05")
+
+
+def test_demo_runs_and_says_what_happened() -> None:
+    proc = run_keybound("demo", timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for expected in (
+        "[OSCORE (client-AS)] -> 2.01",
+        "authz-info [plain CoAP] -> 2.01",
+        "[OSCORE (derived)] -> 2.05",
+        "4.01 Unauthorized with AS Request Creation Hints",
+        "4.03 error=insufficient_scope",
+        "replay: 4.01 Unauthorized",
+        "done:",
+    ):
+        assert expected in out, expected

@@ -1,0 +1,197 @@
+"""``keybound client ...``: the CPython client for CoAP resource servers (and HTTP, with DPoP).
+
+``keybound client get coap://HOST:PORT/PATH --bundle device.json`` runs the whole
+ACE flow (RFC 9200, RFC 9203): a token from the AS over the device's OSCORE
+context, ``/authz-info`` at the RS, the derived context, then the request.
+
+The client-AS context's Sender Sequence Number is kept in a small state file
+(``--state DIR``, by default the user's state directory), written ahead in
+chunks before any number in the chunk is used (RFC 8613 Appendix B.1.1), so
+running the command again never reuses a nonce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import aiocoap
+import platformdirs
+import typer
+
+from keybound.coap.client import CoapAceClient, Endpoints, client_context, response_text
+from keybound.core.client_flow import AceClient, error_description
+from keybound.core.errors import DecodeError
+from keybound.core.oscore_profile import DerivedContext
+from keybound.tools.cli_support import clean_errors, console, err_console, fail
+from keybound.tools.keyfiles import write_secret_file
+
+app = typer.Typer(
+    help="Call resource servers with proof-of-possession tokens.", no_args_is_help=True
+)
+
+MAX_BUNDLE = 64 * 1024
+
+
+class DeviceBundle:
+    """The device bundle ``keybound as client add`` writes (firmware/README.md documents it)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        def need(name: str) -> Any:
+            if name not in data:
+                raise DecodeError(f"the device bundle lacks {name!r}")
+            return data[name]
+
+        self.client_id = str(need("client_id"))
+        self.as_uri = str(need("as_uri"))
+        self.rs_uri = str(data.get("rs_uri") or "")
+        self.audience = str(need("audience"))
+        self.scope = str(data["scope"]) if data.get("scope") is not None else None
+        self.token_path = str(data.get("token_path", "/token"))
+        self.authz_info_path = str(data.get("authz_info_path", "/authz-info"))
+        ctx = need("as_context")
+        if not isinstance(ctx, dict):
+            raise DecodeError("as_context must be an object")
+        try:
+            self.as_context = DerivedContext(
+                master_secret=bytes.fromhex(ctx["master_secret"]),
+                master_salt=bytes.fromhex(ctx.get("master_salt") or ""),
+                id_context=bytes.fromhex(ctx["id_context"]) if ctx.get("id_context") else None,
+                sender_id=bytes.fromhex(ctx["sender_id"]),
+                recipient_id=bytes.fromhex(ctx["recipient_id"]),
+                alg=int(ctx.get("alg", 10)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DecodeError(f"as_context is malformed: {exc}") from exc
+
+    @classmethod
+    def read(cls, path: Path) -> DeviceBundle:
+        try:
+            if path.stat().st_size > MAX_BUNDLE:
+                raise DecodeError(f"{path}: larger than {MAX_BUNDLE} bytes")
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            raise DecodeError(f"cannot read {path}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise DecodeError(f"{path}: not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise DecodeError(f"{path}: the bundle must be a JSON object")
+        return cls(data)
+
+    def fingerprint(self) -> str:
+        """Names the client-AS key material (not secret: a hash)."""
+        ctx = self.as_context
+        material = ctx.master_secret + b"|" + ctx.master_salt + b"|" + ctx.sender_id
+        return hashlib.sha256(material).hexdigest()[:16]
+
+
+class SequenceFile:
+    """The persisted Sender Sequence Number mark of the client-AS context (0600, fsynced)."""
+
+    def __init__(self, path: Path, fingerprint: str) -> None:
+        self.path = path
+        self.fingerprint = fingerprint
+
+    def load(self) -> int:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            # Never guess: a damaged file could make the client reuse a nonce.
+            raise DecodeError(f"{self.path} is unreadable ({exc}); refusing to guess") from exc
+        if data.get("fingerprint") != self.fingerprint:
+            return 0  # new key material starts again at 0
+        mark = data.get("mark")
+        if type(mark) is not int or mark < 0:
+            raise DecodeError(f"{self.path} holds no valid mark; refusing to guess")
+        return mark
+
+    def store(self, mark: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_suffix(".tmp")
+        write_secret_file(tmp, json.dumps({"fingerprint": self.fingerprint, "mark": mark}).encode())
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+
+
+def _split(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    if parts.scheme != "coap" or not parts.hostname:
+        raise DecodeError(f"expected coap://HOST[:PORT]/PATH, not {url!r}")
+    return f"coap://{parts.netloc}", parts.path or "/"
+
+
+async def run_request(
+    bundle: DeviceBundle,
+    method: str,
+    url: str,
+    payload: bytes,
+    state_dir: Path,
+    content_format: int | None = None,
+    *,
+    verbose: bool = False,
+) -> tuple[int, str]:
+    """One request through the whole flow; returns (exit status, text to show)."""
+    rs_uri, path = _split(url)
+    seq = SequenceFile(state_dir / f"{bundle.client_id}.as-seq.json", bundle.fingerprint())
+    as_context = client_context(bundle.as_context, mark=seq.load(), persist_mark=seq.store)
+    coap = await aiocoap.Context.create_client_context()
+    try:
+        client = CoapAceClient(
+            coap,
+            AceClient(audience=bundle.audience, scope=bundle.scope),
+            Endpoints(bundle.as_uri, rs_uri, bundle.token_path, bundle.authz_info_path),
+            as_context,
+            on_step=(lambda line: err_console.print(line, markup=False)) if verbose else None,
+        )
+        reply = await client.request(method, path, payload, content_format=content_format)
+    finally:
+        await coap.shutdown()
+    if not reply.success:
+        return 1, error_description(reply)
+    return 0, f"{reply} {response_text(reply)}".strip()
+
+
+def _command(method: str) -> Any:
+    @clean_errors
+    def command(
+        url: Annotated[str, typer.Argument(help="coap://HOST:PORT/PATH of the resource")],
+        bundle: Annotated[Path, typer.Option("--bundle", "-b", help="device bundle (JSON)")],
+        payload: Annotated[
+            str, typer.Option("--payload", "-p", help="request payload (text)")
+        ] = "",
+        state: Annotated[
+            Path | None, typer.Option("--state", help="directory for sequence-number state")
+        ] = None,
+        verbose: Annotated[
+            bool, typer.Option("--verbose", "-v", help="show every exchange")
+        ] = False,
+    ) -> None:
+        loaded = DeviceBundle.read(bundle)
+        state_dir = state or Path(platformdirs.user_state_dir("keybound")) / "clients"
+        status, text = asyncio.run(
+            run_request(loaded, method, url, payload.encode(), state_dir, verbose=verbose)
+        )
+        if status:
+            raise fail(text, code=1)
+        console.print(text, markup=False)
+
+    command.__doc__ = f"{method} a CoAP resource through the ACE flow (token, /authz-info, OSCORE)."
+    return command
+
+
+for _method in ("GET", "POST", "PUT", "DELETE"):
+    app.command(_method.lower())(_command(_method))
+
+
+__all__ = ["DeviceBundle", "SequenceFile", "app", "run_request"]
