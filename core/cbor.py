@@ -200,9 +200,26 @@ def loads(
         raise DecodeError(f"invalid CBOR: {exc}") from exc
 
 
+def _int_head(major: int, arg: int) -> bytes:
+    """The encoded head of an unsigned argument (RFC 8949 §3): the bytes a key sorts by."""
+    if arg < 24:
+        return bytes([major << 5 | arg])
+    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if arg < 1 << (8 * size):
+            return bytes([major << 5 | info]) + arg.to_bytes(size, "big")
+    raise ValueError("integer too large for a map key")  # pragma: no cover - bignums refused
+
+
+def _key_bytes(key: Any) -> bytes:
+    """The deterministic encoding of a map key, computed cheaply for integers."""
+    if type(key) is int and -(1 << 64) <= key < 1 << 64:
+        return _int_head(0, key) if key >= 0 else _int_head(1, -1 - key)
+    return bytes(cbor2.dumps(key))
+
+
 def _sort_maps(value: Any) -> Any:
     if isinstance(value, dict):
-        items = [(cbor2.dumps(k), k, _sort_maps(v)) for k, v in value.items()]
+        items = [(_key_bytes(k), k, _sort_maps(v)) for k, v in value.items()]
         items.sort(key=lambda item: item[0])
         return {k: v for _, k, v in items}
     if isinstance(value, list | tuple):

@@ -30,10 +30,20 @@ JWT_TYP = "at+jwt"  # RFC 9068 §2.1
 
 
 def to_jose_key(key: Key, *, private: bool = True) -> jwk.Key:
-    """The joserfc key for ``key`` (private parts only when ``private``)."""
-    data = key.to_jwk(include_private=private or key.is_symmetric)
-    data.pop("alg", None)
-    return jwk.import_key(data)  # type: ignore[arg-type]
+    """The joserfc key for ``key`` (private parts only when ``private``).
+
+    The imported key is kept on the (immutable) :class:`Key` instance, so a key
+    used for many tokens is converted once.
+    """
+    want_private = private or key.is_symmetric
+    cache: dict[bool, jwk.Key] = key.__dict__.setdefault("_jose_keys", {})
+    found = cache.get(want_private)
+    if found is None:
+        data = key.to_jwk(include_private=want_private)
+        data.pop("alg", None)
+        found = jwk.import_key(data)  # type: ignore[arg-type]
+        cache[want_private] = found
+    return found
 
 
 def _default_alg(key: Key) -> str:

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -274,6 +274,8 @@ class TokenStore:
         self.capacity = capacity
         self._by_key: dict[bytes, StoredToken] = {}
         self._by_lookup: dict[tuple[bytes, bytes | None], bytes] = {}
+        self._server_ids: dict[bytes, int] = {}  # Recipient ID -> number of contexts using it
+        self._id_hint = 0  # where the search for a free Recipient ID resumes
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -289,7 +291,27 @@ class TokenStore:
         return None if key_id is None else self._by_key.get(key_id)
 
     def used_recipient_ids(self) -> set[bytes]:
-        return {server_id for server_id, _ in self._by_lookup}
+        return set(self._server_ids)
+
+    def free_server_id(self, client_id: bytes, *, reusable: bytes | None = None) -> bytes:
+        """A free Recipient ID (RFC 9203 §4.2): != ID1, unused by other contexts.
+
+        The shortest length with room to spare is searched from where the last
+        search stopped, so picking an ID costs O(1) on average however many
+        contexts are stored, rather than a scan of all of them.
+        """
+        used = self._server_ids
+        for length in range(1, MAX_RECIPIENT_ID_BYTES + 1):
+            space = 256**length
+            if len(used) + 2 > space // 2 and length < MAX_RECIPIENT_ID_BYTES:
+                continue
+            for step in range(space):
+                number = (self._id_hint + step) % space
+                candidate: bytes = number.to_bytes(length, "big")
+                if candidate != client_id and (candidate not in used or candidate == reusable):
+                    self._id_hint = number + 1
+                    return candidate
+        raise CapacityExceeded("no free OSCORE Recipient ID")  # pragma: no cover - 2**56 contexts
 
     def put(self, entry: StoredToken) -> StoredToken | None:
         """Store ``entry``; return the entry it superseded (same PoP key), if any."""
@@ -298,12 +320,21 @@ class TokenStore:
             raise CapacityExceeded(f"the RS stores at most {self.capacity} tokens")
         self._by_key[entry.key_id] = entry
         self._by_lookup[entry.lookup] = entry.key_id
+        server_id = entry.lookup[0]
+        self._server_ids[server_id] = self._server_ids.get(server_id, 0) + 1
         return old
 
     def remove(self, key_id: bytes) -> StoredToken | None:
         entry = self._by_key.pop(key_id, None)
-        if entry is not None and self._by_lookup.get(entry.lookup) == key_id:
-            del self._by_lookup[entry.lookup]
+        if entry is not None:
+            if self._by_lookup.get(entry.lookup) == key_id:
+                del self._by_lookup[entry.lookup]
+            server_id = entry.lookup[0]
+            left = self._server_ids.get(server_id, 0) - 1
+            if left > 0:
+                self._server_ids[server_id] = left
+            else:
+                self._server_ids.pop(server_id, None)
         return entry
 
     def expired(self, *, now: int | None, monotonic: float, leeway: int = 0) -> list[StoredToken]:
@@ -424,16 +455,6 @@ def authorize(
     if token.scope is None:
         raise InsufficientScope("the token has no scope")
     token.scope.require(method, path, resources=resources)
-
-
-def _pick_server_id(used: Collection[bytes], client_id: bytes) -> bytes:
-    """The shortest free Recipient ID, != ID1 and unused by other contexts (RFC 9203 §4.2)."""
-    for length in range(1, MAX_RECIPIENT_ID_BYTES + 1):
-        for number in range(256**length):
-            candidate = number.to_bytes(length, "big")
-            if candidate != client_id and candidate not in used:
-                return candidate
-    raise CapacityExceeded("no free OSCORE Recipient ID")  # pragma: no cover - 2**56 contexts
 
 
 class ResourceServer:
@@ -601,10 +622,8 @@ class ResourceServer:
         evicted: list[StoredToken] = []
         if current is None and len(self.store) >= self.store.capacity:
             evicted = self.expire(now=now, monotonic=monotonic)
-        used = self.store.used_recipient_ids()
-        if current is not None:
-            used.discard(current.context.server_id)
-        server_id = _pick_server_id(used, client_id)
+        reusable = current.context.server_id if current is not None else None
+        server_id = self.store.free_server_id(client_id, reusable=reusable)
         context = ContextParameters(nonce1, nonce2, client_id, server_id)
         entry = StoredToken(verified, context, received_at=now)
         entry.derived()  # refuses ID1 == ID2 and IDs too long for the AEAD, before storing
@@ -653,7 +672,7 @@ class ResourceServer:
         )
         entry = StoredToken(verified, context, received_at=record.received_at)
         entry.derived()
-        if entry.lookup in {e.lookup for e in self.store}:
+        if self.store.find(*entry.lookup) is not None:
             raise InvalidRequest("two persisted contexts share a Recipient ID")
         self.store.put(entry)
         return entry
