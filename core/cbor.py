@@ -156,11 +156,35 @@ def _close_child(stack: list[list[Any]], end: int, data: bytes) -> None:
         parent[0] -= 1
 
 
+def _fast_key(encoded: bytes) -> Any:
+    """The value of a small integer or short string key without a decoder call, else a miss."""
+    initial = encoded[0]
+    major, info = initial >> 5, initial & 0x1F
+    if info < 24 or (info <= 27 and len(encoded) == 1 + (1 << (info - 24))):
+        if major == 0:
+            return info if info < 24 else int.from_bytes(encoded[1:], "big")
+        if major == 1:
+            return -1 - (info if info < 24 else int.from_bytes(encoded[1:], "big"))
+    if major == 2 and info < 24:
+        return encoded[1:]
+    if major == 3 and info < 24:
+        try:
+            return encoded[1:].decode("utf-8")
+        except UnicodeDecodeError:
+            return _MISS
+    return _MISS
+
+
+_MISS = object()
+
+
 def _check_key(frame: list[Any], encoded: bytes) -> None:
-    try:
-        key = cbor2.loads(encoded)
-    except Exception as exc:
-        raise DecodeError("bad CBOR map key") from exc
+    key = _fast_key(encoded)
+    if key is _MISS:
+        try:
+            key = cbor2.loads(encoded)
+        except Exception as exc:
+            raise DecodeError("bad CBOR map key") from exc
     if isinstance(key, cbor2.CBORTag):
         raise DecodeError("CBOR map key that is tagged")
     # Python equality, not CBOR's: 1, 1.0 and true are one key once decoded into a
