@@ -17,7 +17,8 @@ RS bundle (read by ``keybound rs``)::
 Device bundle (read by ``firmware/config.py``)::
 
     {"kind": "keybound-device-bundle", "version": 1, "contains_secrets": true, "note": ...,
-     "client_id", "as_uri" (coap://HOST:PORT, no path), "rs_uri", "audience", "scope", "resource", "token_path",
+     "client_id", "as_uri" (coap://HOST:PORT, no path), "rs_uri", "audience", "scope",
+     "resource", "token_path",
      "authz_info_path", "state_dir", "period_s",
      "wifi": {"ssid", "password"},                  # placeholders to fill in
      "as_context": {"master_secret", "master_salt", "sender_id", "recipient_id",
