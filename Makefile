@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all demo test lint typecheck pytest venv clean fuzz soak
+.PHONY: all demo test lint typecheck pytest venv clean fuzz soak bench
 
 all: test
 
@@ -37,6 +37,16 @@ pytest: venv
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
+
+# Long modes of the hostile-traffic tests (bounded; they stop by themselves).
+fuzz: venv
+	$(BIN)/python -m keybound.tools.soak fuzz
+
+soak: venv
+	$(BIN)/python -m keybound.tools.soak soak
+
+bench: venv
+	$(BIN)/keybound bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
