@@ -18,17 +18,19 @@ render:
    and returns ``scope`` when it differs (RFC 6749 §3.3). An empty
    intersection is :class:`InvalidScope`;
 5. the PoP key (RFC 9200 §5.8.4.5, RFC 8747 §3): the client's public key
-   (``req_cnf`` / ``key``), OSCORE input material for the OSCORE profile
-   (RFC 9203 §3.2), a fresh symmetric key, or, only when the AS is configured
-   for it, a key pair the AS generates. Anything else is
+   (``req_cnf`` / ``key``), the thumbprint of a DPoP proof's key checked by
+   the HTTP binding (``cnf.jkt``, RFC 9449 §5, §6.1; JWTs only, answered
+   with ``token_type`` ``DPoP``), OSCORE input material for the OSCORE
+   profile (RFC 9203 §3.2), a fresh symmetric key, or, only when the AS is
+   configured for it, a key pair the AS generates. Anything else is
    :class:`UnsupportedPopKey`;
 6. the ACE profile (RFC 9200 §5.8.4.3): the requested one if the RS speaks it,
    else the RS's first (:class:`IncompatibleAceProfiles`);
 7. the token. An RS with a clock gets ``exp`` and a random ``cti``. An RS
    without one gets ``exi`` and, as ``cti``, the per-RS sequence number from
-   :meth:`AuthzStore.next_sequence` as a big-endian unsigned integer in the
-   fewest bytes (at least one) (RFC 9200 §5.10.3); the RS reads it back with
-   ``int.from_bytes(cti, "big")``.
+   :meth:`AuthzStore.next_sequence`, encoded by :mod:`keybound.core.exi` (the
+   shortest CBOR encoding of the unsigned integer, in a byte string; RFC 9200
+   §5.10.3); the RS reads it back with the same module.
 
 Protection: a ``cnf`` carrying a secret (a symmetric key, or an OSCORE master
 secret) is always encrypted for the RS with the RS's token key (COSE_Encrypt0,
@@ -41,6 +43,10 @@ Every token is recorded (:class:`IssuedToken`). Sequence-number ``cti``
 values repeat across resource servers, so such tokens are recorded under
 :func:`record_cti`, ``b"AUDIENCE#SEQ"``; random ``cti`` values are recorded
 as they are.
+
+No refresh tokens are issued: the only grant is client credentials, for
+which RFC 6749 §4.4.3 says a refresh token should not be included, so the
+binding of public clients' refresh tokens (RFC 9449 §5) never arises.
 
 Time (``now``) and randomness (``random_bytes``) are parameters.
 """
@@ -71,7 +77,8 @@ from .errors import (
     UnsupportedGrantType,
     UnsupportedPopKey,
 )
-from .keys import Key, b64u_encode
+from .exi import encode_exi_sequence
+from .keys import Key, b64u_decode, b64u_encode
 from .numbers.ace_parameters import AceParameter, IntrospectionParameter
 from .numbers.ace_profiles import AceProfile
 from .numbers.cnf_methods import CnfMethod
@@ -81,7 +88,7 @@ from .numbers.grant_types import GrantType
 from .numbers.token_types import TOKEN_TYPE_NAMES
 from .oscore_profile import OscoreInputMaterial
 from .scope import TextScope
-from .token import AccessToken, Cnf, CnfEncryptedKey, CnfKey, CnfOsc
+from .token import AccessToken, Cnf, CnfEncryptedKey, CnfJkt, CnfKey, CnfOsc
 
 __all__ = [
     "MAX_REQUEST_BYTES",
@@ -114,6 +121,12 @@ a symmetric key otherwise); ``generated-pair`` asks the AS for a key pair
 _CLIENT_CREDENTIALS_NAMES = frozenset({"client_credentials"})
 _CWT, _JWT = TOKEN_FORMATS
 _POP = TOKEN_TYPE_NAMES["pop"]
+_DPOP = TOKEN_TYPE_NAMES["dpop"]
+
+
+def _token_type(token: AccessToken) -> str:
+    """``DPoP`` for a token bound with ``cnf.jkt`` (RFC 9449 §5, §6.2), else ``pop``."""
+    return _DPOP if isinstance(token.cnf, CnfJkt) else _POP
 
 
 @dataclass(frozen=True)
@@ -154,6 +167,9 @@ class TokenRequest:
     """A profile the client asks for; ``None`` leaves the choice to the AS."""
     token_format: TokenFormat = _CWT
     lifetime: int | None = None
+    dpop_jkt: str | None = None
+    """The RFC 7638 thumbprint of a verified DPoP proof's key: the token is bound to it
+    with ``cnf.jkt`` (RFC 9449 §5, §6.1). Set only by a binding that checked the proof."""
 
 
 @dataclass(frozen=True)
@@ -194,7 +210,7 @@ class TokenResponse:
         token = self.access_token
         out: dict[str, Any] = {
             "access_token": token if isinstance(token, str) else b64u_encode(token),
-            "token_type": _POP,
+            "token_type": _token_type(self.token),
             "expires_in": self.expires_in,
         }
         if self.client_key is not None:
@@ -281,7 +297,11 @@ _JWS_ALG_KEYS = {"ES256": (KeyType.EC2, Curve.P_256), "EdDSA": (KeyType.OKP, Cur
 
 
 def parse_form_token_request(
-    form: Mapping[str, str], client_id: str, *, token_format: TokenFormat = _JWT
+    form: Mapping[str, str],
+    client_id: str,
+    *,
+    token_format: TokenFormat = _JWT,
+    dpop_jkt: str | None = None,
 ) -> TokenRequest:
     """A form-encoded token request (RFC 6749 §4.4.2) with the PoP parameters of
     draft-ietf-oauth-pop-key-distribution §4 (``token_type=pop``, ``alg``, ``key``,
@@ -289,7 +309,18 @@ def parse_form_token_request(
 
     ``key`` (a public JWK) binds the client's key; without it the AS makes a
     symmetric key, or a key pair when ``alg`` names a signature algorithm.
+
+    ``dpop_jkt`` is the thumbprint of the key of a DPoP proof the binding has
+    verified (RFC 9449 §5): the token is bound to that key, and the PoP
+    parameters ``token_type``, ``alg`` and ``key``, which would name another
+    key, are refused alongside it.
     """
+    if dpop_jkt is not None:
+        for name in ("token_type", "alg", "key"):
+            if name in form:
+                raise InvalidRequest(
+                    f"{name} cannot be combined with a DPoP proof (RFC 9449 §5)", claim=name
+                )
     token_type = form.get("token_type")
     if token_type is not None and token_type.lower() != "pop":
         raise InvalidRequest("token_type must be pop", claim="token_type")
@@ -312,7 +343,7 @@ def parse_form_token_request(
             pop = "symmetric"
         else:
             raise UnsupportedPopKey(f"PoP algorithm {alg!r} is not supported", claim="alg")
-    else:
+    elif dpop_jkt is None:
         pop = "symmetric"
     client = form.get("client_id")
     if client is not None and client != client_id:
@@ -325,6 +356,7 @@ def parse_form_token_request(
         req_cnf=req_cnf,
         pop_key=pop,
         token_format=token_format,
+        dpop_jkt=dpop_jkt,
     )
 
 
@@ -395,10 +427,8 @@ def _profile(rs: ResourceServer, requested: int | None) -> int:
 
 
 def sequence_cti(sequence: int) -> bytes:
-    """A sequence number as ``cti`` (RFC 9200 §5.10.3): big-endian, fewest bytes, at least one."""
-    if sequence < 0:
-        raise ValueError("a sequence number is not negative")
-    return sequence.to_bytes(max(1, (sequence.bit_length() + 7) // 8), "big")
+    """A sequence number as ``cti`` (RFC 9200 §5.10.3), as the RS reads it (:mod:`.exi`)."""
+    return encode_exi_sequence(sequence)
 
 
 def record_cti(audience: str, cti: bytes, *, sequenced: bool) -> bytes:
@@ -454,7 +484,14 @@ def issue_token(
     client_key: Key | None = None
     secret = False
     cnf_id: bytes | None = None
-    if request.req_cnf is not None:
+    if request.dpop_jkt is not None:
+        if request.token_format != _JWT:
+            raise InvalidRequest("a DPoP-bound access token is a JWT (RFC 9449 §6.1)")
+        if request.req_cnf is not None:
+            raise InvalidRequest("a DPoP proof and a key of the client's own exclude each other")
+        cnf = CnfJkt(request.dpop_jkt)
+        cnf_id = b64u_decode(request.dpop_jkt)
+    elif request.req_cnf is not None:
         cnf = CnfKey(request.req_cnf)
         cnf_id = request.req_cnf.cose_thumbprint()
     elif request.pop_key == "generated-pair":
@@ -558,7 +595,7 @@ class IntrospectionResult:
             return {"active": False}
         out: dict[str, Any] = {"active": True, **_json_claims(self.token)}
         out["client_id"] = self.record.client_id
-        out["token_type"] = _POP
+        out["token_type"] = _token_type(self.token)
         return out
 
 

@@ -74,6 +74,7 @@ from .errors import (
     PayloadTooLarge,
     UnsupportedProfile,
 )
+from .exi import decode_exi_sequence, encode_exi_sequence
 from .keys import Key
 from .numbers.ace_parameters import CreationHint
 from .numbers.ace_profiles import AceProfile
@@ -95,41 +96,6 @@ DEFAULT_MAX_TOKEN_BYTES = 1024
 DEFAULT_TOKEN_ALGORITHMS = frozenset(
     {Algorithm.AES_CCM_16_64_128, Algorithm.AES_CCM_16_128_128, Algorithm.A128GCM, Algorithm.ES256}
 )
-#: Largest exi sequence number (a CBOR uint, bounded to 64 bits).
-MAX_EXI_SEQUENCE = 2**64 - 1
-
-
-# ---- the exi sequence number in cti (RFC 9200 §5.10.3) -------------------------------------
-
-
-def encode_exi_sequence(number: int) -> bytes:
-    """The ``cti`` of a token with ``exi``: the sequence number as a CBOR uint, in a bstr.
-
-    RFC 9200 §5.10.3 has the AS put a per-RS sequence number into ``cti`` of every
-    token with ``exi``. keybound's encoding: ``cti`` is the byte string holding the
-    shortest CBOR encoding of the unsigned integer (0 is ``h'00'``, 24 is
-    ``h'1818'``, 500 is ``h'1901f4'``).
-    """
-    if isinstance(number, bool) or not isinstance(number, int):
-        raise TypeError("the exi sequence number must be an integer")
-    if not 0 <= number <= MAX_EXI_SEQUENCE:
-        raise ValueError("the exi sequence number must be a 64-bit unsigned integer")
-    return cbor.dumps(number)
-
-
-def decode_exi_sequence(cti: bytes) -> int:
-    """The sequence number of :func:`encode_exi_sequence`; refuses any other encoding."""
-    try:
-        value = cbor.loads(cti, max_size=9, max_depth=1)
-    except KeyboundError as exc:
-        raise InvalidClaim(
-            "cti of an exi token is not a CBOR sequence number", claim="cti"
-        ) from exc
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidClaim("cti of an exi token must hold an unsigned integer", claim="cti")
-    if cbor.dumps(value) != cti:
-        raise InvalidClaim("cti of an exi token must use the shortest encoding", claim="cti")
-    return value
 
 
 # ---- configuration --------------------------------------------------------------------------

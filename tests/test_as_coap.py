@@ -15,6 +15,7 @@ from aiocoap import oscore
 from keybound.coap.authz_server_site import build_site
 from keybound.core import cwt
 from keybound.core.authz_store import OscoreContext
+from keybound.core.exi import decode_exi_sequence
 from keybound.core.keys import Key
 from keybound.core.numbers.cose_headers import CoseTag
 from keybound.core.oscore_profile import OscoreInputMaterial
@@ -158,7 +159,7 @@ def test_no_clock_rs_gets_exi_and_increasing_sequence(db_url: str, tmp_path: Pat
             assert token.exp is None
             assert token.exi == 3600
             assert token.cti is not None
-            seen.append(int.from_bytes(token.cti, "big"))
+            seen.append(decode_exi_sequence(token.cti))
         assert seen == sorted(seen)
         assert len(set(seen)) == 4
         assert s["door_bundle"]["has_clock"] is False

@@ -94,10 +94,14 @@ def test_sequence_numbers_for_rs_without_clock(setup: dict[str, Any]) -> None:
     assert setup["store"].get_token(record_cti("door", token.cti, sequenced=True)) is not None
 
 
-def test_sequence_cti_encoding() -> None:
+def test_sequence_cti_encoding_is_what_the_rs_reads() -> None:
+    from keybound.core.resource_server import decode_exi_sequence
+
     assert sequence_cti(0) == b"\x00"
-    assert sequence_cti(255) == b"\xff"
-    assert sequence_cti(256) == b"\x01\x00"
+    assert sequence_cti(255) == b"\x18\xff"
+    assert sequence_cti(500) == b"\x19\x01\xf4"
+    for number in (0, 23, 24, 255, 256, 65535, 65536, 2**32, 2**64 - 1):
+        assert decode_exi_sequence(sequence_cti(number)) == number
 
 
 def test_public_key_gets_sign1(setup: dict[str, Any]) -> None:

@@ -48,13 +48,13 @@ class Fleet:
         assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
         return proc
 
-    def provision(self) -> None:
+    def provision(self, *, clock: bool = True) -> None:
         as_base = f"coap://127.0.0.1:{self.as_port}"
         self.keybound("as", "init", "--db", self.db, "--issuer", as_base)
         self.keybound(
             "as", "rs", "add", "temp-rs", "--db", self.db, "--audience", self.rs_uri,
             "--scope", "temp.read", "--scope", "led.write", "--out", "rs-bundle.json",
-            "--as-base", as_base,
+            "--as-base", as_base, *([] if clock else ["--no-clock"]),
         )  # fmt: skip
         self.keybound(
             "as", "client", "add", "sensor-1", "--db", self.db, "--audience", self.rs_uri,
@@ -162,6 +162,27 @@ def test_rs_restart_client_recovers(fleet: Fleet) -> None:
     got = fleet.client("get", "/temp")
     assert got.returncode == 0, got.stderr
     assert got.stdout.startswith("2.05")
+
+
+def test_rs_without_a_clock(tmp_path: Path) -> None:
+    """exi tokens with per-RS sequence numbers in cti, from the real AS to the real RS."""
+    fleet = Fleet(tmp_path)
+    fleet.provision(clock=False)
+    fleet.start_servers()
+    try:
+        for _ in range(3):  # every run gets a new token with a higher sequence number
+            got = fleet.client("get", "/temp")
+            assert got.returncode == 0, got.stderr
+    finally:
+        fleet.stop()
+    shown = run_keybound("as", "show", "sensor-1", "--db", fleet.db, "--json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    tokens = json.loads(shown.stdout)["tokens"]
+    sequences = sorted(t["sequence"] for t in tokens)
+    assert len(sequences) == 3
+    assert sequences == sorted(set(sequences))
+    assert all(t["exi"] for t in tokens)
+    assert "token accepted" in (tmp_path / "rs.log").read_text()
 
 
 def test_demo_runs_and_says_what_happened() -> None:
