@@ -451,11 +451,27 @@ def serve(
     state_dir: Annotated[
         Path | None, typer.Option("--state-dir", help="where OSCORE sequence numbers are kept")
     ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-url",
+            help="external URL of the HTTP root (DPoP proofs name {URL}/token); "
+            "default: the --http address",
+        ),
+    ] = None,
+    dpop_nonce: Annotated[
+        bool,
+        typer.Option("--dpop-nonce", help="require server nonces in DPoP proofs (RFC 9449 §8)"),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Run the AS: CoAP (/token, /introspect over OSCORE) and optionally HTTP, one event loop."""
     if (cert is None) != (keyfile is None):
         raise fail("--cert and --keyfile go together")
+    if public_url is not None:
+        parts = urlsplit(public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise fail(f"--public-url {public_url!r} is not an http(s) URL without a query")
     coap_addr = _address(coap, 5683) if coap else None
     http_addr = _address(http, 8080) if http else None
     if coap_addr is None and http_addr is None:
@@ -475,6 +491,8 @@ def serve(
                 certfile=None if cert is None else os.fspath(cert),
                 keyfile=None if keyfile is None else os.fspath(keyfile),
                 insecure=insecure,
+                public_url=None if public_url is None else public_url.rstrip("/"),
+                dpop_nonce=dpop_nonce,
             )
         )
 

@@ -5,14 +5,24 @@
   draft-ietf-oauth-pop-key-distribution §4: ``token_type=pop``, ``alg``,
   ``key`` (a public JWK, bound as ``cnf.jwk``) and ``aud``. Without ``key`` the
   AS makes a symmetric key, seals it for the RS in ``cnf.jwe`` (RFC 7800 §3.3)
-  and returns it to the client in ``key``. A :data:`TokenRequestHook` lets a
-  binding rewrite the parsed request first (DPoP, RFC 9449 §5, binds
-  ``cnf.jkt`` there).
+  and returns it to the client in ``key``. A request with a ``DPoP`` header
+  gets a JWT bound to the proof's key with ``cnf.jkt`` and ``token_type``
+  ``DPoP`` (RFC 9449 §5, §6.1): the proof is checked against the token
+  endpoint URL derived from the configured ``base_url`` (never the ``Host``
+  header), single use and, when configured, a server nonce (§8); a bad proof
+  is 400 ``invalid_dpop_proof``, a missing or stale nonce 400
+  ``use_dpop_nonce`` with ``DPoP-Nonce`` (see
+  :mod:`keybound.core.dpop_token_endpoint`). No refresh tokens are issued. A
+  :data:`TokenRequestHook` lets a deployment rewrite the parsed request
+  before it is issued.
 * ``POST /introspect`` — RFC 7662, with ``cnf``. Callers authenticate with HTTP
   Basic: a client with its secret (it learns about its own tokens), or a
   resource server with its name and the ``k`` of its token key from the RS
   bundle (it learns about tokens for its audience).
-* ``GET /.well-known/oauth-authorization-server`` — RFC 8414 §2.
+* ``GET /.well-known/oauth-authorization-server`` — RFC 8414 §2, with
+  ``dpop_signing_alg_values_supported`` (RFC 9449 §5.1) and ``jwks_uri``.
+* ``GET /jwks`` — the AS's public signing key as a JWK Set (RFC 7517 §5), for
+  resource servers that check JWT access tokens themselves.
 
 :func:`check_listen` refuses a non-loopback address without TLS unless the
 operator insists.
@@ -27,7 +37,7 @@ import ipaddress
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
@@ -45,11 +55,24 @@ from keybound.core.authz_server import (
     parse_form_token_request,
 )
 from keybound.core.authz_store import AuthzStore
-from keybound.core.errors import InvalidClient, InvalidRequest, KeyboundError, PayloadTooLarge
+from keybound.core.dpop import DEFAULT_ALGS
+from keybound.core.dpop_token_endpoint import (
+    DPoPTokenEndpointPolicy,
+    check_token_request_proof,
+    token_endpoint_status,
+)
+from keybound.core.errors import (
+    InvalidClient,
+    InvalidRequest,
+    KeyboundError,
+    PayloadTooLarge,
+    UseDPoPNonce,
+)
 from keybound.core.keys import Key
 
 __all__ = [
     "DPOP_SIGNING_ALGS",
+    "DPoPTokenEndpointPolicy",
     "TokenRequestHook",
     "check_listen",
     "create_app",
@@ -62,22 +85,27 @@ TokenRequestHook = Callable[[Request, TokenRequest], Awaitable[TokenRequest]]
 """Called with the HTTP request and the parsed token request before issuing; returns
 the request to issue (e.g. with a DPoP key bound). Raise a KeyboundError to refuse."""
 
-DPOP_SIGNING_ALGS: list[str] = []
-"""``dpop_signing_alg_values_supported`` (RFC 9449 §5.1); filled in when DPoP is enabled."""
+DPOP_SIGNING_ALGS: tuple[str, ...] = DEFAULT_ALGS
+"""The default ``dpop_signing_alg_values_supported`` (RFC 9449 §5.1): the proof
+algorithms the token endpoint accepts unless its :class:`DPoPTokenEndpointPolicy`
+says otherwise."""
 
 _FORM = "application/x-www-form-urlencoded"
 
 
-def metadata(issuer: str, base_url: str, *, dpop_algs: list[str] | None = None) -> dict[str, Any]:
-    """Authorization server metadata (RFC 8414 §2)."""
+def metadata(
+    issuer: str, base_url: str, *, dpop_algs: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Authorization server metadata (RFC 8414 §2; RFC 9449 §5.1 for DPoP)."""
     out: dict[str, Any] = {
         "issuer": issuer,
         "token_endpoint": f"{base_url}/token",
         "introspection_endpoint": f"{base_url}/introspect",
+        "jwks_uri": f"{base_url}/jwks",
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
-        "token_types_supported": ["pop"],
+        "token_types_supported": ["pop", "DPoP"],
         "ace_profiles_supported": ["coap_oscore"],
         "dpop_signing_alg_values_supported": list(
             DPOP_SIGNING_ALGS if dpop_algs is None else dpop_algs
@@ -86,11 +114,17 @@ def metadata(issuer: str, base_url: str, *, dpop_algs: list[str] | None = None) 
     return out
 
 
-def _error(err: KeyboundError) -> JSONResponse:
+def _error(err: KeyboundError, *, token_endpoint: bool = False) -> JSONResponse:
     headers = {"Cache-Control": "no-store"}
     if isinstance(err, InvalidClient):
         headers["WWW-Authenticate"] = 'Basic realm="keybound"'
-    return JSONResponse(err.to_json(), status_code=err.http_status, headers=headers)
+    status = err.http_status
+    if token_endpoint:
+        # RFC 9449 §5, §8: the DPoP errors are 400 here, the nonce in DPoP-Nonce.
+        status = token_endpoint_status(err)
+        if isinstance(err, UseDPoPNonce):
+            headers["DPoP-Nonce"] = err.nonce
+    return JSONResponse(err.to_json(), status_code=status, headers=headers)
 
 
 def _basic(request: Request) -> tuple[str, str]:
@@ -135,34 +169,59 @@ def create_app(
     *,
     base_url: str,
     token_request_hook: TokenRequestHook | None = None,
+    dpop: DPoPTokenEndpointPolicy | None = None,
     clock: Callable[[], int] = lambda: int(time.time()),
     random_bytes: Callable[[int], bytes] = secrets.token_bytes,
 ) -> Starlette:
-    """The Starlette app; ``base_url`` is where it is reachable (for the metadata)."""
+    """The Starlette app.
+
+    ``base_url`` is the trusted external URL of the app's root: the metadata
+    names endpoints under it, and DPoP proofs at the token endpoint must carry
+    ``htu`` ``{base_url}/token`` (RFC 9449 §4.3 check 9). ``dpop`` sets the
+    nonce requirement, replay cache and algorithms of DPoP (RFC 9449 §5, §8);
+    by default proofs are accepted without a nonce.
+    """
+    token_endpoint = f"{base_url.rstrip('/')}/token"
+    dpop_policy = dpop if dpop is not None else DPoPTokenEndpointPolicy()
 
     async def token(request: Request) -> Response:
+        headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
         try:
             client_id, secret = _basic(request)
             client = store.verify_client_secret(client_id, secret)
             form = await _form(request)
-            parsed = parse_form_token_request(form, client.client_id)
+            now = clock()
+            proof = check_token_request_proof(
+                request.headers.getlist("dpop"),
+                form,
+                token_endpoint=token_endpoint,
+                policy=dpop_policy,
+                now=now,
+            )
+            parsed = parse_form_token_request(
+                form, client.client_id, dpop_jkt=None if proof is None else proof.jkt
+            )
             if token_request_hook is not None:
                 parsed = await token_request_hook(request, parsed)
-            response = issue_token(store, config, parsed, now=clock(), random_bytes=random_bytes)
+            response = issue_token(store, config, parsed, now=now, random_bytes=random_bytes)
         except KeyboundError as err:
             log.info("token request refused: %s", err)
-            return _error(err)
+            return _error(err, token_endpoint=True)
+        nonces = dpop_policy.nonce_issuer
+        if proof is not None and nonces is not None:
+            current = nonces.issue(now)
+            if proof.claims.get("nonce") != current:
+                headers["DPoP-Nonce"] = current  # RFC 9449 §8.2: the next nonce
         record = response.record
         log.info(
-            "issued JWT %s to %s for %s, scope %r",
+            "issued JWT %s to %s for %s, scope %r%s",
             record.cti.hex(),
             record.client_id,
             record.audience,
             record.scope,
+            "" if proof is None else ", DPoP-bound",
         )
-        return JSONResponse(
-            response.to_json(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
-        )
+        return JSONResponse(response.to_json(), headers=headers)
 
     def _caller(user: str, password: str) -> tuple[str, str]:
         rs = store.get_resource_server(user)
@@ -190,13 +249,22 @@ def create_app(
         return JSONResponse(result.to_json(), headers={"Cache-Control": "no-store"})
 
     async def well_known(request: Request) -> Response:
-        return JSONResponse(metadata(config.issuer, base_url))
+        return JSONResponse(
+            metadata(config.issuer, base_url.rstrip("/"), dpop_algs=dpop_policy.allowed_algs)
+        )
+
+    async def jwks(request: Request) -> Response:
+        public = config.public_key.to_jwk()
+        public.setdefault("alg", "ES256")
+        public.setdefault("use", "sig")
+        return JSONResponse({"keys": [public]})
 
     return Starlette(
         routes=[
             Route("/token", token, methods=["POST"]),
             Route("/introspect", introspection, methods=["POST"]),
             Route("/.well-known/oauth-authorization-server", well_known, methods=["GET"]),
+            Route("/jwks", jwks, methods=["GET"]),
         ]
     )
 

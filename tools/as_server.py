@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ import uvicorn
 
 from keybound.coap.authz_server_site import AsServerCredentials, build_site
 from keybound.core.authz_store import AuthzStore
+from keybound.core.dpop_state import NonceIssuer
+from keybound.core.dpop_token_endpoint import DPoPTokenEndpointPolicy
 from keybound.tools.as_http import TokenRequestHook, check_listen, create_app
 from keybound.tools.as_provision import as_config
 
@@ -40,7 +43,13 @@ def _url_host(host: str) -> str:
 
 @dataclass
 class RunningServer:
-    """The AS's CoAP and/or HTTP endpoints in the current event loop."""
+    """The AS's CoAP and/or HTTP endpoints in the current event loop.
+
+    ``public_url`` is the external URL of the HTTP root (behind a proxy, say
+    ``https://as.example.com``); it defaults to the listening address. DPoP
+    proofs at the token endpoint must name ``{public_url}/token`` (RFC 9449
+    §4.3). ``dpop`` sets nonces, replay cache and algorithms (RFC 9449 §5, §8).
+    """
 
     store: AuthzStore
     coap: tuple[str, int] | None = None
@@ -50,6 +59,8 @@ class RunningServer:
     keyfile: str | None = None
     insecure: bool = False
     token_request_hook: TokenRequestHook | None = None
+    public_url: str | None = None
+    dpop: DPoPTokenEndpointPolicy | None = None
     _coap_context: aiocoap.Context | None = field(default=None, init=False, repr=False)
     _credentials: AsServerCredentials | None = field(default=None, init=False, repr=False)
     _uvicorn: uvicorn.Server | None = field(default=None, init=False, repr=False)
@@ -71,8 +82,9 @@ class RunningServer:
             app = create_app(
                 self.store,
                 config,
-                base_url=f"{scheme}://{_url_host(host)}:{port}",
+                base_url=self.public_url or f"{scheme}://{_url_host(host)}:{port}",
                 token_request_hook=self.token_request_hook,
+                dpop=self.dpop,
             )
             uv_config = uvicorn.Config(
                 app,
@@ -118,8 +130,17 @@ async def run_authorization_server(
     certfile: str | None = None,
     keyfile: str | None = None,
     insecure: bool = False,
+    public_url: str | None = None,
+    dpop_nonce: bool = False,
 ) -> None:
-    """Serve until cancelled (Ctrl-C)."""
+    """Serve until cancelled (Ctrl-C).
+
+    With ``dpop_nonce`` the token endpoint requires a server nonce in DPoP
+    proofs (RFC 9449 §8), made with a random secret of this process.
+    """
+    dpop = DPoPTokenEndpointPolicy(
+        nonce_issuer=NonceIssuer(secrets.token_bytes(32)) if dpop_nonce else None
+    )
     server = RunningServer(
         store,
         coap=coap,
@@ -128,6 +149,8 @@ async def run_authorization_server(
         certfile=certfile,
         keyfile=keyfile,
         insecure=insecure,
+        public_url=public_url,
+        dpop=dpop,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -29,6 +29,7 @@ from keybound.core.client_flow import AceClient, error_description
 from keybound.core.errors import DecodeError
 from keybound.core.oscore_profile import DerivedContext
 from keybound.tools.cli_support import clean_errors, console, err_console, fail
+from keybound.tools.http_client_cli import http_command
 from keybound.tools.keyfiles import write_secret_file
 
 app = typer.Typer(
@@ -192,6 +193,8 @@ def _command(method: str) -> Any:
 
 for _method in ("GET", "POST", "PUT", "DELETE"):
     app.command(_method.lower())(_command(_method))
+
+app.command("http")(http_command)
 
 
 __all__ = ["DeviceBundle", "SequenceFile", "app", "run_request"]
