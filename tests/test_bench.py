@@ -23,6 +23,7 @@ from joserfc import jws
 
 from keybound.core import jwt
 from keybound.core.keys import Key
+from keybound.tools import bench
 from keybound.tools import bench_fixtures as fx
 from keybound.tools.bench_measure import Figure, Group, Measurement, Timer
 
@@ -59,6 +60,29 @@ EXPECTED = {
     "dpop": ["dpop.verify", "dpop.create"],
 }
 FIGURE_KEYS = {"name", "value", "unit", "baseline", "baseline_name", "ratio", "min", "max"}
+#: The groups with servers on loopback and the MicroPython unix port, run once more on their own.
+LOOPBACK_GROUPS = ("as", "oscore", "firmware")
+LOOPBACK_EXPECTED = {
+    "as": [
+        "as.issue_es256_req_cnf",
+        "as.issue_osc",
+        "as.floor",
+        "as.coap_token_rps",
+    ],
+    "oscore": ["oscore.rs_protected_get_rps", "oscore.bare_aiocoap_oscore_rps"],
+    "firmware": [
+        "firmware.flow_ms",
+        "firmware.oscore_request_ms",
+        "firmware.peak_heap_bytes",
+        "firmware.mpy_bytes",
+    ],
+}
+LOOPBACK_UNITS = {
+    "as": {"tokens/s", "requests/s"},
+    "oscore": {"requests/s"},
+    "firmware": {"ms", "bytes"},
+}
+MICROPYTHON = Path(sys.executable).parent / "micropython"
 
 
 def bench_argv() -> list[str]:
@@ -133,6 +157,85 @@ def test_ratios_read_against_floors_and_keybound(figures: dict[str, dict[str, An
             assert f["baseline"] == figures[f"codec.{op}.keybound"]["value"]
     assert figures["codec.jwt_sign.joserfc"]["baseline_name"] == "codec.jwt_sign.keybound"
     assert figures["size.cwt_over_jwt"]["baseline"] == figures["size.jwt_es256"]["value"]
+
+
+# ---- the loopback groups: AS, OSCORE, firmware ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loopback_report() -> dict[str, Any]:
+    done = subprocess.run(
+        [*bench_argv(), "--quick", "--json", "--only", *LOOPBACK_GROUPS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    parsed: dict[str, Any] = json.loads(done.stdout)
+    return parsed
+
+
+@pytest.fixture(scope="module")
+def loopback(loopback_report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["name"]: f for f in loopback_report["figures"]}
+
+
+def test_loopback_groups_are_measured_not_pending(loopback_report: dict[str, Any]) -> None:
+    assert "pending" not in loopback_report
+    measured = [f["name"] for f in loopback_report["figures"]]
+    skipped = [s["name"] for s in loopback_report.get("skipped", [])]
+    expected = [name for group in LOOPBACK_GROUPS for name in LOOPBACK_EXPECTED[group]]
+    assert sorted(measured + skipped) == sorted(expected)
+    assert measured == [name for name in expected if name not in skipped]
+    if MICROPYTHON.exists():
+        assert not skipped
+    else:
+        assert skipped == LOOPBACK_EXPECTED["firmware"]
+
+
+def test_loopback_figures_are_positive_and_ratios_are_value_over_baseline(
+    loopback_report: dict[str, Any],
+) -> None:
+    for f in loopback_report["figures"]:
+        group = f["name"].split(".", 1)[0]
+        assert set(f) == FIGURE_KEYS, f["name"]
+        assert f["value"] > 0, f["name"]
+        assert f["baseline"] > 0, f["name"]
+        assert f["min"] <= f["value"] <= f["max"], f["name"]
+        assert f["ratio"] == pytest.approx(f["value"] / f["baseline"], rel=1e-12), f["name"]
+        assert f["unit"] in LOOPBACK_UNITS[group], f["name"]
+        assert f["baseline_name"], f["name"]
+
+
+def test_loopback_baselines_are_named_and_shared(loopback: dict[str, dict[str, Any]]) -> None:
+    floor = loopback["as.floor"]
+    for name in ("as.issue_es256_req_cnf", "as.issue_osc"):
+        assert loopback[name]["baseline_name"] == "as.floor"
+        assert loopback[name]["baseline"] == floor["value"]
+    assert floor["baseline_name"] == "ecdsa_p256.sign"
+    assert loopback["as.coap_token_rps"]["baseline_name"] == "as.coap_plain_rps"
+    rs = loopback["oscore.rs_protected_get_rps"]
+    bare = loopback["oscore.bare_aiocoap_oscore_rps"]
+    assert rs["baseline_name"] == "oscore.bare_aiocoap_oscore_rps"
+    assert rs["baseline"] == bare["value"]
+    assert bare["baseline_name"] == "oscore.plain_get_rps"
+
+
+@pytest.mark.skipif(not MICROPYTHON.exists(), reason="MicroPython unix port not installed")
+def test_firmware_figures(loopback: dict[str, dict[str, Any]]) -> None:
+    request = loopback["firmware.oscore_request_ms"]
+    assert request["baseline_name"] == "firmware.plain_get_ms"
+    flow = loopback["firmware.flow_ms"]
+    assert flow["baseline_name"] == "3 x firmware.plain_get_ms"
+    assert flow["baseline"] == pytest.approx(3 * request["baseline"], rel=1e-12)
+    for name in ("firmware.peak_heap_bytes", "firmware.mpy_bytes"):
+        f = loopback[name]
+        assert f["unit"] == "bytes"
+        assert f["min"] == f["max"] == f["value"]
+        assert float(f["value"]).is_integer()
+        assert float(f["baseline"]).is_integer()
+    assert loopback["firmware.mpy_bytes"]["baseline_name"] == "firmware.source_bytes"
 
 
 # ---- sizes, encoded here on their own -------------------------------------------------------
@@ -264,6 +367,18 @@ def test_figure_ratio_and_json() -> None:
     }
     with pytest.raises(ValueError, match="positive"):
         Figure.of("x.y", Measurement.exact(0.0), "µs", Measurement.exact(1.0), "x.base")
+
+
+def test_every_group_is_measured() -> None:
+    assert [g.name for g in bench.GROUPS if g.run is None] == []
+    for group in bench.GROUPS:
+        if group.name in LOOPBACK_EXPECTED:
+            assert list(group.figures) == LOOPBACK_EXPECTED[group.name]
+
+
+def test_a_rate_turns_its_range_over() -> None:
+    rate = Measurement(4.0, 2.0, 5.0).per_second()
+    assert rate == Measurement(250_000.0, 200_000.0, 500_000.0)
 
 
 def test_a_group_is_measured_or_pending_and_names_its_figures() -> None:

@@ -1,8 +1,9 @@
 """``keybound bench``: what keybound costs, each figure against a baseline from the same run.
 
 The groups live in their own modules (``bench_size``, ``bench_codec``,
-``bench_dpop``, ``bench_rs``); :data:`GROUPS` lists them in report order. To add
-a group, write a module with a :class:`~keybound.tools.bench_measure.Group`
+``bench_dpop``, ``bench_rs``, ``bench_as``, ``bench_oscore``,
+``bench_firmware``); :data:`GROUPS` lists them in report order. To add a
+group, write a module with a :class:`~keybound.tools.bench_measure.Group`
 (stable figure names, a ``run`` function) and put it in :data:`GROUPS`, in
 place of its pending entry if it has one. The figures and their JSON form are
 described in :mod:`keybound.tools.bench_measure`.
@@ -19,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from . import bench_codec, bench_dpop, bench_rs, bench_size
+from . import bench_as, bench_codec, bench_dpop, bench_firmware, bench_oscore, bench_rs, bench_size
 from .bench_measure import FULL_BUDGET, QUICK_BUDGET, Figure, Group, Runner, Skipped, Timer
 
 GROUPS: tuple[Group, ...] = (
@@ -27,26 +28,9 @@ GROUPS: tuple[Group, ...] = (
     bench_codec.GROUP,
     bench_dpop.GROUP,
     bench_rs.GROUP,
-    Group(
-        name="as",
-        title="the Authorization Server: token requests per second",
-        figures=(),
-        pending="the AS is being written; its group will time issue_token in process and "
-        "POST /token over CoAP",
-    ),
-    Group(
-        name="oscore",
-        title="OSCORE protect/unprotect through aiocoap against bare AES-CCM",
-        figures=(),
-        pending="not measured yet: aiocoap protect/unprotect of GET /temp against bare "
-        "AES-CCM; bench_size.ClientContext already builds the client's context",
-    ),
-    Group(
-        name="firmware",
-        title="the MicroPython client on the unix port: heap and time per step",
-        figures=(),
-        pending="needs the firmware and the MicroPython unix port, which are being written",
-    ),
+    bench_as.GROUP,
+    bench_oscore.GROUP,
+    bench_firmware.GROUP,
 )
 
 #: Distributions whose versions go with the figures.

@@ -11,11 +11,14 @@ and compare byte counts. Sizes do not depend on the key material or the time
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
+from keybound.coap.oscore_store import RsSecurityContext
 from keybound.core.keys import Key
 from keybound.core.numbers.cose_keys import Curve
-from keybound.core.oscore_profile import OscoreInputMaterial
+from keybound.core.oscore_context import SequenceNumberReservation
+from keybound.core.oscore_profile import DerivedContext, OscoreInputMaterial
 from keybound.core.scope import TextScope
 from keybound.core.token import AccessToken, Cnf, CnfKey, CnfOsc
 
@@ -41,6 +44,8 @@ SERVER_ID = b"\x00"
 COAP_PATH = ("temp",)
 COAP_MID = 0x2A2A
 COAP_TOKEN = b"\x7a\x01"
+#: Where the loopback figures' servers listen.
+HOST = "127.0.0.1"
 
 
 def sample_token(cnf: Cnf, *, now: int = SIZE_EPOCH) -> AccessToken:
@@ -58,6 +63,25 @@ def sample_token(cnf: Cnf, *, now: int = SIZE_EPOCH) -> AccessToken:
 
 def sample_material() -> OscoreInputMaterial:
     return OscoreInputMaterial(id=OSC_ID, ms=OSC_MS)
+
+
+def free_udp_port() -> int:
+    """A UDP port on :data:`HOST` that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def client_oscore_context(derived: DerivedContext) -> RsSecurityContext:
+    """A client's OSCORE context for aiocoap, in memory (no sequence number file)."""
+    return RsSecurityContext(
+        derived,
+        key_id=b"client",
+        reservation=SequenceNumberReservation(0, chunk=1 << 20),
+        persist_mark=lambda _mark: None,
+        replay_window_known=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -102,6 +126,7 @@ __all__ = [
     "COAP_PATH",
     "COAP_TOKEN",
     "CTI",
+    "HOST",
     "ISSUER",
     "LIFETIME",
     "NONCE1",
@@ -112,6 +137,8 @@ __all__ = [
     "SERVER_ID",
     "SIZE_EPOCH",
     "Keys",
+    "client_oscore_context",
+    "free_udp_port",
     "sample_material",
     "sample_token",
 ]

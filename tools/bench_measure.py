@@ -14,9 +14,10 @@ median time per call; the fastest and slowest samples are its range.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import statistics
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from time import perf_counter_ns
 from typing import Any
@@ -34,7 +35,14 @@ TARGET_SAMPLES = 25
 MIN_SAMPLE_NS = 200_000
 
 MICROSECONDS = "µs"
+MILLISECONDS = "ms"
 BYTES = "bytes"
+#: Rates: for these units a ratio below 1 means slower than the baseline.
+TOKENS_PER_SECOND = "tokens/s"
+REQUESTS_PER_SECOND = "requests/s"
+#: Loopback throughput: warm-up requests, and a cap on the requests of one figure.
+WARMUP_REQUESTS = 20
+MAX_REQUESTS = 20_000
 
 
 @dataclass(frozen=True)
@@ -50,13 +58,22 @@ class Measurement:
         """A count, not a timing: median, minimum and maximum are the same."""
         return cls(value, value, value)
 
+    @classmethod
+    def of_samples(cls, samples: list[float]) -> Measurement:
+        return cls(statistics.median(samples), min(samples), max(samples))
+
+    def per_second(self) -> Measurement:
+        """This time per operation (µs) as operations per second; the range turns over."""
+        return Measurement(1e6 / self.median, 1e6 / self.high, 1e6 / self.low)
+
 
 @dataclass(frozen=True)
 class Figure:
     """One benchmark figure and its baseline from the same run.
 
     ``ratio`` is ``value / baseline``: above 1 the figure costs more than its
-    baseline (more time, more bytes).
+    baseline (more time, more bytes); for a rate (``tokens/s``, ``requests/s``)
+    it is the other way round, below 1 is slower.
     """
 
     name: str
@@ -126,6 +143,13 @@ class Runner:
         self.on_step(name)
         m = self.timer.measure(fn)
         return Measurement(m.median / per, m.low / per, m.high / per)
+
+    async def rate(
+        self, name: str, op: Callable[[], Awaitable[object]], *, concurrency: int = 1
+    ) -> Measurement:
+        """Operations per second of the coroutine function ``op``, ``concurrency`` in flight."""
+        self.on_step(name)
+        return await throughput(op, self.timer.budget_ns, concurrency=concurrency)
 
     def skip(self, name: str, reason: str) -> None:
         self.on_step(name)
@@ -201,6 +225,43 @@ class Timer:
         return max(elapsed / calls, 1.0)
 
 
+async def throughput(
+    op: Callable[[], Awaitable[object]],
+    budget_ns: int,
+    *,
+    concurrency: int = 1,
+    max_requests: int = MAX_REQUESTS,
+) -> Measurement:
+    """Rate of ``op`` (per second): ``concurrency`` workers, samples that fill ``budget_ns``.
+
+    After :data:`WARMUP_REQUESTS` calls, each sample runs a batch of calls
+    spread over the workers and gives one rate; the figure is the median
+    rate, the range that of the samples. No more than ``max_requests`` calls
+    are made, however fast ``op`` is.
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+
+    async def batch(count: int) -> float:
+        shares = [count // concurrency + (i < count % concurrency) for i in range(concurrency)]
+
+        async def worker(calls: int) -> None:
+            for _ in range(calls):
+                await op()
+
+        start = perf_counter_ns()
+        await asyncio.gather(*(worker(calls) for calls in shares if calls))
+        return max(perf_counter_ns() - start, 1)
+
+    warm = max(WARMUP_REQUESTS, concurrency)
+    per_call = await batch(warm) / warm
+    samples = MIN_SAMPLES
+    wanted = int(budget_ns / per_call / samples)
+    size = max(concurrency, min(wanted, (max_requests - warm) // samples))
+    rates = [size * 1e9 / await batch(size) for _ in range(samples)]
+    return Measurement.of_samples(rates)
+
+
 def size_figure(name: str, data: bytes | str, baseline: bytes | str, baseline_name: str) -> Figure:
     """A size figure: exact byte counts of ``data`` against ``baseline``."""
     return Figure.of(
@@ -219,8 +280,13 @@ def _length(data: bytes | str) -> int:
 __all__ = [
     "BYTES",
     "FULL_BUDGET",
+    "MAX_REQUESTS",
     "MICROSECONDS",
+    "MILLISECONDS",
     "QUICK_BUDGET",
+    "REQUESTS_PER_SECOND",
+    "TOKENS_PER_SECOND",
+    "WARMUP_REQUESTS",
     "Figure",
     "Group",
     "Measurement",
@@ -228,4 +294,5 @@ __all__ = [
     "Skipped",
     "Timer",
     "size_figure",
+    "throughput",
 ]
