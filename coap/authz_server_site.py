@@ -60,6 +60,8 @@ from keybound.core.errors import (
 )
 from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR
 
+from .input_guards import StrictOscoreSiteWrapper, harden_message_decoding
+
 __all__ = [
     "AsServerCredentials",
     "IntrospectResource",
@@ -334,4 +336,5 @@ def build_site(
     site.add_resource(["token"], TokenResource(store, config, **kwargs))
     site.add_resource(["introspect"], IntrospectResource(store, config, **kwargs))
     credentials = AsServerCredentials(store, Path(state_dir))
-    return OscoreSiteWrapper(site, credentials), credentials
+    harden_message_decoding()
+    return StrictOscoreSiteWrapper(site, credentials), credentials

@@ -40,7 +40,6 @@ import aiocoap
 import aiocoap.resource
 from aiocoap import credentials
 from aiocoap.numbers.codes import Code
-from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from keybound.core import cbor
 from keybound.core.errors import (
@@ -60,6 +59,8 @@ from keybound.core.resource_server import (
 )
 from keybound.core.scope import RestMethod
 
+from .input_guards import StrictOscoreSiteWrapper, harden_message_decoding
+from .introspection import AsUnreachable, Introspector
 from .oscore_store import DEFAULT_SEQUENCE_CHUNK, ContextTable, RsSecurityContext
 
 #: Bound on an ``/authz-info`` payload (tokens of this profile are about 150-300 bytes).
@@ -105,6 +106,7 @@ class AuthzInfoResource(aiocoap.resource.Resource):  # type: ignore[misc]
             if request.opt.content_format not in (None, CONTENT_FORMAT_ACE_CBOR):
                 return aiocoap.Message(code=Code.UNSUPPORTED_CONTENT_FORMAT)
             context = _security_context(request)
+            await owner.check_at_as(request.payload)
             if context is not None:
                 return owner.update_token(request.payload, context, peer)
             return owner.post_token(request.payload, peer)
@@ -176,8 +178,12 @@ class ResourceServerSite:
         sequence_chunk: int = DEFAULT_SEQUENCE_CHUNK,
         response_partial_iv: bool = False,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        introspector: Introspector | None = None,
+        introspection_required: bool = False,
     ) -> None:
         self.rs = rs
+        self.introspector = introspector
+        self.introspection_required = introspection_required
         self.state = state
         self.wall_clock = wall_clock
         self.monotonic = monotonic
@@ -191,7 +197,8 @@ class ResourceServerSite:
             sequence_chunk=sequence_chunk,
             response_partial_iv=response_partial_iv,
         )
-        self.root = OscoreSiteWrapper(self.site, self.server_credentials)
+        harden_message_decoding()
+        self.root = StrictOscoreSiteWrapper(self.site, self.server_credentials)
         self.site.add_resource(["authz-info"], AuthzInfoResource(self))
         self.site.add_resource(
             [".well-known", "core"],
@@ -224,6 +231,27 @@ class ResourceServerSite:
         return {"now": now, "monotonic": self.monotonic()}
 
     # -- /authz-info --
+
+    async def check_at_as(self, payload: bytes) -> None:
+        """With an introspector, ask the AS whether the posted token is active (RFC 9200 §5.9).
+
+        The RS validates every token itself first; introspection adds revocation.
+        When the AS cannot be reached the token is refused (5.03) if introspection
+        is required, and otherwise judged by the local checks alone.
+        """
+        if self.introspector is None:
+            return
+        token = AuthzInfoRequest.decode(payload, protected=True).access_token
+        try:
+            self.rs.verify(token, **self.times())
+        except KeyboundError:
+            return  # the local checks decide; the AS is never asked about what we refuse
+        try:
+            await self.introspector.require_active(token)
+        except AsUnreachable as exc:
+            if self.introspection_required:
+                raise
+            log.warning("introspection unavailable (%s); relying on local validation", exc)
 
     def post_token(self, payload: bytes, peer: str) -> aiocoap.Message:
         """Verify and store a token from an unprotected POST; install its context."""
@@ -366,6 +394,8 @@ class ResourceServerSite:
         if self.protocol is not None:
             await self.protocol.shutdown()
             self.protocol = None
+        if self.introspector is not None:
+            await self.introspector.close()
         if self.state is not None:
             self.state.close()
 

@@ -9,6 +9,11 @@ Configuration (TOML; relative paths are relative to the configuration file)::
     [capacity]
     tokens = 1000                    # stored tokens (and OSCORE contexts) at most
 
+    [introspection]                  # optional: ask the AS about each posted token
+    mode = "optional"                # off (default), optional, or required (refuse when
+                                     # the AS cannot be reached); uses the bundle's
+                                     # introspection block (RFC 9200 §5.9)
+
     [oscore]                         # optional
     sequence_chunk = 64              # sequence numbers reserved per write (RFC 8613 B.1.1)
     response_partial_iv = false      # every response carries the RS's own Partial IV
@@ -44,6 +49,7 @@ replay windows, which restarted contexts rebuild with Echo (RFC 8613 Appendix B.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -60,10 +66,14 @@ import aiocoap
 import aiocoap.resource
 from aiocoap.numbers.codes import Code
 
+from keybound.coap.client import client_context
+from keybound.coap.introspection import Introspector
 from keybound.coap.resource_server_site import ResourceServerSite
 from keybound.core.errors import KeyboundError
 from keybound.core.keys import Key
+from keybound.core.oscore_profile import DerivedContext
 from keybound.core.resource_server import ResourceServer, RsPolicy
+from keybound.tools.client_cli import SequenceFile
 from keybound.tools.rs_state import SqliteRsState
 
 log = logging.getLogger("keybound.rs")
@@ -99,6 +109,8 @@ class Bundle:
     has_clock: bool
     scopes: tuple[str, ...]
     profiles: tuple[int, ...]
+    introspection_uri: str | None = None
+    introspection_context: DerivedContext | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,7 @@ class RsConfig:
     sequence_chunk: int = 64
     response_partial_iv: bool = False
     resources: tuple[ResourceSpec, ...] = ()
+    introspection: str = "off"  # "off", "optional" or "required"
 
 
 def parse_listen(text: object) -> tuple[str, int]:
@@ -168,6 +181,7 @@ def load_bundle(path: Path) -> Bundle:
     issuer = data.get("issuer")
     if issuer is not None and not isinstance(issuer, str):
         raise ConfigError(f"{where}: issuer must be a string")
+    introspection_uri, introspection_context = _introspection(data.get("introspection"), where)
     return Bundle(
         name=str(data.get("name", "")),
         audience=_need(data, "audience", str, where),
@@ -178,7 +192,32 @@ def load_bundle(path: Path) -> Bundle:
         has_clock=bool(data.get("has_clock", True)),
         scopes=tuple(scopes),
         profiles=tuple(profiles),
+        introspection_uri=introspection_uri,
+        introspection_context=introspection_context,
     )
+
+
+def _introspection(table: object, where: str) -> tuple[str | None, DerivedContext | None]:
+    """The bundle's ``introspection`` block: the AS's URI and the RS's OSCORE context."""
+    if table is None:
+        return None, None
+    if not isinstance(table, dict) or not isinstance(table.get("uri"), str):
+        raise ConfigError(f"{where}: introspection must hold a uri and an oscore context")
+    ctx = table.get("oscore")
+    if not isinstance(ctx, dict):
+        raise ConfigError(f"{where}: introspection.oscore must be an object")
+    try:
+        context = DerivedContext(
+            master_secret=bytes.fromhex(ctx["master_secret"]),
+            master_salt=bytes.fromhex(ctx.get("master_salt") or ""),
+            id_context=bytes.fromhex(ctx["id_context"]) if ctx.get("id_context") else None,
+            sender_id=bytes.fromhex(ctx["sender_id"]),
+            recipient_id=bytes.fromhex(ctx["recipient_id"]),
+            alg=int(ctx.get("alg", 10)),
+        )
+    except (KeyError, TypeError, ValueError, KeyboundError) as exc:
+        raise ConfigError(f"{where}: introspection.oscore is malformed: {exc}") from None
+    return str(table["uri"]), context
 
 
 def load_config(path: Path) -> RsConfig:
@@ -213,6 +252,14 @@ def load_config(path: Path) -> RsConfig:
     response_piv = oscore_table.get("response_partial_iv", False)
     if not isinstance(response_piv, bool):
         raise ConfigError(f"{where}: oscore.response_partial_iv must be true or false")
+    introspection_table = data.get("introspection", {})
+    if not isinstance(introspection_table, dict):
+        raise ConfigError(f"{where}: [introspection] must be a table")
+    introspection = introspection_table.get("mode", "off")
+    if introspection not in ("off", "optional", "required"):
+        raise ConfigError(f"{where}: introspection.mode must be off, optional or required")
+    if introspection != "off" and bundle.introspection_uri is None:
+        raise ConfigError(f"{where}: introspection needs a bundle with an introspection block")
     resources_table = data.get("resources", {})
     if not isinstance(resources_table, dict) or not resources_table:
         raise ConfigError(f'{where}: declare at least one [resources."/path"] table')
@@ -243,6 +290,7 @@ def load_config(path: Path) -> RsConfig:
         sequence_chunk=chunk,
         response_partial_iv=response_piv,
         resources=tuple(resources),
+        introspection=introspection,
     )
 
 
@@ -322,6 +370,28 @@ def build_site(config: RsConfig) -> ResourceServerSite:
     return site
 
 
+def attach_introspector(site: ResourceServerSite, config: RsConfig) -> None:
+    """Ask the AS about posted tokens (``[introspection] mode``), once the site is serving.
+
+    The RS's Sender Sequence Number towards the AS is written ahead into
+    ``<state>.introspection-seq.json`` (RFC 8613 Appendix B.1.1).
+    """
+    bundle = config.bundle
+    if config.introspection == "off":
+        return
+    assert bundle.introspection_uri is not None
+    assert bundle.introspection_context is not None
+    ctx = bundle.introspection_context
+    fingerprint = hashlib.sha256(ctx.master_secret + ctx.sender_id).hexdigest()[:16]
+    seq = SequenceFile(
+        config.state.with_name(config.state.name + ".introspection-seq.json"), fingerprint
+    )
+    context = client_context(ctx, mark=seq.load(), persist_mark=seq.store)
+    site.introspector = Introspector(bundle.introspection_uri, context)
+    site.introspection_required = config.introspection == "required"
+    log.info("introspecting tokens at %s (%s)", bundle.introspection_uri, config.introspection)
+
+
 async def run(config: RsConfig, *, stop: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop`` is set), then shut down cleanly."""
     stop = stop or asyncio.Event()
@@ -331,6 +401,7 @@ async def run(config: RsConfig, *, stop: asyncio.Event | None = None) -> None:
     site = build_site(config)
     try:
         await site.serve(config.listen)
+        attach_introspector(site, config)
         host, port = config.listen
         log.info(
             "RS %r (audience %r) listening on coap://%s:%d with %d resource(s)",
