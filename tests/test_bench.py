@@ -386,3 +386,24 @@ def test_a_group_is_measured_or_pending_and_names_its_figures() -> None:
         Group(name="x", title="x", figures=())
     with pytest.raises(ValueError, match=r"must be named x\.\*"):
         Group(name="x", title="x", figures=("y.z",), pending="later")
+
+
+def test_markdown_report_renders_a_saved_result(tmp_path: Path) -> None:
+    from keybound.tools.bench_cli import markdown_report
+
+    saved = {
+        "machine": {
+            "cpu_count": 2, "cpu_model": "cpu", "python": "CPython 3.11", "openssl": "OpenSSL",
+            "libraries": {"cbor2": "5.9.0"},
+        },
+        "figures": [
+            {"name": "size.cwt_sign1_es256", "value": 231.0, "unit": "bytes", "baseline": 151.0,
+             "baseline_name": "claims.cbor", "ratio": 231 / 151},
+            {"name": "codec.cwt_sign.keybound", "value": 58.63, "unit": "µs", "baseline": 24.16,
+             "baseline_name": "codec.floor.sign", "ratio": 58.63 / 24.16},
+        ],
+    }  # fmt: skip
+    text = markdown_report(saved)
+    assert "| `size.cwt_sign1_es256` | 231 | bytes | 151 | claims.cbor | 1.53 |" in text
+    assert "| `codec.cwt_sign.keybound` | 58.63 | µs | 24.16 | codec.floor.sign | 2.43 |" in text
+    assert text.startswith("Measured on 2 x cpu, CPython 3.11, OpenSSL; cbor2 5.9.0.")

@@ -143,6 +143,36 @@ def write_plot(report: bench.Report, path: Path) -> None:
     pyplot.close(fig)
 
 
+def _md_number(value: float) -> str:
+    if value >= 100 or float(value).is_integer():
+        return f"{value:,.0f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def markdown_report(data: dict[str, Any]) -> str:
+    """A saved ``--json`` result as the Markdown table the README's Performance section shows."""
+    machine = data["machine"]
+    libraries = ", ".join(f"{k} {v}" for k, v in sorted(machine.get("libraries", {}).items()))
+    lines = [
+        f"Measured on {machine['cpu_count']} x {machine['cpu_model']}, {machine['python']}, "
+        f"{machine['openssl']}; {libraries}.",
+        "",
+        "| figure | value | unit | baseline | baseline is | ratio |",
+        "|---|---:|---|---:|---|---:|",
+    ]
+    for fig in data["figures"]:
+        baseline = fig.get("baseline")
+        ratio = fig.get("ratio")
+        lines.append(
+            f"| `{fig['name']}` | {_md_number(fig['value'])} | {fig['unit']} | "
+            f"{_md_number(baseline) if baseline is not None else ''} | "
+            f"{fig.get('baseline_name') or ''} | {f'{ratio:.2f}' if ratio is not None else ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 @clean_errors
 def bench_command(
     quick: Annotated[
@@ -167,12 +197,23 @@ def bench_command(
         Path | None,
         typer.Option("--plot", metavar="FILE.png", help=f"draw sizes and ratios ({PLOT_HINT})"),
     ] = None,
+    markdown: Annotated[
+        Path | None,
+        typer.Option(
+            "--markdown",
+            metavar="RESULT.json",
+            help="print a saved --json result as a Markdown table (measures nothing)",
+        ),
+    ] = None,
 ) -> None:
     """Measure what keybound costs: token sizes, codec, DPoP and RS timings against baselines.
 
     Every figure is the median of timed samples after a warm-up, with its
     baseline from the same run and the ratio figure / baseline.
     """
+    if markdown is not None:
+        print(markdown_report(json.loads(markdown.read_text())), end="")
+        return
     if plot is not None:
         _check_plotting()
     if more and not only:
@@ -199,4 +240,4 @@ if __name__ == "__main__":
     typer.run(bench_command)
 
 
-__all__ = ["PLOT_HINT", "bench_command", "render_table", "write_plot"]
+__all__ = ["PLOT_HINT", "bench_command", "markdown_report", "render_table", "write_plot"]
