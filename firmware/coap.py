@@ -4,10 +4,11 @@
 # retransmission with exponential back-off (§4.2), piggybacked and separate
 # responses (§5.2; a separate CON response is ACKed), option encoding with
 # deltas (§3.1), and block-wise transfer of large responses with Block2
-# (RFC 7959 §2).  Message.encode()/Message.decode() are shared with the
-# OSCORE layer, which protects a message's code, inner options and payload.
+# (RFC 7959 §2, in block.py, loaded only when a response is block-wise).
+# Message.encode()/Message.decode() are shared with the OSCORE layer, which
+# protects a message's code, inner options and payload.
 #
-# The block-wise loop (fetch) works on any exchange function
+# The block-wise loop (fetch, block.rest) works on any exchange function
 # "send(message) -> response", so the same code follows blocks over plain
 # CoAP and over OSCORE (where Block2 is an inner, class E option).
 
@@ -19,61 +20,41 @@ from micropython import const
 
 # Message types (RFC 7252 §3)
 CON = const(0)
-NON = const(1)
+_NON = const(1)
 ACK = const(2)
-RST = const(3)
+_RST = const(3)
 
 # Method and response codes (RFC 7252 §12.1), as the 8-bit c.dd value
-EMPTY = const(0)
+_EMPTY = const(0)
 GET = const(1)
 POST = const(2)
 PUT = const(3)
 DELETE = const(4)
-FETCH = const(5)
 CREATED = const(0x41)
-DELETED = const(0x42)
-VALID = const(0x43)
 CHANGED = const(0x44)
 CONTENT = const(0x45)
 BAD_REQUEST = const(0x80)
 UNAUTHORIZED = const(0x81)
-BAD_OPTION = const(0x82)
 FORBIDDEN = const(0x83)
-NOT_FOUND = const(0x84)
 
 # Option numbers (CoAP Option Numbers registry)
-IF_MATCH = const(1)
 URI_HOST = const(3)
 ETAG = const(4)
-IF_NONE_MATCH = const(5)
-OBSERVE = const(6)
 URI_PORT = const(7)
-LOCATION_PATH = const(8)
 OSCORE = const(9)  # RFC 8613 §2
 URI_PATH = const(11)
 CONTENT_FORMAT = const(12)
-MAX_AGE = const(14)
-URI_QUERY = const(15)
-ACCEPT = const(17)
-LOCATION_QUERY = const(20)
 BLOCK2 = const(23)  # RFC 7959
-BLOCK1 = const(27)
-SIZE2 = const(28)
 PROXY_URI = const(35)
 PROXY_SCHEME = const(39)
-SIZE1 = const(60)
 ECHO = const(252)  # RFC 9175
-REQUEST_TAG = const(292)
 
 # Content-Formats (CoAP Content-Formats registry)
-CF_TEXT = const(0)
-CF_LINK = const(40)
 CF_OCTETS = const(42)
-CF_JSON = const(50)
 CF_CBOR = const(60)
 CF_ACE_CBOR = const(19)  # application/ace+cbor, RFC 9200 §8.15
 
-DEFAULT_PORT = const(5683)
+_DEFAULT_PORT = const(5683)
 
 # Transmission parameters (RFC 7252 §4.8); times in milliseconds.
 _ACK_TIMEOUT_MS = const(2000)
@@ -81,7 +62,6 @@ _MAX_RETRANSMIT = const(4)
 _MAX_RETRANSMIT_CAP = const(8)  # never back off longer than 2**8 * timeout
 _SEPARATE_WAIT_MS = const(30000)  # how long to wait for a separate response
 _MAX_DATAGRAM = const(1280)
-_MAX_BODY = const(16384)  # cap on a block-wise reassembled body
 _MAX_OPTIONS = const(32)
 
 
@@ -97,7 +77,7 @@ class Message:
     """A CoAP message (RFC 7252 §3): type, code, message ID, token,
     options as a list of (number, bytes) pairs, and payload."""
 
-    def __init__(self, code=EMPTY, options=None, payload=b"", mtype=CON, mid=0, token=b""):
+    def __init__(self, code=_EMPTY, options=None, payload=b"", mtype=CON, mid=0, token=b""):
         self.mtype = mtype
         self.code = code
         self.mid = mid
@@ -123,26 +103,9 @@ class Message:
                 return v
         return default
 
-    def get_all(self, number):
-        return [v for n, v in self.options if n == number]
-
     def get_uint(self, number, default=None):
         v = self.get(number)
         return default if v is None else int.from_bytes(v, "big")
-
-    def remove(self, number):
-        self.options = [(n, v) for n, v in self.options if n != number]
-        return self
-
-    def set(self, number, value):
-        """Replace all values of an option with one value."""
-        self.remove(number)
-        return self.add(number, value)
-
-    def copy(self):
-        return Message(
-            self.code, list(self.options), self.payload, self.mtype, self.mid, self.token
-        )
 
     # -- wire format
 
@@ -184,17 +147,6 @@ class Message:
         )
         msg.options, msg.payload = decode_options(data, 4 + tkl)
         return msg
-
-    def __repr__(self):
-        return "<CoAP %s %d.%02d mid=%d token=%s opts=%r %dB>" % (
-            ("CON", "NON", "ACK", "RST")[self.mtype],
-            self.code >> 5,
-            self.code & 0x1F,
-            self.mid,
-            self.token.hex(),
-            [n for n, _ in self.options],
-            len(self.payload),
-        )
 
 
 def uint(n):
@@ -303,7 +255,7 @@ def parse_uri(uri):
         host, port_text = authority.rsplit(":", 1)
     else:
         host, port_text = authority, ""
-    port = int(port_text) if port_text else DEFAULT_PORT
+    port = int(port_text) if port_text else _DEFAULT_PORT
     segments = [s for s in path.split("/") if s] if path else []
     return host, port, segments
 
@@ -323,62 +275,18 @@ def request(code, path, payload=b"", content_format=None):
 # ------------------------------------------------------------- Block2
 
 
-def block_value(num, more, szx):
-    """Block option value (RFC 7959 §2.2): NUM, M bit and SZX."""
-    return uint((num << 4) | (8 if more else 0) | szx)
-
-
-def parse_block(value):
-    """Block option value -> (num, more, szx); SZX 7 is reserved (§2.2)."""
-    n = int.from_bytes(value, "big")
-    szx = n & 7
-    if szx == 7:
-        raise CoAPError("reserved block size exponent 7")
-    return n >> 4, bool(n & 8), szx
-
-
-def fetch(send, req, max_body=_MAX_BODY):
+def fetch(send, req):
     """Perform req through send(msg) -> response and follow Block2.
 
-    RFC 7959 §2.4: while a response carries Block2 with M=1, ask for the
-    next block with the same request options and Block2 = (num + 1, szx).
-    The reassembled payload is capped at max_body bytes and checked for
-    block numbering and a stable ETag.  Returns the final response with the
-    whole body as its payload.
+    The Block2 code (RFC 7959) lives in block.py and is loaded only when a
+    response is block-wise; the usual small response costs no heap for it.
     """
     resp = send(req)
-    blk = resp.get(BLOCK2)
-    if blk is None:
+    if resp.get(BLOCK2) is None:
         return resp
-    body = bytearray()
-    etag = resp.get(ETAG)
-    expect = 0
-    while True:
-        num, more, szx = parse_block(blk)
-        size = 1 << (szx + 4)
-        if num != expect:
-            raise CoAPError("unexpected block %d (wanted %d)" % (num, expect))
-        if resp.get(ETAG) != etag:
-            raise CoAPError("representation changed during block-wise transfer")
-        if more and len(resp.payload) != size:
-            raise CoAPError("block %d has the wrong size" % num)
-        if len(body) + len(resp.payload) > max_body:
-            raise CoAPError("block-wise body exceeds %d bytes" % max_body)
-        body.extend(resp.payload)
-        if not more:
-            break
-        # Later blocks keep the block size; byte offsets stay aligned because
-        # num is counted in units of this size.
-        expect = num + 1
-        nxt = req.copy()
-        nxt.set(BLOCK2, block_value(expect, False, szx))
-        resp = send(nxt)
-        blk = resp.get(BLOCK2)
-        if blk is None:
-            raise CoAPError("block-wise response lost its Block2 option")
-    resp.payload = body  # a bytearray; copying 16 KB into bytes costs RAM
-    resp.remove(BLOCK2)
-    return resp
+    import block
+
+    return block.rest(send, req, resp)
 
 
 # ------------------------------------------------------------- the client
@@ -452,7 +360,7 @@ class Client:
             return None  # silently ignore malformed datagrams (§4.2)
 
     def _send_empty(self, addr, mtype, mid):
-        self.sock.sendto(Message(EMPTY, None, b"", mtype, mid).encode(), addr)
+        self.sock.sendto(Message(_EMPTY, None, b"", mtype, mid).encode(), addr)
 
     def exchange(self, addr, msg):
         """Send msg as a CON request to addr; return the response Message."""
@@ -484,10 +392,10 @@ class Client:
             resp = self._recv(left)
             if resp is None:
                 continue
-            if resp.mtype in (ACK, RST) and resp.mid == msg.mid:
-                if resp.mtype == RST:
+            if resp.mtype in (ACK, _RST) and resp.mid == msg.mid:
+                if resp.mtype == _RST:
                     raise CoAPError("request was reset by the peer")
-                if resp.code == EMPTY:
+                if resp.code == _EMPTY:
                     # Empty ACK: the response will come separately (§5.2.2).
                     if not acked:
                         acked = True
@@ -496,7 +404,7 @@ class Client:
                 if resp.token != msg.token:
                     continue
                 return resp  # piggybacked response (§5.2.1)
-            if resp.mtype in (CON, NON) and resp.code != EMPTY:
+            if resp.mtype in (CON, _NON) and resp.code != _EMPTY:
                 if resp.token == msg.token:
                     if resp.mtype == CON:
                         self._send_empty(addr, ACK, resp.mid)
@@ -509,7 +417,7 @@ class Client:
                         self._send_empty(addr, ACK, resp.mid)
                     else:
                         # A CON we cannot match: reject it (§4.2).
-                        self._send_empty(addr, RST, resp.mid)
+                        self._send_empty(addr, _RST, resp.mid)
             # Anything else (duplicates, stray ACKs) is ignored.
 
     def sender(self, host, port):

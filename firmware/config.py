@@ -72,7 +72,11 @@ def parse(d):
     wifi = d.get("wifi")
     if wifi is not None and (not isinstance(wifi, dict) or "ssid" not in wifi):
         raise ConfigError("bundle: wifi must be an object with ssid (and password)")
+    method = d.get("method", "GET")
+    if method not in ("GET", "POST"):
+        raise ConfigError("bundle: method must be GET or POST")
     out = {
+        "method": method,
         "client_id": _text(d, "client_id"),
         "as_uri": _uri(d, "as_uri"),
         "rs_uri": _uri(d, "rs_uri"),
@@ -110,13 +114,3 @@ def load(path="keybound.json"):
     except ValueError:
         raise ConfigError("bundle: %s is not valid JSON" % path) from None
     return parse(d)
-
-
-def ensure_dir(path):
-    """Create the state directory if it is missing (one level)."""
-    import os
-
-    try:
-        os.stat(path)
-    except OSError:
-        os.mkdir(path)

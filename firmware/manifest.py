@@ -12,6 +12,9 @@ metadata(
 
 module("cbor.py")
 module("coap.py")
+module("block.py")
 module("oscore.py")
 module("ace.py")
 module("config.py")
+module("wifi.py")
+module("app.py")

