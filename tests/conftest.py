@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,37 @@ def run_keybound(
         cwd=cwd,
         check=False,
     )
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that is free right now and not handed out before.
+
+    Two servers of one test asking in a row could otherwise be given the same
+    port (the kernel may reuse one just released).
+    """
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh UDP port")
+
+
+def wait_for_log(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Wait until a server process writes ``text`` to its log; fail if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and text in log.read_text():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited early: {log.read_text()}")
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not seen in {log}: {log.read_text()}")
 
 
 @pytest.fixture(scope="session")

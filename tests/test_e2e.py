@@ -5,41 +5,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, run_keybound
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and text in log.read_text():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited early: {log.read_text()}")
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not seen in {log}: {log.read_text()}")
+from tests.conftest import BIN, free_udp_port, run_keybound, wait_for_log
 
 
 class Fleet:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.db = f"sqlite:///{root / 'as.db'}"
-        self.as_port = _free_port()
-        self.rs_port = _free_port()
+        self.as_port = free_udp_port()
+        self.rs_port = free_udp_port()
         self.rs_uri = f"coap://127.0.0.1:{self.rs_port}"
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -73,7 +53,7 @@ class Fleet:
                 [str(BIN / "keybound"), *args], cwd=self.root, stdout=out, stderr=subprocess.STDOUT
             )
         self.procs.append(proc)
-        _wait_for(log, ready, proc)
+        wait_for_log(log, ready, proc)
         return proc
 
     def start_servers(self) -> None:

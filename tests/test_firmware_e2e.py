@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from keybound.tools.device_cli import compile_firmware
-from tests.conftest import BIN, run_keybound
+from tests.conftest import BIN, free_udp_port, run_keybound, wait_for_log
 
 ROOT = Path(__file__).resolve().parent.parent
 MP_TESTS = ROOT / "tests" / "firmware"
@@ -37,24 +37,6 @@ pytestmark = [
     pytest.mark.micropython,
     pytest.mark.skipif(not MICROPYTHON.exists(), reason="MicroPython unix port not installed"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and text in log.read_text():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited early: {log.read_text()}")
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not seen in {log}: {log.read_text()}")
 
 
 # ---- the firmware as deployed -------------------------------------------------------------------
@@ -138,8 +120,8 @@ class Fleet:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.db = f"sqlite:///{root / 'as.db'}"
-        self.as_port = _free_port()
-        self.rs_port = _free_port()
+        self.as_port = free_udp_port()
+        self.rs_port = free_udp_port()
         self.as_base = f"coap://127.0.0.1:{self.as_port}"
         self.rs_uri = f"coap://127.0.0.1:{self.rs_port}"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -179,7 +161,7 @@ class Fleet:
         with log.open("wb") as out:
             proc = subprocess.Popen(argv, cwd=self.root, stdout=out, stderr=subprocess.STDOUT)
         self.procs[name] = proc
-        _wait_for(log, ready, proc)
+        wait_for_log(log, ready, proc)
 
     def start_as(self) -> None:
         self.start(
@@ -247,7 +229,7 @@ def _field(line: str, name: str) -> int:
 def test_full_flow_on_a_64k_heap(fleet: Fleet, deployed: Path) -> None:
     """Token, context, a protected read, an RS crash, a refused scope; timing and heap."""
     bundle = fleet.device_bundle("sensor-1")
-    plain_port = _free_port()
+    plain_port = free_udp_port()
     fleet.start_plain(plain_port)
     device = Device(deployed, bundle, fleet.root)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import aiocoap
@@ -16,19 +15,13 @@ from keybound.tools.as_storage import SqlAuthzStore
 from keybound.tools.client_cli import DeviceBundle
 from keybound.tools.demo import provision
 from keybound.tools.rs_daemon import attach_introspector, build_site, load_config
+from tests.conftest import free_udp_port
 from tests.rs_support import run
-
-
-def _port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _scenario(workdir: Path, mode: str, *, as_running: bool) -> list[str]:
     """Get a token through the flow, optionally revoke it, post it again; return the codes."""
-    as_port, rs_port = _port(), _port()
+    as_port, rs_port = free_udp_port(), free_udp_port()
     rs_toml, device_path = provision(workdir, as_port, rs_port)
     rs_toml.write_text(rs_toml.read_text() + f'[introspection]\nmode = "{mode}"\n')
     config = load_config(rs_toml)

@@ -38,12 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from keybound.core.authz_store import IssuerSettings, OscoreContext, ResourceServer
+from keybound.core.errors import DecodeError
 from keybound.core.keys import Key
+from keybound.core.oscore_profile import DerivedContext
 
 __all__ = [
     "DEVICE_BUNDLE_KIND",
     "RS_BUNDLE_KIND",
     "device_bundle",
+    "oscore_from_json",
     "oscore_json",
     "rs_bundle",
     "write_bundle",
@@ -75,6 +78,24 @@ def oscore_json(context: OscoreContext) -> dict[str, Any]:
         "alg": 10,  # AES-CCM-16-64-128
         "hkdf": 5,  # HMAC 256/256 (RFC 9203 §3.2.1)
     }
+
+
+def oscore_from_json(data: object) -> DerivedContext:
+    """The OSCORE context of a bundle (``as_context``, ``introspection.oscore``), from its
+    owner's point of view; the inverse of :func:`oscore_json`. Raises :class:`DecodeError`."""
+    if not isinstance(data, dict):
+        raise DecodeError("an OSCORE context must be an object of hex strings")
+    try:
+        return DerivedContext(
+            master_secret=bytes.fromhex(data["master_secret"]),
+            master_salt=bytes.fromhex(data.get("master_salt") or ""),
+            id_context=bytes.fromhex(data["id_context"]) if data.get("id_context") else None,
+            sender_id=bytes.fromhex(data["sender_id"]),
+            recipient_id=bytes.fromhex(data["recipient_id"]),
+            alg=int(data.get("alg", 10)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DecodeError(f"the OSCORE context is malformed: {exc}") from exc
 
 
 def rs_bundle(rs: ResourceServer, issuer: IssuerSettings, *, as_base: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import typer
 from keybound.coap.client import CoapAceClient, Endpoints, client_context, response_text
 from keybound.core.client_flow import AceClient, error_description
 from keybound.core.errors import DecodeError
-from keybound.core.oscore_profile import DerivedContext
+from keybound.tools.bundles import oscore_from_json
 from keybound.tools.cli_support import clean_errors, console, err_console, fail
 from keybound.tools.http_client_cli import http_command
 from keybound.tools.keyfiles import write_secret_file
@@ -55,20 +55,7 @@ class DeviceBundle:
         self.scope = str(data["scope"]) if data.get("scope") is not None else None
         self.token_path = str(data.get("token_path", "/token"))
         self.authz_info_path = str(data.get("authz_info_path", "/authz-info"))
-        ctx = need("as_context")
-        if not isinstance(ctx, dict):
-            raise DecodeError("as_context must be an object")
-        try:
-            self.as_context = DerivedContext(
-                master_secret=bytes.fromhex(ctx["master_secret"]),
-                master_salt=bytes.fromhex(ctx.get("master_salt") or ""),
-                id_context=bytes.fromhex(ctx["id_context"]) if ctx.get("id_context") else None,
-                sender_id=bytes.fromhex(ctx["sender_id"]),
-                recipient_id=bytes.fromhex(ctx["recipient_id"]),
-                alg=int(ctx.get("alg", 10)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DecodeError(f"as_context is malformed: {exc}") from exc
+        self.as_context = oscore_from_json(need("as_context"))
 
     @classmethod
     def read(cls, path: Path) -> DeviceBundle:

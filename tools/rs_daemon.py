@@ -73,6 +73,7 @@ from keybound.core.errors import KeyboundError
 from keybound.core.keys import Key
 from keybound.core.oscore_profile import DerivedContext
 from keybound.core.resource_server import ResourceServer, RsPolicy
+from keybound.tools.bundles import oscore_from_json
 from keybound.tools.client_cli import SequenceFile
 from keybound.tools.rs_state import SqliteRsState
 
@@ -203,20 +204,10 @@ def _introspection(table: object, where: str) -> tuple[str | None, DerivedContex
         return None, None
     if not isinstance(table, dict) or not isinstance(table.get("uri"), str):
         raise ConfigError(f"{where}: introspection must hold a uri and an oscore context")
-    ctx = table.get("oscore")
-    if not isinstance(ctx, dict):
-        raise ConfigError(f"{where}: introspection.oscore must be an object")
     try:
-        context = DerivedContext(
-            master_secret=bytes.fromhex(ctx["master_secret"]),
-            master_salt=bytes.fromhex(ctx.get("master_salt") or ""),
-            id_context=bytes.fromhex(ctx["id_context"]) if ctx.get("id_context") else None,
-            sender_id=bytes.fromhex(ctx["sender_id"]),
-            recipient_id=bytes.fromhex(ctx["recipient_id"]),
-            alg=int(ctx.get("alg", 10)),
-        )
-    except (KeyError, TypeError, ValueError, KeyboundError) as exc:
-        raise ConfigError(f"{where}: introspection.oscore is malformed: {exc}") from None
+        context = oscore_from_json(table.get("oscore"))
+    except KeyboundError as exc:
+        raise ConfigError(f"{where}: introspection.oscore: {exc.description}") from None
     return str(table["uri"]), context
 
 
