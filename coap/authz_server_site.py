@@ -24,6 +24,7 @@ the context's parameters, so a re-provisioned client starts a fresh window.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -261,7 +262,9 @@ class _AceResource(aiocoap.resource.Resource):  # type: ignore[misc]
         if principal is None:
             return error_response(InvalidClient("the request must be protected with OSCORE"))
         try:
-            return self.handle(principal, _check_body(request))
+            # The store may block (SQLite commits, a PostgreSQL round trip): keep the
+            # event loop free for other requests while it works.
+            return await asyncio.to_thread(self.handle, principal, _check_body(request))
         except KeyboundError as err:
             log.info("%s %s refused: %s", principal[0], principal[1], err)
             return error_response(err)

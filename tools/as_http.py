@@ -30,6 +30,7 @@ operator insists.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -188,7 +189,8 @@ def create_app(
         headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
         try:
             client_id, secret = _basic(request)
-            client = store.verify_client_secret(client_id, secret)
+            # scrypt and the database block: run them off the event loop.
+            client = await asyncio.to_thread(store.verify_client_secret, client_id, secret)
             form = await _form(request)
             now = clock()
             proof = check_token_request_proof(
@@ -203,7 +205,9 @@ def create_app(
             )
             if token_request_hook is not None:
                 parsed = await token_request_hook(request, parsed)
-            response = issue_token(store, config, parsed, now=now, random_bytes=random_bytes)
+            response = await asyncio.to_thread(
+                issue_token, store, config, parsed, now=now, random_bytes=random_bytes
+            )
         except KeyboundError as err:
             log.info("token request refused: %s", err)
             return _error(err, token_endpoint=True)
@@ -234,13 +238,15 @@ def create_app(
 
     async def introspection(request: Request) -> Response:
         try:
-            kind, who = _caller(*_basic(request))
+            kind, who = await asyncio.to_thread(_caller, *_basic(request))
             form = await _form(request)
             token_text = form.get("token")
             if not token_text:
                 raise InvalidRequest("token is required (RFC 7662 §2.1)")
             audiences = [who] if kind == "rs" else None
-            result = introspect(store, config, token_text, now=clock(), audiences=audiences)
+            result = await asyncio.to_thread(
+                introspect, store, config, token_text, now=clock(), audiences=audiences
+            )
             if kind == "client" and result.record is not None and result.record.client_id != who:
                 result = type(result)(active=False)
         except KeyboundError as err:
