@@ -96,3 +96,17 @@ def test_core_imports_no_io_libraries() -> None:
         for name in forbidden:
             assert f"import {name}" not in text, (path, name)
             assert f"from {name}" not in text, (path, name)
+
+
+@pytest.mark.parametrize(
+    ("folder", "forbidden"),
+    [("core", ("keybound.coap", "keybound.tools")), ("coap", ("keybound.tools",))],
+)
+def test_imports_point_down(folder: str, forbidden: tuple[str, ...]) -> None:
+    """tools -> coap -> core: no module imports a layer above its own."""
+    for path in (ROOT / folder).rglob("*.py"):
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            if stripped.startswith(("import ", "from ")):
+                for name in forbidden:
+                    assert f" {name}" not in stripped, (path, stripped)
