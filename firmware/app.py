@@ -4,7 +4,8 @@
 # on an ESP32, then every period_s seconds send the bundle's request to the
 # resource server over OSCORE, getting a token from the AS first (ace.py).
 # With "method": "GET" (the default) the device reads the resource; with
-# "POST" it sends a reading (a CBOR integer) to it.
+# "POST" it sends a reading (a CBOR integer) to it: the chip temperature on
+# an ESP32, elsewhere a value that changes, for demonstrations.
 
 import gc
 import sys
@@ -15,17 +16,6 @@ import cbor
 import oscore
 
 import coap
-
-
-def read_value():
-    """The reading to report, as an int (the chip temperature on an ESP32)."""
-    try:
-        import esp32
-
-        return esp32.mcu_temperature()
-    except (ImportError, AttributeError):
-        # No sensor on this port: a value that changes, for demonstrations.
-        return 2000 + time.ticks_ms() % 500
 
 
 def boot(path="keybound.json"):
@@ -66,48 +56,42 @@ def build_session(cfg, client=None):
         c["alg"],
         oscore.SequenceStore(state + "/as.seq"),
     )
-    if client is None:
-        client = coap.Client()
-    as_host, as_port, _ = coap.parse_uri(cfg["as_uri"])
-    rs_host, rs_port, _ = coap.parse_uri(cfg["rs_uri"])
+    client = client or coap.Client()
     return ace.Session(
         as_ctx,
-        client.sender(as_host, as_port),
-        client.sender(rs_host, rs_port),
+        client.sender(*coap.parse_uri(cfg["as_uri"])[:2]),
+        client.sender(*coap.parse_uri(cfg["rs_uri"])[:2]),
         cfg["audience"],
         cfg["scope"],
-        rs_store=oscore.SequenceStore(state + "/rs.seq"),
+        oscore.SequenceStore(state + "/rs.seq"),
+        None,
         token_path=cfg["token_path"],
         authz_info_path=cfg["authz_info_path"],
     )
 
 
-def report(session, cfg):
-    """One request to the RS: GET the resource, or POST a reading to it."""
-    if cfg["method"] == "POST":
-        value = read_value()
-        req = coap.request(coap.POST, cfg["resource"], cbor.dumps(value), coap.CF_CBOR)
-    else:
-        req = coap.request(coap.GET, cfg["resource"])
-    return session.request(req)
-
-
 def run(path="keybound.json", iterations=None):
     cfg = boot(path)
     session = build_session(cfg)
+    method = cfg["method"]
+    resource = cfg["resource"]
     n = 0
     while iterations is None or n < iterations:
         try:
-            resp = report(session, cfg)
+            if method == "POST":
+                try:
+                    import esp32
+
+                    value = esp32.mcu_temperature()
+                except (ImportError, AttributeError):
+                    value = 2000 + time.ticks_ms() % 500
+                req = coap.request(coap.POST, resource, cbor.dumps(value), coap.CF_CBOR)
+            else:
+                req = coap.request(coap.GET, resource)
+            resp = session.request(req)
             print(
                 "%s %s -> %d.%02d %s"
-                % (
-                    cfg["method"],
-                    cfg["resource"],
-                    resp.code >> 5,
-                    resp.code & 31,
-                    bytes(resp.payload[:32]),
-                )
+                % (method, resource, resp.code >> 5, resp.code & 31, bytes(resp.payload[:32]))
             )
         except (coap.CoAPError, oscore.OSCOREError, ace.ACEError, OSError) as e:
             # Keep running: the next period retries, with a new token if needed.

@@ -9,7 +9,7 @@
 # Encoding is deterministic in the sense of RFC 8949 §4.2.1 for everything
 # but map order: heads are always the shortest form, and a map is written in
 # the order the caller gives.  MicroPython's dict does not keep insertion
-# order, so pass a list of (key, value) pairs (or a Map) when order matters,
+# order, so pass a Map (a list of (key, value) pairs) when order matters,
 # or use dumps(obj, sort_keys=True) to get the core deterministic order
 # (keys sorted by their encoded bytes, RFC 8949 §4.2.1).
 #
@@ -24,38 +24,17 @@ _MAX_INPUT = const(2048)  # default cap on the encoded size accepted by loads()
 _MAX_DEPTH = const(8)  # default cap on container nesting
 _MAX_ITEMS = const(256)  # cap on the number of elements in one array or map
 
-_UINT = const(0)
-_NINT = const(1)
-_BSTR = const(2)
-_TSTR = const(3)
-_ARRAY = const(4)
-_MAP = const(5)
-_TAG = const(6)
-_SIMPLE = const(7)
-
-_FALSE = const(20)
-_TRUE = const(21)
-_NULL = const(22)
-
-_U64_MAX = const(0xFFFFFFFFFFFFFFFF)
-
 
 class CBORError(ValueError):
     """Raised for any input that is not CBOR this codec accepts (RFC 8949)."""
 
 
-class Tag:  # noqa: PLW1641 - the tagged value may be unhashable
+class Tag:
     """A tagged data item (RFC 8949 §3.4): tag number and enclosed value."""
 
     def __init__(self, tag, value):
         self.tag = tag
         self.value = value
-
-    def __eq__(self, other):
-        return isinstance(other, Tag) and self.tag == other.tag and self.value == other.value
-
-    def __repr__(self):
-        return "Tag(%d, %r)" % (self.tag, self.value)
 
 
 class Map:
@@ -69,86 +48,71 @@ class Map:
 
 
 def _head(buf, major, n):
-    # Shortest head for argument n (RFC 8949 §3, preferred serialisation).
-    mt = major << 5
+    # Shortest head for argument n (RFC 8949 §3, preferred serialisation):
+    # n itself below 24, else additional information 24..27 and 1, 2, 4 or
+    # 8 bytes of argument.
+    major <<= 5
     if n < 24:
-        buf.append(mt | n)
-    elif n < 0x100:
-        buf.append(mt | 24)
-        buf.append(n)
-    elif n < 0x10000:
-        buf.append(mt | 25)
-        buf.extend(n.to_bytes(2, "big"))
-    elif n < 0x100000000:
-        buf.append(mt | 26)
-        buf.extend(n.to_bytes(4, "big"))
-    elif n <= _U64_MAX:
-        buf.append(mt | 27)
-        buf.extend(n.to_bytes(8, "big"))
-    else:
-        raise CBORError("integer does not fit in 64 bits")
+        buf.append(major | n)
+        return
+    k = 1
+    for info in range(24, 28):
+        if n < 1 << 8 * k:
+            buf.append(major | info)
+            buf.extend(n.to_bytes(k, "big"))
+            return
+        k *= 2
+    raise CBORError("integer over 64 bits")
 
 
-def _encode(buf, obj, sort_keys, depth):
-    if depth > _MAX_DEPTH * 4:
+def _enc(buf, obj, sort_keys, depth):
+    if depth > 4 * _MAX_DEPTH:
         # A generous guard against self-referencing containers.
-        raise CBORError("structure too deep to encode")
+        raise CBORError("too deep to encode")
+    depth += 1
     # bool before int: True and False are ints in Python.
     if obj is False:
-        buf.append(0xE0 | _FALSE)
+        buf.append(0xF4)
     elif obj is True:
-        buf.append(0xE0 | _TRUE)
+        buf.append(0xF5)
     elif obj is None:
-        buf.append(0xE0 | _NULL)
+        buf.append(0xF6)
     elif isinstance(obj, int):
-        if obj >= 0:
-            _head(buf, _UINT, obj)
+        if obj < 0:
+            _head(buf, 1, -1 - obj)
         else:
-            _head(buf, _NINT, -1 - obj)
-    elif isinstance(obj, (bytes, bytearray, memoryview)):
-        _head(buf, _BSTR, len(obj))
-        buf.extend(obj)
-    elif isinstance(obj, str):
-        raw = obj.encode("utf-8")
-        _head(buf, _TSTR, len(raw))
+            _head(buf, 0, obj)
+    elif isinstance(obj, (bytes, bytearray, memoryview, str)):
+        raw = obj.encode() if isinstance(obj, str) else obj
+        _head(buf, 3 if raw is not obj else 2, len(raw))
         buf.extend(raw)
     elif isinstance(obj, (list, tuple)):
-        _head(buf, _ARRAY, len(obj))
+        _head(buf, 4, len(obj))
         for item in obj:
-            _encode(buf, item, sort_keys, depth + 1)
-    elif isinstance(obj, dict):
-        _encode_pairs(buf, list(obj.items()), sort_keys, depth)
-    elif isinstance(obj, Map):
-        _encode_pairs(buf, obj.pairs, sort_keys, depth)
+            _enc(buf, item, sort_keys, depth)
+    elif isinstance(obj, (dict, Map)):
+        pairs = obj.pairs if isinstance(obj, Map) else list(obj.items())
+        _head(buf, 5, len(pairs))
+        if sort_keys:
+            # RFC 8949 §4.2.1: sort by the bytewise lexicographic order of
+            # the deterministic encodings of the keys.
+            pairs = [(dumps(k, True), v) for k, v in pairs]
+            pairs.sort(key=lambda kv: kv[0])
+        prev = None
+        for k, v in pairs:
+            if sort_keys:
+                if k == prev:
+                    raise CBORError("duplicate map key")
+                prev = k
+                buf.extend(k)
+            else:
+                _enc(buf, k, sort_keys, depth)
+            _enc(buf, v, sort_keys, depth)
     elif isinstance(obj, Tag):
-        _head(buf, _TAG, obj.tag)
-        _encode(buf, obj.value, sort_keys, depth + 1)
+        _head(buf, 6, obj.tag)
+        _enc(buf, obj.value, sort_keys, depth)
     else:
         raise CBORError("cannot encode %s" % type(obj).__name__)
-
-
-def _encode_pairs(buf, pairs, sort_keys, depth):
-    _head(buf, _MAP, len(pairs))
-    if not sort_keys:
-        for k, v in pairs:
-            _encode(buf, k, sort_keys, depth + 1)
-            _encode(buf, v, sort_keys, depth + 1)
-        return
-    # RFC 8949 §4.2.1: sort by the bytewise lexicographic order of the
-    # deterministic encodings of the keys.
-    encoded = []
-    for k, v in pairs:
-        kb = bytearray()
-        _encode(kb, k, sort_keys, depth + 1)
-        encoded.append((bytes(kb), v))
-    encoded.sort(key=lambda kv: kv[0])
-    prev = None
-    for kb, v in encoded:
-        if kb == prev:
-            raise CBORError("duplicate map key")
-        prev = kb
-        buf.extend(kb)
-        _encode(buf, v, sort_keys, depth + 1)
 
 
 def dumps(obj, sort_keys=False):
@@ -158,114 +122,82 @@ def dumps(obj, sort_keys=False):
     deterministic order (keys sorted by their encoded bytes).
     """
     buf = bytearray()
-    _encode(buf, obj, sort_keys, 0)
-    return bytes(buf)
-
-
-def head(major, n):
-    """The encoded head of a data item (RFC 8949 §3), e.g. head(2, 8)."""
-    buf = bytearray()
-    _head(buf, major, n)
+    _enc(buf, obj, sort_keys, 0)
     return bytes(buf)
 
 
 # ---------------------------------------------------------------- decoding
 
 
-class _Reader:
-    # Decoding state: the input, the read position and the limits.
-    def __init__(self, data, max_depth):
-        self.data = data
-        self.pos = 0
-        self.max_depth = max_depth
-
-    def take(self, n):
-        start = self.pos
-        end = start + n
-        if end > len(self.data):
-            raise CBORError("truncated input at offset %d" % start)
-        self.pos = end
-        return self.data[start:end]
-
-    def argument(self, info):
-        # Returns the argument of a head; info is the low 5 bits.
-        if info < 24:
-            return info
-        if info == 24:
-            n = self.take(1)[0]
-            minimum = 24
-        elif info == 25:
-            n = int.from_bytes(self.take(2), "big")
-            minimum = 0x100
-        elif info == 26:
-            n = int.from_bytes(self.take(4), "big")
-            minimum = 0x10000
-        elif info == 27:
-            n = int.from_bytes(self.take(8), "big")
-            minimum = 0x100000000
-        elif info == 31:
-            raise CBORError("indefinite-length items are not supported")
-        else:
-            raise CBORError("reserved additional information value %d" % info)
-        if n < minimum:
+def _dec(d, p, depth, max_depth):
+    # One data item at d[p]; returns (value, position after it).
+    if depth > max_depth:
+        raise CBORError("nesting deeper than %d" % max_depth)
+    if p >= len(d):
+        raise CBORError("truncated input")
+    major = d[p] >> 5
+    info = d[p] & 0x1F
+    p += 1
+    if major == 7:
+        if 20 <= info <= 22:
+            return (False, True, None)[info - 20], p
+        if 25 <= info <= 27:
+            raise CBORError("floating-point values are not supported")
+        if info == 31:
+            raise CBORError("unexpected break code")
+        if info > 27:
+            raise CBORError("reserved additional information %d" % info)
+        raise CBORError("unsupported simple value")
+    # The argument (RFC 8949 §3): info itself, or the next 1, 2, 4 or 8
+    # bytes, which must not fit a shorter head.
+    n = info
+    if info == 31:
+        raise CBORError("indefinite-length items are not supported")
+    if info > 27:
+        raise CBORError("reserved additional information %d" % info)
+    if info > 23:
+        k = 1 << (info - 24)
+        if p + k > len(d):
+            raise CBORError("truncated input")
+        n = int.from_bytes(d[p : p + k], "big")
+        p += k
+        if n < (24 if k == 1 else 1 << 4 * k):
             raise CBORError("non-shortest head (argument %d)" % n)
-        return n
-
-    def item(self, depth):
-        if depth > self.max_depth:
-            raise CBORError("nesting deeper than %d" % self.max_depth)
-        ib = self.take(1)[0]
-        major = ib >> 5
-        info = ib & 0x1F
-        if major == _SIMPLE:
-            if info == _FALSE:
-                return False
-            if info == _TRUE:
-                return True
-            if info == _NULL:
-                return None
-            if 25 <= info <= 27:
-                raise CBORError("floating-point values are not supported")
-            if info == 31:
-                raise CBORError("unexpected break code")
-            if 28 <= info <= 30:
-                raise CBORError("reserved additional information value %d" % info)
-            raise CBORError("unsupported simple value")
-        n = self.argument(info)
-        if major == _UINT:
-            return n
-        if major == _NINT:
-            return -1 - n
-        if major == _BSTR:
-            return bytes(self.take(n))
-        if major == _TSTR:
-            raw = self.take(n)
-            try:
-                return str(raw, "utf-8")
-            except UnicodeError:
-                raise CBORError("text string is not valid UTF-8") from None
-        if major == _ARRAY:
-            if n > _MAX_ITEMS:
-                raise CBORError("array of %d items is too long" % n)
-            out = []
-            for _ in range(n):
-                out.append(self.item(depth + 1))
-            return out
-        if major == _MAP:
-            if n > _MAX_ITEMS:
-                raise CBORError("map of %d pairs is too long" % n)
-            out = {}
-            for _ in range(n):
-                k = self.item(depth + 1)
-                if isinstance(k, (list, dict, Tag)):
-                    raise CBORError("map key of unsupported type")
-                v = self.item(depth + 1)
-                if k in out:
-                    raise CBORError("duplicate map key %r" % (k,))
-                out[k] = v
-            return out
-        # major == _TAG
-        return Tag(n, self.item(depth + 1))
+    if major == 0:
+        return n, p
+    if major == 1:
+        return -1 - n, p
+    if major < 4:
+        if p + n > len(d):
+            raise CBORError("truncated input")
+        v = d[p : p + n]
+        if major == 2:
+            return bytes(v), p + n
+        try:
+            return str(v, "utf-8"), p + n
+        except UnicodeError:
+            raise CBORError("text string is not valid UTF-8") from None
+    if major == 6:
+        v, p = _dec(d, p, depth + 1, max_depth)
+        return Tag(n, v), p
+    if n > _MAX_ITEMS:
+        raise CBORError("%d items is too long" % n)
+    if major == 4:
+        out = []
+        for _ in range(n):
+            v, p = _dec(d, p, depth + 1, max_depth)
+            out.append(v)
+        return out, p
+    out = {}
+    for _ in range(n):
+        k, p = _dec(d, p, depth + 1, max_depth)
+        if isinstance(k, (list, dict, Tag)):
+            raise CBORError("unsupported map key type")
+        v, p = _dec(d, p, depth + 1, max_depth)
+        if k in out:
+            raise CBORError("duplicate map key %r" % (k,))
+        out[k] = v
+    return out, p
 
 
 def loads(data, max_len=_MAX_INPUT, max_depth=_MAX_DEPTH):
@@ -278,11 +210,10 @@ def loads(data, max_len=_MAX_INPUT, max_depth=_MAX_DEPTH):
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CBORError("input must be bytes")
     if len(data) > max_len:
-        raise CBORError("input of %d bytes exceeds the %d-byte limit" % (len(data), max_len))
+        raise CBORError("input over the %d-byte limit" % max_len)
     if not len(data):
         raise CBORError("empty input")
-    r = _Reader(data, max_depth)
-    value = r.item(0)
-    if r.pos != len(data):
-        raise CBORError("%d trailing bytes after the data item" % (len(data) - r.pos))
+    value, p = _dec(data, 0, 0, max_depth)
+    if p != len(data):
+        raise CBORError("%d trailing bytes" % (len(data) - p))
     return value

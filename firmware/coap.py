@@ -25,28 +25,20 @@ ACK = const(2)
 _RST = const(3)
 
 # Method and response codes (RFC 7252 §12.1), as the 8-bit c.dd value
-_EMPTY = const(0)
 GET = const(1)
 POST = const(2)
-PUT = const(3)
-DELETE = const(4)
 CREATED = const(0x41)
 CHANGED = const(0x44)
 CONTENT = const(0x45)
 BAD_REQUEST = const(0x80)
 UNAUTHORIZED = const(0x81)
-FORBIDDEN = const(0x83)
 
 # Option numbers (CoAP Option Numbers registry)
-URI_HOST = const(3)
 ETAG = const(4)
-URI_PORT = const(7)
 OSCORE = const(9)  # RFC 8613 §2
 URI_PATH = const(11)
 CONTENT_FORMAT = const(12)
 BLOCK2 = const(23)  # RFC 7959
-PROXY_URI = const(35)
-PROXY_SCHEME = const(39)
 ECHO = const(252)  # RFC 9175
 
 # Content-Formats (CoAP Content-Formats registry)
@@ -54,13 +46,12 @@ CF_OCTETS = const(42)
 CF_CBOR = const(60)
 CF_ACE_CBOR = const(19)  # application/ace+cbor, RFC 9200 §8.15
 
-_DEFAULT_PORT = const(5683)
-
 # Transmission parameters (RFC 7252 §4.8); times in milliseconds.
 _ACK_TIMEOUT_MS = const(2000)
 _MAX_RETRANSMIT = const(4)
 _MAX_RETRANSMIT_CAP = const(8)  # never back off longer than 2**8 * timeout
 _SEPARATE_WAIT_MS = const(30000)  # how long to wait for a separate response
+_TOKEN_LEN = const(4)
 _MAX_DATAGRAM = const(1280)
 _MAX_OPTIONS = const(32)
 
@@ -77,15 +68,13 @@ class Message:
     """A CoAP message (RFC 7252 §3): type, code, message ID, token,
     options as a list of (number, bytes) pairs, and payload."""
 
-    def __init__(self, code=_EMPTY, options=None, payload=b"", mtype=CON, mid=0, token=b""):
+    def __init__(self, code=0, options=None, payload=b"", mtype=CON, mid=0, token=b""):
         self.mtype = mtype
         self.code = code
         self.mid = mid
         self.token = token
-        self.options = options if options is not None else []
+        self.options = [] if options is None else options
         self.payload = payload
-
-    # -- options
 
     def add(self, number, value):
         """Append an option; value is bytes, str or a non-negative int."""
@@ -98,69 +87,57 @@ class Message:
 
     def get(self, number, default=None):
         """The first value of an option, or default."""
-        for n, v in self.options:
-            if n == number:
-                return v
+        for o in self.options:
+            if o[0] == number:
+                return o[1]
         return default
 
-    def get_uint(self, number, default=None):
+    def get_uint(self, number):
+        """An option of uint format as an int, or None when absent."""
         v = self.get(number)
-        return default if v is None else int.from_bytes(v, "big")
-
-    # -- wire format
+        return None if v is None else int.from_bytes(v, "big")
 
     def encode(self):
         """The message in RFC 7252 §3 wire format."""
-        if len(self.token) > 8:
-            raise CoAPError("token longer than 8 bytes")
-        buf = bytearray()
-        buf.append(0x40 | (self.mtype << 4) | len(self.token))
-        buf.append(self.code)
-        buf.extend(self.mid.to_bytes(2, "big"))
+        tkl = len(self.token)
+        if tkl > 8:
+            raise CoAPError("token over 8 bytes")
+        buf = bytearray((0x40 | self.mtype << 4 | tkl, self.code, self.mid >> 8, self.mid & 0xFF))
         buf.extend(self.token)
         encode_options(buf, self.options)
         if self.payload:
             buf.append(0xFF)
             buf.extend(self.payload)
-        return bytes(buf)
+        return buf
 
     @staticmethod
     def decode(data):
         """Parse RFC 7252 §3 wire format; raises CoAPError when malformed."""
-        if len(data) < 4:
-            raise CoAPError("message shorter than 4 bytes")
-        b0 = data[0]
-        if b0 >> 6 != 1:
-            raise CoAPError("unknown CoAP version")
-        tkl = b0 & 0x0F
-        if tkl > 8:
-            raise CoAPError("reserved token length")
-        if len(data) < 4 + tkl:
-            raise CoAPError("truncated token")
-        msg = Message(
+        if len(data) < 4 or data[0] >> 6 != 1:
+            raise CoAPError("not a CoAP 1 message")
+        tkl = data[0] & 0x0F
+        if tkl > 8 or len(data) < 4 + tkl:
+            raise CoAPError("bad token length")
+        options, payload = decode_options(data, 4 + tkl)
+        mv = memoryview(data)
+        return Message(
             data[1],
-            None,
-            b"",
-            (b0 >> 4) & 3,
-            (data[2] << 8) | data[3],
-            bytes(data[4 : 4 + tkl]),
+            options,
+            payload,
+            data[0] >> 4 & 3,
+            data[2] << 8 | data[3],
+            bytes(mv[4 : 4 + tkl]),
         )
-        msg.options, msg.payload = decode_options(data, 4 + tkl)
-        return msg
 
 
 def uint(n):
     """Option value of uint format: big-endian, shortest, 0 is empty (§3.2)."""
-    return n.to_bytes(byte_length(n), "big") if n else b""
-
-
-def byte_length(n):
-    """Bytes needed for a non-negative int (MicroPython has no bit_length)."""
-    length = 0
-    while n:
-        n >>= 8
-        length += 1
-    return length
+    k = 0
+    m = n
+    while m:  # MicroPython ints have no bit_length()
+        m >>= 8
+        k += 1
+    return n.to_bytes(k, "big")
 
 
 def _ext(buf, n):
@@ -173,20 +150,17 @@ def _ext(buf, n):
     if n < 65805:
         buf.extend((n - 269).to_bytes(2, "big"))
         return 14
-    raise CoAPError("option delta or length too large")
+    raise CoAPError("option too large")
 
 
 def encode_options(buf, options):
     """Append options, sorted by number (stable), with deltas (§3.1)."""
     last = 0
     for number, value in sorted(options, key=lambda o: o[0]):
-        head_at = len(buf)
+        at = len(buf)
         buf.append(0)
-        ext = bytearray()
-        d = _ext(ext, number - last)
-        ln = _ext(ext, len(value))
-        buf[head_at] = (d << 4) | ln
-        buf.extend(ext)
+        d = _ext(buf, number - last)
+        buf[at] = d << 4 | _ext(buf, len(value))
         buf.extend(value)
         last = number
 
@@ -195,15 +169,11 @@ def _nibble(data, pos, n):
     # Resolves an extended delta/length nibble; returns (value, new pos).
     if n < 13:
         return n, pos
-    if n == 13:
-        if pos >= len(data):
-            raise CoAPError("truncated option")
+    if n == 13 and pos < len(data):
         return data[pos] + 13, pos + 1
-    if n == 14:
-        if pos + 2 > len(data):
-            raise CoAPError("truncated option")
-        return ((data[pos] << 8) | data[pos + 1]) + 269, pos + 2
-    raise CoAPError("reserved option nibble 15")
+    if n == 14 and pos + 2 <= len(data):
+        return (data[pos] << 8 | data[pos + 1]) + 269, pos + 2
+    raise CoAPError("bad option nibble")
 
 
 def decode_options(data, pos):
@@ -211,26 +181,22 @@ def decode_options(data, pos):
     options = []
     number = 0
     end = len(data)
+    mv = memoryview(data)  # slices copy once, into the bytes kept
     while pos < end:
         b = data[pos]
         pos += 1
         if b == 0xFF:
             if pos == end:
-                raise CoAPError("payload marker followed by no payload")
-            return options, bytes(data[pos:])
+                raise CoAPError("payload marker without payload")
+            return options, bytes(mv[pos:])
         delta, pos = _nibble(data, pos, b >> 4)
         length, pos = _nibble(data, pos, b & 0x0F)
-        if pos + length > end:
-            raise CoAPError("truncated option value")
+        if pos + length > end or len(options) >= _MAX_OPTIONS:
+            raise CoAPError("truncated option or too many options")
         number += delta
-        options.append((number, bytes(data[pos : pos + length])))
+        options.append((number, bytes(mv[pos : pos + length])))
         pos += length
-        if len(options) > _MAX_OPTIONS:
-            raise CoAPError("too many options")
     return options, b""
-
-
-# ------------------------------------------------------------- URIs
 
 
 def parse_uri(uri):
@@ -240,39 +206,30 @@ def parse_uri(uri):
     in the small).
     """
     if not uri.startswith("coap://"):
-        raise CoAPError("only coap:// URIs are supported: %s" % uri)
-    rest = uri[7:]
-    slash = rest.find("/")
-    if slash < 0:
-        authority, path = rest, ""
-    else:
-        authority, path = rest[:slash], rest[slash + 1 :]
-    if authority.startswith("["):
-        close = authority.find("]")
-        host = authority[1:close]
-        port_text = authority[close + 2 :]
-    elif ":" in authority:
-        host, port_text = authority.rsplit(":", 1)
-    else:
-        host, port_text = authority, ""
-    port = int(port_text) if port_text else _DEFAULT_PORT
-    segments = [s for s in path.split("/") if s] if path else []
-    return host, port, segments
+        raise CoAPError("not a coap:// URI: %s" % uri)
+    host = uri[7:]
+    path = ""
+    i = host.find("/")
+    if i >= 0:
+        host, path = host[:i], host[i + 1 :]
+    port = ""
+    i = host.rfind(":")
+    if i > host.rfind("]"):  # not inside an IPv6 literal
+        host, port = host[:i], host[i + 1 :]
+    if host.startswith("["):
+        host = host[1:-1]
+    return host, int(port) if port else 5683, [s for s in path.split("/") if s]
 
 
 def request(code, path, payload=b"", content_format=None):
     """A request Message for a path such as "/authz-info" or ["a", "b"]."""
-    msg = Message(code)
-    segments = path if isinstance(path, list) else [s for s in path.split("/") if s]
-    for seg in segments:
-        msg.add(URI_PATH, seg)
+    msg = Message(code, None, payload)
+    for seg in path if isinstance(path, list) else path.split("/"):
+        if seg:
+            msg.add(URI_PATH, seg)
     if content_format is not None:
         msg.add(CONTENT_FORMAT, content_format)
-    msg.payload = payload
     return msg
-
-
-# ------------------------------------------------------------- Block2
 
 
 def fetch(send, req):
@@ -289,142 +246,102 @@ def fetch(send, req):
     return block.rest(send, req, resp)
 
 
-# ------------------------------------------------------------- the client
-
-
-def resolve(host, port):
-    """A socket address for host and port (IPv4 UDP)."""
-    import socket
-
-    return socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0][-1]
-
-
 class Client:
     """A CoAP client endpoint on one UDP socket (RFC 7252 §4).
 
     exchange(addr, msg) sends msg as a confirmable request with a fresh
     message ID and token, retransmits with exponential back-off, and returns
     the response (piggybacked on the ACK, or separate).  ack_timeout_ms,
-    ack_random_factor and max_retransmit default to RFC 7252 §4.8 values and
-    can be lowered for tests.
+    max_retransmit and separate_wait_ms default to RFC 7252 §4.8 values and
+    can be lowered for tests; ACK_RANDOM_FACTOR is 1.5.
     """
 
     def __init__(
         self,
-        sock=None,
         ack_timeout_ms=_ACK_TIMEOUT_MS,
-        ack_random_factor=1.5,
         max_retransmit=_MAX_RETRANSMIT,
         separate_wait_ms=_SEPARATE_WAIT_MS,
-        token_length=4,
-        rand=os.urandom,
     ):
-        if sock is None:
-            import socket
+        import socket
 
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock = sock
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.ack_timeout_ms = ack_timeout_ms
-        self.ack_random_factor = ack_random_factor
         self.max_retransmit = min(max_retransmit, _MAX_RETRANSMIT_CAP)
         self.separate_wait_ms = separate_wait_ms
-        self.token_length = token_length
-        self.rand = rand
-        self.mid = int.from_bytes(rand(2), "big")
+        self.mid = int.from_bytes(os.urandom(2), "big")
         self.retransmissions = 0  # counter, for diagnostics and tests
         self._last_separate = -1  # message ID of the last separate response
 
     def close(self):
         self.sock.close()
 
-    def _next_mid(self):
-        self.mid = (self.mid + 1) & 0xFFFF
-        return self.mid
-
-    def _initial_timeout(self):
-        # ACK_TIMEOUT * random in [1, ACK_RANDOM_FACTOR] (§4.8)
-        r = int.from_bytes(self.rand(2), "big") / 65535
-        return int(self.ack_timeout_ms * (1 + (self.ack_random_factor - 1) * r))
-
-    def _recv(self, timeout_ms):
-        # One datagram or None after timeout_ms.
-        self.sock.settimeout(max(timeout_ms, 1) / 1000)
-        try:
-            data, _ = self.sock.recvfrom(_MAX_DATAGRAM)
-        except OSError:
-            # A timeout is an OSError (ETIMEDOUT or EAGAIN) on MicroPython.
-            return None
-        try:
-            return Message.decode(data)
-        except CoAPError:
-            return None  # silently ignore malformed datagrams (§4.2)
-
-    def _send_empty(self, addr, mtype, mid):
-        self.sock.sendto(Message(_EMPTY, None, b"", mtype, mid).encode(), addr)
-
     def exchange(self, addr, msg):
         """Send msg as a CON request to addr; return the response Message."""
         # Collect garbage before the exchange, while little is live: the
         # receive buffer needs one contiguous block on a small heap.
         gc.collect()
+        sock = self.sock
+        self.mid = mid = (self.mid + 1) & 0xFFFF
         msg.mtype = CON
-        msg.mid = self._next_mid()
-        msg.token = self.rand(self.token_length)
+        msg.mid = mid
+        msg.token = token = os.urandom(_TOKEN_LEN)
         wire = msg.encode()
-        timeout = self._initial_timeout()
+        # ACK_TIMEOUT * random in [1, ACK_RANDOM_FACTOR = 1.5] (§4.8)
+        timeout = self.ack_timeout_ms
+        timeout += timeout * int.from_bytes(os.urandom(2), "big") // 131070
         attempt = 0
         acked = False
-        self.sock.sendto(wire, addr)
+        sock.sendto(wire, addr)
         deadline = time.ticks_add(time.ticks_ms(), timeout)
         while True:
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0:
                 if acked:
-                    raise CoAPTimeout("no separate response within %d ms" % self.separate_wait_ms)
+                    raise CoAPTimeout("no separate response in %d ms" % self.separate_wait_ms)
                 if attempt >= self.max_retransmit:
                     raise CoAPTimeout("no response after %d retransmissions" % attempt)
                 attempt += 1
                 self.retransmissions += 1
                 timeout *= 2  # exponential back-off (§4.2)
-                self.sock.sendto(wire, addr)
+                sock.sendto(wire, addr)
                 deadline = time.ticks_add(time.ticks_ms(), timeout)
                 continue
-            resp = self._recv(left)
-            if resp is None:
+            sock.settimeout(max(left, 1) / 1000)
+            try:
+                resp = Message.decode(sock.recv(_MAX_DATAGRAM))
+            except (OSError, CoAPError):
+                # A timeout is an OSError (ETIMEDOUT or EAGAIN) on
+                # MicroPython; malformed datagrams are ignored (§4.2).
                 continue
-            if resp.mtype in (ACK, _RST) and resp.mid == msg.mid:
-                if resp.mtype == _RST:
-                    raise CoAPError("request was reset by the peer")
-                if resp.code == _EMPTY:
+            t = resp.mtype
+            if t >= ACK and resp.mid == mid:
+                if t == _RST:
+                    raise CoAPError("request reset by the peer")
+                if resp.code == 0:
                     # Empty ACK: the response will come separately (§5.2.2).
                     if not acked:
                         acked = True
                         deadline = time.ticks_add(time.ticks_ms(), self.separate_wait_ms)
                     continue
-                if resp.token != msg.token:
-                    continue
-                return resp  # piggybacked response (§5.2.1)
-            if resp.mtype in (CON, _NON) and resp.code != _EMPTY:
-                if resp.token == msg.token:
-                    if resp.mtype == CON:
-                        self._send_empty(addr, ACK, resp.mid)
-                        self._last_separate = resp.mid
-                    return resp  # separate response (§5.2.2)
-                if resp.mtype == CON:
-                    if resp.mid == self._last_separate:
-                        # Our ACK of the previous separate response was
-                        # lost and it was retransmitted: ACK it again.
-                        self._send_empty(addr, ACK, resp.mid)
-                    else:
-                        # A CON we cannot match: reject it (§4.2).
-                        self._send_empty(addr, _RST, resp.mid)
+                if resp.token == token:
+                    return resp  # piggybacked response (§5.2.1)
+                continue
+            ours = t < ACK and resp.code and resp.token == token
+            if t == CON and resp.code:
+                if ours:
+                    self._last_separate = resp.mid
+                # A separate response is ACKed; so is the previous one when
+                # our ACK was lost and it came again.  Any other CON we
+                # cannot match is rejected with RST (§4.2).
+                reply = ACK if ours or resp.mid == self._last_separate else _RST
+                sock.sendto(bytes((0x40 | reply << 4, 0, resp.mid >> 8, resp.mid & 0xFF)), addr)
+            if ours:
+                return resp  # separate response (§5.2.2)
             # Anything else (duplicates, stray ACKs) is ignored.
 
     def sender(self, host, port):
-        """A send(msg) -> response function bound to one peer."""
-        addr = resolve(host, port)
+        """A send(msg) -> response function bound to one peer (IPv4 UDP)."""
+        import socket
 
-        def send(msg):
-            return self.exchange(addr, msg)
-
-        return send
+        addr = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0][-1]
+        return lambda msg: self.exchange(addr, msg)

@@ -121,7 +121,7 @@ def test_mpy_cross_compiles_every_module(tmp_path: Path) -> None:
         sizes[src.name] = out.stat().st_size
     total = sum(sizes.values())
     print(f"\n.mpy sizes: {sizes} total={total} bytes")
-    assert total < 40_000, f"firmware grew to {total} bytes of bytecode"
+    assert total < 19_000, f"firmware grew to {total} bytes of bytecode"
 
 
 def test_manifest_lists_the_library_modules() -> None:

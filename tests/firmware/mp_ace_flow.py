@@ -30,7 +30,7 @@ def server_unprotect(sctx, outer):
     # What an OSCORE server does with a request (RFC 8613 §8.2), test side.
     piv, _kidc, kid = oscore.decode_option(outer.get(coap.OSCORE))
     nonce = sctx.nonce(kid, piv)
-    pt = oscore.ccm_decrypt(sctx.recipient_key, nonce, oscore.aad(10, kid, piv), outer.payload)
+    pt = oscore.ccm(sctx.recipient_key, nonce, oscore.aad(10, kid, piv), outer.payload, True)
     options, payload = coap.decode_options(pt, 1)
     return coap.Message(pt[0], options, payload), (kid, piv, nonce)
 
@@ -38,7 +38,7 @@ def server_unprotect(sctx, outer):
 def server_protect(sctx, inner, state):
     # Response protection reusing the request nonce (RFC 8613 §8.3).
     kid, piv, nonce = state
-    ct = oscore.ccm_encrypt(
+    ct = oscore.ccm(
         sctx.sender_key, nonce, oscore.aad(10, kid, piv), oscore.plaintext(inner, inner.options)
     )
     return coap.Message(coap.CHANGED, [(coap.OSCORE, b"")], ct, coap.ACK)

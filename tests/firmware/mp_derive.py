@@ -6,7 +6,8 @@ import ace
 from mptest import done, eq
 
 ms, salt, n1, n2, id1, id2, ctx_id = (bytes.fromhex(a) for a in sys.argv[1:8])
-osc = {ace.OSC_ID: b"\x00", ace.OSC_MS: ms, ace.OSC_SALT: salt, ace.OSC_CONTEXT_ID: ctx_id}
+# OSCORE_Input_Material (RFC 9203 §3.2.1): 0 id, 2 ms, 5 salt, 6 contextId
+osc = {0: b"\x00", 2: ms, 5: salt, 6: ctx_id}
 ctx = ace.derive_context(osc, n1, n2, id1, id2)
 print("SALT", ace.master_salt(salt, n1, n2).hex())
 print("SK", ctx.sender_key.hex())
