@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes
 
 from keybound.core.oscore_context import SequenceNumberExhausted, SequenceNumberReservation
 from keybound.core.oscore_profile import DerivedContext, derive_keys
-from keybound.core.resource_server import RsStateStore, StoredToken
+from keybound.core.token_store import RsStateStore, StoredToken
 
 #: Sender Sequence Numbers reserved per durable write (``K`` of RFC 8613 Appendix B.1.1).
 DEFAULT_SEQUENCE_CHUNK = 64

@@ -86,7 +86,7 @@ from .numbers.cose_algorithms import Algorithm
 from .numbers.cose_keys import Curve, KeyType
 from .numbers.grant_types import GrantType
 from .numbers.token_types import TOKEN_TYPE_NAMES
-from .oscore_profile import OscoreInputMaterial
+from .oscore_material import OscoreInputMaterial
 from .scope import TextScope
 from .token import AccessToken, Cnf, CnfEncryptedKey, CnfJkt, CnfKey, CnfOsc
 

@@ -36,15 +36,13 @@ reference implementation), raising the first failure:
    must be one this RS handed out in AS Request Creation Hints, not yet used and
    not older than its lifetime.
 
-Storage policy
---------------
+Stored tokens
+-------------
 
-:class:`TokenStore` keeps at most ``capacity`` tokens, one per PoP key (the OSCORE
-input material's ``id``, ``contextId`` and Master Secret): a new token for the same
-key supersedes the old one and its OSCORE context. When the store is full,
-expired tokens are evicted first; if it is still full, the new token is refused
-with :class:`~keybound.core.errors.CapacityExceeded` (5.03) rather than evicting a
-live token, so one client cannot push out the others.
+Accepted tokens live in a :class:`~keybound.core.token_store.TokenStore`, at most
+``capacity`` of them and one per PoP key; a full store refuses new tokens with
+:class:`~keybound.core.errors.CapacityExceeded` (5.03) rather than evicting a live
+one (see :mod:`keybound.core.token_store` for the storage policy).
 
 After a restart (:meth:`ResourceServer.restore`), tokens whose lifetime was
 counted with ``exi`` are dropped: the monotonic clock restarted and the elapsed
@@ -54,15 +52,14 @@ so they cannot be posted again either; the client fetches a new token.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 from . import cbor, cwt
+from .authz_info import MAX_RECIPIENT_ID_BYTES
+from .cnonce import CnonceCache
 from .errors import (
-    CapacityExceeded,
     DecodeError,
     ExpiredToken,
     InsufficientScope,
@@ -80,14 +77,18 @@ from .numbers.ace_parameters import CreationHint
 from .numbers.ace_profiles import AceProfile
 from .numbers.cose_algorithms import Algorithm
 from .numbers.cose_headers import CoseTag
-from .oscore_profile import (
-    MAX_RECIPIENT_ID_BYTES,
-    DerivedContext,
-    OscoreInputMaterial,
-    derive_context_parameters,
-)
 from .scope import AifScope, ResourceScopes, RestMethod, Scope, TextScope
 from .token import AccessToken, CnfOsc
+from .token_store import (
+    ContextParameters,
+    PersistedContext,
+    PersistedState,
+    RsStateStore,
+    StoredToken,
+    TokenStore,
+    VerifiedToken,
+    pop_key_id,
+)
 from .validation import validate
 
 #: Default bound on an access token (tokens of this profile are about 150-300 bytes).
@@ -140,223 +141,6 @@ class RsPolicy:
             raise ValueError("capacity must be at least 1")
 
 
-# ---- verified tokens and stored state ------------------------------------------------------
-
-
-def pop_key_id(material: OscoreInputMaterial) -> bytes:
-    """An identifier of the PoP key: SHA-256 over id, contextId and Master Secret.
-
-    Two tokens with the same identifier are bound to the same key (one token per
-    key). It is a hash, so it can be stored and logged without revealing the secret.
-    """
-    parts = [material.id, material.context_id or b"", material.ms]
-    return hashlib.sha256(cbor.dumps_ordered(["keybound-pop-key", *parts])).digest()
-
-
-@dataclass(frozen=True)
-class VerifiedToken:
-    """A token that passed :meth:`ResourceServer.verify`."""
-
-    token: AccessToken
-    raw: bytes = field(repr=False)
-    material: OscoreInputMaterial = field(repr=False)
-    key_id: bytes
-    sequence: int | None
-    expires_at: int | None
-    expires_monotonic: float | None
-    signed: bool
-
-    def expired(self, *, now: int | None, monotonic: float, leeway: int = 0) -> bool:
-        """True once ``exp`` (with a clock) or ``exi`` (from receipt) has passed."""
-        if now is not None and self.expires_at is not None and now >= self.expires_at + leeway:
-            return True
-        return self.expires_monotonic is not None and monotonic >= self.expires_monotonic
-
-    def describe(self) -> str:
-        """A log line without secrets: cti, subject, scope, expiry, key identifier."""
-        cti = self.token.cti.hex() if self.token.cti is not None else "-"
-        scope = _scope_text(self.token.scope)
-        expiry = f"exp={self.expires_at}" if self.expires_at is not None else ""
-        if self.token.exi is not None:
-            expiry = (expiry + " " if expiry else "") + f"exi={self.token.exi}"
-        return (
-            f"cti={cti} sub={self.token.sub or '-'} scope={scope!r} {expiry} "
-            f"key={self.key_id[:6].hex()}"
-        )
-
-
-@dataclass(frozen=True)
-class ContextParameters:
-    """The nonces and identifiers of one ``/authz-info`` exchange (RFC 9203 §4.1, §4.2).
-
-    ``client_id`` is ID1 (the RS's Sender ID), ``server_id`` ID2 (its Recipient ID).
-    """
-
-    nonce1: bytes
-    nonce2: bytes
-    client_id: bytes
-    server_id: bytes
-
-
-@dataclass
-class StoredToken:
-    """A token in the store and the OSCORE context it set up."""
-
-    verified: VerifiedToken
-    context: ContextParameters
-    received_at: int | None = None
-
-    @property
-    def key_id(self) -> bytes:
-        return self.verified.key_id
-
-    @property
-    def lookup(self) -> tuple[bytes, bytes | None]:
-        """``(Recipient ID, ID Context)``: how an incoming OSCORE request finds it."""
-        return self.context.server_id, self.verified.material.context_id
-
-    def derived(self) -> DerivedContext:
-        """The RS's OSCORE Security Context parameters (RFC 9203 §4.3)."""
-        return derive_context_parameters(
-            self.verified.material,
-            self.context.nonce1,
-            self.context.nonce2,
-            self.context.client_id,
-            self.context.server_id,
-            role="rs",
-        )
-
-
-class TokenStore:
-    """At most ``capacity`` tokens, one per PoP key, each with its OSCORE context.
-
-    Full: expired tokens are evicted first, then new tokens are refused with
-    :class:`CapacityExceeded` (5.03); live tokens are never evicted.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self.capacity = capacity
-        self._by_key: dict[bytes, StoredToken] = {}
-        self._by_lookup: dict[tuple[bytes, bytes | None], bytes] = {}
-        self._server_ids: dict[bytes, int] = {}  # Recipient ID -> number of contexts using it
-        self._id_hint = 0  # where the search for a free Recipient ID resumes
-
-    def __len__(self) -> int:
-        return len(self._by_key)
-
-    def __iter__(self) -> Iterator[StoredToken]:
-        return iter(list(self._by_key.values()))
-
-    def get(self, key_id: bytes) -> StoredToken | None:
-        return self._by_key.get(key_id)
-
-    def find(self, recipient_id: bytes, id_context: bytes | None) -> StoredToken | None:
-        key_id = self._by_lookup.get((recipient_id, id_context))
-        return None if key_id is None else self._by_key.get(key_id)
-
-    def used_recipient_ids(self) -> set[bytes]:
-        return set(self._server_ids)
-
-    def free_server_id(self, client_id: bytes, *, reusable: bytes | None = None) -> bytes:
-        """A free Recipient ID (RFC 9203 §4.2): != ID1, unused by other contexts.
-
-        The shortest length with room to spare is searched from where the last
-        search stopped, so picking an ID costs O(1) on average however many
-        contexts are stored, rather than a scan of all of them.
-        """
-        used = self._server_ids
-        for length in range(1, MAX_RECIPIENT_ID_BYTES + 1):
-            space = 256**length
-            if len(used) + 2 > space // 2 and length < MAX_RECIPIENT_ID_BYTES:
-                continue
-            for step in range(space):
-                number = (self._id_hint + step) % space
-                candidate: bytes = number.to_bytes(length, "big")
-                if candidate != client_id and (candidate not in used or candidate == reusable):
-                    self._id_hint = number + 1
-                    return candidate
-        raise CapacityExceeded("no free OSCORE Recipient ID")  # pragma: no cover - 2**56 contexts
-
-    def put(self, entry: StoredToken) -> StoredToken | None:
-        """Store ``entry``; return the entry it superseded (same PoP key), if any."""
-        old = self.remove(entry.key_id)
-        if old is None and len(self._by_key) >= self.capacity:
-            raise CapacityExceeded(f"the RS stores at most {self.capacity} tokens")
-        self._by_key[entry.key_id] = entry
-        self._by_lookup[entry.lookup] = entry.key_id
-        server_id = entry.lookup[0]
-        self._server_ids[server_id] = self._server_ids.get(server_id, 0) + 1
-        return old
-
-    def remove(self, key_id: bytes) -> StoredToken | None:
-        entry = self._by_key.pop(key_id, None)
-        if entry is not None:
-            if self._by_lookup.get(entry.lookup) == key_id:
-                del self._by_lookup[entry.lookup]
-            server_id = entry.lookup[0]
-            left = self._server_ids.get(server_id, 0) - 1
-            if left > 0:
-                self._server_ids[server_id] = left
-            else:
-                self._server_ids.pop(server_id, None)
-        return entry
-
-    def expired(self, *, now: int | None, monotonic: float, leeway: int = 0) -> list[StoredToken]:
-        return [
-            e
-            for e in self._by_key.values()
-            if e.verified.expired(now=now, monotonic=monotonic, leeway=leeway)
-        ]
-
-
-# ---- persistence interface ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PersistedContext:
-    """What a restarted RS needs to re-derive a context (RFC 9203 §4.3, RFC 8613 B.1.1).
-
-    ``sender_mark`` is the persisted Sender Sequence Number high-water mark: no
-    number at or above it was ever used.
-    """
-
-    key_id: bytes
-    token: bytes = field(repr=False)
-    nonce1: bytes
-    nonce2: bytes
-    client_id: bytes
-    server_id: bytes
-    received_at: int | None
-    sender_mark: int = 0
-
-
-@dataclass(frozen=True)
-class PersistedState:
-    contexts: tuple[PersistedContext, ...] = ()
-    exi_sequence_mark: int | None = None
-
-
-class RsStateStore(Protocol):
-    """Durable storage of the RS (implemented over SQLite by ``keybound.tools``).
-
-    Every method must be durable when it returns: the RS answers only afterwards.
-    """
-
-    def load(self) -> PersistedState: ...
-
-    def put_context(self, record: PersistedContext) -> None: ...
-
-    def delete_context(self, key_id: bytes) -> None: ...
-
-    def put_sender_mark(self, key_id: bytes, mark: int) -> None: ...
-
-    def put_exi_sequence_mark(self, mark: int) -> None: ...
-
-    def close(self) -> None: ...
-
-
 # ---- the RS -------------------------------------------------------------------------------
 
 
@@ -367,47 +151,6 @@ class PostResult:
     stored: StoredToken
     superseded: StoredToken | None
     evicted: tuple[StoredToken, ...]
-
-
-class CnonceCache:
-    """Outstanding client nonces (RFC 9200 §5.3.1): bounded, single use, with a lifetime."""
-
-    def __init__(self, capacity: int, lifetime: float) -> None:
-        self.capacity = capacity
-        self.lifetime = lifetime
-        self._issued: dict[bytes, float] = {}
-
-    def issue(self, value: bytes, *, monotonic: float) -> bytes:
-        self._purge(monotonic)
-        while len(self._issued) >= self.capacity:
-            del self._issued[next(iter(self._issued))]  # the oldest goes first
-        self._issued[value] = monotonic + self.lifetime
-        return value
-
-    def consume(self, value: bytes | None, *, monotonic: float) -> None:
-        self._purge(monotonic)
-        if value is None:
-            raise InvalidToken("the token lacks the cnonce this RS requires", claim="cnonce")
-        for known in list(self._issued):
-            if hmac.compare_digest(known, value):
-                del self._issued[known]
-                return
-        raise InvalidToken("the token's cnonce is unknown, used or expired", claim="cnonce")
-
-    def _purge(self, monotonic: float) -> None:
-        for value, deadline in list(self._issued.items()):
-            if monotonic >= deadline:
-                del self._issued[value]
-
-
-def _scope_text(scope: Scope | None) -> str:
-    if scope is None:
-        return "-"
-    if isinstance(scope, TextScope):
-        return str(scope)
-    if isinstance(scope, AifScope):
-        return " ".join(f"{e.path}:{e.permissions}" for e in scope.entries)
-    return "?"  # pragma: no cover - the two kinds above are all there is
 
 
 def authorize(

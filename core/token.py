@@ -27,7 +27,7 @@ from .errors import DecodeError, InvalidClaim, UnsupportedConversion
 from .keys import Key, b64u_decode, b64u_encode
 from .numbers.cnf_methods import CnfMethod, JwtCnfMethod
 from .numbers.cwt_claims import CWTClaim
-from .oscore_profile import OscoreInputMaterial
+from .oscore_material import OscoreInputMaterial
 from .scope import Scope
 
 MAX_AUDIENCES = 16

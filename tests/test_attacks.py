@@ -304,7 +304,7 @@ def test_oversized_and_nested_cbor_to_token(fleet: soak.Fleet) -> None:
 
 
 def test_authz_info_flood_does_not_starve_a_legitimate_client(tmp_path: Path) -> None:
-    """Policy (core.resource_server.TokenStore): at most ``capacity`` tokens, one per PoP key;
+    """Policy (core.token_store.TokenStore): at most ``capacity`` tokens, one per PoP key;
     expired tokens are evicted first; live tokens are never evicted, so a full store refuses
     new tokens with 5.03 (service unavailable) instead of dropping a working client.
     Forged tokens never enter the store at all."""

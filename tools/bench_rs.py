@@ -9,7 +9,7 @@ avoid: cbor2 ``loads`` of the request, the token and its claims, AES-CCM-16-64-1
 decryption, the Master Salt and the three HKDF-SHA-256 derivations of RFC 8613
 §3.2.1, cbor2 ``dumps`` of the response.
 
-The store figures fill the RS's :class:`~keybound.core.resource_server.TokenStore`
+The store figures fill the RS's :class:`~keybound.core.token_store.TokenStore`
 with 1,000 and then 10,000 distinct tokens (one PoP key each, as ``/authz-info``
 would): memory per stored token (tracemalloc, everything the store keeps alive)
 against the raw token as a Python ``bytes`` object, and the lookup an OSCORE

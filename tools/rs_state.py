@@ -1,6 +1,6 @@
 """The RS's durable state in one SQLite file (mode 0600).
 
-Implements :class:`keybound.core.resource_server.RsStateStore`: stored tokens with
+Implements :class:`keybound.core.token_store.RsStateStore`: stored tokens with
 the nonces and identifiers of their OSCORE contexts (enough to re-derive them,
 RFC 9203 §4.3), each context's Sender Sequence Number high-water mark (written
 ahead, RFC 8613 Appendix B.1.1), and the exi sequence number high-water mark
@@ -18,7 +18,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from keybound.core.resource_server import PersistedContext, PersistedState
+from keybound.core.token_store import PersistedContext, PersistedState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS contexts (
@@ -40,7 +40,7 @@ _EXI_MARK = "exi_sequence"
 
 
 class SqliteRsState:
-    """:class:`~keybound.core.resource_server.RsStateStore` over a SQLite file."""
+    """:class:`~keybound.core.token_store.RsStateStore` over a SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)

@@ -1,0 +1,203 @@
+"""The ``/authz-info`` payloads of the OSCORE profile (RFC 9203 §4.1, §4.2).
+
+:class:`AuthzInfoRequest` is what the client posts (the access token, N1 and ID1),
+:class:`AuthzInfoResponse` what the RS answers (N2 and ID2).
+
+Decisions where the RFCs leave room, each checked on decoding and on construction:
+
+* Nonces are 8 to 32 bytes: RFC 9203 §4.1 and §4.2 recommend 64-bit random nonces,
+  keybound generates 8 bytes and refuses shorter ones, since they carry the
+  freshness of the derived keys.
+* Recipient IDs are at most ``nonce length - 6`` bytes for the AEAD in use
+  (RFC 8613 §3.3: 7 bytes for AES-CCM-16-64-128); on ``/authz-info``, before the
+  algorithm is known, at most 7 bytes, the largest any supported AEAD allows.
+* Unrecognised parameters are refused with 4.00 (RFC 9203 §4.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from . import cbor
+from .errors import DecodeError, InvalidRequest
+from .numbers.ace_parameters import AceParameter
+
+#: Bounds on N1 and N2 (RFC 9203 §4.1, §4.2 recommend 8 bytes).
+MIN_NONCE_BYTES = 8
+MAX_NONCE_BYTES = 32
+#: The nonce length keybound generates.
+NONCE_BYTES = 8
+#: Largest OSCORE Sender/Recipient ID of any supported AEAD (RFC 8613 §3.3: 13 - 6).
+MAX_RECIPIENT_ID_BYTES = 7
+#: Bound on the access token carried in an ``/authz-info`` request.
+MAX_ACCESS_TOKEN_BYTES = 8 * 1024
+#: Bound on a whole ``/authz-info`` payload.
+MAX_AUTHZ_INFO_PAYLOAD_BYTES = MAX_ACCESS_TOKEN_BYTES + 256
+
+
+def _check_nonce(value: object, name: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise InvalidRequest(f"{name} must be a byte string", claim=name)
+    if not MIN_NONCE_BYTES <= len(value) <= MAX_NONCE_BYTES:
+        raise InvalidRequest(
+            f"{name} must be {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes, not {len(value)}",
+            claim=name,
+        )
+    return value
+
+
+def _check_recipient_id(value: object, name: str, limit: int = MAX_RECIPIENT_ID_BYTES) -> bytes:
+    if not isinstance(value, bytes):
+        raise InvalidRequest(f"{name} must be a byte string", claim=name)
+    if len(value) > limit:
+        raise InvalidRequest(f"{name} must be at most {limit} bytes, not {len(value)}", claim=name)
+    return value
+
+
+def _decode_map(payload: bytes, what: str) -> Mapping[object, object]:
+    value = cbor.loads(payload, max_size=MAX_AUTHZ_INFO_PAYLOAD_BYTES, max_depth=4)
+    if not isinstance(value, dict):
+        raise DecodeError(f"{what} payload must be a CBOR map")
+    return value
+
+
+def _refuse_unknown(m: Mapping[object, object], allowed: frozenset[int], what: str) -> None:
+    for key in m:
+        if isinstance(key, bool) or not isinstance(key, int) or key not in allowed:
+            raise InvalidRequest(f"{what}: unexpected parameter {key!r}")
+
+
+_REQUEST_KEYS = frozenset(
+    {AceParameter.ACCESS_TOKEN, AceParameter.NONCE1, AceParameter.ACE_CLIENT_RECIPIENTID}
+)
+_RESPONSE_KEYS = frozenset({AceParameter.NONCE2, AceParameter.ACE_SERVER_RECIPIENTID})
+
+
+@dataclass(frozen=True)
+class AuthzInfoRequest:
+    """The client's ``/authz-info`` payload (RFC 9203 §4.1): token, N1 and ID1.
+
+    When the request updates access rights it is OSCORE-protected and carries the
+    token alone; ``nonce1`` and ``client_recipient_id`` are then ``None``.
+    """
+
+    access_token: bytes = field(repr=False)
+    nonce1: bytes | None = None
+    client_recipient_id: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.access_token, bytes) or not self.access_token:
+            raise InvalidRequest("access_token must be a non-empty byte string")
+        if len(self.access_token) > MAX_ACCESS_TOKEN_BYTES:
+            raise InvalidRequest(f"access_token exceeds {MAX_ACCESS_TOKEN_BYTES} bytes")
+        if (self.nonce1 is None) != (self.client_recipient_id is None):
+            raise InvalidRequest("nonce1 and ace_client_recipientId go together")
+        if self.nonce1 is not None:
+            _check_nonce(self.nonce1, "nonce1")
+            _check_recipient_id(self.client_recipient_id, "ace_client_recipientId")
+
+    def to_cbor_map(self) -> dict[int, object]:
+        out: dict[int, object] = {AceParameter.ACCESS_TOKEN.value: self.access_token}
+        if self.nonce1 is not None:
+            out[AceParameter.NONCE1.value] = self.nonce1
+            out[AceParameter.ACE_CLIENT_RECIPIENTID.value] = self.client_recipient_id
+        return out
+
+    def encode(self) -> bytes:
+        """The ``application/ace+cbor`` payload (deterministic CBOR)."""
+        return cbor.dumps(self.to_cbor_map())
+
+    @classmethod
+    def from_cbor_map(
+        cls, m: Mapping[object, object], *, protected: bool = False
+    ) -> AuthzInfoRequest:
+        """Validate a decoded payload.
+
+        ``protected`` says the request arrived under an existing OSCORE context, an
+        update of access rights: nonce and identifier are then ignored (RFC 9203 §4.2).
+        Otherwise both are required (RFC 9203 §4.1.1, §4.1.2).
+        """
+        _refuse_unknown(m, _REQUEST_KEYS, "authz-info request")
+        if AceParameter.ACCESS_TOKEN not in m:
+            raise InvalidRequest("authz-info request: access_token is missing")
+        token = m[AceParameter.ACCESS_TOKEN]
+        if not isinstance(token, bytes):
+            raise InvalidRequest("access_token must be a byte string")
+        if protected:
+            return cls(access_token=token)
+        if AceParameter.NONCE1 not in m:
+            raise InvalidRequest("authz-info request: nonce1 is missing", claim="nonce1")
+        if AceParameter.ACE_CLIENT_RECIPIENTID not in m:
+            raise InvalidRequest(
+                "authz-info request: ace_client_recipientId is missing",
+                claim="ace_client_recipientId",
+            )
+        return cls(
+            access_token=token,
+            nonce1=_check_nonce(m[AceParameter.NONCE1], "nonce1"),
+            client_recipient_id=_check_recipient_id(
+                m[AceParameter.ACE_CLIENT_RECIPIENTID], "ace_client_recipientId"
+            ),
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes, *, protected: bool = False) -> AuthzInfoRequest:
+        """Decode and validate an ``application/ace+cbor`` payload (bounded CBOR)."""
+        return cls.from_cbor_map(_decode_map(payload, "authz-info request"), protected=protected)
+
+
+@dataclass(frozen=True)
+class AuthzInfoResponse:
+    """The RS's 2.01 (Created) ``/authz-info`` payload (RFC 9203 §4.2): N2 and ID2."""
+
+    nonce2: bytes
+    server_recipient_id: bytes
+
+    def __post_init__(self) -> None:
+        _check_nonce(self.nonce2, "nonce2")
+        _check_recipient_id(self.server_recipient_id, "ace_server_recipientId")
+
+    def to_cbor_map(self) -> dict[int, object]:
+        return {
+            AceParameter.NONCE2.value: self.nonce2,
+            AceParameter.ACE_SERVER_RECIPIENTID.value: self.server_recipient_id,
+        }
+
+    def encode(self) -> bytes:
+        """The ``application/ace+cbor`` payload (deterministic CBOR)."""
+        return cbor.dumps(self.to_cbor_map())
+
+    @classmethod
+    def from_cbor_map(cls, m: Mapping[object, object]) -> AuthzInfoResponse:
+        _refuse_unknown(m, _RESPONSE_KEYS, "authz-info response")
+        if AceParameter.NONCE2 not in m:
+            raise InvalidRequest("authz-info response: nonce2 is missing", claim="nonce2")
+        if AceParameter.ACE_SERVER_RECIPIENTID not in m:
+            raise InvalidRequest(
+                "authz-info response: ace_server_recipientId is missing",
+                claim="ace_server_recipientId",
+            )
+        return cls(
+            nonce2=_check_nonce(m[AceParameter.NONCE2], "nonce2"),
+            server_recipient_id=_check_recipient_id(
+                m[AceParameter.ACE_SERVER_RECIPIENTID], "ace_server_recipientId"
+            ),
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes) -> AuthzInfoResponse:
+        """Decode and validate an ``application/ace+cbor`` payload (bounded CBOR)."""
+        return cls.from_cbor_map(_decode_map(payload, "authz-info response"))
+
+
+__all__ = [
+    "MAX_ACCESS_TOKEN_BYTES",
+    "MAX_AUTHZ_INFO_PAYLOAD_BYTES",
+    "MAX_NONCE_BYTES",
+    "MAX_RECIPIENT_ID_BYTES",
+    "MIN_NONCE_BYTES",
+    "NONCE_BYTES",
+    "AuthzInfoRequest",
+    "AuthzInfoResponse",
+]
