@@ -13,7 +13,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.conftest import BIN, ROOT
+from tests.conftest import BIN, ROOT, free_udp_port
 
 MARK = re.compile(r"<!-- readme-test: ([\w-]+) -->\s*```sh\n(.*?)```", re.DOTALL)
 
@@ -52,7 +52,12 @@ def to_script(blocks: list[tuple[str, str]]) -> str:
 
 
 def test_readme_has_the_tested_sections() -> None:
-    assert [name for name, _ in readme_blocks()] == ["provisioning", "resource-server", "client"]
+    assert [name for name, _ in readme_blocks()] == [
+        "tokens",
+        "provisioning",
+        "resource-server",
+        "client",
+    ]
 
 
 def test_readme_examples_run(tmp_path: Path) -> None:
@@ -65,8 +70,66 @@ def test_readme_examples_run(tmp_path: Path) -> None:
         timeout=180, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "verified" in proc.stdout  # token inspect --key
+    assert '"verified": false' in proc.stdout  # token inspect --json without a key
     assert "2.05 " in proc.stdout  # the GET of /temp
     assert "refused: led.write was not granted" in proc.stdout
     assert "4.03" in proc.stderr
     assert (tmp_path / "rs-bundle.json").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "sensor-1.json").stat().st_mode & 0o777 == 0o600
+
+
+PYTHON = re.compile(r"<!-- readme-python: ([\w-]+) -->\s*```python\n(.*?)```", re.DOTALL)
+
+
+def test_readme_python_resource_server_example(tmp_path: Path) -> None:
+    """The README's Python RS serves its resource to a client that went through the AS."""
+    import asyncio
+
+    from keybound.coap.client import CoapAceClient, Endpoints, client_context
+    from keybound.core.client_flow import AceClient
+    from keybound.tools.as_server import RunningServer
+    from keybound.tools.as_storage import SqlAuthzStore
+    from keybound.tools.client_cli import DeviceBundle
+    from keybound.tools.demo import provision
+
+    (code,) = [body for name, body in PYTHON.findall((ROOT / "README.md").read_text())]
+    as_port = free_udp_port()
+    provision(tmp_path, as_port, 5686)  # the example listens on 5686
+    namespace: dict[str, object] = {"__name__": "readme_example"}
+    cwd = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        exec(compile(code, "README.md:rs-api", "exec"), namespace)
+
+        async def scenario() -> bytes:
+            import aiocoap
+
+            store = SqlAuthzStore.open(f"sqlite:///{tmp_path / 'as.db'}")
+            authz = RunningServer(store, coap=("127.0.0.1", as_port), state_dir=tmp_path / "as")
+            await authz.start()
+            stop = asyncio.Event()
+            served = asyncio.create_task(namespace["main"](stop))  # type: ignore[operator]
+            coap = await aiocoap.Context.create_client_context()
+            try:
+                await asyncio.sleep(0.2)
+                device = DeviceBundle.read(tmp_path / "sensor-1.json")
+                client = CoapAceClient(
+                    coap,
+                    AceClient(audience=device.audience, scope=device.scope),
+                    Endpoints(device.as_uri, "coap://127.0.0.1:5686"),
+                    client_context(device.as_context),
+                )
+                reply = await client.request("GET", "humidity")
+                assert reply.code == (2, 5), reply
+                return reply.payload
+            finally:
+                stop.set()
+                await served
+                await coap.shutdown()
+                await authz.stop()
+                store.close()
+
+        assert asyncio.run(asyncio.wait_for(scenario(), 60)) == b"41 %"
+    finally:
+        os.chdir(cwd)
