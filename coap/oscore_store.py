@@ -9,11 +9,17 @@ with two differences from aiocoap's own contexts:
   mark is written *ahead* through the RS's state store, in chunks, before a number
   is used (RFC 8613 Appendix B.1.1). After a restart, numbers resume at the stored
   mark, so no (key, Sender ID, Partial IV) is ever used twice.
-* A context restored after a restart starts with an *uninitialised* replay window
+* A context restored after a crash starts with an *uninitialised* replay window
   and an Echo value: aiocoap then answers the first request with a protected 4.01
   carrying Echo, and accepts the retried request once it echoes the value (RFC 8613
   Appendix B.1.2, RFC 9175 §2.4). Replays of requests from before the restart are
   refused.
+* After a clean shutdown, the replay window saved from aiocoap's window object
+  (:meth:`RsSecurityContext.shutdown_record`) is restored as known: every Partial IV
+  received before is still refused, the next ones are accepted, and no Echo round
+  trip is needed (RFC 8613 Appendix B.1.2 applies only when the window is lost).
+  The Sender Sequence Number then resumes at the exact next number saved at the
+  shutdown; the written-ahead marks keep guarding against reuse after that.
 
 :class:`ContextTable` installs and removes these contexts in an aiocoap
 ``CredentialsMap`` under deterministic keys, ``":keybound-rs:<ID2 hex>:<ID Context
@@ -30,9 +36,18 @@ from typing import Any
 from aiocoap import credentials, oscore
 from cryptography.hazmat.primitives import hashes
 
-from keybound.core.oscore_context import SequenceNumberExhausted, SequenceNumberReservation
+from keybound.core.oscore_context import (
+    MAX_SEQUENCE_NUMBER,
+    SequenceNumberExhausted,
+    SequenceNumberReservation,
+)
 from keybound.core.oscore_profile import DerivedContext, derive_keys
-from keybound.core.token_store import RsStateStore, StoredToken
+from keybound.core.token_store import (
+    PersistedReplayWindow,
+    RsStateStore,
+    ShutdownRecord,
+    StoredToken,
+)
 
 #: Sender Sequence Numbers reserved per durable write (``K`` of RFC 8613 Appendix B.1.1).
 DEFAULT_SEQUENCE_CHUNK = 64
@@ -59,8 +74,10 @@ class RsSecurityContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityC
     """An RS-side OSCORE context whose sequence numbers are persisted ahead (RFC 8613 B.1.1).
 
     ``persist_mark(mark)`` must store the mark durably before returning.
-    ``replay_window_known`` is False for a context restored after a restart: the
+    ``replay_window_known`` is False for a context restored after a crash: the
     first request is then answered with Echo (RFC 8613 Appendix B.1.2).
+    ``replay_window`` is a window saved at a clean shutdown; given, the window is
+    known from it and no Echo is needed.
     ``response_partial_iv`` makes every response carry its own Partial IV instead of
     reusing the request's nonce (RFC 8613 §8.3 allows either).
     """
@@ -74,6 +91,7 @@ class RsSecurityContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityC
         persist_mark: Callable[[int], None],
         replay_window_known: bool,
         response_partial_iv: bool = False,
+        replay_window: PersistedReplayWindow | None = None,
     ) -> None:
         keys = derive_keys(derived)
         self.key_id = key_id
@@ -86,7 +104,13 @@ class RsSecurityContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityC
         self.recipient_key = keys.recipient_key
         self.common_iv = keys.common_iv
         self.recipient_replay_window = oscore.ReplayWindow(REPLAY_WINDOW, lambda: None)
-        if replay_window_known:
+        if replay_window is not None:
+            if replay_window.size != REPLAY_WINDOW:
+                raise ValueError("the saved replay window has another size")
+            self.recipient_replay_window.initialize_from_persisted(
+                {"index": replay_window.index, "bitfield": replay_window.bitfield}
+            )
+        elif replay_window_known:
             self.recipient_replay_window.initialize_empty()
         self.echo_recovery = secrets.token_bytes(8)
         self._reservation = reservation
@@ -105,6 +129,27 @@ class RsSecurityContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityC
     def durable_mark(self) -> int:
         """The Sender Sequence Number mark known to be persisted."""
         return self._reservation.durable_mark
+
+    def shutdown_record(self) -> ShutdownRecord:
+        """The replay window and next Sender Sequence Number, for a clean shutdown.
+
+        The window comes from aiocoap's replay window object; it is None while the
+        window is not known (a context restored after a crash that has not completed
+        its Echo exchange, RFC 8613 Appendix B.1.2). The next number is one past
+        every number handed out, even one whose mark could not be written.
+        """
+        window = self.recipient_replay_window
+        saved = None
+        if window.is_initialized():
+            persisted = window.persist()
+            saved = PersistedReplayWindow(
+                index=int(persisted["index"]),
+                bitfield=int(persisted["bitfield"]),
+                size=REPLAY_WINDOW,
+            )
+        return ShutdownRecord(
+            key_id=self.key_id, replay_window=saved, sender_next=self._reservation.peek
+        )
 
     def new_sequence_number(self) -> int:
         """The next Sender Sequence Number; writes the mark ahead when a chunk is used up."""
@@ -161,13 +206,38 @@ class ContextTable:
     def get(self, key_id: bytes) -> RsSecurityContext | None:
         return self._by_key_id.get(key_id)
 
+    def shutdown_records(self) -> list[ShutdownRecord]:
+        """What a clean shutdown saves of every installed context (RFC 8613 B.1.2)."""
+        return [context.shutdown_record() for context in self._by_key_id.values()]
+
     def install(
-        self, entry: StoredToken, *, sender_mark: int = 0, restored: bool = False
+        self,
+        entry: StoredToken,
+        *,
+        sender_mark: int = 0,
+        restored: bool = False,
+        shutdown: ShutdownRecord | None = None,
     ) -> RsSecurityContext:
-        """Derive and install the context of ``entry``, replacing one for the same key."""
+        """Derive and install the context of ``entry``, replacing one for the same key.
+
+        ``shutdown`` is what a clean shutdown of the previous run saved of the
+        context: its replay window is restored as known and its Sender Sequence
+        Numbers resume at the exact next number. Without it, a ``restored`` context
+        resumes at ``sender_mark`` and answers its first request with Echo (RFC 8613
+        Appendix B.1.2).
+        """
         self.remove(entry.key_id)
         key_id = entry.key_id
         state = self.state
+        window: PersistedReplayWindow | None = None
+        if (
+            shutdown is not None
+            and shutdown.key_id == key_id
+            and 0 <= shutdown.sender_next <= MAX_SEQUENCE_NUMBER + 1
+        ):
+            sender_mark = shutdown.sender_next
+            if shutdown.replay_window is not None and shutdown.replay_window.size == REPLAY_WINDOW:
+                window = shutdown.replay_window
 
         def persist(mark: int) -> None:
             if state is not None:
@@ -180,6 +250,7 @@ class ContextTable:
             persist_mark=persist,
             replay_window_known=not restored,
             response_partial_iv=self.response_partial_iv,
+            replay_window=window,
         )
         label = credentials_key(context.recipient_id, context.id_context)
         old = self.credentials.get(label)

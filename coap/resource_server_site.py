@@ -206,6 +206,7 @@ class ResourceServerSite:
         )
         self.protocol: aiocoap.Context | None = None
         self._expiry_task: asyncio.Task[None] | None = None
+        self._marker_cleared = False
 
     # -- declarations --
 
@@ -352,12 +353,19 @@ class ResourceServerSite:
     def restore(self) -> int:
         """Re-install the persisted tokens and contexts; return how many came back.
 
-        Restored contexts resume their Sender Sequence Numbers at the persisted
-        mark and answer their first request with Echo (RFC 8613 Appendix B.1).
+        After a crash, restored contexts resume their Sender Sequence Numbers at the
+        persisted mark and answer their first request with Echo (RFC 8613 Appendix
+        B.1.1, B.1.2). After a clean shutdown (the store holds the marker written
+        by :meth:`shutdown`), their replay windows and exact next Sender Sequence
+        Numbers are restored and no Echo is needed.
+
+        The marker is cleared durably before anything is restored or served: if
+        this run crashes, the windows saved by the previous run are never trusted.
         """
         if self.state is None:
             return 0
         loaded = self.state.load()
+        self._clear_marker()
         self.rs.exi_sequence_mark = loaded.exi_sequence_mark
         count = 0
         for record in loaded.contexts:
@@ -367,17 +375,44 @@ class ResourceServerSite:
                 self.state.delete_context(record.key_id)
                 log.info("persisted token not restored: %s", exc)
                 continue
-            self.contexts.install(entry, sender_mark=record.sender_mark, restored=True)
+            self.contexts.install(
+                entry,
+                sender_mark=record.sender_mark,
+                restored=True,
+                shutdown=record.shutdown if loaded.clean_shutdown else None,
+            )
             count += 1
-        log.info("restored %d token(s) and OSCORE context(s)", count)
+        log.info(
+            "restored %d token(s) and OSCORE context(s) after %s",
+            count,
+            "a clean shutdown" if loaded.clean_shutdown else "a crash or first start",
+        )
         return count
+
+    def _clear_marker(self) -> None:
+        if self.state is not None and not self._marker_cleared:
+            self.state.clear_clean_shutdown()
+            self._marker_cleared = True
+
+    def _save_clean_shutdown(self) -> None:
+        """Save every context's replay window, then the clean shutdown marker (RFC 8613 B.1.2)."""
+        if self.state is None:
+            return
+        records = self.contexts.shutdown_records()
+        self.state.save_clean_shutdown(records)
+        known = sum(1 for record in records if record.replay_window is not None)
+        log.info("saved %d replay window(s) of %d context(s)", known, len(records))
 
     # -- serving --
 
     async def serve(
         self, bind: tuple[str, int] = ("127.0.0.1", 5683), *, expiry_interval: float = 1.0
     ) -> aiocoap.Context:
-        """Bind a UDP server context and start the expiry timer."""
+        """Bind a UDP server context and start the expiry timer.
+
+        Without a prior :meth:`restore`, the clean shutdown marker is cleared here.
+        """
+        self._clear_marker()
         self.protocol = await aiocoap.Context.create_server_context(
             self.root, bind=bind, transports=["udp6"]
         )
@@ -385,7 +420,13 @@ class ResourceServerSite:
         return self.protocol
 
     async def shutdown(self) -> None:
-        """Stop serving and close the state store (everything is already durable)."""
+        """Stop serving, save the replay windows with the clean shutdown marker, and close.
+
+        Tokens, contexts and sequence number marks are already durable. Once no
+        request can be processed any more, each context's replay window and next
+        Sender Sequence Number are saved, and the marker is written last, so the
+        next start needs no Echo (RFC 8613 Appendix B.1.2).
+        """
         if self._expiry_task is not None:
             self._expiry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -397,7 +438,12 @@ class ResourceServerSite:
         if self.introspector is not None:
             await self.introspector.close()
         if self.state is not None:
-            self.state.close()
+            try:
+                self._save_clean_shutdown()
+            except Exception:  # the next start then falls back to Echo
+                log.exception("replay windows not saved")
+            finally:
+                self.state.close()
 
 
 def _record(entry: StoredToken, *, sender_mark: int) -> PersistedContext:

@@ -20,7 +20,7 @@ live token, so one client cannot push out the others.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -207,11 +207,41 @@ class TokenStore:
 
 
 @dataclass(frozen=True)
+class PersistedReplayWindow:
+    """A replay window saved at a clean shutdown (RFC 8613 §7.4, Appendix B.1.2).
+
+    ``index`` is the lowest Partial IV the window still tracks (every lower one is
+    refused), bit ``i`` of ``bitfield`` stands for ``index + i`` having been
+    received, and ``size`` is the window size it was saved with.
+    """
+
+    index: int
+    bitfield: int
+    size: int
+
+
+@dataclass(frozen=True)
+class ShutdownRecord:
+    """What a clean shutdown saves of one context (RFC 8613 Appendix B.1.1, B.1.2).
+
+    ``replay_window`` is None when the window was not known (a context restored
+    after a crash that has not yet completed its Echo exchange); ``sender_next`` is
+    the exact next Sender Sequence Number: none at or above it was ever used.
+    """
+
+    key_id: bytes
+    replay_window: PersistedReplayWindow | None
+    sender_next: int
+
+
+@dataclass(frozen=True)
 class PersistedContext:
     """What a restarted RS needs to re-derive a context (RFC 9203 §4.3, RFC 8613 B.1.1).
 
     ``sender_mark`` is the persisted Sender Sequence Number high-water mark: no
-    number at or above it was ever used.
+    number at or above it was ever used. ``shutdown`` is what the previous run
+    saved of the context at a clean shutdown; a store returns it only when
+    :attr:`PersistedState.clean_shutdown` is True (RFC 8613 Appendix B.1.2).
     """
 
     key_id: bytes
@@ -222,18 +252,28 @@ class PersistedContext:
     server_id: bytes
     received_at: int | None
     sender_mark: int = 0
+    shutdown: ShutdownRecord | None = None
 
 
 @dataclass(frozen=True)
 class PersistedState:
+    """The whole persisted state; ``clean_shutdown`` tells the previous run ended cleanly."""
+
     contexts: tuple[PersistedContext, ...] = ()
     exi_sequence_mark: int | None = None
+    clean_shutdown: bool = False
 
 
 class RsStateStore(Protocol):
     """Durable storage of the RS (implemented over SQLite by ``keybound.tools``).
 
     Every method must be durable when it returns: the RS answers only afterwards.
+
+    Replay windows (RFC 8613 Appendix B.1.2) are kept only across a clean
+    shutdown: :meth:`save_clean_shutdown` stores the windows and then the clean
+    shutdown marker, and :meth:`clear_clean_shutdown`, called at startup before
+    anything is served, removes both. After a crash there is no marker, and the
+    restarted RS rebuilds its windows through Echo.
     """
 
     def load(self) -> PersistedState: ...
@@ -245,6 +285,14 @@ class RsStateStore(Protocol):
     def put_sender_mark(self, key_id: bytes, mark: int) -> None: ...
 
     def put_exi_sequence_mark(self, mark: int) -> None: ...
+
+    def save_clean_shutdown(self, records: Iterable[ShutdownRecord]) -> None:
+        """Replace the saved windows by ``records``, then write the clean shutdown marker."""
+        ...
+
+    def clear_clean_shutdown(self) -> None:
+        """Remove the clean shutdown marker and the saved windows."""
+        ...
 
     def close(self) -> None: ...
 
@@ -262,8 +310,10 @@ def _scope_text(scope: Scope | None) -> str:
 __all__ = [
     "ContextParameters",
     "PersistedContext",
+    "PersistedReplayWindow",
     "PersistedState",
     "RsStateStore",
+    "ShutdownRecord",
     "StoredToken",
     "TokenStore",
     "VerifiedToken",

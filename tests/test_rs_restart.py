@@ -6,10 +6,12 @@ import asyncio
 import json
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,13 @@ import aiocoap
 import pytest
 from aiocoap.message import Direction
 
+from keybound.coap.oscore_store import RsSecurityContext
 from keybound.core import cbor
+from keybound.core.oscore_context import SequenceNumberReservation
+from keybound.core.oscore_profile import derive_context_parameters
+from keybound.core.token_store import PersistedReplayWindow, ShutdownRecord
+from keybound.tools.rs_state import SqliteRsState
+from keybound.tools.soak import log_problems
 
 from .rs_support import (
     AS_URI,
@@ -293,3 +301,305 @@ async def _plain_get(client: aiocoap.Context, port: int) -> dict[int, Any]:
         return value
     finally:
         await other.shutdown()
+
+
+# ---- replay windows across a clean shutdown (RFC 8613 Appendix B.1.2) -----------------------
+
+
+def state_file(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "rs-state.db"
+
+
+def clean_marker(tmp_path: Path) -> bool:
+    """Whether the state file holds the clean shutdown marker."""
+    db = sqlite3.connect(state_file(tmp_path))
+    try:
+        row = db.execute("SELECT value FROM marks WHERE name = 'clean_shutdown'").fetchone()
+        return row is not None
+    finally:
+        db.close()
+
+
+async def fresh_get(context: ClientContext, port: int, mid: int) -> aiocoap.Message:
+    """A new legitimate GET /temp, sent once (no Echo retry): the decrypted answer."""
+    message, request_id = protect_get(context, mid)
+    response = await raw_exchange(port, message.encode())
+    assert response.opt.oscore is not None, "expected a protected answer"
+    plain, _ = context.unprotect(response, request_id)
+    answer: aiocoap.Message = plain
+    return answer
+
+
+async def assert_replay_refused(port: int, captured: aiocoap.Message, mid: int) -> None:
+    """A replay is refused by a known window: an unprotected 4.01, nothing decrypted."""
+    captured.mid = mid
+    replayed = await raw_exchange(port, captured.encode())
+    assert replayed.opt.oscore is None
+    assert int(replayed.code) == 0x81
+
+
+def stop_cleanly(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(20) == 0
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+
+
+@pytest.mark.slow
+def test_clean_restart_keeps_replay_windows_without_echo(tmp_path: Path) -> None:
+    keys = Keys()
+    port = free_udp_port()
+    config = write_setup(tmp_path, keys, port)
+    processes: list[subprocess.Popen[bytes]] = []
+    log: dict[str, Any] = {}
+
+    async def body() -> None:
+        processes.append(start_rs(config))
+        await wait_ready(port)
+        client = await aiocoap.Context.create_client_context()
+        try:
+            mat = material()
+            context = await establish(client, port, mint(keys, mat), mat)
+            for _ in range(3):
+                assert int((await request(client, port, aiocoap.GET, "/temp")).code) == 0x45
+            # requests captured before the restart: one deep in the window, one at its top
+            captured: list[aiocoap.Message] = []
+            for index in range(6):
+                message, request_id = protect_get(context, 5000 + index)
+                answer = await raw_exchange(port, message.encode())
+                assert inner_code(context, answer, request_id) == 0x45
+                if index in (1, 5):
+                    captured.append(message)
+            log["before"] = list(context.response_pivs)
+
+            stop_cleanly(processes[0])
+            assert clean_marker(tmp_path)
+            processes.append(start_rs(config))
+            await wait_ready(port)
+            assert not clean_marker(tmp_path)  # cleared before the RS served anything
+
+            # the first new request is served at once: no Echo round trip
+            answer = await fresh_get(context, port, 5100)
+            assert int(answer.code) == 0x45
+            assert answer.opt.echo is None
+            # every captured request is still refused as a replay
+            for number, message in enumerate(captured):
+                await assert_replay_refused(port, message, 5200 + number)
+            answer = await fresh_get(context, port, 5300)
+            assert int(answer.code) == 0x45
+            log["after"] = context.response_pivs[len(log["before"]) :]
+        finally:
+            await client.shutdown()
+
+    try:
+        run(body(), timeout=90)
+        before = [int.from_bytes(p, "big") for p in log["before"]]
+        after = [int.from_bytes(p, "big") for p in log["after"]]
+        assert len(set(before + after)) == len(before + after), "response Partial IV reused"
+        # the exact next Sender Sequence Number was saved: no chunk was skipped
+        assert min(after) == max(before) + 1
+        stop_cleanly(processes[-1])
+        text = b"".join(p.stdout.read() for p in processes if p.stdout).decode()
+        assert "after a clean shutdown" in text
+        assert not log_problems(text)
+    finally:
+        stop_all(processes)
+
+
+@pytest.mark.slow
+def test_sigkill_restart_still_needs_echo(tmp_path: Path) -> None:
+    keys = Keys()
+    port = free_udp_port()
+    config = write_setup(tmp_path, keys, port)
+    processes: list[subprocess.Popen[bytes]] = []
+
+    async def body() -> None:
+        processes.append(start_rs(config))
+        await wait_ready(port)
+        client = await aiocoap.Context.create_client_context()
+        try:
+            mat = material()
+            context = await establish(client, port, mint(keys, mat), mat)
+            assert int((await fresh_get(context, port, 6000)).code) == 0x45
+            captured, _ = protect_get(context, 6001)
+            assert int((await raw_exchange(port, captured.encode())).code) == 0x44
+
+            kill(processes[0])
+            assert not clean_marker(tmp_path)
+            processes.append(start_rs(config))
+            await wait_ready(port)
+
+            answer = await fresh_get(context, port, 6100)
+            assert int(answer.code) == 0x81  # a protected 4.01 ...
+            assert answer.opt.echo is not None  # ... carrying Echo
+            # aiocoap's client retries with the Echo value and is then served
+            assert int((await request(client, port, aiocoap.GET, "/temp")).code) == 0x45
+            await assert_replay_refused(port, captured, 6200)
+        finally:
+            await client.shutdown()
+
+    try:
+        run(body(), timeout=90)
+    finally:
+        stop_all(processes)
+
+
+@pytest.mark.slow
+def test_sigkill_after_clean_restart_falls_back_to_echo(tmp_path: Path) -> None:
+    """The marker is cleared at startup: a crash after a clean restart means Echo again."""
+    keys = Keys()
+    port = free_udp_port()
+    config = write_setup(tmp_path, keys, port)
+    processes: list[subprocess.Popen[bytes]] = []
+
+    async def body() -> None:
+        processes.append(start_rs(config))
+        await wait_ready(port)
+        client = await aiocoap.Context.create_client_context()
+        try:
+            mat = material()
+            context = await establish(client, port, mint(keys, mat), mat)
+            assert int((await fresh_get(context, port, 7000)).code) == 0x45
+
+            stop_cleanly(processes[0])
+            processes.append(start_rs(config))
+            await wait_ready(port)
+            assert not clean_marker(tmp_path)
+            answer = await fresh_get(context, port, 7100)
+            assert int(answer.code) == 0x45
+            assert answer.opt.echo is None
+            # a request of the second run, captured for a replay after the crash
+            captured, captured_id = protect_get(context, 7101)
+            first = await raw_exchange(port, captured.encode())
+            assert inner_code(context, first, captured_id) == 0x45
+
+            kill(processes[1])
+            assert not clean_marker(tmp_path)
+            processes.append(start_rs(config))
+            await wait_ready(port)
+
+            # the replay is not served: the stale window is not trusted, Echo is asked
+            captured.mid = 7200
+            replayed = await raw_exchange(port, captured.encode())
+            assert inner_code(context, replayed, captured_id) == 0x81
+            answer = await fresh_get(context, port, 7201)
+            assert int(answer.code) == 0x81
+            assert answer.opt.echo is not None
+            assert int((await request(client, port, aiocoap.GET, "/temp")).code) == 0x45
+            await assert_replay_refused(port, captured, 7300)
+        finally:
+            await client.shutdown()
+
+    try:
+        run(body(), timeout=90)
+    finally:
+        stop_all(processes)
+
+
+def test_restored_window_refuses_seen_and_accepts_next() -> None:
+    """The window saved from aiocoap's replay window object comes back exactly."""
+    mat = material()
+    derived = derive_context_parameters(mat, b"n1" * 4, b"n2" * 4, b"\x42", b"\x00", role="rs")
+
+    def context(shutdown: ShutdownRecord | None) -> RsSecurityContext:
+        return RsSecurityContext(
+            derived,
+            key_id=b"k",
+            reservation=SequenceNumberReservation(
+                shutdown.sender_next if shutdown else 0, chunk=CHUNK
+            ),
+            persist_mark=lambda mark: None,
+            replay_window_known=shutdown is None,
+            replay_window=shutdown.replay_window if shutdown else None,
+        )
+
+    first = context(None)
+    seen = [0, 1, 2, 5, 9, 40, 41, 44, 60]
+    for number in seen:
+        first.recipient_replay_window.strike_out(number)
+    for _ in range(11):
+        first.new_sequence_number()
+    record = first.shutdown_record()
+    assert record.sender_next == 11
+    assert record.replay_window is not None
+
+    again = context(record)
+    window = again.recipient_replay_window
+    assert window.is_initialized()
+    for number in range(0, 61):
+        assert window.is_valid(number) == (number not in seen and number > 60 - 32), number
+    for number in (61, 62, 100, 2**20):
+        assert window.is_valid(number)
+    assert again.new_sequence_number() == 11
+
+    # a context whose window is not known is saved as such: Echo after the restart
+    unknown = context(ShutdownRecord(key_id=b"k", replay_window=None, sender_next=3))
+    assert not unknown.recipient_replay_window.is_initialized()
+    assert unknown.shutdown_record().replay_window is None
+
+
+_OLD_SCHEMA = """
+CREATE TABLE contexts (
+    key_id BLOB PRIMARY KEY,
+    token BLOB NOT NULL,
+    nonce1 BLOB NOT NULL,
+    nonce2 BLOB NOT NULL,
+    client_id BLOB NOT NULL,
+    server_id BLOB NOT NULL,
+    received_at INTEGER,
+    sender_mark INTEGER NOT NULL
+);
+CREATE TABLE marks (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT INTO contexts VALUES (x'01', x'aa', x'02', x'03', x'42', x'00', 17, 64);
+INSERT INTO marks VALUES ('exi_sequence', 9);
+"""
+
+
+def test_state_file_of_the_previous_version_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(_OLD_SCHEMA)
+    db.close()
+
+    store = SqliteRsState(path)
+    try:
+        loaded = store.load()
+        assert not loaded.clean_shutdown
+        assert loaded.exi_sequence_mark == 9
+        (record,) = loaded.contexts
+        assert (record.key_id, record.token, record.sender_mark) == (b"\x01", b"\xaa", 64)
+        assert record.shutdown is None
+
+        window = PersistedReplayWindow(index=7, bitfield=0b1011, size=32)
+        saved = ShutdownRecord(key_id=b"\x01", replay_window=window, sender_next=12)
+        store.save_clean_shutdown([saved])
+        loaded = store.load()
+        assert loaded.clean_shutdown
+        assert loaded.contexts[0].shutdown == saved
+
+        store.clear_clean_shutdown()
+        loaded = store.load()
+        assert not loaded.clean_shutdown
+        assert loaded.contexts[0].shutdown is None
+        assert loaded.contexts[0].token == b"\xaa"  # the token survives
+
+        # windows saved without the marker are never returned
+        store.save_clean_shutdown([saved])
+        store.put_context(replace(record, nonce2=b"\x04"))
+        assert store.load().contexts[0].shutdown is None  # a new context of the key
+    finally:
+        store.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

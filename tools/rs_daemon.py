@@ -384,7 +384,11 @@ def attach_introspector(site: ResourceServerSite, config: RsConfig) -> None:
 
 
 async def run(config: RsConfig, *, stop: asyncio.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop`` is set), then shut down cleanly."""
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set), then shut down cleanly.
+
+    The clean shutdown saves the replay windows and marks the state file, so the
+    next start needs no Echo; after a crash it does (RFC 8613 Appendix B.1.2).
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
