@@ -24,6 +24,7 @@ the context's parameters, so a re-provisioned client starts a fresh window.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import hashlib
 import json
@@ -243,6 +244,8 @@ def _check_body(request: aiocoap.Message) -> bytes:
 
 
 class _AceResource(aiocoap.resource.Resource):  # type: ignore[misc]
+    """An ACE endpoint behind OSCORE; aiocoap's Resource is already an ABC."""
+
     def __init__(
         self,
         store: AuthzStore,
@@ -272,8 +275,9 @@ class _AceResource(aiocoap.resource.Resource):  # type: ignore[misc]
             log.exception("internal error answering %s %s", *principal)
             return aiocoap.Message(code=aiocoap.INTERNAL_SERVER_ERROR)
 
+    @abc.abstractmethod
     def handle(self, principal: tuple[str, str], payload: bytes) -> aiocoap.Message:
-        raise NotImplementedError
+        """Answer an OSCORE-authenticated request from ``principal`` (kind, name)."""
 
 
 class TokenResource(_AceResource):

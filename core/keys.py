@@ -35,6 +35,10 @@ _EC_CURVES: dict[Curve, ec.EllipticCurve] = {
     Curve.P_384: ec.SECP384R1(),
 }
 _EC_SIZES = {Curve.P_256: 32, Curve.P_384: 48}
+_OKP_CLASSES: dict[Curve, tuple[Any, Any]] = {
+    Curve.ED25519: (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey),
+    Curve.X25519: (x25519.X25519PrivateKey, x25519.X25519PublicKey),
+}
 _JOSE_CURVES = {c.jose_name: c for c in (Curve.P_256, Curve.P_384, Curve.ED25519, Curve.X25519)}
 MAX_SYMMETRIC_KEY = 64
 
@@ -288,42 +292,21 @@ class Key:
     ) -> Key:
         if d is not None and not isinstance(d, bytes):
             raise DecodeError("OKP d must be a byte string")
+        if curve not in _OKP_CLASSES:
+            raise UnsupportedPopKey(f"OKP curve {curve!r} is not supported")
+        okp = Curve(curve)
+        private_cls, public_cls = _OKP_CLASSES[okp]
         try:
-            if curve == Curve.ED25519:
-                if d is not None:
-                    priv = ed25519.Ed25519PrivateKey.from_private_bytes(d)
-                    if priv.public_key().public_bytes_raw() != x:
-                        raise DecodeError("Ed25519 private key does not match its public key")
-                    return cls(
-                        KeyType.OKP, Curve.ED25519, priv, priv.public_key(), kid=kid, alg=alg
-                    )
+            if d is None:
                 return cls(
-                    KeyType.OKP,
-                    Curve.ED25519,
-                    None,
-                    ed25519.Ed25519PublicKey.from_public_bytes(x),
-                    kid=kid,
-                    alg=alg,
+                    KeyType.OKP, okp, None, public_cls.from_public_bytes(x), kid=kid, alg=alg
                 )
-            if curve == Curve.X25519:
-                if d is not None:
-                    xpriv = x25519.X25519PrivateKey.from_private_bytes(d)
-                    if xpriv.public_key().public_bytes_raw() != x:
-                        raise DecodeError("X25519 private key does not match its public key")
-                    return cls(
-                        KeyType.OKP, Curve.X25519, xpriv, xpriv.public_key(), kid=kid, alg=alg
-                    )
-                return cls(
-                    KeyType.OKP,
-                    Curve.X25519,
-                    None,
-                    x25519.X25519PublicKey.from_public_bytes(x),
-                    kid=kid,
-                    alg=alg,
-                )
+            private = private_cls.from_private_bytes(d)
         except ValueError as exc:
             raise DecodeError(f"invalid OKP key: {exc}") from exc
-        raise UnsupportedPopKey(f"OKP curve {curve!r} is not supported")
+        if private.public_key().public_bytes_raw() != x:
+            raise DecodeError(f"{okp.jose_name} private key does not match its public key")
+        return cls(KeyType.OKP, okp, private, private.public_key(), kid=kid, alg=alg)
 
     # ---- JWK -----------------------------------------------------------------------------
 

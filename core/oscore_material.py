@@ -82,9 +82,12 @@ def _aead(value: object, name: str = "alg") -> Algorithm:
         raise InvalidRequest(
             f"OSCORE input material: {name} must be an integer or a text string", claim=name
         )
-    for alg in Algorithm:
-        if alg.kind == "aead" and value in (alg.id, alg.value.name):
-            return alg
+    try:
+        alg = Algorithm.from_id(value) if isinstance(value, int) else Algorithm.from_name(value)
+    except KeyError:
+        alg = None
+    if alg is not None and alg.kind == "aead" and value in (alg.id, alg.value.name):
+        return alg
     raise UnsupportedPopKey(f"OSCORE AEAD algorithm {value!r} is not supported", claim=name)
 
 

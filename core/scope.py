@@ -34,6 +34,7 @@ malformed or oversized raises :class:`~keybound.core.errors.InvalidScope`.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntFlag
@@ -158,7 +159,7 @@ def _check_path(path: object) -> str:
     return path
 
 
-class Scope:
+class Scope(ABC):
     """A scope: :class:`TextScope` or :class:`AifScope`."""
 
     # -- parsing --
@@ -190,18 +191,23 @@ class Scope:
 
     # -- the interface both kinds implement --
 
+    @abstractmethod
     def to_cwt(self, *, wrap: bool = True) -> object:
-        raise NotImplementedError
+        """The value of a CWT ``scope`` claim."""
 
+    @abstractmethod
     def to_jwt(self) -> object:
-        raise NotImplementedError
+        """The value of a JWT ``scope`` claim."""
 
+    @abstractmethod
     def is_subset_of(self, other: Scope) -> bool:
-        raise NotImplementedError
+        """True if every permission here is also in ``other``."""
 
+    @abstractmethod
     def intersection(self, other: Scope) -> Scope | None:
-        raise NotImplementedError
+        """What both scopes grant, or ``None`` when nothing."""
 
+    @abstractmethod
     def allows(
         self,
         method: RestMethod | str,
@@ -210,7 +216,7 @@ class Scope:
         resources: ResourceScopes | None = None,
         created_by: str | None = None,
     ) -> bool:
-        raise NotImplementedError
+        """True if this scope allows ``method`` on ``path``."""
 
     def require(
         self,

@@ -97,6 +97,7 @@ class StoredToken:
     verified: VerifiedToken
     context: ContextParameters
     received_at: int | None = None
+    _derived: DerivedContext | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key_id(self) -> bytes:
@@ -108,15 +109,17 @@ class StoredToken:
         return self.context.server_id, self.verified.material.context_id
 
     def derived(self) -> DerivedContext:
-        """The RS's OSCORE Security Context parameters (RFC 9203 §4.3)."""
-        return derive_context_parameters(
-            self.verified.material,
-            self.context.nonce1,
-            self.context.nonce2,
-            self.context.client_id,
-            self.context.server_id,
-            role="rs",
-        )
+        """The RS's OSCORE Security Context parameters (RFC 9203 §4.3), derived once."""
+        if self._derived is None:
+            self._derived = derive_context_parameters(
+                self.verified.material,
+                self.context.nonce1,
+                self.context.nonce2,
+                self.context.client_id,
+                self.context.server_id,
+                role="rs",
+            )
+        return self._derived
 
 
 class TokenStore:

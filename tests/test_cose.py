@@ -25,34 +25,11 @@ from keybound.core.keys import Key
 from keybound.core.numbers.cose_algorithms import Algorithm
 from keybound.core.numbers.cose_headers import CoseTag
 from keybound.core.numbers.cose_keys import Curve
+from tests.cose_support import emit, key_for, verifier
 
 ALL_ALGORITHMS = cose.SIGNATURE_ALGORITHMS | cose.MAC_ALGORITHMS | cose.AEAD_ALGORITHMS
 KIND_TAG = {"sign": CoseTag.SIGN1, "mac": CoseTag.MAC0, "aead": CoseTag.ENCRYPT0}
 PAYLOAD = b"This is the content."
-
-
-def key_for(alg: Algorithm, kid: bytes | None = b"kid-1") -> Key:
-    """A fresh key that fits ``alg``."""
-    if alg == Algorithm.ES256:
-        return Key.generate_ec2(Curve.P_256, kid=kid)
-    if alg == Algorithm.ES384:
-        return Key.generate_ec2(Curve.P_384, kid=kid)
-    if alg == Algorithm.EDDSA:
-        return Key.generate_okp(Curve.ED25519, kid=kid)
-    return Key.generate_symmetric(alg.key_bytes, kid=kid)
-
-
-def verifier(key: Key) -> Key:
-    """The key a recipient holds: the public half for signatures, the secret otherwise."""
-    return key if key.is_symmetric else key.public_key()
-
-
-def emit(alg: Algorithm, key: Key, payload: bytes = PAYLOAD, **kwargs: Any) -> bytes:
-    if alg.kind == "sign":
-        return cose.sign1(payload, key, alg=alg, **kwargs)
-    if alg.kind == "mac":
-        return cose.mac0(payload, key, alg=alg, **kwargs)
-    return cose.encrypt0(payload, key, alg=alg, **kwargs)
 
 
 ALGS = sorted(ALL_ALGORITHMS, key=lambda a: a.name)

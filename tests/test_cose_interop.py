@@ -31,9 +31,10 @@ from keybound.core.errors import AlgorithmNotAllowed, BadSignature, KeyboundErro
 from keybound.core.keys import Key, b64u_encode
 from keybound.core.numbers.cose_algorithms import Algorithm
 from keybound.core.numbers.cose_headers import CoseTag
-from keybound.core.numbers.cose_keys import Curve
 
+from . import cose_support
 from .conftest import VECTORS
+from .cose_support import verifier
 
 PAYLOAD = b"keybound interop payload"
 AAD = b"external aad"
@@ -50,25 +51,11 @@ CWT_LACKS: dict[Algorithm, str] = {}
 
 
 def key_for(alg: Algorithm) -> Key:
-    if alg == Algorithm.ES256:
-        return Key.generate_ec2(Curve.P_256, kid=KID_VALUE)
-    if alg == Algorithm.ES384:
-        return Key.generate_ec2(Curve.P_384, kid=KID_VALUE)
-    if alg == Algorithm.EDDSA:
-        return Key.generate_okp(Curve.ED25519, kid=KID_VALUE)
-    return Key.generate_symmetric(alg.key_bytes, kid=KID_VALUE)
-
-
-def verifier(key: Key) -> Key:
-    return key if key.is_symmetric else key.public_key()
+    return cose_support.key_for(alg, kid=KID_VALUE)
 
 
 def emit(alg: Algorithm, key: Key, payload: bytes = PAYLOAD, **kwargs: Any) -> bytes:
-    if alg.kind == "sign":
-        return cose.sign1(payload, key, alg=alg, **kwargs)
-    if alg.kind == "mac":
-        return cose.mac0(payload, key, alg=alg, **kwargs)
-    return cose.encrypt0(payload, key, alg=alg, **kwargs)
+    return cose_support.emit(alg, key, payload, **kwargs)
 
 
 def pycose_key(key: Key, alg: Algorithm) -> Any:

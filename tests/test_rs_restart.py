@@ -11,7 +11,8 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -355,13 +356,31 @@ def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait(5)
 
 
-@pytest.mark.slow
-def test_clean_restart_keeps_replay_windows_without_echo(tmp_path: Path) -> None:
+@dataclass
+class RsRun:
+    """An RS daemon (restartable) and one client with a context established on it."""
+
+    config: Path
+    port: int
+    processes: list[subprocess.Popen[bytes]]
+    client: aiocoap.Context
+    context: ClientContext
+
+    async def restart(self, *, clean: bool) -> None:
+        """SIGTERM (clean) or SIGKILL the running RS, then start it again."""
+        (stop_cleanly if clean else kill)(self.processes[-1])
+        self.processes.append(start_rs(self.config))
+        await wait_ready(self.port)
+
+
+def run_with_rs(
+    tmp_path: Path, scenario: Callable[[RsRun], Awaitable[None]]
+) -> list[subprocess.Popen[bytes]]:
+    """Start the RS, establish a context, run ``scenario``; return the processes started."""
     keys = Keys()
     port = free_udp_port()
     config = write_setup(tmp_path, keys, port)
     processes: list[subprocess.Popen[bytes]] = []
-    log: dict[str, Any] = {}
 
     async def body() -> None:
         processes.append(start_rs(config))
@@ -370,39 +389,55 @@ def test_clean_restart_keeps_replay_windows_without_echo(tmp_path: Path) -> None
         try:
             mat = material()
             context = await establish(client, port, mint(keys, mat), mat)
-            for _ in range(3):
-                assert int((await request(client, port, aiocoap.GET, "/temp")).code) == 0x45
-            # requests captured before the restart: one deep in the window, one at its top
-            captured: list[aiocoap.Message] = []
-            for index in range(6):
-                message, request_id = protect_get(context, 5000 + index)
-                answer = await raw_exchange(port, message.encode())
-                assert inner_code(context, answer, request_id) == 0x45
-                if index in (1, 5):
-                    captured.append(message)
-            log["before"] = list(context.response_pivs)
-
-            stop_cleanly(processes[0])
-            assert clean_marker(tmp_path)
-            processes.append(start_rs(config))
-            await wait_ready(port)
-            assert not clean_marker(tmp_path)  # cleared before the RS served anything
-
-            # the first new request is served at once: no Echo round trip
-            answer = await fresh_get(context, port, 5100)
-            assert int(answer.code) == 0x45
-            assert answer.opt.echo is None
-            # every captured request is still refused as a replay
-            for number, message in enumerate(captured):
-                await assert_replay_refused(port, message, 5200 + number)
-            answer = await fresh_get(context, port, 5300)
-            assert int(answer.code) == 0x45
-            log["after"] = context.response_pivs[len(log["before"]) :]
+            await scenario(RsRun(config, port, processes, client, context))
         finally:
             await client.shutdown()
 
     try:
         run(body(), timeout=90)
+    except BaseException:
+        stop_all(processes)
+        raise
+    return processes
+
+
+@pytest.mark.slow
+def test_clean_restart_keeps_replay_windows_without_echo(tmp_path: Path) -> None:
+    log: dict[str, Any] = {}
+
+    async def scenario(rs: RsRun) -> None:
+        client, context, port = rs.client, rs.context, rs.port
+        for _ in range(3):
+            assert int((await request(client, port, aiocoap.GET, "/temp")).code) == 0x45
+        # requests captured before the restart: one deep in the window, one at its top
+        captured: list[aiocoap.Message] = []
+        for index in range(6):
+            message, request_id = protect_get(context, 5000 + index)
+            answer = await raw_exchange(port, message.encode())
+            assert inner_code(context, answer, request_id) == 0x45
+            if index in (1, 5):
+                captured.append(message)
+        log["before"] = list(context.response_pivs)
+
+        stop_cleanly(rs.processes[0])
+        assert clean_marker(tmp_path)
+        rs.processes.append(start_rs(rs.config))
+        await wait_ready(port)
+        assert not clean_marker(tmp_path)  # cleared before the RS served anything
+
+        # the first new request is served at once: no Echo round trip
+        answer = await fresh_get(context, port, 5100)
+        assert int(answer.code) == 0x45
+        assert answer.opt.echo is None
+        # every captured request is still refused as a replay
+        for number, message in enumerate(captured):
+            await assert_replay_refused(port, message, 5200 + number)
+        answer = await fresh_get(context, port, 5300)
+        assert int(answer.code) == 0x45
+        log["after"] = context.response_pivs[len(log["before"]) :]
+
+    processes = run_with_rs(tmp_path, scenario)
+    try:
         before = [int.from_bytes(p, "big") for p in log["before"]]
         after = [int.from_bytes(p, "big") for p in log["after"]]
         assert len(set(before + after)) == len(before + after), "response Partial IV reused"
@@ -418,92 +453,57 @@ def test_clean_restart_keeps_replay_windows_without_echo(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_sigkill_restart_still_needs_echo(tmp_path: Path) -> None:
-    keys = Keys()
-    port = free_udp_port()
-    config = write_setup(tmp_path, keys, port)
-    processes: list[subprocess.Popen[bytes]] = []
+    async def scenario(rs: RsRun) -> None:
+        context, port = rs.context, rs.port
+        assert int((await fresh_get(context, port, 6000)).code) == 0x45
+        captured, _ = protect_get(context, 6001)
+        assert int((await raw_exchange(port, captured.encode())).code) == 0x44
 
-    async def body() -> None:
-        processes.append(start_rs(config))
-        await wait_ready(port)
-        client = await aiocoap.Context.create_client_context()
-        try:
-            mat = material()
-            context = await establish(client, port, mint(keys, mat), mat)
-            assert int((await fresh_get(context, port, 6000)).code) == 0x45
-            captured, _ = protect_get(context, 6001)
-            assert int((await raw_exchange(port, captured.encode())).code) == 0x44
+        await rs.restart(clean=False)
+        assert not clean_marker(tmp_path)
 
-            kill(processes[0])
-            assert not clean_marker(tmp_path)
-            processes.append(start_rs(config))
-            await wait_ready(port)
+        answer = await fresh_get(context, port, 6100)
+        assert int(answer.code) == 0x81  # a protected 4.01 ...
+        assert answer.opt.echo is not None  # ... carrying Echo
+        # aiocoap's client retries with the Echo value and is then served
+        assert int((await request(rs.client, port, aiocoap.GET, "/temp")).code) == 0x45
+        await assert_replay_refused(port, captured, 6200)
 
-            answer = await fresh_get(context, port, 6100)
-            assert int(answer.code) == 0x81  # a protected 4.01 ...
-            assert answer.opt.echo is not None  # ... carrying Echo
-            # aiocoap's client retries with the Echo value and is then served
-            assert int((await request(client, port, aiocoap.GET, "/temp")).code) == 0x45
-            await assert_replay_refused(port, captured, 6200)
-        finally:
-            await client.shutdown()
-
-    try:
-        run(body(), timeout=90)
-    finally:
-        stop_all(processes)
+    stop_all(run_with_rs(tmp_path, scenario))
 
 
 @pytest.mark.slow
 def test_sigkill_after_clean_restart_falls_back_to_echo(tmp_path: Path) -> None:
     """The marker is cleared at startup: a crash after a clean restart means Echo again."""
-    keys = Keys()
-    port = free_udp_port()
-    config = write_setup(tmp_path, keys, port)
-    processes: list[subprocess.Popen[bytes]] = []
 
-    async def body() -> None:
-        processes.append(start_rs(config))
-        await wait_ready(port)
-        client = await aiocoap.Context.create_client_context()
-        try:
-            mat = material()
-            context = await establish(client, port, mint(keys, mat), mat)
-            assert int((await fresh_get(context, port, 7000)).code) == 0x45
+    async def scenario(rs: RsRun) -> None:
+        context, port = rs.context, rs.port
+        assert int((await fresh_get(context, port, 7000)).code) == 0x45
 
-            stop_cleanly(processes[0])
-            processes.append(start_rs(config))
-            await wait_ready(port)
-            assert not clean_marker(tmp_path)
-            answer = await fresh_get(context, port, 7100)
-            assert int(answer.code) == 0x45
-            assert answer.opt.echo is None
-            # a request of the second run, captured for a replay after the crash
-            captured, captured_id = protect_get(context, 7101)
-            first = await raw_exchange(port, captured.encode())
-            assert inner_code(context, first, captured_id) == 0x45
+        await rs.restart(clean=True)
+        assert not clean_marker(tmp_path)
+        answer = await fresh_get(context, port, 7100)
+        assert int(answer.code) == 0x45
+        assert answer.opt.echo is None
+        # a request of the second run, captured for a replay after the crash
+        captured, captured_id = protect_get(context, 7101)
+        first = await raw_exchange(port, captured.encode())
+        assert inner_code(context, first, captured_id) == 0x45
 
-            kill(processes[1])
-            assert not clean_marker(tmp_path)
-            processes.append(start_rs(config))
-            await wait_ready(port)
+        await rs.restart(clean=False)
+        assert not clean_marker(tmp_path)
 
-            # the replay is not served: the stale window is not trusted, Echo is asked
-            captured.mid = 7200
-            replayed = await raw_exchange(port, captured.encode())
-            assert inner_code(context, replayed, captured_id) == 0x81
-            answer = await fresh_get(context, port, 7201)
-            assert int(answer.code) == 0x81
-            assert answer.opt.echo is not None
-            assert int((await request(client, port, aiocoap.GET, "/temp")).code) == 0x45
-            await assert_replay_refused(port, captured, 7300)
-        finally:
-            await client.shutdown()
+        # the replay is not served: the stale window is not trusted, Echo is asked
+        captured.mid = 7200
+        replayed = await raw_exchange(port, captured.encode())
+        assert inner_code(context, replayed, captured_id) == 0x81
+        answer = await fresh_get(context, port, 7201)
+        assert int(answer.code) == 0x81
+        assert answer.opt.echo is not None
+        assert int((await request(rs.client, port, aiocoap.GET, "/temp")).code) == 0x45
+        await assert_replay_refused(port, captured, 7300)
 
-    try:
-        run(body(), timeout=90)
-    finally:
-        stop_all(processes)
+    stop_all(run_with_rs(tmp_path, scenario))
 
 
 def test_restored_window_refuses_seen_and_accepts_next() -> None:

@@ -23,7 +23,13 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from keybound.core.authz_store import AuthzStoreError, Client, ResourceServer, UnknownRecord
+from keybound.core.authz_store import (
+    AuthzStoreError,
+    Client,
+    IssuerSettings,
+    ResourceServer,
+    UnknownRecord,
+)
 from keybound.core.errors import KeyboundError
 from keybound.tools.as_http import check_listen
 from keybound.tools.as_provision import (
@@ -148,6 +154,27 @@ def _rs_row(rs: ResourceServer) -> dict[str, Any]:
     }
 
 
+def _issuer(store: SqlAuthzStore) -> IssuerSettings:
+    issuer = store.get_issuer()
+    if issuer is None:
+        raise fail("the AS is not initialised: run `keybound as init` first")
+    return issuer
+
+
+def _write_rs_bundle(
+    store: SqlAuthzStore,
+    issuer: IssuerSettings,
+    rs: ResourceServer,
+    out: Path | None,
+    as_base: str | None,
+) -> Path:
+    """Write the RS bundle (0600) to ``out``, by default ``NAME-rs-bundle.json``."""
+    return write_bundle(
+        out or Path(f"{rs.name}-rs-bundle.json"),
+        rs_bundle(rs, issuer, as_base=_as_base(store, as_base)),
+    )
+
+
 @rs_app.command("add")
 @_clean
 def rs_add(
@@ -165,16 +192,11 @@ def rs_add(
 ) -> None:
     """Register a resource server: its token key and introspection context; write its bundle."""
     with _store(db) as store:
-        issuer = store.get_issuer()
-        if issuer is None:
-            raise fail("the AS is not initialised: run `keybound as init` first")
+        issuer = _issuer(store)
         rs = add_resource_server(
             store, name, audience, scope, has_clock=not no_clock, lifetime=lifetime
         )
-        path = write_bundle(
-            out or Path(f"{name}-rs-bundle.json"),
-            rs_bundle(rs, issuer, as_base=_as_base(store, as_base)),
-        )
+        path = _write_rs_bundle(store, issuer, rs, out, as_base)
     if as_json:
         _emit({**_rs_row(rs), "bundle": str(path)})
         return
@@ -192,14 +214,9 @@ def rotate_key(
 ) -> None:
     """New token key for an RS (the previous one still decrypts for introspection)."""
     with _store(db) as store:
-        issuer = store.get_issuer()
-        if issuer is None:
-            raise fail("the AS is not initialised: run `keybound as init` first")
+        issuer = _issuer(store)
         rs = rotate_token_key(store, name)
-        path = write_bundle(
-            out or Path(f"{name}-rs-bundle.json"),
-            rs_bundle(rs, issuer, as_base=_as_base(store, as_base)),
-        )
+        path = _write_rs_bundle(store, issuer, rs, out, as_base)
     if as_json:
         _emit({**_rs_row(rs), "bundle": str(path)})
         return

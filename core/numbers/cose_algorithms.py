@@ -63,17 +63,24 @@ class Algorithm(Enum):
     @classmethod
     def from_id(cls, value: object) -> "Algorithm":
         """The algorithm registered as ``value``; raises ``KeyError`` if keybound lacks it."""
-        for alg in cls:
-            if alg.value.value == value and type(value) is int:
-                return alg
-        raise KeyError(value)
+        if type(value) is not int:
+            raise KeyError(value)
+        return _BY_ID[value]
 
     @classmethod
     def from_name(cls, name: str) -> "Algorithm":
-        for alg in cls:
-            if name in (alg.value.name, alg.value.jose, alg.name):
-                return alg
-        raise KeyError(name)
+        """The algorithm by its IANA name, JOSE name or member name; ``KeyError`` if unknown."""
+        return _BY_NAME[name]
+
+
+# Lookup tables, built once: decoders ask for every message.
+_BY_ID: dict[int, Algorithm] = {alg.value.value: alg for alg in Algorithm}
+_BY_NAME: dict[str, Algorithm] = {
+    name: alg
+    for alg in Algorithm
+    for name in (alg.value.name, alg.value.jose, alg.name)
+    if name is not None
+}
 
 
 #: HMAC-based KDF identifiers used in OSCORE input material (RFC 9203 §3.2.1:
