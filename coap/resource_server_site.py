@@ -66,6 +66,9 @@ from .oscore_store import DEFAULT_SEQUENCE_CHUNK, ContextTable, RsSecurityContex
 #: Bound on an ``/authz-info`` payload (tokens of this profile are about 150-300 bytes).
 DEFAULT_MAX_PAYLOAD = 1024
 
+#: Default bound on the body of a request to a protected resource (RFC 7959 §2.9.3).
+DEFAULT_MAX_RESOURCE_BODY = 4096
+
 log = logging.getLogger("keybound.rs")
 
 
@@ -95,13 +98,13 @@ class AuthzInfoResource(aiocoap.resource.Resource):  # type: ignore[misc]
         self.owner = owner
 
     async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
-        return False  # one datagram is enough for a token; larger payloads are refused
+        return True  # assembled up to ``max_payload`` by the site's bounded spool
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         owner = self.owner
         peer = str(getattr(request.remote, "hostinfo", "?"))
         try:
-            if len(request.payload) > owner.max_payload or request.opt.block1 is not None:
+            if len(request.payload) > owner.max_payload:
                 raise PayloadTooLarge(f"the authz-info payload exceeds {owner.max_payload} bytes")
             if request.opt.content_format not in (None, CONTENT_FORMAT_ACE_CBOR):
                 return aiocoap.Message(code=Code.UNSUPPORTED_CONTENT_FORMAT)
@@ -199,11 +202,11 @@ class ResourceServerSite:
         )
         harden_message_decoding()
         self.root = StrictOscoreSiteWrapper(self.site, self.server_credentials)
-        self.site.add_resource(["authz-info"], AuthzInfoResource(self))
-        self.site.add_resource(
-            [".well-known", "core"],
-            aiocoap.resource.WKCResource(self.root.get_resources_as_linkheader),
-        )
+        #: Partial Block1 uploads, bounded per peer and in total across all resources.
+        self.uploads = self.root.uploads
+        self.root.add_bounded(["authz-info"], AuthzInfoResource(self), max_payload)
+        wkc = aiocoap.resource.WKCResource(self.root.get_resources_as_linkheader)
+        self.root.add_bounded([".well-known", "core"], wkc, 0)
         self.protocol: aiocoap.Context | None = None
         self._expiry_task: asyncio.Task[None] | None = None
         self._marker_cleared = False
@@ -211,18 +214,26 @@ class ResourceServerSite:
     # -- declarations --
 
     def add_protected(
-        self, path: str, resource: Any, scopes: Mapping[str, Iterable[str]] | None = None
+        self,
+        path: str,
+        resource: Any,
+        scopes: Mapping[str, Iterable[str]] | None = None,
+        *,
+        max_body: int = DEFAULT_MAX_RESOURCE_BODY,
     ) -> None:
         """Serve ``resource`` at ``path`` to OSCORE clients whose token allows the request.
 
         ``scopes`` maps methods to the text scope tokens that allow them, e.g.
         ``{"GET": ["temp.read"], "PUT": ["temp.write"]}`` (AIF scopes need none).
+        A request body longer than ``max_body`` bytes is refused with 4.13 and
+        Size1 at the first block that passes it (RFC 7959 §2.9.3).
         """
         if not path.startswith("/") or path == "/":
             raise ValueError(f"a resource path starts with / and names a resource: {path!r}")
         if scopes:
             self.rs.declare(path, scopes)
-        self.site.add_resource(path[1:].split("/"), GuardedResource(self, path, resource))
+        guarded = GuardedResource(self, path, resource)
+        self.root.add_bounded(path[1:].split("/"), guarded, max_body)
 
     # -- time --
 
@@ -461,6 +472,7 @@ def _record(entry: StoredToken, *, sender_mark: int) -> PersistedContext:
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
+    "DEFAULT_MAX_RESOURCE_BODY",
     "AuthzInfoResource",
     "GuardedResource",
     "ResourceServerSite",
