@@ -373,7 +373,7 @@ class DPoPMiddleware:
         headers.append((b"www-authenticate", challenge.encode("latin-1")))
         if isinstance(err, UseDPoPNonce):
             headers.append((b"dpop-nonce", err.nonce.encode("ascii")))
-        status = err.http_status
+        status = _HTTP_STATUS.get(err.error, err.http_status)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -400,6 +400,22 @@ class DPoPMiddleware:
             await send(message)
 
         return send_with_nonce
+
+
+#: The status of each ``WWW-Authenticate`` error code: RFC 6750 §3.1 (``invalid_request``
+#: 400, ``invalid_token`` 401, ``insufficient_scope`` 403) and RFC 9449 §7.1, §9
+#: (``invalid_dpop_proof`` and ``use_dpop_nonce`` 401). It wins over the error's own
+#: status, which may follow another binding (an audience mismatch is CoAP 4.03, RFC 9200
+#: §5.10.1.1, but ``invalid_token`` is 401 over HTTP).
+_HTTP_STATUS: Mapping[str, int] = MappingProxyType(
+    {
+        "invalid_request": 400,
+        "invalid_token": 401,
+        "insufficient_scope": 403,
+        "invalid_dpop_proof": 401,
+        "use_dpop_nonce": 401,
+    }
+)
 
 
 class _NoCredentials(InvalidToken):
