@@ -7,13 +7,21 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+from sqlalchemy import update
+
+from keybound.core.authz_server import TokenRequest, introspect, issue_token
 from keybound.core.authz_store import IssuedToken
+from keybound.core.exi import decode_exi_sequence
+from keybound.tools.as_provision import as_config
+from keybound.tools.as_schema import sequences_table
 from keybound.tools.as_storage import SqlAuthzStore
 
-from .as_support import db_url
+from .as_support import db_url, provision
 
 __all__ = ["db_url"]
 
@@ -136,3 +144,29 @@ def test_serve_refuses_plain_http_beyond_loopback(tmp_path: Path) -> None:
     result = kb_as("serve", "--http", "0.0.0.0:18080", db=db, cwd=tmp_path)
     assert result.returncode == 2
     assert "without TLS" in result.stderr
+
+
+@pytest.mark.parametrize("number", [0, 23, 24, 255, 256, 65536])
+def test_revoke_by_sequence_number(db_url: str, tmp_path: Path, number: int) -> None:
+    """``revoke AUDIENCE#SEQ`` finds the token whose ``cti`` encodes SEQ (RFC 9200 §5.10.3),
+    also where the number's CBOR encoding is longer than one byte (24 and more)."""
+    setup = provision(db_url)
+    store = setup["store"]
+    config = as_config(store)
+    with store._write() as conn:  # the counter hands out ``value + 1`` next
+        conn.execute(
+            update(sequences_table)
+            .where(sequences_table.c.audience == "door")
+            .values(value=number - 1)
+        )
+    request = TokenRequest(client_id="sensor-1", audience="door")
+    response = issue_token(store, config, request, now=int(time.time()), random_bytes=os.urandom)
+    assert decode_exi_sequence(response.token.cti) == number
+    assert introspect(store, config, response.access_token, now=int(time.time())).active
+    store.close()
+
+    revoked = ok(kb_as("revoke", f"door#{number}", "--json", db=db_url, cwd=tmp_path))
+    assert revoked["revoked"] is True
+    with SqlAuthzStore.open(db_url) as reopened:
+        result = introspect(reopened, config, response.access_token, now=int(time.time()))
+    assert result.to_cbor_map() == {10: False}
