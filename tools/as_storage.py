@@ -130,6 +130,12 @@ class SqlAuthzStore:
             raise
         return cls(engine)
 
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for state kept next to the AS's records (the DPoP
+        replay cache of :mod:`keybound.tools.dpop_replay_cache`)."""
+        return self._engine
+
     def close(self) -> None:
         """Close all pooled connections."""
         self._engine.dispose()
