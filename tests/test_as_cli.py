@@ -16,6 +16,7 @@ from sqlalchemy import update
 
 from keybound.core.authz_server import TokenRequest, introspect, issue_token
 from keybound.core.authz_store import IssuedToken
+from keybound.core.errors import InvalidClient
 from keybound.core.exi import decode_exi_sequence
 from keybound.tools.as_provision import as_config
 from keybound.tools.as_schema import sequences_table
@@ -170,3 +171,35 @@ def test_revoke_by_sequence_number(db_url: str, tmp_path: Path, number: int) -> 
     with SqlAuthzStore.open(db_url) as reopened:
         result = introspect(reopened, config, response.access_token, now=int(time.time()))
     assert result.to_cbor_map() == {10: False}
+
+
+def test_rs_bundle_carries_an_introspection_secret_rotated_apart_from_the_token_key(
+    db_url: str, tmp_path: Path
+) -> None:
+    ok(kb_as("init", "--issuer", "coap://127.0.0.1:5683", db=db_url, cwd=tmp_path))
+    ok(kb_as("rs", "add", "temp-rs", "--audience", "temp", "--scope", "read",
+             "--out", "rs.json", db=db_url, cwd=tmp_path))  # fmt: skip
+    added = json.loads((tmp_path / "rs.json").read_text())
+    secret = added["introspection"]["http_secret"]
+    assert isinstance(secret, str)
+    assert secret != added["token_key"]["k"]
+    with SqlAuthzStore.open(db_url) as store:
+        assert store.verify_introspection_secret("temp-rs", secret).name == "temp-rs"
+
+    ok(kb_as("rotate-key", "temp-rs", "--out", "rs.json", db=db_url, cwd=tmp_path))
+    rotated = json.loads((tmp_path / "rs.json").read_text())
+    assert rotated["token_key"] != added["token_key"]
+    assert rotated["introspection"]["http_secret"] == secret  # still the valid one
+
+    ok(kb_as("rotate-key", "temp-rs", "--introspection-secret", "--out", "rs.json",
+             db=db_url, cwd=tmp_path))  # fmt: skip
+    renewed = json.loads((tmp_path / "rs.json").read_text())
+    assert renewed["token_key"] == rotated["token_key"]
+    new_secret = renewed["introspection"]["http_secret"]
+    assert new_secret != secret
+    with SqlAuthzStore.open(db_url) as store:
+        store.verify_introspection_secret("temp-rs", new_secret)
+        with pytest.raises(InvalidClient):
+            store.verify_introspection_secret("temp-rs", secret)
+        with pytest.raises(InvalidClient):
+            store.verify_introspection_secret("temp-rs", renewed["token_key"]["k"])

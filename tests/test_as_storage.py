@@ -146,6 +146,10 @@ def test_schema_1_sequence_token_records_are_migrated(db_url: str) -> None:
             store.record_token(_token(key, audience="door", exi=60, sequence=number))
         store.record_token(_token(b"\x01\x02", exp=NOW + 60))
     _raw_execute(db_url, "UPDATE keybound_meta SET schema_version = 1")
+    # Schema 1 had no introspection secrets; migrating adds the column back.
+    _raw_execute(
+        db_url, "ALTER TABLE keybound_resource_servers DROP COLUMN introspection_secret_hash"
+    )
     with SqlAuthzStore.open(db_url) as store:
         for number in old_keys:
             record = store.get_token(f"door#{number}".encode())

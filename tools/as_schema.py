@@ -35,6 +35,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import URL
@@ -79,7 +80,9 @@ in place by :func:`check_schema` (:data:`_MIGRATIONS`); a newer or unknown one i
 
 - 1 -> 2: tokens with a sequence-number ``cti`` (RFC 9200 §5.10.3) are recorded under
   ``AUDIENCE#SEQ`` with the decimal sequence number; version 1 used the integer value
-  of the number's CBOR encoding, which differs from 24 on.
+  of the number's CBOR encoding, which differs from 24 on. Resource servers get an
+  ``introspection_secret_hash`` column (empty: such an RS must be given an introspection
+  secret before it can introspect over HTTP; its token key no longer serves as one).
 """
 
 
@@ -118,6 +121,9 @@ resource_servers_table = Table(
     Column("osc_recipient_id", LargeBinary),
     Column("osc_id_context", LargeBinary),
     Column("created", BigInteger, nullable=False),
+    # The RS's password at HTTP /introspect, scrypt-hashed (tools.as_client_secrets);
+    # distinct from its token key. NULL until one is made (databases of schema 1).
+    Column("introspection_secret_hash", String),
 )
 
 token_keys_table = Table(
@@ -269,8 +275,18 @@ def _rekey_sequenced_tokens(conn: Connection) -> None:
     )
 
 
+def _migrate_1_to_2(conn: Connection) -> None:
+    _rekey_sequenced_tokens(conn)
+    conn.execute(
+        text(
+            f"ALTER TABLE {resource_servers_table.name} "
+            "ADD COLUMN introspection_secret_hash VARCHAR"
+        )
+    )
+
+
 #: The step from each schema version to the next, run in one transaction.
-_MIGRATIONS: Final[dict[int, Callable[[Connection], None]]] = {1: _rekey_sequenced_tokens}
+_MIGRATIONS: Final[dict[int, Callable[[Connection], None]]] = {1: _migrate_1_to_2}
 
 
 def _migrate(engine: Engine, where: str, version: int) -> None:

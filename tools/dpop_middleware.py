@@ -578,6 +578,18 @@ def _aud_list(value: object) -> list[str]:
     return []
 
 
+def _error_description(response: httpx.Response) -> str:
+    """``": error: description"`` of an RFC 6749 §5.2 error body, bounded, or ``""``."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return ""
+    described = f"{body['error']}: {body.get('error_description', '')}"
+    return ": " + described[:300]
+
+
 def introspection_token_verifier(
     introspection_url: str,
     *,
@@ -591,8 +603,8 @@ def introspection_token_verifier(
 
     The resource server authenticates with HTTP Basic (``client_secret_basic``
     encoding, RFC 6749 §2.3.1) as ``rs_name`` with ``rs_secret``; keybound's AS
-    expects the RS's name and the ``k`` of its token key from the RS bundle,
-    and answers only about tokens for that RS's audience. An inactive token,
+    expects the RS's name and its ``introspection.http_secret`` from the RS
+    bundle, and answers only about tokens for that RS's audience. An inactive token,
     or one for another audience, is :class:`~keybound.core.errors.InvalidToken`;
     an unreachable or failing AS is :class:`IntrospectionUnavailable` (503).
     The answer carries ``cnf.jkt`` and ``token_type`` ``DPoP`` (RFC 9449 §6.2).
@@ -621,6 +633,7 @@ def introspection_token_verifier(
         if response.status_code != 200:
             raise IntrospectionUnavailable(
                 f"the introspection endpoint answered {response.status_code}"
+                + _error_description(response)
             )
         try:
             answer = response.json()
@@ -643,15 +656,26 @@ def introspection_token_verifier_from_bundle(
     timeout: float = 5.0,
 ) -> Callable[[str], Awaitable[Mapping[str, Any]]]:
     """:func:`introspection_token_verifier` authenticated with an RS bundle's ``name``
-    and token key ``k``; ``introspection_url`` is the AS's HTTP ``/introspect``."""
+    and ``introspection.http_secret``; ``introspection_url`` is the AS's HTTP
+    ``/introspect``. A bundle without that secret (written before the AS gave
+    resource servers their own introspection credential) is refused with a
+    :class:`ValueError` that names the command writing a new one."""
     try:
-        name, k, audience = bundle["name"], bundle["token_key"]["k"], bundle["audience"]
+        name, audience = bundle["name"], bundle["audience"]
     except (KeyError, TypeError) as err:
         raise ValueError(f"the RS bundle lacks {err.args[0]!r}") from None
+    introspection = bundle.get("introspection")
+    secret = introspection.get("http_secret") if isinstance(introspection, Mapping) else None
+    if not isinstance(secret, str) or not secret:
+        raise ValueError(
+            "the RS bundle has no introspection.http_secret (the token key is not an "
+            f"introspection credential): run `keybound as rotate-key {name} "
+            "--introspection-secret` and use the bundle it writes"
+        )
     return introspection_token_verifier(
         introspection_url,
         rs_name=str(name),
-        rs_secret=str(k),
+        rs_secret=secret,
         audience=str(audience),
         client=client,
         timeout=timeout,
