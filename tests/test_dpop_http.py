@@ -207,6 +207,14 @@ def servers() -> Iterator[dict[str, str]]:
             lambda url: resource_app(url, NonceIssuer(RS_C_SECRET, slot_seconds=60), RS_C_CLOCK.now)
         ),
         "rs_aud": _start(audience_checking_app),
+        "rs_full": _start(
+            lambda url: DPoPMiddleware(
+                Starlette(routes=[Route("/resource", resource)]),
+                verify_token=verify_token,
+                public_url=url,
+                replay_cache=InMemoryReplayCache(1),
+            )
+        ),
     }
     yield {name: run.url for name, run in running.items()}
     for run in running.values():
@@ -520,3 +528,17 @@ def test_token_for_another_audience_is_401_invalid_token(
         client_key, issue_token(client_key.thumbprint(), audience="https://api.example.com")
     )
     assert httpx.get(url, auth=ours).status_code == 200
+
+
+def test_full_replay_cache_is_503_without_a_challenge(
+    servers: dict[str, str], client_key: ECKey
+) -> None:
+    """503 is no authentication failure: ``temporarily_unavailable`` is not a resource
+    access error code (RFC 6750 §3.1), so it goes in the body, not in WWW-Authenticate."""
+    auth = DPoPAuth(client_key, issue_token(client_key.thumbprint()))
+    url = servers["rs_full"] + "/resource"
+    assert httpx.get(url, auth=auth).status_code == 200
+    full = httpx.get(url, auth=auth)  # a fresh proof, but the one entry is unexpired
+    assert full.status_code == 503
+    assert "www-authenticate" not in full.headers
+    assert full.json()["error"] == "temporarily_unavailable"

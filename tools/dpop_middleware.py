@@ -33,7 +33,11 @@ Refusals (RFC 9449 §7.1, §7.2, §9; RFC 6750 §3):
 - a nonce is required and missing or stale: 401 ``error="use_dpop_nonce"``
   with a ``DPoP-Nonce`` header;
 - the token lacks a required scope: 403 ``error="insufficient_scope"``;
-- the replay cache is full: 503.
+- the replay cache is full or unreachable, or the AS cannot be asked: 503
+  with a JSON ``temporarily_unavailable`` body and no challenge.
+
+Each error code is answered with the status RFC 6750 §3.1 and RFC 9449 §7.1
+give it, whatever binding the error class was made for.
 
 WebSocket connections to protected paths are closed before the handshake
 completes (HTTP 403): DPoP proofs are defined for HTTP requests.
@@ -370,10 +374,14 @@ class DPoPMiddleware:
             challenge = self._challenge(err, err.required if isinstance(err, _ScopeMissing) else ())
             headers.append((b"content-type", b"application/json"))
             body = json.dumps(err.to_json()).encode("utf-8")
-        headers.append((b"www-authenticate", challenge.encode("latin-1")))
+        status = _HTTP_STATUS.get(err.error, err.http_status)
+        if err.error in _HTTP_STATUS:
+            # Only the resource access error codes go into a challenge (RFC 6750 §3.1,
+            # RFC 9449 §7.1); a 503 (a full or unreachable store) is not an
+            # authentication failure and carries its code in the JSON body only.
+            headers.append((b"www-authenticate", challenge.encode("latin-1")))
         if isinstance(err, UseDPoPNonce):
             headers.append((b"dpop-nonce", err.nonce.encode("ascii")))
-        status = _HTTP_STATUS.get(err.error, err.http_status)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
