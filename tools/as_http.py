@@ -193,7 +193,9 @@ def create_app(
             client = await asyncio.to_thread(store.verify_client_secret, client_id, secret)
             form = await _form(request)
             now = clock()
-            proof = check_token_request_proof(
+            # The replay cache may be the database (tools.dpop_replay_cache): off the loop too.
+            proof = await asyncio.to_thread(
+                check_token_request_proof,
                 request.headers.getlist("dpop"),
                 form,
                 token_endpoint=token_endpoint,

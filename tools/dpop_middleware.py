@@ -59,6 +59,8 @@ access tokens keybound's AS issues (RFC 9449 §6, §7):
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 import json
 import re
@@ -330,7 +332,8 @@ class DPoPMiddleware:
             raise InvalidToken("the access token is not bound to a DPoP key (no cnf.jkt)")
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
         htu = self.public_url + raw_path.decode("latin-1")
-        verified = verify_proof(
+        check = functools.partial(
+            verify_proof,
             proof,
             htm=scope["method"],
             htu=htu,
@@ -344,6 +347,9 @@ class DPoPMiddleware:
             allowed_algs=self.allowed_algs,
             max_proof_length=self.max_proof_length,
         )
+        # A shared replay cache does database I/O: keep it off the event loop.
+        in_memory = isinstance(self.replay_cache, InMemoryReplayCache)
+        verified = check() if in_memory else await asyncio.to_thread(check)
         required = frozenset(self._scopes_for(scope["path"]))
         missing = required - _granted_scopes(claims)
         if missing:
