@@ -7,13 +7,22 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+from sqlalchemy import update
+
+from keybound.core.authz_server import TokenRequest, introspect, issue_token
 from keybound.core.authz_store import IssuedToken
+from keybound.core.errors import InvalidClient
+from keybound.core.exi import decode_exi_sequence
+from keybound.tools.as_provision import as_config
+from keybound.tools.as_schema import sequences_table
 from keybound.tools.as_storage import SqlAuthzStore
 
-from .as_support import db_url
+from .as_support import db_url, provision
 
 __all__ = ["db_url"]
 
@@ -136,3 +145,61 @@ def test_serve_refuses_plain_http_beyond_loopback(tmp_path: Path) -> None:
     result = kb_as("serve", "--http", "0.0.0.0:18080", db=db, cwd=tmp_path)
     assert result.returncode == 2
     assert "without TLS" in result.stderr
+
+
+@pytest.mark.parametrize("number", [0, 23, 24, 255, 256, 65536])
+def test_revoke_by_sequence_number(db_url: str, tmp_path: Path, number: int) -> None:
+    """``revoke AUDIENCE#SEQ`` finds the token whose ``cti`` encodes SEQ (RFC 9200 §5.10.3),
+    also where the number's CBOR encoding is longer than one byte (24 and more)."""
+    setup = provision(db_url)
+    store = setup["store"]
+    config = as_config(store)
+    with store._write() as conn:  # the counter hands out ``value + 1`` next
+        conn.execute(
+            update(sequences_table)
+            .where(sequences_table.c.audience == "door")
+            .values(value=number - 1)
+        )
+    request = TokenRequest(client_id="sensor-1", audience="door")
+    response = issue_token(store, config, request, now=int(time.time()), random_bytes=os.urandom)
+    assert decode_exi_sequence(response.token.cti) == number
+    assert introspect(store, config, response.access_token, now=int(time.time())).active
+    store.close()
+
+    revoked = ok(kb_as("revoke", f"door#{number}", "--json", db=db_url, cwd=tmp_path))
+    assert revoked["revoked"] is True
+    with SqlAuthzStore.open(db_url) as reopened:
+        result = introspect(reopened, config, response.access_token, now=int(time.time()))
+    assert result.to_cbor_map() == {10: False}
+
+
+def test_rs_bundle_carries_an_introspection_secret_rotated_apart_from_the_token_key(
+    db_url: str, tmp_path: Path
+) -> None:
+    ok(kb_as("init", "--issuer", "coap://127.0.0.1:5683", db=db_url, cwd=tmp_path))
+    ok(kb_as("rs", "add", "temp-rs", "--audience", "temp", "--scope", "read",
+             "--out", "rs.json", db=db_url, cwd=tmp_path))  # fmt: skip
+    added = json.loads((tmp_path / "rs.json").read_text())
+    secret = added["introspection"]["http_secret"]
+    assert isinstance(secret, str)
+    assert secret != added["token_key"]["k"]
+    with SqlAuthzStore.open(db_url) as store:
+        assert store.verify_introspection_secret("temp-rs", secret).name == "temp-rs"
+
+    ok(kb_as("rotate-key", "temp-rs", "--out", "rs.json", db=db_url, cwd=tmp_path))
+    rotated = json.loads((tmp_path / "rs.json").read_text())
+    assert rotated["token_key"] != added["token_key"]
+    assert rotated["introspection"]["http_secret"] == secret  # still the valid one
+
+    ok(kb_as("rotate-key", "temp-rs", "--introspection-secret", "--out", "rs.json",
+             db=db_url, cwd=tmp_path))  # fmt: skip
+    renewed = json.loads((tmp_path / "rs.json").read_text())
+    assert renewed["token_key"] == rotated["token_key"]
+    new_secret = renewed["introspection"]["http_secret"]
+    assert new_secret != secret
+    with SqlAuthzStore.open(db_url) as store:
+        store.verify_introspection_secret("temp-rs", new_secret)
+        with pytest.raises(InvalidClient):
+            store.verify_introspection_secret("temp-rs", secret)
+        with pytest.raises(InvalidClient):
+            store.verify_introspection_secret("temp-rs", renewed["token_key"]["k"])

@@ -36,6 +36,7 @@ from keybound.tools.as_provision import (
     add_clients,
     add_resource_server,
     init_issuer,
+    new_introspection_secret,
     rotate_token_key,
 )
 from keybound.tools.as_server import run_authorization_server
@@ -167,12 +168,38 @@ def _write_rs_bundle(
     rs: ResourceServer,
     out: Path | None,
     as_base: str | None,
+    introspection_secret: str | None = None,
 ) -> Path:
-    """Write the RS bundle (0600) to ``out``, by default ``NAME-rs-bundle.json``."""
+    """Write the RS bundle (0600) to ``out``, by default ``NAME-rs-bundle.json``.
+
+    Without ``introspection_secret`` the one in the bundle file being replaced is
+    kept: the AS holds only its hash (rotating the token key leaves it valid).
+    """
+    path = out or Path(f"{rs.name}-rs-bundle.json")
+    if introspection_secret is None:
+        introspection_secret = _bundle_introspection_secret(path, rs.name)
     return write_bundle(
-        out or Path(f"{rs.name}-rs-bundle.json"),
-        rs_bundle(rs, issuer, as_base=_as_base(store, as_base)),
+        path,
+        rs_bundle(
+            rs,
+            issuer,
+            as_base=_as_base(store, as_base),
+            introspection_secret=introspection_secret,
+        ),
     )
+
+
+def _bundle_introspection_secret(path: Path, name: str) -> str | None:
+    """The ``introspection.http_secret`` of the RS bundle of ``name`` at ``path``, if any."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(old, dict) or old.get("name") != name:
+        return None
+    introspection = old.get("introspection")
+    secret = introspection.get("http_secret") if isinstance(introspection, dict) else None
+    return secret if isinstance(secret, str) else None
 
 
 @rs_app.command("add")
@@ -196,7 +223,8 @@ def rs_add(
         rs = add_resource_server(
             store, name, audience, scope, has_clock=not no_clock, lifetime=lifetime
         )
-        path = _write_rs_bundle(store, issuer, rs, out, as_base)
+        secret = new_introspection_secret(store, name)
+        path = _write_rs_bundle(store, issuer, rs, out, as_base, secret)
     if as_json:
         _emit({**_rs_row(rs), "bundle": str(path)})
         return
@@ -208,19 +236,34 @@ def rs_add(
 def rotate_key(
     name: Annotated[str, typer.Argument(help="resource server name")],
     out: Annotated[Path | None, typer.Option("--out", help="RS bundle file")] = None,
+    introspection_secret: Annotated[
+        bool,
+        typer.Option(
+            "--introspection-secret",
+            help="replace the RS's HTTP introspection secret instead; the token key stays",
+        ),
+    ] = False,
     as_base: AsBaseOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """New token key for an RS (the previous one still decrypts for introspection)."""
+    """New token key for an RS (the previous one still decrypts for introspection), or
+    with --introspection-secret a new password for the RS at HTTP /introspect."""
     with _store(db) as store:
         issuer = _issuer(store)
-        rs = rotate_token_key(store, name)
-        path = _write_rs_bundle(store, issuer, rs, out, as_base)
+        if introspection_secret:
+            rs = store.get_resource_server(name)
+            if rs is None:
+                raise fail(f"no resource server named {name!r}")
+            secret: str | None = new_introspection_secret(store, name)
+        else:
+            rs, secret = rotate_token_key(store, name), None
+        path = _write_rs_bundle(store, issuer, rs, out, as_base, secret)
     if as_json:
         _emit({**_rs_row(rs), "bundle": str(path)})
         return
-    console.print(f"new token key for {name}; give the RS its new bundle: {path}")
+    what = "introspection secret" if introspection_secret else "token key"
+    console.print(f"new {what} for {name}; give the RS its new bundle: {path}")
 
 
 # ---- clients ------------------------------------------------------------------------------------

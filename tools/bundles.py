@@ -12,7 +12,8 @@ RS bundle (read by ``keybound rs``)::
      "has_clock": bool, "scopes": [...], "profiles": [2],
      "introspection": {"uri": "coap://HOST:PORT/introspect",
                        "oscore": {"master_secret", "master_salt", "sender_id",
-                                  "recipient_id", "id_context", "alg": 10, "hkdf": 5}}}
+                                  "recipient_id", "id_context", "alg": 10, "hkdf": 5},
+                       "http_secret": str}}  # the RS's password at HTTP /introspect
 
 Device bundle (read by ``firmware/config.py``)::
 
@@ -98,8 +99,20 @@ def oscore_from_json(data: object) -> DerivedContext:
         raise DecodeError(f"the OSCORE context is malformed: {exc}") from exc
 
 
-def rs_bundle(rs: ResourceServer, issuer: IssuerSettings, *, as_base: str) -> dict[str, Any]:
-    """The RS bundle for ``rs``; ``as_base`` is ``coap://HOST:PORT``."""
+def rs_bundle(
+    rs: ResourceServer,
+    issuer: IssuerSettings,
+    *,
+    as_base: str,
+    introspection_secret: str | None = None,
+) -> dict[str, Any]:
+    """The RS bundle for ``rs``; ``as_base`` is ``coap://HOST:PORT``.
+
+    ``introspection_secret`` (from
+    :func:`keybound.tools.as_provision.new_introspection_secret`) is the RS's
+    password at the AS's HTTP ``/introspect``, written as
+    ``introspection.http_secret``; the AS keeps only its hash.
+    """
     token_key = rs.token_key
     key = Key.from_cose_key(token_key.key).with_kid(token_key.kid)
     as_public = Key.from_cose_key(issuer.signing_key).public_key()
@@ -127,6 +140,8 @@ def rs_bundle(rs: ResourceServer, issuer: IssuerSettings, *, as_base: str) -> di
             "uri": f"{as_base}/introspect",
             "oscore": oscore_json(rs.introspection_context),
         }
+    if introspection_secret is not None:
+        bundle.setdefault("introspection", {})["http_secret"] = introspection_secret
     return bundle
 
 
