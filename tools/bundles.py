@@ -45,6 +45,8 @@ from keybound.core.oscore_profile import DerivedContext
 __all__ = [
     "DEVICE_BUNDLE_KIND",
     "RS_BUNDLE_KIND",
+    "WIFI_PASSWORD_PLACEHOLDER",
+    "WIFI_SSID_PLACEHOLDER",
     "device_bundle",
     "oscore_from_json",
     "oscore_json",
@@ -55,6 +57,9 @@ __all__ = [
 RS_BUNDLE_KIND = "keybound-rs-bundle"
 DEVICE_BUNDLE_KIND = "keybound-device-bundle"
 BUNDLE_VERSION = 1
+#: What a device bundle says until ``keybound device flash --wifi-ssid`` fills it in.
+WIFI_SSID_PLACEHOLDER = "YOUR-WIFI-SSID"
+WIFI_PASSWORD_PLACEHOLDER = "YOUR-WIFI-PASSWORD"  # noqa: S105 - a placeholder, not a secret
 
 _RS_NOTE = (
     "For the resource server only. Holds the key that decrypts its access tokens and its "
@@ -140,7 +145,12 @@ def device_bundle(
     oscore: OscoreContext | None,
     http_secret: str | None = None,
 ) -> dict[str, Any]:
-    """The device bundle ``firmware/config.py`` reads."""
+    """The device bundle ``firmware/config.py`` reads.
+
+    A client without an OSCORE context is an HTTP client: its bundle has no
+    firmware settings (Wi-Fi placeholders, CoAP paths, period), only who it is
+    and its ``http`` secret.
+    """
     bundle: dict[str, Any] = {
         "kind": DEVICE_BUNDLE_KIND,
         "version": BUNDLE_VERSION,
@@ -148,18 +158,22 @@ def device_bundle(
         "note": _DEVICE_NOTE,
         "client_id": client_id,
         "as_uri": as_base,
-        "rs_uri": rs_uri,
         "audience": audience,
         "scope": scope,
-        "resource": "/temp",
-        "token_path": "/token",
-        "authz_info_path": "/authz-info",
-        "state_dir": "state",
-        "period_s": 60,
-        "wifi": {"ssid": "YOUR-WIFI-SSID", "password": "YOUR-WIFI-PASSWORD"},
     }
     if oscore is not None:
-        bundle["as_context"] = oscore_json(oscore)
+        bundle.update(
+            {
+                "rs_uri": rs_uri,
+                "resource": "/temp",
+                "token_path": "/token",
+                "authz_info_path": "/authz-info",
+                "state_dir": "state",
+                "period_s": 60,
+                "wifi": {"ssid": WIFI_SSID_PLACEHOLDER, "password": WIFI_PASSWORD_PLACEHOLDER},
+                "as_context": oscore_json(oscore),
+            }
+        )
     if http_secret is not None:
         bundle["http"] = {"client_secret": http_secret}
     return bundle
