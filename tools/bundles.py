@@ -72,15 +72,16 @@ _DEVICE_NOTE = (
 )
 
 
-def oscore_json(context: OscoreContext) -> dict[str, Any]:
+def oscore_json(context: OscoreContext | DerivedContext) -> dict[str, Any]:
     """An OSCORE context (owner's point of view) as hex strings, RFC 8613 defaults."""
+    alg = context.alg if isinstance(context, DerivedContext) else 10
     return {
         "master_secret": context.master_secret.hex(),
         "master_salt": context.master_salt.hex(),
         "sender_id": context.sender_id.hex(),
         "recipient_id": context.recipient_id.hex(),
         "id_context": None if context.id_context is None else context.id_context.hex(),
-        "alg": 10,  # AES-CCM-16-64-128
+        "alg": alg,  # AES-CCM-16-64-128 (10) unless the context says otherwise
         "hkdf": 5,  # HMAC 256/256 (RFC 9203 §3.2.1)
     }
 
