@@ -224,3 +224,22 @@ def test_demo_runs_and_says_what_happened() -> None:
         "done:",
     ):
         assert expected in out, expected
+
+
+def test_a_second_client_run_waits_for_the_first(fleet: Fleet) -> None:
+    """Two runs on one --state at once would use the same sequence numbers: one waits."""
+    from keybound.tools.client_cli import state_lock
+
+    log = fleet.root / "waiting-client.log"
+    with state_lock(fleet.root / "client-state", "sensor-1"):
+        with log.open("wb") as out:
+            waiting = subprocess.Popen(
+                [str(BIN / "keybound"), "client", "get", f"{fleet.rs_uri}/temp", "--bundle",
+                 "sensor-1.json", "--state", "client-state"],
+                cwd=fleet.root, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        fleet.procs.append(waiting)
+        wait_for_log(log, "waiting for another run of sensor-1 to finish", waiting)
+        assert waiting.poll() is None  # blocked while this test holds the state
+    assert waiting.wait(timeout=60) == 0, log.read_text()
+    assert "2.05 " in log.read_text()

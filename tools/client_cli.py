@@ -19,10 +19,13 @@ Sequence Number is written ahead in that file the same way.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -209,6 +212,29 @@ class SessionFile:
         return make
 
 
+@contextmanager
+def state_lock(state_dir: Path, client_id: str) -> Iterator[None]:
+    """Hold the client's state exclusively: two runs at once would reuse sequence numbers.
+
+    A second run waits (and says so) until the first is done.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(state_dir / f"{client_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            err_console.print(
+                f"waiting for another run of {client_id} to finish with {state_dir}",
+                markup=False,
+                soft_wrap=True,
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _split(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     if parts.scheme != "coap" or not parts.hostname:
@@ -228,6 +254,23 @@ async def run_request(
 ) -> tuple[int, str]:
     """One request through the whole flow; returns (exit status, text to show)."""
     rs_uri, path = _split(url)
+    with state_lock(state_dir, bundle.client_id):
+        return await _run_locked(
+            bundle, method, rs_uri, path, payload, state_dir, content_format, verbose=verbose
+        )
+
+
+async def _run_locked(
+    bundle: DeviceBundle,
+    method: str,
+    rs_uri: str,
+    path: str,
+    payload: bytes,
+    state_dir: Path,
+    content_format: int | None,
+    *,
+    verbose: bool,
+) -> tuple[int, str]:
     seq = SequenceFile(state_dir / f"{bundle.client_id}.as-seq.json", bundle.fingerprint())
     as_context = client_context(bundle.as_context, mark=seq.load(), persist_mark=seq.store)
     about = "|".join((bundle.fingerprint(), rs_uri, bundle.audience, bundle.scope or ""))
@@ -292,4 +335,4 @@ for _method in ("GET", "POST", "PUT", "DELETE"):
 app.command("http")(http_command)
 
 
-__all__ = ["DeviceBundle", "SequenceFile", "SessionFile", "app", "run_request"]
+__all__ = ["DeviceBundle", "SequenceFile", "SessionFile", "app", "run_request", "state_lock"]
