@@ -144,3 +144,10 @@ def test_the_wheel_carries_the_unit_template_and_the_license(tmp_path: Path) -> 
     text = zipfile.ZipFile(wheel).read(licenses[0]).decode()
     assert "Apache License" in text
     assert "Version 2.0, January 2004" in text
+
+
+def test_rs_serve_help_points_to_the_config_reference() -> None:
+    proc = run_keybound("rs", "serve", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "README.md, section 'rs.toml reference'" in proc.stdout
+    assert "#### rs.toml reference" in (ROOT / "README.md").read_text()

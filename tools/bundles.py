@@ -25,6 +25,10 @@ Device bundle (read by ``firmware/config.py``)::
                     "id_context", "alg": 10, "hkdf": 5},
      "http": {"client_secret"}}                      # only for HTTP clients
 
+An HTTP-only client (``client add --http-secret --no-oscore``) gets ``kind``,
+``version``, ``contains_secrets``, ``note``, ``client_id``, ``as_uri``,
+``audience``, ``scope`` and ``http``: no OSCORE context and no device settings.
+
 Byte strings are hex. OSCORE IDs are those of the bundle's owner: its
 ``sender_id`` is what it sends with (RFC 8613 §3.1).
 """
