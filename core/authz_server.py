@@ -537,8 +537,15 @@ def issue_token(
     else:
         sequence = store.next_sequence(rs.audience)
         cti, exp, exi = sequence_cti(sequence), None, lifetime
+    jwt_client: dict[str, str] = {}
+    if request.token_format == _JWT:
+        # RFC 9068 §2.2: a JWT access token names its client in ``client_id`` and, for the
+        # client credentials grant (no resource owner), in ``sub`` too. CWTs stay small:
+        # the RS learns the client through introspection when it needs to.
+        jwt_client = {"client_id": client.client_id}
     token = AccessToken(
         iss=config.issuer,
+        sub=client.client_id if jwt_client else None,
         aud=(rs.audience,),
         iat=now,
         exp=exp,
@@ -547,6 +554,7 @@ def issue_token(
         scope=scope,
         cnf=cnf,
         ace_profile=profile,
+        extra=jwt_client,
     )
     encoded = _protect(token, config, rs, secret=secret, token_format=request.token_format)
     record = IssuedToken(

@@ -203,3 +203,72 @@ def test_rs_bundle_carries_an_introspection_secret_rotated_apart_from_the_token_
             store.verify_introspection_secret("temp-rs", secret)
         with pytest.raises(InvalidClient):
             store.verify_introspection_secret("temp-rs", renewed["token_key"]["k"])
+
+
+def http_only_fleet(tmp_path: Path) -> str:
+    db = f"sqlite:///{tmp_path / 'as.db'}"
+    ok(kb_as("init", "--issuer", "http://127.0.0.1:8080", db=db, cwd=tmp_path))
+    ok(kb_as("rs", "add", "api", "--audience", "temp", "--scope", "read", "--out",
+             "api-bundle.json", db=db, cwd=tmp_path))  # fmt: skip
+    return db
+
+
+def add_web_client(tmp_path: Path, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    db = http_only_fleet(tmp_path)
+    added = kb_as("client", "add", name, "--audience", "temp", "--scope", "read",
+                  "--http-secret", "--no-oscore", *extra, db=db, cwd=tmp_path)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    return added
+
+
+def test_secret_out_writes_the_client_secret_alone_0600(tmp_path: Path) -> None:
+    added = add_web_client(tmp_path, "web-1", "--secret-out", "web-1.secret")
+    secret_file = tmp_path / "web-1.secret"
+    assert mode(secret_file) == 0o600
+    secret = secret_file.read_text().strip()
+    assert secret not in added.stdout + added.stderr  # written, not printed
+    assert "client secret written to web-1.secret (0600)" in added.stdout
+    bundle = json.loads((tmp_path / "web-1.json").read_text())
+    assert bundle["http"]["client_secret"] == secret
+    with SqlAuthzStore.open(f"sqlite:///{tmp_path / 'as.db'}") as store:
+        assert store.verify_client_secret("web-1", secret).client_id == "web-1"
+
+
+def test_secret_out_dash_prints_it_once_with_a_warning(tmp_path: Path) -> None:
+    added = add_web_client(tmp_path, "web-2", "--secret-out", "-")
+    secret = added.stdout.strip().splitlines()[-1]
+    assert json.loads((tmp_path / "web-2.json").read_text())["http"]["client_secret"] == secret
+    assert "warning: the client secret follows; the AS cannot show it again" in added.stderr
+
+
+def test_http_secret_without_secret_out_says_where_the_secret_is(tmp_path: Path) -> None:
+    db = http_only_fleet(tmp_path)
+    added = kb_as("client", "add", "web-3", "--audience", "temp", "--scope", "read",
+                  "--http-secret", db=db, cwd=tmp_path)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "http.client_secret" in added.stdout
+    assert "--secret-out FILE" in added.stdout
+
+
+def test_secret_out_needs_one_http_client(tmp_path: Path) -> None:
+    db = http_only_fleet(tmp_path)
+    for extra, message in (
+        ([], "keybound: --secret-out needs --http-secret"),
+        (["--http-secret", "--count", "2"], "keybound: --secret-out takes one client"),
+    ):
+        result = kb_as("client", "add", "web", "--audience", "temp", "--scope", "read",
+                       "--secret-out", "s.txt", *extra, db=db, cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 2
+        assert result.stderr.startswith(message)
+        assert not (tmp_path / "s.txt").exists()
+
+
+def test_http_only_bundle_has_no_oscore_or_wifi(tmp_path: Path) -> None:
+    db = http_only_fleet(tmp_path)
+    ok(kb_as("client", "add", "web-4", "--audience", "temp", "--scope", "read",
+             "--http-secret", "--no-oscore", db=db, cwd=tmp_path))  # fmt: skip
+    bundle = json.loads((tmp_path / "web-4.json").read_text())
+    assert set(bundle) == {
+        "kind", "version", "contains_secrets", "note", "client_id", "as_uri", "audience",
+        "scope", "http",
+    }  # fmt: skip

@@ -136,7 +136,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         env.setenv("KEYBOUND_DPOP_REPLAY_DB", f"sqlite:///{where / 'dpop-replay.db'}")
         env.setenv("KEYBOUND_AS_URL", as_url)
         exec(compile(examples["api"], "README.md:api", "exec"), namespace)
-        namespace["PUBLIC_URL"] = api2_url  # the second example runs on its own port
+        env.setenv("API_PUBLIC_URL", api2_url)  # the second example runs on its own port
         exec(
             compile(examples["api-introspection"], "README.md:api-introspection", "exec"), namespace
         )

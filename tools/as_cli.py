@@ -42,7 +42,8 @@ from keybound.tools.as_provision import (
 from keybound.tools.as_server import run_authorization_server
 from keybound.tools.as_storage import SqlAuthzStore, resolve_database_url
 from keybound.tools.bundles import device_bundle, rs_bundle, write_bundle
-from keybound.tools.cli_support import console, fail
+from keybound.tools.cli_support import console, err_console, fail
+from keybound.tools.keyfiles import write_secret_file
 
 __all__ = ["app"]
 
@@ -296,6 +297,13 @@ def client_add(
     no_oscore: Annotated[
         bool, typer.Option("--no-oscore", help="HTTP only: no OSCORE context")
     ] = False,
+    secret_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--secret-out",
+            help="with --http-secret: write the client secret alone to FILE (0600; - prints it)",
+        ),
+    ] = None,
     rs_uri: Annotated[
         str, typer.Option("--rs-uri", help="the RS address the device talks to")
     ] = "coap://192.0.2.1:5683",
@@ -306,6 +314,12 @@ def client_add(
     """Register clients and write one device bundle (0600) each."""
     if no_oscore and not http_secret:
         raise fail("a client needs --http-secret when it has no OSCORE context")
+    if secret_out is not None and not http_secret:
+        raise fail("--secret-out needs --http-secret")
+    if secret_out is not None and count is not None:
+        raise fail("--secret-out takes one client; with --count each bundle holds its secret")
+    if secret_out is not None and str(secret_out) == "-" and as_json:
+        raise fail("--secret-out - prints the secret alone; use a file with --json")
     if count is not None:
         if count < 1:
             raise fail("--count must be at least 1")
@@ -336,10 +350,26 @@ def client_add(
             path = write_bundle(out / f"{new.client.client_id}.json", bundle)
             written.append({**_client_row(new.client), "bundle": str(path)})
             bar.advance(task)
+    secret = made[0].http_secret if secret_out is not None else None
+    if secret is not None and secret_out is not None and str(secret_out) != "-":
+        write_secret_file(secret_out, f"{secret}\n".encode())
     if as_json:
         _emit(written)
-        return
-    console.print(f"{len(written)} client(s) added; device bundles in {out} (0600)")
+    else:
+        console.print(f"{len(written)} client(s) added; device bundles in {out} (0600)")
+        if http_secret and secret_out is None:
+            console.print(
+                "the HTTP client secret is in each bundle (http.client_secret); "
+                "--secret-out FILE writes it alone"
+            )
+        elif secret_out is not None and str(secret_out) != "-":
+            console.print(f"client secret written to {secret_out} (0600)")
+    if secret is not None and str(secret_out) == "-":
+        # asked for on purpose; the AS keeps only a hash, so it cannot be shown again
+        err_console.print(
+            "warning: the client secret follows; the AS cannot show it again", markup=False
+        )
+        sys.stdout.write(f"{secret}\n")
 
 
 # ---- list, show, remove, revoke -----------------------------------------------------------------

