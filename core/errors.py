@@ -179,6 +179,18 @@ class InsufficientScope(KeyboundError):
     http_status = 403
 
 
+class MethodNotAllowed(InsufficientScope):
+    """the token allows access to this resource, but not with this method
+
+    RFC 9200 §5.10.2: a valid token that covers the resource but not the requested
+    action is answered 4.05 (Method Not Allowed); a resource the token does not cover
+    at all stays 4.03 (:class:`InsufficientScope`).
+    """
+
+    coap_code = (4, 5)
+    http_status = 405
+
+
 class UnsupportedProfile(KeyboundError):
     """the token's ACE profile is not supported here"""
 
@@ -246,6 +258,7 @@ __all__ = [
     "InvalidToken",
     "KeyNotFound",
     "KeyboundError",
+    "MethodNotAllowed",
     "NotYetValid",
     "PayloadTooLarge",
     "UnauthorizedClient",

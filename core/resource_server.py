@@ -156,10 +156,12 @@ class PostResult:
 def authorize(
     token: AccessToken, method: RestMethod | str, path: str, resources: ResourceScopes
 ) -> None:
-    """Raise :class:`InsufficientScope` (4.03) unless ``token``'s scope allows the request.
+    """Raise unless ``token``'s scope allows the request (RFC 9200 §5.10.2).
 
-    Text scopes are looked up in ``resources`` (RFC 6749 §3.3); AIF scopes carry
-    their own paths and methods (RFC 9237 §3). RFC 9200 §5.10.2.
+    :class:`~keybound.core.errors.MethodNotAllowed` (4.05) when the scope covers
+    ``path`` but not ``method``; :class:`InsufficientScope` (4.03) otherwise. Text
+    scopes are looked up in ``resources`` (RFC 6749 §3.3); AIF scopes carry their own
+    paths and methods (RFC 9237 §3).
     """
     if token.scope is None:
         raise InsufficientScope("the token has no scope")
@@ -404,7 +406,7 @@ class ResourceServer:
         return entry
 
     def authorize(self, entry: StoredToken, method: RestMethod | str, path: str) -> None:
-        """Raise :class:`InsufficientScope` unless the stored token allows the request."""
+        """Raise unless the stored token allows the request (see :func:`authorize`)."""
         authorize(entry.verified.token, method, path, self.policy.resources)
 
     def expire(self, *, now: int | None, monotonic: float) -> list[StoredToken]:

@@ -18,6 +18,7 @@ from keybound.core.errors import (
     InvalidRequest,
     InvalidScope,
     InvalidToken,
+    MethodNotAllowed,
     PayloadTooLarge,
     UnsupportedProfile,
 )
@@ -31,7 +32,7 @@ from keybound.core.resource_server import (
     encode_exi_sequence,
     pop_key_id,
 )
-from keybound.core.scope import AifScope, ResourceScopes, TextScope
+from keybound.core.scope import AifScope, ResourceScopes, RestMethod, TextScope
 from keybound.core.token import AccessToken, CnfKid
 
 from .rs_support import AS_URI, AUDIENCE, ISSUER, RESOURCES, Keys, material, mint
@@ -319,11 +320,40 @@ def test_authorize_text_and_aif() -> None:
     rs.authorize(stored, "GET", "/temp")
     with pytest.raises(InsufficientScope) as info:
         rs.authorize(stored, "PUT", "/led")
+    assert type(info.value) is InsufficientScope
     assert info.value.coap_code == (4, 3)
     aif = AccessToken(scope=AifScope.of([("/led", 4)]))
     authorize(aif, "PUT", "/led", ResourceScopes({}))
-    with pytest.raises(InsufficientScope):
+    with pytest.raises(MethodNotAllowed):
         authorize(aif, "GET", "/led", ResourceScopes({}))
+
+
+def test_method_not_covered_is_405_resource_not_covered_is_403() -> None:
+    """RFC 9200 §5.10.2: the resource is covered but not the method -> 4.05, else 4.03."""
+    keys = Keys()
+    rs = make_rs(keys)
+    stored = post(rs, mint(keys, material(), scope="led.read", now=NOW)).stored
+    rs.authorize(stored, "GET", "/led")
+    with pytest.raises(MethodNotAllowed) as info:
+        rs.authorize(stored, "PUT", "/led")
+    assert (info.value.error, info.value.coap_code, info.value.http_status) == (
+        "insufficient_scope",
+        (4, 5),
+        405,
+    )
+    with pytest.raises(InsufficientScope) as other:
+        rs.authorize(stored, "GET", "/temp")
+    assert type(other.value) is InsufficientScope
+    assert other.value.coap_code == (4, 3)
+    aif = AccessToken(scope=AifScope.of([("/led", int(RestMethod.GET)), ("/x", 1 << 40)]))
+    with pytest.raises(MethodNotAllowed):
+        authorize(aif, "PUT", "/led", ResourceScopes({}))
+    with pytest.raises(InsufficientScope) as none:
+        authorize(aif, "GET", "/temp", ResourceScopes({}))
+    assert type(none.value) is InsufficientScope
+    with pytest.raises(InsufficientScope) as unregistered:
+        authorize(aif, "GET", "/x", ResourceScopes({}))  # an unregistered bit covers nothing
+    assert type(unregistered.value) is InsufficientScope
 
 
 def test_creation_hints_and_cnonce() -> None:

@@ -339,6 +339,23 @@ def test_scope_escalation_is_forbidden() -> None:
     run(body())
 
 
+def test_method_outside_the_scope_is_method_not_allowed() -> None:
+    """RFC 9200 §5.10.2: a token for ``/led`` GET doing PUT ``/led`` gets 4.05."""
+    keys = Keys()
+
+    async def body() -> None:
+        async with serving(keys) as (_, port), client_ctx() as client:
+            mat = material()
+            await establish(client, port, mint(keys, mat, scope="led.read"), mat)
+            assert code(await request(client, port, aiocoap.GET, "/led")) == "2.05"
+            response = await request(client, port, aiocoap.PUT, "/led", b"on")
+            assert code(response) == "4.05"
+            assert cbor.loads(response.payload)[31] == "scope allows /led, but not PUT"
+            assert code(await request(client, port, aiocoap.GET, "/temp")) == "4.03"
+
+    run(body())
+
+
 def test_unknown_oscore_context_is_unauthorized() -> None:
     keys = Keys()
 
