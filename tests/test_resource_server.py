@@ -100,6 +100,18 @@ def test_nested_signature_is_checked() -> None:
         rs.verify(mint(forged, material(), now=NOW, nested=True), now=NOW, monotonic=0)
 
 
+@pytest.mark.parametrize("crit", [[1], [-70000]])
+def test_crit_in_unprotected_header_is_invalid(crit: list[int]) -> None:
+    """RFC 9052 §3.1: crit belongs to the protected bucket; elsewhere the token is invalid."""
+    keys = Keys()
+    rs = make_rs(keys)
+    message = cbor.loads(mint(keys, material(), now=NOW))
+    message.value[1][2] = crit  # the unprotected bucket is not authenticated: anyone can add it
+    with pytest.raises(InvalidToken, match="crit must be in the protected header") as info:
+        rs.verify(cbor.dumps(message), now=NOW, monotonic=0)
+    assert info.value.coap_code == (4, 1)
+
+
 def test_unencrypted_token_is_refused() -> None:
     keys = Keys()
     rs = make_rs(keys)
