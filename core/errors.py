@@ -56,6 +56,16 @@ class DecodeError(InvalidRequest):
     """the input is not well-formed CBOR, JSON or COSE"""
 
 
+class MalformedClaim(InvalidRequest):
+    """a claim of an authentic access token has a wrong type or value
+
+    RFC 9200 §5.10.1.1: a token whose security wrapper verifies but whose claims
+    the RS cannot process, or that misses an expected parameter or has one of an
+    unexpected format, gets 4.00 (Bad Request); 4.01 is for a token that is not
+    valid (its wrapper fails, an untrusted issuer, outside its lifetime).
+    """
+
+
 class PayloadTooLarge(InvalidRequest):
     """the input exceeds a size limit"""
 
@@ -258,6 +268,7 @@ __all__ = [
     "InvalidToken",
     "KeyNotFound",
     "KeyboundError",
+    "MalformedClaim",
     "MethodNotAllowed",
     "NotYetValid",
     "PayloadTooLarge",

@@ -9,6 +9,7 @@ import pytest
 
 from keybound.core import cbor, cwt
 from keybound.core.errors import (
+    BadSignature,
     CapacityExceeded,
     ExpiredToken,
     InsufficientScope,
@@ -18,8 +19,10 @@ from keybound.core.errors import (
     InvalidRequest,
     InvalidScope,
     InvalidToken,
+    MalformedClaim,
     MethodNotAllowed,
     PayloadTooLarge,
+    UnsupportedPopKey,
     UnsupportedProfile,
 )
 from keybound.core.oscore_profile import derive_context_parameters, derive_keys
@@ -35,7 +38,7 @@ from keybound.core.resource_server import (
 from keybound.core.scope import AifScope, ResourceScopes, RestMethod, TextScope
 from keybound.core.token import AccessToken, CnfKid
 
-from .rs_support import AS_URI, AUDIENCE, ISSUER, RESOURCES, Keys, material, mint
+from .rs_support import AS_URI, AUDIENCE, ISSUER, RESOURCES, Keys, material, mint, mint_claims
 
 NOW = 1_700_000_000
 
@@ -98,6 +101,50 @@ def test_nested_signature_is_checked() -> None:
     forged = Keys(token_key=keys.token_key)  # right encryption key, wrong signer
     with pytest.raises(InvalidToken):
         rs.verify(mint(forged, material(), now=NOW, nested=True), now=NOW, monotonic=0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "ace_code"),
+    [
+        ({9: 42}, InvalidScope, 6),  # scope of a wrong type
+        ({9: b"\xff\x00"}, InvalidScope, 6),  # a byte-string scope that is not CBOR AIF
+        ({9: [["/temp", "GET"]]}, InvalidScope, 6),  # AIF permissions not a uint
+        ({4: "soon"}, MalformedClaim, 1),  # exp of a wrong type
+        ({3: 17}, MalformedClaim, 1),  # aud of a wrong type
+        ({8: {4: {0: b"\x01", 2: os.urandom(16), 99: 1}}}, InvalidRequest, 1),  # unknown osc
+        ({8: {4: {0: b"\x01"}}}, InvalidRequest, 1),  # osc without ms
+        ({8: {4: {0: b"\x01", 2: os.urandom(16), 4: 9999}}}, UnsupportedPopKey, 7),
+    ],
+)
+def test_malformed_claims_of_an_authentic_token_are_bad_requests(
+    changes: dict[int, Any], error: type[Exception], ace_code: int
+) -> None:
+    """RFC 9200 §5.10.1.1, RFC 9203 §4.2: wrapper valid, claims malformed -> 4.00."""
+    keys = Keys()
+    rs = make_rs(keys)
+    with pytest.raises(error) as info:
+        post(rs, mint_claims(keys, material(), changes))
+    assert type(info.value) is error
+    assert not isinstance(info.value, InvalidToken)
+    assert info.value.coap_code == (4, 0)
+    assert info.value.to_cbor_map()[30] == ace_code
+    assert len(rs.store) == 0
+
+
+def test_invalid_wrapper_issuer_and_lifetime_stay_unauthorized() -> None:
+    """RFC 9200 §5.10.1.1: 4.01 for a failed wrapper, an untrusted issuer, a dead token."""
+    keys = Keys()
+    rs = make_rs(keys)
+    other = Keys()
+    cases = [
+        (mint_claims(other, material(), {}), BadSignature),  # another AS-RS key
+        (mint(keys, material(), iss="as.evil", now=NOW), InvalidIssuer),
+        (mint(keys, material(), now=NOW - 1000, lifetime=60), ExpiredToken),
+    ]
+    for token, error in cases:
+        with pytest.raises(error) as info:
+            rs.verify(token, now=NOW, monotonic=0)
+        assert info.value.coap_code == (4, 1)
 
 
 @pytest.mark.parametrize("crit", [[1], [-70000]])

@@ -32,6 +32,7 @@ from .rs_support import (
     free_udp_port,
     material,
     mint,
+    mint_claims,
     post_authz_info,
     request,
     run,
@@ -202,6 +203,15 @@ def test_token_for_another_audience_is_forbidden() -> None:
     response = _post(keys, mint(keys, material(), aud="rs2"))
     assert code(response) == "4.03"
     assert response.opt.content_format == 19
+
+
+def test_malformed_claims_of_an_authentic_token_are_bad_requests() -> None:
+    """RFC 9200 §5.10.1.1, RFC 9203 §4.2: 4.00, never 4.01, when only the claims are wrong."""
+    keys = Keys()
+    for changes, ace_code in (({9: 42}, 6), ({8: {4: {0: b"\x01"}}}, 1), ({6: "now"}, 1)):
+        response = _post(keys, mint_claims(keys, material(), changes))
+        assert code(response) == "4.00"
+        assert error_of(response) == ace_code
 
 
 def test_expired_token_is_unauthorized() -> None:
