@@ -110,6 +110,9 @@ def test_nested_signature_is_checked() -> None:
         ({9: b"\xff\x00"}, InvalidScope, 6),  # a byte-string scope that is not CBOR AIF
         ({9: [["/temp", "GET"]]}, InvalidScope, 6),  # AIF permissions not a uint
         ({4: "soon"}, MalformedClaim, 1),  # exp of a wrong type
+        ({4: 1e300}, MalformedClaim, 1),  # exp beyond the bound of every time claim
+        ({4: float("nan")}, MalformedClaim, 1),
+        ({40: 2**64 - 1}, MalformedClaim, 1),  # exi beyond the same bound
         ({3: 17}, MalformedClaim, 1),  # aud of a wrong type
         ({8: {4: {0: b"\x01", 2: os.urandom(16), 99: 1}}}, InvalidRequest, 1),  # unknown osc
         ({8: {4: {0: b"\x01"}}}, InvalidRequest, 1),  # osc without ms
