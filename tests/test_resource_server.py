@@ -279,6 +279,18 @@ def test_one_token_per_pop_key() -> None:
     assert rs.store.get(pop_key_id(mat)) is second.stored
 
 
+def test_stored_token_is_refused_at_exactly_its_exp() -> None:
+    """RFC 8392 §3.1.4: a stored token used at ``exp`` is expired at request time too."""
+    keys = Keys()
+    rs = make_rs(keys)
+    stored = post(rs, mint(keys, material(), now=NOW, lifetime=300)).stored
+    recipient_id, id_context = stored.lookup
+    assert rs.find(recipient_id, id_context, now=NOW + 299, monotonic=0) is stored
+    with pytest.raises(ExpiredToken):
+        rs.find(recipient_id, id_context, now=NOW + 300, monotonic=0)
+    assert [e.key_id for e in rs.expire(now=NOW + 300, monotonic=0)] == [stored.key_id]
+
+
 def test_capacity_evicts_expired_then_refuses() -> None:
     keys = Keys()
     rs = make_rs(keys, capacity=2)

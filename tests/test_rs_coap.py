@@ -510,3 +510,24 @@ def test_expired_context_is_removed() -> None:
             assert len(site.contexts) == 0
 
     run(body())
+
+
+def test_stored_token_is_refused_at_exactly_its_exp() -> None:
+    """RFC 8392 §3.1.4: at ``exp`` the token is no longer accepted, also at request time."""
+    keys = Keys()
+    clock = FakeClock()
+    clock.now = float(int(clock.now))
+
+    async def body() -> None:
+        async with serving(keys, clock=clock) as (site, port), client_ctx() as client:
+            mat = material()
+            await establish(client, port, mint(keys, mat, lifetime=30, now=clock.now), mat)
+            clock.now += 29
+            assert code(await request(client, port, aiocoap.GET, "/temp")) == "2.05"
+            clock.now += 1  # exactly exp
+            response = await request(client, port, aiocoap.GET, "/temp")
+            assert code(response) == "4.01"
+            assert cbor.loads(response.payload)[5] == AUDIENCE  # creation hints, no context
+            assert len(site.contexts) == 0
+
+    run(body())
