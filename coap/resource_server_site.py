@@ -19,11 +19,14 @@ time. A POST of a new token over that OSCORE context updates the access rights
 (RFC 9203 §4.4) and is answered 2.01 without payload.
 
 Errors are rendered as RFC 9200 §5.8.3 error maps with Content-Format 19: a
-malformed payload is 4.00, an oversized one 4.13, an invalid token 4.01, a token
+malformed payload is 4.00, an oversized one 4.13, an invalid token 4.01 (wrapper,
+issuer, lifetime), an authentic token with malformed claims 4.00, a token
 for another audience 4.03, an unsupported profile 4.00 (incompatible_ace_profiles),
 a full token store 5.03. A request to a protected resource without a valid OSCORE
 context gets 4.01 with the AS Request Creation Hints (RFC 9200 §5.3); a valid
-context whose token does not allow the request gets 4.03.
+context whose token does not cover the resource gets 4.03, one whose token covers
+the resource but not the method 4.05 (RFC 9200 §5.10.2; the decision is the
+core's :class:`~keybound.core.errors.MethodNotAllowed`).
 """
 
 from __future__ import annotations

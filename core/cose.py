@@ -260,6 +260,30 @@ class _Parsed:
     alg: Algorithm
 
 
+#: The header parameters this module processes, so ``crit`` may name them (RFC 9052 §3.1).
+UNDERSTOOD_HEADERS = frozenset({HeaderParameter.ALG, HeaderParameter.KID, HeaderParameter.IV})
+
+
+def _check_crit(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) -> None:
+    """RFC 9052 §3.1 ``crit``: protected bucket only, a non-empty array of labels we understand.
+
+    A ``crit`` in the unprotected bucket makes the message invalid (it could be added
+    or removed by anyone); so does a label this module does not process.
+    """
+    if HeaderParameter.CRIT in unprotected:
+        raise DecodeError("crit must be in the protected header (RFC 9052 §3.1)")
+    if HeaderParameter.CRIT not in protected:
+        return
+    crit = protected[HeaderParameter.CRIT]
+    if not isinstance(crit, list) or not crit:
+        raise DecodeError("crit must be a non-empty array of header labels (RFC 9052 §3.1)")
+    for label in crit:
+        if type(label) not in (int, str):
+            raise DecodeError("crit must hold integer or text labels (RFC 9052 §3.1)")
+        if label not in UNDERSTOOD_HEADERS:
+            raise DecodeError(f"critical header parameter {label!r} is not understood")
+
+
 def parse(
     data: bytes | Any, *, expected: CoseTag | None = None, max_size: int = DEFAULT_MAX_SIZE
 ) -> _Parsed:
@@ -298,8 +322,7 @@ def parse(
         raise DecodeError(
             f"header parameters {sorted(both, key=str)} are both protected and unprotected"
         )
-    if HeaderParameter.CRIT in protected:
-        raise DecodeError("critical header parameters are not supported")
+    _check_crit(protected, unprotected)
     if any(not isinstance(item, bytes) for item in obj[2:]) and not (
         kind != CoseTag.ENCRYPT0 and obj[2] is None
     ):

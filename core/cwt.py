@@ -123,18 +123,29 @@ def _key_finder(keys: Key | Sequence[Key] | cose.KeyLookup) -> cose.KeyLookup:
     return find
 
 
-def decode(
+@dataclass(frozen=True)
+class OpenedCwt:
+    """A CWT whose COSE layers verified and decrypted, its claims not yet read."""
+
+    layers: tuple[Layer, ...]
+    cwt_tag: bool
+    claims: dict[Any, Any]
+
+
+def open_layers(
     data: bytes,
     keys: Key | Sequence[Key] | Callable[[bytes | None, Algorithm], Key],
     *,
     allowed: Collection[Algorithm] = DEFAULT_ALLOWED,
     max_size: int = DEFAULT_MAX_SIZE,
     external_aad: bytes = b"",
-) -> DecodedCwt:
-    """Verify/decrypt a CWT and return its claims as the model.
+) -> OpenedCwt:
+    """Verify/decrypt the COSE layers of a CWT and return its claims map, unread.
 
     Accepts the CWT tag 61, tagged COSE messages, and one nested layer
-    (Sign1 or Mac0 inside Encrypt0). Does not validate claims.
+    (Sign1 or Mac0 inside Encrypt0). Every error raised here is one of the
+    security wrapper (framing, algorithm, key, signature, decryption), which
+    RFC 9200 §5.10.1.1 tells apart from malformed claims of an authentic token.
     """
     if not isinstance(data, bytes):
         raise DecodeError("a CWT must be bytes")
@@ -159,8 +170,24 @@ def decode(
             continue
         if not isinstance(inner, dict):
             raise DecodeError("the CWT payload must be a map of claims")
-        return DecodedCwt(AccessToken.from_cwt_claims(inner), tuple(layers), cwt_tag, inner)
+        return OpenedCwt(tuple(layers), cwt_tag, inner)
     raise DecodeError("CWT nested too deeply")  # pragma: no cover - loop returns or raises
+
+
+def decode(
+    data: bytes,
+    keys: Key | Sequence[Key] | Callable[[bytes | None, Algorithm], Key],
+    *,
+    allowed: Collection[Algorithm] = DEFAULT_ALLOWED,
+    max_size: int = DEFAULT_MAX_SIZE,
+    external_aad: bytes = b"",
+) -> DecodedCwt:
+    """Verify/decrypt a CWT and return its claims as the model (:func:`open_layers`, then
+    :meth:`AccessToken.from_cwt_claims`). Does not validate claims.
+    """
+    opened = open_layers(data, keys, allowed=allowed, max_size=max_size, external_aad=external_aad)
+    token = AccessToken.from_cwt_claims(opened.claims)
+    return DecodedCwt(token, opened.layers, opened.cwt_tag, opened.claims)
 
 
 __all__ = [
@@ -171,8 +198,10 @@ __all__ = [
     "Layer",
     "Mac0",
     "Nested",
+    "OpenedCwt",
     "Protection",
     "Sign1",
     "decode",
     "encode",
+    "open_layers",
 ]

@@ -56,6 +56,16 @@ class DecodeError(InvalidRequest):
     """the input is not well-formed CBOR, JSON or COSE"""
 
 
+class MalformedClaim(InvalidRequest):
+    """a claim of an authentic access token has a wrong type or value
+
+    RFC 9200 §5.10.1.1: a token whose security wrapper verifies but whose claims
+    the RS cannot process, or that misses an expected parameter or has one of an
+    unexpected format, gets 4.00 (Bad Request); 4.01 is for a token that is not
+    valid (its wrapper fails, an untrusted issuer, outside its lifetime).
+    """
+
+
 class PayloadTooLarge(InvalidRequest):
     """the input exceeds a size limit"""
 
@@ -179,6 +189,18 @@ class InsufficientScope(KeyboundError):
     http_status = 403
 
 
+class MethodNotAllowed(InsufficientScope):
+    """the token allows access to this resource, but not with this method
+
+    RFC 9200 §5.10.2: a valid token that covers the resource but not the requested
+    action is answered 4.05 (Method Not Allowed); a resource the token does not cover
+    at all stays 4.03 (:class:`InsufficientScope`).
+    """
+
+    coap_code = (4, 5)
+    http_status = 405
+
+
 class UnsupportedProfile(KeyboundError):
     """the token's ACE profile is not supported here"""
 
@@ -246,6 +268,8 @@ __all__ = [
     "InvalidToken",
     "KeyNotFound",
     "KeyboundError",
+    "MalformedClaim",
+    "MethodNotAllowed",
     "NotYetValid",
     "PayloadTooLarge",
     "UnauthorizedClient",

@@ -16,7 +16,10 @@ reference implementation), raising the first failure:
    OSCORE Master Secret in ``cnf``, so it is never accepted in the clear); a
    COSE_Sign1 by the AS may be nested inside (RFC 8392 §7.1) and is then verified
    with the AS public key. ``require_signature`` makes the inner Sign1 mandatory.
-   A token that does not decode is ``invalid_token`` (4.01, RFC 9200 §5.10.1.1).
+   A token whose wrapper does not decode, verify or decrypt is ``invalid_token``
+   (4.01, RFC 9200 §5.10.1.1); an authentic token whose claims are malformed
+   (wrong types, undecodable AIF, ``osc`` not understood) is 4.00, see
+   :func:`read_claims`.
 2. *active*: ``nbf`` / ``exp`` against ``now`` (RFC 8392 §3.1.4, §3.1.5) when the
    RS has a clock; otherwise the token must carry ``exi`` (RFC 9200 §5.10.3),
    counted from receipt on the monotonic clock.
@@ -68,6 +71,7 @@ from .errors import (
     InvalidScope,
     InvalidToken,
     KeyboundError,
+    MalformedClaim,
     PayloadTooLarge,
     UnsupportedProfile,
 )
@@ -156,14 +160,31 @@ class PostResult:
 def authorize(
     token: AccessToken, method: RestMethod | str, path: str, resources: ResourceScopes
 ) -> None:
-    """Raise :class:`InsufficientScope` (4.03) unless ``token``'s scope allows the request.
+    """Raise unless ``token``'s scope allows the request (RFC 9200 §5.10.2).
 
-    Text scopes are looked up in ``resources`` (RFC 6749 §3.3); AIF scopes carry
-    their own paths and methods (RFC 9237 §3). RFC 9200 §5.10.2.
+    :class:`~keybound.core.errors.MethodNotAllowed` (4.05) when the scope covers
+    ``path`` but not ``method``; :class:`InsufficientScope` (4.03) otherwise. Text
+    scopes are looked up in ``resources`` (RFC 6749 §3.3); AIF scopes carry their own
+    paths and methods (RFC 9237 §3).
     """
     if token.scope is None:
         raise InsufficientScope("the token has no scope")
     token.scope.require(method, path, resources=resources)
+
+
+def read_claims(claims: Mapping[object, object]) -> AccessToken:
+    """The claims of an authentic token as the model; malformed claims are 4.00.
+
+    RFC 9200 §5.10.1.1 and RFC 9203 §4.2: once the wrapper verified, a claim of a
+    wrong type (``scope``, ``exp``, ...) is :class:`MalformedClaim`, a scope that is
+    not AIF or text is ``invalid_scope``, and ``osc`` input material that is not
+    understood (unknown parameter, no ``ms``) is ``invalid_request`` or, for an AEAD
+    or HKDF keybound cannot use, ``unsupported_pop_key``: all 4.00 (Bad Request).
+    """
+    try:
+        return AccessToken.from_cwt_claims(claims)
+    except InvalidToken as exc:  # InvalidClaim: a wrong type or value
+        raise MalformedClaim(exc.description, claim=exc.claim) from exc
 
 
 class ResourceServer:
@@ -207,9 +228,9 @@ class ResourceServer:
             raise InvalidToken("the access token must be a byte string")
         if len(raw) > policy.max_token_bytes:
             raise PayloadTooLarge(f"the access token exceeds {policy.max_token_bytes} bytes")
-        # 1. format
+        # 1. format: the security wrapper (4.01), then the claims (4.00)
         try:
-            decoded = cwt.decode(
+            opened = cwt.open_layers(
                 raw,
                 self._keys,
                 allowed=policy.allowed_algorithms,
@@ -219,15 +240,15 @@ class ResourceServer:
             raise
         except KeyboundError as exc:
             raise InvalidToken(f"the access token is not a valid CWT: {exc.description}") from exc
-        outer = decoded.layers[0]
+        outer = opened.layers[0]
         if outer.kind != CoseTag.ENCRYPT0:
             raise InvalidToken("the access token must be encrypted for this RS (COSE_Encrypt0)")
-        signed = len(decoded.layers) > 1 and decoded.layers[1].kind == CoseTag.SIGN1
-        if len(decoded.layers) > 1 and not signed:
+        signed = len(opened.layers) > 1 and opened.layers[1].kind == CoseTag.SIGN1
+        if len(opened.layers) > 1 and not signed:
             raise InvalidToken("only a COSE_Sign1 may be nested in the access token")
         if policy.require_signature and not signed:
             raise InvalidToken("the access token must be signed by the AS")
-        token = decoded.token
+        token = read_claims(opened.claims)
         # 2. active: exp/nbf with a clock, exi without
         now_checked = now if policy.has_clock else None
         if now_checked is None and token.exi is None:
@@ -404,7 +425,7 @@ class ResourceServer:
         return entry
 
     def authorize(self, entry: StoredToken, method: RestMethod | str, path: str) -> None:
-        """Raise :class:`InsufficientScope` unless the stored token allows the request."""
+        """Raise unless the stored token allows the request (see :func:`authorize`)."""
         authorize(entry.verified.token, method, path, self.policy.resources)
 
     def expire(self, *, now: int | None, monotonic: float) -> list[StoredToken]:
@@ -504,5 +525,6 @@ __all__ = [
     "encode_exi_sequence",
     "parse_hints",
     "pop_key_id",
+    "read_claims",
     "scope_tokens",
 ]

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from enum import IntFlag
 
 from . import cbor
-from .errors import InsufficientScope, InvalidRequest, InvalidScope
+from .errors import InsufficientScope, InvalidRequest, InvalidScope, MethodNotAllowed
 
 MAX_SCOPE_ENTRIES = 64
 MAX_SCOPE_TOKEN_LENGTH = 128
@@ -110,6 +110,10 @@ _METHOD_NAMES: dict[str, RestMethod] = {
 }
 
 
+#: The registered basic (non-dynamic) REST methods of RFC 9237 §3.
+_BASIC_METHODS = sum(int(m) for m in _METHOD_NAMES.values())
+
+
 def _method(method: RestMethod | str) -> RestMethod:
     m = RestMethod.from_name(method) if isinstance(method, str) else RestMethod(method)
     if m.value >= 1 << 32 or m.value.bit_count() != 1:
@@ -137,6 +141,10 @@ class ResourceScopes:
                 per_method[_method(name)] = allowed
             table[path] = per_method
         return cls(table)
+
+    def tokens_for_path(self, path: str) -> frozenset[str]:
+        """The scope tokens that allow some method on ``path``."""
+        return frozenset().union(*self.table.get(path, {}).values())
 
     def tokens_for(self, method: RestMethod | str, path: str) -> frozenset[str]:
         """The scope tokens any one of which allows ``method`` on ``path``."""
@@ -218,6 +226,10 @@ class Scope(ABC):
     ) -> bool:
         """True if this scope allows ``method`` on ``path``."""
 
+    @abstractmethod
+    def covers(self, path: str, *, resources: ResourceScopes | None = None) -> bool:
+        """True if this scope allows some method on ``path`` (RFC 9200 §5.10.2)."""
+
     def require(
         self,
         method: RestMethod | str,
@@ -226,10 +238,18 @@ class Scope(ABC):
         resources: ResourceScopes | None = None,
         created_by: str | None = None,
     ) -> None:
-        """Raise :class:`~keybound.core.errors.InsufficientScope` unless :meth:`allows`."""
-        if not self.allows(method, path, resources=resources, created_by=created_by):
-            name = method if isinstance(method, str) else _method(method).name
-            raise InsufficientScope(f"scope does not allow {name} {path}")
+        """Raise unless :meth:`allows`: RFC 9200 §5.10.2 names the code.
+
+        :class:`~keybound.core.errors.MethodNotAllowed` (4.05) when the scope covers
+        ``path`` with other methods only, :class:`~keybound.core.errors.InsufficientScope`
+        (4.03) when it does not cover ``path`` at all.
+        """
+        if self.allows(method, path, resources=resources, created_by=created_by):
+            return
+        name = method if isinstance(method, str) else _method(method).name
+        if created_by is None and self.covers(path, resources=resources):
+            raise MethodNotAllowed(f"scope allows {path}, but not {name}")
+        raise InsufficientScope(f"scope does not allow {name} {path}")
 
 
 @dataclass(frozen=True)
@@ -301,6 +321,12 @@ class TextScope(Scope):
         if resources is None:
             return False
         return not resources.tokens_for(method, path).isdisjoint(self.tokens)
+
+    def covers(self, path: str, *, resources: ResourceScopes | None = None) -> bool:
+        """True if a token of this scope allows some method on ``path`` in ``resources``."""
+        if resources is None:
+            return False
+        return not resources.tokens_for_path(path).isdisjoint(self.tokens)
 
 
 @dataclass(frozen=True)
@@ -421,6 +447,10 @@ class AifScope(Scope):
         if created_by is not None:
             return bool(self.permissions_for(created_by) & m.dynamic)
         return bool(self.permissions_for(path) & m)
+
+    def covers(self, path: str, *, resources: ResourceScopes | None = None) -> bool:
+        """True if the entry for ``path`` holds a registered basic method (RFC 9237 §3)."""
+        return bool(self.permissions_for(path) & _BASIC_METHODS)
 
 
 __all__ = [

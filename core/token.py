@@ -5,6 +5,13 @@ iat, cti/jti), ACE's ``scope``, ``ace_profile``, ``cnonce`` and ``exi``
 (RFC 9200 §5.10, §5.10.3), and ``cnf`` (RFC 8747 for CWT, RFC 7800 for JWT,
 RFC 9203 for ``osc``, RFC 9449 for ``jkt``, RFC 9679 for ``ckt``).
 
+Time claims (``exp``, ``nbf``, ``iat``: NumericDate, RFC 8392 §2 / RFC 7519 §2;
+``exi``: seconds, RFC 9200 §5.10.3) share one bound in both encodings: 0 to
+:data:`MAX_TIME_CLAIM` (253402300799, 9999-12-31T23:59:59Z, the last second a
+four-digit year and a ``datetime`` can show). A NumericDate may be a finite float
+and is floored to whole seconds first; ``exi`` is an unsigned integer. NaN,
+infinities, negative values and anything above the bound are ``InvalidClaim``.
+
 The model is immutable. :meth:`AccessToken.to_cwt_claims` /
 :meth:`AccessToken.from_cwt_claims` and the ``jwt`` pair convert to and from
 the wire claim sets; unknown claims are kept in ``extra``. Where a format
@@ -30,6 +37,9 @@ from .numbers.cwt_claims import CWTClaim
 from .oscore_material import OscoreInputMaterial
 from .scope import Scope
 
+#: The largest value of any time claim (exp, nbf, iat, exi), in CWT and JWT alike:
+#: 9999-12-31T23:59:59Z in seconds since the epoch.
+MAX_TIME_CLAIM = 253_402_300_799
 MAX_AUDIENCES = 16
 MAX_TEXT = 1024
 
@@ -282,7 +292,7 @@ class AccessToken:
             scope=Scope.from_claim(values["scope"]) if "scope" in values else None,
             ace_profile=_opt_int(values.get("ace_profile"), "ace_profile"),
             cnonce=_opt_bytes(values.get("cnonce"), "cnonce"),
-            exi=_opt_int(values.get("exi"), "exi", minimum=0),
+            exi=_opt_seconds(values.get("exi"), "exi"),
             cnf=_cnf_from_cwt(values["cnf"]) if "cnf" in values else None,
             extra=extra,
         )
@@ -355,7 +365,7 @@ class AccessToken:
             scope=Scope.from_jwt(claims["scope"]) if "scope" in claims else None,
             ace_profile=_opt_int(claims.get("ace_profile"), "ace_profile"),
             cnonce=b64u_decode(cnonce) if cnonce is not None else None,
-            exi=_opt_int(claims.get("exi"), "exi", minimum=0),
+            exi=_opt_seconds(claims.get("exi"), "exi"),
             cnf=_cnf_from_jwt(claims["cnf"]) if "cnf" in claims else None,
             extra={k: v for k, v in claims.items() if k not in modelled},
         )
@@ -459,22 +469,34 @@ def _opt_bytes(value: Any, claim: str) -> bytes | None:
     return value
 
 
-def _opt_int(value: Any, claim: str, *, minimum: int | None = None) -> int | None:
+def _opt_int(value: Any, claim: str) -> int | None:
     if value is None:
         return None
-    if type(value) is not int or (minimum is not None and value < minimum):
+    if type(value) is not int:
         raise InvalidClaim(f"{claim} must be an integer", claim=claim)
     return value
 
 
 def _opt_time(value: Any, claim: str) -> int | None:
-    """A NumericDate (RFC 8392 §2, RFC 7519 §2); a float is floored to whole seconds."""
+    """A NumericDate (RFC 8392 §2, RFC 7519 §2); a float is floored to whole seconds.
+
+    The result lies in 0 to :data:`MAX_TIME_CLAIM`, the bound of every time claim.
+    """
     if value is None:
         return None
     if type(value) is float and math.isfinite(value):
-        return math.floor(value)
-    if type(value) is not int or not 0 <= value < 2**63:
-        raise InvalidClaim(f"{claim} must be a NumericDate", claim=claim)
+        value = math.floor(value)
+    if type(value) is not int or not 0 <= value <= MAX_TIME_CLAIM:
+        raise InvalidClaim(f"{claim} must be a NumericDate from 0 to {MAX_TIME_CLAIM}", claim=claim)
+    return value
+
+
+def _opt_seconds(value: Any, claim: str) -> int | None:
+    """``exi`` (RFC 9200 §5.10.3): an unsigned integer number of seconds, same bound."""
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= MAX_TIME_CLAIM:
+        raise InvalidClaim(f"{claim} must be an integer from 0 to {MAX_TIME_CLAIM}", claim=claim)
     return value
 
 
@@ -489,6 +511,7 @@ def _audiences(value: Any) -> tuple[str, ...]:
 
 
 __all__ = [
+    "MAX_TIME_CLAIM",
     "AccessToken",
     "Cnf",
     "CnfCkt",

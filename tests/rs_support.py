@@ -14,8 +14,9 @@ import aiocoap
 import aiocoap.resource
 
 from keybound.coap.oscore_store import RsSecurityContext
-from keybound.core import cwt
+from keybound.core import cbor, cose, cwt
 from keybound.core.keys import Key
+from keybound.core.numbers.cose_algorithms import Algorithm
 from keybound.core.oscore_context import SequenceNumberReservation
 from keybound.core.oscore_profile import (
     AuthzInfoRequest,
@@ -87,6 +88,22 @@ def mint(
     if nested:
         protection = cwt.Nested(cwt.Sign1(keys.as_key), cwt.Encrypt0(keys.token_key))
     return cwt.encode(token, protection)
+
+
+def mint_claims(keys: Keys, mat: OscoreInputMaterial, changes: dict[int, Any]) -> bytes:
+    """An authentic token (Encrypt0 under the token key) whose claims map is edited raw.
+
+    ``changes`` maps CWT claim keys to new values (``None`` removes the claim), so a
+    test can send claims the model would never produce: the wrapper is valid, the
+    claims are not.
+    """
+    claims = cbor.loads(cwt.decode(mint(keys, mat), keys.token_key).token.to_cwt_payload())
+    for key, value in changes.items():
+        if value is None:
+            claims.pop(key, None)
+        else:
+            claims[key] = value
+    return cose.encrypt0(cbor.dumps(claims), keys.token_key, alg=Algorithm.AES_CCM_16_64_128)
 
 
 class ClientContext(RsSecurityContext):

@@ -24,6 +24,7 @@ from keybound.core import cwt, dpop
 from keybound.core.dpop_state import InMemoryReplayCache, ReplayedProof
 from keybound.core.errors import InvalidDPoPProof
 from keybound.core.keys import Key
+from keybound.core.oscore_profile import OscoreInputMaterial
 from keybound.core.resource_server import encode_exi_sequence
 from keybound.core.scope import TextScope
 from keybound.core.token import AccessToken, CnfKey, CnfOsc
@@ -34,7 +35,11 @@ from .fuzz_support import fleet
 __all__ = ["fleet"]
 
 UNAUTHORIZED, BAD_REQUEST, FORBIDDEN = 0x81, 0x80, 0x83
+METHOD_NOT_ALLOWED, TOO_LARGE = 0x85, 0x8D
 CREATED, CONTENT = 0x41, 0x45
+#: RFC 9200 §5.8.3 ``error`` values: ACE abbreviations, or the OAuth name where none exists.
+INVALID_REQUEST, INVALID_SCOPE, INCOMPATIBLE_ACE_PROFILES = 1, 6, 8
+INVALID_TOKEN = "invalid_token"
 
 
 def post_token(fleet: soak.Fleet, token: bytes, id1: bytes = b"\x42") -> aiocoap.Message:
@@ -43,13 +48,20 @@ def post_token(fleet: soak.Fleet, token: bytes, id1: bytes = b"\x42") -> aiocoap
     return aiocoap.Message.decode(reply)
 
 
-def refused(message: aiocoap.Message, *codes: int) -> dict[int, Any]:
-    """The reply is one of ``codes`` with an RFC 9200 §5.8.3 error map."""
-    assert int(message.code) in codes, (message.code, message.payload)
+def refused(message: aiocoap.Message, code: int, error: int | str) -> dict[int, Any]:
+    """The reply is ``code`` with an RFC 9200 §5.8.3 error map whose ``error`` is ``error``."""
+    assert int(message.code) == code, (message.code, message.payload)
     assert message.opt.content_format == 19
     body: dict[int, Any] = cbor2.loads(message.payload)
-    assert 30 in body, body
+    assert body.get(30) == error, body
     return body
+
+
+def signed(fleet: soak.Fleet, token: AccessToken, key: Key | None = None) -> bytes:
+    """``token`` as the AS issues it: its Sign1 nested in an Encrypt0 for the RS."""
+    assert fleet.as_signing_key is not None
+    encrypt = cwt.Encrypt0(key or fleet.token_key)
+    return cwt.encode(token, cwt.Nested(cwt.Sign1(fleet.as_signing_key), encrypt))
 
 
 def oscore_get(fleet: soak.Fleet, context: Any, mid: int, port: int | None = None) -> int:
@@ -71,7 +83,9 @@ def oscore_get(fleet: soak.Fleet, context: Any, mid: int, port: int | None = Non
 
 def test_manufactured_token_with_guessed_key_is_refused(fleet: soak.Fleet) -> None:
     guessed = Key.generate_symmetric(16, kid=fleet.token_key.kid)
-    refused(post_token(fleet, fleet.mint(soak.material(), key=guessed)), UNAUTHORIZED)
+    refused(
+        post_token(fleet, fleet.mint(soak.material(), key=guessed)), UNAUTHORIZED, INVALID_TOKEN
+    )
 
 
 def test_modified_token_bit_flips_are_refused(fleet: soak.Fleet) -> None:
@@ -79,7 +93,7 @@ def test_modified_token_bit_flips_are_refused(fleet: soak.Fleet) -> None:
     for position in range(0, len(token), max(1, len(token) // 24)):
         flipped = bytearray(token)
         flipped[position] ^= 0x01
-        refused(post_token(fleet, bytes(flipped)), BAD_REQUEST, UNAUTHORIZED)
+        refused(post_token(fleet, bytes(flipped)), UNAUTHORIZED, INVALID_TOKEN)
 
 
 # ---- token redirect -----------------------------------------------------------------------
@@ -89,10 +103,10 @@ def test_token_for_another_audience_is_refused(fleet: soak.Fleet) -> None:
     # encrypted for the other RS: this RS cannot even open it
     door_key = Key.from_jwk(fleet.bundles[soak.NO_CLOCK_AUDIENCE]["token_key"])
     token = fleet.mint(soak.material(), audience=soak.NO_CLOCK_AUDIENCE, key=door_key)
-    refused(post_token(fleet, token), UNAUTHORIZED)
+    refused(post_token(fleet, token), UNAUTHORIZED, INVALID_TOKEN)
     # under this RS's key but naming another audience (a confused AS)
     token = fleet.mint(soak.material(), audience=soak.NO_CLOCK_AUDIENCE)
-    refused(post_token(fleet, token), FORBIDDEN)
+    refused(post_token(fleet, token), FORBIDDEN, INVALID_TOKEN)
 
 
 # ---- token reuse and replay -------------------------------------------------------------------
@@ -129,7 +143,8 @@ def test_reposted_token_replaces_the_old_context(fleet: soak.Fleet) -> None:
     assert oscore_get(fleet, old, 0x6100) == CONTENT
     new = post(11)
     assert oscore_get(fleet, new, 0x6101) == CONTENT
-    assert oscore_get(fleet, old, 0x6102) in (UNAUTHORIZED, BAD_REQUEST)  # the old one is gone
+    # the old one is gone: RFC 8613 §8.2, no security context for its kid is 4.01
+    assert oscore_get(fleet, old, 0x6102) == UNAUTHORIZED
     assert oscore_get(fleet, new, 0x6103) == CONTENT  # exactly one live context
 
 
@@ -155,7 +170,7 @@ def door_rs(fleet: soak.Fleet) -> Iterator[int]:
         server.stop()
 
 
-def exi_token(fleet: soak.Fleet, sequence: int) -> bytes:
+def exi_token(fleet: soak.Fleet, sequence: int, mat: OscoreInputMaterial | None = None) -> bytes:
     key = Key.from_jwk(fleet.bundles[soak.NO_CLOCK_AUDIENCE]["token_key"])
     token = AccessToken(
         iss=soak.ISSUER,
@@ -164,9 +179,9 @@ def exi_token(fleet: soak.Fleet, sequence: int) -> bytes:
         cti=encode_exi_sequence(sequence),
         scope=TextScope.parse("open"),
         ace_profile=2,
-        cnf=CnfOsc(soak.material()),
+        cnf=CnfOsc(mat or soak.material()),
     )
-    return cwt.encode(token, cwt.Encrypt0(key))
+    return signed(fleet, token, key)
 
 
 def test_old_exi_sequence_number_is_refused(fleet: soak.Fleet, door_rs: int) -> None:
@@ -177,7 +192,41 @@ def test_old_exi_sequence_number_is_refused(fleet: soak.Fleet, door_rs: int) -> 
         return aiocoap.Message.decode(soak.probe(door_rs, datagram, 5) or b"")
 
     assert int(post(50).code) == CREATED
-    refused(post(10), UNAUTHORIZED)
+    refused(post(10), UNAUTHORIZED, INVALID_TOKEN)
+
+
+def test_lower_exi_sequence_number_for_the_same_key_is_refused(
+    fleet: soak.Fleet, door_rs: int
+) -> None:
+    """RFC 9200 §5.10.3: sequence 5, then 9 for the same PoP key, then 5 again is refused,
+    both posted to /authz-info in the clear and as an update over the OSCORE context."""
+    mat = soak.material()
+
+    def post(sequence: int, id1: bytes, mid: int) -> aiocoap.Message:
+        datagram = soak.authz_info_datagram(
+            exi_token(fleet, sequence, mat), os.urandom(8), id1, mid
+        )
+        return aiocoap.Message.decode(soak.probe(door_rs, datagram, 5) or b"")
+
+    assert int(post(500, b"\x0a", 0xB000).code) == CREATED
+    nonce1 = os.urandom(8)
+    datagram = soak.authz_info_datagram(exi_token(fleet, 900, mat), nonce1, b"\x0a", 0xB001)
+    current = aiocoap.Message.decode(soak.probe(door_rs, datagram, 5) or b"")
+    assert int(current.code) == CREATED
+    context = soak.client_side(mat, nonce1, b"\x0a", current.payload)
+    body = refused(post(500, b"\x0a", 0xB002), UNAUTHORIZED, INVALID_TOKEN)
+    assert "500 is not above 900" in body[31]
+    update = aiocoap.Message(
+        code=aiocoap.POST, uri_path=["authz-info"], content_format=19,
+        payload=cbor2.dumps({1: exi_token(fleet, 500, mat)}),
+    )  # fmt: skip
+    datagram, request_id = soak.protect_with_id(context, update, 0xB003)
+    answer = aiocoap.Message.decode(soak.probe(door_rs, datagram, 5) or b"")
+    answer.direction = soak.Direction.INCOMING
+    inner, _ = context.unprotect(answer, request_id)
+    assert int(inner.code) == UNAUTHORIZED
+    assert cbor2.loads(inner.payload)[30] == INVALID_TOKEN
+    assert "500 is not above 900" in cbor2.loads(inner.payload)[31]
 
 
 # ---- key confusion ---------------------------------------------------------------------------
@@ -194,7 +243,7 @@ def test_mac_keyed_with_the_public_key_is_refused(fleet: soak.Fleet) -> None:
         cti=os.urandom(8), scope=TextScope.parse("read"), ace_profile=2,
         cnf=CnfOsc(soak.material()),
     )  # fmt: skip
-    refused(post_token(fleet, cwt.encode(token, cwt.Mac0(mac_key))), BAD_REQUEST, UNAUTHORIZED)
+    refused(post_token(fleet, cwt.encode(token, cwt.Mac0(mac_key))), UNAUTHORIZED, INVALID_TOKEN)
 
 
 def test_dtls_profile_token_is_refused(fleet: soak.Fleet) -> None:
@@ -205,13 +254,13 @@ def test_dtls_profile_token_is_refused(fleet: soak.Fleet) -> None:
         cti=os.urandom(8), scope=TextScope.parse("read"), ace_profile=1,
         cnf=CnfKey(Key.generate_ec2(kid=b"dtls").public_key()),
     )  # fmt: skip
-    refused(post_token(fleet, cwt.encode(token, cwt.Encrypt0(fleet.token_key))), BAD_REQUEST)
+    refused(post_token(fleet, signed(fleet, token)), BAD_REQUEST, INCOMPATIBLE_ACE_PROFILES)
     token = AccessToken(
         iss=soak.ISSUER, aud=(soak.CLOCK_AUDIENCE,), exp=now + 300, iat=now,
         cti=os.urandom(8), scope=TextScope.parse("read"), ace_profile=2,
         cnf=CnfKey(Key.generate_ec2(kid=b"dtls").public_key()),
     )  # fmt: skip
-    refused(post_token(fleet, cwt.encode(token, cwt.Encrypt0(fleet.token_key))), BAD_REQUEST)
+    refused(post_token(fleet, signed(fleet, token)), BAD_REQUEST, INCOMPATIBLE_ACE_PROFILES)
 
 
 # ---- scope escalation and stolen contexts -----------------------------------------------------
@@ -219,15 +268,18 @@ def test_dtls_profile_token_is_refused(fleet: soak.Fleet) -> None:
 
 def test_scope_escalation_is_refused(fleet: soak.Fleet) -> None:
     # a genuine token with a scope this RS does not know is refused at /authz-info
-    body = refused(post_token(fleet, fleet.mint(soak.material(), scope="admin")), BAD_REQUEST)
-    assert body[30] == 6  # invalid_scope
+    refused(
+        post_token(fleet, fleet.mint(soak.material(), scope="admin")), BAD_REQUEST, INVALID_SCOPE
+    )
     # a read token cannot write: POST /temp over its own context
     context, _ = soak.establish_raw(fleet, b"\x71")
     plain = aiocoap.Message(code=aiocoap.POST, uri_path=["temp"], payload=b"99")
     datagram, request_id = soak.protect_with_id(context, plain, 0x7100)
     answer = aiocoap.Message.decode(soak.probe(fleet.rs_port, datagram, 5) or b"")
     answer.direction = soak.Direction.INCOMING
-    assert int(context.unprotect(answer, request_id)[0].code) in (FORBIDDEN, 0x85)
+    inner = context.unprotect(answer, request_id)[0]
+    assert int(inner.code) == METHOD_NOT_ALLOWED  # /temp is covered, POST is not (RFC 9200 §5.10.2)
+    assert cbor2.loads(inner.payload)[30] == "insufficient_scope"
 
     # and the AS does not grant a scope the client was not given (RFC 9200 §5.8.3)
     async def ask() -> aiocoap.Message:
@@ -254,7 +306,8 @@ def test_second_client_cannot_use_first_clients_context(fleet: soak.Fleet) -> No
     second, _ = soak.establish_raw(fleet, b"\x82")
     assert oscore_get(fleet, first, 0x8100) == CONTENT
     second.sender_id = first.sender_id  # claim the first client's kid with the second's keys
-    assert oscore_get(fleet, second, 0x8101) in (BAD_REQUEST, UNAUTHORIZED)
+    # RFC 8613 §8.2: a known kid whose keys do not decrypt is 4.00 (Bad Request)
+    assert oscore_get(fleet, second, 0x8101) == BAD_REQUEST
     assert oscore_get(fleet, first, 0x8102) == CONTENT
 
 
@@ -268,11 +321,11 @@ def test_oversized_and_nested_cbor_to_authz_info(fleet: soak.Fleet) -> None:
         message.mtype, message.mid, message.token = aiocoap.CON, 0x9000, b"\x90"
         return aiocoap.Message.decode(soak.probe(fleet.rs_port, message.encode(), 5) or b"")
 
-    refused(send(b"\x81" * 900 + b"\x00"), BAD_REQUEST)
-    refused(send(b"\xa1\x01" * 400 + b"\x00"), BAD_REQUEST)
-    refused(send(cbor2.dumps({1: b"\x00" * 1100})), 0x8D)  # 4.13
+    refused(send(b"\x81" * 900 + b"\x00"), BAD_REQUEST, INVALID_REQUEST)
+    refused(send(b"\xa1\x01" * 400 + b"\x00"), BAD_REQUEST, INVALID_REQUEST)
+    refused(send(cbor2.dumps({1: b"\x00" * 1100})), TOO_LARGE, INVALID_REQUEST)
     nested_token = cbor2.dumps({1: b"\x81" * 500 + b"\x00", 40: os.urandom(8), 43: b"\x01"})
-    refused(send(nested_token), BAD_REQUEST, UNAUTHORIZED)
+    refused(send(nested_token), UNAUTHORIZED, INVALID_TOKEN)
 
 
 def test_oversized_and_nested_cbor_to_token(fleet: soak.Fleet) -> None:
@@ -290,14 +343,13 @@ def test_oversized_and_nested_cbor_to_token(fleet: soak.Fleet) -> None:
         finally:
             await client.shutdown()
 
-    for payload, codes in (
-        (b"\x81" * 400 + b"\x00", (BAD_REQUEST,)),
-        (b"\xa1\x05" * 300 + b"\x00", (BAD_REQUEST,)),
-        (cbor2.dumps({5: "x" * 900, 9: "read"}), (BAD_REQUEST,)),
+    for payload in (
+        b"\x81" * 400 + b"\x00",
+        b"\xa1\x05" * 300 + b"\x00",
+        cbor2.dumps({5: "x" * 900, 9: "read"}),
     ):
         answer = asyncio.run(asyncio.wait_for(ask(payload), 20))
-        assert int(answer.code) in codes, (answer.code, answer.payload)
-        assert 30 in cbor2.loads(answer.payload)
+        refused(answer, BAD_REQUEST, INVALID_REQUEST)
 
 
 # ---- a flood of tokens ------------------------------------------------------------------------

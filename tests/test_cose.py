@@ -347,8 +347,37 @@ def test_duplicate_label_inside_protected_header() -> None:
 def test_crit_header(alg: Algorithm) -> None:
     key = key_for(alg)
     message = emit(alg, key, protected={2: [-70000], -70000: 1})
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="-70000 is not understood"):
         decode(message, verifier(key))
+
+
+@pytest.mark.parametrize(
+    ("protected", "unprotected", "error"),
+    [
+        ({}, {2: [1]}, "crit must be in the protected header"),
+        ({}, {2: [-70000], -70000: 1}, "crit must be in the protected header"),
+        ({2: []}, {}, "non-empty array"),
+        ({2: 1}, {}, "non-empty array"),
+        ({2: [b"\x01"]}, {}, "integer or text labels"),
+        ({2: ["x"]}, {}, "'x' is not understood"),
+        ({2: [6]}, {}, "6 is not understood"),
+    ],
+)
+def test_crit_is_checked_per_rfc9052(
+    alg: Algorithm, protected: dict[Any, Any], unprotected: dict[int, Any], error: str
+) -> None:
+    """RFC 9052 §3.1: crit only protected, non-empty, every label understood."""
+    key = key_for(alg)
+    message = emit(alg, key, protected=protected, unprotected=unprotected)
+    with pytest.raises(DecodeError, match=error):
+        decode(message, verifier(key))
+
+
+def test_crit_naming_understood_headers_is_accepted(alg: Algorithm) -> None:
+    """RFC 9052 §3.1: a crit that names only parameters we process does not refuse."""
+    key = key_for(alg)
+    message = emit(alg, key, protected={2: [1, 5]})
+    assert decode(message, verifier(key)).payload == PAYLOAD
 
 
 def test_truncated(alg: Algorithm) -> None:

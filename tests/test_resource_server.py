@@ -9,6 +9,7 @@ import pytest
 
 from keybound.core import cbor, cwt
 from keybound.core.errors import (
+    BadSignature,
     CapacityExceeded,
     ExpiredToken,
     InsufficientScope,
@@ -18,7 +19,10 @@ from keybound.core.errors import (
     InvalidRequest,
     InvalidScope,
     InvalidToken,
+    MalformedClaim,
+    MethodNotAllowed,
     PayloadTooLarge,
+    UnsupportedPopKey,
     UnsupportedProfile,
 )
 from keybound.core.oscore_profile import derive_context_parameters, derive_keys
@@ -31,10 +35,10 @@ from keybound.core.resource_server import (
     encode_exi_sequence,
     pop_key_id,
 )
-from keybound.core.scope import AifScope, ResourceScopes, TextScope
+from keybound.core.scope import AifScope, ResourceScopes, RestMethod, TextScope
 from keybound.core.token import AccessToken, CnfKid
 
-from .rs_support import AS_URI, AUDIENCE, ISSUER, RESOURCES, Keys, material, mint
+from .rs_support import AS_URI, AUDIENCE, ISSUER, RESOURCES, Keys, material, mint, mint_claims
 
 NOW = 1_700_000_000
 
@@ -97,6 +101,65 @@ def test_nested_signature_is_checked() -> None:
     forged = Keys(token_key=keys.token_key)  # right encryption key, wrong signer
     with pytest.raises(InvalidToken):
         rs.verify(mint(forged, material(), now=NOW, nested=True), now=NOW, monotonic=0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "ace_code"),
+    [
+        ({9: 42}, InvalidScope, 6),  # scope of a wrong type
+        ({9: b"\xff\x00"}, InvalidScope, 6),  # a byte-string scope that is not CBOR AIF
+        ({9: [["/temp", "GET"]]}, InvalidScope, 6),  # AIF permissions not a uint
+        ({4: "soon"}, MalformedClaim, 1),  # exp of a wrong type
+        ({4: 1e300}, MalformedClaim, 1),  # exp beyond the bound of every time claim
+        ({4: float("nan")}, MalformedClaim, 1),
+        ({40: 2**64 - 1}, MalformedClaim, 1),  # exi beyond the same bound
+        ({3: 17}, MalformedClaim, 1),  # aud of a wrong type
+        ({8: {4: {0: b"\x01", 2: os.urandom(16), 99: 1}}}, InvalidRequest, 1),  # unknown osc
+        ({8: {4: {0: b"\x01"}}}, InvalidRequest, 1),  # osc without ms
+        ({8: {4: {0: b"\x01", 2: os.urandom(16), 4: 9999}}}, UnsupportedPopKey, 7),
+    ],
+)
+def test_malformed_claims_of_an_authentic_token_are_bad_requests(
+    changes: dict[int, Any], error: type[Exception], ace_code: int
+) -> None:
+    """RFC 9200 §5.10.1.1, RFC 9203 §4.2: wrapper valid, claims malformed -> 4.00."""
+    keys = Keys()
+    rs = make_rs(keys)
+    with pytest.raises(error) as info:
+        post(rs, mint_claims(keys, material(), changes))
+    assert type(info.value) is error
+    assert not isinstance(info.value, InvalidToken)
+    assert info.value.coap_code == (4, 0)
+    assert info.value.to_cbor_map()[30] == ace_code
+    assert len(rs.store) == 0
+
+
+def test_invalid_wrapper_issuer_and_lifetime_stay_unauthorized() -> None:
+    """RFC 9200 §5.10.1.1: 4.01 for a failed wrapper, an untrusted issuer, a dead token."""
+    keys = Keys()
+    rs = make_rs(keys)
+    other = Keys()
+    cases = [
+        (mint_claims(other, material(), {}), BadSignature),  # another AS-RS key
+        (mint(keys, material(), iss="as.evil", now=NOW), InvalidIssuer),
+        (mint(keys, material(), now=NOW - 1000, lifetime=60), ExpiredToken),
+    ]
+    for token, error in cases:
+        with pytest.raises(error) as info:
+            rs.verify(token, now=NOW, monotonic=0)
+        assert info.value.coap_code == (4, 1)
+
+
+@pytest.mark.parametrize("crit", [[1], [-70000]])
+def test_crit_in_unprotected_header_is_invalid(crit: list[int]) -> None:
+    """RFC 9052 §3.1: crit belongs to the protected bucket; elsewhere the token is invalid."""
+    keys = Keys()
+    rs = make_rs(keys)
+    message = cbor.loads(mint(keys, material(), now=NOW))
+    message.value[1][2] = crit  # the unprotected bucket is not authenticated: anyone can add it
+    with pytest.raises(InvalidToken, match="crit must be in the protected header") as info:
+        rs.verify(cbor.dumps(message), now=NOW, monotonic=0)
+    assert info.value.coap_code == (4, 1)
 
 
 def test_unencrypted_token_is_refused() -> None:
@@ -216,6 +279,18 @@ def test_one_token_per_pop_key() -> None:
     assert rs.store.get(pop_key_id(mat)) is second.stored
 
 
+def test_stored_token_is_refused_at_exactly_its_exp() -> None:
+    """RFC 8392 §3.1.4: a stored token used at ``exp`` is expired at request time too."""
+    keys = Keys()
+    rs = make_rs(keys)
+    stored = post(rs, mint(keys, material(), now=NOW, lifetime=300)).stored
+    recipient_id, id_context = stored.lookup
+    assert rs.find(recipient_id, id_context, now=NOW + 299, monotonic=0) is stored
+    with pytest.raises(ExpiredToken):
+        rs.find(recipient_id, id_context, now=NOW + 300, monotonic=0)
+    assert [e.key_id for e in rs.expire(now=NOW + 300, monotonic=0)] == [stored.key_id]
+
+
 def test_capacity_evicts_expired_then_refuses() -> None:
     keys = Keys()
     rs = make_rs(keys, capacity=2)
@@ -319,11 +394,40 @@ def test_authorize_text_and_aif() -> None:
     rs.authorize(stored, "GET", "/temp")
     with pytest.raises(InsufficientScope) as info:
         rs.authorize(stored, "PUT", "/led")
+    assert type(info.value) is InsufficientScope
     assert info.value.coap_code == (4, 3)
     aif = AccessToken(scope=AifScope.of([("/led", 4)]))
     authorize(aif, "PUT", "/led", ResourceScopes({}))
-    with pytest.raises(InsufficientScope):
+    with pytest.raises(MethodNotAllowed):
         authorize(aif, "GET", "/led", ResourceScopes({}))
+
+
+def test_method_not_covered_is_405_resource_not_covered_is_403() -> None:
+    """RFC 9200 §5.10.2: the resource is covered but not the method -> 4.05, else 4.03."""
+    keys = Keys()
+    rs = make_rs(keys)
+    stored = post(rs, mint(keys, material(), scope="led.read", now=NOW)).stored
+    rs.authorize(stored, "GET", "/led")
+    with pytest.raises(MethodNotAllowed) as info:
+        rs.authorize(stored, "PUT", "/led")
+    assert (info.value.error, info.value.coap_code, info.value.http_status) == (
+        "insufficient_scope",
+        (4, 5),
+        405,
+    )
+    with pytest.raises(InsufficientScope) as other:
+        rs.authorize(stored, "GET", "/temp")
+    assert type(other.value) is InsufficientScope
+    assert other.value.coap_code == (4, 3)
+    aif = AccessToken(scope=AifScope.of([("/led", int(RestMethod.GET)), ("/x", 1 << 40)]))
+    with pytest.raises(MethodNotAllowed):
+        authorize(aif, "PUT", "/led", ResourceScopes({}))
+    with pytest.raises(InsufficientScope) as none:
+        authorize(aif, "GET", "/temp", ResourceScopes({}))
+    assert type(none.value) is InsufficientScope
+    with pytest.raises(InsufficientScope) as unregistered:
+        authorize(aif, "GET", "/x", ResourceScopes({}))  # an unregistered bit covers nothing
+    assert type(unregistered.value) is InsufficientScope
 
 
 def test_creation_hints_and_cnonce() -> None:

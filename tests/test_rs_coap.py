@@ -32,6 +32,7 @@ from .rs_support import (
     free_udp_port,
     material,
     mint,
+    mint_claims,
     post_authz_info,
     request,
     run,
@@ -204,6 +205,15 @@ def test_token_for_another_audience_is_forbidden() -> None:
     assert response.opt.content_format == 19
 
 
+def test_malformed_claims_of_an_authentic_token_are_bad_requests() -> None:
+    """RFC 9200 §5.10.1.1, RFC 9203 §4.2: 4.00, never 4.01, when only the claims are wrong."""
+    keys = Keys()
+    for changes, ace_code in (({9: 42}, 6), ({8: {4: {0: b"\x01"}}}, 1), ({6: "now"}, 1)):
+        response = _post(keys, mint_claims(keys, material(), changes))
+        assert code(response) == "4.00"
+        assert error_of(response) == ace_code
+
+
 def test_expired_token_is_unauthorized() -> None:
     keys = Keys()
     response = _post(keys, mint(keys, material(), now=time.time() - 1000, lifetime=60))
@@ -335,6 +345,23 @@ def test_scope_escalation_is_forbidden() -> None:
             response = await request(client, port, aiocoap.PUT, "/led", b"on")
             assert code(response) == "4.03"
             assert code(await request(client, port, aiocoap.GET, "/led")) == "4.03"
+
+    run(body())
+
+
+def test_method_outside_the_scope_is_method_not_allowed() -> None:
+    """RFC 9200 §5.10.2: a token for ``/led`` GET doing PUT ``/led`` gets 4.05."""
+    keys = Keys()
+
+    async def body() -> None:
+        async with serving(keys) as (_, port), client_ctx() as client:
+            mat = material()
+            await establish(client, port, mint(keys, mat, scope="led.read"), mat)
+            assert code(await request(client, port, aiocoap.GET, "/led")) == "2.05"
+            response = await request(client, port, aiocoap.PUT, "/led", b"on")
+            assert code(response) == "4.05"
+            assert cbor.loads(response.payload)[31] == "scope allows /led, but not PUT"
+            assert code(await request(client, port, aiocoap.GET, "/temp")) == "4.03"
 
     run(body())
 
@@ -480,6 +507,27 @@ def test_expired_context_is_removed() -> None:
             response = await request(client, port, aiocoap.GET, "/temp")
             assert code(response) == "4.01"
             assert cbor.loads(response.payload)[5] == AUDIENCE
+            assert len(site.contexts) == 0
+
+    run(body())
+
+
+def test_stored_token_is_refused_at_exactly_its_exp() -> None:
+    """RFC 8392 §3.1.4: at ``exp`` the token is no longer accepted, also at request time."""
+    keys = Keys()
+    clock = FakeClock()
+    clock.now = float(int(clock.now))
+
+    async def body() -> None:
+        async with serving(keys, clock=clock) as (site, port), client_ctx() as client:
+            mat = material()
+            await establish(client, port, mint(keys, mat, lifetime=30, now=clock.now), mat)
+            clock.now += 29
+            assert code(await request(client, port, aiocoap.GET, "/temp")) == "2.05"
+            clock.now += 1  # exactly exp
+            response = await request(client, port, aiocoap.GET, "/temp")
+            assert code(response) == "4.01"
+            assert cbor.loads(response.payload)[5] == AUDIENCE  # creation hints, no context
             assert len(site.contexts) == 0
 
     run(body())

@@ -23,8 +23,9 @@ from aiocoap.message import Direction
 from keybound.coap.oscore_store import RsSecurityContext
 from keybound.core import cbor
 from keybound.core.oscore_context import SequenceNumberReservation
-from keybound.core.oscore_profile import derive_context_parameters
+from keybound.core.oscore_profile import AuthzInfoRequest, derive_context_parameters
 from keybound.core.token_store import PersistedReplayWindow, ShutdownRecord
+from keybound.tools.rs_daemon import ConfigError, build_site, load_config
 from keybound.tools.rs_state import SqliteRsState
 from keybound.tools.soak import log_problems
 
@@ -38,6 +39,7 @@ from .rs_support import (
     free_udp_port,
     material,
     mint,
+    post_authz_info,
     request,
     run,
 )
@@ -159,7 +161,7 @@ def test_sigkill_restart_never_reuses_partial_ivs(tmp_path: Path) -> None:
         client = await aiocoap.Context.create_client_context()
         try:
             mat = material()
-            context = await establish(client, port, mint(keys, mat), mat)
+            context = await establish(client, port, mint(keys, mat, nested=True), mat)
             for _ in range(20):
                 response = await request(client, port, aiocoap.GET, "/temp")
                 assert int(response.code) == 0x45
@@ -270,7 +272,9 @@ def test_sigterm_flushes_and_restores(tmp_path: Path) -> None:
         client = await aiocoap.Context.create_client_context()
         try:
             mat = material()
-            await establish(client, port, mint(keys, mat, scope="led.write led.read"), mat)
+            await establish(
+                client, port, mint(keys, mat, scope="led.write led.read", nested=True), mat
+            )
             put = await request(client, port, aiocoap.PUT, "/led", b"on")
             assert int(put.code) == 0x44
             processes[0].send_signal(signal.SIGTERM)
@@ -388,7 +392,7 @@ def run_with_rs(
         client = await aiocoap.Context.create_client_context()
         try:
             mat = material()
-            context = await establish(client, port, mint(keys, mat), mat)
+            context = await establish(client, port, mint(keys, mat, nested=True), mat)
             await scenario(RsRun(config, port, processes, client, context))
         finally:
             await client.shutdown()
@@ -603,3 +607,67 @@ def test_state_file_of_the_previous_version_is_kept(tmp_path: Path) -> None:
     finally:
         store.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def _daemon_answers(config: Path, keys: Keys, port: int) -> list[str]:
+    """Serve the daemon's site for ``config`` and post an Encrypt0-only and a signed token."""
+
+    async def body() -> list[str]:
+        site = build_site(load_config(config))
+        await site.serve(("127.0.0.1", port))
+        client = await aiocoap.Context.create_client_context()
+        answers: list[str] = []
+        try:
+            for nested, id1 in ((False, b"\x41"), (True, b"\x42")):
+                token = mint(keys, material(id1), nested=nested)
+                payload = AuthzInfoRequest(token, b"\x00" * 8, id1).encode()
+                response = await post_authz_info(client, port, payload)
+                answers.append(f"{int(response.code) >> 5}.{int(response.code) & 0x1F:02d}")
+                if nested is False and int(response.code) != 0x41:
+                    assert (
+                        cbor.loads(response.payload)[31]
+                        == "the access token must be signed by the AS"
+                    )
+        finally:
+            await client.shutdown()
+            await site.shutdown()
+        return answers
+
+    return run(body())
+
+
+def test_daemon_requires_the_as_signature_when_it_knows_the_as_key(tmp_path: Path) -> None:
+    """The bundle carries the AS public key: an Encrypt0-only token is refused with 4.01."""
+    keys = Keys()
+    port = free_udp_port()
+    config = write_setup(tmp_path, keys, port)
+    assert _daemon_answers(config, keys, port) == ["4.01", "2.01"]
+
+
+def test_daemon_accepts_unsigned_tokens_only_when_told(tmp_path: Path) -> None:
+    """``require_as_signature = false`` in rs.toml lets an Encrypt0-only token in."""
+    keys = Keys()
+    port = free_udp_port()
+    config = write_setup(tmp_path, keys, port)
+    config.write_text("require_as_signature = false\n" + config.read_text())
+    assert _daemon_answers(config, keys, port) == ["2.01", "2.01"]
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("require_as_signature = 1", "require_as_signature must be true or false"),
+        ("require_as_signature = true", "require_as_signature needs a bundle with as_public_key"),
+    ],
+)
+def test_require_as_signature_is_checked(tmp_path: Path, line: str, error: str) -> None:
+    keys = Keys()
+    config = write_setup(tmp_path, keys, free_udp_port())
+    if "true" in line:  # a bundle without the AS key cannot require its signature
+        bundle_path = tmp_path / "rs-bundle.json"
+        bundle = json.loads(bundle_path.read_text())
+        del bundle["as_public_key"]
+        bundle_path.write_text(json.dumps(bundle))
+    config.write_text(line + "\n" + config.read_text())
+    with pytest.raises(ConfigError, match=error):
+        load_config(config)

@@ -17,6 +17,7 @@ from keybound.core.errors import (
     DecodeError,
     ExpiredToken,
     InvalidAudience,
+    InvalidClaim,
     InvalidIssuer,
     KeyboundError,
     KeyNotFound,
@@ -30,6 +31,7 @@ from keybound.core.numbers.cose_keys import Curve
 from keybound.core.oscore_profile import OscoreInputMaterial
 from keybound.core.scope import Scope
 from keybound.core.token import (
+    MAX_TIME_CLAIM,
     AccessToken,
     CnfCkt,
     CnfEncryptedKey,
@@ -178,7 +180,7 @@ def test_aif_scope_in_both_formats() -> None:
 
 
 _text = st.text(min_size=1, max_size=30)
-_time = st.integers(min_value=0, max_value=2**40)
+_time = st.integers(min_value=0, max_value=MAX_TIME_CLAIM)
 
 
 @st.composite
@@ -395,3 +397,67 @@ def test_jwt_decoder_on_mutated_tokens(pos: int, char: str) -> None:
     data = valid[: pos % len(valid)] + char + valid[pos % len(valid) + 1 :]
     with contextlib.suppress(KeyboundError):
         assert jwt.decode(data, AS_KEY).token == _token()
+
+
+# ---- time claims: one bound in both encodings -------------------------------------------
+
+
+TIME_CLAIMS = {"exp": 4, "nbf": 5, "iat": 6, "exi": 40}
+
+
+def _time_claim(fmt: str, name: str, value: object) -> AccessToken:
+    if fmt == "cwt":
+        return AccessToken.from_cwt_claims({TIME_CLAIMS[name]: value})
+    return AccessToken.from_jwt_claims({name: value})
+
+
+@pytest.mark.parametrize("fmt", ["cwt", "jwt"])
+@pytest.mark.parametrize("name", sorted(TIME_CLAIMS))
+@pytest.mark.parametrize(
+    "value",
+    [
+        1e300,
+        2.6e11,
+        MAX_TIME_CLAIM + 1,
+        2**63,
+        2**63 - 1,
+        2**1100,
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        -1,
+        -0.5,
+        -1e300,
+        True,
+        "1700000000",
+    ],
+    ids=repr,
+)
+def test_time_claims_out_of_bounds_are_refused(fmt: str, name: str, value: object) -> None:
+    """exp, nbf, iat and exi share the bound 0..MAX_TIME_CLAIM in CWT and JWT alike."""
+    with pytest.raises(InvalidClaim) as info:
+        _time_claim(fmt, name, value)
+    assert info.value.claim == name
+
+
+@pytest.mark.parametrize("fmt", ["cwt", "jwt"])
+@pytest.mark.parametrize("name", sorted(TIME_CLAIMS))
+@pytest.mark.parametrize("value", [0, 1_700_000_000, MAX_TIME_CLAIM])
+def test_time_claims_within_bounds_are_kept(fmt: str, name: str, value: int) -> None:
+    assert getattr(_time_claim(fmt, name, value), name) == value
+
+
+@pytest.mark.parametrize("fmt", ["cwt", "jwt"])
+@pytest.mark.parametrize("name", ["exp", "nbf", "iat"])
+def test_numeric_date_floats_are_floored_within_the_bound(fmt: str, name: str) -> None:
+    """RFC 8392 §2 / RFC 7519 §2: a NumericDate may be a float; it is floored to seconds."""
+    assert getattr(_time_claim(fmt, name, 1_700_000_000.9), name) == 1_700_000_000
+    assert getattr(_time_claim(fmt, name, -0.0), name) == 0
+    assert getattr(_time_claim(fmt, name, MAX_TIME_CLAIM + 0.5), name) == MAX_TIME_CLAIM
+
+
+@pytest.mark.parametrize("fmt", ["cwt", "jwt"])
+def test_exi_is_an_unsigned_integer(fmt: str) -> None:
+    """RFC 9200 §5.10.3: exi counts whole seconds; a float is refused."""
+    with pytest.raises(InvalidClaim):
+        _time_claim(fmt, "exi", 60.0)

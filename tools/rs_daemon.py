@@ -5,6 +5,9 @@ Configuration (TOML; relative paths are relative to the configuration file)::
     bundle = "rs-bundle.json"        # written by the AS: keys and names of this RS (0600)
     listen = "127.0.0.1:5683"        # host:port, or [v6 address]:port
     state = "rs-state.db"            # SQLite: tokens, contexts, sequence numbers (0600)
+    require_as_signature = true      # tokens must carry the AS's COSE_Sign1 inside the
+                                     # Encrypt0; the default is true when the bundle holds
+                                     # the AS public key, false otherwise
 
     [capacity]
     tokens = 1000                    # stored tokens (and OSCORE contexts) at most
@@ -124,6 +127,7 @@ class RsConfig:
     response_partial_iv: bool = False
     resources: tuple[ResourceSpec, ...] = ()
     introspection: str = "off"  # "off", "optional" or "required"
+    require_as_signature: bool = False
 
 
 def parse_listen(text: object) -> tuple[str, int]:
@@ -228,6 +232,11 @@ def load_config(path: Path) -> RsConfig:
     bundle = load_bundle(base / _need(data, "bundle", str, where))
     listen = parse_listen(data.get("listen", "127.0.0.1:5683"))
     state = base / _need(data, "state", str, where)
+    require_as_signature = data.get("require_as_signature", bundle.as_public_key is not None)
+    if not isinstance(require_as_signature, bool):
+        raise ConfigError(f"{where}: require_as_signature must be true or false")
+    if require_as_signature and bundle.as_public_key is None:
+        raise ConfigError(f"{where}: require_as_signature needs a bundle with as_public_key")
     capacity_table = data.get("capacity", {})
     if not isinstance(capacity_table, dict):
         raise ConfigError(f"{where}: [capacity] must be a table")
@@ -282,6 +291,7 @@ def load_config(path: Path) -> RsConfig:
         response_partial_iv=response_piv,
         resources=tuple(resources),
         introspection=introspection,
+        require_as_signature=require_as_signature,
     )
 
 
@@ -356,6 +366,7 @@ def build_site(config: RsConfig) -> ResourceServerSite:
         has_clock=bundle.has_clock,
         profiles=frozenset(bundle.profiles),
         capacity=config.capacity,
+        require_signature=config.require_as_signature,
     )
     rs = ResourceServer(policy)
     site = ResourceServerSite(

@@ -193,6 +193,7 @@ class Fleet:
     client_contexts: dict[str, dict[str, str]] = field(default_factory=dict)
     servers: list[ServerProcess] = field(default_factory=list)
     as_contexts: dict[str, Any] = field(default_factory=dict)
+    as_signing_key: Key | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.db:
@@ -229,6 +230,7 @@ class Fleet:
                     }
             issuer = store.get_issuer()
             assert issuer is not None
+            self.as_signing_key = Key.from_cose_key(issuer.signing_key)
             for rs in store.list_resource_servers():
                 self.bundles[rs.audience] = rs_bundle(rs, issuer, as_base=self.as_base)
         finally:
@@ -301,8 +303,10 @@ class Fleet:
         audience: str = CLOCK_AUDIENCE,
         lifetime: int = 600,
         key: Key | None = None,
+        signed: bool = True,
     ) -> bytes:
-        """A token for the RS as the AS would issue it (Encrypt0 under the RS's token key)."""
+        """A token for the RS as the AS would issue it: the AS's Sign1 nested in an Encrypt0
+        under the RS's token key (``signed`` False leaves the Sign1 out)."""
         now = int(time.time())
         token = AccessToken(
             iss=ISSUER,
@@ -314,7 +318,11 @@ class Fleet:
             ace_profile=2,
             cnf=CnfOsc(mat),
         )
-        return cwt.encode(token, cwt.Encrypt0(key or self.token_key))
+        encrypt = cwt.Encrypt0(key or self.token_key)
+        if not signed:
+            return cwt.encode(token, encrypt)
+        assert self.as_signing_key is not None, "provision the fleet first"
+        return cwt.encode(token, cwt.Nested(cwt.Sign1(self.as_signing_key), encrypt))
 
 
 def release(context: Any) -> None:
