@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -41,7 +40,15 @@ from keybound.tools.as_provision import (
 from keybound.tools.as_server import run_authorization_server
 from keybound.tools.as_storage import SqlAuthzStore, resolve_database_url
 from keybound.tools.bundles import device_bundle, rs_bundle, write_bundle
-from keybound.tools.cli_support import console, fail
+from keybound.tools.cli_support import (
+    LogLevelOption,
+    console,
+    describe,
+    exit_code_for,
+    fail,
+    setup_logging,
+)
+from keybound.tools.server_ready import no_port_sharing
 
 __all__ = ["app"]
 
@@ -78,10 +85,8 @@ def _clean(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (KeyboundError, AuthzStoreError) as exc:
-            raise fail(str(exc).strip("'\"")) from None
-        except (OSError, ValueError) as exc:
-            raise fail(f"{type(exc).__name__}: {exc}") from None
+        except (KeyboundError, AuthzStoreError, OSError, ValueError) as exc:
+            raise fail(describe(exc), exit_code_for(exc)) from None
         except KeyboardInterrupt:
             sys.exit(130)
 
@@ -450,6 +455,8 @@ def _address(text: str, default_port: int) -> tuple[str, int]:
     host = host.strip("[]")
     if not port.isdigit() or not host:
         raise ValueError(f"not HOST:PORT: {text!r}")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"not HOST:PORT (port 1 to 65535): {text!r}")
     return host, int(port)
 
 
@@ -481,8 +488,13 @@ def serve(
         typer.Option("--dpop-nonce", help="require server nonces in DPoP proofs (RFC 9449 §8)"),
     ] = False,
     db: DbOption = None,
+    log_level: LogLevelOption = "info",
 ) -> None:
-    """Run the AS: CoAP (/token, /introspect over OSCORE) and optionally HTTP, one event loop."""
+    """Run the AS: CoAP (/token, /introspect over OSCORE) and optionally HTTP, one event loop.
+
+    Once every endpoint listens, prints ``keybound: ready URL [URL]`` on stdout
+    and notifies systemd (``READY=1``) when ``NOTIFY_SOCKET`` is set.
+    """
     if (cert is None) != (keyfile is None):
         raise fail("--cert and --keyfile go together")
     if public_url is not None:
@@ -495,9 +507,8 @@ def serve(
         coap_addr = ("127.0.0.1", 5683)
     if http_addr is not None:
         check_listen(http_addr[0], tls=cert is not None, insecure=insecure)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("coap").setLevel(logging.WARNING)
-    logging.getLogger("coap-server").setLevel(logging.WARNING)
+    setup_logging(log_level)
+    no_port_sharing()
     with _store(db) as store, suppress(KeyboardInterrupt):
         asyncio.run(
             run_authorization_server(
