@@ -95,7 +95,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         reason = exc.strerror[0].lower() + exc.strerror[1:]
         return f"{exc.filename}: {reason}" if exc.filename else reason
-    text = str(exc).strip().strip("'\"")
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc).strip()
     if isinstance(exc, ValueError) and "fromhex()" in text:
         return "not a hexadecimal string"
     return text or type(exc).__name__.lower()
