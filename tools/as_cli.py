@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
@@ -111,6 +112,13 @@ def _as_base(store: SqlAuthzStore, given: str | None) -> str:
         port = parts.port or 5683
         return f"coap://{parts.hostname}:{port}"
     return "coap://127.0.0.1:5683"
+
+
+def _iso(epoch: int | None) -> str | None:
+    """An epoch time as ISO 8601 UTC (``2026-12-01T22:00:00Z``)."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _emit(data: Any) -> None:
@@ -365,7 +373,9 @@ def show(
                         "audience": t.audience,
                         "scope": t.scope,
                         "iat": t.iat,
+                        "iat_iso": _iso(t.iat),
                         "exp": t.exp,
+                        "exp_iso": _iso(t.exp),
                         "exi": t.exi,
                         "sequence": t.sequence,
                         "revoked": t.revoked,
@@ -388,12 +398,15 @@ def show(
     console.print(table)
     if data.get("tokens"):
         tokens_table = Table(title="recent tokens")
-        for column in ("cti", "audience", "scope", "exp/exi", "revoked"):
-            tokens_table.add_column(column)
+        for column in ("cti", "audience", "scope", "issued", "exp/exi", "revoked"):
+            tokens_table.add_column(column, overflow="fold")
         for t in data["tokens"]:
-            limit = f"exp {t['exp']}" if t["exp"] is not None else f"exi {t['exi']}"
+            issued = f"{t['iat_iso']} ({t['iat']})" if t["iat"] is not None else ""
+            limit = (
+                f"exp {t['exp_iso']} ({t['exp']})" if t["exp"] is not None else f"exi {t['exi']}"
+            )
             tokens_table.add_row(
-                t["cti"], t["audience"], t["scope"], limit, "yes" if t["revoked"] else ""
+                t["cti"], t["audience"], t["scope"], issued, limit, "yes" if t["revoked"] else ""
             )
         console.print(tokens_table)
 

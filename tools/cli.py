@@ -111,6 +111,7 @@ def key_generate(
     kid: Annotated[str | None, typer.Option("--kid", help="key identifier")] = None,
     fmt: Annotated[str, typer.Option("--format", help="jwk or cose")] = "jwk",
     force: Annotated[bool, typer.Option("--force", help="replace an existing file")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Generate a key and write it (with its private part) to OUT, readable by you only.
 
@@ -132,6 +133,17 @@ def key_generate(
         raise ValueError(f"unknown key type {kind!r}; choose one of {', '.join(makers)}")
     key = makers[kind]()
     write_key(out, key, fmt=fmt, overwrite=force)
+    if as_json:
+        import json  # noqa: PLC0415 - import time
+
+        info = {
+            "path": str(out),
+            "type": kind,
+            "format": fmt,
+            "jwk_thumbprint": key.jwk_thumbprint(),
+        }
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return
     console.print(f"wrote {kind} key to {out} (mode 0600); JWK thumbprint {key.jwk_thumbprint()}")
 
 
