@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import socket
@@ -90,11 +91,12 @@ PUT = ["led.write"]
 
 
 _LOGS: dict[int, Path] = {}
+_COUNT = itertools.count()
 
 
 def start_rs(config: Path) -> subprocess.Popen[bytes]:
     """Start the RS daemon, its log in a file of its own, and wait for its ready line."""
-    log = config.with_name(f"rs-{len(_LOGS)}.log")
+    log = config.with_name(f"rs-{next(_COUNT)}.log")
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "keybound.tools.rs_cli", "serve", "--config", str(config)],
@@ -102,7 +104,10 @@ def start_rs(config: Path) -> subprocess.Popen[bytes]:
             stderr=out,
         )
     _LOGS[process.pid] = log
-    wait_ready(process)
+    try:
+        wait_ready(process)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the RS logged: {log.read_text()}") from None
     return process
 
 
