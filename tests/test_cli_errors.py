@@ -57,8 +57,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     text = json.dumps(bundle).replace(f"127.0.0.1:{as_port}", f"127.0.0.1:{dead_as}")
     (root / "no-as.json").write_text(text)
     (root / "no-as.json").chmod(0o600)
-    (root / "key.jwk").write_text("{}")
-    assert run_keybound("key", "generate", str(root / "key.jwk"), "--force").returncode == 0
+    assert run_keybound("key", "generate", str(root / "key.jwk")).returncode == 0
     server = start_server(
         ["as", "serve", "--db", db, "--coap", f"127.0.0.1:{as_port}", "--state-dir",
          str(root / "as-state")], root / "as.log",
