@@ -16,7 +16,8 @@ each :class:`~keybound.core.client_flow.Send` with aiocoap:
 
 An OSCORE failure on a protected exchange (for example the RS lost the
 context and answered an unprotected 4.01) comes back to the flow as 4.01, so
-it starts over.
+it starts over. A peer that does not answer at all is no refusal: that is
+:class:`PeerUnreachable`, raised to the caller.
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ _METHODS = {
     "PATCH": aiocoap.PATCH,
     "IPATCH": aiocoap.iPATCH,
 }
+
+
+class PeerUnreachable(ConnectionError):
+    """The AS or the RS did not answer (network failure, not a CoAP error response)."""
+
+
+def _network_reason(exc: aiocoap_error.NetworkError) -> str:
+    """Why a request got no answer, in words (aiocoap's own text names only the class)."""
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.split(" (")[0].lower()
+    if isinstance(exc, aiocoap_error.TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, aiocoap_error.ResolutionError):
+        return "the host name does not resolve"
+    return "no answer"
 
 
 @dataclass(frozen=True)
@@ -151,6 +168,11 @@ class CoapAceClient:
             credentials.pop(uri, None)
         try:
             response = await self.coap.request(message).response
+        except aiocoap_error.NetworkError as exc:
+            peer = "the AS" if send.peer == "as" else "the RS"
+            raise PeerUnreachable(
+                f"{peer} at {uri} is unreachable: {_network_reason(exc)}"
+            ) from None
         except (aiocoap_error.Error, ValueError) as exc:
             if security is None:
                 raise
@@ -205,4 +227,11 @@ def response_text(reply: Reply) -> str:
         return reply.payload.hex()
 
 
-__all__ = ["AS_SEQUENCE_CHUNK", "CoapAceClient", "Endpoints", "client_context", "response_text"]
+__all__ = [
+    "AS_SEQUENCE_CHUNK",
+    "CoapAceClient",
+    "Endpoints",
+    "PeerUnreachable",
+    "client_context",
+    "response_text",
+]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -91,6 +94,59 @@ def wait_for_log(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: f
             raise AssertionError(f"process exited early: {log.read_text()}")
         time.sleep(0.05)
     raise AssertionError(f"{text!r} not seen in {log}: {log.read_text()}")
+
+
+READY_PREFIX = b"keybound: ready "
+
+
+def _drain(stream: Any) -> None:
+    with open(os.devnull, "wb") as sink:
+        shutil.copyfileobj(stream, sink)
+
+
+def wait_ready(proc: subprocess.Popen[bytes], timeout: float = 30) -> list[str]:
+    """Wait for a server's ready line on its stdout pipe; return the URLs it names.
+
+    Fails if the process exits first. Whatever the server writes to stdout later
+    is drained in the background, so the pipe never fills.
+    """
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    deadline = time.monotonic() + timeout
+    seen = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stdout, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no ready line within {timeout} s: {seen!r}")
+            if not selector.select(left):
+                continue
+            line = stdout.readline()
+            if not line:
+                raise AssertionError(f"server exited before it was ready: {seen!r}")
+            seen += line
+            if line.startswith(READY_PREFIX):
+                break
+    threading.Thread(target=_drain, args=(stdout,), daemon=True).start()
+    return line[len(READY_PREFIX) :].decode().split()
+
+
+def start_server(
+    args: list[str], log: Path, *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``keybound ARGS`` with its log (stderr) in ``log`` and wait for its ready line."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "keybound"), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=out, env=env
+        )
+    try:
+        wait_ready(proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"{' '.join(args)} did not start: {log.read_text()}") from None
+    return proc
 
 
 @pytest.fixture(scope="session")

@@ -272,3 +272,39 @@ def test_http_only_bundle_has_no_oscore_or_wifi(tmp_path: Path) -> None:
         "kind", "version", "contains_secrets", "note", "client_id", "as_uri", "audience",
         "scope", "http",
     }  # fmt: skip
+
+
+def test_show_prints_the_whole_cti_and_iso_times(tmp_path: Path) -> None:
+    """Piped output is not wrapped: the cti pastes into ``as revoke``; times are ISO 8601."""
+    db = f"sqlite:///{tmp_path / 'as.db'}"
+    ok(kb_as("init", "--json", db=db, cwd=tmp_path))
+    ok(kb_as("rs", "add", "temp-rs", "--audience", "temp", "--scope", "read", "--out", "rs.json",
+             "--json", db=db, cwd=tmp_path))  # fmt: skip
+    ok(kb_as("client", "add", "sensor-1", "--audience", "temp", "--scope", "read", "--out", ".",
+             "--json", db=db, cwd=tmp_path))  # fmt: skip
+    cti = bytes(range(32))
+    with SqlAuthzStore.open(db) as store:
+        store.record_token(
+            IssuedToken(
+                cti=cti,
+                client_id="sensor-1",
+                audience="temp",
+                scope="read",
+                format="cwt",
+                iat=1_764_626_400,
+                exp=1_764_630_000,
+            )
+        )
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "keybound.tools.as_cli", "show", "sensor-1", "--db", db],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert cti.hex() in shown.stdout
+    assert "2025-12-01T22:00:00Z (1764626400)" in shown.stdout
+    assert "exp 2025-12-01T23:00:00Z (1764630000)" in shown.stdout
+    data = ok(kb_as("show", "sensor-1", "--json", db=db, cwd=tmp_path))
+    assert data["tokens"][0]["exp_iso"] == "2025-12-01T23:00:00Z"
+    revoked = ok(kb_as("revoke", cti.hex(), "--json", db=db, cwd=tmp_path))
+    assert revoked["revoked"] is True

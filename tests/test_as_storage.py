@@ -111,8 +111,28 @@ def test_init_then_open(db_url: str) -> None:
 
 
 def test_open_refuses_an_empty_database(db_url: str) -> None:
+    if db_url.startswith("sqlite:///"):
+        Path(db_url.removeprefix("sqlite:///")).touch()  # an empty SQLite database
     with pytest.raises(StorageError, match="is empty: initialise it first"):
         SqlAuthzStore.open(db_url)
+
+
+def test_open_creates_nothing(tmp_path: Path) -> None:
+    """Only ``init`` creates a database; opening a missing one leaves no file behind."""
+    missing = tmp_path / "missing.db"
+    with pytest.raises(StorageError, match=f"no AS database at {missing}: create it with"):
+        SqlAuthzStore.open(f"sqlite:///{missing}")
+    with pytest.raises(StorageError, match="no AS database at notaurl"):
+        SqlAuthzStore.open("notaurl")
+    assert not missing.exists()
+    assert not Path("notaurl").exists()
+
+
+def test_init_creates_no_directories(tmp_path: Path) -> None:
+    target = tmp_path / "no" / "such" / "dir" / "as.db"
+    with pytest.raises(StorageError, match=f"the directory {target.parent} does not exist"):
+        SqlAuthzStore.init(f"sqlite:///{target}")
+    assert not (tmp_path / "no").exists()
 
 
 def test_refuses_a_database_without_keybound_meta(db_url: str) -> None:
@@ -190,13 +210,12 @@ def _mode(path: Path) -> int:
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 def test_sqlite_file_is_private_even_with_an_open_umask(tmp_path: Path) -> None:
-    path = tmp_path / "nested" / "as.db"
+    path = tmp_path / "as.db"  # a named database goes in a directory that exists
     old_umask = os.umask(0)
     try:
         with SqlAuthzStore.init(f"sqlite:///{path}") as store:
             store.set_issuer("https://as.example", SIGNING_KEY, now=NOW)
             assert _mode(path) == 0o600
-            assert _mode(path.parent) == 0o700
             # WAL mode: SQLite gives its side files the database file's mode.
             for side in ("-wal", "-shm"):
                 side_file = path.with_name(path.name + side)
@@ -212,7 +231,15 @@ def test_default_location_is_the_user_data_directory(
 ) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     expected = tmp_path / "data" / "keybound" / DEFAULT_DATABASE_NAME
-    with SqlAuthzStore.init() as store:
+    with pytest.raises(StorageError, match="no AS database at"):
+        SqlAuthzStore.open()
+    assert not (tmp_path / "data").exists()
+    old_umask = os.umask(0)
+    try:
+        store = SqlAuthzStore.init()  # the default location's directory is made, 0700
+    finally:
+        os.umask(old_umask)
+    with store:
         assert store.url == f"sqlite:///{expected}"
     assert _mode(expected) == 0o600
     assert _mode(expected.parent) == 0o700

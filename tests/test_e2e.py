@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, free_udp_port, run_keybound, wait_for_log
+from tests.conftest import free_udp_port, run_keybound, start_server
 
 
 class Fleet:
@@ -46,22 +46,17 @@ class Fleet:
             '[resources."/led"]\nkind = "switch"\nGET = ["led.read"]\nPUT = ["led.write"]\n'
         )
 
-    def start(self, name: str, *args: str, ready: str) -> subprocess.Popen[bytes]:
-        log = self.root / f"{name}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [str(BIN / "keybound"), *args], cwd=self.root, stdout=out, stderr=subprocess.STDOUT
-            )
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        proc = start_server(list(args), self.root / f"{name}.log", cwd=self.root)
         self.procs.append(proc)
-        wait_for_log(log, ready, proc)
         return proc
 
     def start_servers(self) -> None:
         self.start(
             "as", "as", "serve", "--db", self.db, "--coap", f"127.0.0.1:{self.as_port}",
-            "--state-dir", "as-state", ready="listening",
+            "--state-dir", "as-state",
         )  # fmt: skip
-        self.start("rs", "rs", "serve", "--config", "rs.toml", ready="listening")
+        self.start("rs", "rs", "serve", "--config", "rs.toml")
 
     def client(self, method: str, path: str, *extra: str) -> subprocess.CompletedProcess[str]:
         return run_keybound(
@@ -140,7 +135,7 @@ def test_rs_restart_client_recovers(fleet: Fleet) -> None:
     rs.wait(timeout=10)
     fleet.procs.remove(rs)
     (fleet.root / "rs.log").unlink()
-    fleet.start("rs", "rs", "serve", "--config", "rs.toml", ready="listening")
+    fleet.start("rs", "rs", "serve", "--config", "rs.toml")
     got = fleet.client("get", "/temp")
     assert got.returncode == 0, got.stderr
     assert got.stdout.startswith("2.05")

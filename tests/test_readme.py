@@ -2,7 +2,7 @@
 
 The blocks are concatenated in order into one shell script and run in a temporary
 directory with the installed ``keybound`` on PATH. A command ending in ``&`` starts a
-server: the test sends its output to a log, waits until it says it is listening,
+server: the test sends its output to a log, waits for its ready line,
 and stops it at the end.
 """
 
@@ -30,9 +30,9 @@ PRELUDE = """set -euo pipefail
 started=()
 cleanup() { for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done; wait || true; }
 trap cleanup EXIT
-ready() {  # ready LOG: wait until the server in LOG listens
+ready() {  # ready LOG: wait for the server's ready line in LOG
   for _ in $(seq 1 300); do
-    grep -q listening "$1" 2>/dev/null && return 0
+    grep -q '^keybound: ready ' "$1" 2>/dev/null && return 0
     sleep 0.1
   done
   echo "server did not start: $(cat "$1")" >&2

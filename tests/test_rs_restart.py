@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import socket
@@ -10,7 +11,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +29,7 @@ from keybound.tools.rs_daemon import ConfigError, build_site, load_config
 from keybound.tools.rs_state import SqliteRsState
 from keybound.tools.soak import log_problems
 
+from .conftest import wait_ready
 from .rs_support import (
     AS_URI,
     AUDIENCE,
@@ -91,31 +92,30 @@ PUT = ["led.write"]
     return config
 
 
+_LOGS: dict[int, Path] = {}
+_COUNT = itertools.count()
+
+
 def start_rs(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "keybound.tools.rs_cli", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
-async def wait_ready(port: int, timeout: float = 30.0) -> None:
-    """Poll with unprotected GETs until the RS answers 4.01 with creation hints."""
-    deadline = time.monotonic() + timeout
-    client = await aiocoap.Context.create_client_context()
+    """Start the RS daemon, its log in a file of its own, and wait for its ready line."""
+    log = config.with_name(f"rs-{next(_COUNT)}.log")
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "keybound.tools.rs_cli", "serve", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=out,
+        )
+    _LOGS[process.pid] = log
     try:
-        while time.monotonic() < deadline:
-            message = aiocoap.Message(code=aiocoap.GET, uri=f"coap://127.0.0.1:{port}/temp")
-            try:
-                response = await asyncio.wait_for(client.request(message).response, 1.0)
-            except (TimeoutError, aiocoap.error.Error):
-                await asyncio.sleep(0.2)
-                continue
-            if int(response.code) == 0x81:
-                return
-        raise AssertionError("the RS did not come up")
-    finally:
-        await client.shutdown()
+        wait_ready(process)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the RS logged: {log.read_text()}") from None
+    return process
+
+
+def rs_logs(processes: list[subprocess.Popen[bytes]]) -> str:
+    """What the (stopped) RS processes logged."""
+    return "".join(_LOGS[p.pid].read_text() for p in processes)
 
 
 async def raw_exchange(port: int, data: bytes) -> aiocoap.Message:
@@ -157,7 +157,6 @@ def test_sigkill_restart_never_reuses_partial_ivs(tmp_path: Path) -> None:
 
     async def body() -> None:
         processes.append(start_rs(config))
-        await wait_ready(port)
         client = await aiocoap.Context.create_client_context()
         try:
             mat = material()
@@ -175,7 +174,6 @@ def test_sigkill_restart_never_reuses_partial_ivs(tmp_path: Path) -> None:
             processes[0].send_signal(signal.SIGKILL)
             processes[0].wait(10)
             processes.append(start_rs(config))
-            await wait_ready(port)
 
             # the replay (fresh message ID) after the restart: never served
             captured.mid = 4001
@@ -211,8 +209,7 @@ def test_sigkill_restart_never_reuses_partial_ivs(tmp_path: Path) -> None:
         assert stat.S_IMODE(state.stat().st_mode) == 0o600
         processes[-1].send_signal(signal.SIGTERM)
         assert processes[-1].wait(20) == 0
-        output = b"".join(p.stdout.read() for p in processes if p.stdout)
-        text = output.decode()
+        text = rs_logs(processes)
         assert "token accepted" in text
         assert "restored 1 token" in text
         assert keys.token_key.secret is not None
@@ -268,7 +265,6 @@ def test_sigterm_flushes_and_restores(tmp_path: Path) -> None:
 
     async def body() -> None:
         processes.append(start_rs(config))
-        await wait_ready(port)
         client = await aiocoap.Context.create_client_context()
         try:
             mat = material()
@@ -280,7 +276,6 @@ def test_sigterm_flushes_and_restores(tmp_path: Path) -> None:
             processes[0].send_signal(signal.SIGTERM)
             assert processes[0].wait(20) == 0
             processes.append(start_rs(config))
-            await wait_ready(port)
             response = await request(client, port, aiocoap.GET, "/led")
             assert int(response.code) == 0x45  # the context survived; Echo was handled
             hints = await _plain_get(client, port)
@@ -374,7 +369,6 @@ class RsRun:
         """SIGTERM (clean) or SIGKILL the running RS, then start it again."""
         (stop_cleanly if clean else kill)(self.processes[-1])
         self.processes.append(start_rs(self.config))
-        await wait_ready(self.port)
 
 
 def run_with_rs(
@@ -388,7 +382,6 @@ def run_with_rs(
 
     async def body() -> None:
         processes.append(start_rs(config))
-        await wait_ready(port)
         client = await aiocoap.Context.create_client_context()
         try:
             mat = material()
@@ -426,7 +419,6 @@ def test_clean_restart_keeps_replay_windows_without_echo(tmp_path: Path) -> None
         stop_cleanly(rs.processes[0])
         assert clean_marker(tmp_path)
         rs.processes.append(start_rs(rs.config))
-        await wait_ready(port)
         assert not clean_marker(tmp_path)  # cleared before the RS served anything
 
         # the first new request is served at once: no Echo round trip
@@ -448,7 +440,7 @@ def test_clean_restart_keeps_replay_windows_without_echo(tmp_path: Path) -> None
         # the exact next Sender Sequence Number was saved: no chunk was skipped
         assert min(after) == max(before) + 1
         stop_cleanly(processes[-1])
-        text = b"".join(p.stdout.read() for p in processes if p.stdout).decode()
+        text = rs_logs(processes)
         assert "after a clean shutdown" in text
         assert not log_problems(text)
     finally:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
@@ -42,8 +42,17 @@ from keybound.tools.as_provision import (
 from keybound.tools.as_server import run_authorization_server
 from keybound.tools.as_storage import SqlAuthzStore, resolve_database_url
 from keybound.tools.bundles import device_bundle, rs_bundle, write_bundle
-from keybound.tools.cli_support import console, err_console, fail
+from keybound.tools.cli_support import (
+    LogLevelOption,
+    console,
+    describe,
+    err_console,
+    exit_code_for,
+    fail,
+    setup_logging,
+)
 from keybound.tools.keyfiles import write_secret_file
+from keybound.tools.server_ready import no_port_sharing
 
 __all__ = ["app"]
 
@@ -80,10 +89,8 @@ def _clean(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (KeyboundError, AuthzStoreError) as exc:
-            raise fail(str(exc).strip("'\"")) from None
-        except (OSError, ValueError) as exc:
-            raise fail(f"{type(exc).__name__}: {exc}") from None
+        except (KeyboundError, AuthzStoreError, OSError, ValueError) as exc:
+            raise fail(describe(exc), exit_code_for(exc)) from None
         except KeyboardInterrupt:
             sys.exit(130)
 
@@ -108,6 +115,13 @@ def _as_base(store: SqlAuthzStore, given: str | None) -> str:
         port = parts.port or 5683
         return f"coap://{parts.hostname}:{port}"
     return "coap://127.0.0.1:5683"
+
+
+def _iso(epoch: int | None) -> str | None:
+    """An epoch time as ISO 8601 UTC (``2026-12-01T22:00:00Z``)."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _emit(data: Any) -> None:
@@ -433,7 +447,9 @@ def show(
                         "audience": t.audience,
                         "scope": t.scope,
                         "iat": t.iat,
+                        "iat_iso": _iso(t.iat),
                         "exp": t.exp,
+                        "exp_iso": _iso(t.exp),
                         "exi": t.exi,
                         "sequence": t.sequence,
                         "revoked": t.revoked,
@@ -456,12 +472,15 @@ def show(
     console.print(table)
     if data.get("tokens"):
         tokens_table = Table(title="recent tokens")
-        for column in ("cti", "audience", "scope", "exp/exi", "revoked"):
-            tokens_table.add_column(column)
+        for column in ("cti", "audience", "scope", "issued", "exp/exi", "revoked"):
+            tokens_table.add_column(column, overflow="fold")
         for t in data["tokens"]:
-            limit = f"exp {t['exp']}" if t["exp"] is not None else f"exi {t['exi']}"
+            issued = f"{t['iat_iso']} ({t['iat']})" if t["iat"] is not None else ""
+            limit = (
+                f"exp {t['exp_iso']} ({t['exp']})" if t["exp"] is not None else f"exi {t['exi']}"
+            )
             tokens_table.add_row(
-                t["cti"], t["audience"], t["scope"], limit, "yes" if t["revoked"] else ""
+                t["cti"], t["audience"], t["scope"], issued, limit, "yes" if t["revoked"] else ""
             )
         console.print(tokens_table)
 
@@ -523,6 +542,8 @@ def _address(text: str, default_port: int) -> tuple[str, int]:
     host = host.strip("[]")
     if not port.isdigit() or not host:
         raise ValueError(f"not HOST:PORT: {text!r}")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"not HOST:PORT (port 1 to 65535): {text!r}")
     return host, int(port)
 
 
@@ -554,8 +575,13 @@ def serve(
         typer.Option("--dpop-nonce", help="require server nonces in DPoP proofs (RFC 9449 §8)"),
     ] = False,
     db: DbOption = None,
+    log_level: LogLevelOption = "info",
 ) -> None:
-    """Run the AS: CoAP (/token, /introspect over OSCORE) and optionally HTTP, one event loop."""
+    """Run the AS: CoAP (/token, /introspect over OSCORE) and optionally HTTP, one event loop.
+
+    Once every endpoint listens, prints ``keybound: ready URL [URL]`` on stdout
+    and notifies systemd (``READY=1``) when ``NOTIFY_SOCKET`` is set.
+    """
     if (cert is None) != (keyfile is None):
         raise fail("--cert and --keyfile go together")
     if public_url is not None:
@@ -568,9 +594,8 @@ def serve(
         coap_addr = ("127.0.0.1", 5683)
     if http_addr is not None:
         check_listen(http_addr[0], tls=cert is not None, insecure=insecure)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("coap").setLevel(logging.WARNING)
-    logging.getLogger("coap-server").setLevel(logging.WARNING)
+    setup_logging(log_level)
+    no_port_sharing()
     with _store(db) as store, suppress(KeyboardInterrupt):
         asyncio.run(
             run_authorization_server(

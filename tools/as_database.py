@@ -89,9 +89,13 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database).expanduser()
 
 
-def _create_private_file(path: Path) -> None:
-    """Create ``path`` 0600 (and missing parents 0700) unless it exists."""
-    if not path.parent.exists():
+def _create_private_file(path: Path, *, make_parents: bool) -> None:
+    """Create ``path`` 0600 unless it exists; missing parents 0700 only with ``make_parents``."""
+    if not path.parent.is_dir():
+        if not make_parents:
+            raise StorageError(
+                f"cannot create the database {path}: the directory {path.parent} does not exist"
+            )
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -101,18 +105,33 @@ def _create_private_file(path: Path) -> None:
     os.chmod(path, 0o600)  # in case the umask took more than it should
 
 
-def build_engine(url: URL, *, echo: bool) -> Engine:
-    """An engine for ``url``; an SQLite file is created 0600 and gets the pragmas above."""
+def build_engine(
+    url: URL, *, echo: bool, create: bool = True, make_parents: bool = False
+) -> Engine:
+    """An engine for ``url``; an SQLite file gets the pragmas above.
+
+    With ``create``, a missing SQLite file is created 0600 (in an existing
+    directory, or also its missing parents with ``make_parents``); without it a
+    missing file is a :class:`StorageError`, and nothing is created.
+    """
     if url.get_backend_name() != "sqlite":
-        return create_engine(
-            url,
-            echo=echo,
-            hide_parameters=True,  # parameters include keys: keep them out of errors and logs
-            pool_pre_ping=True,
-        )
+        try:
+            return create_engine(
+                url,
+                echo=echo,
+                hide_parameters=True,  # parameters include keys: keep them out of errors and logs
+                pool_pre_ping=True,
+            )
+        except ImportError:
+            raise StorageError(
+                f"{url.get_backend_name()} needs the psycopg driver: install keybound[postgres]"
+            ) from None
     path = _sqlite_file(url)
     if path is not None:
-        _create_private_file(path)
+        if create:
+            _create_private_file(path, make_parents=make_parents)
+        elif not path.is_file():
+            raise StorageError(f"no AS database at {path}: create it with `keybound as init`")
         engine = create_engine(
             url,
             echo=echo,

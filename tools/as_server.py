@@ -28,6 +28,7 @@ from keybound.tools.as_http import TokenRequestHook, check_listen, create_app
 from keybound.tools.as_provision import as_config
 from keybound.tools.as_storage import SqlAuthzStore
 from keybound.tools.dpop_replay_cache import SqlReplayCache
+from keybound.tools.server_ready import announce_ready, check_port_free, url_for
 
 __all__ = ["RunningServer", "default_state_dir", "run_authorization_server"]
 
@@ -69,15 +70,22 @@ class RunningServer:
     _http_task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     async def start(self) -> None:
-        """Bind the endpoints; raises if a port is taken or TLS is missing."""
+        """Bind the endpoints; raises if a port is taken or TLS is missing.
+
+        A taken port is :class:`~keybound.tools.server_ready.AddressInUse`,
+        found before the OSCORE state directory is touched.
+        """
         config = as_config(self.store)
         tls = self.certfile is not None and self.keyfile is not None
         if self.http is not None:
             check_listen(self.http[0], tls=tls, insecure=self.insecure)
+            check_port_free("https" if tls else "http", *self.http, stream=True)
+        if self.coap is not None:
+            check_port_free("coap", *self.coap)
         if self.coap is not None:
             site, self._credentials = build_site(self.store, config, self.state_dir)
             self._coap_context = await aiocoap.Context.create_server_context(site, bind=self.coap)
-            log.info("CoAP AS listening on coap://%s:%d", _url_host(self.coap[0]), self.coap[1])
+            log.info("CoAP AS listening on %s", url_for("coap", *self.coap))
         if self.http is not None:
             host, port = self.http
             scheme = "https" if tls else "http"
@@ -104,7 +112,16 @@ class RunningServer:
                     self._http_task.result()
                     raise OSError(f"HTTP server on {host}:{port} did not start")
                 await asyncio.sleep(0.01)
-            log.info("HTTP AS listening on %s://%s:%d", scheme, _url_host(host), port)
+            log.info("HTTP AS listening on %s", url_for(scheme, host, port))
+
+    @property
+    def urls(self) -> list[str]:
+        """The listening URLs (CoAP first)."""
+        tls = self.certfile is not None and self.keyfile is not None
+        urls = [url_for("coap", *self.coap)] if self.coap is not None else []
+        if self.http is not None:
+            urls.append(url_for("https" if tls else "http", *self.http))
+        return urls
 
     @property
     def http_task(self) -> asyncio.Task[None] | None:
@@ -166,11 +183,12 @@ async def run_authorization_server(
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    await server.start()
     waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
-    if server.http_task is not None:
-        waiters.append(server.http_task)  # uvicorn ends on a signal it caught itself
     try:
+        await server.start()
+        announce_ready(server.urls)
+        if server.http_task is not None:
+            waiters.append(server.http_task)  # uvicorn ends on a signal it caught itself
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiters[0].cancel()

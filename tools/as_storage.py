@@ -122,7 +122,8 @@ class SqlAuthzStore:
         ``keybound_meta``.
         """
         resolved = resolve_database_url(url)
-        engine = build_engine(resolved, echo=echo)
+        # Only creating opens may make a file; the default location's directory too.
+        engine = build_engine(resolved, echo=echo, create=create, make_parents=url is None)
         try:
             check_schema(engine, resolved, create=create)
         except BaseException:
@@ -430,7 +431,8 @@ class SqlAuthzStore:
         with self._write() as conn:
             existing = self._existing_client_ids(conn, ids)
             if existing:
-                raise DuplicateRecord(f"clients exist already: {sorted(existing)[:10]}")
+                names = ", ".join(sorted(existing)[:10]) + (", ..." if len(existing) > 10 else "")
+                raise DuplicateRecord(f"clients exist already: {names}")
             grants = {
                 r.client_id: self._grant_rows(conn, r.client_id, r.grants) for r in registrations
             }

@@ -2,7 +2,7 @@
 
 The groups live in their own modules (``bench_size``, ``bench_codec``,
 ``bench_dpop``, ``bench_rs``, ``bench_as``, ``bench_oscore``,
-``bench_firmware``); :data:`GROUPS` lists them in report order. To add a
+``bench_firmware``, ``bench_startup``); :data:`GROUPS` lists them in report order. To add a
 group, write a module with a :class:`~keybound.tools.bench_measure.Group`
 (stable figure names, a ``run`` function) and put it in :data:`GROUPS`, in
 place of its pending entry if it has one. The figures and their JSON form are
@@ -20,7 +20,16 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from . import bench_as, bench_codec, bench_dpop, bench_firmware, bench_oscore, bench_rs, bench_size
+from . import (
+    bench_as,
+    bench_codec,
+    bench_dpop,
+    bench_firmware,
+    bench_oscore,
+    bench_rs,
+    bench_size,
+    bench_startup,
+)
 from .bench_measure import FULL_BUDGET, QUICK_BUDGET, Figure, Group, Runner, Skipped, Timer
 
 GROUPS: tuple[Group, ...] = (
@@ -31,6 +40,7 @@ GROUPS: tuple[Group, ...] = (
     bench_as.GROUP,
     bench_oscore.GROUP,
     bench_firmware.GROUP,
+    bench_startup.GROUP,
 )
 
 #: Distributions whose versions go with the figures.

@@ -5,6 +5,7 @@ Files holding private or secret material are written with mode 0600.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -26,6 +27,11 @@ def parse_key(data: bytes) -> Key:
             obj = json.loads(stripped)
         except ValueError as exc:
             raise DecodeError(f"key file is not valid JSON: {exc}") from exc
+        if isinstance(obj, dict) and "kty" not in obj:
+            kind = obj.get("kind")
+            if isinstance(kind, str):
+                raise DecodeError(f"this is a {kind} file, not a key")
+            raise DecodeError("not a JWK: it has no kty member")
         return Key.from_jwk(obj)
     try:
         text = stripped.decode("ascii")
@@ -52,10 +58,19 @@ def read_key(path: str | Path) -> Key:
         raise type(exc)(f"{path}: {exc.description}") from exc
 
 
-def write_secret_file(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` readable by the owner only (created 0600, never widened)."""
+def write_secret_file(path: str | Path, data: bytes, *, overwrite: bool = True) -> None:
+    """Write ``data`` to ``path`` readable by the owner only (created 0600, never widened).
+
+    Without ``overwrite`` an existing file is left alone: :class:`FileExistsError`.
+    """
     path = Path(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_FILE_MODE)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, SECRET_FILE_MODE)
+    except FileExistsError:
+        raise FileExistsError(
+            errno.EEXIST, "exists already; refusing to replace it (use --force)", str(path)
+        ) from None
     try:
         os.fchmod(fd, SECRET_FILE_MODE)
         os.write(fd, data)
@@ -64,9 +79,17 @@ def write_secret_file(path: str | Path, data: bytes) -> None:
 
 
 def write_key(
-    path: str | Path, key: Key, *, fmt: str = "jwk", include_private: bool = True
+    path: str | Path,
+    key: Key,
+    *,
+    fmt: str = "jwk",
+    include_private: bool = True,
+    overwrite: bool = False,
 ) -> None:
-    """Write ``key`` as JWK JSON or COSE_Key CBOR; private files are 0600."""
+    """Write ``key`` as JWK JSON or COSE_Key CBOR; private files are 0600.
+
+    An existing file is never replaced unless ``overwrite`` (``--force``) says so.
+    """
     if fmt == "jwk":
         data = (json.dumps(key.to_jwk(include_private=include_private), indent=2) + "\n").encode()
     elif fmt == "cose":
@@ -74,7 +97,7 @@ def write_key(
     else:
         raise ValueError(f"unknown key format {fmt!r}")
     if include_private and key.has_private:
-        write_secret_file(path, data)
+        write_secret_file(path, data, overwrite=overwrite)
     else:
         Path(path).write_bytes(data)
 

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from keybound.tools.cli_support import console, err_console, fail
+from keybound.tools.cli_support import (
+    LogLevelOption,
+    console,
+    describe,
+    err_console,
+    exit_code_for,
+    fail,
+    setup_logging,
+)
 from keybound.tools.rs_daemon import ConfigError, load_config, run
+from keybound.tools.server_ready import no_port_sharing
 from keybound.tools.systemd_unit import (
     DEFAULT_UNIT_PATH,
     STATE_DIRECTORY,
@@ -39,24 +47,23 @@ CONFIG_REFERENCE = (
 @app.command("serve", epilog=CONFIG_REFERENCE)
 def serve(
     config: Annotated[Path, typer.Option("--config", "-c", help="the rs.toml file")],
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+    log_level: LogLevelOption = "info",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="--log-level debug")] = False,
 ) -> None:
-    """Serve until SIGTERM or Ctrl-C; state is flushed on every change."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not verbose:
-        logging.getLogger("coap").setLevel(logging.WARNING)
-        logging.getLogger("coap-server").setLevel(logging.WARNING)
+    """Serve until SIGTERM or Ctrl-C; state is flushed on every change.
+
+    Once listening, prints ``keybound: ready coap://HOST:PORT`` on stdout and
+    notifies systemd (``READY=1``) when ``NOTIFY_SOCKET`` is set.
+    """
+    setup_logging("debug" if verbose else log_level)
+    no_port_sharing()
     try:
         loaded = load_config(config)
+        asyncio.run(run(loaded))
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    try:
-        asyncio.run(run(loaded))
     except OSError as exc:
-        raise fail(f"cannot serve on {loaded.listen[0]}:{loaded.listen[1]}: {exc}") from None
+        raise fail(describe(exc), exit_code_for(exc)) from None
     except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled by the loop
         pass
 

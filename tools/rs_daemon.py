@@ -1,6 +1,9 @@
 """The Resource Server daemon: ``keybound rs serve --config rs.toml``.
 
-Configuration (TOML; relative paths are relative to the configuration file)::
+Configuration (TOML). Relative paths (``bundle``, ``state``) are resolved next to
+the configuration file, not the working directory, so a service can start from
+anywhere. Unknown keys and sections are errors (with a "did you mean" hint): a
+misspelt ``listen`` must not serve on the default address::
 
     bundle = "rs-bundle.json"        # written by the AS: keys and names of this RS (0600)
     listen = "127.0.0.1:5683"        # host:port, or [v6 address]:port
@@ -52,11 +55,13 @@ replay windows, which restarted contexts rebuild with Echo (RFC 8613 Appendix B.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import hashlib
 import json
 import logging
 import math
 import signal
+import sqlite3
 import stat
 import time
 import tomllib
@@ -79,6 +84,7 @@ from keybound.core.resource_server import ResourceServer, RsPolicy
 from keybound.tools.bundles import oscore_from_json
 from keybound.tools.client_cli import SequenceFile
 from keybound.tools.rs_state import SqliteRsState
+from keybound.tools.server_ready import announce_ready, check_port_free, url_for
 
 log = logging.getLogger("keybound.rs")
 
@@ -139,6 +145,41 @@ def parse_listen(text: object) -> tuple[str, int]:
     if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ConfigError(f"listen must be 'host:port', not {text!r}")
     return host, int(port_text)
+
+
+#: The keys ``rs.toml`` may hold: top-level keys, then the keys of each section (a
+#: ``None`` entry is a section whose keys are checked where it is read).
+KNOWN_KEYS: dict[str, frozenset[str] | None] = {
+    "": frozenset({"bundle", "listen", "state"}),
+    "capacity": frozenset({"tokens"}),
+    "introspection": frozenset({"mode"}),
+    "oscore": frozenset({"sequence_chunk", "response_partial_iv"}),
+    "resources": None,
+}
+
+
+def _did_you_mean(name: str, known: frozenset[str] | set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_known_keys(data: dict[str, Any], where: str) -> None:
+    """Refuse keys and sections that :data:`KNOWN_KEYS` does not list."""
+    top = KNOWN_KEYS[""] or frozenset()
+    sections = {name for name in KNOWN_KEYS if name}
+    for name, value in data.items():
+        if name in sections:
+            keys = KNOWN_KEYS[name]
+            if keys is None or not isinstance(value, dict):
+                continue
+            for key in value:
+                if key not in keys:
+                    hint = _did_you_mean(key, keys)
+                    raise ConfigError(f"{where}: unknown key {key!r} in [{name}]{hint}")
+        elif name not in top:
+            kind = "section" if isinstance(value, dict) else "key"
+            hint = _did_you_mean(name, top | sections)
+            raise ConfigError(f"{where}: unknown {kind} {name!r}{hint}")
 
 
 def _need(table: dict[str, Any], name: str, kind: type, where: str) -> Any:
@@ -227,7 +268,8 @@ def load_config(path: Path) -> RsConfig:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    where = path.name
+    where = str(path)
+    check_known_keys(data, where)
     base = path.parent
     bundle = load_bundle(base / _need(data, "bundle", str, where))
     listen = parse_listen(data.get("listen", "127.0.0.1:5683"))
@@ -275,7 +317,10 @@ def load_config(path: Path) -> RsConfig:
             if method == "kind":
                 continue
             if method not in _METHODS:
-                raise ConfigError(f"{where}: resources.{res_path!r}: unknown method {method!r}")
+                hint = _did_you_mean(method, {*_METHODS, "kind"})
+                raise ConfigError(
+                    f"{where}: resources.{res_path!r}: unknown method {method!r}{hint}"
+                )
             if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
                 raise ConfigError(
                     f"{where}: resources.{res_path!r}.{method} must be a list of scope names"
@@ -416,19 +461,25 @@ async def run(config: RsConfig, *, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    site = build_site(config)
+    host, port = config.listen
+    url = url_for("coap", host, port)
+    check_port_free("coap", host, port)
+    try:
+        site = build_site(config)
+    except (OSError, sqlite3.Error, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot use the state file {config.state}: {reason}") from None
     try:
         await site.serve(config.listen)
         attach_introspector(site, config)
-        host, port = config.listen
         log.info(
-            "RS %r (audience %r) listening on coap://%s:%d with %d resource(s)",
+            "RS %r (audience %r) listening on %s with %d resource(s)",
             config.bundle.name,
             config.bundle.audience,
-            f"[{host}]" if ":" in host else host,
-            port,
+            url,
             len(config.resources),
         )
+        announce_ready([url])
         await stop.wait()
         log.info("shutting down")
     finally:
@@ -438,6 +489,7 @@ async def run(config: RsConfig, *, stop: asyncio.Event | None = None) -> None:
 
 
 __all__ = [
+    "KNOWN_KEYS",
     "Bundle",
     "ConfigError",
     "ResourceSpec",
@@ -445,6 +497,7 @@ __all__ = [
     "SwitchResource",
     "TemperatureResource",
     "build_site",
+    "check_known_keys",
     "load_bundle",
     "load_config",
     "parse_listen",

@@ -116,7 +116,10 @@ def mint_command(
         return
     if fmt != "cwt":
         raise DecodeError(f"format must be cwt or jwt, not {fmt!r}")
-    chosen = Algorithm.from_name(alg) if alg else None
+    try:
+        chosen = Algorithm.from_name(alg) if alg else None
+    except KeyError:
+        raise ValueError(f"--alg: unknown COSE algorithm {alg!r}") from None
     prot: cwt.Protection
     protection = protection or ("mac0" if signing_key.is_symmetric else "sign1")
     if protection == "sign1":
