@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_udp_port, run_keybound, start_server
+from tests.conftest import BIN, free_udp_port, run_keybound, start_server, wait_for_log
 
 
 class Fleet:

@@ -150,7 +150,7 @@ def parse_listen(text: object) -> tuple[str, int]:
 #: The keys ``rs.toml`` may hold: top-level keys, then the keys of each section (a
 #: ``None`` entry is a section whose keys are checked where it is read).
 KNOWN_KEYS: dict[str, frozenset[str] | None] = {
-    "": frozenset({"bundle", "listen", "state"}),
+    "": frozenset({"bundle", "listen", "state", "require_as_signature"}),
     "capacity": frozenset({"tokens"}),
     "introspection": frozenset({"mode"}),
     "oscore": frozenset({"sequence_chunk", "response_partial_iv"}),
