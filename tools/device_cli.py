@@ -38,6 +38,7 @@ from keybound.tools.cli_support import clean_errors, console, fail
 
 __all__ = [
     "BUNDLE_NAME",
+    "NOT_DEPLOYED",
     "Upload",
     "app",
     "bundle_from_store",
@@ -54,8 +55,9 @@ app = typer.Typer(
 
 #: The name firmware/config.py reads the bundle from on the board.
 BUNDLE_NAME = "keybound.json"
-#: Firmware files that are not deployed (the freezing manifest).
-_NOT_DEPLOYED = frozenset({"manifest.py"})
+#: Files of ``keybound.firmware`` that are not deployed: the freezing manifest, and the
+#: ``__init__.py`` that makes the folder a regular package for CPython's importlib.resources.
+NOT_DEPLOYED = frozenset({"manifest.py", "__init__.py"})
 #: Deployed as source: the board runs main.py at boot.
 _SOURCE_ONLY = frozenset({"main.py"})
 _PLACEHOLDER_SSID = "YOUR-WIFI-SSID"
@@ -102,12 +104,13 @@ class Upload:
 def firmware_sources() -> Iterator[list[Path]]:
     """The deployable firmware sources (``*.py`` of ``keybound.firmware``), sorted by name.
 
-    Found with importlib.resources, so an installed keybound (a wheel) can flash.
+    Found with importlib.resources, so an installed keybound (a wheel, or an
+    editable install of either setuptools mode) can flash.
     """
     entries = [
         entry
         for entry in resources.files("keybound.firmware").iterdir()
-        if entry.is_file() and entry.name.endswith(".py") and entry.name not in _NOT_DEPLOYED
+        if entry.is_file() and entry.name.endswith(".py") and entry.name not in NOT_DEPLOYED
     ]
     with ExitStack() as stack:
         paths = [stack.enter_context(resources.as_file(entry)) for entry in entries]
