@@ -4,9 +4,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: all demo test lint typecheck pytest venv clean fuzz soak bench
+.PHONY: all demo test lint typecheck pytest venv runtime clean fuzz soak bench
 
 all: test
 
@@ -14,16 +15,26 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# The demo needs the runtime dependencies only (seconds); the tests add the dev extras.
+$(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e . --config-settings editable_mode=strict
+	touch $(RUNTIME_STAMP)
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=strict
-	touch $(STAMP)
+	touch $(DEV_STAMP) $(RUNTIME_STAMP)
 
 # The strict editable install is a tree of links to the source files, which
 # type checkers can follow; re-linking picks up modules added since.
-venv: $(STAMP)
-	$(BIN)/pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
+RELINK = $(BIN)/pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
 
-demo: venv
+runtime: $(RUNTIME_STAMP)
+	$(RELINK)
+
+venv: $(DEV_STAMP)
+	$(RELINK)
+
+demo: runtime
 	$(BIN)/keybound demo
 
 lint: venv

@@ -40,7 +40,6 @@ import aiocoap
 import aiocoap.resource
 from aiocoap import oscore
 from aiocoap.credentials import CredentialsMap
-from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 from aiocoap.transports.oscore import OSCOREAddress
 
 from keybound.core import cbor
@@ -331,17 +330,20 @@ def build_site(
     state_dir: Path,
     *,
     clock: Callable[[], int] | None = None,
-) -> tuple[OscoreSiteWrapper, AsServerCredentials]:
+) -> tuple[StrictOscoreSiteWrapper, AsServerCredentials]:
     """The AS's root resource (``/token``, ``/introspect``, ``/.well-known/core``)
     wrapped for OSCORE, and the credentials to close on shutdown."""
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
     site = aiocoap.resource.Site()
-    site.add_resource(
-        [".well-known", "core"], aiocoap.resource.WKCResource(site.get_resources_as_linkheader)
-    )
-    site.add_resource(["token"], TokenResource(store, config, **kwargs))
-    site.add_resource(["introspect"], IntrospectResource(store, config, **kwargs))
     credentials = AsServerCredentials(store, Path(state_dir))
     harden_message_decoding()
-    return StrictOscoreSiteWrapper(site, credentials), credentials
+    root = StrictOscoreSiteWrapper(site, credentials)
+    # Bodies are bounded while blocks arrive, not after reassembly (RFC 7959 §2.9.3);
+    # .well-known/core takes no body at all.
+    wkc = aiocoap.resource.WKCResource(site.get_resources_as_linkheader)
+    root.add_bounded([".well-known", "core"], wkc, 0)
+    root.add_bounded(["token"], TokenResource(store, config, **kwargs), MAX_REQUEST_BYTES)
+    introspection = IntrospectResource(store, config, **kwargs)
+    root.add_bounded(["introspect"], introspection, MAX_REQUEST_BYTES)
+    return root, credentials

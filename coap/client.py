@@ -9,7 +9,9 @@ each :class:`~keybound.core.client_flow.Send` with aiocoap:
   before it is used (RFC 8613 Appendix B.1.1).
 * ``security="rs"``: OSCORE with the context derived after ``/authz-info``.
   Its keys are fresh for every ``/authz-info`` exchange (new nonces), so its
-  sequence numbers start at 0 and live in memory.
+  sequence numbers start at 0; they live in memory unless ``rs_context`` makes
+  the context (a client that keeps its token and context across runs persists
+  them there, RFC 8613 Appendix B.1.1).
 * ``security=None``: plain CoAP (``/authz-info``).
 
 An OSCORE failure on a protected exchange (for example the RS lost the
@@ -109,6 +111,7 @@ class CoapAceClient:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         on_step: Callable[[str], None] | None = None,
+        rs_context: Callable[[DerivedContext], RsSecurityContext] | None = None,
     ) -> None:
         self.coap = coap
         self.flow = flow
@@ -117,6 +120,7 @@ class CoapAceClient:
         self._monotonic = monotonic
         self._rs_context: RsSecurityContext | None = None
         self._rs_for: DerivedContext | None = None
+        self._make_rs_context = rs_context or client_context
         self._on_step = on_step or (lambda line: log.info("%s", line))
         self.exchanges: list[tuple[Send, Reply]] = []
 
@@ -128,7 +132,7 @@ class CoapAceClient:
             if derived is None:  # pragma: no cover - the flow derives before it asks
                 raise RuntimeError("the flow asked for the RS context before deriving it")
             if self._rs_context is None or self._rs_for is not derived:
-                self._rs_context = client_context(derived)
+                self._rs_context = self._make_rs_context(derived)
                 self._rs_for = derived
             return self._rs_context
         return None

@@ -20,17 +20,26 @@ Found by fuzzing whole CoAP datagrams against the servers (``tests/test_fuzz_coa
   §8.2 step 2) to a confirmable request and ignores a non-confirmable one, as
   the wrapper does for the errors it catches itself. keybound has no group
   contexts, so the group flag is always refused.
+* A block-wise body was reassembled without a bound (a 20 MB upload to the AS's
+  ``/token`` was taken block by block). Resources added with
+  :meth:`StrictOscoreSiteWrapper.add_bounded` refuse a request that announces
+  (Size1) or reaches past their bound with 4.13 and Size1, before OSCORE is
+  tried and before the block is stored (RFC 7959 §2.9.3, §4); the partial
+  uploads are counted per peer and in total (:mod:`keybound.coap.upload_limits`).
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import aiocoap
 from aiocoap import error, oscore
 from aiocoap.message import Message
 from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
+
+from .upload_limits import OSCORE_OVERHEAD, UploadTracker, bound_uploads, refuse_oversized
 
 _MARK = "_keybound_hardened"
 
@@ -57,10 +66,36 @@ def harden_message_decoding() -> None:
 
 
 class StrictOscoreSiteWrapper(OscoreSiteWrapper):  # type: ignore[misc]
-    """An ``OscoreSiteWrapper`` that refuses a malformed OSCORE option with 4.02, not 5.00."""
+    """An ``OscoreSiteWrapper`` that refuses a malformed OSCORE option with 4.02, not 5.00.
+
+    Resources added with :meth:`add_bounded` take bodies up to their bound only
+    (an unprotected request is checked by the resource's bounded spool, before
+    anything is stored). A protected request, whose Uri-Path is encrypted, is
+    refused with 4.13 and Size1 before it is unprotected if it passes the largest
+    bound plus :data:`OSCORE_OVERHEAD`; its inner blocks then meet their
+    resource's spool. ``uploads`` counts the partial uploads of all of them.
+    """
+
+    def __init__(self, inner_site: Any, server_credentials: Any) -> None:
+        super().__init__(inner_site, server_credentials)
+        #: The partial Block1 uploads held by the site's resources.
+        self.uploads = UploadTracker()
+        self._bounds: dict[tuple[str, ...], int] = {}
+
+    def add_bounded(self, path: Sequence[str], resource: Any, max_body: int) -> None:
+        """Add ``resource`` at ``path`` to the inner site, taking bodies of ``max_body`` bytes."""
+        self._inner_site.add_resource(list(path), bound_uploads(resource, max_body, self.uploads))
+        self._bounds[tuple(path)] = max_body
+
+    @property
+    def max_body(self) -> int:
+        """The largest body any bounded resource takes."""
+        return max(self._bounds.values(), default=0)
 
     async def render_to_pipe(self, pipe: Any) -> None:
         request = pipe.request
+        if self._bounds and request.opt.oscore is not None:
+            refuse_oversized(request, self.max_body + OSCORE_OVERHEAD)
         try:
             oscore.verify_start(request)
             option = request.opt.oscore or b""

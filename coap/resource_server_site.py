@@ -62,9 +62,13 @@ from keybound.core.scope import RestMethod
 from .input_guards import StrictOscoreSiteWrapper, harden_message_decoding
 from .introspection import AsUnreachable, Introspector
 from .oscore_store import DEFAULT_SEQUENCE_CHUNK, ContextTable, RsSecurityContext
+from .state_writer import StateWriter
 
 #: Bound on an ``/authz-info`` payload (tokens of this profile are about 150-300 bytes).
 DEFAULT_MAX_PAYLOAD = 1024
+
+#: Default bound on the body of a request to a protected resource (RFC 7959 §2.9.3).
+DEFAULT_MAX_RESOURCE_BODY = 4096
 
 log = logging.getLogger("keybound.rs")
 
@@ -95,21 +99,21 @@ class AuthzInfoResource(aiocoap.resource.Resource):  # type: ignore[misc]
         self.owner = owner
 
     async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
-        return False  # one datagram is enough for a token; larger payloads are refused
+        return True  # assembled up to ``max_payload`` by the site's bounded spool
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         owner = self.owner
         peer = str(getattr(request.remote, "hostinfo", "?"))
         try:
-            if len(request.payload) > owner.max_payload or request.opt.block1 is not None:
+            if len(request.payload) > owner.max_payload:
                 raise PayloadTooLarge(f"the authz-info payload exceeds {owner.max_payload} bytes")
             if request.opt.content_format not in (None, CONTENT_FORMAT_ACE_CBOR):
                 return aiocoap.Message(code=Code.UNSUPPORTED_CONTENT_FORMAT)
             context = _security_context(request)
             await owner.check_at_as(request.payload)
             if context is not None:
-                return owner.update_token(request.payload, context, peer)
-            return owner.post_token(request.payload, peer)
+                return await owner.update_token(request.payload, context, peer)
+            return await owner.post_token(request.payload, peer)
         except KeyboundError as exc:
             log.info("authz-info from %s rejected: %s", peer, exc)
             return error_message(exc)
@@ -162,7 +166,8 @@ class ResourceServerSite:
     """An aiocoap site serving ``/authz-info`` and protected resources over OSCORE.
 
     ``state`` persists tokens, contexts and sequence number marks (None keeps
-    everything in memory). ``wall_clock``, ``monotonic`` and ``random`` are
+    everything in memory); it is written on one worker thread (``writer``), so
+    the event loop never waits for a commit. ``wall_clock``, ``monotonic`` and ``random`` are
     injectable for tests. ``response_partial_iv`` makes every response carry
     the RS's own Partial IV.
     """
@@ -184,7 +189,9 @@ class ResourceServerSite:
         self.rs = rs
         self.introspector = introspector
         self.introspection_required = introspection_required
-        self.state = state
+        self.writer = None if state is None else StateWriter(state)
+        #: The store as the site uses it: every call runs on the writer's thread.
+        self.state: StateWriter | None = self.writer
         self.wall_clock = wall_clock
         self.monotonic = monotonic
         self.random = random
@@ -193,17 +200,17 @@ class ResourceServerSite:
         self.server_credentials = credentials.CredentialsMap()
         self.contexts = ContextTable(
             self.server_credentials,
-            state=state,
+            state=self.writer,
             sequence_chunk=sequence_chunk,
             response_partial_iv=response_partial_iv,
         )
         harden_message_decoding()
         self.root = StrictOscoreSiteWrapper(self.site, self.server_credentials)
-        self.site.add_resource(["authz-info"], AuthzInfoResource(self))
-        self.site.add_resource(
-            [".well-known", "core"],
-            aiocoap.resource.WKCResource(self.root.get_resources_as_linkheader),
-        )
+        #: Partial Block1 uploads, bounded per peer and in total across all resources.
+        self.uploads = self.root.uploads
+        self.root.add_bounded(["authz-info"], AuthzInfoResource(self), max_payload)
+        wkc = aiocoap.resource.WKCResource(self.root.get_resources_as_linkheader)
+        self.root.add_bounded([".well-known", "core"], wkc, 0)
         self.protocol: aiocoap.Context | None = None
         self._expiry_task: asyncio.Task[None] | None = None
         self._marker_cleared = False
@@ -211,18 +218,26 @@ class ResourceServerSite:
     # -- declarations --
 
     def add_protected(
-        self, path: str, resource: Any, scopes: Mapping[str, Iterable[str]] | None = None
+        self,
+        path: str,
+        resource: Any,
+        scopes: Mapping[str, Iterable[str]] | None = None,
+        *,
+        max_body: int = DEFAULT_MAX_RESOURCE_BODY,
     ) -> None:
         """Serve ``resource`` at ``path`` to OSCORE clients whose token allows the request.
 
         ``scopes`` maps methods to the text scope tokens that allow them, e.g.
         ``{"GET": ["temp.read"], "PUT": ["temp.write"]}`` (AIF scopes need none).
+        A request body longer than ``max_body`` bytes is refused with 4.13 and
+        Size1 at the first block that passes it (RFC 7959 §2.9.3).
         """
         if not path.startswith("/") or path == "/":
             raise ValueError(f"a resource path starts with / and names a resource: {path!r}")
         if scopes:
             self.rs.declare(path, scopes)
-        self.site.add_resource(path[1:].split("/"), GuardedResource(self, path, resource))
+        guarded = GuardedResource(self, path, resource)
+        self.root.add_bounded(path[1:].split("/"), guarded, max_body)
 
     # -- time --
 
@@ -254,8 +269,11 @@ class ResourceServerSite:
                 raise
             log.warning("introspection unavailable (%s); relying on local validation", exc)
 
-    def post_token(self, payload: bytes, peer: str) -> aiocoap.Message:
-        """Verify and store a token from an unprotected POST; install its context."""
+    async def post_token(self, payload: bytes, peer: str) -> aiocoap.Message:
+        """Verify and store a token from an unprotected POST; install its context.
+
+        The token, its context and a new exi mark are durable before the 2.01.
+        """
         request = AuthzInfoRequest.decode(payload)
         if request.nonce1 is None or request.client_recipient_id is None:  # pragma: no cover
             raise InvalidRequest("nonce1 and ace_client_recipientId are required")
@@ -268,14 +286,14 @@ class ResourceServerSite:
             **self.times(),
         )
         stored = result.stored
-        for gone in result.evicted:
-            self._forget(gone)
+        self._forget(result.evicted)
         if result.superseded is not None:
             self.contexts.remove(result.superseded.key_id)
-        if self.state is not None:
-            if self.rs.exi_sequence_mark != mark_before and self.rs.exi_sequence_mark is not None:
-                self.state.put_exi_sequence_mark(self.rs.exi_sequence_mark)
-            self.state.put_context(_record(stored, sender_mark=0))
+        if self.writer is not None:
+            exi_mark = (
+                self.rs.exi_sequence_mark if self.rs.exi_sequence_mark != mark_before else None
+            )
+            await self.writer.run(self._persist_token, _record(stored, sender_mark=0), exi_mark)
         self.contexts.install(stored)
         log.info(
             "token accepted from %s: %s, context recipient_id=%s%s",
@@ -291,7 +309,7 @@ class ResourceServerSite:
             content_format=CONTENT_FORMAT_ACE_CBOR,
         )
 
-    def update_token(
+    async def update_token(
         self, payload: bytes, context: RsSecurityContext, peer: str
     ) -> aiocoap.Message:
         """Update access rights over an existing OSCORE context (RFC 9203 §4.4)."""
@@ -301,10 +319,12 @@ class ResourceServerSite:
             raise InvalidToken("no access token for this security context")
         mark_before = self.rs.exi_sequence_mark
         stored = self.rs.update(request.access_token, current=current, **self.times())
-        if self.state is not None:
-            if self.rs.exi_sequence_mark != mark_before and self.rs.exi_sequence_mark is not None:
-                self.state.put_exi_sequence_mark(self.rs.exi_sequence_mark)
-            self.state.put_context(_record(stored, sender_mark=context.durable_mark))
+        if self.writer is not None:
+            exi_mark = (
+                self.rs.exi_sequence_mark if self.rs.exi_sequence_mark != mark_before else None
+            )
+            record = _record(stored, sender_mark=context.durable_mark)
+            await self.writer.run(self._persist_token, record, exi_mark)
         log.info("token updated over OSCORE from %s: %s", peer, stored.verified.describe())
         return aiocoap.Message(code=Code.CREATED)
 
@@ -319,34 +339,68 @@ class ResourceServerSite:
             code=Code.UNAUTHORIZED, payload=hints, content_format=CONTENT_FORMAT_ACE_CBOR
         )
 
+    # -- persistence --
+
+    def _moved_exi_mark(self, before: int | None) -> int | None:
+        """The exi sequence number mark if it moved since ``before`` (RFC 9200 §5.10.3)."""
+        mark = self.rs.exi_sequence_mark
+        return mark if mark != before else None
+
+    def _persist_token(self, record: PersistedContext, exi_mark: int | None) -> None:
+        """On the writer's thread: the exi mark (if it moved), then the token and context."""
+        assert self.writer is not None
+        store = self.writer.store
+        if exi_mark is not None:
+            store.put_exi_sequence_mark(exi_mark)
+        store.put_context(record)
+
     # -- expiry and removal --
 
-    def _forget(self, entry: StoredToken) -> None:
-        self.contexts.remove(entry.key_id)
-        if self.state is not None:
-            self.state.delete_context(entry.key_id)
+    def _forget(self, entries: Iterable[StoredToken]) -> None:
+        """Remove the contexts of tokens gone from the store; delete them in one batch.
+
+        Nothing waits for the deletion: a token whose row outlives a crash is
+        refused again when the restarted RS restores it.
+        """
+        key_ids = [entry.key_id for entry in entries]
+        for key_id in key_ids:
+            self.contexts.remove(key_id)
+        if key_ids and self.writer is not None:
+            self.writer.submit(self.writer.store.delete_contexts, key_ids)
 
     def drop(self, key_id: bytes, *, reason: str) -> None:
         """Remove a token and its context (expired, or otherwise gone)."""
         entry = self.rs.store.remove(key_id)
         self.contexts.remove(key_id)
-        if self.state is not None:
-            self.state.delete_context(key_id)
+        if self.writer is not None:
+            self.writer.submit(self.writer.store.delete_contexts, [key_id])
         if entry is not None:
             log.info("token removed (%s): %s", reason, entry.verified.describe())
 
     def expire_now(self) -> int:
-        """Remove expired tokens and their contexts; return how many went."""
+        """Remove expired tokens and their contexts; return how many went.
+
+        The rows go in one transaction on the writer's thread (queued, not awaited).
+        """
         gone = self.rs.expire(**self.times())
+        self._forget(gone)
         for entry in gone:
-            self._forget(entry)
-            log.info("token expired: %s", entry.verified.describe())
+            log.debug("token expired: %s", entry.verified.describe())
+        if gone:
+            log.info("%d token(s) expired", len(gone))
         return len(gone)
+
+    async def expire(self) -> int:
+        """:meth:`expire_now`, returning once the deletion is durable."""
+        count = self.expire_now()
+        if self.writer is not None:
+            await self.writer.drain()
+        return count
 
     async def _expire_periodically(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            self.expire_now()
+            await self.expire()
 
     # -- restart --
 
@@ -368,11 +422,12 @@ class ResourceServerSite:
         self._clear_marker()
         self.rs.exi_sequence_mark = loaded.exi_sequence_mark
         count = 0
+        refused: list[bytes] = []
         for record in loaded.contexts:
             try:
                 entry = self.rs.restore(record, **self.times())
             except KeyboundError as exc:
-                self.state.delete_context(record.key_id)
+                refused.append(record.key_id)
                 log.info("persisted token not restored: %s", exc)
                 continue
             self.contexts.install(
@@ -382,6 +437,8 @@ class ResourceServerSite:
                 shutdown=record.shutdown if loaded.clean_shutdown else None,
             )
             count += 1
+        if refused:
+            self.state.delete_contexts(refused)
         log.info(
             "restored %d token(s) and OSCORE context(s) after %s",
             count,
@@ -394,12 +451,12 @@ class ResourceServerSite:
             self.state.clear_clean_shutdown()
             self._marker_cleared = True
 
-    def _save_clean_shutdown(self) -> None:
+    async def _save_clean_shutdown(self) -> None:
         """Save every context's replay window, then the clean shutdown marker (RFC 8613 B.1.2)."""
-        if self.state is None:
+        if self.writer is None:
             return
         records = self.contexts.shutdown_records()
-        self.state.save_clean_shutdown(records)
+        await self.writer.run(self.writer.store.save_clean_shutdown, records)
         known = sum(1 for record in records if record.replay_window is not None)
         log.info("saved %d replay window(s) of %d context(s)", known, len(records))
 
@@ -439,7 +496,7 @@ class ResourceServerSite:
             await self.introspector.close()
         if self.state is not None:
             try:
-                self._save_clean_shutdown()
+                await self._save_clean_shutdown()
             except Exception:  # the next start then falls back to Echo
                 log.exception("replay windows not saved")
             finally:
@@ -461,6 +518,7 @@ def _record(entry: StoredToken, *, sender_mark: int) -> PersistedContext:
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
+    "DEFAULT_MAX_RESOURCE_BODY",
     "AuthzInfoResource",
     "GuardedResource",
     "ResourceServerSite",

@@ -77,7 +77,7 @@ from .errors import (
     UnsupportedGrantType,
     UnsupportedPopKey,
 )
-from .exi import encode_exi_sequence
+from .exi import decode_exi_sequence, encode_exi_sequence
 from .keys import Key, b64u_decode, b64u_encode
 from .numbers.ace_parameters import AceParameter, IntrospectionParameter
 from .numbers.ace_profiles import AceProfile
@@ -105,6 +105,7 @@ __all__ = [
     "parse_form_token_request",
     "record_cti",
     "sequence_cti",
+    "sequence_record_cti",
 ]
 
 MAX_REQUEST_BYTES = 4096
@@ -432,10 +433,20 @@ def sequence_cti(sequence: int) -> bytes:
 
 
 def record_cti(audience: str, cti: bytes, *, sequenced: bool) -> bytes:
-    """The key a token is recorded under: ``cti``, or ``b"AUDIENCE#SEQ"`` for sequence numbers."""
+    """The key a token is recorded under: ``cti``, or ``b"AUDIENCE#SEQ"`` for sequence numbers.
+
+    ``SEQ`` is the decimal sequence number that ``cti`` encodes
+    (:func:`~keybound.core.exi.decode_exi_sequence`, RFC 9200 §5.10.3), so
+    ``keybound as revoke AUDIENCE#SEQ`` names the token whose number is SEQ.
+    """
     if not sequenced:
         return cti
-    return f"{audience}#{int.from_bytes(cti, 'big')}".encode()
+    return sequence_record_cti(audience, decode_exi_sequence(cti))
+
+
+def sequence_record_cti(audience: str, sequence: int) -> bytes:
+    """The record key of the token with sequence number ``sequence`` for ``audience``."""
+    return f"{audience}#{sequence}".encode()
 
 
 def _token_key(rs: ResourceServer) -> Key:
@@ -526,8 +537,15 @@ def issue_token(
     else:
         sequence = store.next_sequence(rs.audience)
         cti, exp, exi = sequence_cti(sequence), None, lifetime
+    jwt_client: dict[str, str] = {}
+    if request.token_format == _JWT:
+        # RFC 9068 §2.2: a JWT access token names its client in ``client_id`` and, for the
+        # client credentials grant (no resource owner), in ``sub`` too. CWTs stay small:
+        # the RS learns the client through introspection when it needs to.
+        jwt_client = {"client_id": client.client_id}
     token = AccessToken(
         iss=config.issuer,
+        sub=client.client_id if jwt_client else None,
         aud=(rs.audience,),
         iat=now,
         exp=exp,
@@ -536,6 +554,7 @@ def issue_token(
         scope=scope,
         cnf=cnf,
         ace_profile=profile,
+        extra=jwt_client,
     )
     encoded = _protect(token, config, rs, secret=secret, token_format=request.token_format)
     record = IssuedToken(
@@ -639,7 +658,11 @@ def introspect(
     if decoded.iss != config.issuer or decoded.cti is None or not decoded.aud:
         return IntrospectionResult(active=False)
     audience = decoded.aud[0]
-    record = store.get_token(record_cti(audience, decoded.cti, sequenced=decoded.exi is not None))
+    try:
+        key = record_cti(audience, decoded.cti, sequenced=decoded.exi is not None)
+    except KeyboundError:
+        return IntrospectionResult(active=False)
+    record = store.get_token(key)
     if record is None or record.revoked or record.audience != audience:
         return IntrospectionResult(active=False)
     if record.exp is not None and record.exp <= now:

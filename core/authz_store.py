@@ -374,6 +374,19 @@ class AuthzStore(Protocol):
         """
         ...
 
+    def set_introspection_secret(self, name: str, secret: str) -> None:
+        """Make ``secret`` RS ``name``'s password at HTTP introspection (RFC 7662 §2.1),
+        replacing the previous one; it is stored hashed, apart from the token key."""
+        ...
+
+    def verify_introspection_secret(self, name: str, secret: str) -> ResourceServer:
+        """Authenticate RS ``name`` at HTTP introspection by its introspection secret.
+
+        Returns the RS, or raises :class:`keybound.core.errors.InvalidClient` for an
+        unknown RS, one without an introspection secret, or a wrong secret.
+        """
+        ...
+
     # tokens
 
     def record_token(self, token: IssuedToken) -> None:

@@ -36,13 +36,26 @@ def _b64url_encode(data: bytes) -> str:
 # ---- replay cache (RFC 9449 §11.1) ----------------------------------------------------------
 
 
+def replay_digest(key: str, jti: str) -> bytes:
+    """What a replay cache stores for ``jti`` at target URI ``key``: a SHA-256 digest
+    (RFC 9449 §11.1 suggests storing hashes), length-prefixed so no two pairs collide."""
+    return hashlib.sha256(
+        len(key).to_bytes(4, "big") + key.encode("utf-8") + jti.encode("utf-8")
+    ).digest()
+
+
 class ReplayCache(Protocol):
     """Remembers DPoP proof ``jti`` values per target URI (RFC 9449 §11.1).
 
     ``check_and_store`` raises :class:`ReplayedProof` when ``(key, jti)`` was
     stored before and has not expired, and otherwise stores it until
-    ``expires_at`` (inclusive). A store that cannot take the entry must raise
-    too (for example :class:`ReplayCacheFull`), never silently forget it.
+    ``expires_at`` (inclusive): :func:`keybound.core.dpop.verify_proof` passes
+    ``iat + iat_window``, the last second at which it accepts the proof, so an
+    entry lives at least as long as the proof is acceptable. A store that cannot
+    take the entry must raise too (for example :class:`ReplayCacheFull`), never
+    silently forget it. :class:`InMemoryReplayCache` serves one process;
+    ``keybound.tools.dpop_replay_cache.SqlReplayCache`` is shared by processes
+    (RFC 9449 §11.1: a proof must be refused by every server behind its URI).
     """
 
     def check_and_store(self, key: str, jti: str, expires_at: int, now: int) -> None: ...
@@ -72,19 +85,13 @@ class InMemoryReplayCache:
     def __len__(self) -> int:
         return len(self._expiry)
 
-    @staticmethod
-    def _digest(key: str, jti: str) -> bytes:
-        return hashlib.sha256(
-            len(key).to_bytes(4, "big") + key.encode("utf-8") + jti.encode("utf-8")
-        ).digest()
-
     def _evict_expired(self, now: int) -> None:
         while self._heap and self._heap[0][0] < now:
             _, digest = heapq.heappop(self._heap)
             self._expiry.pop(digest, None)
 
     def check_and_store(self, key: str, jti: str, expires_at: int, now: int) -> None:
-        digest = self._digest(key, jti)
+        digest = replay_digest(key, jti)
         with self._lock:
             seen_until = self._expiry.get(digest)
             if seen_until is not None and seen_until >= now:
@@ -170,4 +177,5 @@ __all__ = [
     "ReplayCache",
     "ReplayCacheFull",
     "ReplayedProof",
+    "replay_digest",
 ]

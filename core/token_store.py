@@ -20,7 +20,7 @@ live token, so one client cannot push out the others.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -271,6 +271,7 @@ class RsStateStore(Protocol):
     """Durable storage of the RS (implemented over SQLite by ``keybound.tools``).
 
     Every method must be durable when it returns: the RS answers only afterwards.
+    The RS calls them off its event loop, on one worker thread, in order.
 
     Replay windows (RFC 8613 Appendix B.1.2) are kept only across a clean
     shutdown: :meth:`save_clean_shutdown` stores the windows and then the clean
@@ -284,6 +285,10 @@ class RsStateStore(Protocol):
     def put_context(self, record: PersistedContext) -> None: ...
 
     def delete_context(self, key_id: bytes) -> None: ...
+
+    def delete_contexts(self, key_ids: Sequence[bytes]) -> None:
+        """Delete the contexts of all ``key_ids`` in one transaction (expiry removes many)."""
+        ...
 
     def put_sender_mark(self, key_id: bytes, mark: int) -> None: ...
 

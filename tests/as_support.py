@@ -11,7 +11,12 @@ from typing import Any
 
 import pytest
 
-from keybound.tools.as_provision import add_clients, add_resource_server, init_issuer
+from keybound.tools.as_provision import (
+    add_clients,
+    add_resource_server,
+    init_issuer,
+    new_introspection_secret,
+)
 from keybound.tools.as_storage import SqlAuthzStore
 from keybound.tools.bundles import device_bundle, rs_bundle
 from tests.conftest import require
@@ -77,8 +82,18 @@ def provision(url: str, *, as_base: str = "coap://127.0.0.1:5683") -> dict[str, 
         "store": store,
         "temp": temp,
         "door": door,
-        "temp_bundle": rs_bundle(temp, issuer, as_base=as_base),
-        "door_bundle": rs_bundle(door, issuer, as_base=as_base),
+        "temp_bundle": rs_bundle(
+            temp,
+            issuer,
+            as_base=as_base,
+            introspection_secret=new_introspection_secret(store, "temp-rs"),
+        ),
+        "door_bundle": rs_bundle(
+            door,
+            issuer,
+            as_base=as_base,
+            introspection_secret=new_introspection_secret(store, "door-rs"),
+        ),
         "sensor": sensor,
         "sensor_bundle": device_bundle(
             "sensor-1",

@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
@@ -46,3 +47,14 @@ def temporary_pg_schema(base_url: str) -> Iterator[str]:
         with admin.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         admin.dispose()
+
+
+@contextmanager
+def database_url(kind: str, where: Path, name: str = "test.db") -> Iterator[str]:
+    """A URL of an empty database: an SQLite file ``name`` in ``where`` for ``"sqlite"``,
+    a temporary schema for ``"postgresql"`` (skipped without KEYBOUND_TEST_PG_URL)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{where / name}"
+        return
+    with temporary_pg_schema(pg_base_url()) as url:
+        yield url

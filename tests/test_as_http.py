@@ -10,12 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from keybound.core import jwt
 from keybound.core.keys import Key
 from keybound.core.token import CnfEncryptedKey, CnfKey
 from keybound.tools.as_http import check_listen
+from keybound.tools.as_provision import new_introspection_secret, rotate_token_key
+from keybound.tools.as_schema import resource_servers_table
 from keybound.tools.as_server import RunningServer
+from keybound.tools.dpop_middleware import introspection_token_verifier_from_bundle
 
 from .as_support import ISSUER, db_url, free_port, provision
 
@@ -126,10 +130,10 @@ def test_introspection_by_client_and_rs(db_url: str, tmp_path: Path) -> None:
         assert body["aud"] == "temp"
         assert "jwe" in body["cnf"]
         assert body["client_id"] == "web-1"
-        rs_auth = ("temp-rs", s["temp_bundle"]["token_key"]["k"])
+        rs_auth = ("temp-rs", s["temp_bundle"]["introspection"]["http_secret"])
         answer = await client.post("/introspect", data={"token": token}, auth=rs_auth)
         assert answer.json()["active"] is True
-        wrong_rs = ("door-rs", s["door_bundle"]["token_key"]["k"])
+        wrong_rs = ("door-rs", s["door_bundle"]["introspection"]["http_secret"])
         answer = await client.post("/introspect", data={"token": token}, auth=wrong_rs)
         assert answer.json() == {"active": False}
         cti = jwt.decode(token, as_key(s)).token.cti
@@ -138,6 +142,70 @@ def test_introspection_by_client_and_rs(db_url: str, tmp_path: Path) -> None:
         assert answer.json() == {"active": False}
         answer = await client.post("/introspect", data={"token": "a.b.c"}, auth=rs_auth)
         assert answer.json() == {"active": False}
+
+    run_http(db_url, tmp_path, scenario)
+
+
+def test_rs_introspection_credential_is_not_the_token_key(db_url: str, tmp_path: Path) -> None:
+    """The RS authenticates at /introspect with its own secret; the token key is refused
+    (401 invalid_client), and each of the two is replaced without the other."""
+
+    async def scenario(client: httpx.AsyncClient, s: dict[str, Any]) -> None:
+        store = s["store"]
+        response = await client.post("/token", data={"aud": "temp"}, auth=web_auth(s))
+        token = response.json()["access_token"]
+        token_key = s["temp_bundle"]["token_key"]["k"]
+        secret = s["temp_bundle"]["introspection"]["http_secret"]
+        assert secret != token_key
+
+        async def ask(password: str) -> httpx.Response:
+            return await client.post(
+                "/introspect", data={"token": token}, auth=("temp-rs", password)
+            )
+
+        refused = await ask(token_key)
+        assert refused.status_code == 401
+        assert refused.json()["error"] == "invalid_client"
+        assert (await ask(secret)).json()["active"] is True
+
+        rotate_token_key(store, "temp-rs")  # the introspection secret stays valid
+        assert (await ask(secret)).json()["active"] is True
+        rotated = store.get_resource_server("temp-rs").token_key
+        new_key = Key.from_cose_key(rotated.key).to_jwk(include_private=True)["k"]
+        assert (await ask(new_key)).status_code == 401
+
+        new_secret = new_introspection_secret(store, "temp-rs")  # the token key stays
+        assert (await ask(secret)).status_code == 401
+        answer = await ask(new_secret)
+        assert answer.json()["active"] is True  # still decrypted with the kept key
+        assert store.get_resource_server("temp-rs").token_key == rotated
+
+    run_http(db_url, tmp_path, scenario)
+
+
+def test_rs_without_introspection_secret_is_told_what_to_do(db_url: str, tmp_path: Path) -> None:
+    """An RS from a schema-1 database has no introspection secret: the 401 names the fix."""
+
+    async def scenario(client: httpx.AsyncClient, s: dict[str, Any]) -> None:
+        response = await client.post("/token", data={"aud": "temp"}, auth=web_auth(s))
+        token = response.json()["access_token"]
+        with s["store"].engine.begin() as conn:
+            conn.execute(
+                update(resource_servers_table)
+                .where(resource_servers_table.c.name == "temp-rs")
+                .values(introspection_secret_hash=None)
+            )
+        answer = await client.post(
+            "/introspect",
+            data={"token": token},
+            auth=("temp-rs", s["temp_bundle"]["token_key"]["k"]),
+        )
+        assert answer.status_code == 401
+        assert answer.json()["error"] == "invalid_client"
+        assert (
+            "keybound as rotate-key temp-rs --introspection-secret"
+            in answer.json()["error_description"]
+        )
 
     run_http(db_url, tmp_path, scenario)
 
@@ -238,3 +306,10 @@ def test_refuses_plain_http_beyond_loopback(host: str) -> None:
 def test_loopback_plain_http_allowed() -> None:
     for host in ("127.0.0.1", "::1", "localhost"):
         check_listen(host, tls=False, insecure=False)
+
+
+def test_rs_bundle_without_introspection_secret_names_the_fix() -> None:
+    """A bundle written before introspection secrets: its token key is not used instead."""
+    old_bundle = {"name": "temp-rs", "audience": "temp", "token_key": {"kty": "oct", "k": "AAAA"}}
+    with pytest.raises(ValueError, match="keybound as rotate-key temp-rs --introspection-secret"):
+        introspection_token_verifier_from_bundle(old_bundle, "http://127.0.0.1:1/introspect")

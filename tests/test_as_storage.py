@@ -137,6 +137,36 @@ def test_refuses_an_unknown_schema_version(db_url: str) -> None:
         SqlAuthzStore.open(db_url)
 
 
+def test_schema_1_sequence_token_records_are_migrated(db_url: str) -> None:
+    """Schema 1 recorded sequence number 24 under ``AUDIENCE#6168`` (the integer value of
+    its CBOR encoding ``h'1818'``); opening the database rekeys such tokens, loses none."""
+    with SqlAuthzStore.init(db_url) as store:
+        old_keys = {0: b"door#0", 23: b"door#23", 24: b"door#6168", 65536: b"door#111669215232"}
+        for number, key in old_keys.items():
+            store.record_token(_token(key, audience="door", exi=60, sequence=number))
+        store.record_token(_token(b"\x01\x02", exp=NOW + 60))
+    _raw_execute(db_url, "UPDATE keybound_meta SET schema_version = 1")
+    # Schema 1 had no introspection secrets; migrating adds the column back.
+    _raw_execute(
+        db_url, "ALTER TABLE keybound_resource_servers DROP COLUMN introspection_secret_hash"
+    )
+    with SqlAuthzStore.open(db_url) as store:
+        for number in old_keys:
+            record = store.get_token(f"door#{number}".encode())
+            assert record is not None, number
+            assert record.sequence == number
+        assert store.get_token(b"door#6168") is None
+        assert store.get_token(b"\x01\x02") is not None
+        assert len(store.list_tokens("dev")) == 5
+    engine = create_engine(resolve_database_url(db_url))
+    try:
+        with engine.connect() as conn:
+            version = conn.execute(text("SELECT schema_version FROM keybound_meta")).scalar_one()
+    finally:
+        engine.dispose()
+    assert version == SCHEMA_VERSION == 2
+
+
 def test_refuses_a_damaged_database(db_url: str) -> None:
     SqlAuthzStore.init(db_url).close()
     _raw_execute(db_url, "DROP TABLE keybound_tokens")

@@ -124,6 +124,26 @@ def test_jwt_symmetric_key_sealed_for_rs(setup: dict[str, Any]) -> None:
     assert opened.secret == Key.from_jwk(response.to_json()["key"]).secret
 
 
+def test_jwt_names_its_client_in_sub_and_client_id(setup: dict[str, Any]) -> None:
+    """RFC 9068 §2.2: ``client_id``, and for client credentials ``sub``, name the client."""
+    request = parse_form_token_request({"aud": "temp"}, "web-1")
+    response = issue_token(setup["store"], setup["config"], request, now=NOW,
+                           random_bytes=counter_bytes())  # fmt: skip
+    claims = jwt.decode(response.access_token, setup["config"].public_key).token.to_jwt_claims()
+    assert claims["sub"] == "web-1"
+    assert claims["client_id"] == "web-1"
+    introspected = introspect(
+        setup["store"], setup["config"], response.access_token, now=NOW
+    ).to_json()
+    assert (introspected["sub"], introspected["client_id"]) == ("web-1", "web-1")
+
+
+def test_cwt_stays_without_sub(setup: dict[str, Any]) -> None:
+    token = issue(setup, audience="temp").token
+    assert token.sub is None
+    assert not token.extra
+
+
 def test_generated_pair_only_when_allowed(setup: dict[str, Any]) -> None:
     with pytest.raises(UnsupportedPopKey):
         issue(setup, client_id="web-1", audience="temp", pop_key="generated-pair",

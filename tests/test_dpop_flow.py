@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,7 +44,8 @@ from keybound.tools.dpop_client import DPoPAuth
 from keybound.tools.dpop_middleware import jwt_token_verifier_from_metadata
 
 from .as_support import ISSUER, free_port, provision
-from .conftest import BIN, ROOT
+from .conftest import BIN, ROOT, wait_for_log
+from .pg_support import database_url
 
 T = TypeVar("T")
 
@@ -131,9 +133,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with pytest.MonkeyPatch.context() as env:
         env.setenv("API_PUBLIC_URL", api_url)
         env.setenv("KEYBOUND_RS_BUNDLE", str(bundle_path))
+        env.setenv("KEYBOUND_DPOP_REPLAY_DB", f"sqlite:///{where / 'dpop-replay.db'}")
         env.setenv("KEYBOUND_AS_URL", as_url)
         exec(compile(examples["api"], "README.md:api", "exec"), namespace)
-        namespace["PUBLIC_URL"] = api2_url  # the second example runs on its own port
+        env.setenv("API_PUBLIC_URL", api2_url)  # the second example runs on its own port
         exec(
             compile(examples["api-introspection"], "README.md:api-introspection", "exec"), namespace
         )
@@ -581,3 +584,101 @@ def test_as_serve_process_with_dpop_nonce_and_public_url(tmp_path: Path) -> None
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+# ---- one replay cache for several processes (RFC 9449 §11.1) -----------------------------------
+
+
+@contextmanager
+def _processes(
+    commands: list[list[str]], env: dict[str, str], where: Path, ready: str
+) -> Iterator[None]:
+    """Start each command, wait until its log shows ``ready``; stop them afterwards."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for number, command in enumerate(commands):
+            log = where / f"process-{number}.log"
+            with log.open("w") as out:
+                procs.append(
+                    subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+                )
+            wait_for_log(log, ready, procs[-1])
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=20)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_readme_api_in_two_processes_refuses_a_proof_replayed_to_the_other(
+    world: World, tmp_path: Path, database: str
+) -> None:
+    """The README's API as two uvicorn processes behind one public URL: each proof is
+    accepted by one of them and refused, 401 ``invalid_dpop_proof``, by the other."""
+    module = tmp_path / "readme_api.py"
+    module.write_text(documented_examples()["api"])
+    public_url = "https://api.example.com"
+    ports = [free_port(socket.SOCK_STREAM) for _ in range(2)]
+    with database_url(database, tmp_path, "shared-replay.db") as replay_url:
+        env = {
+            **os.environ,
+            "API_PUBLIC_URL": public_url,
+            "KEYBOUND_RS_BUNDLE": str(world.bundle_path),
+            "KEYBOUND_DPOP_REPLAY_DB": replay_url,
+        }
+        commands = [
+            [sys.executable, "-m", "uvicorn", "readme_api:api", "--app-dir", str(tmp_path),
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"]
+            for port in ports
+        ]  # fmt: skip
+        with _processes(commands, env, tmp_path, "Uvicorn running on"):
+            key = ECKey.generate_key("P-256")
+            token = get_token(world, DPoPAuth(key))
+            workers = [f"http://127.0.0.1:{port}/whoami" for port in ports]
+            accepted_replays = 0
+            for attempt in range(10):
+                first, other = workers[attempt % 2], workers[(attempt + 1) % 2]
+                proof = create_proof(
+                    key, "GET", f"{public_url}/whoami", now=int(time.time()), access_token=token
+                )
+                headers = {"Authorization": f"DPoP {token}", "DPoP": proof}
+                assert httpx.get(first, headers=headers).status_code == 200
+                replay = httpx.get(other, headers=headers)
+                if replay.status_code == 200:
+                    accepted_replays += 1
+                else:
+                    assert replay.status_code == 401
+                    assert 'error="invalid_dpop_proof"' in challenge(replay)
+                    assert "already used" in replay.json()["error_description"]
+            assert accepted_replays == 0
+
+
+def test_two_as_processes_on_one_database_refuse_a_replayed_token_request(
+    tmp_path: Path,
+) -> None:
+    """``keybound as serve`` keeps DPoP jti values in its database: a token request
+    replayed to another AS process on the same database is 400 ``invalid_dpop_proof``."""
+    db = f"sqlite:///{tmp_path / 'as.db'}"
+    setup = provision(db)
+    secret = setup["web"].http_secret
+    setup["store"].close()
+    public = "https://as.example.com"
+    ports = [free_port(socket.SOCK_STREAM) for _ in range(2)]
+    commands = [
+        [sys.executable, "-m", "keybound.tools.as_cli", "serve", "--http", f"127.0.0.1:{port}",
+         "--db", db, "--state-dir", str(tmp_path / f"state-{port}"), "--public-url", public]
+        for port in ports
+    ]  # fmt: skip
+    with _processes(commands, dict(os.environ), tmp_path, "listening"):
+        key = ECKey.generate_key("P-256")
+        basic = base64.b64encode(f"web-1:{secret}".encode()).decode()
+        form = {"grant_type": "client_credentials", "audience": "temp", "scope": "read"}
+        proof = create_proof(key, "POST", f"{public}/token", now=int(time.time()))
+        headers = {"Authorization": f"Basic {basic}", "DPoP": proof}
+        first = httpx.post(f"http://127.0.0.1:{ports[0]}/token", data=form, headers=headers)
+        assert first.status_code == 200, first.text
+        replay = httpx.post(f"http://127.0.0.1:{ports[1]}/token", data=form, headers=headers)
+        assert replay.status_code == 400, replay.text
+        assert replay.json()["error"] == "invalid_dpop_proof"

@@ -38,13 +38,15 @@ from keybound.core.dpop import (
 )
 from keybound.core.errors import InvalidToken, KeyboundError, UseDPoPNonce
 from keybound.tools.dpop_client import DPoPAuth
-from keybound.tools.dpop_middleware import DPoPContext, DPoPMiddleware
+from keybound.tools.dpop_middleware import DPoPContext, DPoPMiddleware, jwt_token_verifier
 
 AS_KEY = ECKey.generate_key("P-256")
 AS_ISSUER = "https://as.example.com"
 
 
-def issue_token(jkt: str | None, scope: str = "read", lifetime: int = 300) -> str:
+def issue_token(
+    jkt: str | None, scope: str = "read", lifetime: int = 300, audience: str | None = None
+) -> str:
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": AS_ISSUER,
@@ -56,6 +58,8 @@ def issue_token(jkt: str | None, scope: str = "read", lifetime: int = 300) -> st
     }
     if jkt is not None:
         claims["cnf"] = {"jkt": jkt}
+    if audience is not None:
+        claims["aud"] = audience
     return jwt.encode({"alg": "ES256", "typ": "at+jwt"}, claims, AS_KEY, algorithms=["ES256"])
 
 
@@ -140,6 +144,18 @@ def token_endpoint_app(public_url: str) -> Starlette:
     return Starlette(routes=[Route("/token", token, methods=["POST"])])
 
 
+def audience_checking_app(public_url: str) -> DPoPMiddleware:
+    """An API that checks the JWT's ``aud`` with the middleware's own verifier."""
+    verify = jwt_token_verifier(
+        AS_KEY.as_dict(private=False), issuer=AS_ISSUER, audience="https://api.example.com"
+    )
+    return DPoPMiddleware(
+        Starlette(routes=[Route("/resource", resource)]),
+        verify_token=verify,
+        public_url=public_url,
+    )
+
+
 # ---- servers --------------------------------------------------------------------------------
 
 
@@ -189,6 +205,15 @@ def servers() -> Iterator[dict[str, str]]:
         "as": _start(token_endpoint_app),
         "rs_c": _start(
             lambda url: resource_app(url, NonceIssuer(RS_C_SECRET, slot_seconds=60), RS_C_CLOCK.now)
+        ),
+        "rs_aud": _start(audience_checking_app),
+        "rs_full": _start(
+            lambda url: DPoPMiddleware(
+                Starlette(routes=[Route("/resource", resource)]),
+                verify_token=verify_token,
+                public_url=url,
+                replay_cache=InMemoryReplayCache(1),
+            )
         ),
     }
     yield {name: run.url for name, run in running.items()}
@@ -487,3 +512,33 @@ def test_error_body_is_json(servers: dict[str, str], client_key: ECKey) -> None:
     assert response.headers["content-type"] == "application/json"
     assert set(json.loads(response.content)) == {"error", "error_description"}
     assert response.headers["cache-control"] == "no-store"
+
+
+def test_token_for_another_audience_is_401_invalid_token(
+    servers: dict[str, str], client_key: ECKey
+) -> None:
+    """RFC 6750 §3.1: ``invalid_token`` is answered 401, also for a token of another audience."""
+    url = servers["rs_aud"] + "/resource"
+    other = DPoPAuth(client_key, issue_token(client_key.thumbprint(), audience="https://other"))
+    response = httpx.get(url, auth=other)
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in challenge(response)
+    assert response.json()["error"] == "invalid_token"
+    ours = DPoPAuth(
+        client_key, issue_token(client_key.thumbprint(), audience="https://api.example.com")
+    )
+    assert httpx.get(url, auth=ours).status_code == 200
+
+
+def test_full_replay_cache_is_503_without_a_challenge(
+    servers: dict[str, str], client_key: ECKey
+) -> None:
+    """503 is no authentication failure: ``temporarily_unavailable`` is not a resource
+    access error code (RFC 6750 §3.1), so it goes in the body, not in WWW-Authenticate."""
+    auth = DPoPAuth(client_key, issue_token(client_key.thumbprint()))
+    url = servers["rs_full"] + "/resource"
+    assert httpx.get(url, auth=auth).status_code == 200
+    full = httpx.get(url, auth=auth)  # a fresh proof, but the one entry is unexpired
+    assert full.status_code == 503
+    assert "www-authenticate" not in full.headers
+    assert full.json()["error"] == "temporarily_unavailable"

@@ -123,6 +123,8 @@ def test_client_sequence_numbers_survive_runs(fleet: Fleet) -> None:
     """The client-AS Sender Sequence Number mark only grows across invocations."""
     marks = []
     for _ in range(3):
+        for session in (fleet.root / "client-state").glob("*.rs.json"):
+            session.unlink()  # without its kept token the client asks the AS again
         got = fleet.client("get", "/temp")
         assert got.returncode == 0, got.stderr
         (state,) = (fleet.root / "client-state").glob("*.as-seq.json")
@@ -144,13 +146,56 @@ def test_rs_restart_client_recovers(fleet: Fleet) -> None:
     assert got.stdout.startswith("2.05")
 
 
+def issued_tokens(fleet: Fleet) -> list[dict[str, object]]:
+    shown = run_keybound("as", "show", "sensor-1", "--db", fleet.db, "--json", cwd=fleet.root)
+    assert shown.returncode == 0, shown.stderr
+    tokens: list[dict[str, object]] = json.loads(shown.stdout)["tokens"]
+    return tokens
+
+
+def test_client_keeps_its_token_until_the_rs_forgets_it(fleet: Fleet) -> None:
+    """Two runs, one token at the AS; after the RS loses its state, one new token."""
+    first = fleet.client("get", "/temp", "--verbose")
+    assert first.returncode == 0, first.stderr
+    (session,) = (fleet.root / "client-state").glob("sensor-1.*.rs.json")
+    assert session.stat().st_mode & 0o777 == 0o600
+    mark = json.loads(session.read_text())["mark"]
+    second = fleet.client("get", "/temp", "--verbose")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.startswith("2.05 ")
+    assert "reusing the token and context kept in --state" in second.stderr
+    assert "client-AS" not in second.stderr  # no token request
+    assert "authz-info" not in second.stderr  # the derived context is reused
+    assert len(issued_tokens(fleet)) == 1
+    # The reused context went on from a mark written ahead: no sequence number twice.
+    assert json.loads(session.read_text())["mark"] > mark
+
+    rs = fleet.procs[1]
+    rs.send_signal(signal.SIGTERM)
+    rs.wait(timeout=20)
+    fleet.procs.remove(rs)
+    (fleet.root / "rs-state.db").unlink()  # the RS forgets every token and context
+    (fleet.root / "rs.log").unlink()
+    fleet.start("rs", "rs", "serve", "--config", "rs.toml", ready="listening")
+    third = fleet.client("get", "/temp", "--verbose")
+    assert third.returncode == 0, third.stderr
+    assert third.stdout.startswith("2.05 ")
+    assert "-> 4.01" in third.stderr or "OSCORE exchange failed" in third.stderr
+    assert len(issued_tokens(fleet)) == 2
+    fourth = fleet.client("get", "/temp")
+    assert fourth.returncode == 0, fourth.stderr
+    assert len(issued_tokens(fleet)) == 2
+
+
 def test_rs_without_a_clock(tmp_path: Path) -> None:
     """exi tokens with per-RS sequence numbers in cti, from the real AS to the real RS."""
     fleet = Fleet(tmp_path)
     fleet.provision(clock=False)
     fleet.start_servers()
     try:
-        for _ in range(3):  # every run gets a new token with a higher sequence number
+        for _ in range(3):  # every fresh client gets a new token with a higher sequence number
+            for session in (tmp_path / "client-state").glob("*.rs.json"):
+                session.unlink()
             got = fleet.client("get", "/temp")
             assert got.returncode == 0, got.stderr
     finally:
@@ -179,3 +224,22 @@ def test_demo_runs_and_says_what_happened() -> None:
         "done:",
     ):
         assert expected in out, expected
+
+
+def test_a_second_client_run_waits_for_the_first(fleet: Fleet) -> None:
+    """Two runs on one --state at once would use the same sequence numbers: one waits."""
+    from keybound.tools.client_cli import state_lock
+
+    log = fleet.root / "waiting-client.log"
+    with state_lock(fleet.root / "client-state", "sensor-1"):
+        with log.open("wb") as out:
+            waiting = subprocess.Popen(
+                [str(BIN / "keybound"), "client", "get", f"{fleet.rs_uri}/temp", "--bundle",
+                 "sensor-1.json", "--state", "client-state"],
+                cwd=fleet.root, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        fleet.procs.append(waiting)
+        wait_for_log(log, "waiting for another run of sensor-1 to finish", waiting)
+        assert waiting.poll() is None  # blocked while this test holds the state
+    assert waiting.wait(timeout=60) == 0, log.read_text()
+    assert "2.05 " in log.read_text()

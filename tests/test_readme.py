@@ -8,12 +8,21 @@ and stops it at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
+import socket
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from tests.conftest import BIN, ROOT, free_udp_port
+import pytest
+
+from tests.as_support import free_port
+from tests.conftest import BIN, ROOT, free_udp_port, run_keybound, wait_for_log
 
 MARK = re.compile(r"<!-- readme-test: ([\w-]+) -->\s*```sh\n(.*?)```", re.DOTALL)
 
@@ -57,6 +66,7 @@ def test_readme_has_the_tested_sections() -> None:
         "provisioning",
         "resource-server",
         "client",
+        "http-setup",
     ]
 
 
@@ -77,6 +87,11 @@ def test_readme_examples_run(tmp_path: Path) -> None:
     assert "4.03" in proc.stderr
     assert (tmp_path / "rs-bundle.json").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "sensor-1.json").stat().st_mode & 0o777 == 0o600
+    secret = tmp_path / "web-1.secret"  # --secret-out
+    assert secret.stat().st_mode & 0o777 == 0o600
+    web = json.loads((tmp_path / "web-1.json").read_text())
+    assert web["http"]["client_secret"] == secret.read_text().strip()
+    assert "wifi" not in web  # an HTTP-only client has no device settings
 
 
 PYTHON = re.compile(r"<!-- readme-python: ([\w-]+) -->\s*```python\n(.*?)```", re.DOTALL)
@@ -133,3 +148,117 @@ def test_readme_python_resource_server_example(tmp_path: Path) -> None:
         assert asyncio.run(asyncio.wait_for(scenario(), 60)) == b"41 %"
     finally:
         os.chdir(cwd)
+
+
+# ---- every Python example alone, as pasted: its own fresh directory and process ----------------
+
+DPOP = re.compile(r"<!-- dpop-example: ([\w-]+) -->\s*```python\n(.*?)```", re.DOTALL)
+
+
+def python_examples() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text()
+    found = dict(PYTHON.findall(text)) | dict(DPOP.findall(text))
+    assert set(found) == {"rs-api", "client", "api", "api-introspection"}, sorted(found)
+    return found
+
+
+def python_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **extra}
+
+
+def start(args: list[str], where: Path, name: str, ready: str, env: dict[str, str]) -> Any:
+    log = where / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, cwd=where, stdout=out, stderr=subprocess.STDOUT, env=env)
+    wait_for_log(log, ready, proc)
+    return proc
+
+
+def stop(proc: Any) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_python_rs_example_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    """The example serves until SIGINT, then reaches site.shutdown() and exits 0."""
+    from keybound.tools.demo import provision
+
+    provision(tmp_path, free_udp_port(), 5686)  # the example listens on 5686
+    (tmp_path / "rs_example.py").write_text(python_examples()["rs-api"])
+    log = tmp_path / "rs.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "rs_example.py"], cwd=tmp_path, stdout=out,
+            stderr=subprocess.STDOUT, env=python_env(),
+        )  # fmt: skip
+    try:
+        wait_for_log(log, "listening on 127.0.0.1:5686", proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0, log.read_text()
+    finally:
+        stop(proc)
+    output = log.read_text()
+    assert output.rstrip().endswith("stopped"), output
+    assert "Traceback" not in output
+
+
+@pytest.fixture
+def http_fleet(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An AS with an HTTP-only client and an API entry, as the README's set-up makes them."""
+    as_port = free_port(socket.SOCK_STREAM)
+    as_url = f"http://127.0.0.1:{as_port}"
+    db = f"sqlite:///{tmp_path / 'as.db'}"
+    for args in (
+        ("as", "init", "--db", db, "--issuer", as_url),
+        ("as", "rs", "add", "api", "--db", db, "--audience", "temp", "--scope", "read",
+         "--out", "api-bundle.json"),
+        ("as", "client", "add", "web-1", "--db", db, "--audience", "temp", "--scope", "read",
+         "--http-secret", "--no-oscore", "--secret-out", "web-1.secret"),
+    ):  # fmt: skip
+        proc = run_keybound(*args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    env = python_env(XDG_STATE_HOME=str(tmp_path / "state"))
+    server = start(
+        [str(BIN / "keybound"), "as", "serve", "--db", db, "--http", f"127.0.0.1:{as_port}"],
+        tmp_path, "as", "listening", env,
+    )  # fmt: skip
+    try:
+        yield {"KEYBOUND_AS_URL": as_url, "KEYBOUND_CLIENT_SECRET": (
+            tmp_path / "web-1.secret").read_text().strip()}  # fmt: skip
+    finally:
+        stop(server)
+
+
+@pytest.mark.parametrize("name", ["api", "api-introspection"])
+def test_api_example_runs_alone(name: str, http_fleet: dict[str, str], tmp_path: Path) -> None:
+    """Each API example, pasted alone into a file, is an app uvicorn serves to the client
+    example (itself run alone): the whole DPoP flow, one fresh process each."""
+    examples = python_examples()
+    module = name.replace("-", "_")
+    app_name = "api" if name == "api" else "api_introspecting"
+    (tmp_path / f"{module}.py").write_text(examples[name])
+    (tmp_path / "client.py").write_text(examples["client"])
+    api_port = free_port(socket.SOCK_STREAM)
+    api_url = f"http://127.0.0.1:{api_port}"
+    env = python_env(API_PUBLIC_URL=api_url, **http_fleet)
+    api = start(
+        [sys.executable, "-m", "uvicorn", f"{module}:{app_name}", "--host", "127.0.0.1",
+         "--port", str(api_port)],
+        tmp_path, module, "Uvicorn running", env,
+    )  # fmt: skip
+    try:
+        client = subprocess.run(
+            [sys.executable, "client.py"], cwd=tmp_path, env=env, capture_output=True,
+            text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        stop(api)
+    assert client.returncode == 0, client.stdout + client.stderr
+    assert client.stdout.startswith("200 {'claims': ")
+    assert "'sub': 'web-1'" in client.stdout
+    assert "'client_id': 'web-1'" in client.stdout

@@ -36,12 +36,14 @@ from keybound.tools.as_provision import (
     add_clients,
     add_resource_server,
     init_issuer,
+    new_introspection_secret,
     rotate_token_key,
 )
 from keybound.tools.as_server import run_authorization_server
 from keybound.tools.as_storage import SqlAuthzStore, resolve_database_url
 from keybound.tools.bundles import device_bundle, rs_bundle, write_bundle
-from keybound.tools.cli_support import console, fail
+from keybound.tools.cli_support import console, err_console, fail
+from keybound.tools.keyfiles import write_secret_file
 
 __all__ = ["app"]
 
@@ -167,12 +169,38 @@ def _write_rs_bundle(
     rs: ResourceServer,
     out: Path | None,
     as_base: str | None,
+    introspection_secret: str | None = None,
 ) -> Path:
-    """Write the RS bundle (0600) to ``out``, by default ``NAME-rs-bundle.json``."""
+    """Write the RS bundle (0600) to ``out``, by default ``NAME-rs-bundle.json``.
+
+    Without ``introspection_secret`` the one in the bundle file being replaced is
+    kept: the AS holds only its hash (rotating the token key leaves it valid).
+    """
+    path = out or Path(f"{rs.name}-rs-bundle.json")
+    if introspection_secret is None:
+        introspection_secret = _bundle_introspection_secret(path, rs.name)
     return write_bundle(
-        out or Path(f"{rs.name}-rs-bundle.json"),
-        rs_bundle(rs, issuer, as_base=_as_base(store, as_base)),
+        path,
+        rs_bundle(
+            rs,
+            issuer,
+            as_base=_as_base(store, as_base),
+            introspection_secret=introspection_secret,
+        ),
     )
+
+
+def _bundle_introspection_secret(path: Path, name: str) -> str | None:
+    """The ``introspection.http_secret`` of the RS bundle of ``name`` at ``path``, if any."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(old, dict) or old.get("name") != name:
+        return None
+    introspection = old.get("introspection")
+    secret = introspection.get("http_secret") if isinstance(introspection, dict) else None
+    return secret if isinstance(secret, str) else None
 
 
 @rs_app.command("add")
@@ -196,7 +224,8 @@ def rs_add(
         rs = add_resource_server(
             store, name, audience, scope, has_clock=not no_clock, lifetime=lifetime
         )
-        path = _write_rs_bundle(store, issuer, rs, out, as_base)
+        secret = new_introspection_secret(store, name)
+        path = _write_rs_bundle(store, issuer, rs, out, as_base, secret)
     if as_json:
         _emit({**_rs_row(rs), "bundle": str(path)})
         return
@@ -208,19 +237,34 @@ def rs_add(
 def rotate_key(
     name: Annotated[str, typer.Argument(help="resource server name")],
     out: Annotated[Path | None, typer.Option("--out", help="RS bundle file")] = None,
+    introspection_secret: Annotated[
+        bool,
+        typer.Option(
+            "--introspection-secret",
+            help="replace the RS's HTTP introspection secret instead; the token key stays",
+        ),
+    ] = False,
     as_base: AsBaseOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """New token key for an RS (the previous one still decrypts for introspection)."""
+    """New token key for an RS (the previous one still decrypts for introspection), or
+    with --introspection-secret a new password for the RS at HTTP /introspect."""
     with _store(db) as store:
         issuer = _issuer(store)
-        rs = rotate_token_key(store, name)
-        path = _write_rs_bundle(store, issuer, rs, out, as_base)
+        if introspection_secret:
+            rs = store.get_resource_server(name)
+            if rs is None:
+                raise fail(f"no resource server named {name!r}")
+            secret: str | None = new_introspection_secret(store, name)
+        else:
+            rs, secret = rotate_token_key(store, name), None
+        path = _write_rs_bundle(store, issuer, rs, out, as_base, secret)
     if as_json:
         _emit({**_rs_row(rs), "bundle": str(path)})
         return
-    console.print(f"new token key for {name}; give the RS its new bundle: {path}")
+    what = "introspection secret" if introspection_secret else "token key"
+    console.print(f"new {what} for {name}; give the RS its new bundle: {path}")
 
 
 # ---- clients ------------------------------------------------------------------------------------
@@ -253,6 +297,13 @@ def client_add(
     no_oscore: Annotated[
         bool, typer.Option("--no-oscore", help="HTTP only: no OSCORE context")
     ] = False,
+    secret_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--secret-out",
+            help="with --http-secret: write the client secret alone to FILE (0600; - prints it)",
+        ),
+    ] = None,
     rs_uri: Annotated[
         str, typer.Option("--rs-uri", help="the RS address the device talks to")
     ] = "coap://192.0.2.1:5683",
@@ -263,6 +314,12 @@ def client_add(
     """Register clients and write one device bundle (0600) each."""
     if no_oscore and not http_secret:
         raise fail("a client needs --http-secret when it has no OSCORE context")
+    if secret_out is not None and not http_secret:
+        raise fail("--secret-out needs --http-secret")
+    if secret_out is not None and count is not None:
+        raise fail("--secret-out takes one client; with --count each bundle holds its secret")
+    if secret_out is not None and str(secret_out) == "-" and as_json:
+        raise fail("--secret-out - prints the secret alone; use a file with --json")
     if count is not None:
         if count < 1:
             raise fail("--count must be at least 1")
@@ -293,10 +350,26 @@ def client_add(
             path = write_bundle(out / f"{new.client.client_id}.json", bundle)
             written.append({**_client_row(new.client), "bundle": str(path)})
             bar.advance(task)
+    secret = made[0].http_secret if secret_out is not None else None
+    if secret is not None and secret_out is not None and str(secret_out) != "-":
+        write_secret_file(secret_out, f"{secret}\n".encode())
     if as_json:
         _emit(written)
-        return
-    console.print(f"{len(written)} client(s) added; device bundles in {out} (0600)")
+    else:
+        console.print(f"{len(written)} client(s) added; device bundles in {out} (0600)")
+        if http_secret and secret_out is None:
+            console.print(
+                "the HTTP client secret is in each bundle (http.client_secret); "
+                "--secret-out FILE writes it alone"
+            )
+        elif secret_out is not None and str(secret_out) != "-":
+            console.print(f"client secret written to {secret_out} (0600)")
+    if secret is not None and str(secret_out) == "-":
+        # asked for on purpose; the AS keeps only a hash, so it cannot be shown again
+        err_console.print(
+            "warning: the client secret follows; the AS cannot show it again", markup=False
+        )
+        sys.stdout.write(f"{secret}\n")
 
 
 # ---- list, show, remove, revoke -----------------------------------------------------------------

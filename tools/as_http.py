@@ -17,8 +17,10 @@
   before it is issued.
 * ``POST /introspect`` — RFC 7662, with ``cnf``. Callers authenticate with HTTP
   Basic: a client with its secret (it learns about its own tokens), or a
-  resource server with its name and the ``k`` of its token key from the RS
-  bundle (it learns about tokens for its audience).
+  resource server with its name and its introspection secret from the RS
+  bundle's ``introspection.http_secret`` (it learns about tokens for its
+  audience). The RS's token key is not a credential here: it is a different
+  secret, stored hashed (scrypt), replaced on its own.
 * ``GET /.well-known/oauth-authorization-server`` — RFC 8414 §2, with
   ``dpop_signing_alg_values_supported`` (RFC 9449 §5.1) and ``jwks_uri``.
 * ``GET /jwks`` — the AS's public signing key as a JWK Set (RFC 7517 §5), for
@@ -33,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hmac
 import ipaddress
 import logging
 import secrets
@@ -69,7 +70,6 @@ from keybound.core.errors import (
     PayloadTooLarge,
     UseDPoPNonce,
 )
-from keybound.core.keys import Key
 
 __all__ = [
     "DPOP_SIGNING_ALGS",
@@ -193,7 +193,9 @@ def create_app(
             client = await asyncio.to_thread(store.verify_client_secret, client_id, secret)
             form = await _form(request)
             now = clock()
-            proof = check_token_request_proof(
+            # The replay cache may be the database (tools.dpop_replay_cache): off the loop too.
+            proof = await asyncio.to_thread(
+                check_token_request_proof,
                 request.headers.getlist("dpop"),
                 form,
                 token_endpoint=token_endpoint,
@@ -228,12 +230,10 @@ def create_app(
         return JSONResponse(response.to_json(), headers=headers)
 
     def _caller(user: str, password: str) -> tuple[str, str]:
-        rs = store.get_resource_server(user)
-        if rs is not None:
-            k = Key.from_cose_key(rs.token_key.key).to_jwk(include_private=True)["k"]
-            if hmac.compare_digest(k.encode(), password.encode()):
-                return "rs", rs.audience
-            raise InvalidClient("resource server authentication failed")
+        if store.get_resource_server(user) is not None:
+            # The RS's own introspection secret, never its token key: whoever knows the
+            # token key can decrypt every token's secrets and mint tokens for the RS.
+            return "rs", store.verify_introspection_secret(user, password).audience
         return "client", store.verify_client_secret(user, password).client_id
 
     async def introspection(request: Request) -> Response:

@@ -34,6 +34,7 @@ __all__ = [
     "add_resource_server",
     "as_config",
     "init_issuer",
+    "new_introspection_secret",
     "new_token_key",
     "rotate_token_key",
 ]
@@ -115,6 +116,14 @@ def add_resource_server(
         default_lifetime=lifetime,
         introspection_context=_new_context(_used_ids(store)),
     )
+
+
+def new_introspection_secret(store: AuthzStore, name: str) -> str:
+    """A new HTTP introspection secret for RS ``name`` (replacing any previous one);
+    only its hash stays at the AS, so the returned value goes into the RS bundle."""
+    secret = secrets.token_urlsafe(32)
+    store.set_introspection_secret(name, secret)
+    return secret
 
 
 def rotate_token_key(store: AuthzStore, name: str) -> ResourceServer:

@@ -13,7 +13,7 @@ no ``keybound_meta``, rather than guess.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
 
 from sqlalchemy import (
@@ -21,6 +21,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     Engine,
     ForeignKey,
     Integer,
@@ -30,13 +31,17 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    delete,
     insert,
     inspect,
     select,
+    text,
+    update,
 )
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
+from keybound.core.authz_server import sequence_record_cti
 from keybound.core.authz_store import (
     TOKEN_FORMATS,
     Client,
@@ -69,8 +74,16 @@ __all__ = [
     "tokens_table",
 ]
 
-SCHEMA_VERSION: Final = 1
-"""Bumped whenever a table changes; a database with another version is refused."""
+SCHEMA_VERSION: Final = 2
+"""Bumped whenever a table or a stored format changes. An older database is migrated
+in place by :func:`check_schema` (:data:`_MIGRATIONS`); a newer or unknown one is refused.
+
+- 1 -> 2: tokens with a sequence-number ``cti`` (RFC 9200 §5.10.3) are recorded under
+  ``AUDIENCE#SEQ`` with the decimal sequence number; version 1 used the integer value
+  of the number's CBOR encoding, which differs from 24 on. Resource servers get an
+  ``introspection_secret_hash`` column (empty: such an RS must be given an introspection
+  secret before it can introspect over HTTP; its token key no longer serves as one).
+"""
 
 
 # ---- schema ----------------------------------------------------------------------------------
@@ -108,6 +121,9 @@ resource_servers_table = Table(
     Column("osc_recipient_id", LargeBinary),
     Column("osc_id_context", LargeBinary),
     Column("created", BigInteger, nullable=False),
+    # The RS's password at HTTP /introspect, scrypt-hashed (tools.as_client_secrets);
+    # distinct from its token key. NULL until one is made (databases of schema 1).
+    Column("introspection_secret_hash", String),
 )
 
 token_keys_table = Table(
@@ -222,6 +238,9 @@ def check_schema(engine: Engine, url: URL, *, create: bool) -> None:
     if len(versions) != 1:
         raise StorageError(f"{where}: keybound_meta holds {len(versions)} rows, expected 1")
     version = versions[0]
+    if 1 <= version < SCHEMA_VERSION:
+        _migrate(engine, where, version)
+        version = SCHEMA_VERSION
     if version > SCHEMA_VERSION:
         raise StorageError(
             f"{where} has schema version {version}, written by a newer keybound; this "
@@ -235,6 +254,56 @@ def check_schema(engine: Engine, url: URL, *, create: bool) -> None:
     missing = ALL_TABLES - tables
     if missing:
         raise StorageError(f"{where} lacks tables {sorted(missing)}: the database is damaged")
+
+
+def _rekey_sequenced_tokens(conn: Connection) -> None:
+    """Schema 1 -> 2: record sequence-number tokens under their decimal sequence number."""
+    rows = conn.execute(select(tokens_table).where(tokens_table.c.sequence.is_not(None))).all()
+    if not rows:
+        return
+    # Delete first, then insert: an old key may equal the new key of another token.
+    conn.execute(delete(tokens_table).where(tokens_table.c.sequence.is_not(None)))
+    conn.execute(
+        insert(tokens_table),
+        [
+            {
+                **row._asdict(),
+                "cti": sequence_record_cti(row.audience, int(row.sequence)),
+            }
+            for row in rows
+        ],
+    )
+
+
+def _migrate_1_to_2(conn: Connection) -> None:
+    _rekey_sequenced_tokens(conn)
+    conn.execute(
+        text(
+            f"ALTER TABLE {resource_servers_table.name} "
+            "ADD COLUMN introspection_secret_hash VARCHAR"
+        )
+    )
+
+
+#: The step from each schema version to the next, run in one transaction.
+_MIGRATIONS: Final[dict[int, Callable[[Connection], None]]] = {1: _migrate_1_to_2}
+
+
+def _migrate(engine: Engine, where: str, version: int) -> None:
+    """Bring a database of schema ``version`` to :data:`SCHEMA_VERSION`, all steps or none."""
+    try:
+        with engine.begin() as conn:
+            current = conn.execute(
+                select(meta_table.c.schema_version).with_for_update()
+            ).scalar_one()
+            # Another process may have migrated meanwhile.
+            for step in range(current, SCHEMA_VERSION):
+                _MIGRATIONS[step](conn)
+            conn.execute(update(meta_table).values(schema_version=SCHEMA_VERSION))
+    except DBAPIError as exc:
+        raise StorageError(
+            f"cannot migrate {where} from schema version {version}: {exc.orig}"
+        ) from None
 
 
 # ---- row conversion --------------------------------------------------------------------------

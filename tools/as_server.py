@@ -22,10 +22,12 @@ import uvicorn
 
 from keybound.coap.authz_server_site import AsServerCredentials, build_site
 from keybound.core.authz_store import AuthzStore
-from keybound.core.dpop_state import NonceIssuer
+from keybound.core.dpop_state import InMemoryReplayCache, NonceIssuer
 from keybound.core.dpop_token_endpoint import DPoPTokenEndpointPolicy
 from keybound.tools.as_http import TokenRequestHook, check_listen, create_app
 from keybound.tools.as_provision import as_config
+from keybound.tools.as_storage import SqlAuthzStore
+from keybound.tools.dpop_replay_cache import SqlReplayCache
 
 __all__ = ["RunningServer", "default_state_dir", "run_authorization_server"]
 
@@ -136,10 +138,17 @@ async def run_authorization_server(
     """Serve until cancelled (Ctrl-C).
 
     With ``dpop_nonce`` the token endpoint requires a server nonce in DPoP
-    proofs (RFC 9449 §8), made with a random secret of this process.
+    proofs (RFC 9449 §8), made with a random secret of this process. DPoP
+    ``jti`` values are kept in the AS's database (:class:`SqlReplayCache`), so
+    AS processes sharing it refuse a proof any of them accepted (RFC 9449 §11.1).
     """
     dpop = DPoPTokenEndpointPolicy(
-        nonce_issuer=NonceIssuer(secrets.token_bytes(32)) if dpop_nonce else None
+        nonce_issuer=NonceIssuer(secrets.token_bytes(32)) if dpop_nonce else None,
+        replay_cache=(
+            SqlReplayCache(engine=store.engine)
+            if isinstance(store, SqlAuthzStore)
+            else InMemoryReplayCache()
+        ),
     )
     server = RunningServer(
         store,

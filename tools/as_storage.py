@@ -130,6 +130,12 @@ class SqlAuthzStore:
             raise
         return cls(engine)
 
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for state kept next to the AS's records (the DPoP
+        replay cache of :mod:`keybound.tools.dpop_replay_cache`)."""
+        return self._engine
+
     def close(self) -> None:
         """Close all pooled connections."""
         self._engine.dispose()
@@ -553,6 +559,52 @@ class SqlAuthzStore:
         if not secret_matches(secret, stored):
             raise InvalidClient("client authentication failed")
         return client
+
+    def set_introspection_secret(self, name: str, secret: str) -> None:
+        """Store the scrypt hash of RS ``name``'s introspection secret (RFC 7662 §2.1).
+
+        The secret authenticates the RS at HTTP ``/introspect`` only; it is
+        independent of the token key, and each can be replaced without the other.
+        """
+        if not secret:
+            raise InvalidRecord("the introspection secret must not be empty")
+        hashed = hash_client_secret(secret)  # scrypt outside the transaction
+        with self._write() as conn:
+            changed = conn.execute(
+                update(resource_servers_table)
+                .where(resource_servers_table.c.name == name)
+                .values(introspection_secret_hash=hashed)
+            ).rowcount
+        if changed == 0:
+            raise UnknownRecord(f"no resource server named {name!r}")
+
+    def verify_introspection_secret(self, name: str, secret: str) -> ResourceServer:
+        """Authenticate RS ``name`` by its introspection secret (constant-time, scrypt).
+
+        Raises :class:`~keybound.core.errors.InvalidClient` for an unknown RS or a
+        wrong secret, and names the fix for an RS that has no introspection secret
+        (a database from before they existed).
+        """
+        with self._read() as conn:
+            stored = conn.execute(
+                select(resource_servers_table.c.introspection_secret_hash).where(
+                    resource_servers_table.c.name == name
+                )
+            ).one_or_none()
+            rs = None if stored is None else self._load_resource_server(conn, name)
+        if stored is None or rs is None:
+            burn_scrypt_time(secret)
+            raise InvalidClient("resource server authentication failed")
+        if stored[0] is None:
+            burn_scrypt_time(secret)
+            raise InvalidClient(
+                f"resource server {name!r} has no introspection secret: run "
+                f"`keybound as rotate-key {name} --introspection-secret` and give the RS "
+                "the bundle it writes"
+            )
+        if not secret_matches(secret, stored[0]):
+            raise InvalidClient("resource server authentication failed")
+        return rs
 
     # -- tokens
 

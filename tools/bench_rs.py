@@ -15,6 +15,10 @@ would): memory per stored token (tracemalloc, everything the store keeps alive)
 against the raw token as a Python ``bytes`` object, and the lookup an OSCORE
 request makes (by Recipient ID and ID Context) against a plain ``dict.get``.
 ``rs.authz_info_inprocess_10000_stored`` repeats the POST with the full store.
+
+``rs.expiry_1000_longest_silence`` (:mod:`keybound.tools.bench_rs_expiry`) is the
+longest time the RS site's event loop cannot answer while 1,000 tokens expire at
+once, against the time until their deletion is durable.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ from keybound.core.token import CnfOsc
 
 from .bench_fixtures import AUDIENCE, CLIENT_ID, NONCE1, SCOPE, SIZE_EPOCH, Keys, sample_token
 from .bench_measure import MICROSECONDS, Figure, Group, Measurement, Runner
+from .bench_rs_expiry import NAME as EXPIRY_FIGURE
+from .bench_rs_expiry import expiry_figure
 
 STORE_SIZES = (1000, 10_000)
 FIGURES = (
@@ -59,6 +65,7 @@ FIGURES = (
     "rs.store_memory_10000",
     "rs.store_lookup_1000",
     "rs.store_lookup_10000",
+    EXPIRY_FIGURE,
 )
 MEMORY_UNIT = "bytes/token"
 #: Lookups per timed call, so that one lookup is not drowned by the call around it.
@@ -226,7 +233,7 @@ def run(runner: Runner) -> list[Figure]:
             "rs.authz_info_inprocess",
         )
     )
-    return figures + memory + lookups
+    return [*figures, *memory, *lookups, expiry_figure(runner, fixture.keys)]
 
 
 GROUP = Group(
@@ -234,7 +241,7 @@ GROUP = Group(
     title="the Resource Server in process: /authz-info, token store",
     figures=FIGURES,
     run=run,
-    steps=9,
+    steps=10,
 )
 
 __all__ = ["FIGURES", "GROUP", "STORE_SIZES"]

@@ -12,7 +12,8 @@ RS bundle (read by ``keybound rs``)::
      "has_clock": bool, "scopes": [...], "profiles": [2],
      "introspection": {"uri": "coap://HOST:PORT/introspect",
                        "oscore": {"master_secret", "master_salt", "sender_id",
-                                  "recipient_id", "id_context", "alg": 10, "hkdf": 5}}}
+                                  "recipient_id", "id_context", "alg": 10, "hkdf": 5},
+                       "http_secret": str}}  # the RS's password at HTTP /introspect
 
 Device bundle (read by ``firmware/config.py``)::
 
@@ -24,6 +25,10 @@ Device bundle (read by ``firmware/config.py``)::
      "as_context": {"master_secret", "master_salt", "sender_id", "recipient_id",
                     "id_context", "alg": 10, "hkdf": 5},
      "http": {"client_secret"}}                      # only for HTTP clients
+
+An HTTP-only client (``client add --http-secret --no-oscore``) gets ``kind``,
+``version``, ``contains_secrets``, ``note``, ``client_id``, ``as_uri``,
+``audience``, ``scope`` and ``http``: no OSCORE context and no device settings.
 
 Byte strings are hex. OSCORE IDs are those of the bundle's owner: its
 ``sender_id`` is what it sends with (RFC 8613 §3.1).
@@ -45,6 +50,8 @@ from keybound.core.oscore_profile import DerivedContext
 __all__ = [
     "DEVICE_BUNDLE_KIND",
     "RS_BUNDLE_KIND",
+    "WIFI_PASSWORD_PLACEHOLDER",
+    "WIFI_SSID_PLACEHOLDER",
     "device_bundle",
     "oscore_from_json",
     "oscore_json",
@@ -55,6 +62,9 @@ __all__ = [
 RS_BUNDLE_KIND = "keybound-rs-bundle"
 DEVICE_BUNDLE_KIND = "keybound-device-bundle"
 BUNDLE_VERSION = 1
+#: What a device bundle says until ``keybound device flash --wifi-ssid`` fills it in.
+WIFI_SSID_PLACEHOLDER = "YOUR-WIFI-SSID"
+WIFI_PASSWORD_PLACEHOLDER = "YOUR-WIFI-PASSWORD"  # noqa: S105 - a placeholder, not a secret
 
 _RS_NOTE = (
     "For the resource server only. Holds the key that decrypts its access tokens and its "
@@ -67,15 +77,16 @@ _DEVICE_NOTE = (
 )
 
 
-def oscore_json(context: OscoreContext) -> dict[str, Any]:
+def oscore_json(context: OscoreContext | DerivedContext) -> dict[str, Any]:
     """An OSCORE context (owner's point of view) as hex strings, RFC 8613 defaults."""
+    alg = context.alg if isinstance(context, DerivedContext) else 10
     return {
         "master_secret": context.master_secret.hex(),
         "master_salt": context.master_salt.hex(),
         "sender_id": context.sender_id.hex(),
         "recipient_id": context.recipient_id.hex(),
         "id_context": None if context.id_context is None else context.id_context.hex(),
-        "alg": 10,  # AES-CCM-16-64-128
+        "alg": alg,  # AES-CCM-16-64-128 (10) unless the context says otherwise
         "hkdf": 5,  # HMAC 256/256 (RFC 9203 §3.2.1)
     }
 
@@ -98,8 +109,20 @@ def oscore_from_json(data: object) -> DerivedContext:
         raise DecodeError(f"the OSCORE context is malformed: {exc}") from exc
 
 
-def rs_bundle(rs: ResourceServer, issuer: IssuerSettings, *, as_base: str) -> dict[str, Any]:
-    """The RS bundle for ``rs``; ``as_base`` is ``coap://HOST:PORT``."""
+def rs_bundle(
+    rs: ResourceServer,
+    issuer: IssuerSettings,
+    *,
+    as_base: str,
+    introspection_secret: str | None = None,
+) -> dict[str, Any]:
+    """The RS bundle for ``rs``; ``as_base`` is ``coap://HOST:PORT``.
+
+    ``introspection_secret`` (from
+    :func:`keybound.tools.as_provision.new_introspection_secret`) is the RS's
+    password at the AS's HTTP ``/introspect``, written as
+    ``introspection.http_secret``; the AS keeps only its hash.
+    """
     token_key = rs.token_key
     key = Key.from_cose_key(token_key.key).with_kid(token_key.kid)
     as_public = Key.from_cose_key(issuer.signing_key).public_key()
@@ -127,6 +150,8 @@ def rs_bundle(rs: ResourceServer, issuer: IssuerSettings, *, as_base: str) -> di
             "uri": f"{as_base}/introspect",
             "oscore": oscore_json(rs.introspection_context),
         }
+    if introspection_secret is not None:
+        bundle.setdefault("introspection", {})["http_secret"] = introspection_secret
     return bundle
 
 
@@ -140,7 +165,12 @@ def device_bundle(
     oscore: OscoreContext | None,
     http_secret: str | None = None,
 ) -> dict[str, Any]:
-    """The device bundle ``firmware/config.py`` reads."""
+    """The device bundle ``firmware/config.py`` reads.
+
+    A client without an OSCORE context is an HTTP client: its bundle has no
+    firmware settings (Wi-Fi placeholders, CoAP paths, period), only who it is
+    and its ``http`` secret.
+    """
     bundle: dict[str, Any] = {
         "kind": DEVICE_BUNDLE_KIND,
         "version": BUNDLE_VERSION,
@@ -148,18 +178,22 @@ def device_bundle(
         "note": _DEVICE_NOTE,
         "client_id": client_id,
         "as_uri": as_base,
-        "rs_uri": rs_uri,
         "audience": audience,
         "scope": scope,
-        "resource": "/temp",
-        "token_path": "/token",
-        "authz_info_path": "/authz-info",
-        "state_dir": "state",
-        "period_s": 60,
-        "wifi": {"ssid": "YOUR-WIFI-SSID", "password": "YOUR-WIFI-PASSWORD"},
     }
     if oscore is not None:
-        bundle["as_context"] = oscore_json(oscore)
+        bundle.update(
+            {
+                "rs_uri": rs_uri,
+                "resource": "/temp",
+                "token_path": "/token",
+                "authz_info_path": "/authz-info",
+                "state_dir": "state",
+                "period_s": 60,
+                "wifi": {"ssid": WIFI_SSID_PLACEHOLDER, "password": WIFI_PASSWORD_PLACEHOLDER},
+                "as_context": oscore_json(oscore),
+            }
+        )
     if http_secret is not None:
         bundle["http"] = {"client_secret": http_secret}
     return bundle

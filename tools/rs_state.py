@@ -5,7 +5,8 @@ the nonces and identifiers of their OSCORE contexts (enough to re-derive them,
 RFC 9203 §4.3), each context's Sender Sequence Number high-water mark (written
 ahead, RFC 8613 Appendix B.1.1), and the exi sequence number high-water mark
 (RFC 9200 §5.10.3). Every write is committed with ``synchronous=FULL`` before the
-call returns.
+call returns; the RS makes these calls on one worker thread
+(:class:`keybound.coap.state_writer.StateWriter`), never on its event loop.
 
 Replay windows are stored only by a clean shutdown (RFC 8613 Appendix B.1.2): the
 ``shutdown_windows`` table receives each context's window and exact next Sender
@@ -24,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from keybound.core.token_store import (
@@ -148,9 +149,16 @@ class SqliteRsState:
             db.execute("DELETE FROM shutdown_windows WHERE key_id = ?", (record.key_id,))
 
     def delete_context(self, key_id: bytes) -> None:
+        self.delete_contexts([key_id])
+
+    def delete_contexts(self, key_ids: Sequence[bytes]) -> None:
+        """Delete the contexts of all ``key_ids`` in one transaction (one commit)."""
+        rows = [(key_id,) for key_id in key_ids]
+        if not rows:
+            return
         with self._transaction() as db:
-            db.execute("DELETE FROM contexts WHERE key_id = ?", (key_id,))
-            db.execute("DELETE FROM shutdown_windows WHERE key_id = ?", (key_id,))
+            db.executemany("DELETE FROM contexts WHERE key_id = ?", rows)
+            db.executemany("DELETE FROM shutdown_windows WHERE key_id = ?", rows)
 
     def put_sender_mark(self, key_id: bytes, mark: int) -> None:
         self.db.execute(
