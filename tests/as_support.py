@@ -19,6 +19,7 @@ from keybound.tools.as_provision import (
 )
 from keybound.tools.as_storage import SqlAuthzStore
 from keybound.tools.bundles import device_bundle, rs_bundle
+from tests.conftest import require
 
 ISSUER = "coap://as.example"
 
@@ -59,8 +60,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'as.db'}"
         return
     url = _pg_url()
-    if url is None:
-        pytest.skip("PostgreSQL: set KEYBOUND_TEST_PG_URL=postgresql://user@host/db to run")
+    require(url, "PostgreSQL: set KEYBOUND_TEST_PG_URL=postgresql://user@host/db to run")
+    assert url is not None
     _reset_pg(url)
     yield url
     _reset_pg(url)

@@ -19,6 +19,9 @@ import pytest
 from keybound.core.keys import Key
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Set to 1 (CI does) to make a missing part (MicroPython, mpy-cross, PostgreSQL, libcoap) fail
+#: the tests that need it instead of skipping them.
+REQUIRE_ALL_VARIABLE = "KEYBOUND_REQUIRE_ALL"
 VECTORS = ROOT / "tests" / "vectors"
 BIN = Path(sys.executable).parent
 
@@ -49,12 +52,16 @@ def rfc8392_keys() -> dict[str, Key]:
 
 
 def run_keybound(
-    *args: str, input_text: str | None = None, timeout: float = 60, cwd: Path | None = None
+    *args: str,
+    input_text: str | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+    script: Path = BIN / "keybound",
 ) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``keybound`` console script."""
+    """Run the installed ``keybound`` console script (or another installation's ``script``)."""
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run(
-        [str(BIN / "keybound"), *args],
+        [str(script), *args],
         input=input_text,
         capture_output=True,
         text=True,
@@ -63,6 +70,40 @@ def run_keybound(
         cwd=cwd,
         check=False,
     )
+
+
+def require(available: object, missing: str) -> None:
+    """Skip unless ``available``; with KEYBOUND_REQUIRE_ALL=1, fail instead.
+
+    Every test that needs a part outside pip's reach, or an optional one,
+    asks through here, so a CI run without that part fails loudly rather than
+    passing with the tests skipped. Callable at module level (then it fails
+    or skips the whole file) and inside a test or fixture.
+    """
+    if available:
+        return
+    if os.environ.get(REQUIRE_ALL_VARIABLE) == "1":
+        pytest.fail(f"{missing} ({REQUIRE_ALL_VARIABLE}=1 requires it)", pytrace=False)
+    pytest.skip(missing, allow_module_level=True)
+
+
+def provision_device(tmp_path: Path, script: Path = BIN / "keybound") -> tuple[str, Path]:
+    """An AS database in ``tmp_path`` with one RS and the device sensor-1, made with the CLI.
+
+    Returns the database URL and the device bundle `as client add` wrote.
+    """
+    db = f"sqlite:///{tmp_path / 'as.db'}"
+    rs_uri = "coap://127.0.0.1:5684"
+    for args in (
+        ["as", "init", "--db", db, "--issuer", "coap://127.0.0.1:5683"],
+        ["as", "rs", "add", "temp-rs", "--db", db, "--audience", rs_uri, "--scope", "temp.read",
+         "--out", str(tmp_path / "rs.json")],
+        ["as", "client", "add", "sensor-1", "--db", db, "--audience", rs_uri, "--scope",
+         "temp.read", "--out", str(tmp_path / "added"), "--rs-uri", rs_uri],
+    ):  # fmt: skip
+        proc = run_keybound(*args, cwd=tmp_path, script=script)
+        assert proc.returncode == 0, proc.stderr
+    return db, tmp_path / "added" / "sensor-1.json"
 
 
 _HANDED_OUT: set[int] = set()

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
+
+from tests.conftest import require
 
 PG_URL_VARIABLE = "KEYBOUND_TEST_PG_URL"
 SKIP_REASON = f"set {PG_URL_VARIABLE} to run against PostgreSQL"
@@ -24,8 +25,8 @@ SKIP_REASON = f"set {PG_URL_VARIABLE} to run against PostgreSQL"
 def pg_base_url() -> str:
     """The configured server URL, or skip the test."""
     url = os.environ.get(PG_URL_VARIABLE)
-    if not url:
-        pytest.skip(SKIP_REASON)
+    require(url, SKIP_REASON)
+    assert url is not None
     return url
 
 

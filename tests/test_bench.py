@@ -26,6 +26,7 @@ from keybound.core.keys import Key
 from keybound.tools import bench
 from keybound.tools import bench_fixtures as fx
 from keybound.tools.bench_measure import Figure, Group, Measurement, Timer
+from tests.conftest import require
 
 GROUPS = ("size", "codec", "dpop")
 #: The stable names of the groups run here; renaming one breaks users' dashboards.
@@ -222,8 +223,8 @@ def test_loopback_baselines_are_named_and_shared(loopback: dict[str, dict[str, A
     assert bare["baseline_name"] == "oscore.plain_get_rps"
 
 
-@pytest.mark.skipif(not MICROPYTHON.exists(), reason="MicroPython unix port not installed")
 def test_firmware_figures(loopback: dict[str, dict[str, Any]]) -> None:
+    require(MICROPYTHON.exists(), f"the MicroPython unix port is not installed ({MICROPYTHON})")
     request = loopback["firmware.oscore_request_ms"]
     assert request["baseline_name"] == "firmware.plain_get_ms"
     flow = loopback["firmware.flow_ms"]

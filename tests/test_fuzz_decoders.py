@@ -26,6 +26,7 @@ from keybound.core.keys import Key
 from keybound.core.numbers.cose_algorithms import Algorithm
 from keybound.core.oscore_profile import AuthzInfoRequest
 from keybound.tools import soak
+from tests.conftest import require
 
 from .fuzz_support import CI_SETTINGS
 
@@ -99,8 +100,7 @@ print(counts)
 
 @pytest.mark.micropython
 def test_firmware_cbor_decoder_on_micropython(tmp_path: Path) -> None:
-    if not MICROPYTHON.exists():
-        pytest.skip("the MicroPython unix port is not installed")
+    require(MICROPYTHON.exists(), "the MicroPython unix port is not installed")
     rng = random.Random(7)
     mutator = soak.Mutator(rng)
     seeds = [VALID, AuthzInfoRequest(VALID, os.urandom(8), b"\x01").encode(), *soak.NASTY_CBOR]

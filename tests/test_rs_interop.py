@@ -19,14 +19,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import cbor2
-import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keybound.coap.resource_server_site import ResourceServerSite
 from keybound.core.oscore_profile import derive_context_parameters, derive_keys
 from keybound.core.resource_server import ResourceServer, RsPolicy
-from tests.conftest import BIN
+from tests.conftest import BIN, require
 from tests.rs_support import (
     AS_URI,
     AUDIENCE,
@@ -78,9 +77,11 @@ def hkdf(secret: bytes, salt: bytes, info: list[object], length: int) -> bytes:
     return HKDF(hashes.SHA256(), length, salt, cbor2.dumps(info)).derive(secret)
 
 
-@pytest.mark.skipif(LIBCOAP_CLIENT is None, reason="libcoap's coap-client is not installed "
-                    "(Debian package libcoap3-bin; .ci/run installs it)")  # fmt: skip
 def test_libcoap_posts_a_token_and_aiocoap_client_reads_over_oscore(tmp_path: Path) -> None:
+    require(
+        LIBCOAP_CLIENT,
+        "libcoap's coap-client is not installed (Debian package libcoap3-bin; .ci/run installs it)",
+    )
     assert LIBCOAP_CLIENT is not None
     keys = Keys()
     mat = material(b"\x07")

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from keybound.tools.systemd_unit import render_unit
-from tests.conftest import BIN, ROOT, free_udp_port, run_keybound
+from tests.conftest import BIN, ROOT, free_udp_port, require, run_keybound
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 
 
 def systemd_analyze() -> str:
-    """The tool, or a skip outside CI; in CI (``CI`` set) a missing tool is a failure."""
-    if SYSTEMD_ANALYZE is None:
-        if os.environ.get("CI"):
-            pytest.fail("systemd-analyze is missing: install the systemd package")
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    """The tool, or a skip; with KEYBOUND_REQUIRE_ALL=1 (CI) a missing tool is a failure."""
+    require(SYSTEMD_ANALYZE, "systemd-analyze is not installed (apt-get install systemd)")
+    assert SYSTEMD_ANALYZE is not None
     return SYSTEMD_ANALYZE
 
 

@@ -22,8 +22,9 @@ keybound's RS site with the AS's token key, and a plain aiocoap server.
   counted. Baseline: the same sampling around one plain GET in the same
   process. It is taken first, before any timing, in the same process.
 * ``firmware.mpy_bytes``: the total size of every firmware module compiled
-  with ``mpy-cross`` (``manifest.py`` is a build description, not a module),
-  against the total size of their sources.
+  with ``mpy-cross`` (not ``manifest.py``, a build description, nor
+  ``__init__.py``, a marker for CPython), against the total size of their
+  sources.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from .bench_as import AS_SCOPE, ProvisionedAs, provisioned_as
 from .bench_fixtures import AUDIENCE, HOST, free_udp_port
 from .bench_measure import BYTES, MILLISECONDS, Figure, Group, Measurement, Runner
 from .bench_oscore import resource_server, temperature_site
+from .device_cli import NOT_DEPLOYED
 
 FIGURES = (
     "firmware.flow_ms",
@@ -162,7 +164,7 @@ def tool(name: str) -> Path | None:
 def firmware_sources() -> Iterator[tuple[str, bytes]]:
     """(file name, source) of every firmware module, as the wheel ships them."""
     for entry in sorted(resources.files("keybound.firmware").iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".py") and entry.name != "manifest.py":
+        if entry.name.endswith(".py") and entry.name not in NOT_DEPLOYED:
             yield entry.name, entry.read_bytes()
 
 

@@ -8,6 +8,9 @@ database: it holds the client-AS OSCORE master secret, so it is written 0600.
 (``main.py`` stays a source file, the board runs it at boot), then copies the
 compiled modules, ``main.py`` and the bundle as ``keybound.json`` to the
 board with ``mpremote connect PORT fs cp SRC :DEST``, and resets the board.
+Before copying it asks the board which ``.mpy`` version its MicroPython
+loads (``sys.implementation._mpy``, low 8 bits) and stops, touching nothing,
+when the compiled files carry another version in their header.
 ``--dry-run`` compiles, keeps the build directory and lists what would be
 copied (source, destination, size) without touching a board.
 """
@@ -45,13 +48,16 @@ from keybound.tools.cli_support import clean_errors, console, err_console, fail
 
 __all__ = [
     "BUNDLE_NAME",
+    "NOT_DEPLOYED",
     "Upload",
     "app",
+    "board_mpy_version",
     "bundle_from_store",
     "bundle_warnings",
     "compile_firmware",
     "firmware_sources",
     "flash_commands",
+    "mpy_version",
 ]
 
 app = typer.Typer(
@@ -62,10 +68,15 @@ app = typer.Typer(
 
 #: The name firmware/config.py reads the bundle from on the board.
 BUNDLE_NAME = "keybound.json"
-#: Firmware files that are not deployed (the freezing manifest).
-_NOT_DEPLOYED = frozenset({"manifest.py"})
+#: Files of ``keybound.firmware`` that are not deployed: the freezing manifest, and the
+#: ``__init__.py`` that makes the folder a regular package for CPython's importlib.resources.
+NOT_DEPLOYED = frozenset({"manifest.py", "__init__.py"})
 #: Deployed as source: the board runs main.py at boot.
 _SOURCE_ONLY = frozenset({"main.py"})
+#: The first byte of every .mpy file, ASCII 'M' (MicroPython's "The .mpy header").
+_MPY_MAGIC = 0x4D
+#: Printed by the board: the .mpy version and features it loads, or -1 without .mpy support.
+_BOARD_MPY_QUERY = "import sys; print(getattr(sys.implementation, '_mpy', -1))"
 _TOOL_TIMEOUT_S = 120
 
 DbOption = Annotated[
@@ -109,12 +120,13 @@ class Upload:
 def firmware_sources() -> Iterator[list[Path]]:
     """The deployable firmware sources (``*.py`` of ``keybound.firmware``), sorted by name.
 
-    Found with importlib.resources, so an installed keybound (a wheel) can flash.
+    Found with importlib.resources, so an installed keybound (a wheel, or an
+    editable install of either setuptools mode) can flash.
     """
     entries = [
         entry
         for entry in resources.files("keybound.firmware").iterdir()
-        if entry.is_file() and entry.name.endswith(".py") and entry.name not in _NOT_DEPLOYED
+        if entry.is_file() and entry.name.endswith(".py") and entry.name not in NOT_DEPLOYED
     ]
     with ExitStack() as stack:
         paths = [stack.enter_context(resources.as_file(entry)) for entry in entries]
@@ -164,6 +176,56 @@ def compile_firmware(
                     raise ValueError(f"mpy-cross failed on {src.name}: {proc.stderr.strip()}")
             uploads.append(Upload(target, target.name, target.stat().st_size))
     return uploads
+
+
+def mpy_version(path: Path) -> int:
+    """The version byte of an ``.mpy`` file's header (``M``, version, flags, small-int bits)."""
+    with path.open("rb") as f:
+        header = f.read(4)
+    if len(header) < 4 or header[0] != _MPY_MAGIC:
+        raise ValueError(f"{path.name} is not an .mpy file")
+    return header[1]
+
+
+def board_mpy_version(mpremote: str, port: str) -> int | None:
+    """The ``.mpy`` version the board's MicroPython loads, or None if it loads none.
+
+    ``sys.implementation._mpy`` encodes the version in its low 8 bits, the
+    sub-version and native architecture above them (MicroPython's ".mpy
+    files" reference); bytecode-only files, as ``mpy-cross`` writes for the
+    firmware, need the version alone to match.
+    """
+    cmd = [mpremote, "connect", port, "exec", _BOARD_MPY_QUERY]
+    proc = subprocess.run(  # noqa: S603 - mpremote with our own arguments
+        cmd, capture_output=True, text=True, timeout=_TOOL_TIMEOUT_S, check=False
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise OSError(
+            f"mpremote could not ask the board: {detail[-1] if detail else proc.returncode}"
+        )
+    try:
+        value = int(lines[-1])
+    except (IndexError, ValueError):
+        raise OSError(f"the board answered {proc.stdout.strip()!r} for its .mpy version") from None
+    return None if value < 0 else value & 0xFF
+
+
+def _check_mpy_version(mpremote: str, port: str, uploads: list[Upload]) -> None:
+    """Refuse (one line, exit 2) when the compiled files are not the board's .mpy version."""
+    written = sorted({mpy_version(up.source) for up in uploads if up.dest.endswith(".mpy")})
+    if not written:
+        return  # --source: the board compiles the sources itself
+    board = board_mpy_version(mpremote, port)
+    if board is None:
+        raise fail(f"the board on {port} loads no .mpy files: flash with --source")
+    if written != [board]:
+        produced = ", ".join(str(v) for v in written)
+        raise fail(
+            f"mpy-cross wrote .mpy version {produced} but the board on {port} loads version "
+            f"{board}: install an mpy-cross that writes version {board}, or flash with --source"
+        )
 
 
 def flash_commands(mpremote: str, port: str, uploads: list[Upload]) -> list[list[str]]:
@@ -331,7 +393,9 @@ def flash_command(
         if dry_run:
             _show_plan(uploads, port, build_dir, as_json)
             return
-        _copy(flash_commands(_tool("mpremote", mpremote), port, uploads))
+        tool = _tool("mpremote", mpremote)
+        _check_mpy_version(tool, port, uploads)
+        _copy(flash_commands(tool, port, uploads))
     console.print(f"flashed {len(uploads)} file(s) to {port}; the board restarts into main.py")
 
 

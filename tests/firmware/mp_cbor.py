@@ -7,7 +7,7 @@ import json
 import sys
 
 import cbor
-from mptest import check, done, eq, raises
+from mptest import check, done, eq, hexstr, raises
 
 
 def diag(v):
@@ -21,9 +21,9 @@ def diag(v):
     if isinstance(v, int):
         return str(v)
     if isinstance(v, bytes):
-        return "h'" + v.hex() + "'"
+        return "h'" + hexstr(v) + "'"
     if isinstance(v, str):
-        return "t'" + v.encode().hex() + "'"
+        return "t'" + hexstr(v.encode()) + "'"
     if isinstance(v, list):
         return "[" + ",".join(diag(x) for x in v) + "]"
     if isinstance(v, dict):
@@ -45,7 +45,7 @@ for i, hx in enumerate(cases["valid"]):
         continue
     print(f"DIAG {i} {diag(value)}")
     enc = cbor.dumps(value, sort_keys=True)
-    print(f"ENC {i} {enc.hex()}")
+    print(f"ENC {i} {hexstr(enc)}")
     eq(f"valid {i} re-encodes to the same bytes", enc, data)
 
 for name, hx, needle in cases["invalid"]:

@@ -13,7 +13,7 @@ import sys
 
 import block
 import oscore
-from mptest import check, done, eq
+from mptest import check, done, eq, hexstr
 
 import coap
 
@@ -42,7 +42,7 @@ elif mode == "block":
         [block.parse_block(b)[0] for b in sent[1:]],
         list(range(1, len(sent))),
     )
-    print(f"BODY {len(resp.payload)} {hashlib.sha256(resp.payload).digest().hex()}")
+    print(f"BODY {len(resp.payload)} {hexstr(hashlib.sha256(resp.payload).digest())}")
 elif mode == "separate":
     resp = send(coap.request(coap.GET, "/slow"))
     eq("separate response code", resp.code, coap.CONTENT)
@@ -79,7 +79,7 @@ elif mode == "oscore":
         eq("one sequence number per request", ctx.seq - first_seq, 1)
     resp = coap.fetch(osend, coap.request(coap.GET, "/big"))
     eq("OSCORE Block2 code", resp.code, coap.CONTENT)
-    print(f"BODY {len(resp.payload)} {hashlib.sha256(resp.payload).digest().hex()}")
+    print(f"BODY {len(resp.payload)} {hexstr(hashlib.sha256(resp.payload).digest())}")
     resp = osend(coap.request(coap.POST, "/echo", b"\x01\x02\x03", coap.CF_OCTETS))
     eq("OSCORE POST echoes the payload", resp.payload, b"\x01\x02\x03")
 else:

@@ -3,16 +3,16 @@
 import sys
 
 import ace
-from mptest import done, eq
+from mptest import done, eq, hexstr
 
 ms, salt, n1, n2, id1, id2, ctx_id = (bytes.fromhex(a) for a in sys.argv[1:8])
 # OSCORE_Input_Material (RFC 9203 §3.2.1): 0 id, 2 ms, 5 salt, 6 contextId
 osc = {0: b"\x00", 2: ms, 5: salt, 6: ctx_id}
 ctx = ace.derive_context(osc, n1, n2, id1, id2)
-print("SALT", ace.master_salt(salt, n1, n2).hex())
-print("SK", ctx.sender_key.hex())
-print("RK", ctx.recipient_key.hex())
-print("IV", ctx.common_iv.hex())
+print("SALT", hexstr(ace.master_salt(salt, n1, n2)))
+print("SK", hexstr(ctx.sender_key))
+print("RK", hexstr(ctx.recipient_key))
+print("IV", hexstr(ctx.common_iv))
 eq("roles: sender ID is ID2", ctx.sender_id, id2)
 eq("roles: recipient ID is ID1", ctx.recipient_id, id1)
 eq("ID Context is contextId", ctx.id_context, ctx_id)

@@ -19,6 +19,7 @@
 # request, its response, the token and both OSCORE contexts are all live,
 # on top of the loaded code.
 
+import binascii
 import gc
 import sys
 import time
@@ -54,7 +55,8 @@ def answer(session, words):
     cmd = words[0]
     if cmd == "get":
         resp = session.request(coap.request(coap.GET, words[1]))
-        body = bytes(resp.payload).hex() or "-"
+        # hexlify, not .hex(): b"".hex() is b"" on MicroPython 1.22 to 1.25.
+        body = binascii.hexlify(bytes(resp.payload)).decode() or "-"
         counts = f"tokens={session.tokens_requested} posts={session.authz_posts}"
         return f"RESP {code(resp)} {body} {counts}"
     if cmd == "token":

@@ -8,6 +8,7 @@ import sys
 import time
 
 import oscore
+from mptest import hexstr
 
 import coap
 
@@ -18,6 +19,6 @@ print("START", ctx.seq)
 for _ in range(count):
     outer, state = ctx.protect(coap.request(coap.GET, "/temp"))
     piv, _, kid = oscore.decode_option(outer.get(coap.OSCORE))
-    print("PIV", piv.hex())
+    print("PIV", hexstr(piv))
     time.sleep_ms(delay)
 print(f"END writes={store.writes}")

@@ -3,9 +3,17 @@
 # detail"; done() prints a summary line and exits non-zero on any failure.
 # The pytest wrapper (tests/test_firmware.py) parses these lines.
 
+import binascii
 import sys
 
 _state = {"passed": 0, "failed": 0}
+
+
+def hexstr(data):
+    # Lowercase hex text of bytes.  Not data.hex(): on MicroPython 1.22 to
+    # 1.25 b"".hex() returns b"" (bytes), which breaks string concatenation;
+    # hexlify() returns bytes on every release.
+    return binascii.hexlify(data).decode()
 
 
 def check(name, ok, detail=""):
@@ -20,7 +28,7 @@ def check(name, ok, detail=""):
 
 def eq(name, got, want):
     if isinstance(got, (bytes, bytearray)) and isinstance(want, (bytes, bytearray)):
-        return check(name, bytes(got) == bytes(want), f"got {got.hex()} want {want.hex()}")
+        return check(name, bytes(got) == bytes(want), f"got {hexstr(got)} want {hexstr(want)}")
     return check(name, got == want, f"got {got!r} want {want!r}")
 
 
