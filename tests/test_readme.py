@@ -41,6 +41,26 @@ ready() {  # ready LOG: wait for the server's ready line in LOG
 """
 
 
+#: The ports the README's examples name: UDP for CoAP, TCP for HTTP. The tests run the
+#: examples on ports the OS hands out instead, so a busy machine cannot break them.
+README_PORTS = {5683: socket.SOCK_DGRAM, 5685: socket.SOCK_DGRAM, 5686: socket.SOCK_DGRAM,
+                8080: socket.SOCK_STREAM}  # fmt: skip
+
+
+def on_free_ports(text: str, ports: dict[int, int]) -> str:
+    """``text`` with every port number of ``ports`` (``host:PORT`` or ``("host", PORT)``)
+    replaced by its free substitute."""
+    return re.sub(
+        r"(?<=[:\s])(\d{4,5})\b",
+        lambda match: str(ports.get(int(match.group(1)), match.group(1))),
+        text,
+    )
+
+
+def free_readme_ports() -> dict[int, int]:
+    return {port: free_port(kind) for port, kind in README_PORTS.items()}
+
+
 def readme_blocks() -> list[tuple[str, str]]:
     return MARK.findall((ROOT / "README.md").read_text())
 
@@ -72,7 +92,7 @@ def test_readme_has_the_tested_sections() -> None:
 
 def test_readme_examples_run(tmp_path: Path) -> None:
     script = tmp_path / "readme.sh"
-    script.write_text(to_script(readme_blocks()))
+    script.write_text(on_free_ports(to_script(readme_blocks()), free_readme_ports()))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "200"}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
     proc = subprocess.run(
@@ -100,6 +120,8 @@ PYTHON = re.compile(r"<!-- readme-python: ([\w-]+) -->\s*```python\n(.*?)```", r
 def test_readme_python_resource_server_example(tmp_path: Path) -> None:
     """The README's Python RS serves its resource to a client that went through the AS."""
     import asyncio
+    import contextlib
+    import io
 
     from keybound.coap.client import CoapAceClient, Endpoints, client_context
     from keybound.core.client_flow import AceClient
@@ -108,14 +130,23 @@ def test_readme_python_resource_server_example(tmp_path: Path) -> None:
     from keybound.tools.client_cli import DeviceBundle
     from keybound.tools.demo import provision
 
-    (code,) = [body for name, body in PYTHON.findall((ROOT / "README.md").read_text())]
+    ports = free_readme_ports()
+    rs_port = ports[5686]
+    code = on_free_ports(python_examples()["rs-api"], ports)
     as_port = free_udp_port()
-    provision(tmp_path, as_port, 5686)  # the example listens on 5686
+    provision(tmp_path, as_port, rs_port)
+    printed = io.StringIO()
     namespace: dict[str, object] = {"__name__": "readme_example"}
     cwd = Path.cwd()
     os.chdir(tmp_path)
     try:
         exec(compile(code, "README.md:rs-api", "exec"), namespace)
+
+        async def listening(served: asyncio.Task[None]) -> None:
+            """Until the example says it listens (or ends, which is a failure)."""
+            while "listening on" not in printed.getvalue():
+                assert not served.done(), printed.getvalue()
+                await asyncio.sleep(0.01)
 
         async def scenario() -> bytes:
             import aiocoap
@@ -124,15 +155,16 @@ def test_readme_python_resource_server_example(tmp_path: Path) -> None:
             authz = RunningServer(store, coap=("127.0.0.1", as_port), state_dir=tmp_path / "as")
             await authz.start()
             stop = asyncio.Event()
-            served = asyncio.create_task(namespace["main"](stop))  # type: ignore[operator]
+            with contextlib.redirect_stdout(printed):
+                served = asyncio.create_task(namespace["main"](stop))  # type: ignore[operator]
+                await asyncio.wait_for(listening(served), 30)
             coap = await aiocoap.Context.create_client_context()
             try:
-                await asyncio.sleep(0.2)
                 device = DeviceBundle.read(tmp_path / "sensor-1.json")
                 client = CoapAceClient(
                     coap,
                     AceClient(audience=device.audience, scope=device.scope),
-                    Endpoints(device.as_uri, "coap://127.0.0.1:5686"),
+                    Endpoints(device.as_uri, f"coap://127.0.0.1:{rs_port}"),
                     client_context(device.as_context),
                 )
                 reply = await client.request("GET", "humidity")
@@ -188,8 +220,9 @@ def test_python_rs_example_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     """The example serves until SIGINT, then reaches site.shutdown() and exits 0."""
     from keybound.tools.demo import provision
 
-    provision(tmp_path, free_udp_port(), 5686)  # the example listens on 5686
-    (tmp_path / "rs_example.py").write_text(python_examples()["rs-api"])
+    ports = free_readme_ports()
+    provision(tmp_path, free_udp_port(), ports[5686])
+    (tmp_path / "rs_example.py").write_text(on_free_ports(python_examples()["rs-api"], ports))
     log = tmp_path / "rs.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -197,7 +230,7 @@ def test_python_rs_example_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT, env=python_env(),
         )  # fmt: skip
     try:
-        wait_for_log(log, "listening on 127.0.0.1:5686", proc)
+        wait_for_log(log, f"listening on 127.0.0.1:{ports[5686]}", proc)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0, log.read_text()
     finally:
