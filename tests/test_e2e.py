@@ -114,6 +114,23 @@ def test_scope_not_granted_is_403(fleet: Fleet) -> None:
     assert "insufficient_scope" in put.stderr
 
 
+def test_client_json_output(fleet: Fleet) -> None:
+    """``--json`` prints the reply as one JSON object, an error reply too (exit 1)."""
+    got = fleet.client("get", "/temp", "--json")
+    assert got.returncode == 0, got.stderr
+    reply = json.loads(got.stdout)
+    assert reply["code"] == "2.05"
+    assert reply["success"] is True
+    float(reply["payload"])  # a temperature reading
+    assert bytes.fromhex(reply["payload_hex"]).decode() == reply["payload"]
+    refused = fleet.client("put", "/led", "--payload", "on", "--json")
+    assert refused.returncode == 1
+    error = json.loads(refused.stdout)
+    assert error["code"] == "4.03"
+    assert error["success"] is False
+    assert "error=insufficient_scope" in error["error"]
+
+
 def test_client_sequence_numbers_survive_runs(fleet: Fleet) -> None:
     """The client-AS Sender Sequence Number mark only grows across invocations."""
     marks = []

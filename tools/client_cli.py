@@ -37,7 +37,13 @@ import typer
 from keybound.coap.client import CoapAceClient, Endpoints, client_context, response_text
 from keybound.coap.oscore_store import RsSecurityContext
 from keybound.core import cbor
-from keybound.core.client_flow import EXPIRY_MARGIN, AceClient, TokenGrant, error_description
+from keybound.core.client_flow import (
+    EXPIRY_MARGIN,
+    AceClient,
+    Reply,
+    TokenGrant,
+    error_description,
+)
 from keybound.core.errors import DecodeError, KeyboundError
 from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.oscore_profile import DerivedContext
@@ -251,8 +257,8 @@ async def run_request(
     content_format: int | None = None,
     *,
     verbose: bool = False,
-) -> tuple[int, str]:
-    """One request through the whole flow; returns (exit status, text to show)."""
+) -> Reply:
+    """One request through the whole flow; returns the RS's final reply."""
     rs_uri, path = _split(url)
     with state_lock(state_dir, bundle.client_id):
         return await _run_locked(
@@ -270,7 +276,7 @@ async def _run_locked(
     content_format: int | None,
     *,
     verbose: bool,
-) -> tuple[int, str]:
+) -> Reply:
     seq = SequenceFile(state_dir / f"{bundle.client_id}.as-seq.json", bundle.fingerprint())
     as_context = client_context(bundle.as_context, mark=seq.load(), persist_mark=seq.store)
     about = "|".join((bundle.fingerprint(), rs_uri, bundle.audience, bundle.scope or ""))
@@ -292,12 +298,25 @@ async def _run_locked(
             on_step=(lambda line: err_console.print(line, markup=False)) if verbose else None,
             rs_context=session.context_maker(flow),
         )
-        reply = await client.request(method, path, payload, content_format=content_format)
+        return await client.request(method, path, payload, content_format=content_format)
     finally:
         await coap.shutdown()
-    if not reply.success:
-        return 1, error_description(reply)
-    return 0, f"{reply} {response_text(reply)}".strip()
+
+
+def reply_json(reply: Reply) -> dict[str, Any]:
+    """The ``--json`` view of a reply: its code, and the payload as text or hex."""
+    try:
+        text: str | None = reply.payload.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {
+        "code": str(reply),
+        "success": reply.success,
+        "content_format": reply.content_format,
+        "payload": text,
+        "payload_hex": reply.payload.hex(),
+        **({} if reply.success else {"error": error_description(reply)}),
+    }
 
 
 def _command(method: str) -> Any:
@@ -315,15 +334,23 @@ def _command(method: str) -> Any:
         verbose: Annotated[
             bool, typer.Option("--verbose", "-v", help="show every exchange")
         ] = False,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="print the reply as JSON (also an error reply)")
+        ] = False,
     ) -> None:
         loaded = DeviceBundle.read(bundle)
         state_dir = state or Path(platformdirs.user_state_dir("keybound")) / "clients"
-        status, text = asyncio.run(
+        reply = asyncio.run(
             run_request(loaded, method, url, payload.encode(), state_dir, verbose=verbose)
         )
-        if status:
-            raise fail(text, code=1)
-        console.print(text, markup=False)
+        if as_json:
+            print(json.dumps(reply_json(reply)))
+            if not reply.success:
+                raise typer.Exit(1)
+            return
+        if not reply.success:
+            raise fail(error_description(reply), code=1)
+        console.print(f"{reply} {response_text(reply)}".strip(), markup=False)
 
     command.__doc__ = f"{method} a CoAP resource through the ACE flow (token, /authz-info, OSCORE)."
     return command
@@ -335,4 +362,12 @@ for _method in ("GET", "POST", "PUT", "DELETE"):
 app.command("http")(http_command)
 
 
-__all__ = ["DeviceBundle", "SequenceFile", "SessionFile", "app", "run_request", "state_lock"]
+__all__ = [
+    "DeviceBundle",
+    "SequenceFile",
+    "SessionFile",
+    "app",
+    "reply_json",
+    "run_request",
+    "state_lock",
+]

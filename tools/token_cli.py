@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from keybound.core import cwt, jwt
+from keybound.core import cwt
 from keybound.core.errors import DecodeError, InvalidClaim
 from keybound.core.keys import b64u_encode
 from keybound.core.numbers.cose_algorithms import Algorithm
@@ -107,6 +107,8 @@ def mint_command(
     token = claims_from_json(data, now=int(time.time()), lifetime=lifetime)
     signing_key = read_key(key)
     if fmt == "jwt":
+        from keybound.core import jwt  # noqa: PLC0415 - JOSE only when minting a JWT
+
         if protection in ("", "jws"):
             print(jwt.encode(token, signing_key, alg=alg))
         elif protection == "jwe":
