@@ -171,3 +171,20 @@ def test_two_processes_never_both_accept_a_jti(shared_url: str, tmp_path: Path) 
                 racer.kill()
     accepted = results[0] + results[1]
     assert sorted(accepted) == list(range(count))  # every jti once, none twice
+
+
+def test_replay_cache_first_then_as_init_in_one_database(shared_url: str) -> None:
+    """The cache may create its table before ``keybound as init``: the AS still initialises
+    that database and then opens it (the table is keybound's own, not a foreign one)."""
+    from keybound.tools.as_storage import SqlAuthzStore
+
+    cache = SqlReplayCache(shared_url)
+    cache.check_and_store(HTU, "before-init", NOW + 60, NOW)
+    cache.close()
+    SqlAuthzStore.init(shared_url).close()
+    with SqlAuthzStore.open(shared_url) as store:
+        assert store.list_resource_servers() == []  # a fresh AS database, opened
+    again = SqlReplayCache(shared_url)
+    with pytest.raises(ReplayedProof):
+        again.check_and_store(HTU, "before-init", NOW + 61, NOW + 1)
+    again.close()

@@ -193,10 +193,11 @@ def test_unknown_section_and_section_key(tmp_path: Path) -> None:
 
 def test_every_known_key_is_accepted(tmp_path: Path) -> None:
     """The table lists what the loader reads: a config using all of it loads."""
-    config = _config_with(tmp_path)
+    config = _config_with(tmp_path, extra_top="require_as_signature = false\n")
     loaded = load_config(config)
     assert loaded.capacity == 10
-    assert set(KNOWN_KEYS[""] or ()) == {"bundle", "listen", "state"}
+    assert loaded.require_as_signature is False
+    assert set(KNOWN_KEYS[""] or ()) == {"bundle", "listen", "state", "require_as_signature"}
 
 
 def test_relative_paths_resolve_next_to_the_config(

@@ -90,6 +90,10 @@ in place by :func:`check_schema` (:data:`_MIGRATIONS`); a newer or unknown one i
 
 metadata = MetaData()
 
+#: keybound's own tables that other components may keep in the AS database.
+DPOP_REPLAY_TABLE: Final = "keybound_dpop_jti"
+COMPANION_TABLES: Final = frozenset({DPOP_REPLAY_TABLE})
+
 meta_table = Table(
     "keybound_meta",
     metadata,
@@ -215,7 +219,9 @@ def check_schema(engine: Engine, url: URL, *, create: bool) -> None:
     where = url.render_as_string(hide_password=True)
     try:
         with engine.begin() as conn:
-            tables = set(inspect(conn).get_table_names())
+            # Tables keybound keeps beside the AS's own (the shared DPoP replay cache may be
+            # created first) do not make the database foreign, nor non-empty.
+            tables = set(inspect(conn).get_table_names()) - COMPANION_TABLES
             if not tables:
                 if not create:
                     raise StorageError(f"{where} is empty: initialise it first (keybound as init)")

@@ -47,6 +47,7 @@ from keybound.core.dpop_state import ReplayCacheFull, ReplayedProof, replay_dige
 from keybound.core.errors import CapacityExceeded
 
 from .as_database import build_engine, resolve_database_url
+from .as_schema import DPOP_REPLAY_TABLE
 
 __all__ = ["DEFAULT_CAPACITY", "ReplayCacheUnavailable", "SqlReplayCache", "replay_table"]
 
@@ -59,7 +60,7 @@ metadata = MetaData()
 
 #: One row per accepted proof: SHA-256 of (target URI, jti), kept until ``expires_at``.
 replay_table = Table(
-    "keybound_dpop_jti",
+    DPOP_REPLAY_TABLE,
     metadata,
     Column("digest", LargeBinary(32), primary_key=True),
     Column("expires_at", BigInteger, nullable=False, index=True),
