@@ -19,15 +19,14 @@ from keybound.tools.as_provision import (
 )
 from keybound.tools.as_storage import SqlAuthzStore
 from keybound.tools.bundles import device_bundle, rs_bundle
+from tests.conftest import free_port as conftest_free_port
 from tests.conftest import require
 
 ISSUER = "coap://as.example"
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return conftest_free_port(kind)
 
 
 def _pg_url() -> str | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from keybound.core.oscore_profile import (
 )
 from keybound.core.scope import Scope, TextScope
 from keybound.core.token import AccessToken, CnfOsc
+from tests.conftest import free_udp_port as conftest_free_udp_port
 
 T = TypeVar("T")
 
@@ -41,10 +41,7 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return conftest_free_udp_port()
 
 
 @dataclass

@@ -30,6 +30,7 @@ from typing import Any
 import cbor2
 import pytest
 
+from tests.conftest import free_udp_port as conftest_free_udp_port
 from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,10 +96,7 @@ def assert_passed(proc: subprocess.CompletedProcess[str], minimum: int) -> list[
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return conftest_free_udp_port()
 
 
 # ------------------------------------------------------------------ mpy-cross
