@@ -51,10 +51,10 @@ test: lint typecheck pytest
 
 # Long modes of the hostile-traffic tests (bounded; they stop by themselves).
 fuzz: venv
-	$(BIN)/python -m keybound.tools.soak fuzz
+	$(BIN)/python -m tests.helpers.soak fuzz
 
 soak: venv
-	$(BIN)/python -m keybound.tools.soak soak
+	$(BIN)/python -m tests.helpers.soak soak
 
 bench: venv
 	$(BIN)/keybound bench

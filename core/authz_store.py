@@ -15,7 +15,7 @@ The AS of RFC 9200 remembers four kinds of things:
 
 This module is sans-IO: frozen dataclasses for the records and a
 :class:`AuthzStore` protocol. The SQL implementation lives in
-``keybound.tools.as_storage``. Key material is held as opaque bytes (COSE_Key
+``keybound.tools.authz_server.storage``. Key material is held as opaque bytes (COSE_Key
 CBOR, RFC 9052 §7); nothing here parses it. Times are NumericDate values,
 whole seconds since the epoch (RFC 8392 §2), passed in by the caller.
 

@@ -54,7 +54,7 @@ class ReplayCache(Protocol):
     entry lives at least as long as the proof is acceptable. A store that cannot
     take the entry must raise too (for example :class:`ReplayCacheFull`), never
     silently forget it. :class:`InMemoryReplayCache` serves one process;
-    ``keybound.tools.dpop_replay_cache.SqlReplayCache`` is shared by processes
+    ``keybound.tools.http.replay_cache.SqlReplayCache`` is shared by processes
     (RFC 9449 §11.1: a proof must be refused by every server behind its URI).
     """
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from keybound.tools.as_provision import (
+from keybound.tools.authz_server.provision import (
     add_clients,
     add_resource_server,
     init_issuer,
     new_introspection_secret,
 )
-from keybound.tools.as_storage import SqlAuthzStore
+from keybound.tools.authz_server.storage import SqlAuthzStore
 from keybound.tools.bundles import device_bundle, rs_bundle
 from tests.conftest import free_port as conftest_free_port
 from tests.conftest import require

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
-from keybound.tools import soak
+from tests.helpers import soak
 
 #: CI-mode settings: generation only (shrinking would re-run real processes for minutes);
 #: a failure prints the offending datagram in full instead.

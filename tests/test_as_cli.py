@@ -18,9 +18,9 @@ from keybound.core.authz_server import TokenRequest, introspect, issue_token
 from keybound.core.authz_store import IssuedToken
 from keybound.core.errors import InvalidClient
 from keybound.core.exi import decode_exi_sequence
-from keybound.tools.as_provision import as_config
-from keybound.tools.as_schema import sequences_table
-from keybound.tools.as_storage import SqlAuthzStore
+from keybound.tools.authz_server.provision import as_config
+from keybound.tools.authz_server.schema import sequences_table
+from keybound.tools.authz_server.storage import SqlAuthzStore
 
 from .as_support import db_url, provision
 
@@ -30,7 +30,7 @@ __all__ = ["db_url"]
 def kb_as(*args: str, db: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "KEYBOUND_AS_DB": db}
     return subprocess.run(
-        [sys.executable, "-m", "keybound.tools.as_cli", *args],
+        [sys.executable, "-m", "keybound.tools.cli.as_commands", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -297,7 +297,7 @@ def test_show_prints_the_whole_cti_and_iso_times(tmp_path: Path) -> None:
         )
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     shown = subprocess.run(
-        [sys.executable, "-m", "keybound.tools.as_cli", "show", "sensor-1", "--db", db],
+        [sys.executable, "-m", "keybound.tools.cli.as_commands", "show", "sensor-1", "--db", db],
         capture_output=True, text=True, timeout=60, check=False, env=env,
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr

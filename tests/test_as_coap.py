@@ -20,7 +20,7 @@ from keybound.core.keys import Key
 from keybound.core.numbers.cose_headers import CoseTag
 from keybound.core.oscore_profile import OscoreInputMaterial
 from keybound.core.token import CnfKey, CnfOsc
-from keybound.tools.as_provision import as_config
+from keybound.tools.authz_server.provision import as_config
 
 from .as_support import ISSUER, client_context_dir, db_url, free_port, provision
 

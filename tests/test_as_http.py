@@ -15,11 +15,11 @@ from sqlalchemy import update
 from keybound.core import jwt
 from keybound.core.keys import Key
 from keybound.core.token import CnfEncryptedKey, CnfKey
-from keybound.tools.as_http import check_listen
-from keybound.tools.as_provision import new_introspection_secret, rotate_token_key
-from keybound.tools.as_schema import resource_servers_table
-from keybound.tools.as_server import RunningServer
-from keybound.tools.dpop_middleware import introspection_token_verifier_from_bundle
+from keybound.tools.authz_server.http import check_listen
+from keybound.tools.authz_server.provision import new_introspection_secret, rotate_token_key
+from keybound.tools.authz_server.schema import resource_servers_table
+from keybound.tools.authz_server.server import RunningServer
+from keybound.tools.http.middleware import introspection_token_verifier_from_bundle
 
 from .as_support import ISSUER, db_url, free_port, provision
 

@@ -1,4 +1,4 @@
-"""The AS storage (keybound.tools.as_storage) against real SQLite files and PostgreSQL.
+"""The AS storage (keybound.tools.authz_server.storage) against real SQLite files and PostgreSQL.
 
 Every test that takes ``db_url`` runs twice: on an SQLite file in tmp_path and
 on a fresh PostgreSQL schema (skipped unless KEYBOUND_TEST_PG_URL is set).
@@ -29,7 +29,7 @@ from keybound.core.authz_store import (
     UnknownRecord,
 )
 from keybound.core.errors import InvalidClient, KeyboundError
-from keybound.tools.as_storage import (
+from keybound.tools.authz_server.storage import (
     DEFAULT_DATABASE_NAME,
     SCHEMA_VERSION,
     SqlAuthzStore,
@@ -626,7 +626,7 @@ _ALLOCATOR = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from keybound.tools.as_storage import SqlAuthzStore
+    from keybound.tools.authz_server.storage import SqlAuthzStore
 
     url, audience, count, ready, go = sys.argv[1:]
     store = SqlAuthzStore.open(url)

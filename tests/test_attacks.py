@@ -28,7 +28,7 @@ from keybound.core.oscore_profile import OscoreInputMaterial
 from keybound.core.resource_server import encode_exi_sequence
 from keybound.core.scope import TextScope
 from keybound.core.token import AccessToken, CnfKey, CnfOsc
-from keybound.tools import soak
+from tests.helpers import soak
 
 from .fuzz_support import fleet
 
@@ -161,7 +161,14 @@ def door_rs(fleet: soak.Fleet) -> Iterator[int]:
         f'bundle = "rs-bundle.json"\nlisten = "127.0.0.1:{port}"\nstate = "state.db"\n'
         '[resources."/temp"]\nGET = ["open"]\n'
     )
-    argv = [soak.sys.executable, "-m", "keybound.tools.rs_cli", "serve", "--config", "rs.toml"]
+    argv = [
+        soak.sys.executable,
+        "-m",
+        "keybound.tools.cli.rs_commands",
+        "serve",
+        "--config",
+        "rs.toml",
+    ]
     server = soak.ServerProcess("door-rs", argv, root / "rs.log", root)
     server.start(lambda: soak.probe(port, soak.coap_get(".well-known/core"), 0.3) is not None)
     try:

@@ -33,7 +33,7 @@ from keybound.core.errors import (
 )
 from keybound.core.keys import Key
 from keybound.core.token import CnfEncryptedKey, CnfKey, CnfOsc
-from keybound.tools.as_provision import as_config
+from keybound.tools.authz_server.provision import as_config
 
 from .as_support import provision
 

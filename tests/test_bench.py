@@ -23,9 +23,9 @@ from joserfc import jws
 
 from keybound.core import jwt
 from keybound.core.keys import Key
-from keybound.tools import bench
-from keybound.tools import bench_fixtures as fx
-from keybound.tools.bench_measure import Figure, Group, Measurement, Timer
+from keybound.tools.bench import fixtures as fx
+from keybound.tools.bench import run as bench
+from keybound.tools.bench.measure import Figure, Group, Measurement, Timer
 from tests.conftest import require
 
 GROUPS = ("size", "codec", "dpop")
@@ -95,7 +95,7 @@ def bench_argv() -> list[str]:
         )
         if probe.returncode == 0:
             return [str(script), "bench"]
-    return [sys.executable, "-m", "keybound.tools.bench_cli"]
+    return [sys.executable, "-m", "keybound.tools.cli.bench_commands"]
 
 
 @pytest.fixture(scope="module")
@@ -390,7 +390,7 @@ def test_a_group_is_measured_or_pending_and_names_its_figures() -> None:
 
 
 def test_markdown_report_renders_a_saved_result(tmp_path: Path) -> None:
-    from keybound.tools.bench_cli import markdown_report
+    from keybound.tools.cli.bench_commands import markdown_report
 
     saved = {
         "machine": {

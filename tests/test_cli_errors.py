@@ -279,7 +279,7 @@ def test_postgres_without_its_driver_names_the_extra(tmp_path: Path) -> None:
     """psycopg is an extra: without it, say which one to install."""
     script = (
         "import sys; sys.modules['psycopg'] = None\n"
-        "from keybound.tools.cli import main\n"
+        "from keybound.tools.cli.app import main\n"
         "main(['as', 'list', '--db', 'postgresql+psycopg://u@127.0.0.1:1/x'])\n"
     )
     result = subprocess.run(

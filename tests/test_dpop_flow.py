@@ -38,10 +38,10 @@ from keybound.core.dpop_state import NonceIssuer
 from keybound.core.dpop_token_endpoint import DPoPTokenEndpointPolicy
 from keybound.core.keys import Key
 from keybound.core.token import CnfJkt
-from keybound.tools import client_cli
-from keybound.tools.as_server import RunningServer
-from keybound.tools.dpop_client import DPoPAuth
-from keybound.tools.dpop_middleware import jwt_token_verifier_from_metadata
+from keybound.tools.authz_server.server import RunningServer
+from keybound.tools.cli import client_commands as client_cli
+from keybound.tools.http.client import DPoPAuth
+from keybound.tools.http.middleware import jwt_token_verifier_from_metadata
 
 from .as_support import ISSUER, free_port, provision
 from .conftest import BIN, ROOT, wait_for_log
@@ -462,7 +462,7 @@ def http_cli_command() -> list[str]:
     """``keybound client http`` once registered, else the module's own entry point."""
     if any(command.name == "http" for command in client_cli.app.registered_commands):
         return [str(BIN / "keybound"), "client", "http"]
-    return [sys.executable, "-m", "keybound.tools.http_client_cli"]
+    return [sys.executable, "-m", "keybound.tools.cli.http_commands"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -553,8 +553,9 @@ def test_as_serve_process_with_dpop_nonce_and_public_url(tmp_path: Path) -> None
     log = (tmp_path / "as.log").open("w")
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "keybound.tools.as_cli", "serve", "--http", f"127.0.0.1:{port}",
-            "--db", f"sqlite:///{tmp_path / 'as.db'}", "--state-dir", str(tmp_path / "state"),
+            sys.executable, "-m", "keybound.tools.cli.as_commands", "serve",
+            "--http", f"127.0.0.1:{port}", "--db", f"sqlite:///{tmp_path / 'as.db'}",
+            "--state-dir", str(tmp_path / "state"),
             "--dpop-nonce", "--public-url", public,
         ],
         stdout=log, stderr=subprocess.STDOUT,
@@ -667,8 +668,9 @@ def test_two_as_processes_on_one_database_refuse_a_replayed_token_request(
     public = "https://as.example.com"
     ports = [free_port(socket.SOCK_STREAM) for _ in range(2)]
     commands = [
-        [sys.executable, "-m", "keybound.tools.as_cli", "serve", "--http", f"127.0.0.1:{port}",
-         "--db", db, "--state-dir", str(tmp_path / f"state-{port}"), "--public-url", public]
+        [sys.executable, "-m", "keybound.tools.cli.as_commands", "serve",
+         "--http", f"127.0.0.1:{port}", "--db", db,
+         "--state-dir", str(tmp_path / f"state-{port}"), "--public-url", public]
         for port in ports
     ]  # fmt: skip
     with _processes(commands, dict(os.environ), tmp_path, "listening"):

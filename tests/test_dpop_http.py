@@ -37,8 +37,8 @@ from keybound.core.dpop import (
     verify_proof,
 )
 from keybound.core.errors import InvalidToken, KeyboundError, UseDPoPNonce
-from keybound.tools.dpop_client import DPoPAuth
-from keybound.tools.dpop_middleware import DPoPContext, DPoPMiddleware, jwt_token_verifier
+from keybound.tools.http.client import DPoPAuth
+from keybound.tools.http.middleware import DPoPContext, DPoPMiddleware, jwt_token_verifier
 
 AS_KEY = ECKey.generate_key("P-256")
 AS_ISSUER = "https://as.example.com"

@@ -27,7 +27,7 @@ from keybound.core.dpop import (
     verify_proof,
 )
 from keybound.core.errors import InvalidDPoPProof
-from keybound.tools.dpop_replay_cache import SqlReplayCache
+from keybound.tools.http.replay_cache import SqlReplayCache
 
 from .pg_support import database_url
 
@@ -126,7 +126,7 @@ RACER = textwrap.dedent(
     import json, sys
     from pathlib import Path
     from keybound.core.dpop import ReplayedProof
-    from keybound.tools.dpop_replay_cache import SqlReplayCache
+    from keybound.tools.http.replay_cache import SqlReplayCache
 
     url, name, go, count = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
     cache = SqlReplayCache(url)
@@ -176,7 +176,7 @@ def test_two_processes_never_both_accept_a_jti(shared_url: str, tmp_path: Path) 
 def test_replay_cache_first_then_as_init_in_one_database(shared_url: str) -> None:
     """The cache may create its table before ``keybound as init``: the AS still initialises
     that database and then opens it (the table is keybound's own, not a foreign one)."""
-    from keybound.tools.as_storage import SqlAuthzStore
+    from keybound.tools.authz_server.storage import SqlAuthzStore
 
     cache = SqlReplayCache(shared_url)
     cache.check_and_store(HTU, "before-init", NOW + 60, NOW)

@@ -244,7 +244,7 @@ def test_demo_runs_and_says_what_happened() -> None:
 
 def test_a_second_client_run_waits_for_the_first(fleet: Fleet) -> None:
     """Two runs on one --state at once would use the same sequence numbers: one waits."""
-    from keybound.tools.client_cli import state_lock
+    from keybound.tools.client.state import state_lock
 
     log = fleet.root / "waiting-client.log"
     with state_lock(fleet.root / "client-state", "sensor-1"):

@@ -4,7 +4,7 @@ Properties (RFC 7252, RFC 8613, RFC 9200 §5.8.3): every reply decodes as a CoAP
 response and is never 5.xx; a Content-Format 19 error carries an ACE error map
 (or the AS Request Creation Hints); no traceback reaches a server's log; each
 server's RSS stays bounded; and a legitimate client completes its flow after the
-storm. CI mode sends a few thousand datagrams; ``python -m keybound.tools.soak
+storm. CI mode sends a few thousand datagrams; ``python -m tests.helpers.soak
 fuzz`` is the long mode.
 """
 
@@ -16,7 +16,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keybound.tools import soak
+from tests.helpers import soak
 
 from .fuzz_support import CI_SETTINGS, RSS_GROWTH_LIMIT_KIB, assert_clean, fleet, raw_batches
 

@@ -25,8 +25,8 @@ from keybound.core.errors import KeyboundError
 from keybound.core.keys import Key
 from keybound.core.numbers.cose_algorithms import Algorithm
 from keybound.core.oscore_profile import AuthzInfoRequest
-from keybound.tools import soak
 from tests.conftest import require
+from tests.helpers import soak
 
 from .fuzz_support import CI_SETTINGS
 

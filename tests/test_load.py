@@ -1,7 +1,7 @@
 """Load on 127.0.0.1: many OSCORE clients at one RS; two AS processes on one PostgreSQL.
 
 CI mode: 50 clients x 10 OSCORE requests, zero errors, the RS under
-``RS_RSS_LIMIT_KIB``. ``python -m keybound.tools.soak soak --clients 200 --requests
+``RS_RSS_LIMIT_KIB``. ``python -m tests.helpers.soak soak --clients 200 --requests
 50`` is the long mode.
 """
 
@@ -16,8 +16,8 @@ import aiocoap
 import pytest
 from sqlalchemy import create_engine, text
 
-from keybound.tools import soak
 from tests.conftest import require
+from tests.helpers import soak
 
 from .as_support import _reset_pg
 

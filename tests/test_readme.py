@@ -125,9 +125,9 @@ def test_readme_python_resource_server_example(tmp_path: Path) -> None:
 
     from keybound.coap.client import CoapAceClient, Endpoints, client_context
     from keybound.core.client_flow import AceClient
-    from keybound.tools.as_server import RunningServer
-    from keybound.tools.as_storage import SqlAuthzStore
-    from keybound.tools.client_cli import DeviceBundle
+    from keybound.tools.authz_server.server import RunningServer
+    from keybound.tools.authz_server.storage import SqlAuthzStore
+    from keybound.tools.bundles import DeviceBundle
     from keybound.tools.demo import provision
 
     ports = free_readme_ports()

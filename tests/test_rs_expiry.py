@@ -20,7 +20,7 @@ from aiocoap.numbers.codes import Code
 from keybound.coap.resource_server_site import ResourceServerSite
 from keybound.core.oscore_profile import AuthzInfoRequest
 from keybound.core.resource_server import ResourceServer, RsPolicy
-from keybound.tools.rs_state import SqliteRsState
+from keybound.tools.resource_server.state import SqliteRsState
 
 from .rs_support import (
     AS_URI,

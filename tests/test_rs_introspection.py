@@ -10,11 +10,11 @@ import aiocoap
 from keybound.coap.client import CoapAceClient, Endpoints, client_context
 from keybound.core.client_flow import AceClient
 from keybound.core.oscore_profile import AuthzInfoRequest
-from keybound.tools.as_server import RunningServer
-from keybound.tools.as_storage import SqlAuthzStore
-from keybound.tools.client_cli import DeviceBundle
+from keybound.tools.authz_server.server import RunningServer
+from keybound.tools.authz_server.storage import SqlAuthzStore
+from keybound.tools.bundles import DeviceBundle
 from keybound.tools.demo import provision
-from keybound.tools.rs_daemon import attach_introspector, build_site, load_config
+from keybound.tools.resource_server.daemon import attach_introspector, build_site, load_config
 from tests.conftest import free_udp_port
 from tests.rs_support import run
 

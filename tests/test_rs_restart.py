@@ -25,9 +25,9 @@ from keybound.core import cbor
 from keybound.core.oscore_context import SequenceNumberReservation
 from keybound.core.oscore_profile import AuthzInfoRequest, derive_context_parameters
 from keybound.core.token_store import PersistedReplayWindow, ShutdownRecord
-from keybound.tools.rs_daemon import ConfigError, build_site, load_config
-from keybound.tools.rs_state import SqliteRsState
-from keybound.tools.soak import log_problems
+from keybound.tools.resource_server.daemon import ConfigError, build_site, load_config
+from keybound.tools.resource_server.state import SqliteRsState
+from tests.helpers.soak import log_problems
 
 from .conftest import wait_ready
 from .rs_support import (
@@ -101,7 +101,14 @@ def start_rs(config: Path) -> subprocess.Popen[bytes]:
     log = config.with_name(f"rs-{next(_COUNT)}.log")
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "keybound.tools.rs_cli", "serve", "--config", str(config)],
+            [
+                sys.executable,
+                "-m",
+                "keybound.tools.cli.rs_commands",
+                "serve",
+                "--config",
+                str(config),
+            ],
             stdout=subprocess.PIPE,
             stderr=out,
         )
@@ -230,7 +237,7 @@ def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     config = tmp_path / "rs.toml"
     config.write_text('bundle = "missing.json"\nstate = "s.db"\n[resources."/temp"]\nGET=["a"]\n')
     result = subprocess.run(
-        [sys.executable, "-m", "keybound.tools.rs_cli", "serve", "--config", str(config)],
+        [sys.executable, "-m", "keybound.tools.cli.rs_commands", "serve", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -247,7 +254,7 @@ def test_world_readable_bundle_is_refused(tmp_path: Path) -> None:
     config = write_setup(tmp_path, keys, free_udp_port())
     (tmp_path / "rs-bundle.json").chmod(0o644)
     result = subprocess.run(
-        [sys.executable, "-m", "keybound.tools.rs_cli", "serve", "--config", str(config)],
+        [sys.executable, "-m", "keybound.tools.cli.rs_commands", "serve", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=30,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from keybound.tools.rs_daemon import TemperatureResource
+from keybound.tools.resource_server.daemon import TemperatureResource
 
 
 def test_simulated_temperature_is_logged_once(

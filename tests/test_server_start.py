@@ -15,7 +15,7 @@ from pathlib import Path
 import aiocoap
 import pytest
 
-from keybound.tools.rs_daemon import KNOWN_KEYS, ConfigError, load_config
+from keybound.tools.resource_server.daemon import KNOWN_KEYS, ConfigError, load_config
 from keybound.tools.server_ready import READY_PREFIX, announce_ready, notify_systemd
 
 from .as_support import free_port

@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from keybound.tools.systemd_unit import render_unit
+from keybound.tools.resource_server.systemd_unit import render_unit
 from tests.conftest import BIN, ROOT, free_udp_port, require, run_keybound
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -121,7 +121,7 @@ def test_a_virtualenv_under_home_stays_readable() -> None:
     assert "\nProtectHome=read-only\n" in home
     opt = render_unit(Path("/etc/keybound/rs.toml"), executable="/opt/keybound/bin/python")
     assert "\nProtectHome=true\n" in opt
-    assert "ExecStart=/opt/keybound/bin/python -m keybound.tools.cli rs serve" in opt
+    assert "ExecStart=/opt/keybound/bin/python -m keybound.tools.cli.app rs serve" in opt
 
 
 def test_the_wheel_carries_the_unit_template_and_the_license(tmp_path: Path) -> None:
@@ -133,7 +133,7 @@ def test_the_wheel_carries_the_unit_template_and_the_license(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr
     (wheel,) = tmp_path.glob("keybound-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "keybound/tools/keybound-rs.service" in names
+    assert "keybound/tools/resource_server/keybound-rs.service" in names
     licenses = [n for n in names if n.endswith("/LICENSE") and ".dist-info/" in n]
     assert licenses, names
     text = zipfile.ZipFile(wheel).read(licenses[0]).decode()

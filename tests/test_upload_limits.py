@@ -20,7 +20,7 @@ from keybound.coap.upload_limits import UploadTracker
 from keybound.core import cbor
 from keybound.core.authz_server import MAX_REQUEST_BYTES
 from keybound.core.oscore_profile import AuthzInfoRequest
-from keybound.tools.as_provision import as_config
+from keybound.tools.authz_server.provision import as_config
 
 from .as_support import db_url, free_port, provision
 from .rs_support import Keys, establish, material, mint, post_authz_info, request, run

@@ -36,6 +36,7 @@ Byte strings are hex. OSCORE IDs are those of the bundle's owner: its
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -49,9 +50,11 @@ from keybound.core.oscore_profile import DerivedContext
 
 __all__ = [
     "DEVICE_BUNDLE_KIND",
+    "MAX_BUNDLE",
     "RS_BUNDLE_KIND",
     "WIFI_PASSWORD_PLACEHOLDER",
     "WIFI_SSID_PLACEHOLDER",
+    "DeviceBundle",
     "device_bundle",
     "oscore_from_json",
     "oscore_json",
@@ -119,7 +122,7 @@ def rs_bundle(
     """The RS bundle for ``rs``; ``as_base`` is ``coap://HOST:PORT``.
 
     ``introspection_secret`` (from
-    :func:`keybound.tools.as_provision.new_introspection_secret`) is the RS's
+    :func:`keybound.tools.authz_server.provision.new_introspection_secret`) is the RS's
     password at the AS's HTTP ``/introspect``, written as
     ``introspection.http_secret``; the AS keeps only its hash.
     """
@@ -211,3 +214,45 @@ def write_bundle(path: Path, bundle: Mapping[str, Any]) -> Path:
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
     return path
+
+
+MAX_BUNDLE = 64 * 1024
+
+
+class DeviceBundle:
+    """The device bundle ``keybound as client add`` writes (firmware/README.md documents it)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        def need(name: str) -> Any:
+            if name not in data:
+                raise DecodeError(f"the device bundle lacks {name!r}")
+            return data[name]
+
+        self.client_id = str(need("client_id"))
+        self.as_uri = str(need("as_uri"))
+        self.rs_uri = str(data.get("rs_uri") or "")
+        self.audience = str(need("audience"))
+        self.scope = str(data["scope"]) if data.get("scope") is not None else None
+        self.token_path = str(data.get("token_path", "/token"))
+        self.authz_info_path = str(data.get("authz_info_path", "/authz-info"))
+        self.as_context = oscore_from_json(need("as_context"))
+
+    @classmethod
+    def read(cls, path: Path) -> DeviceBundle:
+        try:
+            if path.stat().st_size > MAX_BUNDLE:
+                raise DecodeError(f"{path}: larger than {MAX_BUNDLE} bytes")
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            raise DecodeError(f"cannot read {path}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise DecodeError(f"{path}: not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise DecodeError(f"{path}: the bundle must be a JSON object")
+        return cls(data)
+
+    def fingerprint(self) -> str:
+        """Names the client-AS key material (not secret: a hash)."""
+        ctx = self.as_context
+        material = ctx.master_secret + b"|" + ctx.master_salt + b"|" + ctx.sender_id
+        return hashlib.sha256(material).hexdigest()[:16]

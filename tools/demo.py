@@ -26,13 +26,12 @@ import aiocoap
 from keybound.coap.client import CoapAceClient, Endpoints, client_context
 from keybound.core import cbor
 from keybound.core.client_flow import AceClient, error_description
-from keybound.tools import as_provision
-from keybound.tools.as_server import RunningServer
-from keybound.tools.as_storage import SqlAuthzStore
-from keybound.tools.bundles import device_bundle, rs_bundle, write_bundle
-from keybound.tools.cli_support import console
-from keybound.tools.client_cli import DeviceBundle
-from keybound.tools.rs_daemon import build_site, load_config
+from keybound.tools.authz_server import provision as as_provision
+from keybound.tools.authz_server.server import RunningServer
+from keybound.tools.authz_server.storage import SqlAuthzStore
+from keybound.tools.bundles import DeviceBundle, device_bundle, rs_bundle, write_bundle
+from keybound.tools.cli.support import console
+from keybound.tools.resource_server.daemon import build_site, load_config
 
 HOST = "127.0.0.1"
 

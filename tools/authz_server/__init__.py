@@ -1,0 +1,4 @@
+"""keybound.tools.authz_server.
+
+The desktop Authorization Server (storage, schema, provisioning, HTTP front, server).
+"""

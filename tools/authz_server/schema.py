@@ -1,0 +1,398 @@
+"""The tables of the Authorization Server's database, their version, and their rows as records.
+
+The tables hold what :class:`keybound.core.authz_store.AuthzStore` stores: the
+issuer, resource servers with their token keys and sequence counters, clients with
+their grants, and issued tokens. The functions at the end turn rows into the
+records of :mod:`keybound.core.authz_store` and back.
+
+A ``keybound_meta`` table records the schema version. :func:`check_schema`
+refuses a database written by a newer keybound, and one holding other tables but
+no ``keybound_meta``, rather than guess.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final, cast
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Row,
+    String,
+    Table,
+    UniqueConstraint,
+    delete,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+
+from keybound.core.authz_server import sequence_record_cti
+from keybound.core.authz_store import (
+    TOKEN_FORMATS,
+    Client,
+    IssuedToken,
+    OscoreContext,
+    ResourceServer,
+    TokenFormat,
+    TokenKey,
+)
+from keybound.tools.authz_server.database import StorageError
+
+__all__ = [
+    "ALL_TABLES",
+    "SCHEMA_VERSION",
+    "check_schema",
+    "client_from_rows",
+    "clients_table",
+    "grants_table",
+    "issuer_table",
+    "meta_table",
+    "metadata",
+    "oscore_columns",
+    "oscore_from_row",
+    "resource_server_from_rows",
+    "resource_servers_table",
+    "sequences_table",
+    "token_from_row",
+    "token_keys_table",
+    "tokens_table",
+]
+
+SCHEMA_VERSION: Final = 2
+"""Bumped whenever a table or a stored format changes. An older database is migrated
+in place by :func:`check_schema` (:data:`_MIGRATIONS`); a newer or unknown one is refused.
+
+- 1 -> 2: tokens with a sequence-number ``cti`` (RFC 9200 §5.10.3) are recorded under
+  ``AUDIENCE#SEQ`` with the decimal sequence number; version 1 used the integer value
+  of the number's CBOR encoding, which differs from 24 on. Resource servers get an
+  ``introspection_secret_hash`` column (empty: such an RS must be given an introspection
+  secret before it can introspect over HTTP; its token key no longer serves as one).
+"""
+
+
+# ---- schema ----------------------------------------------------------------------------------
+
+metadata = MetaData()
+
+#: keybound's own tables that other components may keep in the AS database.
+DPOP_REPLAY_TABLE: Final = "keybound_dpop_jti"
+COMPANION_TABLES: Final = frozenset({DPOP_REPLAY_TABLE})
+
+meta_table = Table(
+    "keybound_meta",
+    metadata,
+    Column("schema_version", Integer, nullable=False),
+    Column("created", BigInteger, nullable=False),
+)
+
+issuer_table = Table(
+    "keybound_issuer",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1: one issuer
+    Column("issuer", String, nullable=False),
+    Column("signing_key", LargeBinary, nullable=False),
+    Column("created", BigInteger, nullable=False),
+)
+
+resource_servers_table = Table(
+    "keybound_resource_servers",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("audience", String, nullable=False, unique=True),
+    Column("scopes", JSON, nullable=False),
+    Column("has_clock", Boolean, nullable=False),
+    Column("profiles", JSON, nullable=False),
+    Column("default_lifetime", Integer, nullable=False),
+    Column("osc_master_secret", LargeBinary),
+    Column("osc_master_salt", LargeBinary),
+    Column("osc_sender_id", LargeBinary),
+    Column("osc_recipient_id", LargeBinary),
+    Column("osc_id_context", LargeBinary),
+    Column("created", BigInteger, nullable=False),
+    # The RS's password at HTTP /introspect, scrypt-hashed (tools.as_client_secrets);
+    # distinct from its token key. NULL until one is made (databases of schema 1).
+    Column("introspection_secret_hash", String),
+)
+
+token_keys_table = Table(
+    "keybound_rs_token_keys",
+    metadata,
+    Column(
+        "rs_name",
+        String,
+        ForeignKey("keybound_resource_servers.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("kid", LargeBinary, nullable=False),
+    Column("key", LargeBinary, nullable=False),
+    Column("created", BigInteger, nullable=False),
+    Column("retired", BigInteger),
+    UniqueConstraint("rs_name", "kid"),
+)
+
+# Not tied to keybound_resource_servers: the counter outlives a removed RS (RFC 9200 §5.10.3).
+sequences_table = Table(
+    "keybound_rs_sequences",
+    metadata,
+    Column("audience", String, primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+clients_table = Table(
+    "keybound_clients",
+    metadata,
+    Column("client_id", String, primary_key=True),
+    Column("secret_hash", String),
+    Column("osc_master_secret", LargeBinary),
+    Column("osc_master_salt", LargeBinary),
+    Column("osc_sender_id", LargeBinary),
+    Column("osc_recipient_id", LargeBinary),
+    Column("osc_id_context", LargeBinary),
+    Column("public_key", LargeBinary),
+    Column("created", BigInteger, nullable=False),
+)
+
+grants_table = Table(
+    "keybound_client_grants",
+    metadata,
+    Column(
+        "client_id",
+        String,
+        ForeignKey("keybound_clients.client_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "audience",
+        String,
+        ForeignKey("keybound_resource_servers.audience", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("scopes", JSON, nullable=False),
+)
+
+# Tokens stay on record after their client or RS is removed, until they expire.
+tokens_table = Table(
+    "keybound_tokens",
+    metadata,
+    Column("cti", LargeBinary, primary_key=True),
+    Column("client_id", String, nullable=False, index=True),
+    Column("audience", String, nullable=False),
+    Column("scope", String, nullable=False),
+    Column("format", String(8), nullable=False),
+    Column("iat", BigInteger, nullable=False),
+    Column("exp", BigInteger, index=True),
+    Column("exi", BigInteger),
+    Column("sequence", BigInteger),
+    Column("cnf_id", LargeBinary),
+    Column("revoked", Boolean, nullable=False),
+    Column("revoked_at", BigInteger),
+)
+
+ALL_TABLES: Final = frozenset(metadata.tables)
+
+
+def check_schema(engine: Engine, url: URL, *, create: bool) -> None:
+    """Check the schema version of the database behind ``engine``; create the schema if asked.
+
+    With ``create``, an empty database gets the tables and a ``keybound_meta`` row;
+    without it an empty database is refused. Raises :class:`StorageError` for a
+    database of a newer or unknown schema, one that holds tables but no
+    ``keybound_meta``, or one that lacks tables.
+    """
+    where = url.render_as_string(hide_password=True)
+    try:
+        with engine.begin() as conn:
+            # Tables keybound keeps beside the AS's own (the shared DPoP replay cache may be
+            # created first) do not make the database foreign, nor non-empty.
+            tables = set(inspect(conn).get_table_names()) - COMPANION_TABLES
+            if not tables:
+                if not create:
+                    raise StorageError(f"{where} is empty: initialise it first (keybound as init)")
+                metadata.create_all(conn)
+                conn.execute(
+                    insert(meta_table).values(
+                        schema_version=SCHEMA_VERSION, created=int(time.time())
+                    )
+                )
+                return
+            if meta_table.name not in tables:
+                shown = ", ".join(sorted(tables)[:5])
+                raise StorageError(
+                    f"{where} holds tables ({shown}) but no keybound_meta: it is not a "
+                    "keybound AS database, refusing to use it"
+                )
+            versions = conn.execute(select(meta_table.c.schema_version)).scalars().all()
+    except DBAPIError as exc:
+        raise StorageError(f"cannot use {where}: {exc.orig}") from None
+    if len(versions) != 1:
+        raise StorageError(f"{where}: keybound_meta holds {len(versions)} rows, expected 1")
+    version = versions[0]
+    if 1 <= version < SCHEMA_VERSION:
+        _migrate(engine, where, version)
+        version = SCHEMA_VERSION
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"{where} has schema version {version}, written by a newer keybound; this "
+            f"one knows version {SCHEMA_VERSION}: upgrade keybound"
+        )
+    if version != SCHEMA_VERSION:
+        raise StorageError(
+            f"{where} has unknown schema version {version}; this keybound knows "
+            f"version {SCHEMA_VERSION}"
+        )
+    missing = ALL_TABLES - tables
+    if missing:
+        raise StorageError(f"{where} lacks tables {sorted(missing)}: the database is damaged")
+
+
+def _rekey_sequenced_tokens(conn: Connection) -> None:
+    """Schema 1 -> 2: record sequence-number tokens under their decimal sequence number."""
+    rows = conn.execute(select(tokens_table).where(tokens_table.c.sequence.is_not(None))).all()
+    if not rows:
+        return
+    # Delete first, then insert: an old key may equal the new key of another token.
+    conn.execute(delete(tokens_table).where(tokens_table.c.sequence.is_not(None)))
+    conn.execute(
+        insert(tokens_table),
+        [
+            {
+                **row._asdict(),
+                "cti": sequence_record_cti(row.audience, int(row.sequence)),
+            }
+            for row in rows
+        ],
+    )
+
+
+def _migrate_1_to_2(conn: Connection) -> None:
+    _rekey_sequenced_tokens(conn)
+    conn.execute(
+        text(
+            f"ALTER TABLE {resource_servers_table.name} "
+            "ADD COLUMN introspection_secret_hash VARCHAR"
+        )
+    )
+
+
+#: The step from each schema version to the next, run in one transaction.
+_MIGRATIONS: Final[dict[int, Callable[[Connection], None]]] = {1: _migrate_1_to_2}
+
+
+def _migrate(engine: Engine, where: str, version: int) -> None:
+    """Bring a database of schema ``version`` to :data:`SCHEMA_VERSION`, all steps or none."""
+    try:
+        with engine.begin() as conn:
+            current = conn.execute(
+                select(meta_table.c.schema_version).with_for_update()
+            ).scalar_one()
+            # Another process may have migrated meanwhile.
+            for step in range(current, SCHEMA_VERSION):
+                _MIGRATIONS[step](conn)
+            conn.execute(update(meta_table).values(schema_version=SCHEMA_VERSION))
+    except DBAPIError as exc:
+        raise StorageError(
+            f"cannot migrate {where} from schema version {version}: {exc.orig}"
+        ) from None
+
+
+# ---- row conversion --------------------------------------------------------------------------
+
+
+def oscore_columns(context: OscoreContext | None) -> dict[str, bytes | None]:
+    if context is None:
+        return {
+            "osc_master_secret": None,
+            "osc_master_salt": None,
+            "osc_sender_id": None,
+            "osc_recipient_id": None,
+            "osc_id_context": None,
+        }
+    return {
+        "osc_master_secret": context.master_secret,
+        "osc_master_salt": context.master_salt,
+        "osc_sender_id": context.sender_id,
+        "osc_recipient_id": context.recipient_id,
+        "osc_id_context": context.id_context,
+    }
+
+
+def oscore_from_row(row: Row[Any]) -> OscoreContext | None:
+    if row.osc_master_secret is None:
+        return None
+    return OscoreContext(
+        master_secret=bytes(row.osc_master_secret),
+        sender_id=bytes(row.osc_sender_id),
+        recipient_id=bytes(row.osc_recipient_id),
+        master_salt=bytes(row.osc_master_salt or b""),
+        id_context=None if row.osc_id_context is None else bytes(row.osc_id_context),
+    )
+
+
+def resource_server_from_rows(row: Row[Any], keys: Sequence[Row[Any]]) -> ResourceServer:
+    return ResourceServer(
+        name=row.name,
+        audience=row.audience,
+        scopes=tuple(row.scopes),
+        token_keys=tuple(
+            TokenKey(
+                version=k.version,
+                kid=bytes(k.kid),
+                key=bytes(k.key),
+                created=k.created,
+                retired=k.retired,
+            )
+            for k in sorted(keys, key=lambda k: -int(k.version))
+        ),
+        has_clock=bool(row.has_clock),
+        profiles=tuple(int(p) for p in row.profiles),
+        default_lifetime=row.default_lifetime,
+        introspection_context=oscore_from_row(row),
+        created=row.created,
+    )
+
+
+def client_from_rows(row: Row[Any], grants: Sequence[Row[Any]]) -> Client:
+    return Client(
+        client_id=row.client_id,
+        has_secret=row.secret_hash is not None,
+        oscore=oscore_from_row(row),
+        public_key=None if row.public_key is None else bytes(row.public_key),
+        grants={g.audience: tuple(g.scopes) for g in sorted(grants, key=lambda g: g.audience)},
+        created=row.created,
+    )
+
+
+def token_from_row(row: Row[Any]) -> IssuedToken:
+    token_format = row.format
+    if token_format not in TOKEN_FORMATS:
+        raise StorageError(f"stored token has an unknown format {token_format!r}")
+    return IssuedToken(
+        cti=bytes(row.cti),
+        client_id=row.client_id,
+        audience=row.audience,
+        scope=row.scope,
+        format=cast(TokenFormat, token_format),
+        iat=row.iat,
+        exp=row.exp,
+        exi=row.exi,
+        sequence=row.sequence,
+        cnf_id=None if row.cnf_id is None else bytes(row.cnf_id),
+        revoked=bool(row.revoked),
+        revoked_at=row.revoked_at,
+    )

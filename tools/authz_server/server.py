@@ -1,0 +1,195 @@
+"""Running the Authorization Server: aiocoap and uvicorn in one asyncio event loop.
+
+``await run_authorization_server(store, coap=("::", 5683), http=("127.0.0.1", 8080))``
+serves until cancelled. :class:`RunningServer` is the same, started and
+stopped by hand (tests use it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiocoap
+import platformdirs
+import uvicorn
+
+from keybound.coap.authz_server_site import AsServerCredentials, build_site
+from keybound.core.authz_store import AuthzStore
+from keybound.core.dpop_state import InMemoryReplayCache, NonceIssuer
+from keybound.core.dpop_token_endpoint import DPoPTokenEndpointPolicy
+from keybound.tools.authz_server.http import TokenRequestHook, check_listen, create_app
+from keybound.tools.authz_server.provision import as_config
+from keybound.tools.authz_server.storage import SqlAuthzStore
+from keybound.tools.http.replay_cache import SqlReplayCache
+from keybound.tools.server_ready import announce_ready, check_port_free, url_for
+
+__all__ = ["RunningServer", "default_state_dir", "run_authorization_server"]
+
+log = logging.getLogger("keybound.as")
+
+
+def default_state_dir() -> Path:
+    """Where OSCORE sequence numbers are persisted: the per-user state directory."""
+    return Path(platformdirs.user_state_dir("keybound")) / "as"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+@dataclass
+class RunningServer:
+    """The AS's CoAP and/or HTTP endpoints in the current event loop.
+
+    ``public_url`` is the external URL of the HTTP root (behind a proxy, say
+    ``https://as.example.com``); it defaults to the listening address. DPoP
+    proofs at the token endpoint must name ``{public_url}/token`` (RFC 9449
+    §4.3). ``dpop`` sets nonces, replay cache and algorithms (RFC 9449 §5, §8).
+    """
+
+    store: AuthzStore
+    coap: tuple[str, int] | None = None
+    http: tuple[str, int] | None = None
+    state_dir: Path = field(default_factory=default_state_dir)
+    certfile: str | None = None
+    keyfile: str | None = None
+    insecure: bool = False
+    token_request_hook: TokenRequestHook | None = None
+    public_url: str | None = None
+    dpop: DPoPTokenEndpointPolicy | None = None
+    _coap_context: aiocoap.Context | None = field(default=None, init=False, repr=False)
+    _credentials: AsServerCredentials | None = field(default=None, init=False, repr=False)
+    _uvicorn: uvicorn.Server | None = field(default=None, init=False, repr=False)
+    _http_task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+
+    async def start(self) -> None:
+        """Bind the endpoints; raises if a port is taken or TLS is missing.
+
+        A taken port is :class:`~keybound.tools.server_ready.AddressInUse`,
+        found before the OSCORE state directory is touched.
+        """
+        config = as_config(self.store)
+        tls = self.certfile is not None and self.keyfile is not None
+        if self.http is not None:
+            check_listen(self.http[0], tls=tls, insecure=self.insecure)
+            check_port_free("https" if tls else "http", *self.http, stream=True)
+        if self.coap is not None:
+            check_port_free("coap", *self.coap)
+        if self.coap is not None:
+            site, self._credentials = build_site(self.store, config, self.state_dir)
+            self._coap_context = await aiocoap.Context.create_server_context(site, bind=self.coap)
+            log.info("CoAP AS listening on %s", url_for("coap", *self.coap))
+        if self.http is not None:
+            host, port = self.http
+            scheme = "https" if tls else "http"
+            app = create_app(
+                self.store,
+                config,
+                base_url=self.public_url or f"{scheme}://{_url_host(host)}:{port}",
+                token_request_hook=self.token_request_hook,
+                dpop=self.dpop,
+            )
+            uv_config = uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                ssl_certfile=self.certfile,
+                ssl_keyfile=self.keyfile,
+                log_level="warning",
+                lifespan="off",
+            )
+            self._uvicorn = uvicorn.Server(uv_config)
+            self._http_task = asyncio.create_task(self._uvicorn.serve())
+            while not self._uvicorn.started:
+                if self._http_task.done():
+                    self._http_task.result()
+                    raise OSError(f"HTTP server on {host}:{port} did not start")
+                await asyncio.sleep(0.01)
+            log.info("HTTP AS listening on %s", url_for(scheme, host, port))
+
+    @property
+    def urls(self) -> list[str]:
+        """The listening URLs (CoAP first)."""
+        tls = self.certfile is not None and self.keyfile is not None
+        urls = [url_for("coap", *self.coap)] if self.coap is not None else []
+        if self.http is not None:
+            urls.append(url_for("https" if tls else "http", *self.http))
+        return urls
+
+    @property
+    def http_task(self) -> asyncio.Task[None] | None:
+        """The uvicorn task, once started."""
+        return self._http_task
+
+    async def stop(self) -> None:
+        """Close the endpoints and persist the OSCORE state."""
+        if self._uvicorn is not None and self._http_task is not None:
+            self._uvicorn.should_exit = True
+            with contextlib.suppress(Exception):
+                await self._http_task
+        if self._coap_context is not None:
+            await self._coap_context.shutdown()
+        if self._credentials is not None:
+            self._credentials.close()
+
+
+async def run_authorization_server(
+    store: AuthzStore,
+    *,
+    coap: tuple[str, int] | None = None,
+    http: tuple[str, int] | None = None,
+    state_dir: Path | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    insecure: bool = False,
+    public_url: str | None = None,
+    dpop_nonce: bool = False,
+) -> None:
+    """Serve until cancelled (Ctrl-C).
+
+    With ``dpop_nonce`` the token endpoint requires a server nonce in DPoP
+    proofs (RFC 9449 §8), made with a random secret of this process. DPoP
+    ``jti`` values are kept in the AS's database (:class:`SqlReplayCache`), so
+    AS processes sharing it refuse a proof any of them accepted (RFC 9449 §11.1).
+    """
+    dpop = DPoPTokenEndpointPolicy(
+        nonce_issuer=NonceIssuer(secrets.token_bytes(32)) if dpop_nonce else None,
+        replay_cache=(
+            SqlReplayCache(engine=store.engine)
+            if isinstance(store, SqlAuthzStore)
+            else InMemoryReplayCache()
+        ),
+    )
+    server = RunningServer(
+        store,
+        coap=coap,
+        http=http,
+        state_dir=state_dir or default_state_dir(),
+        certfile=certfile,
+        keyfile=keyfile,
+        insecure=insecure,
+        public_url=public_url,
+        dpop=dpop,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+    try:
+        await server.start()
+        announce_ready(server.urls)
+        if server.http_task is not None:
+            waiters.append(server.http_task)  # uvicorn ends on a signal it caught itself
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiters[0].cancel()
+        await server.stop()

@@ -1,0 +1,706 @@
+"""The Authorization Server's storage on SQLAlchemy 2 Core: SQLite or PostgreSQL.
+
+:class:`SqlAuthzStore` implements :class:`keybound.core.authz_store.AuthzStore`.
+Where the database lives and how it is opened is in
+:mod:`keybound.tools.authz_server.database`, the tables and their schema version in
+:mod:`keybound.tools.authz_server.schema`, client secret hashing in
+:mod:`keybound.tools.authz_server.client_secrets`; the names this module has always
+offered (``SCHEMA_VERSION``, ``StorageError``, ``resolve_database_url``, ...) are
+re-exported from there.
+
+Concurrency: every method is one short transaction. SQLite runs in WAL mode
+with a busy timeout, and write transactions start with ``BEGIN IMMEDIATE`` so
+two writers queue instead of failing on a lock upgrade. Sequence numbers for
+resource servers without a clock (RFC 9200 §5.10.3) are incremented in the
+database with ``UPDATE ... RETURNING`` and committed before they are handed
+out, so no number is given twice, whichever process asks.
+
+:meth:`SqlAuthzStore.open` refuses a database written by a newer keybound, and
+one holding other tables but no ``keybound_meta``, rather than guess.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from sqlalchemy import Connection, Engine, Row, delete, exists, insert, select, update
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from keybound.core.authz_store import (
+    DEFAULT_PROFILES,
+    AuthzStore,
+    Client,
+    ClientRegistration,
+    DuplicateRecord,
+    InvalidRecord,
+    IssuedToken,
+    IssuerSettings,
+    OscoreContext,
+    ResourceServer,
+    UnknownRecord,
+    validated_scopes,
+)
+from keybound.core.errors import InvalidClient
+from keybound.tools.authz_server.client_secrets import (
+    burn_scrypt_time,
+    hash_client_secret,
+    secret_matches,
+)
+from keybound.tools.authz_server.database import (
+    DEFAULT_DATABASE_NAME,
+    READ_ONLY,
+    StorageError,
+    build_engine,
+    default_database_path,
+    resolve_database_url,
+)
+from keybound.tools.authz_server.schema import (
+    SCHEMA_VERSION,
+    check_schema,
+    client_from_rows,
+    clients_table,
+    grants_table,
+    issuer_table,
+    oscore_columns,
+    resource_server_from_rows,
+    resource_servers_table,
+    sequences_table,
+    token_from_row,
+    token_keys_table,
+    tokens_table,
+)
+
+__all__ = [
+    "DEFAULT_DATABASE_NAME",
+    "SCHEMA_VERSION",
+    "SqlAuthzStore",
+    "StorageError",
+    "default_database_path",
+    "hash_client_secret",
+    "resolve_database_url",
+]
+
+
+def _now(now: int | None) -> int:
+    return int(time.time()) if now is None else now
+
+
+# ---- the store -------------------------------------------------------------------------------
+
+
+class SqlAuthzStore:
+    """The AS storage (:class:`keybound.core.authz_store.AuthzStore`) on SQLAlchemy Core.
+
+    Create with :meth:`init` (a new or existing database) or :meth:`open`
+    (an existing one); close with :meth:`close` or a ``with`` block.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        """Wrap an engine whose schema was checked; use :meth:`open` or :meth:`init`."""
+        self._engine = engine
+
+    # -- life cycle
+
+    @classmethod
+    def init(cls, url: str | URL | None = None, *, echo: bool = False) -> Self:
+        """Open the database, creating the schema if the database is empty."""
+        return cls.open(url, create=True, echo=echo)
+
+    @classmethod
+    def open(
+        cls, url: str | URL | None = None, *, create: bool = False, echo: bool = False
+    ) -> Self:
+        """Open a keybound AS database and check its schema version.
+
+        ``url`` is ``None`` for the default SQLite file, a database URL, or a
+        file path. With ``create``, an empty database gets the schema; without
+        it an empty database is refused. Raises :class:`StorageError` for a
+        database of a newer or unknown schema, or one that holds tables but no
+        ``keybound_meta``.
+        """
+        resolved = resolve_database_url(url)
+        # Only creating opens may make a file; the default location's directory too.
+        engine = build_engine(resolved, echo=echo, create=create, make_parents=url is None)
+        try:
+            check_schema(engine, resolved, create=create)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for state kept next to the AS's records (the DPoP
+        replay cache of :mod:`keybound.tools.http.replay_cache`)."""
+        return self._engine
+
+    def close(self) -> None:
+        """Close all pooled connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return f"SqlAuthzStore({self.url!r})"
+
+    # -- transactions
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        except IntegrityError as exc:
+            raise DuplicateRecord(
+                f"conflicts with an existing record or a concurrent change: {exc.orig}"
+            ) from None
+        except DBAPIError as exc:
+            raise StorageError(f"database error: {exc.orig}") from None
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self._engine.connect() as conn:
+                conn.execution_options(**{READ_ONLY: True})
+                with conn.begin():
+                    yield conn
+        except DBAPIError as exc:
+            raise StorageError(f"database error: {exc.orig}") from None
+
+    # -- issuer
+
+    def get_issuer(self) -> IssuerSettings | None:
+        """The issuer URI and AS signing key, or ``None`` before :meth:`set_issuer`."""
+        with self._read() as conn:
+            row = conn.execute(select(issuer_table).where(issuer_table.c.id == 1)).one_or_none()
+        if row is None:
+            return None
+        return IssuerSettings(
+            issuer=row.issuer, signing_key=bytes(row.signing_key), created=row.created
+        )
+
+    def set_issuer(
+        self, issuer: str, signing_key: bytes, *, now: int | None = None
+    ) -> IssuerSettings:
+        """Set or replace the issuer URI (RFC 8392 §3.1.1) and the signing key."""
+        if not issuer:
+            raise InvalidRecord("the issuer must not be empty")
+        if not signing_key:
+            raise InvalidRecord("the signing key must not be empty")
+        created = _now(now)
+        values = {"issuer": issuer, "signing_key": signing_key, "created": created}
+        with self._write() as conn:
+            changed = conn.execute(
+                update(issuer_table).where(issuer_table.c.id == 1).values(**values)
+            )
+            if changed.rowcount == 0:
+                conn.execute(insert(issuer_table).values(id=1, **values))
+        return IssuerSettings(issuer=issuer, signing_key=signing_key, created=created)
+
+    # -- resource servers
+
+    def add_resource_server(
+        self,
+        name: str,
+        audience: str,
+        *,
+        scopes: Sequence[str],
+        token_key: bytes,
+        token_kid: bytes,
+        has_clock: bool = True,
+        profiles: Sequence[int] = DEFAULT_PROFILES,
+        default_lifetime: int = 3600,
+        introspection_context: OscoreContext | None = None,
+        now: int | None = None,
+    ) -> ResourceServer:
+        """Register a resource server; ``name`` and ``audience`` must be new.
+
+        Its sequence counter (RFC 9200 §5.10.3) starts at 0, or continues where
+        an earlier RS with the same audience left it.
+        """
+        what = f"resource server {name!r}"
+        if not name or not audience:
+            raise InvalidRecord(f"{what}: name and audience must not be empty")
+        checked_scopes = validated_scopes(scopes, what=what)
+        checked_profiles = tuple(int(p) for p in profiles)
+        if not checked_profiles:
+            raise InvalidRecord(f"{what}: at least one ACE profile is needed")
+        if default_lifetime <= 0:
+            raise InvalidRecord(f"{what}: the default lifetime must be positive")
+        if not token_key or not token_kid:
+            raise InvalidRecord(f"{what}: the token key and its kid must not be empty")
+        created = _now(now)
+        with self._write() as conn:
+            clash = conn.execute(
+                select(resource_servers_table.c.name).where(
+                    (resource_servers_table.c.name == name)
+                    | (resource_servers_table.c.audience == audience)
+                )
+            ).first()
+            if clash is not None:
+                raise DuplicateRecord(
+                    f"{what}: a resource server with this name or audience {audience!r} exists"
+                )
+            conn.execute(
+                insert(resource_servers_table).values(
+                    name=name,
+                    audience=audience,
+                    scopes=list(checked_scopes),
+                    has_clock=has_clock,
+                    profiles=list(checked_profiles),
+                    default_lifetime=default_lifetime,
+                    created=created,
+                    **oscore_columns(introspection_context),
+                )
+            )
+            conn.execute(
+                insert(token_keys_table).values(
+                    rs_name=name, version=1, kid=token_kid, key=token_key, created=created
+                )
+            )
+            counter = conn.execute(
+                select(sequences_table.c.value).where(sequences_table.c.audience == audience)
+            ).first()
+            if counter is None:
+                conn.execute(insert(sequences_table).values(audience=audience, value=0))
+            stored = self._load_resource_server(conn, name)
+        assert stored is not None
+        return stored
+
+    def _load_resource_server(self, conn: Connection, name: str) -> ResourceServer | None:
+        row = conn.execute(
+            select(resource_servers_table).where(resource_servers_table.c.name == name)
+        ).one_or_none()
+        if row is None:
+            return None
+        keys = conn.execute(
+            select(token_keys_table).where(token_keys_table.c.rs_name == name)
+        ).all()
+        return resource_server_from_rows(row, keys)
+
+    def get_resource_server(self, name: str) -> ResourceServer | None:
+        """A resource server by its local name."""
+        with self._read() as conn:
+            return self._load_resource_server(conn, name)
+
+    def get_resource_server_by_audience(self, audience: str) -> ResourceServer | None:
+        """A resource server by ``audience`` (RFC 9200 §5.8.1)."""
+        with self._read() as conn:
+            name = conn.execute(
+                select(resource_servers_table.c.name).where(
+                    resource_servers_table.c.audience == audience
+                )
+            ).scalar_one_or_none()
+            return None if name is None else self._load_resource_server(conn, name)
+
+    def list_resource_servers(self) -> list[ResourceServer]:
+        """All resource servers, by name."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(resource_servers_table).order_by(resource_servers_table.c.name)
+            ).all()
+            keys: dict[str, list[Row[Any]]] = defaultdict(list)
+            for key_row in conn.execute(select(token_keys_table)):
+                keys[key_row.rs_name].append(key_row)
+        return [resource_server_from_rows(row, keys[row.name]) for row in rows]
+
+    def remove_resource_server(self, name: str) -> None:
+        """Forget a resource server, its token keys and all grants for its audience.
+
+        The sequence counter of its audience is kept (RFC 9200 §5.10.3).
+        """
+        with self._write() as conn:
+            audience = conn.execute(
+                select(resource_servers_table.c.audience).where(
+                    resource_servers_table.c.name == name
+                )
+            ).scalar_one_or_none()
+            if audience is None:
+                raise UnknownRecord(f"no resource server named {name!r}")
+            # Explicit, not only ON DELETE CASCADE: the result must not depend on a pragma.
+            conn.execute(delete(grants_table).where(grants_table.c.audience == audience))
+            conn.execute(delete(token_keys_table).where(token_keys_table.c.rs_name == name))
+            conn.execute(
+                delete(resource_servers_table).where(resource_servers_table.c.name == name)
+            )
+
+    def rotate_token_key(
+        self,
+        name: str,
+        token_key: bytes,
+        token_kid: bytes,
+        *,
+        keep_previous: int = 1,
+        now: int | None = None,
+    ) -> ResourceServer:
+        """Make a new token key current (RFC 9200 §6.1).
+
+        The replaced key is marked retired and kept, with up to
+        ``keep_previous`` older versions, so tokens encrypted before the
+        rotation can still be introspected; older ones are deleted. The new
+        ``kid`` must differ from every stored one.
+        """
+        if keep_previous < 0:
+            raise InvalidRecord("keep_previous must not be negative")
+        if not token_key or not token_kid:
+            raise InvalidRecord("the token key and its kid must not be empty")
+        when = _now(now)
+        with self._write() as conn:
+            versions = conn.execute(
+                select(token_keys_table.c.version, token_keys_table.c.kid)
+                .where(token_keys_table.c.rs_name == name)
+                .order_by(token_keys_table.c.version.desc())
+            ).all()
+            if not versions:
+                raise UnknownRecord(f"no resource server named {name!r}")
+            if any(bytes(row.kid) == token_kid for row in versions):
+                raise DuplicateRecord(
+                    f"resource server {name!r}: kid {token_kid.hex()} is in use by a stored key"
+                )
+            kept = versions[:keep_previous]
+            newest = int(versions[0].version)
+            conn.execute(
+                delete(token_keys_table).where(
+                    token_keys_table.c.rs_name == name,
+                    token_keys_table.c.version.not_in([row.version for row in kept]),
+                )
+            )
+            conn.execute(
+                update(token_keys_table)
+                .where(token_keys_table.c.rs_name == name, token_keys_table.c.retired.is_(None))
+                .values(retired=when)
+            )
+            conn.execute(
+                insert(token_keys_table).values(
+                    rs_name=name, version=newest + 1, kid=token_kid, key=token_key, created=when
+                )
+            )
+            stored = self._load_resource_server(conn, name)
+        assert stored is not None
+        return stored
+
+    # -- clients
+
+    def add_client(self, registration: ClientRegistration, *, now: int | None = None) -> Client:
+        """Register one client; see :meth:`add_clients`."""
+        return self.add_clients([registration], now=now)[0]
+
+    def add_clients(
+        self, registrations: Sequence[ClientRegistration], *, now: int | None = None
+    ) -> list[Client]:
+        """Register clients in one transaction: all of them, or none.
+
+        Secrets are hashed (scrypt) before the transaction starts, so the
+        database is not held while they are. Every granted audience must be a
+        registered resource server and every scope one it understands.
+        """
+        if not registrations:
+            return []
+        ids = [r.client_id for r in registrations]
+        if len(set(ids)) != len(ids):
+            doubled = sorted({i for i in ids if ids.count(i) > 1})
+            raise DuplicateRecord(f"client IDs given more than once: {doubled}")
+        created = _now(now)
+        client_rows = [
+            {
+                "client_id": r.client_id,
+                "secret_hash": None if r.secret is None else hash_client_secret(r.secret),
+                "public_key": r.public_key,
+                "created": created,
+                **oscore_columns(r.oscore),
+            }
+            for r in registrations
+        ]
+        with self._write() as conn:
+            existing = self._existing_client_ids(conn, ids)
+            if existing:
+                names = ", ".join(sorted(existing)[:10]) + (", ..." if len(existing) > 10 else "")
+                raise DuplicateRecord(f"clients exist already: {names}")
+            grants = {
+                r.client_id: self._grant_rows(conn, r.client_id, r.grants) for r in registrations
+            }
+            conn.execute(insert(clients_table), client_rows)
+            grant_rows = [row for rows in grants.values() for row in rows]
+            if grant_rows:
+                conn.execute(insert(grants_table), grant_rows)
+        return [
+            Client(
+                client_id=r.client_id,
+                has_secret=r.secret is not None,
+                oscore=r.oscore,
+                public_key=r.public_key,
+                grants={g["audience"]: tuple(g["scopes"]) for g in grants[r.client_id]},
+                created=created,
+            )
+            for r in registrations
+        ]
+
+    @staticmethod
+    def _existing_client_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):  # stay under bound-parameter limits
+            chunk = ids[start : start + 500]
+            found.update(
+                conn.execute(
+                    select(clients_table.c.client_id).where(clients_table.c.client_id.in_(chunk))
+                )
+                .scalars()
+                .all()
+            )
+        return found
+
+    @staticmethod
+    def _grant_rows(
+        conn: Connection, client_id: str, grants: Mapping[str, Sequence[str]]
+    ) -> list[dict[str, Any]]:
+        """Check grants against the registered resource servers; rows to insert."""
+        if not grants:
+            return []
+        known = {
+            row.audience: set(row.scopes)
+            for row in conn.execute(
+                select(resource_servers_table.c.audience, resource_servers_table.c.scopes).where(
+                    resource_servers_table.c.audience.in_(list(grants))
+                )
+            )
+        }
+        rows: list[dict[str, Any]] = []
+        for audience in sorted(grants):
+            what = f"client {client_id!r}, grant for {audience!r}"
+            scopes = validated_scopes(grants[audience], what=what)
+            if audience not in known:
+                raise UnknownRecord(f"{what}: no resource server has this audience")
+            unknown = [s for s in scopes if s not in known[audience]]
+            if unknown:
+                raise InvalidRecord(f"{what}: the resource server has no scopes {unknown}")
+            rows.append({"client_id": client_id, "audience": audience, "scopes": list(scopes)})
+        return rows
+
+    def _load_client(self, conn: Connection, client_id: str) -> Client | None:
+        row = conn.execute(
+            select(clients_table).where(clients_table.c.client_id == client_id)
+        ).one_or_none()
+        if row is None:
+            return None
+        grants = conn.execute(
+            select(grants_table).where(grants_table.c.client_id == client_id)
+        ).all()
+        return client_from_rows(row, grants)
+
+    def get_client(self, client_id: str) -> Client | None:
+        """A client by ``client_id``."""
+        with self._read() as conn:
+            return self._load_client(conn, client_id)
+
+    def list_clients(self) -> list[Client]:
+        """All clients, by ``client_id``."""
+        with self._read() as conn:
+            rows = conn.execute(select(clients_table).order_by(clients_table.c.client_id)).all()
+            grants: dict[str, list[Row[Any]]] = defaultdict(list)
+            for grant_row in conn.execute(select(grants_table)):
+                grants[grant_row.client_id].append(grant_row)
+        return [client_from_rows(row, grants[row.client_id]) for row in rows]
+
+    def remove_client(self, client_id: str) -> None:
+        """Forget a client and its grants; tokens issued to it stay on record."""
+        with self._write() as conn:
+            conn.execute(delete(grants_table).where(grants_table.c.client_id == client_id))
+            gone = conn.execute(delete(clients_table).where(clients_table.c.client_id == client_id))
+            if gone.rowcount == 0:
+                raise UnknownRecord(f"no client {client_id!r}")
+
+    def set_grants(self, client_id: str, grants: Mapping[str, Sequence[str]]) -> Client:
+        """Replace a client's grants (RFC 9200 §5.8.2: what the AS may issue to it)."""
+        with self._write() as conn:
+            found = conn.execute(
+                select(clients_table.c.client_id).where(clients_table.c.client_id == client_id)
+            ).first()
+            if found is None:
+                raise UnknownRecord(f"no client {client_id!r}")
+            rows = self._grant_rows(conn, client_id, grants)
+            conn.execute(delete(grants_table).where(grants_table.c.client_id == client_id))
+            if rows:
+                conn.execute(insert(grants_table), rows)
+            stored = self._load_client(conn, client_id)
+        assert stored is not None
+        return stored
+
+    def verify_client_secret(self, client_id: str, secret: str) -> Client:
+        """Authenticate a client by its HTTP secret (RFC 6749 §2.3.1).
+
+        Raises :class:`~keybound.core.errors.InvalidClient`, with the same
+        message and about the same time, for an unknown client, a client
+        without a secret and a wrong secret. The comparison is constant-time.
+        """
+        with self._read() as conn:
+            stored = conn.execute(
+                select(clients_table.c.secret_hash).where(clients_table.c.client_id == client_id)
+            ).scalar_one_or_none()
+            client = None if stored is None else self._load_client(conn, client_id)
+        # scrypt runs after the connection went back to the pool.
+        if stored is None or client is None:
+            burn_scrypt_time(secret)
+            raise InvalidClient("client authentication failed")
+        if not secret_matches(secret, stored):
+            raise InvalidClient("client authentication failed")
+        return client
+
+    def set_introspection_secret(self, name: str, secret: str) -> None:
+        """Store the scrypt hash of RS ``name``'s introspection secret (RFC 7662 §2.1).
+
+        The secret authenticates the RS at HTTP ``/introspect`` only; it is
+        independent of the token key, and each can be replaced without the other.
+        """
+        if not secret:
+            raise InvalidRecord("the introspection secret must not be empty")
+        hashed = hash_client_secret(secret)  # scrypt outside the transaction
+        with self._write() as conn:
+            changed = conn.execute(
+                update(resource_servers_table)
+                .where(resource_servers_table.c.name == name)
+                .values(introspection_secret_hash=hashed)
+            ).rowcount
+        if changed == 0:
+            raise UnknownRecord(f"no resource server named {name!r}")
+
+    def verify_introspection_secret(self, name: str, secret: str) -> ResourceServer:
+        """Authenticate RS ``name`` by its introspection secret (constant-time, scrypt).
+
+        Raises :class:`~keybound.core.errors.InvalidClient` for an unknown RS or a
+        wrong secret, and names the fix for an RS that has no introspection secret
+        (a database from before they existed).
+        """
+        with self._read() as conn:
+            stored = conn.execute(
+                select(resource_servers_table.c.introspection_secret_hash).where(
+                    resource_servers_table.c.name == name
+                )
+            ).one_or_none()
+            rs = None if stored is None else self._load_resource_server(conn, name)
+        if stored is None or rs is None:
+            burn_scrypt_time(secret)
+            raise InvalidClient("resource server authentication failed")
+        if stored[0] is None:
+            burn_scrypt_time(secret)
+            raise InvalidClient(
+                f"resource server {name!r} has no introspection secret: run "
+                f"`keybound as rotate-key {name} --introspection-secret` and give the RS "
+                "the bundle it writes"
+            )
+        if not secret_matches(secret, stored[0]):
+            raise InvalidClient("resource server authentication failed")
+        return rs
+
+    # -- tokens
+
+    def record_token(self, token: IssuedToken) -> None:
+        """Remember an issued token (RFC 9200 §5.9: what introspection answers from)."""
+        with self._write() as conn:
+            taken = conn.execute(
+                select(tokens_table.c.cti).where(tokens_table.c.cti == token.cti)
+            ).first()
+            if taken is not None:
+                raise DuplicateRecord(f"a token with cti {token.cti.hex()} is on record")
+            conn.execute(
+                insert(tokens_table).values(
+                    cti=token.cti,
+                    client_id=token.client_id,
+                    audience=token.audience,
+                    scope=token.scope,
+                    format=token.format,
+                    iat=token.iat,
+                    exp=token.exp,
+                    exi=token.exi,
+                    sequence=token.sequence,
+                    cnf_id=token.cnf_id,
+                    revoked=token.revoked,
+                    revoked_at=token.revoked_at,
+                )
+            )
+
+    def get_token(self, cti: bytes) -> IssuedToken | None:
+        """An issued token by ``cti`` (RFC 8392 §3.1.7), or ``None``."""
+        with self._read() as conn:
+            row = conn.execute(select(tokens_table).where(tokens_table.c.cti == cti)).one_or_none()
+        return None if row is None else token_from_row(row)
+
+    def revoke(self, cti: bytes, *, now: int | None = None) -> IssuedToken:
+        """Mark a token revoked; a second revocation keeps the first time."""
+        when = _now(now)
+        with self._write() as conn:
+            conn.execute(
+                update(tokens_table)
+                .where(tokens_table.c.cti == cti, tokens_table.c.revoked.is_(False))
+                .values(revoked=True, revoked_at=when)
+            )
+            row = conn.execute(select(tokens_table).where(tokens_table.c.cti == cti)).one_or_none()
+            if row is None:
+                raise UnknownRecord(f"no token with cti {cti.hex()}")
+        return token_from_row(row)
+
+    def list_tokens(
+        self, client_id: str, *, include_revoked: bool = True, limit: int = 1000
+    ) -> list[IssuedToken]:
+        """The newest ``limit`` tokens issued to a client, newest first."""
+        query = select(tokens_table).where(tokens_table.c.client_id == client_id)
+        if not include_revoked:
+            query = query.where(tokens_table.c.revoked.is_(False))
+        query = query.order_by(tokens_table.c.iat.desc(), tokens_table.c.cti).limit(max(limit, 0))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [token_from_row(row) for row in rows]
+
+    def purge_expired_tokens(self, before: int) -> int:
+        """Forget tokens whose ``exp`` is before ``before``; returns how many.
+
+        Tokens without ``exp`` (``exi`` tokens, RFC 9200 §5.10.3) are kept: the
+        AS cannot know when their RS started counting.
+        """
+        with self._write() as conn:
+            result = conn.execute(delete(tokens_table).where(tokens_table.c.exp < before))
+        return int(result.rowcount)
+
+    def next_sequence(self, audience: str) -> int:
+        """The next sequence number for ``audience`` (RFC 9200 §5.10.3).
+
+        One ``UPDATE ... RETURNING`` in its own transaction, committed before
+        the number is returned: strictly increasing and never handed out twice,
+        whichever process of those sharing the database asks. The first is 1.
+        """
+        registered = exists().where(resource_servers_table.c.audience == audience)
+        with self._write() as conn:
+            value = conn.execute(
+                update(sequences_table)
+                .where(sequences_table.c.audience == audience, registered)
+                .values(value=sequences_table.c.value + 1)
+                .returning(sequences_table.c.value)
+            ).scalar_one_or_none()
+        if value is None:
+            raise UnknownRecord(f"no resource server with audience {audience!r}")
+        return int(value)
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocol(store: SqlAuthzStore) -> AuthzStore:
+        return store  # mypy checks SqlAuthzStore against the AuthzStore protocol here

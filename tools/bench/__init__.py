@@ -1,0 +1,4 @@
+"""keybound.tools.bench.
+
+``keybound bench``, figures timed against baselines in alternating rounds.
+"""

@@ -1,0 +1,184 @@
+"""The ``keybound`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer import _click as click
+
+from keybound.tools.cli.support import EXIT_BAD_INPUT, clean_errors, console, fail
+
+#: The command groups: module holding the ``app``, and the help shown by
+#: ``keybound --help``. A group's module is imported only when it runs, so that
+#: ``--help``, ``--version`` and ``token inspect`` start fast.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "token": ("keybound.tools.cli.token_commands", "Inspect and mint access tokens (CWT and JWT)."),
+    "as": (
+        "keybound.tools.cli.as_commands",
+        "The desktop Authorization Server: keys, resource servers, clients, serving.",
+    ),
+    "rs": ("keybound.tools.cli.rs_commands", "Run the CoAP Resource Server (ACE OSCORE profile)."),
+    "client": (
+        "keybound.tools.cli.client_commands",
+        "Call resource servers with proof-of-possession tokens.",
+    ),
+    "device": (
+        "keybound.tools.cli.device_commands",
+        "Devices: write a device bundle, flash the MicroPython firmware.",
+    ),
+}
+BENCH_HELP = (
+    "Measure what keybound costs: token sizes, codec, DPoP and RS timings against baselines."
+)
+
+app = typer.Typer(
+    help="keybound: proof-of-possession access tokens (ACE-OAuth, OSCORE profile, DPoP).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+key_app = typer.Typer(help="Generate and show keys.", no_args_is_help=True)
+app.add_typer(key_app, name="key")
+
+
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The command group ARGV runs (its first word that is not an option), if any."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def build_app(argv: Sequence[str] | None = None) -> typer.Typer:
+    """The CLI with the group ARGV runs loaded for real; all of them when ``argv`` is None."""
+    chosen = None if argv is None else _chosen(argv)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if argv is None or name == chosen:
+            sub = importlib.import_module(module_name).app
+        else:
+            sub = typer.Typer(help=help_text)  # a stand-in: listed by --help, never run
+        app.add_typer(sub, name=name)
+    if argv is None or chosen == "bench":
+        from keybound.tools.cli import bench_commands as bench_cli  # noqa: PLC0415 - loaded when it runs
+
+        app.command("bench")(bench_cli.bench_command)
+    else:
+        app.command("bench", help=BENCH_HELP)(_stand_in)
+    return app
+
+
+def _stand_in() -> None:  # pragma: no cover - never run: build_app loads the real command
+    raise AssertionError("a stand-in command ran")
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - slow import
+
+    try:
+        return version("keybound")
+    except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
+        return "0+unknown"
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"keybound {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
+    """keybound: proof-of-possession access tokens for constrained devices and HTTP."""
+
+
+@key_app.command("generate")
+@clean_errors
+def key_generate(
+    out: Annotated[Path, typer.Argument(help="file to write (0600)")],
+    kind: Annotated[
+        str, typer.Option("--type", "-t", help="p256, p384, ed25519, x25519 or symmetric")
+    ] = "p256",
+    size: Annotated[int, typer.Option("--size", help="symmetric key bytes")] = 16,
+    kid: Annotated[str | None, typer.Option("--kid", help="key identifier")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jwk or cose")] = "jwk",
+    force: Annotated[bool, typer.Option("--force", help="replace an existing file")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Generate a key and write it (with its private part) to OUT, readable by you only.
+
+    An existing OUT is never replaced without ``--force``.
+    """
+    from keybound.core.keys import Key  # noqa: PLC0415 - import time
+    from keybound.core.numbers.cose_keys import Curve  # noqa: PLC0415
+    from keybound.tools.keyfiles import write_key  # noqa: PLC0415
+
+    kid_bytes = kid.encode() if kid else None
+    makers = {
+        "p256": lambda: Key.generate_ec2(Curve.P_256, kid=kid_bytes),
+        "p384": lambda: Key.generate_ec2(Curve.P_384, kid=kid_bytes),
+        "ed25519": lambda: Key.generate_okp(Curve.ED25519, kid=kid_bytes),
+        "x25519": lambda: Key.generate_okp(Curve.X25519, kid=kid_bytes),
+        "symmetric": lambda: Key.generate_symmetric(size, kid=kid_bytes),
+    }
+    if kind not in makers:
+        raise ValueError(f"unknown key type {kind!r}; choose one of {', '.join(makers)}")
+    key = makers[kind]()
+    write_key(out, key, fmt=fmt, overwrite=force)
+    if as_json:
+        import json  # noqa: PLC0415 - import time
+
+        info = {
+            "path": str(out),
+            "type": kind,
+            "format": fmt,
+            "jwk_thumbprint": key.jwk_thumbprint(),
+        }
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return
+    console.print(f"wrote {kind} key to {out} (mode 0600); JWK thumbprint {key.jwk_thumbprint()}")
+
+
+@app.command("demo")
+@clean_errors
+def demo_command() -> None:
+    """Show keybound at work on this machine (see README: Quick start)."""
+    from keybound.tools import demo  # noqa: PLC0415 - the demo pulls in more than other commands
+
+    demo.run()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: usage errors are one line too."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    cli = build_app(args)
+    try:
+        result: Any = cli(args, prog_name="keybound", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # the help was the answer
+        if exc.format_message():
+            print(exc.format_message())
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    except click.exceptions.UsageError as exc:
+        where = exc.ctx.command_path.removeprefix("keybound").strip() if exc.ctx else ""
+        prefix = f"{where}: " if where else ""
+        raise SystemExit(_fail_code(f"{prefix}{exc.format_message()} (see --help)")) from None
+    except click.exceptions.ClickException as exc:
+        raise SystemExit(_fail_code(exc.format_message())) from None
+    except typer.Abort:
+        raise SystemExit(_fail_code("aborted", 1)) from None
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _fail_code(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    return fail(message, code).exit_code
+
+
+__all__ = ["SUBCOMMANDS", "app", "build_app", "main"]

@@ -1,0 +1,505 @@
+"""The Resource Server daemon: ``keybound rs serve --config rs.toml``.
+
+Configuration (TOML). Relative paths (``bundle``, ``state``) are resolved next to
+the configuration file, not the working directory, so a service can start from
+anywhere. Unknown keys and sections are errors (with a "did you mean" hint): a
+misspelt ``listen`` must not serve on the default address::
+
+    bundle = "rs-bundle.json"        # written by the AS: keys and names of this RS (0600)
+    listen = "127.0.0.1:5683"        # host:port, or [v6 address]:port
+    state = "rs-state.db"            # SQLite: tokens, contexts, sequence numbers (0600)
+    require_as_signature = true      # tokens must carry the AS's COSE_Sign1 inside the
+                                     # Encrypt0; the default is true when the bundle holds
+                                     # the AS public key, false otherwise
+
+    [capacity]
+    tokens = 1000                    # stored tokens (and OSCORE contexts) at most
+
+    [introspection]                  # optional: ask the AS about each posted token
+    mode = "optional"                # off (default), optional, or required (refuse when
+                                     # the AS cannot be reached); uses the bundle's
+                                     # introspection block (RFC 9200 §5.9)
+
+    [oscore]                         # optional
+    sequence_chunk = 64              # sequence numbers reserved per write (RFC 8613 B.1.1)
+    response_partial_iv = false      # every response carries the RS's own Partial IV
+
+    [resources."/temp"]              # a temperature sensor
+    GET = ["temp.read"]
+
+    [resources."/led"]               # an LED-like actuator: GET and PUT its state
+    kind = "switch"
+    GET = ["led.read"]
+    PUT = ["led.write"]
+
+Each resource maps methods to the text scope tokens that allow them (RFC 6749 §3.3;
+AIF scopes of RFC 9237 need no declaration). ``kind`` is ``temperature`` (reads
+``/sys/class/thermal/thermal_zone0/temp`` where present, otherwise a simulated
+value) or ``switch``; without ``kind``, paths containing "temp" are temperature
+sensors and the others switches.
+
+The bundle is the JSON file the AS writes for this RS (``kind``
+``keybound-rs-bundle``, ``version`` 1): ``audience``, ``issuer``, ``as_uri`` (sent
+in AS Request Creation Hints, RFC 9200 §5.3), ``token_key`` (the AS-RS symmetric
+JWK, AES-CCM-16-64-128), ``as_public_key`` (the AS's public JWK, verifying a
+COSE_Sign1 nested in the token), ``has_clock`` (False: tokens must carry ``exi``,
+RFC 9200 §5.10.3), ``scopes`` and ``profiles``. A bundle that others can read is
+refused.
+
+The daemon logs accepted and rejected tokens (never keys or secrets), expires
+tokens and their contexts, and stops cleanly on SIGTERM or SIGINT; every state
+change is durable before the RS answers, so a SIGKILL loses nothing but the
+replay windows, which restarted contexts rebuild with Echo (RFC 8613 Appendix B.1.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import hashlib
+import json
+import logging
+import math
+import signal
+import sqlite3
+import stat
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiocoap
+import aiocoap.resource
+from aiocoap.numbers.codes import Code
+
+from keybound.coap.client import client_context
+from keybound.coap.introspection import Introspector
+from keybound.coap.resource_server_site import ResourceServerSite
+from keybound.core.errors import KeyboundError
+from keybound.core.keys import Key
+from keybound.core.oscore_profile import DerivedContext
+from keybound.core.resource_server import ResourceServer, RsPolicy
+from keybound.tools.bundles import oscore_from_json
+from keybound.tools.client.state import SequenceFile
+from keybound.tools.resource_server.state import SqliteRsState
+from keybound.tools.server_ready import announce_ready, check_port_free, url_for
+
+log = logging.getLogger("keybound.rs")
+
+BUNDLE_KIND = "keybound-rs-bundle"
+THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
+MAX_CONFIG_BYTES = 256 * 1024
+_METHODS = ("GET", "POST", "PUT", "DELETE", "FETCH", "PATCH", "iPATCH")
+
+
+class ConfigError(ValueError):
+    """The configuration or the bundle is unusable; the message is one line."""
+
+
+# ---- configuration ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    path: str
+    kind: str
+    scopes: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    name: str
+    audience: str
+    issuer: str | None
+    as_uri: str
+    token_key: Key = field(repr=False)
+    as_public_key: Key | None
+    has_clock: bool
+    scopes: tuple[str, ...]
+    profiles: tuple[int, ...]
+    introspection_uri: str | None = None
+    introspection_context: DerivedContext | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class RsConfig:
+    bundle: Bundle
+    listen: tuple[str, int]
+    state: Path
+    capacity: int = 1000
+    sequence_chunk: int = 64
+    response_partial_iv: bool = False
+    resources: tuple[ResourceSpec, ...] = ()
+    introspection: str = "off"  # "off", "optional" or "required"
+    require_as_signature: bool = False
+
+
+def parse_listen(text: object) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port``."""
+    if not isinstance(text, str) or ":" not in text:
+        raise ConfigError(f"listen must be 'host:port', not {text!r}")
+    host, _, port_text = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"listen must be 'host:port', not {text!r}")
+    return host, int(port_text)
+
+
+#: The keys ``rs.toml`` may hold: top-level keys, then the keys of each section (a
+#: ``None`` entry is a section whose keys are checked where it is read).
+KNOWN_KEYS: dict[str, frozenset[str] | None] = {
+    "": frozenset({"bundle", "listen", "state", "require_as_signature"}),
+    "capacity": frozenset({"tokens"}),
+    "introspection": frozenset({"mode"}),
+    "oscore": frozenset({"sequence_chunk", "response_partial_iv"}),
+    "resources": None,
+}
+
+
+def _did_you_mean(name: str, known: frozenset[str] | set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_known_keys(data: dict[str, Any], where: str) -> None:
+    """Refuse keys and sections that :data:`KNOWN_KEYS` does not list."""
+    top = KNOWN_KEYS[""] or frozenset()
+    sections = {name for name in KNOWN_KEYS if name}
+    for name, value in data.items():
+        if name in sections:
+            keys = KNOWN_KEYS[name]
+            if keys is None or not isinstance(value, dict):
+                continue
+            for key in value:
+                if key not in keys:
+                    hint = _did_you_mean(key, keys)
+                    raise ConfigError(f"{where}: unknown key {key!r} in [{name}]{hint}")
+        elif name not in top:
+            kind = "section" if isinstance(value, dict) else "key"
+            hint = _did_you_mean(name, top | sections)
+            raise ConfigError(f"{where}: unknown {kind} {name!r}{hint}")
+
+
+def _need(table: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    if name not in table:
+        raise ConfigError(f"{where}: {name} is missing")
+    value = table[name]
+    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+        raise ConfigError(f"{where}: {name} must be a {kind.__name__}")
+    return value
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Read and check the RS bundle written by the AS."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the bundle {path}: {exc.strerror}") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"the bundle {path} holds secrets and must not be readable by others (chmod 600)"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"the bundle {path} is not valid JSON: {exc}") from None
+    where = f"bundle {path.name}"
+    if not isinstance(data, dict) or data.get("kind") != BUNDLE_KIND:
+        raise ConfigError(f"{where}: not a {BUNDLE_KIND} file")
+    if data.get("version") != 1:
+        raise ConfigError(f"{where}: unsupported version {data.get('version')!r}")
+    try:
+        token_key = Key.from_jwk(_need(data, "token_key", dict, where))
+        public = data.get("as_public_key")
+        as_public_key = Key.from_jwk(public).public_key() if public else None
+    except KeyboundError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if not token_key.is_symmetric:
+        raise ConfigError(f"{where}: token_key must be a symmetric (oct) key")
+    profiles = data.get("profiles", [2])
+    if not isinstance(profiles, list) or not all(type(p) is int for p in profiles):
+        raise ConfigError(f"{where}: profiles must be a list of integers")
+    scopes = data.get("scopes", [])
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise ConfigError(f"{where}: scopes must be a list of strings")
+    issuer = data.get("issuer")
+    if issuer is not None and not isinstance(issuer, str):
+        raise ConfigError(f"{where}: issuer must be a string")
+    introspection_uri, introspection_context = _introspection(data.get("introspection"), where)
+    return Bundle(
+        name=str(data.get("name", "")),
+        audience=_need(data, "audience", str, where),
+        issuer=issuer,
+        as_uri=_need(data, "as_uri", str, where),
+        token_key=token_key,
+        as_public_key=as_public_key,
+        has_clock=bool(data.get("has_clock", True)),
+        scopes=tuple(scopes),
+        profiles=tuple(profiles),
+        introspection_uri=introspection_uri,
+        introspection_context=introspection_context,
+    )
+
+
+def _introspection(table: object, where: str) -> tuple[str | None, DerivedContext | None]:
+    """The bundle's ``introspection`` block: the AS's URI and the RS's OSCORE context."""
+    if table is None:
+        return None, None
+    if not isinstance(table, dict) or not isinstance(table.get("uri"), str):
+        raise ConfigError(f"{where}: introspection must hold a uri and an oscore context")
+    try:
+        context = oscore_from_json(table.get("oscore"))
+    except KeyboundError as exc:
+        raise ConfigError(f"{where}: introspection.oscore: {exc.description}") from None
+    return str(table["uri"]), context
+
+
+def load_config(path: Path) -> RsConfig:
+    """Read ``rs.toml``; raises :class:`ConfigError` with one line on any problem."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    where = str(path)
+    check_known_keys(data, where)
+    base = path.parent
+    bundle = load_bundle(base / _need(data, "bundle", str, where))
+    listen = parse_listen(data.get("listen", "127.0.0.1:5683"))
+    state = base / _need(data, "state", str, where)
+    require_as_signature = data.get("require_as_signature", bundle.as_public_key is not None)
+    if not isinstance(require_as_signature, bool):
+        raise ConfigError(f"{where}: require_as_signature must be true or false")
+    if require_as_signature and bundle.as_public_key is None:
+        raise ConfigError(f"{where}: require_as_signature needs a bundle with as_public_key")
+    capacity_table = data.get("capacity", {})
+    if not isinstance(capacity_table, dict):
+        raise ConfigError(f"{where}: [capacity] must be a table")
+    capacity = capacity_table.get("tokens", 1000)
+    if type(capacity) is not int or capacity < 1:
+        raise ConfigError(f"{where}: capacity.tokens must be a positive integer")
+    oscore_table = data.get("oscore", {})
+    if not isinstance(oscore_table, dict):
+        raise ConfigError(f"{where}: [oscore] must be a table")
+    chunk = oscore_table.get("sequence_chunk", 64)
+    if type(chunk) is not int or not 1 <= chunk <= 2**20:
+        raise ConfigError(f"{where}: oscore.sequence_chunk must be 1 to 1048576")
+    response_piv = oscore_table.get("response_partial_iv", False)
+    if not isinstance(response_piv, bool):
+        raise ConfigError(f"{where}: oscore.response_partial_iv must be true or false")
+    introspection_table = data.get("introspection", {})
+    if not isinstance(introspection_table, dict):
+        raise ConfigError(f"{where}: [introspection] must be a table")
+    introspection = introspection_table.get("mode", "off")
+    if introspection not in ("off", "optional", "required"):
+        raise ConfigError(f"{where}: introspection.mode must be off, optional or required")
+    if introspection != "off" and bundle.introspection_uri is None:
+        raise ConfigError(f"{where}: introspection needs a bundle with an introspection block")
+    resources_table = data.get("resources", {})
+    if not isinstance(resources_table, dict) or not resources_table:
+        raise ConfigError(f'{where}: declare at least one [resources."/path"] table')
+    resources = []
+    for res_path, spec in resources_table.items():
+        if not isinstance(spec, dict) or not res_path.startswith("/") or res_path == "/":
+            raise ConfigError(f"{where}: resources.{res_path!r} must be a table for a /path")
+        kind = spec.get("kind", "temperature" if "temp" in res_path else "switch")
+        if kind not in ("temperature", "switch"):
+            raise ConfigError(f"{where}: resources.{res_path!r}.kind must be temperature/switch")
+        scopes: dict[str, list[str]] = {}
+        for method, tokens in spec.items():
+            if method == "kind":
+                continue
+            if method not in _METHODS:
+                hint = _did_you_mean(method, {*_METHODS, "kind"})
+                raise ConfigError(
+                    f"{where}: resources.{res_path!r}: unknown method {method!r}{hint}"
+                )
+            if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                raise ConfigError(
+                    f"{where}: resources.{res_path!r}.{method} must be a list of scope names"
+                )
+            scopes[method] = tokens
+        resources.append(ResourceSpec(res_path, kind, scopes))
+    return RsConfig(
+        bundle=bundle,
+        listen=listen,
+        state=state,
+        capacity=capacity,
+        sequence_chunk=chunk,
+        response_partial_iv=response_piv,
+        resources=tuple(resources),
+        introspection=introspection,
+        require_as_signature=require_as_signature,
+    )
+
+
+# ---- example resources ------------------------------------------------------------------
+
+
+class TemperatureResource(aiocoap.resource.Resource):  # type: ignore[misc]
+    """GET: the temperature in °C as text, from the thermal zone or simulated."""
+
+    def __init__(self, source: Path = THERMAL_ZONE, clock: Callable[[], float] = time.time):
+        super().__init__()
+        self.source = source
+        self.clock = clock
+        self.simulating = False
+
+    def read(self) -> float:
+        try:
+            value = int(self.source.read_text().strip()) / 1000.0
+        except (OSError, ValueError) as exc:
+            if not self.simulating:  # said once, and again after the sensor came back
+                log.warning(
+                    "no temperature at %s (%s): serving a simulated value",
+                    self.source,
+                    exc.strerror if isinstance(exc, OSError) else "not a number",
+                )
+                self.simulating = True
+            return round(21.0 + 2.0 * math.sin(self.clock() / 600.0), 2)
+        if self.simulating:
+            log.info("temperature from %s again", self.source)
+            self.simulating = False
+        return value
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        return aiocoap.Message(payload=f"{self.read():.2f}".encode(), content_format=0)
+
+
+class SwitchResource(aiocoap.resource.Resource):  # type: ignore[misc]
+    """An LED-like actuator: GET its state (``on``/``off``), PUT ``on``, ``off`` or ``toggle``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on = False
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        return aiocoap.Message(payload=b"on" if self.on else b"off", content_format=0)
+
+    async def render_put(self, request: aiocoap.Message) -> aiocoap.Message:
+        value = request.payload.strip().lower()
+        if value in (b"on", b"1", b"true"):
+            self.on = True
+        elif value in (b"off", b"0", b"false"):
+            self.on = False
+        elif value == b"toggle":
+            self.on = not self.on
+        else:
+            return aiocoap.Message(code=Code.BAD_REQUEST, payload=b"on, off or toggle")
+        return aiocoap.Message(code=Code.CHANGED, payload=b"on" if self.on else b"off")
+
+
+# ---- running ----------------------------------------------------------------------------
+
+
+def build_site(config: RsConfig) -> ResourceServerSite:
+    """The RS with its resources and state store, restored from the state file."""
+    bundle = config.bundle
+    policy = RsPolicy(
+        audience=bundle.audience,
+        as_uri=bundle.as_uri,
+        token_keys=(bundle.token_key,),
+        as_public_keys=(bundle.as_public_key,) if bundle.as_public_key else (),
+        issuer=bundle.issuer,
+        has_clock=bundle.has_clock,
+        profiles=frozenset(bundle.profiles),
+        capacity=config.capacity,
+        require_signature=config.require_as_signature,
+    )
+    rs = ResourceServer(policy)
+    site = ResourceServerSite(
+        rs,
+        state=SqliteRsState(config.state),
+        sequence_chunk=config.sequence_chunk,
+        response_partial_iv=config.response_partial_iv,
+    )
+    for spec in config.resources:
+        resource: aiocoap.resource.Resource = (
+            TemperatureResource() if spec.kind == "temperature" else SwitchResource()
+        )
+        site.add_protected(spec.path, resource, scopes=spec.scopes)
+    site.restore()
+    return site
+
+
+def attach_introspector(site: ResourceServerSite, config: RsConfig) -> None:
+    """Ask the AS about posted tokens (``[introspection] mode``), once the site is serving.
+
+    The RS's Sender Sequence Number towards the AS is written ahead into
+    ``<state>.introspection-seq.json`` (RFC 8613 Appendix B.1.1).
+    """
+    bundle = config.bundle
+    if config.introspection == "off":
+        return
+    assert bundle.introspection_uri is not None
+    assert bundle.introspection_context is not None
+    ctx = bundle.introspection_context
+    fingerprint = hashlib.sha256(ctx.master_secret + ctx.sender_id).hexdigest()[:16]
+    seq = SequenceFile(
+        config.state.with_name(config.state.name + ".introspection-seq.json"), fingerprint
+    )
+    context = client_context(ctx, mark=seq.load(), persist_mark=seq.store)
+    site.introspector = Introspector(bundle.introspection_uri, context)
+    site.introspection_required = config.introspection == "required"
+    log.info("introspecting tokens at %s (%s)", bundle.introspection_uri, config.introspection)
+
+
+async def run(config: RsConfig, *, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set), then shut down cleanly.
+
+    The clean shutdown saves the replay windows and marks the state file, so the
+    next start needs no Echo; after a crash it does (RFC 8613 Appendix B.1.2).
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    host, port = config.listen
+    url = url_for("coap", host, port)
+    check_port_free("coap", host, port)
+    try:
+        site = build_site(config)
+    except (OSError, sqlite3.Error, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot use the state file {config.state}: {reason}") from None
+    try:
+        await site.serve(config.listen)
+        attach_introspector(site, config)
+        log.info(
+            "RS %r (audience %r) listening on %s with %d resource(s)",
+            config.bundle.name,
+            config.bundle.audience,
+            url,
+            len(config.resources),
+        )
+        announce_ready([url])
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await site.shutdown()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+__all__ = [
+    "KNOWN_KEYS",
+    "Bundle",
+    "ConfigError",
+    "ResourceSpec",
+    "RsConfig",
+    "SwitchResource",
+    "TemperatureResource",
+    "build_site",
+    "check_known_keys",
+    "load_bundle",
+    "load_config",
+    "parse_listen",
+    "run",
+]
