@@ -1,0 +1,410 @@
+"""``keybound bench``: the JSON report, the stable figure names, and exact sizes.
+
+The command runs once, as a user would (``--quick --json --only size codec
+dpop``); the size figures are then checked against encodings made here with
+other libraries (python-cwt's COSE layer, joserfc, cbor2, the option layout of
+RFC 8613). Timings are never asserted, only that they are positive and that
+every ratio is value / baseline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+from cwt import COSE, COSEKey
+from joserfc import jws
+
+from keybound.core import jwt
+from keybound.core.keys import Key
+from keybound.tools.bench import fixtures as fx
+from keybound.tools.bench import run as bench
+from keybound.tools.bench.measure import Figure, Group, Measurement, Timer
+from tests.helpers.require import require
+
+GROUPS = ("size", "codec", "dpop")
+#: The stable names of the groups run here; renaming one breaks users' dashboards.
+EXPECTED = {
+    "size": [
+        "size.cwt_sign1_es256",
+        "size.cwt_mac0",
+        "size.cwt_encrypt0_osc",
+        "size.jwt_es256",
+        "size.jwt_hs256",
+        "size.cwt_over_jwt",
+        "size.authz_info_request",
+        "size.authz_info_response",
+        "size.oscore_get",
+    ],
+    "codec": [
+        "codec.cwt_sign.keybound",
+        "codec.cwt_sign.python_cwt",
+        "codec.cwt_sign.pycose",
+        "codec.cwt_verify.keybound",
+        "codec.cwt_verify.python_cwt",
+        "codec.cwt_verify.pycose",
+        "codec.jwt_sign.keybound",
+        "codec.jwt_sign.joserfc",
+        "codec.jwt_verify.keybound",
+        "codec.jwt_verify.joserfc",
+        "codec.floor.sign",
+        "codec.floor.verify",
+        "codec.floor.jwt_sign",
+        "codec.floor.jwt_verify",
+    ],
+    "dpop": ["dpop.verify", "dpop.create"],
+}
+FIGURE_KEYS = {"name", "value", "unit", "baseline", "baseline_name", "ratio", "min", "max"}
+#: The groups with servers on loopback and the MicroPython unix port, run once more on their own.
+LOOPBACK_GROUPS = ("as", "oscore", "firmware")
+LOOPBACK_EXPECTED = {
+    "as": [
+        "as.issue_es256_req_cnf",
+        "as.issue_osc",
+        "as.floor",
+        "as.coap_token_rps",
+    ],
+    "oscore": ["oscore.rs_protected_get_rps", "oscore.bare_aiocoap_oscore_rps"],
+    "firmware": [
+        "firmware.flow_ms",
+        "firmware.oscore_request_ms",
+        "firmware.peak_heap_bytes",
+        "firmware.mpy_bytes",
+    ],
+}
+LOOPBACK_UNITS = {
+    "as": {"tokens/s", "requests/s"},
+    "oscore": {"requests/s"},
+    "firmware": {"ms", "bytes"},
+}
+MICROPYTHON = Path(sys.executable).parent / "micropython"
+
+
+def bench_argv() -> list[str]:
+    """``keybound bench`` once the command is registered, else the module itself."""
+    script = Path(sys.executable).parent / "keybound"
+    if script.exists():
+        probe = subprocess.run(
+            [str(script), "bench", "--help"], capture_output=True, text=True, check=False
+        )
+        if probe.returncode == 0:
+            return [str(script), "bench"]
+    return [sys.executable, "-m", "keybound.tools.cli.bench_commands"]
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    done = subprocess.run(
+        [*bench_argv(), "--quick", "--json", "--only", *GROUPS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    parsed: dict[str, Any] = json.loads(done.stdout)
+    return parsed
+
+
+@pytest.fixture(scope="module")
+def figures(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["name"]: f for f in report["figures"]}
+
+
+# ---- the report ---------------------------------------------------------------------------
+
+
+def test_machine_block(report: dict[str, Any]) -> None:
+    machine = report["machine"]
+    for entry in ("python", "platform", "cpu_model", "openssl"):
+        assert machine[entry], entry
+    assert isinstance(machine["cpu_count"], int)
+    assert machine["cpu_count"] >= 1
+    for library in ("keybound", "cbor2", "cryptography", "joserfc", "aiocoap"):
+        assert machine["libraries"][library], library
+
+
+def test_every_figure_of_the_requested_groups_is_present(report: dict[str, Any]) -> None:
+    names = [f["name"] for f in report["figures"]]
+    assert names == [name for group in GROUPS for name in EXPECTED[group]]
+    assert "skipped" not in report  # the development environment has every peer
+
+
+def test_figures_are_positive_and_ratios_are_value_over_baseline(
+    report: dict[str, Any],
+) -> None:
+    for f in report["figures"]:
+        assert set(f) == FIGURE_KEYS, f["name"]
+        assert f["value"] > 0, f["name"]
+        assert f["baseline"] > 0, f["name"]
+        assert f["min"] <= f["value"] <= f["max"], f["name"]
+        assert f["ratio"] == pytest.approx(f["value"] / f["baseline"], rel=1e-12), f["name"]
+        assert f["unit"] in ("bytes", "µs"), f["name"]
+        assert f["baseline_name"], f["name"]
+
+
+def test_ratios_read_against_floors_and_keybound(figures: dict[str, dict[str, Any]]) -> None:
+    for op in ("cwt_sign", "cwt_verify"):
+        assert figures[f"codec.{op}.keybound"]["baseline_name"].startswith("codec.floor.")
+        for peer in ("python_cwt", "pycose"):
+            f = figures[f"codec.{op}.{peer}"]
+            assert f["baseline_name"] == f"codec.{op}.keybound"
+            assert f["baseline"] == figures[f"codec.{op}.keybound"]["value"]
+    assert figures["codec.jwt_sign.joserfc"]["baseline_name"] == "codec.jwt_sign.keybound"
+    assert figures["size.cwt_over_jwt"]["baseline"] == figures["size.jwt_es256"]["value"]
+
+
+# ---- the loopback groups: AS, OSCORE, firmware ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loopback_report() -> dict[str, Any]:
+    done = subprocess.run(
+        [*bench_argv(), "--quick", "--json", "--only", *LOOPBACK_GROUPS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    parsed: dict[str, Any] = json.loads(done.stdout)
+    return parsed
+
+
+@pytest.fixture(scope="module")
+def loopback(loopback_report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["name"]: f for f in loopback_report["figures"]}
+
+
+def test_loopback_groups_are_measured_not_pending(loopback_report: dict[str, Any]) -> None:
+    assert "pending" not in loopback_report
+    measured = [f["name"] for f in loopback_report["figures"]]
+    skipped = [s["name"] for s in loopback_report.get("skipped", [])]
+    expected = [name for group in LOOPBACK_GROUPS for name in LOOPBACK_EXPECTED[group]]
+    assert sorted(measured + skipped) == sorted(expected)
+    assert measured == [name for name in expected if name not in skipped]
+    if MICROPYTHON.exists():
+        assert not skipped
+    else:
+        assert skipped == LOOPBACK_EXPECTED["firmware"]
+
+
+def test_loopback_figures_are_positive_and_ratios_are_value_over_baseline(
+    loopback_report: dict[str, Any],
+) -> None:
+    for f in loopback_report["figures"]:
+        group = f["name"].split(".", 1)[0]
+        assert set(f) == FIGURE_KEYS, f["name"]
+        assert f["value"] > 0, f["name"]
+        assert f["baseline"] > 0, f["name"]
+        assert f["min"] <= f["value"] <= f["max"], f["name"]
+        assert f["ratio"] == pytest.approx(f["value"] / f["baseline"], rel=1e-12), f["name"]
+        assert f["unit"] in LOOPBACK_UNITS[group], f["name"]
+        assert f["baseline_name"], f["name"]
+
+
+def test_loopback_baselines_are_named_and_shared(loopback: dict[str, dict[str, Any]]) -> None:
+    floor = loopback["as.floor"]
+    for name in ("as.issue_es256_req_cnf", "as.issue_osc"):
+        assert loopback[name]["baseline_name"] == "as.floor"
+        assert loopback[name]["baseline"] == floor["value"]
+    assert floor["baseline_name"] == "ecdsa_p256.sign"
+    assert loopback["as.coap_token_rps"]["baseline_name"] == "as.coap_plain_rps"
+    rs = loopback["oscore.rs_protected_get_rps"]
+    bare = loopback["oscore.bare_aiocoap_oscore_rps"]
+    assert rs["baseline_name"] == "oscore.bare_aiocoap_oscore_rps"
+    assert rs["baseline"] == bare["value"]
+    assert bare["baseline_name"] == "oscore.plain_get_rps"
+
+
+def test_firmware_figures(loopback: dict[str, dict[str, Any]]) -> None:
+    require(MICROPYTHON.exists(), f"the MicroPython unix port is not installed ({MICROPYTHON})")
+    request = loopback["firmware.oscore_request_ms"]
+    assert request["baseline_name"] == "firmware.plain_get_ms"
+    flow = loopback["firmware.flow_ms"]
+    assert flow["baseline_name"] == "3 x firmware.plain_get_ms"
+    assert flow["baseline"] == pytest.approx(3 * request["baseline"], rel=1e-12)
+    for name in ("firmware.peak_heap_bytes", "firmware.mpy_bytes"):
+        f = loopback[name]
+        assert f["unit"] == "bytes"
+        assert f["min"] == f["max"] == f["value"]
+        assert float(f["value"]).is_integer()
+        assert float(f["baseline"]).is_integer()
+    assert loopback["firmware.mpy_bytes"]["baseline_name"] == "firmware.source_bytes"
+
+
+# ---- sizes, encoded here on their own -------------------------------------------------------
+
+
+def _cose_key(key: Key, alg: int) -> Any:
+    mapping = key.to_cose_key(include_private=True)
+    mapping[3] = alg
+    return COSEKey.new(mapping)
+
+
+def _size(figures: dict[str, dict[str, Any]], name: str) -> int:
+    f = figures[name]
+    assert f["unit"] == "bytes"
+    assert f["min"] == f["max"] == f["value"]
+    assert float(f["value"]).is_integer()
+    return int(f["value"])
+
+
+def test_cwt_sizes_match_python_cwt(figures: dict[str, dict[str, Any]]) -> None:
+    keys = fx.Keys.generate()
+    claims = cbor2.dumps(keys.key_token().to_cwt_claims())
+    osc_claims = cbor2.dumps(keys.osc_token().to_cwt_claims())
+    cose = COSE.new()
+    sign1 = cose.encode(
+        claims,
+        _cose_key(keys.as_signing, -7),
+        protected={1: -7},
+        unprotected={4: fx.AS_SIGNING_KID},
+    )
+    mac0 = cose.encode(
+        claims, _cose_key(keys.as_rs_mac, 4), protected={1: 4}, unprotected={4: fx.AS_RS_KID}
+    )
+    encrypt0 = cose.encode(
+        osc_claims,
+        _cose_key(keys.as_rs, 10),
+        protected={1: 10},
+        unprotected={4: fx.AS_RS_KID, 5: bytes(13)},
+    )
+    assert _size(figures, "size.cwt_sign1_es256") == len(sign1)
+    assert _size(figures, "size.cwt_mac0") == len(mac0)
+    assert _size(figures, "size.cwt_encrypt0_osc") == len(encrypt0)
+    assert figures["size.cwt_sign1_es256"]["baseline"] == len(claims)
+    request = cbor2.dumps({1: encrypt0, 40: fx.NONCE1, 43: fx.CLIENT_ID})
+    assert _size(figures, "size.authz_info_request") == len(request)
+    response = cbor2.dumps({42: fx.NONCE2, 44: fx.SERVER_ID})
+    assert _size(figures, "size.authz_info_response") == len(response)
+
+
+def test_jwt_sizes_match_joserfc(figures: dict[str, dict[str, Any]]) -> None:
+    keys = fx.Keys.generate()
+    claims = json.dumps(keys.key_token().to_jwt_claims(), separators=(",", ":"), sort_keys=True)
+    for name, key, alg, kid in (
+        ("size.jwt_es256", keys.as_signing, "ES256", fx.AS_SIGNING_KID),
+        ("size.jwt_hs256", keys.as_rs_mac, "HS256", fx.AS_RS_KID),
+    ):
+        header = {"alg": alg, "typ": "at+jwt", "kid": kid.decode()}
+        compact = jws.serialize_compact(header, claims, jwt.to_jose_key(key), algorithms=[alg])
+        assert _size(figures, name) == len(compact), name
+        assert figures[name]["baseline"] == len(claims)
+
+
+def test_oscore_get_size_follows_rfc8613(figures: dict[str, dict[str, Any]]) -> None:
+    """GET /temp, first request of the context: Partial IV 0, kid = ID2, no ID Context.
+
+    Plain: 4-byte header, token, Uri-Path option (1-byte head + "temp").
+    OSCORE (RFC 8613 §4, §5, §6.1): the Uri-Path moves inside; outside stay the
+    header, the token and the OSCORE option (1-byte head + flag byte + Partial IV
+    + kid), then the payload marker and the ciphertext of code + Uri-Path, plus
+    the 8-byte tag of AES-CCM-16-64-128.
+    """
+    path = fx.COAP_PATH[0].encode()
+    uri_path = 1 + len(path)
+    plain = 4 + len(fx.COAP_TOKEN) + uri_path
+    oscore_option = 1 + (1 + 1 + len(fx.SERVER_ID))
+    protected = 4 + len(fx.COAP_TOKEN) + oscore_option + 1 + (1 + uri_path + 8)
+    assert _size(figures, "size.oscore_get") == protected
+    assert figures["size.oscore_get"]["baseline"] == plain
+
+
+# ---- the command line -----------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is not None, reason="matplotlib is installed"
+)
+def test_plot_without_matplotlib_says_what_to_install(tmp_path: Path) -> None:
+    out = tmp_path / "bench.png"
+    done = subprocess.run(
+        [*bench_argv(), "--only", "size", "--plot", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "pip install keybound[plot]" in done.stderr
+    assert done.stdout == ""
+    assert not out.exists()
+
+
+def test_unknown_group_is_refused() -> None:
+    done = subprocess.run(
+        [*bench_argv(), "--only", "nonsense"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2
+    assert "unknown benchmark group nonsense" in done.stderr
+
+
+# ---- the pieces -------------------------------------------------------------------------------
+
+
+def test_timer_reports_a_median_within_its_range() -> None:
+    measured = Timer(0.01).measure(lambda: sum(range(100)))
+    assert 0 < measured.low <= measured.median <= measured.high
+
+
+def test_figure_ratio_and_json() -> None:
+    f = Figure.of("x.y", Measurement(3.0, 2.0, 4.0), "µs", Measurement.exact(2.0), "x.base")
+    assert f.ratio == 1.5
+    assert f.to_json() == {
+        "name": "x.y",
+        "value": 3.0,
+        "unit": "µs",
+        "baseline": 2.0,
+        "baseline_name": "x.base",
+        "ratio": 1.5,
+        "min": 2.0,
+        "max": 4.0,
+    }
+    with pytest.raises(ValueError, match="positive"):
+        Figure.of("x.y", Measurement.exact(0.0), "µs", Measurement.exact(1.0), "x.base")
+
+
+def test_every_group_is_measured() -> None:
+    assert [g.name for g in bench.GROUPS if g.run is None] == []
+    for group in bench.GROUPS:
+        if group.name in LOOPBACK_EXPECTED:
+            assert list(group.figures) == LOOPBACK_EXPECTED[group.name]
+
+
+def test_a_rate_turns_its_range_over() -> None:
+    rate = Measurement(4.0, 2.0, 5.0).per_second()
+    assert rate == Measurement(250_000.0, 200_000.0, 500_000.0)
+
+
+def test_a_group_is_measured_or_pending_and_names_its_figures() -> None:
+    with pytest.raises(ValueError, match="either run or a pending reason"):
+        Group(name="x", title="x", figures=())
+    with pytest.raises(ValueError, match=r"must be named x\.\*"):
+        Group(name="x", title="x", figures=("y.z",), pending="later")
+
+
+def test_markdown_report_renders_a_saved_result(tmp_path: Path) -> None:
+    from keybound.tools.cli.bench_commands import markdown_report
+
+    saved = {
+        "machine": {
+            "cpu_count": 2, "cpu_model": "cpu", "python": "CPython 3.11", "openssl": "OpenSSL",
+            "libraries": {"cbor2": "5.9.0"},
+        },
+        "figures": [
+            {"name": "size.cwt_sign1_es256", "value": 231.0, "unit": "bytes", "baseline": 151.0,
+             "baseline_name": "claims.cbor", "ratio": 231 / 151},
+            {"name": "codec.cwt_sign.keybound", "value": 58.63, "unit": "µs", "baseline": 24.16,
+             "baseline_name": "codec.floor.sign", "ratio": 58.63 / 24.16},
+        ],
+    }  # fmt: skip
+    text = markdown_report(saved)
+    assert "| `size.cwt_sign1_es256` | 231 | bytes | 151 | claims.cbor | 1.53 |" in text
+    assert "| `codec.cwt_sign.keybound` | 58.63 | µs | 24.16 | codec.floor.sign | 2.43 |" in text
+    assert text.startswith("Measured on 2 x cpu, CPython 3.11, OpenSSL; cbor2 5.9.0.")

@@ -1,0 +1,306 @@
+"""The AS over CoAP: /token and /introspect with OSCORE, against a real aiocoap server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiocoap
+import cbor2
+import pytest
+from aiocoap import oscore
+
+from keybound.coap.authz_server_site import build_site
+from keybound.core import cwt
+from keybound.core.authz_store import OscoreContext
+from keybound.core.exi import decode_exi_sequence
+from keybound.core.keys import Key
+from keybound.core.numbers.cose_headers import CoseTag
+from keybound.core.oscore_profile import OscoreInputMaterial
+from keybound.core.token import CnfKey, CnfOsc
+from keybound.tools.authz_server.provision import as_config
+from tests.helpers.authz import ISSUER, client_context_dir, db_url, free_port, provision
+
+__all__ = ["db_url"]
+
+ACE = 19
+
+
+def rs_keys(bundle: dict[str, Any]) -> list[Key]:
+    token_key = Key.from_jwk(bundle["token_key"])
+    return [token_key, Key.from_jwk(bundle["as_public_key"])]
+
+
+def oscore_json(ctx: OscoreContext) -> dict[str, Any]:
+    return {
+        "master_secret": ctx.master_secret.hex(),
+        "master_salt": ctx.master_salt.hex(),
+        "sender_id": ctx.sender_id.hex(),
+        "recipient_id": ctx.recipient_id.hex(),
+        "id_context": None,
+    }
+
+
+Scenario = Callable[[aiocoap.Context, str, dict[str, Any], Path], Awaitable[None]]
+
+
+def run_as(url: str, tmp_path: Path, scenario: Scenario) -> None:
+    """Start the AS on a free port, run ``scenario(client, base, setup, tmp)``, stop it."""
+    setup = provision(url)
+    store = setup["store"]
+    port = free_port()
+    base = f"coap://127.0.0.1:{port}"
+
+    async def main() -> None:
+        site, credentials = build_site(store, as_config(store), tmp_path / "state")
+        server = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
+        client = await aiocoap.Context.create_client_context()
+        try:
+            await scenario(client, base, setup, tmp_path)
+        finally:
+            await client.shutdown()
+            await server.shutdown()
+            credentials.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+
+
+def use_context(
+    client: aiocoap.Context, base: str, oscore_ctx: dict[str, Any], where: Path
+) -> oscore.FilesystemSecurityContext:
+    ctx = oscore.FilesystemSecurityContext(str(client_context_dir(oscore_ctx, where)))
+    client.client_credentials[f"{base}/*"] = ctx
+    return ctx
+
+
+async def post(
+    client: aiocoap.Context, uri: str, body: Any, *, raw: bytes | None = None, fmt: int = ACE
+) -> aiocoap.Message:
+    payload = raw if raw is not None else cbor2.dumps(body)
+    request = aiocoap.Message(code=aiocoap.POST, uri=uri, payload=payload, content_format=fmt)
+    return await client.request(request).response
+
+
+def error_of(response: aiocoap.Message) -> dict[int, Any]:
+    assert response.opt.content_format == ACE
+    body = cbor2.loads(response.payload)
+    assert 30 in body
+    assert 31 in body
+    return body
+
+
+# ---- success ------------------------------------------------------------------------------------
+
+
+def test_oscore_profile_token(db_url: str, tmp_path: Path) -> None:
+    async def scenario(client: aiocoap.Context, base: str, s: dict[str, Any], tmp: Path) -> None:
+        use_context(client, base, s["sensor_bundle"]["as_context"], tmp / "c1")
+        response = await post(client, f"{base}/token", {5: "temp", 9: "read", 38: None})
+        assert response.code == aiocoap.CREATED, response.payload
+        assert response.opt.content_format == ACE
+        body = cbor2.loads(response.payload)
+        assert set(body) == {1, 2, 8, 38}
+        assert body[38] == 2
+        assert body[2] == 3600
+        osc = OscoreInputMaterial.from_cbor_map(body[8][4])
+        assert 2 <= len(osc.id) <= 4
+        assert len(osc.ms) == 16
+        assert osc.salt is not None
+        decoded = cwt.decode(body[1], rs_keys(s["temp_bundle"]))
+        assert [layer.kind for layer in decoded.layers] == [CoseTag.ENCRYPT0, CoseTag.SIGN1]
+        token = decoded.token
+        assert token.iss == ISSUER
+        assert token.aud == ("temp",)
+        assert str(token.scope) == "read"
+        assert token.ace_profile == 2
+        assert token.exp == token.iat + 3600
+        assert token.exi is None
+        assert isinstance(token.cnf, CnfOsc)
+        assert token.cnf.material == osc
+        record = s["store"].get_token(token.cti)
+        assert record.client_id == "sensor-1"
+        assert record.audience == "temp"
+
+    run_as(db_url, tmp_path, scenario)
+
+
+def test_req_cnf_public_key(db_url: str, tmp_path: Path) -> None:
+    async def scenario(client: aiocoap.Context, base: str, s: dict[str, Any], tmp: Path) -> None:
+        use_context(client, base, s["sensor_bundle"]["as_context"], tmp / "c1")
+        mine = Key.generate_ec2()
+        cose_key = mine.public_key().to_cose_key()
+        response = await post(client, f"{base}/token", {5: "temp", 4: {1: cose_key}})
+        assert response.code == aiocoap.CREATED, response.payload
+        body = cbor2.loads(response.payload)
+        assert 8 not in body  # the client's own key: nothing to return
+        decoded = cwt.decode(body[1], Key.from_jwk(s["temp_bundle"]["as_public_key"]))
+        assert [layer.kind for layer in decoded.layers] == [CoseTag.SIGN1]
+        assert isinstance(decoded.token.cnf, CnfKey)
+        assert decoded.token.cnf.key.equals_public(mine)
+
+    run_as(db_url, tmp_path, scenario)
+
+
+def test_no_clock_rs_gets_exi_and_increasing_sequence(db_url: str, tmp_path: Path) -> None:
+    async def scenario(client: aiocoap.Context, base: str, s: dict[str, Any], tmp: Path) -> None:
+        use_context(client, base, s["sensor_bundle"]["as_context"], tmp / "c1")
+        seen: list[int] = []
+        for _ in range(4):
+            response = await post(client, f"{base}/token", {5: "door", 9: "open"})
+            assert response.code == aiocoap.CREATED, response.payload
+            body = cbor2.loads(response.payload)
+            token = cwt.decode(body[1], rs_keys(s["door_bundle"])).token
+            assert token.exp is None
+            assert token.exi == 3600
+            assert token.cti is not None
+            seen.append(decode_exi_sequence(token.cti))
+        assert seen == sorted(seen)
+        assert len(set(seen)) == 4
+        assert s["door_bundle"]["has_clock"] is False
+
+    run_as(db_url, tmp_path, scenario)
+
+
+def test_introspection_by_rs(db_url: str, tmp_path: Path) -> None:
+    async def scenario(client: aiocoap.Context, base: str, s: dict[str, Any], tmp: Path) -> None:
+        use_context(client, base, s["sensor_bundle"]["as_context"], tmp / "c1")
+        response = await post(client, f"{base}/token", {5: "temp"})
+        token = cbor2.loads(response.payload)[1]
+        rs_client = await aiocoap.Context.create_client_context()
+        try:
+            intro = s["temp_bundle"]["introspection"]
+            use_context(rs_client, base, intro["oscore"], tmp / "rs")
+            answer = await post(rs_client, f"{base}/introspect", {11: token})
+            assert answer.code == aiocoap.CREATED, answer.payload
+            body = cbor2.loads(answer.payload)
+            assert body[10] is True
+            assert body[3] == "temp"
+            assert body[24] == "sensor-1"
+            assert 4 in body[8]  # cnf with the OSCORE input material
+            s["store"].revoke(cwt.decode(token, rs_keys(s["temp_bundle"])).token.cti)
+            answer = await post(rs_client, f"{base}/introspect", {11: token})
+            assert cbor2.loads(answer.payload) == {10: False}
+            answer = await post(rs_client, f"{base}/introspect", {11: b"\x84\x40\xa0\x40\x40"})
+            assert cbor2.loads(answer.payload) == {10: False}
+        finally:
+            await rs_client.shutdown()
+
+    run_as(db_url, tmp_path, scenario)
+
+
+def test_sequence_numbers_survive_restart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'as.db'}"
+    state = tmp_path / "state"
+    setup = provision(url)
+    store = setup["store"]
+    port = free_port()
+
+    async def once() -> tuple[str, int]:
+        site, credentials = build_site(store, as_config(store), state)
+        server = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
+        fingerprint, ctx = next(
+            (f, c) for f, c in credentials._by_fingerprint.items() if c.principal[0] == "client"
+        )
+        for _ in range(3):
+            ctx.new_sequence_number()
+        number = int(ctx.sender_sequence_number)
+        await server.shutdown()
+        credentials.close()
+        return fingerprint, number
+
+    fingerprint, first = asyncio.run(once())
+    assert first == 3
+    # a fresh process starts at or beyond what the previous one used
+    _site, credentials = build_site(store, as_config(store), state)
+    assert credentials._by_fingerprint[fingerprint].sender_sequence_number >= first
+    credentials.close()
+    store.close()
+
+
+# ---- errors -------------------------------------------------------------------------------------
+
+
+def _error_case(db_url: str, tmp_path: Path, body: Any, expect_code: Any, expect_error: int,
+                *, raw: bytes | None = None, fmt: int = ACE) -> None:  # fmt: skip
+    async def scenario(client: aiocoap.Context, base: str, s: dict[str, Any], tmp: Path) -> None:
+        use_context(client, base, s["sensor_bundle"]["as_context"], tmp / "c1")
+        response = await post(client, f"{base}/token", body, raw=raw, fmt=fmt)
+        assert response.code == expect_code, (response.code, response.payload)
+        assert error_of(response)[30] == expect_error
+
+    run_as(db_url, tmp_path, scenario)
+
+
+def test_unknown_audience(db_url: str, tmp_path: Path) -> None:
+    _error_case(db_url, tmp_path, {5: "nowhere"}, aiocoap.BAD_REQUEST, 1)
+
+
+def test_invalid_scope(db_url: str, tmp_path: Path) -> None:
+    _error_case(db_url, tmp_path, {5: "temp", 9: "write"}, aiocoap.BAD_REQUEST, 6)
+
+
+def test_unsupported_grant_type(db_url: str, tmp_path: Path) -> None:
+    _error_case(db_url, tmp_path, {5: "temp", 33: 0}, aiocoap.BAD_REQUEST, 5)
+
+
+def test_unsupported_pop_key(db_url: str, tmp_path: Path) -> None:
+    symmetric = {1: 4, -1: b"0123456789abcdef"}
+    _error_case(db_url, tmp_path, {5: "temp", 4: {1: symmetric}}, aiocoap.BAD_REQUEST, 7)
+
+
+def test_incompatible_profile(db_url: str, tmp_path: Path) -> None:
+    _error_case(db_url, tmp_path, {5: "temp", 38: 1}, aiocoap.BAD_REQUEST, 8)
+
+
+def test_malformed_cbor(db_url: str, tmp_path: Path) -> None:
+    _error_case(db_url, tmp_path, None, aiocoap.BAD_REQUEST, 1, raw=b"\xa1\x05")
+
+
+def test_deeply_nested_cbor(db_url: str, tmp_path: Path) -> None:
+    _error_case(db_url, tmp_path, None, aiocoap.BAD_REQUEST, 1, raw=b"\x81" * 500 + b"\x00")
+
+
+def test_oversized_request(db_url: str, tmp_path: Path) -> None:
+    body = {5: "temp", 9: "x" * 5000}
+    _error_case(db_url, tmp_path, body, aiocoap.REQUEST_ENTITY_TOO_LARGE, 1)
+
+
+def test_unprotected_token_request_is_401(db_url: str, tmp_path: Path) -> None:
+    async def scenario(client: aiocoap.Context, base: str, s: dict[str, Any], tmp: Path) -> None:
+        response = await post(client, f"{base}/token", {5: "temp"})
+        assert response.code == aiocoap.UNAUTHORIZED
+        assert error_of(response)[30] == 2  # invalid_client
+
+    run_as(db_url, tmp_path, scenario)
+
+
+def test_unknown_context_is_401(db_url: str, tmp_path: Path) -> None:
+    async def scenario(client: aiocoap.Context, base: str, s: dict[str, Any], tmp: Path) -> None:
+        stranger = dict(s["sensor_bundle"]["as_context"])
+        stranger["sender_id"] = "7777"
+        use_context(client, base, stranger, tmp / "c1")
+        with pytest.raises(oscore.NotAProtectedMessage) as caught:
+            await post(client, f"{base}/token", {5: "temp"})
+        assert caught.value.plain_message.code == aiocoap.UNAUTHORIZED
+
+    run_as(db_url, tmp_path, scenario)
+
+
+def test_rs_context_cannot_get_tokens(db_url: str, tmp_path: Path) -> None:
+    async def scenario(client: aiocoap.Context, base: str, s: dict[str, Any], tmp: Path) -> None:
+        use_context(client, base, s["temp_bundle"]["introspection"]["oscore"], tmp / "rs")
+        response = await post(client, f"{base}/token", {5: "temp"})
+        assert response.code == aiocoap.UNAUTHORIZED
+        assert error_of(response)[30] == 2
+
+    run_as(db_url, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("fmt", [50])
+def test_wrong_content_format(db_url: str, tmp_path: Path, fmt: int) -> None:
+    _error_case(db_url, tmp_path, {5: "temp"}, aiocoap.BAD_REQUEST, 1, fmt=fmt)

@@ -1,0 +1,121 @@
+"""Helpers for the Authorization Server tests: stores, provisioning, OSCORE clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keybound.tools.authz_server.provision import (
+    add_clients,
+    add_resource_server,
+    init_issuer,
+    new_introspection_secret,
+)
+from keybound.tools.authz_server.storage import SqlAuthzStore
+from keybound.tools.bundles import device_bundle, rs_bundle
+from tests.helpers.ports import free_port as conftest_free_port
+from tests.helpers.require import require
+
+ISSUER = "coap://as.example"
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    return conftest_free_port(kind)
+
+
+def _pg_url() -> str | None:
+    return os.environ.get("KEYBOUND_TEST_PG_URL")
+
+
+def _reset_pg(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        for table in (
+            "keybound_tokens",
+            "keybound_client_grants",
+            "keybound_clients",
+            "keybound_rs_token_keys",
+            "keybound_rs_sequences",
+            "keybound_resource_servers",
+            "keybound_issuer",
+            "keybound_meta",
+        ):
+            conn.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database URL: an SQLite file, and PostgreSQL when KEYBOUND_TEST_PG_URL is set."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'as.db'}"
+        return
+    url = _pg_url()
+    require(url, "PostgreSQL: set KEYBOUND_TEST_PG_URL=postgresql://user@host/db to run")
+    assert url is not None
+    _reset_pg(url)
+    yield url
+    _reset_pg(url)
+
+
+def provision(url: str, *, as_base: str = "coap://127.0.0.1:5683") -> dict[str, Any]:
+    """An AS with a clock RS ``temp``, a no-clock RS ``door``, and clients."""
+    store = SqlAuthzStore.init(url)
+    init_issuer(store, ISSUER)
+    temp = add_resource_server(store, "temp-rs", "temp", ["read", "write"], has_clock=True)
+    door = add_resource_server(store, "door-rs", "door", ["open"], has_clock=False)
+    sensor = add_clients(store, ["sensor-1"], {"temp": ["read"], "door": ["open"]})[0]
+    web = add_clients(store, ["web-1"], {"temp": ["read", "write"]}, http_secret=True)[0]
+    issuer = store.get_issuer()
+    assert issuer is not None
+    assert sensor.oscore is not None
+    return {
+        "store": store,
+        "temp": temp,
+        "door": door,
+        "temp_bundle": rs_bundle(
+            temp,
+            issuer,
+            as_base=as_base,
+            introspection_secret=new_introspection_secret(store, "temp-rs"),
+        ),
+        "door_bundle": rs_bundle(
+            door,
+            issuer,
+            as_base=as_base,
+            introspection_secret=new_introspection_secret(store, "door-rs"),
+        ),
+        "sensor": sensor,
+        "sensor_bundle": device_bundle(
+            "sensor-1",
+            as_base=as_base,
+            rs_uri="coap://127.0.0.1:5684",
+            audience="temp",
+            scope="read",
+            oscore=sensor.oscore,
+        ),
+        "web": web,
+    }
+
+
+def client_context_dir(oscore: dict[str, Any], where: Path) -> Path:
+    """An aiocoap client context directory from a bundle's OSCORE JSON."""
+    where.mkdir(parents=True, exist_ok=True)
+    secret = {
+        "secret_hex": oscore["master_secret"],
+        "salt_hex": oscore["master_salt"],
+        "sender-id_hex": oscore["sender_id"],
+        "recipient-id_hex": oscore["recipient_id"],
+    }
+    if oscore.get("id_context"):
+        secret["id-context_hex"] = oscore["id_context"]
+    (where / "secret.json").write_text(json.dumps(secret))
+    return where

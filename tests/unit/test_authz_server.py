@@ -1,0 +1,211 @@
+"""The AS logic without any network (RFC 9200 §5.8, §5.9; RFC 7662)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import cbor2
+import pytest
+
+from keybound.core import cwt, jwt
+from keybound.core.authz_server import (
+    AuthzServerConfig,
+    TokenRequest,
+    introspect,
+    issue_token,
+    parse_cbor_token_request,
+    parse_form_token_request,
+    record_cti,
+    sequence_cti,
+)
+from keybound.core.errors import (
+    AccessDenied,
+    DecodeError,
+    IncompatibleAceProfiles,
+    InvalidClient,
+    InvalidRequest,
+    InvalidScope,
+    PayloadTooLarge,
+    UnsupportedGrantType,
+    UnsupportedPopKey,
+)
+from keybound.core.keys import Key
+from keybound.core.token import CnfEncryptedKey, CnfKey, CnfOsc
+from keybound.tools.authz_server.provision import as_config
+from tests.helpers.authz import provision
+
+NOW = 1_700_000_000
+
+
+def counter_bytes() -> Any:
+    counter = itertools.count(1)
+    return lambda n: next(counter).to_bytes(n, "big")
+
+
+@pytest.fixture
+def setup() -> Iterator[dict[str, Any]]:
+    s = provision("sqlite://")
+    s["config"] = as_config(s["store"])
+    yield s
+    s["store"].close()
+
+
+def issue(s: dict[str, Any], **kw: Any) -> Any:
+    request = TokenRequest(client_id=kw.pop("client_id", "sensor-1"), **kw)
+    return issue_token(s["store"], s["config"], request, now=NOW, random_bytes=counter_bytes())
+
+
+def test_oscore_profile_token_is_nested_and_recorded(setup: dict[str, Any]) -> None:
+    response = issue(setup, audience="temp")
+    assert response.ace_profile == 2
+    assert response.expires_in == 3600
+    assert str(response.scope) == "read"
+    assert not response.scope_changed
+    body = response.to_cbor_map()
+    assert set(body) == {1, 2, 8, 38}
+    assert 4 in body[8]
+    keys = [Key.from_jwk(setup["temp_bundle"]["token_key"])]
+    with pytest.raises(Exception, match="public key"):
+        cwt.decode(body[1], keys)  # nested: the inner Sign1 needs the AS key as well
+    token = cwt.decode(body[1], [*keys, setup["config"].public_key]).token
+    assert token.exp == NOW + 3600
+    assert isinstance(token.cnf, CnfOsc)
+    assert setup["store"].get_token(token.cti).client_id == "sensor-1"
+
+
+def test_not_nested_when_configured(setup: dict[str, Any]) -> None:
+    setup["config"] = AuthzServerConfig(
+        issuer=setup["config"].issuer, signing_key=setup["config"].signing_key, nested=False
+    )
+    body = issue(setup, audience="temp").to_cbor_map()
+    decoded = cwt.decode(body[1], Key.from_jwk(setup["temp_bundle"]["token_key"]))
+    assert len(decoded.layers) == 1
+
+
+def test_sequence_numbers_for_rs_without_clock(setup: dict[str, Any]) -> None:
+    ctis = [issue(setup, audience="door").token.cti for _ in range(3)]
+    assert ctis == [b"\x01", b"\x02", b"\x03"]
+    token = issue(setup, audience="door").token
+    assert token.exi == 3600
+    assert token.exp is None
+    assert setup["store"].get_token(record_cti("door", token.cti, sequenced=True)) is not None
+
+
+def test_sequence_cti_encoding_is_what_the_rs_reads() -> None:
+    from keybound.core.resource_server import decode_exi_sequence
+
+    assert sequence_cti(0) == b"\x00"
+    assert sequence_cti(255) == b"\x18\xff"
+    assert sequence_cti(500) == b"\x19\x01\xf4"
+    for number in (0, 23, 24, 255, 256, 65535, 65536, 2**32, 2**64 - 1):
+        assert decode_exi_sequence(sequence_cti(number)) == number
+
+
+def test_public_key_gets_sign1(setup: dict[str, Any]) -> None:
+    mine = Key.generate_ec2().public_key()
+    response = issue(setup, audience="temp", req_cnf=mine)
+    decoded = cwt.decode(response.access_token, setup["config"].public_key)
+    assert isinstance(decoded.token.cnf, CnfKey)
+    assert decoded.token.cnf.key.equals_public(mine)
+    assert 8 not in response.to_cbor_map()
+
+
+def test_jwt_symmetric_key_sealed_for_rs(setup: dict[str, Any]) -> None:
+    request = parse_form_token_request({"aud": "temp"}, "web-1")
+    response = issue_token(setup["store"], setup["config"], request, now=NOW,
+                           random_bytes=counter_bytes())  # fmt: skip
+    token = jwt.decode(response.access_token, setup["config"].public_key).token
+    assert isinstance(token.cnf, CnfEncryptedKey)
+    assert token.cnf.jwe is not None
+    opened = jwt.open_key(token.cnf.jwe, Key.from_jwk(setup["temp_bundle"]["token_key"]))
+    assert opened.secret == Key.from_jwk(response.to_json()["key"]).secret
+
+
+def test_jwt_names_its_client_in_sub_and_client_id(setup: dict[str, Any]) -> None:
+    """RFC 9068 §2.2: ``client_id``, and for client credentials ``sub``, name the client."""
+    request = parse_form_token_request({"aud": "temp"}, "web-1")
+    response = issue_token(setup["store"], setup["config"], request, now=NOW,
+                           random_bytes=counter_bytes())  # fmt: skip
+    claims = jwt.decode(response.access_token, setup["config"].public_key).token.to_jwt_claims()
+    assert claims["sub"] == "web-1"
+    assert claims["client_id"] == "web-1"
+    introspected = introspect(
+        setup["store"], setup["config"], response.access_token, now=NOW
+    ).to_json()
+    assert (introspected["sub"], introspected["client_id"]) == ("web-1", "web-1")
+
+
+def test_cwt_stays_without_sub(setup: dict[str, Any]) -> None:
+    token = issue(setup, audience="temp").token
+    assert token.sub is None
+    assert not token.extra
+
+
+def test_generated_pair_only_when_allowed(setup: dict[str, Any]) -> None:
+    with pytest.raises(UnsupportedPopKey):
+        issue(setup, client_id="web-1", audience="temp", pop_key="generated-pair",
+              token_format="jwt")  # fmt: skip
+    config = setup["config"]
+    setup["config"] = AuthzServerConfig(
+        issuer=config.issuer, signing_key=config.signing_key, allow_generated_key_pairs=True
+    )
+    response = issue(setup, client_id="web-1", audience="temp", pop_key="generated-pair",
+                     token_format="jwt")  # fmt: skip
+    assert "d" in response.to_json()["key"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"client_id": "ghost", "audience": "temp"}, InvalidClient),
+        ({"audience": "temp", "grant_type": "password"}, UnsupportedGrantType),
+        ({"audience": "temp", "grant_type": 1}, UnsupportedGrantType),
+        ({"audience": "nowhere"}, AccessDenied),
+        ({}, InvalidRequest),
+        ({"audience": "temp", "scope": "write"}, InvalidScope),
+        ({"audience": "temp", "ace_profile": 1}, IncompatibleAceProfiles),
+    ],
+)
+def test_refusals(setup: dict[str, Any], kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        issue(setup, **kwargs)
+
+
+def test_scope_intersection(setup: dict[str, Any]) -> None:
+    response = issue(setup, client_id="web-1", audience="temp", scope="read admin",
+                     token_format="jwt")  # fmt: skip
+    assert str(response.scope) == "read"
+    assert response.scope_changed
+
+
+def test_cbor_request_parsing() -> None:
+    request = parse_cbor_token_request(cbor2.dumps({5: "temp", 9: "read", 33: 2}), "c")
+    assert request.audience == "temp"
+    assert request.grant_type == 2
+    with pytest.raises(DecodeError):
+        parse_cbor_token_request(b"\xa1", "c")
+    with pytest.raises(DecodeError):
+        parse_cbor_token_request(cbor2.dumps([1]), "c")
+    with pytest.raises(PayloadTooLarge):
+        parse_cbor_token_request(cbor2.dumps({5: "x" * 5000}), "c")
+    with pytest.raises(UnsupportedPopKey):
+        parse_cbor_token_request(cbor2.dumps({4: {3: b"kid"}}), "c")
+    with pytest.raises(InvalidClient):
+        parse_cbor_token_request(cbor2.dumps({24: "someone-else"}), "c")
+
+
+def test_introspection(setup: dict[str, Any]) -> None:
+    response = issue(setup, audience="temp")
+    store, config = setup["store"], setup["config"]
+    result = introspect(store, config, response.access_token, now=NOW)
+    body = result.to_cbor_map()
+    assert body[10] is True
+    assert body[3] == "temp"
+    assert body[24] == "sensor-1"
+    assert not introspect(store, config, response.access_token, now=NOW, audiences=["door"]).active
+    assert not introspect(store, config, response.access_token, now=NOW + 3600).active
+    store.revoke(response.token.cti)
+    assert introspect(store, config, response.access_token, now=NOW).to_cbor_map() == {10: False}
+    assert not introspect(store, config, b"\x00garbage", now=NOW).active
