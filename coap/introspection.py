@@ -18,14 +18,14 @@ from aiocoap import error as aiocoap_error
 
 from keybound.coap.oscore_store import RsSecurityContext
 from keybound.core import cbor
-from keybound.core.errors import CapacityExceeded, InvalidToken
+from keybound.core.errors import InvalidToken, TemporarilyUnavailable
 from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR, IntrospectionParameter
 
 DEFAULT_TIMEOUT = 5.0
 MAX_RESPONSE = 4096
 
 
-class AsUnreachable(CapacityExceeded):
+class AsUnreachable(TemporarilyUnavailable):
     """the AS could not be asked about the token"""
 
 

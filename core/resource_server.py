@@ -65,6 +65,7 @@ from .cnonce import CnonceCache
 from .errors import (
     DecodeError,
     ExpiredToken,
+    IncompatibleAceProfiles,
     InsufficientScope,
     InvalidClaim,
     InvalidRequest,
@@ -73,7 +74,6 @@ from .errors import (
     KeyboundError,
     MalformedClaim,
     PayloadTooLarge,
-    UnsupportedProfile,
 )
 from .exi import decode_exi_sequence, encode_exi_sequence
 from .keys import Key
@@ -271,9 +271,9 @@ class ResourceServer:
         self._check_scope(token.scope)
         # 7. profile
         if token.ace_profile is not None and token.ace_profile not in policy.profiles:
-            raise UnsupportedProfile(f"ACE profile {token.ace_profile} is not supported here")
+            raise IncompatibleAceProfiles(f"ACE profile {token.ace_profile} is not supported here")
         if not isinstance(token.cnf, CnfOsc):
-            raise UnsupportedProfile("the OSCORE profile needs a cnf of method osc (RFC 9203)")
+            raise IncompatibleAceProfiles("the OSCORE profile needs a cnf of method osc (RFC 9203)")
         material = token.cnf.material
         expires_monotonic = monotonic + token.exi if token.exi is not None else None
         return VerifiedToken(

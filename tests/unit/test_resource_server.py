@@ -12,6 +12,7 @@ from keybound.core.errors import (
     BadSignature,
     CapacityExceeded,
     ExpiredToken,
+    IncompatibleAceProfiles,
     InsufficientScope,
     InvalidAudience,
     InvalidClaim,
@@ -23,7 +24,6 @@ from keybound.core.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
     UnsupportedPopKey,
-    UnsupportedProfile,
 )
 from keybound.core.oscore_profile import derive_context_parameters, derive_keys
 from keybound.core.resource_server import (
@@ -179,7 +179,7 @@ def test_unencrypted_token_is_refused() -> None:
         ({"lifetime": None}, InvalidToken),
         ({"scope": "other.scope"}, InvalidScope),
         ({"scope": AifScope.of([("/nothing", 1)])}, InvalidScope),
-        ({"ace_profile": 1}, UnsupportedProfile),
+        ({"ace_profile": 1}, IncompatibleAceProfiles),
     ],
 )
 def test_pipeline_failures(changes: dict[str, Any], error: type[Exception]) -> None:
@@ -208,7 +208,7 @@ def test_cnf_other_than_osc_is_unsupported() -> None:
         scope=TextScope.of(["temp.read"]),
         cnf=CnfKid(b"k"),
     )
-    with pytest.raises(UnsupportedProfile):
+    with pytest.raises(IncompatibleAceProfiles):
         rs.verify(cwt.encode(token, cwt.Encrypt0(keys.token_key)), now=NOW, monotonic=0)
 
 

@@ -91,6 +91,7 @@ from keybound.core.errors import (
     InvalidDPoPProof,
     InvalidToken,
     KeyboundError,
+    TemporarilyUnavailable,
     UseDPoPNonce,
 )
 from keybound.core.keys import Key
@@ -452,13 +453,8 @@ _AT_JWT_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 _MAX_AS_DOCUMENT = 64 * 1024
 
 
-class IntrospectionUnavailable(KeyboundError):
+class IntrospectionUnavailable(TemporarilyUnavailable):
     """the authorization server's introspection endpoint could not be reached"""
-
-    error = "temporarily_unavailable"
-    ace_code = None
-    coap_code = (5, 3)
-    http_status = 503
 
 
 def _as_key(value: Key | Mapping[str, Any]) -> Key:

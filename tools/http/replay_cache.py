@@ -44,7 +44,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from keybound.core.dpop_state import ReplayCacheFull, ReplayedProof, replay_digest
-from keybound.core.errors import CapacityExceeded
+from keybound.core.errors import TemporarilyUnavailable
 from keybound.tools.authz_server.database import build_engine, resolve_database_url
 from keybound.tools.authz_server.schema import DPOP_REPLAY_TABLE
 
@@ -66,7 +66,7 @@ replay_table = Table(
 )
 
 
-class ReplayCacheUnavailable(CapacityExceeded):
+class ReplayCacheUnavailable(TemporarilyUnavailable):
     """the shared DPoP replay cache cannot be reached; proofs are refused until it can"""
 
 
