@@ -53,7 +53,6 @@ from keybound.core.authz_server import (
 )
 from keybound.core.authz_store import AuthzStore, OscoreContext
 from keybound.core.errors import (
-    AccessDenied,
     InvalidClient,
     InvalidRequest,
     KeyboundError,
@@ -61,6 +60,7 @@ from keybound.core.errors import (
 )
 from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR
 
+from .errors import error_response
 from .input_guards import StrictOscoreSiteWrapper, harden_message_decoding
 
 __all__ = [
@@ -223,14 +223,6 @@ def _ace_response(code: aiocoap.numbers.codes.Code, body: dict[int, object]) -> 
     return aiocoap.Message(
         code=code, payload=cbor.dumps(body), content_format=CONTENT_FORMAT_ACE_CBOR
     )
-
-
-def error_response(err: KeyboundError) -> aiocoap.Message:
-    """Render an error as RFC 9200 §5.8.3 does: its CoAP code and the CBOR error map."""
-    if isinstance(err, AccessDenied):
-        err = InvalidRequest(err.description)
-    klass, detail = err.coap_code
-    return _ace_response(aiocoap.numbers.codes.Code(klass * 32 + detail), err.to_cbor_map())
 
 
 def _check_body(request: aiocoap.Message) -> bytes:

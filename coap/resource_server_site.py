@@ -44,7 +44,6 @@ import aiocoap.resource
 from aiocoap import credentials
 from aiocoap.numbers.codes import Code
 
-from keybound.core import cbor
 from keybound.core.errors import (
     InsufficientScope,
     InvalidRequest,
@@ -62,6 +61,7 @@ from keybound.core.resource_server import (
 )
 from keybound.core.scope import RestMethod
 
+from .errors import error_response
 from .input_guards import StrictOscoreSiteWrapper, harden_message_decoding
 from .introspection import AsUnreachable, Introspector
 from .oscore_store import DEFAULT_SEQUENCE_CHUNK, ContextTable, RsSecurityContext
@@ -74,19 +74,6 @@ DEFAULT_MAX_PAYLOAD = 1024
 DEFAULT_MAX_RESOURCE_BODY = 4096
 
 log = logging.getLogger("keybound.rs")
-
-
-def _code(code: tuple[int, int]) -> Code:
-    return Code((code[0] << 5) | code[1])
-
-
-def error_message(exc: KeyboundError) -> aiocoap.Message:
-    """An RFC 9200 §5.8.3 error response (Content-Format 19) for ``exc``."""
-    return aiocoap.Message(
-        code=_code(exc.coap_code),
-        payload=cbor.dumps(exc.to_cbor_map()),
-        content_format=CONTENT_FORMAT_ACE_CBOR,
-    )
 
 
 def _security_context(request: aiocoap.Message) -> RsSecurityContext | None:
@@ -119,10 +106,10 @@ class AuthzInfoResource(aiocoap.resource.Resource):  # type: ignore[misc]
             return await owner.post_token(request.payload, peer)
         except KeyboundError as exc:
             log.info("authz-info from %s rejected: %s", peer, exc)
-            return error_message(exc)
+            return error_response(exc)
         except (ValueError, TypeError) as exc:
             log.info("authz-info from %s rejected: malformed (%s)", peer, type(exc).__name__)
-            return error_message(InvalidRequest("malformed authz-info request"))
+            return error_response(InvalidRequest("malformed authz-info request"))
 
 
 class GuardedResource(aiocoap.resource.Resource):  # type: ignore[misc]
@@ -160,7 +147,7 @@ class GuardedResource(aiocoap.resource.Resource):  # type: ignore[misc]
             owner.rs.authorize(entry, method, self.path)
         except InsufficientScope as exc:
             log.info("%s %s refused: %s", method.name, self.path, exc.description)
-            return error_message(exc)
+            return error_response(exc)
         response: aiocoap.Message = await self.inner.render(request)
         return response
 
@@ -525,5 +512,4 @@ __all__ = [
     "AuthzInfoResource",
     "GuardedResource",
     "ResourceServerSite",
-    "error_message",
 ]

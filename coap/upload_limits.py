@@ -38,9 +38,9 @@ from aiocoap.message import Message
 from aiocoap.numbers import codes
 from aiocoap.numbers.constants import TransportTuning
 
-from keybound.core import cbor
-from keybound.core.errors import PayloadTooLarge
-from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR
+from keybound.core.errors import PayloadTooLarge, TemporarilyUnavailable
+
+from .errors import error_response
 
 #: RFC 7252 §4.8.2 MAX_TRANSMIT_WAIT (93 s): how long an idle partial upload is kept.
 UPLOAD_TIMEOUT_S: float = float(TransportTuning().MAX_TRANSMIT_WAIT)
@@ -60,12 +60,9 @@ class BodyTooLarge(error.ConstructionRenderableError):  # type: ignore[misc]
         self.bound = bound
 
     def to_message(self) -> Message:
-        body = PayloadTooLarge(f"request body exceeds {self.bound} bytes").to_cbor_map()
-        message = Message(
-            code=self.code, payload=cbor.dumps(body), content_format=CONTENT_FORMAT_ACE_CBOR
+        return error_response(
+            PayloadTooLarge(f"request body exceeds {self.bound} bytes", limit=self.bound)
         )
-        message.opt.size1 = self.bound
-        return message
 
 
 class TooManyUploads(error.ConstructionRenderableError):  # type: ignore[misc]
@@ -78,9 +75,11 @@ class TooManyUploads(error.ConstructionRenderableError):  # type: ignore[misc]
         self.retry_after = retry_after
 
     def to_message(self) -> Message:
-        message = Message(code=self.code)
-        message.opt.max_age = max(1, math.ceil(self.retry_after))
-        return message
+        busy = TemporarilyUnavailable(
+            "too many block-wise uploads in progress",
+            retry_after=max(1, math.ceil(self.retry_after)),
+        )
+        return error_response(busy, error_map=False)
 
 
 def peer_of(remote: Any) -> Hashable:
