@@ -61,15 +61,14 @@ from keybound.core.dpop import DEFAULT_ALGS
 from keybound.core.dpop_token_endpoint import (
     DPoPTokenEndpointPolicy,
     check_token_request_proof,
-    token_endpoint_status,
 )
 from keybound.core.errors import (
     InvalidClient,
     InvalidRequest,
     KeyboundError,
     PayloadTooLarge,
-    UseDPoPNonce,
 )
+from keybound.tools.http.errors import INTROSPECTION_RULES, TOKEN_ENDPOINT_RULES, render_http_error
 
 __all__ = [
     "DPOP_SIGNING_ALGS",
@@ -113,19 +112,6 @@ def metadata(
         ),
     }
     return out
-
-
-def _error(err: KeyboundError, *, token_endpoint: bool = False) -> JSONResponse:
-    headers = {"Cache-Control": "no-store"}
-    if isinstance(err, InvalidClient):
-        headers["WWW-Authenticate"] = 'Basic realm="keybound"'
-    status = err.http_status
-    if token_endpoint:
-        # RFC 9449 §5, §8: the DPoP errors are 400 here, the nonce in DPoP-Nonce.
-        status = token_endpoint_status(err)
-        if isinstance(err, UseDPoPNonce):
-            headers["DPoP-Nonce"] = err.nonce
-    return JSONResponse(err.to_json(), status_code=status, headers=headers)
 
 
 def _basic(request: Request) -> tuple[str, str]:
@@ -212,7 +198,7 @@ def create_app(
             )
         except KeyboundError as err:
             log.info("token request refused: %s", err)
-            return _error(err, token_endpoint=True)
+            return render_http_error(err, TOKEN_ENDPOINT_RULES).starlette()
         nonces = dpop_policy.nonce_issuer
         if proof is not None and nonces is not None:
             current = nonces.issue(now)
@@ -250,7 +236,7 @@ def create_app(
             if kind == "client" and result.record is not None and result.record.client_id != who:
                 result = type(result)(active=False)
         except KeyboundError as err:
-            return _error(err)
+            return render_http_error(err, INTROSPECTION_RULES).starlette()
         log.info("introspection by %s %s: active=%s", kind, who, result.active)
         return JSONResponse(result.to_json(), headers={"Cache-Control": "no-store"})
 

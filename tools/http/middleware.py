@@ -62,7 +62,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping, Sequence
@@ -92,10 +91,11 @@ from keybound.core.errors import (
     InvalidToken,
     KeyboundError,
     TemporarilyUnavailable,
-    UseDPoPNonce,
 )
 from keybound.core.keys import Key
 from keybound.core.validation import validate
+
+from .errors import render_http_error, resource_server_rules
 
 __all__ = [
     "DPoPContext",
@@ -142,12 +142,6 @@ def _prefix_matches(prefix: str, path: str) -> bool:
         return True
     prefix = prefix.rstrip("/")
     return path == prefix or path.startswith(prefix + "/")
-
-
-def _quote(value: str) -> str:
-    """An RFC 9110 §5.6.4 quoted-string of printable ASCII."""
-    printable = "".join(char if " " <= char <= "~" else "?" for char in value)
-    return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _granted_scopes(claims: Mapping[str, Any]) -> frozenset[str]:
@@ -359,36 +353,15 @@ class DPoPMiddleware:
 
     # ---- responses -----------------------------------------------------------------------
 
-    def _challenge(self, error: KeyboundError | None, scopes: Collection[str] = ()) -> str:
-        params: list[str] = []
-        if self.realm is not None:
-            params.append(f"realm={_quote(self.realm)}")
-        if error is not None:
-            params.append(f"error={_quote(error.error)}")
-            params.append(f"error_description={_quote(error.description)}")
-        if scopes:
-            params.append(f"scope={_quote(' '.join(sorted(scopes)))}")
-        params.append(f"algs={_quote(' '.join(self.allowed_algs))}")
-        return "DPoP " + ", ".join(params)
-
     async def _refuse(self, send: Send, err: KeyboundError, now: int) -> None:
-        headers: list[tuple[bytes, bytes]] = [(b"cache-control", b"no-store")]
-        body = b""
-        if isinstance(err, _NoCredentials):
-            # RFC 6750 §3.1: no error code when the request carried no credentials.
-            challenge = self._challenge(None)
-        else:
-            challenge = self._challenge(err, err.required if isinstance(err, _ScopeMissing) else ())
-            headers.append((b"content-type", b"application/json"))
-            body = json.dumps(err.to_json()).encode("utf-8")
-        status = _HTTP_STATUS.get(err.error, err.http_status)
-        if err.error in _HTTP_STATUS:
-            # Only the resource access error codes go into a challenge (RFC 6750 §3.1,
-            # RFC 9449 §7.1); a 503 (a full or unreachable store) is not an
-            # authentication failure and carries its code in the JSON body only.
-            headers.append((b"www-authenticate", challenge.encode("latin-1")))
-        if isinstance(err, UseDPoPNonce):
-            headers.append((b"dpop-nonce", err.nonce.encode("ascii")))
+        rules = resource_server_rules(realm=self.realm, algs=self.allowed_algs)
+        refusal = render_http_error(
+            err,
+            rules,
+            scopes=err.required if isinstance(err, _ScopeMissing) else (),
+            credentials=not isinstance(err, _NoCredentials),
+        )
+        status, headers, body = refusal.asgi()
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -415,22 +388,6 @@ class DPoPMiddleware:
             await send(message)
 
         return send_with_nonce
-
-
-#: The status of each ``WWW-Authenticate`` error code: RFC 6750 §3.1 (``invalid_request``
-#: 400, ``invalid_token`` 401, ``insufficient_scope`` 403) and RFC 9449 §7.1, §9
-#: (``invalid_dpop_proof`` and ``use_dpop_nonce`` 401). It wins over the error's own
-#: status, which may follow another binding (an audience mismatch is CoAP 4.03, RFC 9200
-#: §5.10.1.1, but ``invalid_token`` is 401 over HTTP).
-_HTTP_STATUS: Mapping[str, int] = MappingProxyType(
-    {
-        "invalid_request": 400,
-        "invalid_token": 401,
-        "insufficient_scope": 403,
-        "invalid_dpop_proof": 401,
-        "use_dpop_nonce": 401,
-    }
-)
 
 
 class _NoCredentials(InvalidToken):
