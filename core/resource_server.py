@@ -63,7 +63,6 @@ from . import cbor, cwt
 from .authz_info import MAX_RECIPIENT_ID_BYTES
 from .cnonce import CnonceCache
 from .errors import (
-    DecodeError,
     ExpiredToken,
     InsufficientScope,
     InvalidClaim,
@@ -493,14 +492,6 @@ def _keep_expiry(new: VerifiedToken, old: VerifiedToken) -> VerifiedToken:
     )
 
 
-def parse_hints(payload: bytes) -> dict[int, object]:
-    """Decode AS Request Creation Hints (for clients and tests); bounded CBOR."""
-    value = cbor.loads(payload, max_size=1024, max_depth=4)
-    if not isinstance(value, dict):
-        raise DecodeError("AS Request Creation Hints must be a CBOR map")
-    return value
-
-
 def scope_tokens(declarations: Mapping[str, Mapping[str, Iterable[str]]]) -> ResourceScopes:
     """A :class:`ResourceScopes` from ``{"/temp": {"GET": ["temp.read"]}}``."""
     return ResourceScopes.from_dict(declarations)
@@ -523,7 +514,6 @@ __all__ = [
     "authorize",
     "decode_exi_sequence",
     "encode_exi_sequence",
-    "parse_hints",
     "pop_key_id",
     "read_claims",
     "scope_tokens",

@@ -151,9 +151,6 @@ class TokenStore:
         key_id = self._by_lookup.get((recipient_id, id_context))
         return None if key_id is None else self._by_key.get(key_id)
 
-    def used_recipient_ids(self) -> set[bytes]:
-        return set(self._server_ids)
-
     def free_server_id(self, client_id: bytes, *, reusable: bytes | None = None) -> bytes:
         """A free Recipient ID (RFC 9203 §4.2): != ID1, unused by other contexts.
 
