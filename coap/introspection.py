@@ -16,10 +16,11 @@ from typing import Any
 import aiocoap
 from aiocoap import error as aiocoap_error
 
-from keybound.coap.oscore_store import RsSecurityContext
 from keybound.core import cbor
 from keybound.core.errors import CapacityExceeded, InvalidToken
 from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR, IntrospectionParameter
+
+from .oscore_contexts import DurableSecurityContext
 
 DEFAULT_TIMEOUT = 5.0
 MAX_RESPONSE = 4096
@@ -33,7 +34,7 @@ class Introspector:
     """Asks the AS whether a token is active, over the RS's OSCORE context with the AS."""
 
     def __init__(
-        self, uri: str, context: RsSecurityContext, *, timeout: float = DEFAULT_TIMEOUT
+        self, uri: str, context: DurableSecurityContext, *, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
         self.uri = uri
         self.context = context

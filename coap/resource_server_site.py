@@ -45,6 +45,7 @@ from aiocoap import credentials
 from aiocoap.numbers.codes import Code
 
 from keybound.core import cbor
+from keybound.core.authz_info import NONCE_BYTES, AuthzInfoRequest, AuthzInfoResponse
 from keybound.core.errors import (
     InsufficientScope,
     InvalidRequest,
@@ -53,18 +54,13 @@ from keybound.core.errors import (
     PayloadTooLarge,
 )
 from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR
-from keybound.core.oscore_profile import NONCE_BYTES, AuthzInfoRequest, AuthzInfoResponse
-from keybound.core.resource_server import (
-    PersistedContext,
-    ResourceServer,
-    RsStateStore,
-    StoredToken,
-)
+from keybound.core.resource_server import ResourceServer
 from keybound.core.scope import RestMethod
+from keybound.core.token_store import PersistedContext, RsStateStore, StoredToken
 
 from .input_guards import StrictOscoreSiteWrapper, harden_message_decoding
 from .introspection import AsUnreachable, Introspector
-from .oscore_store import DEFAULT_SEQUENCE_CHUNK, ContextTable, RsSecurityContext
+from .oscore_contexts import DEFAULT_SEQUENCE_CHUNK, ContextTable, DurableSecurityContext
 from .state_writer import StateWriter
 
 #: Bound on an ``/authz-info`` payload (tokens of this profile are about 150-300 bytes).
@@ -89,9 +85,9 @@ def error_message(exc: KeyboundError) -> aiocoap.Message:
     )
 
 
-def _security_context(request: aiocoap.Message) -> RsSecurityContext | None:
+def _security_context(request: aiocoap.Message) -> DurableSecurityContext | None:
     context = getattr(request.remote, "security_context", None)
-    return context if isinstance(context, RsSecurityContext) else None
+    return context if isinstance(context, DurableSecurityContext) else None
 
 
 class AuthzInfoResource(aiocoap.resource.Resource):  # type: ignore[misc]
@@ -313,7 +309,7 @@ class ResourceServerSite:
         )
 
     async def update_token(
-        self, payload: bytes, context: RsSecurityContext, peer: str
+        self, payload: bytes, context: DurableSecurityContext, peer: str
     ) -> aiocoap.Message:
         """Update access rights over an existing OSCORE context (RFC 9203 §4.4)."""
         request = AuthzInfoRequest.decode(payload, protected=True)

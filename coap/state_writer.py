@@ -33,12 +33,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import ParamSpec, TypeVar
 
-from keybound.core.token_store import (
-    PersistedContext,
-    PersistedState,
-    RsStateStore,
-    ShutdownRecord,
-)
+from keybound.core.token_store import PersistedContext, PersistedState, RsStateStore, ShutdownRecord
 
 P = ParamSpec("P")
 T = TypeVar("T")

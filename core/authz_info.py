@@ -36,7 +36,7 @@ MAX_ACCESS_TOKEN_BYTES = 8 * 1024
 MAX_AUTHZ_INFO_PAYLOAD_BYTES = MAX_ACCESS_TOKEN_BYTES + 256
 
 
-def _check_nonce(value: object, name: str) -> bytes:
+def check_nonce(value: object, name: str) -> bytes:
     if not isinstance(value, bytes):
         raise InvalidRequest(f"{name} must be a byte string", claim=name)
     if not MIN_NONCE_BYTES <= len(value) <= MAX_NONCE_BYTES:
@@ -47,7 +47,7 @@ def _check_nonce(value: object, name: str) -> bytes:
     return value
 
 
-def _check_recipient_id(value: object, name: str, limit: int = MAX_RECIPIENT_ID_BYTES) -> bytes:
+def check_recipient_id(value: object, name: str, limit: int = MAX_RECIPIENT_ID_BYTES) -> bytes:
     if not isinstance(value, bytes):
         raise InvalidRequest(f"{name} must be a byte string", claim=name)
     if len(value) > limit:
@@ -94,8 +94,8 @@ class AuthzInfoRequest:
         if (self.nonce1 is None) != (self.client_recipient_id is None):
             raise InvalidRequest("nonce1 and ace_client_recipientId go together")
         if self.nonce1 is not None:
-            _check_nonce(self.nonce1, "nonce1")
-            _check_recipient_id(self.client_recipient_id, "ace_client_recipientId")
+            check_nonce(self.nonce1, "nonce1")
+            check_recipient_id(self.client_recipient_id, "ace_client_recipientId")
 
     def to_cbor_map(self) -> dict[int, object]:
         out: dict[int, object] = {AceParameter.ACCESS_TOKEN.value: self.access_token}
@@ -135,8 +135,8 @@ class AuthzInfoRequest:
             )
         return cls(
             access_token=token,
-            nonce1=_check_nonce(m[AceParameter.NONCE1], "nonce1"),
-            client_recipient_id=_check_recipient_id(
+            nonce1=check_nonce(m[AceParameter.NONCE1], "nonce1"),
+            client_recipient_id=check_recipient_id(
                 m[AceParameter.ACE_CLIENT_RECIPIENTID], "ace_client_recipientId"
             ),
         )
@@ -155,8 +155,8 @@ class AuthzInfoResponse:
     server_recipient_id: bytes
 
     def __post_init__(self) -> None:
-        _check_nonce(self.nonce2, "nonce2")
-        _check_recipient_id(self.server_recipient_id, "ace_server_recipientId")
+        check_nonce(self.nonce2, "nonce2")
+        check_recipient_id(self.server_recipient_id, "ace_server_recipientId")
 
     def to_cbor_map(self) -> dict[int, object]:
         return {
@@ -179,8 +179,8 @@ class AuthzInfoResponse:
                 claim="ace_server_recipientId",
             )
         return cls(
-            nonce2=_check_nonce(m[AceParameter.NONCE2], "nonce2"),
-            server_recipient_id=_check_recipient_id(
+            nonce2=check_nonce(m[AceParameter.NONCE2], "nonce2"),
+            server_recipient_id=check_recipient_id(
                 m[AceParameter.ACE_SERVER_RECIPIENTID], "ace_server_recipientId"
             ),
         )
@@ -200,4 +200,6 @@ __all__ = [
     "NONCE_BYTES",
     "AuthzInfoRequest",
     "AuthzInfoResponse",
+    "check_nonce",
+    "check_recipient_id",
 ]

@@ -1,16 +1,14 @@
-"""The OSCORE profile of ACE (RFC 9203): from input material and nonces to an OSCORE context.
+"""OSCORE Security Context derivation of the OSCORE profile (RFC 9203 §4.3, RFC 8613 §3.2).
 
 :func:`derive_context_parameters` (RFC 9203 §4.3) and :func:`derive_keys`
 (RFC 8613 §3.2.1) turn the input material, both nonces and both Recipient IDs into
 an OSCORE Security Context; both are pure functions of their inputs.
 
-The profile's other pieces have their own modules and are re-exported here:
-
-* :mod:`keybound.core.oscore_material`: :class:`OscoreInputMaterial`, the ``osc``
-  confirmation method of RFC 9203 §3.2.1, and its checks.
-* :mod:`keybound.core.authz_info`: :class:`AuthzInfoRequest` and
-  :class:`AuthzInfoResponse`, the payloads the client and the RS exchange on
-  ``/authz-info`` (RFC 9203 §4.1, §4.2), and the bounds on nonces and Recipient IDs.
+The profile's other pieces have their own modules:
+:mod:`keybound.core.oscore_material` (:class:`OscoreInputMaterial`, the ``osc``
+confirmation method of RFC 9203 §3.2.1) and :mod:`keybound.core.authz_info`
+(the ``/authz-info`` payloads of RFC 9203 §4.1, §4.2 and the bounds on nonces and
+Recipient IDs).
 """
 
 from __future__ import annotations
@@ -23,28 +21,16 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from . import cbor
 from .authz_info import (
-    MAX_ACCESS_TOKEN_BYTES,
-    MAX_AUTHZ_INFO_PAYLOAD_BYTES,
-    MAX_NONCE_BYTES,
-    MAX_RECIPIENT_ID_BYTES,
-    MIN_NONCE_BYTES,
-    NONCE_BYTES,
-    AuthzInfoRequest,
-    AuthzInfoResponse,
-    _check_nonce,
-    _check_recipient_id,
+    check_nonce,
+    check_recipient_id,
 )
 from .errors import InvalidRequest
 from .numbers.cose_algorithms import HKDF_SHA256, OSCORE_DEFAULT_AEAD, Algorithm
 from .oscore_material import (
-    _HKDF_HASHES,
-    MAX_MASTER_SECRET_BYTES,
-    MAX_MATERIAL_FIELD_BYTES,
-    MIN_MASTER_SECRET_BYTES,
-    OSCORE_VERSION,
+    HKDF_HASHES,
     OscoreInputMaterial,
-    _aead,
-    _hkdf,
+    aead_algorithm,
+    hkdf_algorithm,
 )
 
 # ---- OSCORE setup (RFC 9203 §4.3) and key derivation (RFC 8613 §3.2) ------------------------
@@ -63,16 +49,16 @@ class DerivedContext:
     hkdf: int = HKDF_SHA256
 
     def __post_init__(self) -> None:
-        aead = _aead(self.alg)
-        _hkdf(self.hkdf)
+        aead = aead_algorithm(self.alg)
+        hkdf_algorithm(self.hkdf)
         for name in ("master_secret", "master_salt", "sender_id", "recipient_id"):
             if not isinstance(getattr(self, name), bytes):
                 raise InvalidRequest(f"{name} must be a byte string")
         if self.id_context is not None and not isinstance(self.id_context, bytes):
             raise InvalidRequest("id_context must be a byte string")
         limit = aead.iv_bytes - 6
-        _check_recipient_id(self.sender_id, "sender_id", limit)
-        _check_recipient_id(self.recipient_id, "recipient_id", limit)
+        check_recipient_id(self.sender_id, "sender_id", limit)
+        check_recipient_id(self.recipient_id, "recipient_id", limit)
         if self.sender_id == self.recipient_id:
             raise InvalidRequest("Sender ID and Recipient ID must differ")
 
@@ -98,7 +84,7 @@ class DerivedContext:
 
     @property
     def aead(self) -> Algorithm:
-        return _aead(self.alg)
+        return aead_algorithm(self.alg)
 
 
 class DerivedKeys(NamedTuple):
@@ -136,12 +122,12 @@ def derive_context_parameters(
     """
     if role not in ("client", "rs"):
         raise ValueError(f"role must be 'client' or 'rs', not {role!r}")
-    _check_nonce(nonce1, "nonce1")
-    _check_nonce(nonce2, "nonce2")
+    check_nonce(nonce1, "nonce1")
+    check_nonce(nonce2, "nonce2")
     aead = material.aead
     limit = aead.iv_bytes - 6
-    id1 = _check_recipient_id(client_recipient_id, "ace_client_recipientId", limit)
-    id2 = _check_recipient_id(server_recipient_id, "ace_server_recipientId", limit)
+    id1 = check_recipient_id(client_recipient_id, "ace_client_recipientId", limit)
+    id2 = check_recipient_id(server_recipient_id, "ace_server_recipientId", limit)
     if id1 == id2:
         raise InvalidRequest("ace_client_recipientId equals ace_server_recipientId")
     sender_id, recipient_id = (id2, id1) if role == "client" else (id1, id2)
@@ -165,7 +151,7 @@ def kdf_info(
 
 def _hkdf_expand(ctx: DerivedContext, info: bytes, length: int) -> bytes:
     kdf = HKDF(
-        algorithm=_HKDF_HASHES[ctx.hkdf](),
+        algorithm=HKDF_HASHES[ctx.hkdf](),
         length=length,
         salt=ctx.master_salt,
         info=info,
@@ -194,21 +180,8 @@ def derive_keys(ctx: DerivedContext) -> DerivedKeys:
 
 
 __all__ = [
-    "MAX_ACCESS_TOKEN_BYTES",
-    "MAX_AUTHZ_INFO_PAYLOAD_BYTES",
-    "MAX_MASTER_SECRET_BYTES",
-    "MAX_MATERIAL_FIELD_BYTES",
-    "MAX_NONCE_BYTES",
-    "MAX_RECIPIENT_ID_BYTES",
-    "MIN_MASTER_SECRET_BYTES",
-    "MIN_NONCE_BYTES",
-    "NONCE_BYTES",
-    "OSCORE_VERSION",
-    "AuthzInfoRequest",
-    "AuthzInfoResponse",
     "DerivedContext",
     "DerivedKeys",
-    "OscoreInputMaterial",
     "build_master_salt",
     "derive_context_parameters",
     "derive_keys",

@@ -16,7 +16,7 @@ already advanced by ``K`` (so ``F`` is 0). Until a returned mark is confirmed, n
 further number is issued: a failed write can never lead to reuse.
 
 The replay window of a received Partial IV is aiocoap's own (RFC 8613 §7.4);
-:mod:`keybound.coap.oscore_store` saves and restores it.
+:mod:`keybound.coap.oscore_contexts` saves and restores it.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ from .errors import (
     PayloadTooLarge,
     UnsupportedProfile,
 )
-from .exi import decode_exi_sequence, encode_exi_sequence
+from .exi import decode_exi_sequence
 from .keys import Key
 from .numbers.ace_parameters import CreationHint
 from .numbers.ace_profiles import AceProfile
@@ -85,8 +85,6 @@ from .token import AccessToken, CnfOsc
 from .token_store import (
     ContextParameters,
     PersistedContext,
-    PersistedState,
-    RsStateStore,
     StoredToken,
     TokenStore,
     VerifiedToken,
@@ -500,21 +498,10 @@ def scope_tokens(declarations: Mapping[str, Mapping[str, Iterable[str]]]) -> Res
 __all__ = [
     "DEFAULT_MAX_TOKEN_BYTES",
     "DEFAULT_TOKEN_ALGORITHMS",
-    "CnonceCache",
-    "ContextParameters",
-    "PersistedContext",
-    "PersistedState",
     "PostResult",
     "ResourceServer",
     "RsPolicy",
-    "RsStateStore",
-    "StoredToken",
-    "TokenStore",
-    "VerifiedToken",
     "authorize",
-    "decode_exi_sequence",
-    "encode_exi_sequence",
-    "pop_key_id",
     "read_claims",
     "scope_tokens",
 ]

@@ -27,8 +27,8 @@ from typing import Protocol
 from . import cbor
 from .authz_info import MAX_RECIPIENT_ID_BYTES
 from .errors import CapacityExceeded
+from .oscore_derivation import DerivedContext, derive_context_parameters
 from .oscore_material import OscoreInputMaterial
-from .oscore_profile import DerivedContext, derive_context_parameters
 from .scope import AifScope, Scope, TextScope
 from .token import AccessToken
 

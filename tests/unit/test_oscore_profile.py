@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keybound.core import cbor
+from keybound.core.authz_info import AuthzInfoRequest, AuthzInfoResponse
 from keybound.core.errors import (
     CapacityExceeded,
     DecodeError,
@@ -22,20 +23,18 @@ from keybound.core.errors import (
     KeyboundError,
     UnsupportedPopKey,
 )
-from keybound.core.oscore_context import (
-    MAX_SEQUENCE_NUMBER,
-    SequenceNumberExhausted,
-    SequenceNumberReservation,
-)
-from keybound.core.oscore_profile import (
-    AuthzInfoRequest,
-    AuthzInfoResponse,
+from keybound.core.oscore_derivation import (
     DerivedContext,
-    OscoreInputMaterial,
     build_master_salt,
     derive_context_parameters,
     derive_keys,
     kdf_info,
+)
+from keybound.core.oscore_material import OscoreInputMaterial
+from keybound.core.oscore_sequence import (
+    MAX_SEQUENCE_NUMBER,
+    SequenceNumberExhausted,
+    SequenceNumberReservation,
 )
 from tests.helpers.paths import VECTORS
 

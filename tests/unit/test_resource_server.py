@@ -25,18 +25,12 @@ from keybound.core.errors import (
     UnsupportedPopKey,
     UnsupportedProfile,
 )
-from keybound.core.oscore_profile import derive_context_parameters, derive_keys
-from keybound.core.resource_server import (
-    PersistedContext,
-    ResourceServer,
-    RsPolicy,
-    authorize,
-    decode_exi_sequence,
-    encode_exi_sequence,
-    pop_key_id,
-)
+from keybound.core.exi import decode_exi_sequence, encode_exi_sequence
+from keybound.core.oscore_derivation import derive_context_parameters, derive_keys
+from keybound.core.resource_server import ResourceServer, RsPolicy, authorize
 from keybound.core.scope import AifScope, ResourceScopes, RestMethod, TextScope
 from keybound.core.token import AccessToken, CnfKid
+from keybound.core.token_store import PersistedContext, pop_key_id
 from tests.helpers.rs import AS_URI, AUDIENCE, ISSUER, RESOURCES, Keys, material, mint, mint_claims
 
 NOW = 1_700_000_000
