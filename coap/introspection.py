@@ -4,7 +4,9 @@ An RS checks every token on its own; when it can reach the AS it may also ask
 whether the token is still active (not revoked). The request is
 ``POST /introspect`` with ``{11 (token): bstr}`` in ``application/ace+cbor``,
 protected with the RS's OSCORE context with the AS (from its bundle); the answer
-holds ``active`` (10) and, when active, the token's claims.
+holds ``active`` (10) and, when active, the token's claims. What the answer means
+for the token is decided by the core's ``/authz-info`` flow
+(:meth:`keybound.core.resource_server.ResourceServer.authz_info`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import aiocoap
 from aiocoap import error as aiocoap_error
 
 from keybound.core import cbor
-from keybound.core.errors import CapacityExceeded, InvalidToken
+from keybound.core.errors import CapacityExceeded
 from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR, IntrospectionParameter
 
 from .oscore_contexts import DurableSecurityContext
@@ -72,12 +74,6 @@ class Introspector:
         if not isinstance(body, dict) or not isinstance(body.get(10), bool):
             raise AsUnreachable("the AS's introspection answer has no 'active' flag")
         return body
-
-    async def require_active(self, token: bytes) -> None:
-        """Raise :class:`InvalidToken` unless the AS reports ``token`` active."""
-        answer = await self.introspect(token)
-        if answer[int(IntrospectionParameter.ACTIVE)] is not True:
-            raise InvalidToken("the AS reports the token inactive (revoked or expired)")
 
 
 __all__ = ["AsUnreachable", "Introspector"]

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from aiocoap import credentials, oscore
 from cryptography.hazmat.primitives import hashes
 
+from keybound.core.numbers.ace_profiles import AceProfile
 from keybound.core.oscore_derivation import DerivedContext, derive_keys
 from keybound.core.oscore_sequence import (
     MAX_SEQUENCE_NUMBER,
@@ -185,7 +186,12 @@ class DurableSecurityContext(oscore.CanProtect, oscore.CanUnprotect, oscore.Secu
 
 
 class ContextTable:
-    """The RS's OSCORE contexts in an aiocoap ``CredentialsMap``, one per stored token."""
+    """The RS's OSCORE contexts in an aiocoap ``CredentialsMap``, one per stored token.
+
+    The OSCORE profile's :class:`~keybound.coap.profiles.ContextInstaller`.
+    """
+
+    profile: ClassVar[int] = int(AceProfile.COAP_OSCORE)
 
     def __init__(
         self,

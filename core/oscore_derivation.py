@@ -118,12 +118,33 @@ def derive_context_parameters(
 
     ``client_recipient_id`` is ID1 (sent by the client), ``server_recipient_id`` ID2
     (sent by the RS). The client's Sender ID is ID2 and its Recipient ID is ID1; the
-    RS has the reverse. ID1 == ID2 is refused: both keys would be equal.
+    RS has the reverse. ID1 == ID2 is refused: both keys would be equal. The nonces
+    are checked here; for nonces already checked, see :func:`context_parameters`.
     """
-    if role not in ("client", "rs"):
-        raise ValueError(f"role must be 'client' or 'rs', not {role!r}")
+    _check_role(role)
     check_nonce(nonce1, "nonce1")
     check_nonce(nonce2, "nonce2")
+    return context_parameters(
+        material, nonce1, nonce2, client_recipient_id, server_recipient_id, role=role
+    )
+
+
+def context_parameters(
+    material: OscoreInputMaterial,
+    nonce1: bytes,
+    nonce2: bytes,
+    client_recipient_id: bytes,
+    server_recipient_id: bytes,
+    *,
+    role: Literal["client", "rs"],
+) -> DerivedContext:
+    """:func:`derive_context_parameters` for nonces checked where they were decoded.
+
+    The Recipient IDs are checked against the AEAD of ``material`` (RFC 8613 §3.3:
+    at most nonce length - 6 bytes), which only the token tells, and against each
+    other.
+    """
+    _check_role(role)
     aead = material.aead
     limit = aead.iv_bytes - 6
     id1 = check_recipient_id(client_recipient_id, "ace_client_recipientId", limit)
@@ -140,6 +161,11 @@ def derive_context_parameters(
         alg=aead.id,
         hkdf=material.hkdf_value,
     )
+
+
+def _check_role(role: str) -> None:
+    if role not in ("client", "rs"):
+        raise ValueError(f"role must be 'client' or 'rs', not {role!r}")
 
 
 def kdf_info(
@@ -183,6 +209,7 @@ __all__ = [
     "DerivedContext",
     "DerivedKeys",
     "build_master_salt",
+    "context_parameters",
     "derive_context_parameters",
     "derive_keys",
     "kdf_info",

@@ -22,15 +22,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import cbor
 from .authz_info import MAX_RECIPIENT_ID_BYTES
 from .errors import CapacityExceeded
-from .oscore_derivation import DerivedContext, derive_context_parameters
+from .oscore_derivation import DerivedContext
 from .oscore_material import OscoreInputMaterial
 from .scope import AifScope, Scope, TextScope
 from .token import AccessToken
+
+if TYPE_CHECKING:
+    from .profiles import Profile
 
 # ---- verified tokens and stored state ------------------------------------------------------
 
@@ -47,7 +50,11 @@ def pop_key_id(material: OscoreInputMaterial) -> bytes:
 
 @dataclass(frozen=True)
 class VerifiedToken:
-    """A token that passed :meth:`~keybound.core.resource_server.ResourceServer.verify`."""
+    """A token that passed :meth:`~keybound.core.resource_server.ResourceServer.verify`.
+
+    ``profile`` is the ACE profile it was accepted for; ``material`` the PoP key
+    that profile read from ``cnf`` and ``key_id`` its identifier.
+    """
 
     token: AccessToken
     raw: bytes = field(repr=False)
@@ -57,6 +64,7 @@ class VerifiedToken:
     expires_at: int | None
     expires_monotonic: float | None
     signed: bool
+    profile: Profile = field(repr=False, compare=False)
 
     def expired(self, *, now: int | None, monotonic: float, leeway: int = 0) -> bool:
         """True once ``exp`` (with a clock) or ``exi`` (from receipt) has passed."""
@@ -109,16 +117,9 @@ class StoredToken:
         return self.context.server_id, self.verified.material.context_id
 
     def derived(self) -> DerivedContext:
-        """The RS's OSCORE Security Context parameters (RFC 9203 §4.3), derived once."""
+        """The RS's security context parameters, derived once by the token's profile."""
         if self._derived is None:
-            self._derived = derive_context_parameters(
-                self.verified.material,
-                self.context.nonce1,
-                self.context.nonce2,
-                self.context.client_id,
-                self.context.server_id,
-                role="rs",
-            )
+            self._derived = self.verified.profile.derive(self.verified.material, self.context)
         return self._derived
 
 
