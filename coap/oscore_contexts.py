@@ -46,10 +46,11 @@ from keybound.core.oscore_sequence import (
 )
 from keybound.core.token_store import (
     PersistedReplayWindow,
-    RsStateStore,
     ShutdownRecord,
     StoredToken,
 )
+
+from .state_writer import RsStateStore
 
 #: Sender Sequence Numbers reserved per durable write (``K`` of RFC 8613 Appendix B.1.1).
 DEFAULT_SEQUENCE_CHUNK = 64

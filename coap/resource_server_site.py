@@ -66,13 +66,13 @@ from keybound.core.resource_server import (
     ResourceServer,
 )
 from keybound.core.scope import RestMethod
-from keybound.core.token_store import PersistedContext, RsStateStore
+from keybound.core.token_store import PersistedContext
 
 from .input_guards import StrictOscoreSiteWrapper, harden_message_decoding
 from .introspection import AsUnreachable, Introspector
 from .oscore_contexts import DEFAULT_SEQUENCE_CHUNK, ContextTable, DurableSecurityContext
 from .profiles import ContextInstaller
-from .state_writer import StateWriter
+from .state_writer import RsStateStore, StateWriter
 
 #: Default bound on the body of a request to a protected resource (RFC 7959 §2.9.3).
 DEFAULT_MAX_RESOURCE_BODY = 4096

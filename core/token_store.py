@@ -3,8 +3,9 @@
 A :class:`VerifiedToken` is a token that passed
 :meth:`~keybound.core.resource_server.ResourceServer.verify`; a :class:`StoredToken`
 adds the :class:`ContextParameters` of the ``/authz-info`` exchange that set up its
-OSCORE context (RFC 9203 §4.1-§4.3). :class:`RsStateStore` is the durable storage a
-restarted RS reloads them from, as :class:`PersistedContext` records.
+OSCORE context (RFC 9203 §4.1-§4.3). A restarted RS reloads them from durable
+storage (:class:`keybound.coap.state_writer.RsStateStore`) as
+:class:`PersistedContext` records.
 
 Storage policy
 --------------
@@ -20,9 +21,9 @@ live token, so one client cannot push out the others.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from . import cbor
 from .authz_info import MAX_RECIPIENT_ID_BYTES
@@ -265,44 +266,6 @@ class PersistedState:
     clean_shutdown: bool = False
 
 
-class RsStateStore(Protocol):
-    """Durable storage of the RS (implemented over SQLite by ``keybound.tools``).
-
-    Every method must be durable when it returns: the RS answers only afterwards.
-    The RS calls them off its event loop, on one worker thread, in order.
-
-    Replay windows (RFC 8613 Appendix B.1.2) are kept only across a clean
-    shutdown: :meth:`save_clean_shutdown` stores the windows and then the clean
-    shutdown marker, and :meth:`clear_clean_shutdown`, called at startup before
-    anything is served, removes both. After a crash there is no marker, and the
-    restarted RS rebuilds its windows through Echo.
-    """
-
-    def load(self) -> PersistedState: ...
-
-    def put_context(self, record: PersistedContext) -> None: ...
-
-    def delete_context(self, key_id: bytes) -> None: ...
-
-    def delete_contexts(self, key_ids: Sequence[bytes]) -> None:
-        """Delete the contexts of all ``key_ids`` in one transaction (expiry removes many)."""
-        ...
-
-    def put_sender_mark(self, key_id: bytes, mark: int) -> None: ...
-
-    def put_exi_sequence_mark(self, mark: int) -> None: ...
-
-    def save_clean_shutdown(self, records: Iterable[ShutdownRecord]) -> None:
-        """Replace the saved windows by ``records``, then write the clean shutdown marker."""
-        ...
-
-    def clear_clean_shutdown(self) -> None:
-        """Remove the clean shutdown marker and the saved windows."""
-        ...
-
-    def close(self) -> None: ...
-
-
 def _scope_text(scope: Scope | None) -> str:
     if scope is None:
         return "-"
@@ -318,7 +281,6 @@ __all__ = [
     "PersistedContext",
     "PersistedReplayWindow",
     "PersistedState",
-    "RsStateStore",
     "ShutdownRecord",
     "StoredToken",
     "TokenStore",
