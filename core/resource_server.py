@@ -440,6 +440,8 @@ class ResourceServer:
             if verified is None:
                 raise _failed(failure)
             return self._update(verified, current=current, now=now)
+        # The token's profile reads its parameters; for a token that failed, the
+        # default profile does, so a malformed request is refused as such first.
         profile = PROFILES[DEFAULT_PROFILE] if verified is None else verified.profile
         request = profile.read_exchange(request, fields)
         if verified is None:
