@@ -271,8 +271,9 @@ def read_claims(claims: Mapping[object, object]) -> AccessToken:
 class ResourceServer:
     """The RS state machine: verify, store, authorize, expire. No I/O.
 
-    ``exi_sequence_mark`` is the highest exi sequence number accepted so far; the
-    caller persists it whenever :meth:`post` changes it (compare before and after).
+    ``exi_sequence_mark`` is the highest exi sequence number accepted so far; an
+    :class:`AuthzInfoOutcome` carries it (``exi_mark``) when it moved, for the
+    caller to persist.
     """
 
     def __init__(self, policy: RsPolicy, *, exi_sequence_mark: int | None = None) -> None:
