@@ -30,10 +30,11 @@ from dataclasses import dataclass
 import aiocoap
 from aiocoap import error as aiocoap_error
 
-from keybound.coap.oscore_store import RsSecurityContext
 from keybound.core.client_flow import AceClient, Reply, Send
-from keybound.core.oscore_context import SequenceNumberReservation
-from keybound.core.oscore_profile import DerivedContext
+from keybound.core.oscore_derivation import DerivedContext
+from keybound.core.oscore_sequence import SequenceNumberReservation
+
+from .oscore_contexts import DurableSecurityContext
 
 log = logging.getLogger("keybound.client")
 
@@ -93,21 +94,21 @@ def client_context(
     mark: int = 0,
     persist_mark: Callable[[int], None] | None = None,
     chunk: int = AS_SEQUENCE_CHUNK,
-) -> RsSecurityContext:
+) -> DurableSecurityContext:
     """An aiocoap OSCORE context for the client side of ``derived``.
 
     With ``persist_mark`` the Sender Sequence Number starts at ``mark`` and every
     new chunk is written ahead through it; without, the context lives in memory.
     """
     if persist_mark is None:
-        return RsSecurityContext(
+        return DurableSecurityContext(
             derived,
             key_id=b"client",
             reservation=SequenceNumberReservation(0, chunk=1 << 20),
             persist_mark=lambda _mark: None,
             replay_window_known=True,
         )
-    return RsSecurityContext(
+    return DurableSecurityContext(
         derived,
         key_id=b"client-as",
         reservation=SequenceNumberReservation(mark, chunk=chunk),
@@ -124,24 +125,24 @@ class CoapAceClient:
         coap: aiocoap.Context,
         flow: AceClient,
         endpoints: Endpoints,
-        as_context: RsSecurityContext,
+        as_context: DurableSecurityContext,
         *,
         monotonic: Callable[[], float] = time.monotonic,
         on_step: Callable[[str], None] | None = None,
-        rs_context: Callable[[DerivedContext], RsSecurityContext] | None = None,
+        rs_context: Callable[[DerivedContext], DurableSecurityContext] | None = None,
     ) -> None:
         self.coap = coap
         self.flow = flow
         self.endpoints = endpoints
         self.as_context = as_context
         self._monotonic = monotonic
-        self._rs_context: RsSecurityContext | None = None
+        self._rs_context: DurableSecurityContext | None = None
         self._rs_for: DerivedContext | None = None
         self._make_rs_context = rs_context or client_context
         self._on_step = on_step or (lambda line: log.info("%s", line))
         self.exchanges: list[tuple[Send, Reply]] = []
 
-    def _security_for(self, send: Send) -> RsSecurityContext | None:
+    def _security_for(self, send: Send) -> DurableSecurityContext | None:
         if send.security == "as":
             return self.as_context
         if send.security == "rs":

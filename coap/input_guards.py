@@ -6,9 +6,10 @@ Found by fuzzing whole CoAP datagrams against the servers (``tests/test_fuzz_coa
   ``aiocoap.Message.decode`` raise ``UnicodeDecodeError`` where the UDP
   transport only expects ``UnparsableMessage``; the exception escapes into
   the event loop, which logs a traceback for every such datagram (a cheap
-  log flood). :func:`harden_message_decoding` turns any decoding failure into
-  ``UnparsableMessage``, which the transport ignores (RFC 7252 §4.2 allows a
-  malformed message to be silently dropped).
+  log flood). :func:`harden_message_decoding`, installed once when a server
+  starts, turns any decoding failure into ``UnparsableMessage``, which the
+  transport ignores (RFC 7252 §4.2 allows a malformed message to be silently
+  dropped).
 * A malformed OSCORE option (RFC 8613 §6.1: a Partial IV announced but not
   present, reserved flag bits) makes ``oscore.verify_start`` raise
   ``oscore.DecodeError`` before :class:`aiocoap.oscore_sitewrapper.OscoreSiteWrapper`
@@ -45,7 +46,22 @@ _MARK = "_keybound_hardened"
 
 
 def harden_message_decoding() -> None:
-    """Make ``aiocoap.Message.decode`` raise only ``UnparsableMessage`` (idempotent)."""
+    """Make ``aiocoap.Message.decode`` raise only ``UnparsableMessage``: process-wide, idempotent.
+
+    A server calls this once, explicitly, when it starts serving (the RS in
+    :meth:`~keybound.coap.resource_server_site.ResourceServerSite.serve`, the AS
+    when it builds its site), never from a constructor: building a site or a
+    context changes nothing global.
+
+    Why a process-wide hook: aiocoap 0.4's UDP transport decodes each datagram
+    with ``Message.decode`` in its receive callback, before any site, resource or
+    context of ours is reached, and offers no parameter to decode otherwise. A
+    datagram that fails there with anything but ``UnparsableMessage`` escapes into
+    the event loop. Wrapping the classmethod once is the only way in; the wrapper
+    changes nothing for a well-formed message, and every other failure of a
+    malformed one becomes the ``UnparsableMessage`` aiocoap already ignores, so
+    other users of aiocoap in the same process see the same messages decoded.
+    """
     if getattr(Message, _MARK, False):
         return
     original = Message.decode.__func__

@@ -4,7 +4,9 @@ An RS checks every token on its own; when it can reach the AS it may also ask
 whether the token is still active (not revoked). The request is
 ``POST /introspect`` with ``{11 (token): bstr}`` in ``application/ace+cbor``,
 protected with the RS's OSCORE context with the AS (from its bundle); the answer
-holds ``active`` (10) and, when active, the token's claims.
+holds ``active`` (10) and, when active, the token's claims. What the answer means
+for the token is decided by the core's ``/authz-info`` flow
+(:meth:`keybound.core.resource_server.ResourceServer.authz_info`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from typing import Any
 import aiocoap
 from aiocoap import error as aiocoap_error
 
-from keybound.coap.oscore_store import RsSecurityContext
 from keybound.core import cbor
-from keybound.core.errors import InvalidToken, TemporarilyUnavailable
+from keybound.core.errors import TemporarilyUnavailable
 from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR, IntrospectionParameter
+
+from .oscore_contexts import DurableSecurityContext
 
 DEFAULT_TIMEOUT = 5.0
 MAX_RESPONSE = 4096
@@ -33,7 +36,7 @@ class Introspector:
     """Asks the AS whether a token is active, over the RS's OSCORE context with the AS."""
 
     def __init__(
-        self, uri: str, context: RsSecurityContext, *, timeout: float = DEFAULT_TIMEOUT
+        self, uri: str, context: DurableSecurityContext, *, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
         self.uri = uri
         self.context = context
@@ -71,12 +74,6 @@ class Introspector:
         if not isinstance(body, dict) or not isinstance(body.get(10), bool):
             raise AsUnreachable("the AS's introspection answer has no 'active' flag")
         return body
-
-    async def require_active(self, token: bytes) -> None:
-        """Raise :class:`InvalidToken` unless the AS reports ``token`` active."""
-        answer = await self.introspect(token)
-        if answer[int(IntrospectionParameter.ACTIVE)] is not True:
-            raise InvalidToken("the AS reports the token inactive (revoked or expired)")
 
 
 __all__ = ["AsUnreachable", "Introspector"]

@@ -37,6 +37,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import aiocoap
@@ -44,6 +45,7 @@ import aiocoap.resource
 from aiocoap import credentials
 from aiocoap.numbers.codes import Code
 
+from keybound.core.authz_info import NONCE_BYTES
 from keybound.core.errors import (
     InsufficientScope,
     InvalidRequest,
@@ -51,24 +53,26 @@ from keybound.core.errors import (
     KeyboundError,
     PayloadTooLarge,
 )
-from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR
-from keybound.core.oscore_profile import NONCE_BYTES, AuthzInfoRequest, AuthzInfoResponse
+from keybound.core.numbers.ace_parameters import (
+    CONTENT_FORMAT_ACE_CBOR,
+    IntrospectionParameter,
+)
 from keybound.core.resource_server import (
-    PersistedContext,
+    MAX_AUTHZ_INFO_BYTES,
+    AuthzInfoOutcome,
+    Introspect,
+    Removal,
     ResourceServer,
-    RsStateStore,
-    StoredToken,
 )
 from keybound.core.scope import RestMethod
+from keybound.core.token_store import PersistedContext
 
 from .errors import error_response
 from .input_guards import StrictOscoreSiteWrapper, harden_message_decoding
 from .introspection import AsUnreachable, Introspector
-from .oscore_store import DEFAULT_SEQUENCE_CHUNK, ContextTable, RsSecurityContext
-from .state_writer import StateWriter
-
-#: Bound on an ``/authz-info`` payload (tokens of this profile are about 150-300 bytes).
-DEFAULT_MAX_PAYLOAD = 1024
+from .oscore_contexts import DEFAULT_SEQUENCE_CHUNK, ContextTable, DurableSecurityContext
+from .profiles import ContextInstaller
+from .state_writer import RsStateStore, StateWriter
 
 #: Default bound on the body of a request to a protected resource (RFC 7959 §2.9.3).
 DEFAULT_MAX_RESOURCE_BODY = 4096
@@ -76,9 +80,9 @@ DEFAULT_MAX_RESOURCE_BODY = 4096
 log = logging.getLogger("keybound.rs")
 
 
-def _security_context(request: aiocoap.Message) -> RsSecurityContext | None:
+def _security_context(request: aiocoap.Message) -> DurableSecurityContext | None:
     context = getattr(request.remote, "security_context", None)
-    return context if isinstance(context, RsSecurityContext) else None
+    return context if isinstance(context, DurableSecurityContext) else None
 
 
 class AuthzInfoResource(aiocoap.resource.Resource):  # type: ignore[misc]
@@ -99,11 +103,7 @@ class AuthzInfoResource(aiocoap.resource.Resource):  # type: ignore[misc]
                 raise PayloadTooLarge(f"the authz-info payload exceeds {owner.max_payload} bytes")
             if request.opt.content_format not in (None, CONTENT_FORMAT_ACE_CBOR):
                 return aiocoap.Message(code=Code.UNSUPPORTED_CONTENT_FORMAT)
-            context = _security_context(request)
-            await owner.check_at_as(request.payload)
-            if context is not None:
-                return await owner.update_token(request.payload, context, peer)
-            return await owner.post_token(request.payload, peer)
+            return await owner.authz_info(request.payload, _security_context(request), peer)
         except KeyboundError as exc:
             log.info("authz-info from %s rejected: %s", peer, exc)
             return error_response(exc)
@@ -172,7 +172,7 @@ class ResourceServerSite:
         random: Callable[[int], bytes] = os.urandom,
         sequence_chunk: int = DEFAULT_SEQUENCE_CHUNK,
         response_partial_iv: bool = False,
-        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        max_payload: int = MAX_AUTHZ_INFO_BYTES,
         introspector: Introspector | None = None,
         introspection_required: bool = False,
     ) -> None:
@@ -188,13 +188,15 @@ class ResourceServerSite:
         self.max_payload = max_payload
         self.site = aiocoap.resource.Site()
         self.server_credentials = credentials.CredentialsMap()
+        #: The OSCORE profile's security contexts of the stored tokens.
         self.contexts = ContextTable(
             self.server_credentials,
             state=self.writer,
             sequence_chunk=sequence_chunk,
             response_partial_iv=response_partial_iv,
         )
-        harden_message_decoding()
+        #: Where each ACE profile's security contexts are installed, by profile number.
+        self.installers: Mapping[int, ContextInstaller] = {self.contexts.profile: self.contexts}
         self.root = StrictOscoreSiteWrapper(self.site, self.server_credentials)
         #: Partial Block1 uploads, bounded per peer and in total across all resources.
         self.uploads = self.root.uploads
@@ -238,85 +240,90 @@ class ResourceServerSite:
 
     # -- /authz-info --
 
-    async def check_at_as(self, payload: bytes) -> None:
-        """With an introspector, ask the AS whether the posted token is active (RFC 9200 §5.9).
+    async def authz_info(
+        self, payload: bytes, context: DurableSecurityContext | None, peer: str
+    ) -> aiocoap.Message:
+        """Run the core's ``/authz-info`` flow, apply its outcome, answer 2.01.
 
-        The RS validates every token itself first; introspection adds revocation.
-        When the AS cannot be reached the token is refused (5.03) if introspection
-        is required, and otherwise judged by the local checks alone.
+        ``context`` is the OSCORE context the POST came under (an update of access
+        rights, RFC 9203 §4.4), None for an unprotected POST (RFC 9203 §4.1). With an
+        introspector, the AS is asked about a token that passed the local checks
+        (RFC 9200 §5.9). The token, its context and a new exi mark are durable
+        before the 2.01.
         """
-        if self.introspector is None:
-            return
-        token = AuthzInfoRequest.decode(payload, protected=True).access_token
-        try:
-            self.rs.verify(token, **self.times())
-        except KeyboundError:
-            return  # the local checks decide; the AS is never asked about what we refuse
-        try:
-            await self.introspector.require_active(token)
-        except AsUnreachable as exc:
-            if self.introspection_required:
-                raise
-            log.warning("introspection unavailable (%s); relying on local validation", exc)
-
-    async def post_token(self, payload: bytes, peer: str) -> aiocoap.Message:
-        """Verify and store a token from an unprotected POST; install its context.
-
-        The token, its context and a new exi mark are durable before the 2.01.
-        """
-        request = AuthzInfoRequest.decode(payload)
-        if request.nonce1 is None or request.client_recipient_id is None:  # pragma: no cover
-            raise InvalidRequest("nonce1 and ace_client_recipientId are required")
-        mark_before = self.rs.exi_sequence_mark
-        result = self.rs.post(
-            request.access_token,
-            nonce1=request.nonce1,
-            client_id=request.client_recipient_id,
-            nonce2=self.random(NONCE_BYTES),
+        flow = self.rs.authz_info(
+            payload,
+            over=None if context is None else context.key_id,
+            random=self.random,
+            introspect=self.introspector is not None,
             **self.times(),
         )
-        stored = result.stored
-        self._forget(result.evicted)
-        if result.superseded is not None:
-            self.contexts.remove(result.superseded.key_id)
-        if self.writer is not None:
-            exi_mark = (
-                self.rs.exi_sequence_mark if self.rs.exi_sequence_mark != mark_before else None
-            )
-            await self.writer.run(self._persist_token, _record(stored, sender_mark=0), exi_mark)
-        self.contexts.install(stored)
+        try:
+            step = next(flow)
+            while True:
+                step = flow.send(await self._introspect(step))
+        except StopIteration as done:
+            outcome: AuthzInfoOutcome = done.value
+        await self._apply(outcome, context)
+        stored = outcome.stored
+        if outcome.keeps_context:
+            log.info("token updated over OSCORE from %s: %s", peer, stored.verified.describe())
+            return aiocoap.Message(code=Code.CREATED)
         log.info(
             "token accepted from %s: %s, context recipient_id=%s%s",
             peer,
             stored.verified.describe(),
             stored.context.server_id.hex(),
-            " (superseding)" if result.superseded is not None else "",
+            " (superseding)" if outcome.superseded is not None else "",
         )
-        response = AuthzInfoResponse(stored.context.nonce2, stored.context.server_id)
         return aiocoap.Message(
             code=Code.CREATED,
-            payload=response.encode(),
+            payload=outcome.response,
             content_format=CONTENT_FORMAT_ACE_CBOR,
         )
 
-    async def update_token(
-        self, payload: bytes, context: RsSecurityContext, peer: str
-    ) -> aiocoap.Message:
-        """Update access rights over an existing OSCORE context (RFC 9203 §4.4)."""
-        request = AuthzInfoRequest.decode(payload, protected=True)
-        current = self.rs.store.get(context.key_id)
-        if current is None:
-            raise InvalidToken("no access token for this security context")
-        mark_before = self.rs.exi_sequence_mark
-        stored = self.rs.update(request.access_token, current=current, **self.times())
+    async def post_token(self, payload: bytes, peer: str) -> aiocoap.Message:
+        """:meth:`authz_info` for an unprotected POST (RFC 9203 §4.1)."""
+        return await self.authz_info(payload, None, peer)
+
+    async def _introspect(self, step: Introspect) -> bool | None:
+        """Whether the AS reports ``step.token`` active; None when it cannot be asked.
+
+        The RS validates every token itself first; introspection adds revocation.
+        When the AS cannot be reached the token is refused (5.03) if introspection
+        is required, and otherwise judged by the local checks alone.
+        """
+        assert self.introspector is not None  # the flow asks only when there is one
+        try:
+            answer = await self.introspector.introspect(step.token)
+        except AsUnreachable as exc:
+            if self.introspection_required:
+                raise
+            log.warning("introspection unavailable (%s); relying on local validation", exc)
+            return None
+        return answer[int(IntrospectionParameter.ACTIVE)] is True
+
+    async def _apply(
+        self, outcome: AuthzInfoOutcome, context: DurableSecurityContext | None
+    ) -> None:
+        """Apply an accepted POST: the one place its security contexts and rows change.
+
+        Evicted and superseded contexts go first (the evicted rows are deleted
+        without waiting), then the exi mark (if it moved) and the record are made
+        durable, then a new context is installed. A kept context (an update)
+        persists the Sender Sequence Number mark it has made durable.
+        """
+        for key_id in outcome.drop:
+            self._remove_contexts(key_id)
+        if outcome.delete and self.writer is not None:
+            self.writer.submit(self.writer.store.delete_contexts, list(outcome.delete))
+        record = outcome.persist
+        if outcome.keeps_context and context is not None:
+            record = replace(record, sender_mark=context.durable_mark)
         if self.writer is not None:
-            exi_mark = (
-                self.rs.exi_sequence_mark if self.rs.exi_sequence_mark != mark_before else None
-            )
-            record = _record(stored, sender_mark=context.durable_mark)
-            await self.writer.run(self._persist_token, record, exi_mark)
-        log.info("token updated over OSCORE from %s: %s", peer, stored.verified.describe())
-        return aiocoap.Message(code=Code.CREATED)
+            await self.writer.run(self._persist_token, record, outcome.exi_mark)
+        if not outcome.keeps_context:
+            self._installer(outcome.stored.verified.profile.number).install(outcome.stored)
 
     # -- protected resources --
 
@@ -331,11 +338,6 @@ class ResourceServerSite:
 
     # -- persistence --
 
-    def _moved_exi_mark(self, before: int | None) -> int | None:
-        """The exi sequence number mark if it moved since ``before`` (RFC 9200 §5.10.3)."""
-        mark = self.rs.exi_sequence_mark
-        return mark if mark != before else None
-
     def _persist_token(self, record: PersistedContext, exi_mark: int | None) -> None:
         """On the writer's thread: the exi mark (if it moved), then the token and context."""
         assert self.writer is not None
@@ -346,25 +348,29 @@ class ResourceServerSite:
 
     # -- expiry and removal --
 
-    def _forget(self, entries: Iterable[StoredToken]) -> None:
-        """Remove the contexts of tokens gone from the store; delete them in one batch.
+    def _installer(self, profile: int) -> ContextInstaller:
+        return self.installers[profile]
+
+    def _remove_contexts(self, key_id: bytes) -> None:
+        for installer in self.installers.values():
+            installer.remove(key_id)
+
+    def _remove(self, removal: Removal) -> None:
+        """Remove the contexts of tokens gone from the store; delete their rows in one batch.
 
         Nothing waits for the deletion: a token whose row outlives a crash is
         refused again when the restarted RS restores it.
         """
-        key_ids = [entry.key_id for entry in entries]
-        for key_id in key_ids:
-            self.contexts.remove(key_id)
-        if key_ids and self.writer is not None:
-            self.writer.submit(self.writer.store.delete_contexts, key_ids)
+        for key_id in removal.key_ids:
+            self._remove_contexts(key_id)
+        if removal.key_ids and self.writer is not None:
+            self.writer.submit(self.writer.store.delete_contexts, list(removal.key_ids))
 
     def drop(self, key_id: bytes, *, reason: str) -> None:
         """Remove a token and its context (expired, or otherwise gone)."""
-        entry = self.rs.store.remove(key_id)
-        self.contexts.remove(key_id)
-        if self.writer is not None:
-            self.writer.submit(self.writer.store.delete_contexts, [key_id])
-        if entry is not None:
+        removal = self.rs.forget(key_id)
+        self._remove(removal)
+        for entry in removal.removed:
             log.info("token removed (%s): %s", reason, entry.verified.describe())
 
     def expire_now(self) -> int:
@@ -372,13 +378,13 @@ class ResourceServerSite:
 
         The rows go in one transaction on the writer's thread (queued, not awaited).
         """
-        gone = self.rs.expire(**self.times())
-        self._forget(gone)
-        for entry in gone:
+        removal = self.rs.expire(**self.times())
+        self._remove(removal)
+        for entry in removal.removed:
             log.debug("token expired: %s", entry.verified.describe())
-        if gone:
-            log.info("%d token(s) expired", len(gone))
-        return len(gone)
+        if removal.removed:
+            log.info("%d token(s) expired", len(removal.removed))
+        return len(removal.removed)
 
     async def expire(self) -> int:
         """:meth:`expire_now`, returning once the deletion is durable."""
@@ -420,7 +426,7 @@ class ResourceServerSite:
                 refused.append(record.key_id)
                 log.info("persisted token not restored: %s", exc)
                 continue
-            self.contexts.install(
+            self._installer(entry.verified.profile.number).install(
                 entry,
                 sender_mark=record.sender_mark,
                 restored=True,
@@ -445,7 +451,9 @@ class ResourceServerSite:
         """Save every context's replay window, then the clean shutdown marker (RFC 8613 B.1.2)."""
         if self.writer is None:
             return
-        records = self.contexts.shutdown_records()
+        records = [
+            r for installer in self.installers.values() for r in installer.shutdown_records()
+        ]
         await self.writer.run(self.writer.store.save_clean_shutdown, records)
         known = sum(1 for record in records if record.replay_window is not None)
         log.info("saved %d replay window(s) of %d context(s)", known, len(records))
@@ -460,6 +468,7 @@ class ResourceServerSite:
         Without a prior :meth:`restore`, the clean shutdown marker is cleared here.
         """
         self._clear_marker()
+        harden_message_decoding()  # process-wide and idempotent: see its docstring
         self.protocol = await aiocoap.Context.create_server_context(
             self.root, bind=bind, transports=["udp6"]
         )
@@ -493,21 +502,7 @@ class ResourceServerSite:
                 self.state.close()
 
 
-def _record(entry: StoredToken, *, sender_mark: int) -> PersistedContext:
-    return PersistedContext(
-        key_id=entry.key_id,
-        token=entry.verified.raw,
-        nonce1=entry.context.nonce1,
-        nonce2=entry.context.nonce2,
-        client_id=entry.context.client_id,
-        server_id=entry.context.server_id,
-        received_at=entry.received_at,
-        sender_mark=sender_mark,
-    )
-
-
 __all__ = [
-    "DEFAULT_MAX_PAYLOAD",
     "DEFAULT_MAX_RESOURCE_BODY",
     "AuthzInfoResource",
     "GuardedResource",

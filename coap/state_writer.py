@@ -1,6 +1,9 @@
-"""The RS's state store, written on one worker thread so the event loop never waits for a disk.
+"""The RS's state store protocol, and its writer: one worker thread, so the event loop never waits.
 
-Every write of an :class:`~keybound.core.token_store.RsStateStore` is a
+:class:`RsStateStore` is the durable storage of the RS (the records are the core's,
+:mod:`keybound.core.token_store`); only this binding calls it.
+
+Every write of an :class:`RsStateStore` is a
 synchronous commit (``synchronous=FULL`` in the SQLite store). Made on the event
 loop, a thousand of them, one per expired token, kept the RS from answering
 anything for about 20 s. :class:`StateWriter` runs every call on a single worker
@@ -11,7 +14,7 @@ thread, in the order the calls were made (one thread, one FIFO queue), so:
   meanwhile;
 * writes nothing waits for (the deletion of expired or dropped tokens) are
   queued (:meth:`StateWriter.submit`) and batched by the caller into one
-  transaction (:meth:`~keybound.core.token_store.RsStateStore.delete_contexts`);
+  transaction (:meth:`RsStateStore.delete_contexts`);
   a crash before they commit loses nothing: a restart refuses the expired tokens
   again and deletes them then;
 * the Sender Sequence Number mark, which must be durable before the response
@@ -31,19 +34,52 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 
-from keybound.core.token_store import (
-    PersistedContext,
-    PersistedState,
-    RsStateStore,
-    ShutdownRecord,
-)
+from keybound.core.token_store import PersistedContext, PersistedState, ShutdownRecord
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 log = logging.getLogger("keybound.rs.state")
+
+
+class RsStateStore(Protocol):
+    """Durable storage of the RS (implemented over SQLite by ``keybound.tools``).
+
+    Every method must be durable when it returns: the RS answers only afterwards.
+    The RS calls them off its event loop, on one worker thread, in order.
+
+    Replay windows (RFC 8613 Appendix B.1.2) are kept only across a clean
+    shutdown: :meth:`save_clean_shutdown` stores the windows and then the clean
+    shutdown marker, and :meth:`clear_clean_shutdown`, called at startup before
+    anything is served, removes both. After a crash there is no marker, and the
+    restarted RS rebuilds its windows through Echo.
+    """
+
+    def load(self) -> PersistedState: ...
+
+    def put_context(self, record: PersistedContext) -> None: ...
+
+    def delete_context(self, key_id: bytes) -> None: ...
+
+    def delete_contexts(self, key_ids: Sequence[bytes]) -> None:
+        """Delete the contexts of all ``key_ids`` in one transaction (expiry removes many)."""
+        ...
+
+    def put_sender_mark(self, key_id: bytes, mark: int) -> None: ...
+
+    def put_exi_sequence_mark(self, mark: int) -> None: ...
+
+    def save_clean_shutdown(self, records: Iterable[ShutdownRecord]) -> None:
+        """Replace the saved windows by ``records``, then write the clean shutdown marker."""
+        ...
+
+    def clear_clean_shutdown(self) -> None:
+        """Remove the clean shutdown marker and the saved windows."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class StateWriter:
@@ -125,4 +161,4 @@ def _log_failure(future: concurrent.futures.Future[T]) -> None:
         log.error("RS state write failed: %s", future.exception())
 
 
-__all__ = ["StateWriter"]
+__all__ = ["RsStateStore", "StateWriter"]

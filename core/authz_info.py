@@ -3,7 +3,9 @@
 :class:`AuthzInfoRequest` is what the client posts (the access token, N1 and ID1),
 :class:`AuthzInfoResponse` what the RS answers (N2 and ID2).
 
-Decisions where the RFCs leave room, each checked on decoding and on construction:
+Decisions where the RFCs leave room, each checked once, when a payload is decoded
+(:meth:`AuthzInfoRequest.decode`, :meth:`AuthzInfoResponse.decode`): what a peer
+sent. A payload built here holds the builder's own nonce and identifier.
 
 * Nonces are 8 to 32 bytes: RFC 9203 §4.1 and §4.2 recommend 64-bit random nonces,
   keybound generates 8 bytes and refuses shorter ones, since they carry the
@@ -30,13 +32,15 @@ MAX_NONCE_BYTES = 32
 NONCE_BYTES = 8
 #: Largest OSCORE Sender/Recipient ID of any supported AEAD (RFC 8613 §3.3: 13 - 6).
 MAX_RECIPIENT_ID_BYTES = 7
-#: Bound on the access token carried in an ``/authz-info`` request.
+#: Bound on the access token this codec carries in an ``/authz-info`` request, for
+#: any peer. An RS bounds what it takes further (its ``/authz-info`` payloads, see
+#: :data:`keybound.core.resource_server.MAX_AUTHZ_INFO_BYTES`).
 MAX_ACCESS_TOKEN_BYTES = 8 * 1024
-#: Bound on a whole ``/authz-info`` payload.
-MAX_AUTHZ_INFO_PAYLOAD_BYTES = MAX_ACCESS_TOKEN_BYTES + 256
+#: The CBOR bound of a payload: the token and room for N1, ID1 and the map's heads.
+_MAX_PAYLOAD_BYTES = MAX_ACCESS_TOKEN_BYTES + 256
 
 
-def _check_nonce(value: object, name: str) -> bytes:
+def check_nonce(value: object, name: str) -> bytes:
     if not isinstance(value, bytes):
         raise InvalidRequest(f"{name} must be a byte string", claim=name)
     if not MIN_NONCE_BYTES <= len(value) <= MAX_NONCE_BYTES:
@@ -47,7 +51,7 @@ def _check_nonce(value: object, name: str) -> bytes:
     return value
 
 
-def _check_recipient_id(value: object, name: str, limit: int = MAX_RECIPIENT_ID_BYTES) -> bytes:
+def check_recipient_id(value: object, name: str, limit: int = MAX_RECIPIENT_ID_BYTES) -> bytes:
     if not isinstance(value, bytes):
         raise InvalidRequest(f"{name} must be a byte string", claim=name)
     if len(value) > limit:
@@ -55,8 +59,9 @@ def _check_recipient_id(value: object, name: str, limit: int = MAX_RECIPIENT_ID_
     return value
 
 
-def _decode_map(payload: bytes, what: str) -> Mapping[object, object]:
-    value = cbor.loads(payload, max_size=MAX_AUTHZ_INFO_PAYLOAD_BYTES, max_depth=4)
+def decode_payload(payload: bytes, what: str = "authz-info request") -> Mapping[object, object]:
+    """The CBOR map of an ``/authz-info`` payload (bounded CBOR), not yet validated."""
+    value = cbor.loads(payload, max_size=_MAX_PAYLOAD_BYTES, max_depth=4)
     if not isinstance(value, dict):
         raise DecodeError(f"{what} payload must be a CBOR map")
     return value
@@ -79,7 +84,8 @@ class AuthzInfoRequest:
     """The client's ``/authz-info`` payload (RFC 9203 §4.1): token, N1 and ID1.
 
     When the request updates access rights it is OSCORE-protected and carries the
-    token alone; ``nonce1`` and ``client_recipient_id`` are then ``None``.
+    token alone; ``nonce1`` and ``client_recipient_id`` are then ``None``. Nonce
+    and identifier are checked where they are decoded (:meth:`from_cbor_map`).
     """
 
     access_token: bytes = field(repr=False)
@@ -93,9 +99,6 @@ class AuthzInfoRequest:
             raise InvalidRequest(f"access_token exceeds {MAX_ACCESS_TOKEN_BYTES} bytes")
         if (self.nonce1 is None) != (self.client_recipient_id is None):
             raise InvalidRequest("nonce1 and ace_client_recipientId go together")
-        if self.nonce1 is not None:
-            _check_nonce(self.nonce1, "nonce1")
-            _check_recipient_id(self.client_recipient_id, "ace_client_recipientId")
 
     def to_cbor_map(self) -> dict[int, object]:
         out: dict[int, object] = {AceParameter.ACCESS_TOKEN.value: self.access_token}
@@ -112,20 +115,31 @@ class AuthzInfoRequest:
     def from_cbor_map(
         cls, m: Mapping[object, object], *, protected: bool = False
     ) -> AuthzInfoRequest:
-        """Validate a decoded payload.
+        """Validate a decoded payload: :meth:`read_token`, then :meth:`read_exchange`.
 
         ``protected`` says the request arrived under an existing OSCORE context, an
         update of access rights: nonce and identifier are then ignored (RFC 9203 §4.2).
         Otherwise both are required (RFC 9203 §4.1.1, §4.1.2).
         """
+        request = cls.read_token(m)
+        return request if protected else request.read_exchange(m)
+
+    @classmethod
+    def read_token(cls, m: Mapping[object, object]) -> AuthzInfoRequest:
+        """The access token of a decoded payload; unrecognised parameters are refused."""
         _refuse_unknown(m, _REQUEST_KEYS, "authz-info request")
         if AceParameter.ACCESS_TOKEN not in m:
             raise InvalidRequest("authz-info request: access_token is missing")
         token = m[AceParameter.ACCESS_TOKEN]
         if not isinstance(token, bytes):
             raise InvalidRequest("access_token must be a byte string")
-        if protected:
-            return cls(access_token=token)
+        return cls(access_token=token)
+
+    def read_exchange(self, m: Mapping[object, object]) -> AuthzInfoRequest:
+        """This token with N1 and ID1 of the same payload, required and checked here.
+
+        RFC 9203 §4.1.1, §4.1.2: an unprotected POST carries both.
+        """
         if AceParameter.NONCE1 not in m:
             raise InvalidRequest("authz-info request: nonce1 is missing", claim="nonce1")
         if AceParameter.ACE_CLIENT_RECIPIENTID not in m:
@@ -133,10 +147,10 @@ class AuthzInfoRequest:
                 "authz-info request: ace_client_recipientId is missing",
                 claim="ace_client_recipientId",
             )
-        return cls(
-            access_token=token,
-            nonce1=_check_nonce(m[AceParameter.NONCE1], "nonce1"),
-            client_recipient_id=_check_recipient_id(
+        return AuthzInfoRequest(
+            access_token=self.access_token,
+            nonce1=check_nonce(m[AceParameter.NONCE1], "nonce1"),
+            client_recipient_id=check_recipient_id(
                 m[AceParameter.ACE_CLIENT_RECIPIENTID], "ace_client_recipientId"
             ),
         )
@@ -144,19 +158,18 @@ class AuthzInfoRequest:
     @classmethod
     def decode(cls, payload: bytes, *, protected: bool = False) -> AuthzInfoRequest:
         """Decode and validate an ``application/ace+cbor`` payload (bounded CBOR)."""
-        return cls.from_cbor_map(_decode_map(payload, "authz-info request"), protected=protected)
+        return cls.from_cbor_map(decode_payload(payload), protected=protected)
 
 
 @dataclass(frozen=True)
 class AuthzInfoResponse:
-    """The RS's 2.01 (Created) ``/authz-info`` payload (RFC 9203 §4.2): N2 and ID2."""
+    """The RS's 2.01 (Created) ``/authz-info`` payload (RFC 9203 §4.2): N2 and ID2.
+
+    Nonce and identifier are checked where they are decoded (:meth:`from_cbor_map`).
+    """
 
     nonce2: bytes
     server_recipient_id: bytes
-
-    def __post_init__(self) -> None:
-        _check_nonce(self.nonce2, "nonce2")
-        _check_recipient_id(self.server_recipient_id, "ace_server_recipientId")
 
     def to_cbor_map(self) -> dict[int, object]:
         return {
@@ -179,8 +192,8 @@ class AuthzInfoResponse:
                 claim="ace_server_recipientId",
             )
         return cls(
-            nonce2=_check_nonce(m[AceParameter.NONCE2], "nonce2"),
-            server_recipient_id=_check_recipient_id(
+            nonce2=check_nonce(m[AceParameter.NONCE2], "nonce2"),
+            server_recipient_id=check_recipient_id(
                 m[AceParameter.ACE_SERVER_RECIPIENTID], "ace_server_recipientId"
             ),
         )
@@ -188,16 +201,18 @@ class AuthzInfoResponse:
     @classmethod
     def decode(cls, payload: bytes) -> AuthzInfoResponse:
         """Decode and validate an ``application/ace+cbor`` payload (bounded CBOR)."""
-        return cls.from_cbor_map(_decode_map(payload, "authz-info response"))
+        return cls.from_cbor_map(decode_payload(payload, "authz-info response"))
 
 
 __all__ = [
     "MAX_ACCESS_TOKEN_BYTES",
-    "MAX_AUTHZ_INFO_PAYLOAD_BYTES",
     "MAX_NONCE_BYTES",
     "MAX_RECIPIENT_ID_BYTES",
     "MIN_NONCE_BYTES",
     "NONCE_BYTES",
     "AuthzInfoRequest",
     "AuthzInfoResponse",
+    "check_nonce",
+    "check_recipient_id",
+    "decode_payload",
 ]

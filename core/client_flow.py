@@ -29,17 +29,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from . import cbor
+from .authz_info import AuthzInfoRequest, AuthzInfoResponse
 from .errors import DecodeError, InvalidRequest, KeyboundError
 from .numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR, AceParameter
 from .numbers.ace_profiles import AceProfile
 from .numbers.cnf_methods import CnfMethod
-from .oscore_profile import (
-    AuthzInfoRequest,
-    AuthzInfoResponse,
-    DerivedContext,
-    OscoreInputMaterial,
-    derive_context_parameters,
-)
+from .oscore_derivation import DerivedContext, derive_context_parameters
+from .oscore_material import OscoreInputMaterial
 
 #: Refresh the token this many seconds before it expires.
 EXPIRY_MARGIN = 5.0

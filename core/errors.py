@@ -62,8 +62,7 @@ Subclasses elsewhere keep their parent's codes: ``ReplayedProof``
 (:class:`InvalidDPoPProof`), ``ReplayCacheFull`` and ``SequenceNumberExhausted``
 (:class:`CapacityExceeded`), ``AsUnreachable``, ``ReplayCacheUnavailable`` and
 ``IntrospectionUnavailable`` (:class:`TemporarilyUnavailable`), ``DPoPKeyMismatch``
-(:class:`InvalidToken`), ``FlowError`` (:class:`KeyboundError`); ``ReplayDetected``
-(keybound.core.oscore_context) is ``invalid_request`` without an ACE code, 4.01, 401.
+(:class:`InvalidToken`), ``FlowError`` (:class:`KeyboundError`).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ MAX_MASTER_SECRET_BYTES = 64
 MAX_MATERIAL_FIELD_BYTES = 64
 
 #: HKDF algorithms keybound implements, keyed by the HMAC algorithm value (RFC 9203 §3.2.1).
-_HKDF_HASHES: dict[int, type[hashes.HashAlgorithm]] = {HKDF_SHA256: hashes.SHA256}
+HKDF_HASHES: dict[int, type[hashes.HashAlgorithm]] = {HKDF_SHA256: hashes.SHA256}
 #: COSE direct+HKDF values that are sometimes put in ``hkdf`` by mistake.
 _DIRECT_HKDF_VALUES = frozenset({-10, -11, -12, -13})
 
@@ -76,7 +76,7 @@ def _bytes_param(value: object, name: str, *, low: int, high: int) -> bytes:
     return value
 
 
-def _aead(value: object, name: str = "alg") -> Algorithm:
+def aead_algorithm(value: object, name: str = "alg") -> Algorithm:
     """The AEAD algorithm named by an integer or a registry name (RFC 9203 §3.2.1)."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise InvalidRequest(
@@ -91,7 +91,7 @@ def _aead(value: object, name: str = "alg") -> Algorithm:
     raise UnsupportedPopKey(f"OSCORE AEAD algorithm {value!r} is not supported", claim=name)
 
 
-def _hkdf(value: object, name: str = "hkdf") -> int:
+def hkdf_algorithm(value: object, name: str = "hkdf") -> int:
     """The HMAC algorithm value of the HKDF (RFC 9203 §3.2.1), checked against the allow-list."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise InvalidRequest(
@@ -110,7 +110,7 @@ def _hkdf(value: object, name: str = "hkdf") -> int:
             f"(HMAC 256/256 is {HKDF_SHA256})",
             claim=name,
         )
-    if value not in _HKDF_HASHES:
+    if value not in HKDF_HASHES:
         raise UnsupportedPopKey(f"OSCORE HKDF algorithm {value} is not supported", claim=name)
     return value
 
@@ -175,11 +175,11 @@ class OscoreInputMaterial:
         if self.hkdf is not None:
             if not isinstance(self.hkdf, int) or isinstance(self.hkdf, bool):
                 raise InvalidRequest("OSCORE input material: hkdf must be an integer", claim="hkdf")
-            _hkdf(self.hkdf)
+            hkdf_algorithm(self.hkdf)
         if self.alg is not None:
             if not isinstance(self.alg, int) or isinstance(self.alg, bool):
                 raise InvalidRequest("OSCORE input material: alg must be an integer", claim="alg")
-            _aead(self.alg)
+            aead_algorithm(self.alg)
         if self.salt is not None:
             _bytes_param(self.salt, "salt", low=0, high=MAX_MATERIAL_FIELD_BYTES)
         if self.context_id is not None:
@@ -200,7 +200,7 @@ class OscoreInputMaterial:
     @property
     def aead(self) -> Algorithm:
         """The AEAD algorithm, the default AES-CCM-16-64-128 if absent."""
-        return _aead(OSCORE_DEFAULT_AEAD if self.alg is None else self.alg)
+        return aead_algorithm(OSCORE_DEFAULT_AEAD if self.alg is None else self.alg)
 
     @property
     def hkdf_value(self) -> int:
@@ -256,8 +256,8 @@ class OscoreInputMaterial:
                 high=MAX_MASTER_SECRET_BYTES,
             ),
             version=version,
-            hkdf=None if hkdf is None else _hkdf(hkdf),
-            alg=None if alg is None else _aead(alg).id,
+            hkdf=None if hkdf is None else hkdf_algorithm(hkdf),
+            alg=None if alg is None else aead_algorithm(alg).id,
             salt=m.get(OscoreParameter.SALT),
             context_id=m.get(OscoreParameter.CONTEXT_ID),
         )
@@ -307,17 +307,20 @@ class OscoreInputMaterial:
             id=_b64_decode(d["id"], "id"),
             ms=_b64_decode(d["ms"], "ms"),
             version=version,
-            hkdf=None if hkdf is None else _hkdf(hkdf),
-            alg=None if alg is None else _aead(alg).id,
+            hkdf=None if hkdf is None else hkdf_algorithm(hkdf),
+            alg=None if alg is None else aead_algorithm(alg).id,
             salt=None if salt is None else _b64_decode(salt, "salt"),
             context_id=None if context_id is None else _b64_decode(context_id, "contextId"),
         )
 
 
 __all__ = [
+    "HKDF_HASHES",
     "MAX_MASTER_SECRET_BYTES",
     "MAX_MATERIAL_FIELD_BYTES",
     "MIN_MASTER_SECRET_BYTES",
     "OSCORE_VERSION",
     "OscoreInputMaterial",
+    "aead_algorithm",
+    "hkdf_algorithm",
 ]

@@ -1,216 +1,93 @@
-"""The OSCORE profile of ACE (RFC 9203): from input material and nonces to an OSCORE context.
+"""The OSCORE profile of ACE (RFC 9203) at the Resource Server.
 
-:func:`derive_context_parameters` (RFC 9203 §4.3) and :func:`derive_keys`
-(RFC 8613 §3.2.1) turn the input material, both nonces and both Recipient IDs into
-an OSCORE Security Context; both are pure functions of their inputs.
+:class:`OscoreProfile` implements :class:`~keybound.core.profiles.Profile`:
 
-The profile's other pieces have their own modules and are re-exported here:
-
-* :mod:`keybound.core.oscore_material`: :class:`OscoreInputMaterial`, the ``osc``
-  confirmation method of RFC 9203 §3.2.1, and its checks.
-* :mod:`keybound.core.authz_info`: :class:`AuthzInfoRequest` and
-  :class:`AuthzInfoResponse`, the payloads the client and the RS exchange on
-  ``/authz-info`` (RFC 9203 §4.1, §4.2), and the bounds on nonces and Recipient IDs.
+* ``cnf``: the ``osc`` method only, OSCORE input material (RFC 9203 §3.2.1);
+  the PoP key is identified by :func:`~keybound.core.token_store.pop_key_id`.
+* The token carries the OSCORE Master Secret, so it must be encrypted for the RS
+  (RFC 9203 §3.2; a COSE_Encrypt0, see :mod:`keybound.core.resource_server`).
+* ``/authz-info`` (RFC 9203 §4.1, §4.2): the client sends N1 and ID1
+  (``nonce1``, ``ace_client_recipientId``), the RS answers N2 and ID2.
+* The security context is the OSCORE context of RFC 9203 §4.3, with the RS's
+  Sender ID ID1 and Recipient ID ID2.
 """
 
 from __future__ import annotations
 
-import hmac
-from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import ClassVar
 
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from . import cbor
-from .authz_info import (
-    MAX_ACCESS_TOKEN_BYTES,
-    MAX_AUTHZ_INFO_PAYLOAD_BYTES,
-    MAX_NONCE_BYTES,
-    MAX_RECIPIENT_ID_BYTES,
-    MIN_NONCE_BYTES,
-    NONCE_BYTES,
-    AuthzInfoRequest,
-    AuthzInfoResponse,
-    _check_nonce,
-    _check_recipient_id,
-)
-from .errors import InvalidRequest
-from .numbers.cose_algorithms import HKDF_SHA256, OSCORE_DEFAULT_AEAD, Algorithm
-from .oscore_material import (
-    _HKDF_HASHES,
-    MAX_MASTER_SECRET_BYTES,
-    MAX_MATERIAL_FIELD_BYTES,
-    MIN_MASTER_SECRET_BYTES,
-    OSCORE_VERSION,
-    OscoreInputMaterial,
-    _aead,
-    _hkdf,
-)
-
-# ---- OSCORE setup (RFC 9203 §4.3) and key derivation (RFC 8613 §3.2) ------------------------
+from .authz_info import NONCE_BYTES, AuthzInfoRequest, AuthzInfoResponse, check_nonce
+from .errors import IncompatibleAceProfiles, InvalidRequest
+from .numbers.ace_profiles import AceProfile
+from .oscore_derivation import DerivedContext, context_parameters
+from .oscore_material import OscoreInputMaterial
+from .token import AccessToken, CnfOsc
+from .token_store import ContextParameters, PersistedContext, pop_key_id
 
 
-@dataclass(frozen=True, eq=False)
-class DerivedContext:
-    """The parameters of an OSCORE Security Context (RFC 8613 §3.2), before key derivation."""
+class OscoreProfile:
+    """The OSCORE profile (RFC 9203) at the RS: ``coap_oscore``, ACE profile 2."""
 
-    master_secret: bytes = field(repr=False)
-    master_salt: bytes
-    id_context: bytes | None
-    sender_id: bytes
-    recipient_id: bytes
-    alg: int = OSCORE_DEFAULT_AEAD
-    hkdf: int = HKDF_SHA256
+    number: ClassVar[int] = int(AceProfile.COAP_OSCORE)
+    encrypted_token: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        aead = _aead(self.alg)
-        _hkdf(self.hkdf)
-        for name in ("master_secret", "master_salt", "sender_id", "recipient_id"):
-            if not isinstance(getattr(self, name), bytes):
-                raise InvalidRequest(f"{name} must be a byte string")
-        if self.id_context is not None and not isinstance(self.id_context, bytes):
-            raise InvalidRequest("id_context must be a byte string")
-        limit = aead.iv_bytes - 6
-        _check_recipient_id(self.sender_id, "sender_id", limit)
-        _check_recipient_id(self.recipient_id, "recipient_id", limit)
-        if self.sender_id == self.recipient_id:
-            raise InvalidRequest("Sender ID and Recipient ID must differ")
+    def pop_key(self, token: AccessToken) -> OscoreInputMaterial:
+        """The OSCORE input material of ``cnf`` (RFC 9203 §3.2.1)."""
+        if not isinstance(token.cnf, CnfOsc):
+            raise IncompatibleAceProfiles("the OSCORE profile needs a cnf of method osc (RFC 9203)")
+        return token.cnf.material
 
-    def _public(self) -> tuple[object, ...]:
-        return (
-            self.master_salt,
-            self.id_context,
-            self.sender_id,
-            self.recipient_id,
-            self.alg,
-            self.hkdf,
+    def key_id(self, material: OscoreInputMaterial) -> bytes:
+        return pop_key_id(material)
+
+    def read_exchange(
+        self, request: AuthzInfoRequest, payload: Mapping[object, object]
+    ) -> AuthzInfoRequest:
+        """N1 and ID1 of an unprotected POST (RFC 9203 §4.1.1, §4.1.2), checked here once."""
+        return request.read_exchange(payload)
+
+    def context(
+        self, request: AuthzInfoRequest, *, server_id: bytes, random: Callable[[int], bytes]
+    ) -> ContextParameters:
+        """N1 and ID1 of ``request``, a fresh N2 from ``random`` and ID2 (RFC 9203 §4.2)."""
+        if request.nonce1 is None or request.client_recipient_id is None:  # pragma: no cover
+            raise InvalidRequest("nonce1 and ace_client_recipientId are required")
+        return ContextParameters(
+            request.nonce1, random(NONCE_BYTES), request.client_recipient_id, server_id
         )
 
-    def __eq__(self, other: object) -> bool:
-        """Equality; the Master Secret is compared in constant time."""
-        if not isinstance(other, DerivedContext):
-            return NotImplemented
-        same_secret = hmac.compare_digest(self.master_secret, other.master_secret)
-        return same_secret and self._public() == other._public()
+    def restored(self, record: PersistedContext) -> ContextParameters:
+        """The parameters of a persisted exchange, its nonces checked as on decoding."""
+        return ContextParameters(
+            check_nonce(record.nonce1, "nonce1"),
+            check_nonce(record.nonce2, "nonce2"),
+            record.client_id,
+            record.server_id,
+        )
 
-    def __hash__(self) -> int:
-        return hash(self._public())
+    def response(self, context: ContextParameters) -> bytes:
+        """N2 and ID2 (RFC 9203 §4.2)."""
+        return AuthzInfoResponse(context.nonce2, context.server_id).encode()
 
-    @property
-    def aead(self) -> Algorithm:
-        return _aead(self.alg)
+    def derive(self, material: OscoreInputMaterial, context: ContextParameters) -> DerivedContext:
+        """The RS's OSCORE Security Context parameters (RFC 9203 §4.3).
 
-
-class DerivedKeys(NamedTuple):
-    """Sender Key, Recipient Key and Common IV (RFC 8613 §3.2.1)."""
-
-    sender_key: bytes
-    recipient_key: bytes
-    common_iv: bytes
-
-    def __repr__(self) -> str:
-        return f"DerivedKeys(<{len(self.sender_key)}-byte keys>, common_iv={self.common_iv.hex()})"
-
-
-def build_master_salt(salt: bytes | None, nonce1: bytes, nonce2: bytes) -> bytes:
-    """Master Salt = salt | N1 | N2, each encoded as a CBOR byte string (RFC 9203 §4.3).
-
-    An absent salt is the empty byte string, so it contributes ``0x40``.
-    """
-    return b"".join(cbor.dumps(part) for part in (salt or b"", nonce1, nonce2))
+        The nonces were checked where they were decoded (or made); the Recipient
+        IDs are checked against the AEAD of ``material``, and ID1 == ID2 is refused.
+        """
+        return context_parameters(
+            material,
+            context.nonce1,
+            context.nonce2,
+            context.client_id,
+            context.server_id,
+            role="rs",
+        )
 
 
-def derive_context_parameters(
-    material: OscoreInputMaterial,
-    nonce1: bytes,
-    nonce2: bytes,
-    client_recipient_id: bytes,
-    server_recipient_id: bytes,
-    role: Literal["client", "rs"] = "client",
-) -> DerivedContext:
-    """The OSCORE Security Context parameters of RFC 9203 §4.3.
-
-    ``client_recipient_id`` is ID1 (sent by the client), ``server_recipient_id`` ID2
-    (sent by the RS). The client's Sender ID is ID2 and its Recipient ID is ID1; the
-    RS has the reverse. ID1 == ID2 is refused: both keys would be equal.
-    """
-    if role not in ("client", "rs"):
-        raise ValueError(f"role must be 'client' or 'rs', not {role!r}")
-    _check_nonce(nonce1, "nonce1")
-    _check_nonce(nonce2, "nonce2")
-    aead = material.aead
-    limit = aead.iv_bytes - 6
-    id1 = _check_recipient_id(client_recipient_id, "ace_client_recipientId", limit)
-    id2 = _check_recipient_id(server_recipient_id, "ace_server_recipientId", limit)
-    if id1 == id2:
-        raise InvalidRequest("ace_client_recipientId equals ace_server_recipientId")
-    sender_id, recipient_id = (id2, id1) if role == "client" else (id1, id2)
-    return DerivedContext(
-        master_secret=material.ms,
-        master_salt=build_master_salt(material.salt, nonce1, nonce2),
-        id_context=material.context_id,
-        sender_id=sender_id,
-        recipient_id=recipient_id,
-        alg=aead.id,
-        hkdf=material.hkdf_value,
-    )
+#: The one instance the registry (:data:`keybound.core.profiles.PROFILES`) holds.
+OSCORE_PROFILE = OscoreProfile()
 
 
-def kdf_info(
-    id_: bytes, id_context: bytes | None, alg_aead: int, type_: Literal["Key", "IV"], length: int
-) -> bytes:
-    """The CBOR ``info`` array [id, id_context, alg_aead, type, L] (RFC 8613 §3.2.1)."""
-    return cbor.dumps_ordered([id_, id_context, alg_aead, type_, length])
-
-
-def _hkdf_expand(ctx: DerivedContext, info: bytes, length: int) -> bytes:
-    kdf = HKDF(
-        algorithm=_HKDF_HASHES[ctx.hkdf](),
-        length=length,
-        salt=ctx.master_salt,
-        info=info,
-    )
-    return kdf.derive(ctx.master_secret)
-
-
-def derive_keys(ctx: DerivedContext) -> DerivedKeys:
-    """Sender Key, Recipient Key and Common IV by HKDF (RFC 8613 §3.2.1).
-
-    The keys use the Sender/Recipient ID as ``id`` and the AEAD key length as ``L``;
-    the Common IV uses the empty ``id`` and the AEAD nonce length.
-    """
-    aead = ctx.aead
-
-    def key(id_: bytes) -> bytes:
-        info = kdf_info(id_, ctx.id_context, aead.id, "Key", aead.key_bytes)
-        return _hkdf_expand(ctx, info, aead.key_bytes)
-
-    iv_info = kdf_info(b"", ctx.id_context, aead.id, "IV", aead.iv_bytes)
-    return DerivedKeys(
-        sender_key=key(ctx.sender_id),
-        recipient_key=key(ctx.recipient_id),
-        common_iv=_hkdf_expand(ctx, iv_info, aead.iv_bytes),
-    )
-
-
-__all__ = [
-    "MAX_ACCESS_TOKEN_BYTES",
-    "MAX_AUTHZ_INFO_PAYLOAD_BYTES",
-    "MAX_MASTER_SECRET_BYTES",
-    "MAX_MATERIAL_FIELD_BYTES",
-    "MAX_NONCE_BYTES",
-    "MAX_RECIPIENT_ID_BYTES",
-    "MIN_MASTER_SECRET_BYTES",
-    "MIN_NONCE_BYTES",
-    "NONCE_BYTES",
-    "OSCORE_VERSION",
-    "AuthzInfoRequest",
-    "AuthzInfoResponse",
-    "DerivedContext",
-    "DerivedKeys",
-    "OscoreInputMaterial",
-    "build_master_salt",
-    "derive_context_parameters",
-    "derive_keys",
-    "kdf_info",
-]
+__all__ = ["OSCORE_PROFILE", "OscoreProfile"]

@@ -12,8 +12,9 @@ Verification pipeline
 reference implementation), raising the first failure:
 
 1. *format*: size bound, then COSE decoding with an algorithm allow-list. The
-   outer layer must be a COSE_Encrypt0 under the AS-RS key (the token carries the
-   OSCORE Master Secret in ``cnf``, so it is never accepted in the clear); a
+   outer layer must be a COSE_Encrypt0 under the AS-RS key when every profile the
+   RS accepts says so (the OSCORE profile's token carries the Master Secret in
+   ``cnf``, so it is never accepted in the clear); a
    COSE_Sign1 by the AS may be nested inside (RFC 8392 §7.1) and is then verified
    with the AS public key. ``require_signature`` makes the inner Sign1 mandatory.
    A token whose wrapper does not decode, verify or decrypt is ``invalid_token``
@@ -32,12 +33,29 @@ reference implementation), raising the first failure:
 4. *issuer* (if configured), 5. *audience* (``InvalidAudience``, 4.03).
 6. *scope*: present and meaningful for this RS (at least one scope token or AIF
    path that the RS's declarations know), else ``invalid_scope`` (4.00).
-7. *profile*: ``ace_profile`` absent or one the RS supports (2, coap_oscore), and
-   ``cnf`` of method ``osc`` (RFC 9203 §3.2.1); else ``incompatible_ace_profiles``
-   (4.00, RFC 9200 §5.10.1.1).
+7. *profile*: ``ace_profile`` absent (the default profile) or one the RS accepts
+   and keybound implements (:mod:`keybound.core.profiles`; 2, coap_oscore), and a
+   ``cnf`` of a method that profile takes (``osc``, RFC 9203 §3.2.1); else
+   ``incompatible_ace_profiles`` (4.00, RFC 9200 §5.10.1.1).
 8. *cnonce* (RFC 9200 §5.3.1), when the RS requires one: the token's ``cnonce``
    must be one this RS handed out in AS Request Creation Hints, not yet used and
    not older than its lifetime.
+
+The ``/authz-info`` flow
+------------------------
+
+:meth:`ResourceServer.authz_info` is a generator, in the manner of
+:meth:`keybound.core.client_flow.AceClient.request`: it decodes the payload and
+verifies the token once, yields an :class:`Introspect` when the binding can ask
+the AS (RFC 9200 §5.9) and receives whether the token is active, and returns an
+:class:`AuthzInfoOutcome`: the token stored, the security contexts to drop, the
+record and exi sequence number mark to persist, and the response payload. The
+binding applies it in one place. :meth:`ResourceServer.expire` and
+:meth:`ResourceServer.forget` return a :class:`Removal` likewise.
+
+Errors keep the order of the checks: the payload, then the exchange parameters
+(N1, ID1) or, under OSCORE, the stored token of the context, then the token.
+The AS is asked only about a token that passed the local checks.
 
 Stored tokens
 -------------
@@ -56,16 +74,14 @@ so they cannot be posted again either; the client fetches a new token.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from . import cbor, cwt
-from .authz_info import MAX_RECIPIENT_ID_BYTES
+from .authz_info import AuthzInfoRequest, decode_payload
 from .cnonce import CnonceCache
 from .errors import (
-    DecodeError,
     ExpiredToken,
-    IncompatibleAceProfiles,
     InsufficientScope,
     InvalidClaim,
     InvalidRequest,
@@ -75,28 +91,27 @@ from .errors import (
     MalformedClaim,
     PayloadTooLarge,
 )
-from .exi import decode_exi_sequence, encode_exi_sequence
+from .exi import decode_exi_sequence
 from .keys import Key
 from .numbers.ace_parameters import CreationHint
 from .numbers.ace_profiles import AceProfile
 from .numbers.cose_algorithms import Algorithm
 from .numbers.cose_headers import CoseTag
+from .profiles import DEFAULT_PROFILE, PROFILES, candidate_profiles, select_profile
 from .scope import AifScope, ResourceScopes, RestMethod, Scope, TextScope
-from .token import AccessToken, CnfOsc
+from .token import AccessToken
 from .token_store import (
-    ContextParameters,
     PersistedContext,
-    PersistedState,
-    RsStateStore,
     StoredToken,
     TokenStore,
     VerifiedToken,
-    pop_key_id,
 )
 from .validation import validate
 
-#: Default bound on an access token (tokens of this profile are about 150-300 bytes).
-DEFAULT_MAX_TOKEN_BYTES = 1024
+#: Bound on an ``/authz-info`` payload at the RS, and so on the access token in it
+#: (tokens of the OSCORE profile are about 150-300 bytes). The CoAP binding
+#: refuses a longer body block by block (4.13, RFC 7959 §2.9.3).
+MAX_AUTHZ_INFO_BYTES = 1024
 #: Algorithms accepted by default: the OSCORE-profile AEADs and ES256 for a nested Sign1.
 DEFAULT_TOKEN_ALGORITHMS = frozenset(
     {Algorithm.AES_CCM_16_64_128, Algorithm.AES_CCM_16_128_128, Algorithm.A128GCM, Algorithm.ES256}
@@ -127,7 +142,7 @@ class RsPolicy:
     require_signature: bool = False
     allowed_algorithms: frozenset[Algorithm] = DEFAULT_TOKEN_ALGORITHMS
     leeway: int = 0
-    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
+    max_token_bytes: int = MAX_AUTHZ_INFO_BYTES
     require_cnonce: bool = False
     cnonce_lifetime: float = 120.0
     cnonce_capacity: int = 64
@@ -149,12 +164,78 @@ class RsPolicy:
 
 
 @dataclass(frozen=True)
-class PostResult:
-    """The outcome of an ``/authz-info`` POST: the stored token and what it replaced."""
+class Introspect:
+    """Ask the AS whether ``token`` is active (RFC 9200 §5.9).
+
+    The binding sends back True (active), False (not active: revoked or expired)
+    or None (no answer; the local checks decide).
+    """
+
+    token: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class AuthzInfoOutcome:
+    """What an accepted ``/authz-info`` POST changes, for the binding to apply.
+
+    In this order: drop the security contexts of :attr:`drop` and delete the rows
+    of :attr:`delete` (no need to wait), persist :attr:`exi_mark` (if it moved) and
+    then :attr:`persist` before answering, install the security context of
+    :attr:`stored` unless :attr:`keeps_context`, answer 2.01 with :attr:`response`.
+
+    ``persist`` holds Sender Sequence Number mark 0 for a new context; for a kept
+    one (an update, RFC 9203 §4.4) the binding puts in the mark the installed
+    context has made durable, which only it knows.
+    """
 
     stored: StoredToken
-    superseded: StoredToken | None
-    evicted: tuple[StoredToken, ...]
+    persist: PersistedContext
+    response: bytes = b""
+    superseded: StoredToken | None = None
+    evicted: tuple[StoredToken, ...] = ()
+    exi_mark: int | None = None
+    keeps_context: bool = False
+
+    @property
+    def drop(self) -> tuple[bytes, ...]:
+        """The PoP key ids whose security contexts go: evicted and superseded tokens."""
+        superseded = () if self.superseded is None else (self.superseded.key_id,)
+        return (*self.delete, *superseded)
+
+    @property
+    def delete(self) -> tuple[bytes, ...]:
+        """The PoP key ids whose persisted rows go (a superseded row is replaced)."""
+        return tuple(entry.key_id for entry in self.evicted)
+
+
+@dataclass(frozen=True)
+class Removal:
+    """Tokens gone from the store: drop their security contexts, delete their rows.
+
+    ``key_ids`` may name a key with no stored token (its context and row go anyway).
+    """
+
+    removed: tuple[StoredToken, ...]
+    key_ids: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, entries: Iterable[StoredToken]) -> Removal:
+        removed = tuple(entries)
+        return cls(removed, tuple(entry.key_id for entry in removed))
+
+
+def persisted(entry: StoredToken, *, sender_mark: int = 0) -> PersistedContext:
+    """The record a restarted RS re-derives ``entry``'s context from."""
+    return PersistedContext(
+        key_id=entry.key_id,
+        token=entry.verified.raw,
+        nonce1=entry.context.nonce1,
+        nonce2=entry.context.nonce2,
+        client_id=entry.context.client_id,
+        server_id=entry.context.server_id,
+        received_at=entry.received_at,
+        sender_mark=sender_mark,
+    )
 
 
 def authorize(
@@ -190,8 +271,9 @@ def read_claims(claims: Mapping[object, object]) -> AccessToken:
 class ResourceServer:
     """The RS state machine: verify, store, authorize, expire. No I/O.
 
-    ``exi_sequence_mark`` is the highest exi sequence number accepted so far; the
-    caller persists it whenever :meth:`post` changes it (compare before and after).
+    ``exi_sequence_mark`` is the highest exi sequence number accepted so far; an
+    :class:`AuthzInfoOutcome` carries it (``exi_mark``) when it moved, for the
+    caller to persist.
     """
 
     def __init__(self, policy: RsPolicy, *, exi_sequence_mark: int | None = None) -> None:
@@ -240,9 +322,11 @@ class ResourceServer:
             raise
         except KeyboundError as exc:
             raise InvalidToken(f"the access token is not a valid CWT: {exc.description}") from exc
-        outer = opened.layers[0]
-        if outer.kind != CoseTag.ENCRYPT0:
-            raise InvalidToken("the access token must be encrypted for this RS (COSE_Encrypt0)")
+        encrypted = opened.layers[0].kind == CoseTag.ENCRYPT0
+        if not encrypted and all(
+            p.encrypted_token for p in candidate_profiles(policy.profiles)
+        ):  # refused before its claims are read when no profile takes it in the clear
+            raise InvalidToken(_NOT_ENCRYPTED)
         signed = len(opened.layers) > 1 and opened.layers[1].kind == CoseTag.SIGN1
         if len(opened.layers) > 1 and not signed:
             raise InvalidToken("only a COSE_Sign1 may be nested in the access token")
@@ -270,21 +354,21 @@ class ResourceServer:
         # 6. scope
         self._check_scope(token.scope)
         # 7. profile
-        if token.ace_profile is not None and token.ace_profile not in policy.profiles:
-            raise IncompatibleAceProfiles(f"ACE profile {token.ace_profile} is not supported here")
-        if not isinstance(token.cnf, CnfOsc):
-            raise IncompatibleAceProfiles("the OSCORE profile needs a cnf of method osc (RFC 9203)")
-        material = token.cnf.material
+        profile = select_profile(token.ace_profile, policy.profiles)
+        material = profile.pop_key(token)
+        if profile.encrypted_token and not encrypted:  # pragma: no cover - refused in step 1
+            raise InvalidToken(_NOT_ENCRYPTED)
         expires_monotonic = monotonic + token.exi if token.exi is not None else None
         return VerifiedToken(
             token=token,
             raw=raw,
             material=material,
-            key_id=pop_key_id(material),
+            key_id=profile.key_id(material),
             sequence=sequence,
             expires_at=token.exp if now_checked is not None else None,
             expires_monotonic=expires_monotonic,
             signed=signed,
+            profile=profile,
         )
 
     def _check_scope(self, scope: Scope | None) -> None:
@@ -318,6 +402,53 @@ class ResourceServer:
 
     # -- /authz-info --
 
+    def authz_info(
+        self,
+        payload: bytes,
+        *,
+        over: bytes | None,
+        random: Callable[[int], bytes],
+        now: int | None,
+        monotonic: float,
+        introspect: bool = False,
+    ) -> Generator[Introspect, bool | None, AuthzInfoOutcome]:
+        """The ``/authz-info`` POST of ``payload`` as a sans-IO flow (RFC 9200 §5.10.1).
+
+        ``over`` is the PoP key id of the OSCORE context the request came under (an
+        update of access rights, RFC 9203 §4.4), None for an unprotected POST
+        (RFC 9203 §4.1, §4.2). ``random`` makes the RS's nonce. With ``introspect``
+        the flow yields one :class:`Introspect` for a token that passed the local
+        checks; an answer of False refuses the token (``invalid_token``, 4.01).
+        Raises the first failure, in the order of the module docstring.
+        """
+        fields = decode_payload(payload)
+        request = AuthzInfoRequest.read_token(fields)
+        token = request.access_token
+        verified: VerifiedToken | None = None
+        failure: KeyboundError | None = None
+        try:
+            verified = self.verify(token, now=now, monotonic=monotonic)
+        except KeyboundError as exc:  # raised after the request's own checks
+            failure = exc
+        if introspect and verified is not None:
+            active = yield Introspect(token)
+            if active is False:
+                raise InvalidToken("the AS reports the token inactive (revoked or expired)")
+        if over is not None:
+            current = self.store.get(over)
+            if current is None:
+                raise InvalidToken("no access token for this security context")
+            if verified is None:
+                raise _failed(failure)
+            return self._update(verified, current=current, now=now)
+        # The token's profile reads its parameters; for a token that failed, the
+        # default profile does, so a malformed request is refused as such first.
+        profile = PROFILES[DEFAULT_PROFILE] if verified is None else verified.profile
+        request = profile.read_exchange(request, fields)
+        if verified is None:
+            raise _failed(failure)
+        return self._accept(verified, request, random=random, now=now, monotonic=monotonic)
+
     def post(
         self,
         raw: bytes,
@@ -327,16 +458,30 @@ class ResourceServer:
         nonce2: bytes,
         now: int | None,
         monotonic: float,
-    ) -> PostResult:
+    ) -> AuthzInfoOutcome:
         """Verify and store a token posted to ``/authz-info`` (RFC 9203 §4.1, §4.2).
 
-        Picks ID2 (unique among the RS's contexts, different from ID1) and keeps
-        ``nonce2`` (fresh random bytes from the caller). A token for a PoP key that
+        ``nonce1`` and ``client_id`` (ID1) are the client's, checked where they were
+        decoded; ``nonce2`` is fresh random bytes from the caller. Picks ID2 (unique
+        among the RS's contexts, different from ID1). A token for a PoP key that
         already has one supersedes it and its context.
         """
-        if len(client_id) > MAX_RECIPIENT_ID_BYTES:
-            raise InvalidRequest("ace_client_recipientId is too long")
         verified = self.verify(raw, now=now, monotonic=monotonic)
+        request = AuthzInfoRequest(raw, nonce1, client_id)
+        return self._accept(
+            verified, request, random=lambda _size: nonce2, now=now, monotonic=monotonic
+        )
+
+    def _accept(
+        self,
+        verified: VerifiedToken,
+        request: AuthzInfoRequest,
+        *,
+        random: Callable[[int], bytes],
+        now: int | None,
+        monotonic: float,
+    ) -> AuthzInfoOutcome:
+        raw = verified.raw
         self._check_sequence(verified)
         current = self.store.get(verified.key_id)
         if (
@@ -349,30 +494,39 @@ class ResourceServer:
         repost = current is not None and hmac.compare_digest(current.verified.raw, raw)
         if self.policy.require_cnonce and not repost:
             self.cnonces.consume(verified.token.cnonce, monotonic=monotonic)
-        evicted: list[StoredToken] = []
+        evicted: tuple[StoredToken, ...] = ()
         if current is None and len(self.store) >= self.store.capacity:
-            evicted = self.expire(now=now, monotonic=monotonic)
+            evicted = self._remove_expired(now=now, monotonic=monotonic)
         reusable = current.context.server_id if current is not None else None
-        server_id = self.store.free_server_id(client_id, reusable=reusable)
-        context = ContextParameters(nonce1, nonce2, client_id, server_id)
+        server_id = self.store.free_server_id(request.client_recipient_id or b"", reusable=reusable)
+        profile = verified.profile
+        context = profile.context(request, server_id=server_id, random=random)
         entry = StoredToken(verified, context, received_at=now)
         entry.derived()  # refuses ID1 == ID2 and IDs too long for the AEAD, before storing
         superseded = self.store.put(entry)
-        if verified.sequence is not None and (
-            self.exi_sequence_mark is None or verified.sequence > self.exi_sequence_mark
-        ):
-            self.exi_sequence_mark = verified.sequence
-        return PostResult(entry, superseded, tuple(evicted))
+        return AuthzInfoOutcome(
+            stored=entry,
+            persist=persisted(entry),
+            response=profile.response(context),
+            superseded=superseded,
+            evicted=evicted,
+            exi_mark=self._raise_mark(verified),
+        )
 
     def update(
         self, raw: bytes, *, current: StoredToken, now: int | None, monotonic: float
-    ) -> StoredToken:
+    ) -> AuthzInfoOutcome:
         """Update access rights over an existing OSCORE context (RFC 9203 §4.4).
 
         The new token must be bound to the same PoP key (same ``cnf``); the context
         stays as it is, the token and its scope and lifetime are replaced.
         """
         verified = self.verify(raw, now=now, monotonic=monotonic)
+        return self._update(verified, current=current, now=now)
+
+    def _update(
+        self, verified: VerifiedToken, *, current: StoredToken, now: int | None
+    ) -> AuthzInfoOutcome:
         if not hmac.compare_digest(verified.key_id, current.key_id):
             raise InvalidRequest(
                 "a token posted over OSCORE must be bound to that context's key (RFC 9203 §4.4)"
@@ -382,11 +536,20 @@ class ResourceServer:
             verified = _keep_expiry(verified, current.verified)
         entry = StoredToken(verified, current.context, received_at=now)
         self.store.put(entry)
-        if verified.sequence is not None and (
-            self.exi_sequence_mark is None or verified.sequence > self.exi_sequence_mark
+        exi_mark = self._raise_mark(verified)
+        return AuthzInfoOutcome(entry, persisted(entry), exi_mark=exi_mark, keeps_context=True)
+
+    def _raise_mark(self, verified: VerifiedToken) -> int | None:
+        """Raise the exi sequence number mark to ``verified``'s; the new mark if it moved.
+
+        RFC 9200 §5.10.3: the mark is the highest sequence number accepted so far.
+        """
+        if verified.sequence is None or (
+            self.exi_sequence_mark is not None and verified.sequence <= self.exi_sequence_mark
         ):
-            self.exi_sequence_mark = verified.sequence
-        return entry
+            return None
+        self.exi_sequence_mark = verified.sequence
+        return verified.sequence
 
     def restore(
         self,
@@ -397,9 +560,7 @@ class ResourceServer:
     ) -> StoredToken:
         """Re-install a persisted token and context after a restart; raise if no longer valid."""
         verified = self.verify(record.token, now=now, monotonic=monotonic, restoring=True)
-        context = ContextParameters(
-            record.nonce1, record.nonce2, record.client_id, record.server_id
-        )
+        context = verified.profile.restored(record)
         entry = StoredToken(verified, context, received_at=record.received_at)
         entry.derived()
         if self.store.find(*entry.lookup) is not None:
@@ -428,8 +589,16 @@ class ResourceServer:
         """Raise unless the stored token allows the request (see :func:`authorize`)."""
         authorize(entry.verified.token, method, path, self.policy.resources)
 
-    def expire(self, *, now: int | None, monotonic: float) -> list[StoredToken]:
-        """Remove and return expired tokens (their contexts must go too)."""
+    def expire(self, *, now: int | None, monotonic: float) -> Removal:
+        """Remove the expired tokens; their contexts and rows must go too."""
+        return Removal.of(self._remove_expired(now=now, monotonic=monotonic))
+
+    def forget(self, key_id: bytes) -> Removal:
+        """Remove the token of PoP key ``key_id`` (gone or expired), and its context and row."""
+        entry = self.store.remove(key_id)
+        return Removal(() if entry is None else (entry,), (key_id,))
+
+    def _remove_expired(self, *, now: int | None, monotonic: float) -> tuple[StoredToken, ...]:
         gone = self.store.expired(
             now=now if self.policy.has_clock else None,
             monotonic=monotonic,
@@ -437,7 +606,7 @@ class ResourceServer:
         )
         for entry in gone:
             self.store.remove(entry.key_id)
-        return gone
+        return tuple(gone)
 
     # -- AS Request Creation Hints (RFC 9200 §5.3) --
 
@@ -480,25 +649,16 @@ class ResourceServer:
         return cbor.dumps(self.creation_hints(scope=scope, cnonce=cnonce))
 
 
+_NOT_ENCRYPTED = "the access token must be encrypted for this RS (COSE_Encrypt0)"
+
+
 def _keep_expiry(new: VerifiedToken, old: VerifiedToken) -> VerifiedToken:
-    return VerifiedToken(
-        token=new.token,
-        raw=new.raw,
-        material=new.material,
-        key_id=new.key_id,
-        sequence=new.sequence,
-        expires_at=new.expires_at,
-        expires_monotonic=old.expires_monotonic,
-        signed=new.signed,
-    )
+    return replace(new, expires_monotonic=old.expires_monotonic)
 
 
-def parse_hints(payload: bytes) -> dict[int, object]:
-    """Decode AS Request Creation Hints (for clients and tests); bounded CBOR."""
-    value = cbor.loads(payload, max_size=1024, max_depth=4)
-    if not isinstance(value, dict):
-        raise DecodeError("AS Request Creation Hints must be a CBOR map")
-    return value
+def _failed(failure: KeyboundError | None) -> KeyboundError:
+    assert failure is not None  # no verified token means verification failed
+    return failure
 
 
 def scope_tokens(declarations: Mapping[str, Mapping[str, Iterable[str]]]) -> ResourceScopes:
@@ -507,24 +667,15 @@ def scope_tokens(declarations: Mapping[str, Mapping[str, Iterable[str]]]) -> Res
 
 
 __all__ = [
-    "DEFAULT_MAX_TOKEN_BYTES",
     "DEFAULT_TOKEN_ALGORITHMS",
-    "CnonceCache",
-    "ContextParameters",
-    "PersistedContext",
-    "PersistedState",
-    "PostResult",
+    "MAX_AUTHZ_INFO_BYTES",
+    "AuthzInfoOutcome",
+    "Introspect",
+    "Removal",
     "ResourceServer",
     "RsPolicy",
-    "RsStateStore",
-    "StoredToken",
-    "TokenStore",
-    "VerifiedToken",
     "authorize",
-    "decode_exi_sequence",
-    "encode_exi_sequence",
-    "parse_hints",
-    "pop_key_id",
+    "persisted",
     "read_claims",
     "scope_tokens",
 ]

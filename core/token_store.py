@@ -3,8 +3,9 @@
 A :class:`VerifiedToken` is a token that passed
 :meth:`~keybound.core.resource_server.ResourceServer.verify`; a :class:`StoredToken`
 adds the :class:`ContextParameters` of the ``/authz-info`` exchange that set up its
-OSCORE context (RFC 9203 §4.1-§4.3). :class:`RsStateStore` is the durable storage a
-restarted RS reloads them from, as :class:`PersistedContext` records.
+OSCORE context (RFC 9203 §4.1-§4.3). A restarted RS reloads them from durable
+storage (:class:`keybound.coap.state_writer.RsStateStore`) as
+:class:`PersistedContext` records.
 
 Storage policy
 --------------
@@ -20,17 +21,20 @@ live token, so one client cannot push out the others.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from . import cbor
 from .authz_info import MAX_RECIPIENT_ID_BYTES
 from .errors import CapacityExceeded
+from .oscore_derivation import DerivedContext
 from .oscore_material import OscoreInputMaterial
-from .oscore_profile import DerivedContext, derive_context_parameters
 from .scope import AifScope, Scope, TextScope
 from .token import AccessToken
+
+if TYPE_CHECKING:
+    from .profiles import Profile
 
 # ---- verified tokens and stored state ------------------------------------------------------
 
@@ -47,7 +51,11 @@ def pop_key_id(material: OscoreInputMaterial) -> bytes:
 
 @dataclass(frozen=True)
 class VerifiedToken:
-    """A token that passed :meth:`~keybound.core.resource_server.ResourceServer.verify`."""
+    """A token that passed :meth:`~keybound.core.resource_server.ResourceServer.verify`.
+
+    ``profile`` is the ACE profile it was accepted for; ``material`` the PoP key
+    that profile read from ``cnf`` and ``key_id`` its identifier.
+    """
 
     token: AccessToken
     raw: bytes = field(repr=False)
@@ -57,6 +65,7 @@ class VerifiedToken:
     expires_at: int | None
     expires_monotonic: float | None
     signed: bool
+    profile: Profile = field(repr=False, compare=False)
 
     def expired(self, *, now: int | None, monotonic: float, leeway: int = 0) -> bool:
         """True once ``exp`` (with a clock) or ``exi`` (from receipt) has passed."""
@@ -109,16 +118,9 @@ class StoredToken:
         return self.context.server_id, self.verified.material.context_id
 
     def derived(self) -> DerivedContext:
-        """The RS's OSCORE Security Context parameters (RFC 9203 §4.3), derived once."""
+        """The RS's security context parameters, derived once by the token's profile."""
         if self._derived is None:
-            self._derived = derive_context_parameters(
-                self.verified.material,
-                self.context.nonce1,
-                self.context.nonce2,
-                self.context.client_id,
-                self.context.server_id,
-                role="rs",
-            )
+            self._derived = self.verified.profile.derive(self.verified.material, self.context)
         return self._derived
 
 
@@ -150,9 +152,6 @@ class TokenStore:
     def find(self, recipient_id: bytes, id_context: bytes | None) -> StoredToken | None:
         key_id = self._by_lookup.get((recipient_id, id_context))
         return None if key_id is None else self._by_key.get(key_id)
-
-    def used_recipient_ids(self) -> set[bytes]:
-        return set(self._server_ids)
 
     def free_server_id(self, client_id: bytes, *, reusable: bytes | None = None) -> bytes:
         """A free Recipient ID (RFC 9203 §4.2): != ID1, unused by other contexts.
@@ -267,44 +266,6 @@ class PersistedState:
     clean_shutdown: bool = False
 
 
-class RsStateStore(Protocol):
-    """Durable storage of the RS (implemented over SQLite by ``keybound.tools``).
-
-    Every method must be durable when it returns: the RS answers only afterwards.
-    The RS calls them off its event loop, on one worker thread, in order.
-
-    Replay windows (RFC 8613 Appendix B.1.2) are kept only across a clean
-    shutdown: :meth:`save_clean_shutdown` stores the windows and then the clean
-    shutdown marker, and :meth:`clear_clean_shutdown`, called at startup before
-    anything is served, removes both. After a crash there is no marker, and the
-    restarted RS rebuilds its windows through Echo.
-    """
-
-    def load(self) -> PersistedState: ...
-
-    def put_context(self, record: PersistedContext) -> None: ...
-
-    def delete_context(self, key_id: bytes) -> None: ...
-
-    def delete_contexts(self, key_ids: Sequence[bytes]) -> None:
-        """Delete the contexts of all ``key_ids`` in one transaction (expiry removes many)."""
-        ...
-
-    def put_sender_mark(self, key_id: bytes, mark: int) -> None: ...
-
-    def put_exi_sequence_mark(self, mark: int) -> None: ...
-
-    def save_clean_shutdown(self, records: Iterable[ShutdownRecord]) -> None:
-        """Replace the saved windows by ``records``, then write the clean shutdown marker."""
-        ...
-
-    def clear_clean_shutdown(self) -> None:
-        """Remove the clean shutdown marker and the saved windows."""
-        ...
-
-    def close(self) -> None: ...
-
-
 def _scope_text(scope: Scope | None) -> str:
     if scope is None:
         return "-"
@@ -320,7 +281,6 @@ __all__ = [
     "PersistedContext",
     "PersistedReplayWindow",
     "PersistedState",
-    "RsStateStore",
     "ShutdownRecord",
     "StoredToken",
     "TokenStore",

@@ -46,7 +46,7 @@ from typing import Any
 from keybound.core.authz_store import IssuerSettings, OscoreContext, ResourceServer
 from keybound.core.errors import DecodeError
 from keybound.core.keys import Key
-from keybound.core.oscore_profile import DerivedContext
+from keybound.core.oscore_derivation import DerivedContext
 
 __all__ = [
     "DEVICE_BUNDLE_KIND",

@@ -18,7 +18,7 @@ from keybound.core.authz_store import OscoreContext
 from keybound.core.exi import decode_exi_sequence
 from keybound.core.keys import Key
 from keybound.core.numbers.cose_headers import CoseTag
-from keybound.core.oscore_profile import OscoreInputMaterial
+from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.token import CnfKey, CnfOsc
 from keybound.tools.authz_server.provision import as_config
 from tests.helpers.authz import ISSUER, client_context_dir, db_url, free_port, provision

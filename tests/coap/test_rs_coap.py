@@ -16,8 +16,9 @@ from aiocoap.message import Direction
 
 from keybound.coap.resource_server_site import ResourceServerSite
 from keybound.core import cbor, cwt
-from keybound.core.oscore_profile import AuthzInfoRequest, AuthzInfoResponse
-from keybound.core.resource_server import ResourceServer, RsPolicy, encode_exi_sequence
+from keybound.core.authz_info import AuthzInfoRequest, AuthzInfoResponse
+from keybound.core.exi import encode_exi_sequence
+from keybound.core.resource_server import ResourceServer, RsPolicy
 from keybound.core.scope import AifScope
 from tests.helpers.rs import (
     AS_URI,

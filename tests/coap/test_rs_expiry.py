@@ -18,7 +18,7 @@ import aiocoap
 from aiocoap.numbers.codes import Code
 
 from keybound.coap.resource_server_site import ResourceServerSite
-from keybound.core.oscore_profile import AuthzInfoRequest
+from keybound.core.authz_info import AuthzInfoRequest
 from keybound.core.resource_server import ResourceServer, RsPolicy
 from keybound.tools.resource_server.state import SqliteRsState
 from tests.coap.test_rs_coap import FakeClock

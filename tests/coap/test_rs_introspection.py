@@ -8,8 +8,8 @@ from pathlib import Path
 import aiocoap
 
 from keybound.coap.client import CoapAceClient, Endpoints, client_context
+from keybound.core.authz_info import AuthzInfoRequest
 from keybound.core.client_flow import AceClient
-from keybound.core.oscore_profile import AuthzInfoRequest
 from keybound.tools.authz_server.server import RunningServer
 from keybound.tools.authz_server.storage import SqlAuthzStore
 from keybound.tools.bundles import DeviceBundle

@@ -20,10 +20,11 @@ import aiocoap
 import pytest
 from aiocoap.message import Direction
 
-from keybound.coap.oscore_store import RsSecurityContext
+from keybound.coap.oscore_contexts import DurableSecurityContext
 from keybound.core import cbor
-from keybound.core.oscore_context import SequenceNumberReservation
-from keybound.core.oscore_profile import AuthzInfoRequest, derive_context_parameters
+from keybound.core.authz_info import AuthzInfoRequest
+from keybound.core.oscore_derivation import derive_context_parameters
+from keybound.core.oscore_sequence import SequenceNumberReservation
 from keybound.core.token_store import PersistedReplayWindow, ShutdownRecord
 from keybound.tools.resource_server.daemon import ConfigError, build_site, load_config
 from keybound.tools.resource_server.state import SqliteRsState
@@ -513,8 +514,8 @@ def test_restored_window_refuses_seen_and_accepts_next() -> None:
     mat = material()
     derived = derive_context_parameters(mat, b"n1" * 4, b"n2" * 4, b"\x42", b"\x00", role="rs")
 
-    def context(shutdown: ShutdownRecord | None) -> RsSecurityContext:
-        return RsSecurityContext(
+    def context(shutdown: ShutdownRecord | None) -> DurableSecurityContext:
+        return DurableSecurityContext(
             derived,
             key_id=b"k",
             reservation=SequenceNumberReservation(

@@ -18,8 +18,8 @@ from aiocoap.optiontypes import BlockOption
 from keybound.coap.authz_server_site import build_site
 from keybound.coap.upload_limits import UploadTracker
 from keybound.core import cbor
+from keybound.core.authz_info import AuthzInfoRequest
 from keybound.core.authz_server import MAX_REQUEST_BYTES
-from keybound.core.oscore_profile import AuthzInfoRequest
 from keybound.tools.authz_server.provision import as_config
 from tests.coap.test_rs_coap import client_ctx, serving
 from tests.helpers.authz import db_url, free_port, provision

@@ -23,9 +23,9 @@ from joserfc.jwk import ECKey
 from keybound.core import cwt, dpop
 from keybound.core.dpop_state import InMemoryReplayCache, ReplayedProof
 from keybound.core.errors import InvalidDPoPProof
+from keybound.core.exi import encode_exi_sequence
 from keybound.core.keys import Key
-from keybound.core.oscore_profile import OscoreInputMaterial
-from keybound.core.resource_server import encode_exi_sequence
+from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.scope import TextScope
 from keybound.core.token import AccessToken, CnfKey, CnfOsc
 from tests.helpers import soak

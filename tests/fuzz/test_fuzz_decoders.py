@@ -21,10 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keybound.core import cose, cwt, jwt
+from keybound.core.authz_info import AuthzInfoRequest
 from keybound.core.errors import KeyboundError
 from keybound.core.keys import Key
 from keybound.core.numbers.cose_algorithms import Algorithm
-from keybound.core.oscore_profile import AuthzInfoRequest
 from tests.helpers import soak
 from tests.helpers.fuzz import CI_SETTINGS
 from tests.helpers.paths import ROOT

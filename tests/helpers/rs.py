@@ -12,17 +12,14 @@ from typing import Any, TypeVar
 import aiocoap
 import aiocoap.resource
 
-from keybound.coap.oscore_store import RsSecurityContext
+from keybound.coap.oscore_contexts import DurableSecurityContext
 from keybound.core import cbor, cose, cwt
+from keybound.core.authz_info import AuthzInfoRequest, AuthzInfoResponse
 from keybound.core.keys import Key
 from keybound.core.numbers.cose_algorithms import Algorithm
-from keybound.core.oscore_context import SequenceNumberReservation
-from keybound.core.oscore_profile import (
-    AuthzInfoRequest,
-    AuthzInfoResponse,
-    OscoreInputMaterial,
-    derive_context_parameters,
-)
+from keybound.core.oscore_derivation import derive_context_parameters
+from keybound.core.oscore_material import OscoreInputMaterial
+from keybound.core.oscore_sequence import SequenceNumberReservation
 from keybound.core.scope import Scope, TextScope
 from keybound.core.token import AccessToken, CnfOsc
 from tests.helpers.ports import free_udp_port as conftest_free_udp_port
@@ -103,7 +100,7 @@ def mint_claims(keys: Keys, mat: OscoreInputMaterial, changes: dict[int, Any]) -
     return cose.encrypt0(cbor.dumps(claims), keys.token_key, alg=Algorithm.AES_CCM_16_64_128)
 
 
-class ClientContext(RsSecurityContext):
+class ClientContext(DurableSecurityContext):
     """A client-side OSCORE context (in memory) that records the responses' Partial IVs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

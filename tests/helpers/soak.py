@@ -43,17 +43,14 @@ import cbor2
 from aiocoap import oscore
 from aiocoap.message import Direction
 
-from keybound.coap.oscore_store import RsSecurityContext
+from keybound.coap.oscore_contexts import DurableSecurityContext
 from keybound.core import cwt
+from keybound.core.authz_info import AuthzInfoRequest, AuthzInfoResponse
 from keybound.core.keys import Key
 from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR
-from keybound.core.oscore_context import SequenceNumberReservation
-from keybound.core.oscore_profile import (
-    AuthzInfoRequest,
-    AuthzInfoResponse,
-    OscoreInputMaterial,
-    derive_context_parameters,
-)
+from keybound.core.oscore_derivation import derive_context_parameters
+from keybound.core.oscore_material import OscoreInputMaterial
+from keybound.core.oscore_sequence import SequenceNumberReservation
 from keybound.core.scope import TextScope
 from keybound.core.token import AccessToken, CnfOsc
 from keybound.tools.authz_server.provision import add_clients, add_resource_server, init_issuer
@@ -360,7 +357,7 @@ def running_fleet(root: Path | None = None, **options: Any) -> Iterator[Fleet]:
 # ---- the OSCORE client side --------------------------------------------------------------
 
 
-class RecordingContext(RsSecurityContext):
+class RecordingContext(DurableSecurityContext):
     """A client-side RFC 9203 context (in memory) that records the responses' Partial IVs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

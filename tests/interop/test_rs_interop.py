@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keybound.coap.resource_server_site import ResourceServerSite
-from keybound.core.oscore_profile import derive_context_parameters, derive_keys
+from keybound.core.oscore_derivation import derive_context_parameters, derive_keys
 from keybound.core.resource_server import ResourceServer, RsPolicy
 from tests.helpers.paths import BIN
 from tests.helpers.require import require

@@ -14,15 +14,11 @@ from collections.abc import Generator
 import pytest
 
 from keybound.core import cbor, cwt
+from keybound.core.authz_info import AuthzInfoRequest, AuthzInfoResponse
 from keybound.core.client_flow import AceClient, FlowError, Reply, Send
 from keybound.core.keys import Key
-from keybound.core.oscore_profile import (
-    AuthzInfoRequest,
-    AuthzInfoResponse,
-    OscoreInputMaterial,
-    derive_context_parameters,
-    derive_keys,
-)
+from keybound.core.oscore_derivation import derive_context_parameters, derive_keys
+from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.scope import Scope
 from keybound.core.token import AccessToken, CnfOsc
 

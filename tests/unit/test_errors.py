@@ -31,7 +31,7 @@ from keybound.core.errors import (
     UseDPoPNonce,
 )
 from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR, AceParameter
-from keybound.core.oscore_context import ReplayDetected, SequenceNumberExhausted
+from keybound.core.oscore_sequence import SequenceNumberExhausted
 from keybound.tools.http.errors import (
     INTROSPECTION_RULES,
     TOKEN_ENDPOINT_RULES,
@@ -167,7 +167,6 @@ OUTSIDE = [
     (ReplayCacheUnavailable, "temporarily_unavailable", (5, 3), 503),
     (IntrospectionUnavailable, "temporarily_unavailable", (5, 3), 503),
     (DPoPKeyMismatch, "invalid_token", (4, 1), 401),
-    (ReplayDetected, "invalid_request", (4, 1), 401),
     (FlowError, "invalid_request", (4, 0), 400),
 ]
 

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keybound.core import cbor
+from keybound.core.authz_info import AuthzInfoRequest, AuthzInfoResponse
 from keybound.core.errors import (
     CapacityExceeded,
     DecodeError,
@@ -22,23 +23,18 @@ from keybound.core.errors import (
     KeyboundError,
     UnsupportedPopKey,
 )
-from keybound.core.oscore_context import (
-    MAX_SEQUENCE_NUMBER,
-    EchoRequired,
-    ReplayDetected,
-    ReplayWindow,
-    SequenceNumberExhausted,
-    SequenceNumberReservation,
-)
-from keybound.core.oscore_profile import (
-    AuthzInfoRequest,
-    AuthzInfoResponse,
+from keybound.core.oscore_derivation import (
     DerivedContext,
-    OscoreInputMaterial,
     build_master_salt,
     derive_context_parameters,
     derive_keys,
     kdf_info,
+)
+from keybound.core.oscore_material import OscoreInputMaterial
+from keybound.core.oscore_sequence import (
+    MAX_SEQUENCE_NUMBER,
+    SequenceNumberExhausted,
+    SequenceNumberReservation,
 )
 from tests.helpers.paths import VECTORS
 
@@ -520,90 +516,3 @@ def test_no_sequence_number_is_used_twice_across_crashes(
         # the process dies here: only `storage` is kept
     assert len(used) == len(set(used))
     assert used == sorted(used)
-
-
-# ---- RFC 8613 §7.4 and Appendix B.1.2: replay window ------------------------------------
-
-
-def test_replay_window_basics() -> None:
-    w = ReplayWindow()
-    w.check_and_update(5)
-    with pytest.raises(ReplayDetected, match="already"):
-        w.check_and_update(5)
-    w.check_and_update(3)
-    w.check_and_update(40)
-    with pytest.raises(ReplayDetected, match="older"):
-        w.check(8)  # 40 - 32 = 8 has left the window
-    w.check(9)
-    with pytest.raises(ReplayDetected):
-        w.check(3)
-    assert w.top == 40
-
-
-def test_replay_window_check_does_not_update() -> None:
-    w = ReplayWindow()
-    w.check(7)
-    w.check(7)
-    w.update(7)
-    with pytest.raises(ReplayDetected):
-        w.check(7)
-
-
-def test_replay_window_after_reboot_needs_echo() -> None:
-    w = ReplayWindow.after_reboot()
-    assert w.needs_echo
-    with pytest.raises(EchoRequired) as info:
-        w.check_and_update(100)
-    assert info.value.coap_code == (4, 1)
-    w.initialise_from_verified(100)
-    assert not w.needs_echo
-    for old in (100, 99, 80, 0):
-        with pytest.raises(ReplayDetected):
-            w.check(old)
-    w.check_and_update(101)
-
-
-def test_replay_window_state_round_trip_and_bounds() -> None:
-    w = ReplayWindow()
-    for piv in (1, 2, 9):
-        w.update(piv)
-    restored = ReplayWindow.from_state(*w.state())
-    with pytest.raises(ReplayDetected):
-        restored.check(2)
-    restored.check(3)
-    with pytest.raises(ValueError):
-        w.check(MAX_SEQUENCE_NUMBER + 1)
-    with pytest.raises(ValueError):
-        ReplayWindow(size=0)
-    with pytest.raises(ValueError):
-        ReplayWindow.from_state(0, 1 << 40)
-
-
-@settings(max_examples=200)
-@given(
-    size=st.integers(min_value=1, max_value=64),
-    pivs=st.lists(st.integers(min_value=0, max_value=120), max_size=80),
-)
-def test_replay_window_matches_a_model(size: int, pivs: list[int]) -> None:
-    w = ReplayWindow(size=size)
-    seen: set[int] = set()
-    for piv in pivs:
-        top = max(seen, default=-1)
-        fresh = piv not in seen and piv > top - size
-        try:
-            w.check_and_update(piv)
-            accepted = True
-        except ReplayDetected:
-            accepted = False
-        assert accepted == fresh, f"piv {piv} after {sorted(seen)}"
-        if accepted:
-            seen.add(piv)
-
-
-@given(pivs=st.lists(st.integers(min_value=0, max_value=2**40 - 1), unique=True, max_size=50))
-def test_replay_window_accepts_each_fresh_number_once(pivs: list[int]) -> None:
-    w = ReplayWindow()
-    for piv in sorted(pivs):
-        w.check_and_update(piv)
-        with pytest.raises(ReplayDetected):
-            w.check_and_update(piv)

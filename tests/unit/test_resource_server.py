@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
 from typing import Any
 
 import pytest
 
 from keybound.core import cbor, cwt
+from keybound.core.authz_info import AuthzInfoResponse
 from keybound.core.errors import (
     BadSignature,
     CapacityExceeded,
@@ -25,18 +27,22 @@ from keybound.core.errors import (
     PayloadTooLarge,
     UnsupportedPopKey,
 )
-from keybound.core.oscore_profile import derive_context_parameters, derive_keys
+from keybound.core.exi import decode_exi_sequence, encode_exi_sequence
+from keybound.core.oscore_derivation import derive_context_parameters, derive_keys
+from keybound.core.oscore_profile import OSCORE_PROFILE
+from keybound.core.profiles import DEFAULT_PROFILE, PROFILES, select_profile
 from keybound.core.resource_server import (
-    PersistedContext,
+    AuthzInfoOutcome,
+    Introspect,
+    Removal,
     ResourceServer,
     RsPolicy,
     authorize,
-    decode_exi_sequence,
-    encode_exi_sequence,
-    pop_key_id,
+    persisted,
 )
 from keybound.core.scope import AifScope, ResourceScopes, RestMethod, TextScope
 from keybound.core.token import AccessToken, CnfKid
+from keybound.core.token_store import PersistedContext, pop_key_id
 from tests.helpers.rs import AS_URI, AUDIENCE, ISSUER, RESOURCES, Keys, material, mint, mint_claims
 
 NOW = 1_700_000_000
@@ -233,8 +239,8 @@ def test_no_clock_uses_exi_from_receipt() -> None:
     token = mint(keys, material(), lifetime=None, exi=30, cti=encode_exi_sequence(1))
     stored = post(rs, token, mono=100.0).stored
     assert stored.verified.expires_monotonic == 130.0
-    assert rs.expire(now=None, monotonic=129.9) == []
-    assert rs.expire(now=None, monotonic=130.0) == [stored]
+    assert rs.expire(now=None, monotonic=129.9).removed == ()
+    assert rs.expire(now=None, monotonic=130.0).removed == (stored,)
     with pytest.raises(InvalidClaim):  # exi without a sequence number
         rs.verify(mint(keys, material(), lifetime=None, exi=30), now=None, monotonic=0)
 
@@ -287,7 +293,7 @@ def test_stored_token_is_refused_at_exactly_its_exp() -> None:
     assert rs.find(recipient_id, id_context, now=NOW + 299, monotonic=0) is stored
     with pytest.raises(ExpiredToken):
         rs.find(recipient_id, id_context, now=NOW + 300, monotonic=0)
-    assert [e.key_id for e in rs.expire(now=NOW + 300, monotonic=0)] == [stored.key_id]
+    assert [e.key_id for e in rs.expire(now=NOW + 300, monotonic=0).removed] == [stored.key_id]
 
 
 def test_capacity_evicts_expired_then_refuses() -> None:
@@ -351,7 +357,7 @@ def test_update_requires_same_key() -> None:
     stored = post(rs, mint(keys, mat, now=NOW)).stored
     updated = rs.update(
         mint(keys, mat, now=NOW, scope="led.write"), current=stored, now=NOW, monotonic=0
-    )
+    ).stored
     assert updated.context == stored.context
     rs.authorize(updated, "PUT", "/led")
     with pytest.raises(InvalidRequest):
@@ -447,3 +453,209 @@ def test_creation_hints_and_cnonce() -> None:
     late = cwt.encode(decoded.replace(cnonce=b"\x02" * 8), cwt.Encrypt0(keys.token_key))
     with pytest.raises(InvalidToken, match="cnonce"):  # past its lifetime
         post(rs, late, mono=1000)
+
+
+# ---- outcomes: what the binding applies (one place) ----------------------------------------
+
+
+def test_superseding_outcome_names_the_context_to_drop_and_the_record() -> None:
+    keys = Keys()
+    rs = make_rs(keys)
+    mat = material()
+    first = post(rs, mint(keys, mat, now=NOW))
+    assert (first.superseded, first.drop, first.delete, first.keeps_context) == (
+        None,
+        (),
+        (),
+        False,
+    )
+    token = mint(keys, mat, now=NOW, scope="temp.read led.read")
+    second = post(rs, token, id1=b"\x43")
+    assert second.superseded is first.stored
+    assert second.drop == (pop_key_id(mat),)
+    assert second.delete == ()  # the record of the same key replaces the row
+    assert second.persist == persisted(second.stored)
+    assert (second.persist.token, second.persist.client_id, second.persist.sender_mark) == (
+        token,
+        b"\x43",
+        0,
+    )
+    answer = AuthzInfoResponse.decode(second.response)
+    assert answer == AuthzInfoResponse(
+        second.stored.context.nonce2, second.stored.context.server_id
+    )
+    assert second.exi_mark is None  # a token with exp moves no exi mark
+
+
+def test_eviction_outcome_deletes_the_expired_rows() -> None:
+    keys = Keys()
+    rs = make_rs(keys, capacity=1)
+    short = post(rs, mint(keys, material(b"\x01"), now=NOW, lifetime=10)).stored
+    later = rs.post(
+        mint(keys, material(b"\x02"), now=NOW + 20),
+        nonce1=os.urandom(8),
+        client_id=b"\x42",
+        nonce2=os.urandom(8),
+        now=NOW + 20,
+        monotonic=0,
+    )
+    assert later.evicted == (short,)
+    assert later.delete == later.drop == (short.key_id,)
+
+
+def test_exi_outcome_carries_the_moved_mark_only() -> None:
+    keys = Keys()
+    rs = make_rs(keys, has_clock=False)
+    token = mint(keys, material(), lifetime=None, exi=60, cti=encode_exi_sequence(7))
+    assert post(rs, token).exi_mark == 7
+    assert post(rs, token).exi_mark is None  # a re-post moves nothing
+
+
+def test_update_outcome_keeps_the_context() -> None:
+    keys = Keys()
+    rs = make_rs(keys)
+    mat = material()
+    stored = post(rs, mint(keys, mat, now=NOW)).stored
+    updated = rs.update(
+        mint(keys, mat, now=NOW, scope="led.write"), current=stored, now=NOW, monotonic=0
+    )
+    assert updated.keeps_context
+    assert (updated.response, updated.drop, updated.delete) == (b"", (), ())
+    assert updated.persist.key_id == stored.key_id
+    assert updated.stored.context == stored.context
+
+
+def test_removals_name_contexts_and_rows() -> None:
+    keys = Keys()
+    rs = make_rs(keys)
+    stored = post(rs, mint(keys, material(), now=NOW, lifetime=10)).stored
+    assert rs.expire(now=NOW + 10, monotonic=0) == Removal((stored,), (stored.key_id,))
+    assert rs.forget(b"gone") == Removal((), (b"gone",))  # its context and row go anyway
+
+
+# ---- the /authz-info flow ----------------------------------------------------------------------
+
+
+class CountingRs(ResourceServer):
+    """A resource server that counts its verifications."""
+
+    verifications = 0
+
+    def verify(self, raw: bytes, **kwargs: Any) -> Any:
+        self.verifications += 1
+        return super().verify(raw, **kwargs)
+
+
+def counting_rs(keys: Keys) -> CountingRs:
+    return CountingRs(make_rs(keys).policy)
+
+
+def finish(
+    flow: Generator[Introspect, bool | None, AuthzInfoOutcome], *answers: bool | None
+) -> Any:
+    """Drive ``flow``, answering each Introspect in turn; the outcome (or the failure)."""
+    asked: list[Introspect] = []
+    try:
+        step = next(flow)
+        for answer in answers:
+            asked.append(step)
+            step = flow.send(answer)
+    except StopIteration as done:
+        return asked, done.value
+    raise AssertionError(f"the flow asked more than {len(answers)} time(s)")
+
+
+def payload(token: bytes, *, nonce1: bytes = b"\x01" * 8, id1: object = b"\x42") -> bytes:
+    return cbor.dumps({1: token, 40: nonce1, 43: id1})
+
+
+def flow_of(rs: ResourceServer, body: bytes, *, introspect: bool, over: bytes | None = None) -> Any:
+    return rs.authz_info(
+        body, over=over, random=os.urandom, now=NOW, monotonic=0, introspect=introspect
+    )
+
+
+@pytest.mark.parametrize("introspect", [False, True])
+def test_the_flow_verifies_the_token_once(introspect: bool) -> None:
+    keys = Keys()
+    rs = counting_rs(keys)
+    token = mint(keys, material(), now=NOW)
+    asked, outcome = finish(flow_of(rs, payload(token), introspect=introspect), True)
+    assert rs.verifications == 1
+    assert asked == ([Introspect(token)] if introspect else [])
+    assert outcome.stored.verified.raw == token
+    assert len(rs.store) == 1
+
+
+def test_the_flow_refuses_a_token_the_as_reports_inactive() -> None:
+    keys = Keys()
+    rs = make_rs(keys)
+    flow = flow_of(rs, payload(mint(keys, material(), now=NOW)), introspect=True)
+    assert isinstance(next(flow), Introspect)
+    with pytest.raises(InvalidToken, match="inactive"):
+        flow.send(False)
+    assert len(rs.store) == 0
+    flow = flow_of(rs, payload(mint(keys, material(), now=NOW)), introspect=True)
+    _, outcome = finish(flow, None)  # no answer from the AS: the local checks decide
+    assert outcome.stored in list(rs.store)
+
+
+def test_the_flow_asks_only_about_tokens_that_pass_the_local_checks() -> None:
+    keys = Keys()
+    rs = make_rs(keys)
+    flow = flow_of(rs, payload(mint(keys, material(), aud="rs2", now=NOW)), introspect=True)
+    with pytest.raises(InvalidAudience):
+        next(flow)
+
+
+@pytest.mark.parametrize("introspect", [False, True])
+def test_the_flow_reports_a_bad_exchange_before_a_bad_token(introspect: bool) -> None:
+    keys = Keys()
+    rs = make_rs(keys)
+    bad_token = mint(keys, material(), aud="rs2", now=NOW)
+    with pytest.raises(InvalidRequest, match="nonce1"):
+        finish(flow_of(rs, payload(bad_token, nonce1=b"short"), introspect=introspect))
+    with pytest.raises(InvalidRequest, match="ace_client_recipientId"):
+        finish(flow_of(rs, payload(bad_token, id1=b"\x00" * 8), introspect=introspect))
+
+
+def test_the_flow_over_oscore_needs_the_stored_token() -> None:
+    keys = Keys()
+    rs = make_rs(keys)
+    mat = material()
+    body = cbor.dumps({1: mint(keys, mat, now=NOW, aud="rs2")})
+    with pytest.raises(InvalidToken, match="no access token for this security context"):
+        finish(flow_of(rs, body, introspect=False, over=pop_key_id(mat)))
+    stored = post(rs, mint(keys, mat, now=NOW)).stored
+    _, outcome = finish(
+        flow_of(rs, cbor.dumps({1: mint(keys, mat, now=NOW)}), introspect=False, over=stored.key_id)
+    )
+    assert outcome.keeps_context
+
+
+# ---- the profile registry ----------------------------------------------------------------------
+
+
+def test_the_registry_is_keyed_by_the_ace_profile_number() -> None:
+    assert dict(PROFILES) == {2: OSCORE_PROFILE}
+    assert all(profile.number == number for number, profile in PROFILES.items())
+    assert select_profile(None, {2}) is OSCORE_PROFILE  # no ace_profile: the default
+    assert select_profile(None, set()) is PROFILES[DEFAULT_PROFILE]
+    assert select_profile(2, {1, 2}) is OSCORE_PROFILE
+    assert OSCORE_PROFILE.encrypted_token
+
+
+@pytest.mark.parametrize(("number", "accepted"), [(1, {2}), (1, {1, 2}), (2, {1}), (99, {99})])
+def test_an_unknown_or_unaccepted_profile_is_incompatible(number: int, accepted: set[int]) -> None:
+    with pytest.raises(IncompatibleAceProfiles) as info:
+        select_profile(number, accepted)
+    assert (
+        str(info.value) == f"incompatible_ace_profiles: ACE profile {number} is not supported here"
+    )
+    assert info.value.coap_code == (4, 0)
+    keys = Keys()
+    rs = make_rs(keys, profiles=frozenset(accepted))
+    with pytest.raises(
+        IncompatibleAceProfiles, match=f"ACE profile {number} is not supported here"
+    ):
+        rs.verify(mint(keys, material(), ace_profile=number, now=NOW), now=NOW, monotonic=0)

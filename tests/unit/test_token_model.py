@@ -28,7 +28,7 @@ from keybound.core.errors import (
 from keybound.core.keys import Key
 from keybound.core.numbers.cose_algorithms import Algorithm
 from keybound.core.numbers.cose_keys import Curve
-from keybound.core.oscore_profile import OscoreInputMaterial
+from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.scope import Scope
 from keybound.core.token import (
     MAX_TIME_CLAIM,

@@ -43,13 +43,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from keybound.coap.authz_server_site import build_site
-from keybound.coap.oscore_store import RsSecurityContext
+from keybound.coap.oscore_contexts import DurableSecurityContext
 from keybound.core.authz_server import AuthzServerConfig, TokenRequest, issue_token
 from keybound.core.authz_store import OscoreContext
 from keybound.core.authz_store import ResourceServer as RsRecord
 from keybound.core.keys import Key
 from keybound.core.numbers.ace_parameters import AceParameter
-from keybound.core.oscore_profile import DerivedContext
+from keybound.core.oscore_derivation import DerivedContext
 from keybound.tools.authz_server.provision import (
     add_clients,
     add_resource_server,
@@ -120,7 +120,7 @@ def provisioned_as() -> Iterator[ProvisionedAs]:
             store.close()
 
 
-def client_security_context(ctx: OscoreContext) -> RsSecurityContext:
+def client_security_context(ctx: OscoreContext) -> DurableSecurityContext:
     """The client's side of its provisioned client-AS context, in memory."""
     return client_oscore_context(
         DerivedContext(

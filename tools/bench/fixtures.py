@@ -14,11 +14,12 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from keybound.coap.oscore_store import RsSecurityContext
+from keybound.coap.oscore_contexts import DurableSecurityContext
 from keybound.core.keys import Key
 from keybound.core.numbers.cose_keys import Curve
-from keybound.core.oscore_context import SequenceNumberReservation
-from keybound.core.oscore_profile import DerivedContext, OscoreInputMaterial
+from keybound.core.oscore_derivation import DerivedContext
+from keybound.core.oscore_material import OscoreInputMaterial
+from keybound.core.oscore_sequence import SequenceNumberReservation
 from keybound.core.scope import TextScope
 from keybound.core.token import AccessToken, Cnf, CnfKey, CnfOsc
 
@@ -73,9 +74,9 @@ def free_udp_port() -> int:
         return port
 
 
-def client_oscore_context(derived: DerivedContext) -> RsSecurityContext:
+def client_oscore_context(derived: DerivedContext) -> DurableSecurityContext:
     """A client's OSCORE context for aiocoap, in memory (no sequence number file)."""
-    return RsSecurityContext(
+    return DurableSecurityContext(
         derived,
         key_id=b"client",
         reservation=SequenceNumberReservation(0, chunk=1 << 20),

@@ -39,15 +39,10 @@ from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from keybound.coap.resource_server_site import ResourceServerSite
 from keybound.core import cwt
+from keybound.core.authz_info import NONCE_BYTES, AuthzInfoRequest, AuthzInfoResponse
 from keybound.core.keys import Key
-from keybound.core.oscore_profile import (
-    NONCE_BYTES,
-    AuthzInfoRequest,
-    AuthzInfoResponse,
-    DerivedContext,
-    OscoreInputMaterial,
-    derive_context_parameters,
-)
+from keybound.core.oscore_derivation import DerivedContext, derive_context_parameters
+from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.resource_server import ResourceServer, RsPolicy, scope_tokens
 from keybound.core.token import CnfOsc
 from keybound.tools.bench.fixtures import (

@@ -35,22 +35,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keybound.core import cwt
-from keybound.core.oscore_profile import (
+from keybound.core.authz_info import (
     MAX_RECIPIENT_ID_BYTES,
     NONCE_BYTES,
     AuthzInfoRequest,
     AuthzInfoResponse,
-    OscoreInputMaterial,
-    derive_keys,
 )
-from keybound.core.resource_server import (
-    ContextParameters,
-    ResourceServer,
-    RsPolicy,
-    StoredToken,
-    scope_tokens,
-)
+from keybound.core.oscore_derivation import derive_keys
+from keybound.core.oscore_material import OscoreInputMaterial
+from keybound.core.resource_server import ResourceServer, RsPolicy, scope_tokens
 from keybound.core.token import CnfOsc
+from keybound.core.token_store import ContextParameters, StoredToken
 from keybound.tools.bench.fixtures import (
     AUDIENCE,
     CLIENT_ID,

@@ -20,7 +20,8 @@ import time
 
 from keybound.coap.resource_server_site import ResourceServerSite
 from keybound.core import cwt
-from keybound.core.oscore_profile import NONCE_BYTES, AuthzInfoRequest, OscoreInputMaterial
+from keybound.core.authz_info import NONCE_BYTES, AuthzInfoRequest
+from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.resource_server import ResourceServer, RsPolicy, scope_tokens
 from keybound.core.token import CnfOsc
 from keybound.tools.bench.fixtures import (

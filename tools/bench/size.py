@@ -22,14 +22,9 @@ from aiocoap.numbers.types import Type
 from cryptography.hazmat.primitives import hashes
 
 from keybound.core import cwt, jwt
+from keybound.core.authz_info import AuthzInfoRequest, AuthzInfoResponse
 from keybound.core.numbers.cose_algorithms import Algorithm
-from keybound.core.oscore_profile import (
-    AuthzInfoRequest,
-    AuthzInfoResponse,
-    DerivedContext,
-    derive_context_parameters,
-    derive_keys,
-)
+from keybound.core.oscore_derivation import DerivedContext, derive_context_parameters, derive_keys
 from keybound.tools.bench.fixtures import (
     CLIENT_ID,
     COAP_MID,

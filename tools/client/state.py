@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from keybound.coap.client import client_context
-from keybound.coap.oscore_store import RsSecurityContext
+from keybound.coap.oscore_contexts import DurableSecurityContext
 from keybound.core import cbor
 from keybound.core.client_flow import EXPIRY_MARGIN, AceClient, TokenGrant
 from keybound.core.errors import DecodeError, KeyboundError
+from keybound.core.oscore_derivation import DerivedContext
 from keybound.core.oscore_material import OscoreInputMaterial
-from keybound.core.oscore_profile import DerivedContext
 from keybound.tools.bundles import oscore_from_json, oscore_json
 from keybound.tools.keyfiles import write_secret_file
 
@@ -136,7 +136,7 @@ class SessionFile:
     def context_maker(self, flow: AceClient) -> Any:
         """Make the RS context for ``flow``: persisted here, continuing a reused one's mark."""
 
-        def make(derived: DerivedContext) -> RsSecurityContext:
+        def make(derived: DerivedContext) -> DurableSecurityContext:
             grant = flow.grant
             if grant is None:  # pragma: no cover - the flow has a token before it derives
                 raise RuntimeError("a derived context without a token")

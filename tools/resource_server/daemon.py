@@ -79,7 +79,7 @@ from keybound.coap.introspection import Introspector
 from keybound.coap.resource_server_site import ResourceServerSite
 from keybound.core.errors import KeyboundError
 from keybound.core.keys import Key
-from keybound.core.oscore_profile import DerivedContext
+from keybound.core.oscore_derivation import DerivedContext
 from keybound.core.resource_server import ResourceServer, RsPolicy
 from keybound.tools.bundles import oscore_from_json
 from keybound.tools.client.state import SequenceFile

@@ -1,6 +1,6 @@
 """The RS's durable state in one SQLite file (mode 0600).
 
-Implements :class:`keybound.core.token_store.RsStateStore`: stored tokens with
+Implements :class:`keybound.coap.state_writer.RsStateStore`: stored tokens with
 the nonces and identifiers of their OSCORE contexts (enough to re-derive them,
 RFC 9203 §4.3), each context's Sender Sequence Number high-water mark (written
 ahead, RFC 8613 Appendix B.1.1), and the exi sequence number high-water mark
@@ -63,7 +63,7 @@ _CLEAN_SHUTDOWN = "clean_shutdown"
 
 
 class SqliteRsState:
-    """:class:`~keybound.core.token_store.RsStateStore` over a SQLite file."""
+    """:class:`~keybound.coap.state_writer.RsStateStore` over a SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)

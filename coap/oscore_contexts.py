@@ -1,11 +1,12 @@
-"""OSCORE Security Contexts of the RS, installed into aiocoap at run time (RFC 9203 §4.3).
+"""OSCORE Security Contexts on aiocoap whose sequence numbers survive restarts (RFC 8613 B.1).
 
-:class:`RsSecurityContext` is an aiocoap security context built from the
-parameters keybound derives (:func:`keybound.core.oscore_profile.derive_keys`),
-with two differences from aiocoap's own contexts:
+:class:`DurableSecurityContext` is an aiocoap security context built from the
+parameters keybound derives (:func:`keybound.core.oscore_derivation.derive_keys`).
+The RS uses it for the contexts of its clients (RFC 9203 §4.3), clients and the
+RS use it towards the AS. It differs from aiocoap's own contexts in this:
 
 * Sender Sequence Numbers come from a
-  :class:`~keybound.core.oscore_context.SequenceNumberReservation`: the high-water
+  :class:`~keybound.core.oscore_sequence.SequenceNumberReservation`: the high-water
   mark is written *ahead* through the RS's state store, in chunks, before a number
   is used (RFC 8613 Appendix B.1.1). After a restart, numbers resume at the stored
   mark, so no (key, Sender ID, Partial IV) is ever used twice.
@@ -15,7 +16,7 @@ with two differences from aiocoap's own contexts:
   Appendix B.1.2, RFC 9175 §2.4). Replays of requests from before the restart are
   refused.
 * After a clean shutdown, the replay window saved from aiocoap's window object
-  (:meth:`RsSecurityContext.shutdown_record`) is restored as known: every Partial IV
+  (:meth:`DurableSecurityContext.shutdown_record`) is restored as known: every Partial IV
   received before is still refused, the next ones are accepted, and no Echo round
   trip is needed (RFC 8613 Appendix B.1.2 applies only when the window is lost).
   The Sender Sequence Number then resumes at the exact next number saved at the
@@ -31,23 +32,25 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from aiocoap import credentials, oscore
 from cryptography.hazmat.primitives import hashes
 
-from keybound.core.oscore_context import (
+from keybound.core.numbers.ace_profiles import AceProfile
+from keybound.core.oscore_derivation import DerivedContext, derive_keys
+from keybound.core.oscore_sequence import (
     MAX_SEQUENCE_NUMBER,
     SequenceNumberExhausted,
     SequenceNumberReservation,
 )
-from keybound.core.oscore_profile import DerivedContext, derive_keys
 from keybound.core.token_store import (
     PersistedReplayWindow,
-    RsStateStore,
     ShutdownRecord,
     StoredToken,
 )
+
+from .state_writer import RsStateStore
 
 #: Sender Sequence Numbers reserved per durable write (``K`` of RFC 8613 Appendix B.1.1).
 DEFAULT_SEQUENCE_CHUNK = 64
@@ -70,8 +73,8 @@ def credentials_key(recipient_id: bytes, id_context: bytes | None) -> str:
     return f"{CREDENTIALS_PREFIX}{recipient_id.hex()}:{context}"
 
 
-class RsSecurityContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContextUtils):  # type: ignore[misc]
-    """An RS-side OSCORE context whose sequence numbers are persisted ahead (RFC 8613 B.1.1).
+class DurableSecurityContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContextUtils):  # type: ignore[misc]
+    """An OSCORE context whose sequence numbers are persisted ahead (RFC 8613 B.1.1).
 
     ``persist_mark(mark)`` must store the mark durably before returning.
     ``replay_window_known`` is False for a context restored after a crash: the
@@ -121,7 +124,7 @@ class RsSecurityContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityC
 
     def __repr__(self) -> str:
         return (
-            f"<RsSecurityContext recipient_id={self.recipient_id.hex()} "
+            f"<DurableSecurityContext recipient_id={self.recipient_id.hex()} "
             f"sender_id={self.sender_id.hex()} next_seqno={self.sender_sequence_number}>"
         )
 
@@ -173,10 +176,10 @@ class RsSecurityContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityC
             request_id.can_reuse_nonce = False
         return super().protect(message, request_id, kid_context=kid_context)
 
-    def get_oscore_context_for(self, unprotected: Any) -> RsSecurityContext | None:
+    def get_oscore_context_for(self, unprotected: Any) -> DurableSecurityContext | None:
         if self.removed:
             return None
-        found: RsSecurityContext | None = super().get_oscore_context_for(unprotected)
+        found: DurableSecurityContext | None = super().get_oscore_context_for(unprotected)
         return found
 
     def find_all_used_contextless_oscore_kid(self) -> set[bytes]:
@@ -184,7 +187,12 @@ class RsSecurityContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityC
 
 
 class ContextTable:
-    """The RS's OSCORE contexts in an aiocoap ``CredentialsMap``, one per stored token."""
+    """The RS's OSCORE contexts in an aiocoap ``CredentialsMap``, one per stored token.
+
+    The OSCORE profile's :class:`~keybound.coap.profiles.ContextInstaller`.
+    """
+
+    profile: ClassVar[int] = int(AceProfile.COAP_OSCORE)
 
     def __init__(
         self,
@@ -198,12 +206,12 @@ class ContextTable:
         self.state = state
         self.sequence_chunk = sequence_chunk
         self.response_partial_iv = response_partial_iv
-        self._by_key_id: dict[bytes, RsSecurityContext] = {}
+        self._by_key_id: dict[bytes, DurableSecurityContext] = {}
 
     def __len__(self) -> int:
         return len(self._by_key_id)
 
-    def get(self, key_id: bytes) -> RsSecurityContext | None:
+    def get(self, key_id: bytes) -> DurableSecurityContext | None:
         return self._by_key_id.get(key_id)
 
     def shutdown_records(self) -> list[ShutdownRecord]:
@@ -217,7 +225,7 @@ class ContextTable:
         sender_mark: int = 0,
         restored: bool = False,
         shutdown: ShutdownRecord | None = None,
-    ) -> RsSecurityContext:
+    ) -> DurableSecurityContext:
         """Derive and install the context of ``entry``, replacing one for the same key.
 
         ``shutdown`` is what a clean shutdown of the previous run saved of the
@@ -243,7 +251,7 @@ class ContextTable:
             if state is not None:
                 state.put_sender_mark(key_id, mark)
 
-        context = RsSecurityContext(
+        context = DurableSecurityContext(
             entry.derived(),
             key_id=key_id,
             reservation=SequenceNumberReservation(sender_mark, chunk=self.sequence_chunk),
@@ -254,7 +262,7 @@ class ContextTable:
         )
         label = credentials_key(context.recipient_id, context.id_context)
         old = self.credentials.get(label)
-        if isinstance(old, RsSecurityContext):
+        if isinstance(old, DurableSecurityContext):
             old.removed = True
             self._by_key_id.pop(old.key_id, None)
         self.credentials[label] = context
@@ -276,6 +284,6 @@ __all__ = [
     "CREDENTIALS_PREFIX",
     "DEFAULT_SEQUENCE_CHUNK",
     "ContextTable",
-    "RsSecurityContext",
+    "DurableSecurityContext",
     "credentials_key",
 ]
