@@ -1,7 +1,7 @@
 """Token verifiers for :class:`~keybound.tools.http.middleware.DPoPMiddleware`.
 
-Two ready-made ``verify_token`` functions check the
-access tokens keybound's AS issues (RFC 9449 §6, §7):
+Two ready-made ``verify_token`` functions check the access tokens keybound's
+AS issues (RFC 9449 §6, §7):
 
 - :func:`jwt_token_verifier` checks the JWT locally with the AS's public key
   (:func:`jwt_token_verifier_from_bundle` takes it from an RS bundle's
