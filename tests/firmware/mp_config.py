@@ -42,8 +42,21 @@ for name, change, needle in (
     ("alg 11", ctx_set("alg", 11), "alg"),
     ("period 0", lambda d: d.__setitem__("period_s", 0), "period_s"),
     ("version 2", lambda d: d.__setitem__("version", 2), "version"),
+    ("version 0", lambda d: d.__setitem__("version", 0), "version"),
+    ("version as text", lambda d: d.__setitem__("version", "1"), "version"),
+    ("an RS bundle", lambda d: d.__setitem__("kind", "keybound-rs-bundle"), "not a keybound"),
 ):
     raises("refused: " + name, config.ConfigError, config.parse, broken(change), contains=needle)
+eq("README example: kind", base["kind"], "keybound-device-bundle")
+# Bundles written before the version field existed are version 1; hand-written ones
+# may lack the kind.
+eq("no version: read as 1", config.parse(broken(drop("version")))["client_id"], "sensor-17")
+eq("no kind: accepted", config.parse(broken(drop("kind")))["client_id"], "sensor-17")
+
+big = sys.argv[1] + ".big"
+with open(big, "w") as f:
+    f.write(json.dumps(base) + " " * 4096)
+raises("oversized file", config.ConfigError, config.load, big, contains="longer than 4096")
 raises(
     "missing file",
     config.ConfigError,

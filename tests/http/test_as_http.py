@@ -19,7 +19,7 @@ from keybound.tools.authz_server.http import check_listen
 from keybound.tools.authz_server.provision import new_introspection_secret, rotate_token_key
 from keybound.tools.authz_server.schema import resource_servers_table
 from keybound.tools.authz_server.server import RunningServer
-from keybound.tools.http.middleware import introspection_token_verifier_from_bundle
+from keybound.tools.http import introspection_token_verifier_from_bundle
 from tests.helpers.authz import ISSUER, db_url, free_port, provision
 
 __all__ = ["db_url"]

@@ -40,8 +40,7 @@ from keybound.core.keys import Key
 from keybound.core.token import CnfJkt
 from keybound.tools.authz_server.server import RunningServer
 from keybound.tools.cli import client_commands as client_cli
-from keybound.tools.http.client import DPoPAuth
-from keybound.tools.http.middleware import jwt_token_verifier_from_metadata
+from keybound.tools.http import DPoPAuth, jwt_token_verifier_from_metadata
 from tests.helpers.authz import ISSUER, free_port, provision
 from tests.helpers.paths import BIN, ROOT
 from tests.helpers.pg import database_url

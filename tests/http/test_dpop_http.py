@@ -37,8 +37,7 @@ from keybound.core.dpop import (
     verify_proof,
 )
 from keybound.core.errors import InvalidToken, KeyboundError, UseDPoPNonce
-from keybound.tools.http.client import DPoPAuth
-from keybound.tools.http.middleware import DPoPContext, DPoPMiddleware, jwt_token_verifier
+from keybound.tools.http import DPoPAuth, DPoPContext, DPoPMiddleware, jwt_token_verifier
 
 AS_KEY = ECKey.generate_key("P-256")
 AS_ISSUER = "https://as.example.com"

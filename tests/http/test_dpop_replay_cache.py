@@ -27,7 +27,7 @@ from keybound.core.dpop import (
     verify_proof,
 )
 from keybound.core.errors import InvalidDPoPProof
-from keybound.tools.http.replay_cache import SqlReplayCache
+from keybound.tools.http import SqlReplayCache
 from tests.helpers.pg import database_url
 
 NOW = 1_700_000_000

@@ -38,8 +38,8 @@ from keybound.tools.http.errors import (
     render_http_error,
     resource_server_rules,
 )
-from keybound.tools.http.middleware import IntrospectionUnavailable
 from keybound.tools.http.replay_cache import ReplayCacheUnavailable
+from keybound.tools.http.verifiers import IntrospectionUnavailable
 
 RS_RULES = resource_server_rules(realm="api", algs=("ES256", "EdDSA"))
 

@@ -41,7 +41,9 @@ from keybound.tools.bundles import (
     DEVICE_BUNDLE_KIND,
     WIFI_PASSWORD_PLACEHOLDER,
     WIFI_SSID_PLACEHOLDER,
+    DeviceBundle,
     device_bundle,
+    read_bundle_json,
     write_bundle,
 )
 from keybound.tools.cli.support import clean_errors, console, err_console, fail
@@ -287,11 +289,9 @@ def _as_base(store: SqlAuthzStore, given: str | None) -> str:
 
 
 def _load_bundle(path: Path) -> dict[str, Any]:
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict) or data.get("kind") != DEVICE_BUNDLE_KIND:
-        raise ValueError(f"{path} is not a keybound device bundle")
-    if not isinstance(data.get("as_context"), dict):
-        raise ValueError(f"{path} has no as_context: the firmware talks OSCORE to the AS")
+    """The device bundle file's JSON, checked as :class:`DeviceBundle` reads it."""
+    data = read_bundle_json(path, DEVICE_BUNDLE_KIND)
+    DeviceBundle.from_json(data, where=f"bundle {path.name}")
     return data
 
 

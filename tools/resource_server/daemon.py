@@ -57,16 +57,14 @@ from __future__ import annotations
 import asyncio
 import difflib
 import hashlib
-import json
 import logging
 import math
 import signal
 import sqlite3
-import stat
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,18 +75,14 @@ from aiocoap.numbers.codes import Code
 from keybound.coap.client import client_context
 from keybound.coap.introspection import Introspector
 from keybound.coap.resource_server_site import ResourceServerSite
-from keybound.core.errors import KeyboundError
-from keybound.core.keys import Key
-from keybound.core.oscore_derivation import DerivedContext
 from keybound.core.resource_server import ResourceServer, RsPolicy
-from keybound.tools.bundles import oscore_from_json
+from keybound.tools.bundles import BundleError, RsBundle
 from keybound.tools.client.state import SequenceFile
 from keybound.tools.resource_server.state import SqliteRsState
 from keybound.tools.server_ready import announce_ready, check_port_free, url_for
 
 log = logging.getLogger("keybound.rs")
 
-BUNDLE_KIND = "keybound-rs-bundle"
 THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
 MAX_CONFIG_BYTES = 256 * 1024
 _METHODS = ("GET", "POST", "PUT", "DELETE", "FETCH", "PATCH", "iPATCH")
@@ -109,23 +103,8 @@ class ResourceSpec:
 
 
 @dataclass(frozen=True)
-class Bundle:
-    name: str
-    audience: str
-    issuer: str | None
-    as_uri: str
-    token_key: Key = field(repr=False)
-    as_public_key: Key | None
-    has_clock: bool
-    scopes: tuple[str, ...]
-    profiles: tuple[int, ...]
-    introspection_uri: str | None = None
-    introspection_context: DerivedContext | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
 class RsConfig:
-    bundle: Bundle
+    bundle: RsBundle
     listen: tuple[str, int]
     state: Path
     capacity: int = 1000
@@ -191,69 +170,13 @@ def _need(table: dict[str, Any], name: str, kind: type, where: str) -> Any:
     return value
 
 
-def load_bundle(path: Path) -> Bundle:
-    """Read and check the RS bundle written by the AS."""
+def load_bundle(path: Path) -> RsBundle:
+    """Read and check the RS bundle written by the AS (:meth:`RsBundle.read`); it must
+    not be readable by others."""
     try:
-        info = path.stat()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the bundle {path}: {exc.strerror}") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"the bundle {path} holds secrets and must not be readable by others (chmod 600)"
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"the bundle {path} is not valid JSON: {exc}") from None
-    where = f"bundle {path.name}"
-    if not isinstance(data, dict) or data.get("kind") != BUNDLE_KIND:
-        raise ConfigError(f"{where}: not a {BUNDLE_KIND} file")
-    if data.get("version") != 1:
-        raise ConfigError(f"{where}: unsupported version {data.get('version')!r}")
-    try:
-        token_key = Key.from_jwk(_need(data, "token_key", dict, where))
-        public = data.get("as_public_key")
-        as_public_key = Key.from_jwk(public).public_key() if public else None
-    except KeyboundError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    if not token_key.is_symmetric:
-        raise ConfigError(f"{where}: token_key must be a symmetric (oct) key")
-    profiles = data.get("profiles", [2])
-    if not isinstance(profiles, list) or not all(type(p) is int for p in profiles):
-        raise ConfigError(f"{where}: profiles must be a list of integers")
-    scopes = data.get("scopes", [])
-    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-        raise ConfigError(f"{where}: scopes must be a list of strings")
-    issuer = data.get("issuer")
-    if issuer is not None and not isinstance(issuer, str):
-        raise ConfigError(f"{where}: issuer must be a string")
-    introspection_uri, introspection_context = _introspection(data.get("introspection"), where)
-    return Bundle(
-        name=str(data.get("name", "")),
-        audience=_need(data, "audience", str, where),
-        issuer=issuer,
-        as_uri=_need(data, "as_uri", str, where),
-        token_key=token_key,
-        as_public_key=as_public_key,
-        has_clock=bool(data.get("has_clock", True)),
-        scopes=tuple(scopes),
-        profiles=tuple(profiles),
-        introspection_uri=introspection_uri,
-        introspection_context=introspection_context,
-    )
-
-
-def _introspection(table: object, where: str) -> tuple[str | None, DerivedContext | None]:
-    """The bundle's ``introspection`` block: the AS's URI and the RS's OSCORE context."""
-    if table is None:
-        return None, None
-    if not isinstance(table, dict) or not isinstance(table.get("uri"), str):
-        raise ConfigError(f"{where}: introspection must hold a uri and an oscore context")
-    try:
-        context = oscore_from_json(table.get("oscore"))
-    except KeyboundError as exc:
-        raise ConfigError(f"{where}: introspection.oscore: {exc.description}") from None
-    return str(table["uri"]), context
+        return RsBundle.read(path, private=True)
+    except BundleError as exc:
+        raise ConfigError(exc.description) from None
 
 
 def load_config(path: Path) -> RsConfig:
@@ -490,7 +413,6 @@ async def run(config: RsConfig, *, stop: asyncio.Event | None = None) -> None:
 
 __all__ = [
     "KNOWN_KEYS",
-    "Bundle",
     "ConfigError",
     "ResourceSpec",
     "RsConfig",
