@@ -63,7 +63,7 @@ from .authz_store import (
     AuthzStore,
     Client,
     IssuedToken,
-    ResourceServer,
+    RsRecord,
     TokenFormat,
 )
 from .errors import (
@@ -395,7 +395,7 @@ def _check_grant(grant: str | int | None) -> None:
     raise UnsupportedGrantType(f"grant type {grant!r} is not supported; use client_credentials")
 
 
-def _resource_server(store: AuthzStore, audience: str | None) -> ResourceServer:
+def _resource_server(store: AuthzStore, audience: str | None) -> RsRecord:
     if audience is None:
         raise InvalidRequest("audience is required", claim="audience")
     rs = store.get_resource_server_by_audience(audience)
@@ -404,7 +404,7 @@ def _resource_server(store: AuthzStore, audience: str | None) -> ResourceServer:
     return rs
 
 
-def _granted_scope(client: Client, rs: ResourceServer, requested: str | None) -> TextScope:
+def _granted_scope(client: Client, rs: RsRecord, requested: str | None) -> TextScope:
     allowed = client.allowed_scopes(rs.audience)
     if not allowed:
         raise InvalidScope(f"no scope at {rs.audience!r} is granted to this client")
@@ -417,7 +417,7 @@ def _granted_scope(client: Client, rs: ResourceServer, requested: str | None) ->
     return granted
 
 
-def _profile(rs: ResourceServer, requested: int | None) -> int:
+def _profile(rs: RsRecord, requested: int | None) -> int:
     if not rs.profiles:
         raise IncompatibleAceProfiles("the resource server has no ACE profile")
     if requested is None:
@@ -449,7 +449,7 @@ def sequence_record_cti(audience: str, sequence: int) -> bytes:
     return f"{audience}#{sequence}".encode()
 
 
-def _token_key(rs: ResourceServer) -> Key:
+def _token_key(rs: RsRecord) -> Key:
     current = rs.token_key
     return Key.from_cose_key(current.key).with_kid(current.kid)
 
@@ -457,7 +457,7 @@ def _token_key(rs: ResourceServer) -> Key:
 def _protect(
     token: AccessToken,
     config: AuthzServerConfig,
-    rs: ResourceServer,
+    rs: RsRecord,
     *,
     secret: bool,
     token_format: TokenFormat,

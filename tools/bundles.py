@@ -43,7 +43,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from keybound.core.authz_store import IssuerSettings, OscoreContext, ResourceServer
+from keybound.core.authz_store import IssuerSettings, OscoreContext, RsRecord
 from keybound.core.errors import DecodeError
 from keybound.core.keys import Key
 from keybound.core.oscore_profile import DerivedContext
@@ -113,7 +113,7 @@ def oscore_from_json(data: object) -> DerivedContext:
 
 
 def rs_bundle(
-    rs: ResourceServer,
+    rs: RsRecord,
     issuer: IssuerSettings,
     *,
     as_base: str,

@@ -45,8 +45,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 from keybound.coap.authz_server_site import build_site
 from keybound.coap.oscore_store import RsSecurityContext
 from keybound.core.authz_server import AuthzServerConfig, TokenRequest, issue_token
-from keybound.core.authz_store import OscoreContext
-from keybound.core.authz_store import ResourceServer as RsRecord
+from keybound.core.authz_store import OscoreContext, RsRecord
 from keybound.core.keys import Key
 from keybound.core.numbers.ace_parameters import AceParameter
 from keybound.core.oscore_profile import DerivedContext
