@@ -13,13 +13,12 @@ from keybound.core import cwt, jwt
 from keybound.core.authz_server import (
     AuthzServerConfig,
     TokenRequest,
-    introspect,
-    issue_token,
     parse_cbor_token_request,
     parse_form_token_request,
     record_cti,
     sequence_cti,
 )
+from keybound.core.authz_service import AuthzService
 from keybound.core.errors import (
     AccessDenied,
     DecodeError,
@@ -54,7 +53,9 @@ def setup() -> Iterator[dict[str, Any]]:
 
 def issue(s: dict[str, Any], **kw: Any) -> Any:
     request = TokenRequest(client_id=kw.pop("client_id", "sensor-1"), **kw)
-    return issue_token(s["store"], s["config"], request, now=NOW, random_bytes=counter_bytes())
+    return AuthzService(s["store"], s["config"]).issue_token(
+        request, now=NOW, random_bytes=counter_bytes()
+    )
 
 
 def test_oscore_profile_token_is_nested_and_recorded(setup: dict[str, Any]) -> None:
@@ -114,8 +115,9 @@ def test_public_key_gets_sign1(setup: dict[str, Any]) -> None:
 
 def test_jwt_symmetric_key_sealed_for_rs(setup: dict[str, Any]) -> None:
     request = parse_form_token_request({"aud": "temp"}, "web-1")
-    response = issue_token(setup["store"], setup["config"], request, now=NOW,
-                           random_bytes=counter_bytes())  # fmt: skip
+    response = AuthzService(setup["store"], setup["config"]).issue_token(
+        request, now=NOW, random_bytes=counter_bytes()
+    )
     token = jwt.decode(response.access_token, setup["config"].public_key).token
     assert isinstance(token.cnf, CnfEncryptedKey)
     assert token.cnf.jwe is not None
@@ -126,14 +128,17 @@ def test_jwt_symmetric_key_sealed_for_rs(setup: dict[str, Any]) -> None:
 def test_jwt_names_its_client_in_sub_and_client_id(setup: dict[str, Any]) -> None:
     """RFC 9068 §2.2: ``client_id``, and for client credentials ``sub``, name the client."""
     request = parse_form_token_request({"aud": "temp"}, "web-1")
-    response = issue_token(setup["store"], setup["config"], request, now=NOW,
-                           random_bytes=counter_bytes())  # fmt: skip
+    response = AuthzService(setup["store"], setup["config"]).issue_token(
+        request, now=NOW, random_bytes=counter_bytes()
+    )
     claims = jwt.decode(response.access_token, setup["config"].public_key).token.to_jwt_claims()
     assert claims["sub"] == "web-1"
     assert claims["client_id"] == "web-1"
-    introspected = introspect(
-        setup["store"], setup["config"], response.access_token, now=NOW
-    ).to_json()
+    introspected = (
+        AuthzService(setup["store"], setup["config"])
+        .introspect(response.access_token, now=NOW)
+        .to_json()
+    )
     assert (introspected["sub"], introspected["client_id"]) == ("web-1", "web-1")
 
 
@@ -199,13 +204,14 @@ def test_cbor_request_parsing() -> None:
 def test_introspection(setup: dict[str, Any]) -> None:
     response = issue(setup, audience="temp")
     store, config = setup["store"], setup["config"]
-    result = introspect(store, config, response.access_token, now=NOW)
+    service = AuthzService(store, config)
+    result = service.introspect(response.access_token, now=NOW)
     body = result.to_cbor_map()
     assert body[10] is True
     assert body[3] == "temp"
     assert body[24] == "sensor-1"
-    assert not introspect(store, config, response.access_token, now=NOW, audiences=["door"]).active
-    assert not introspect(store, config, response.access_token, now=NOW + 3600).active
+    assert not service.introspect(response.access_token, now=NOW, audiences=["door"]).active
+    assert not service.introspect(response.access_token, now=NOW + 3600).active
     store.revoke(response.token.cti)
-    assert introspect(store, config, response.access_token, now=NOW).to_cbor_map() == {10: False}
-    assert not introspect(store, config, b"\x00garbage", now=NOW).active
+    assert service.introspect(response.access_token, now=NOW).to_cbor_map() == {10: False}
+    assert not service.introspect(b"\x00garbage", now=NOW).active
