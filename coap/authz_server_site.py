@@ -149,6 +149,11 @@ def context_fingerprint(record: OscoreContext) -> str:
 _Wanted = dict[str, tuple[OscoreContext, tuple[str, str]]]
 
 
+def _kid_of(unprotected: dict[int, Any]) -> tuple[Any, Any]:
+    """What a request's context is looked up by: its ``kid`` and ``kid context``."""
+    return unprotected.get(oscore.COSE_KID), unprotected.get(oscore.COSE_KID_CONTEXT)
+
+
 class AsServerCredentials(CredentialsMap):  # type: ignore[misc]
     """The AS's server contexts, looked up by ``kid`` (and ``kid context``) in a dict.
 
@@ -167,6 +172,7 @@ class AsServerCredentials(CredentialsMap):  # type: ignore[misc]
         self._by_fingerprint: dict[str, StoredServerContext] = {}
         self._last_refresh = 0.0
         self._refreshing: asyncio.Future[None] | None = None
+        self._closed = False
         self.refresh()
 
     def _wanted(self) -> _Wanted:
@@ -204,6 +210,8 @@ class AsServerCredentials(CredentialsMap):  # type: ignore[misc]
         self, wanted: _Wanted, opened: dict[str, StoredServerContext]
     ) -> list[StoredServerContext]:
         """Put the new contexts in place; returns the removed ones, still to close."""
+        if self._closed:  # a refresh that ended after close(): keep nothing open
+            return list(opened.values())
         stale = [
             self._by_fingerprint.pop(fingerprint)
             for fingerprint in list(self._by_fingerprint)
@@ -236,14 +244,10 @@ class AsServerCredentials(CredentialsMap):  # type: ignore[misc]
         for ctx in stale:
             await asyncio.to_thread(ctx.close)
 
-    def _knows(self, unprotected: dict[int, Any]) -> bool:
-        key = (unprotected.get(oscore.COSE_KID), unprotected.get(oscore.COSE_KID_CONTEXT))
-        return key in self._by_kid
-
     async def ensure(self, unprotected: dict[int, Any]) -> None:
         """Before a request is unprotected: for an unknown ``kid``, read the store again
         (at most once a second, one refresh at a time) without blocking the event loop."""
-        if self._knows(unprotected):
+        if _kid_of(unprotected) in self._by_kid:
             return
         if self._refreshing is None or self._refreshing.done():
             if time.monotonic() - self._last_refresh <= _REFRESH_INTERVAL_S:
@@ -255,8 +259,7 @@ class AsServerCredentials(CredentialsMap):  # type: ignore[misc]
             log.exception("cannot read the OSCORE contexts from the store")
 
     def find_oscore(self, unprotected: dict[int, Any]) -> StoredServerContext:
-        key = (unprotected.get(oscore.COSE_KID), unprotected.get(oscore.COSE_KID_CONTEXT))
-        found = self._by_kid.get(key)  # type: ignore[arg-type]
+        found = self._by_kid.get(_kid_of(unprotected))
         if found is None:
             raise KeyError("no OSCORE context for this kid")
         return found
@@ -266,6 +269,7 @@ class AsServerCredentials(CredentialsMap):  # type: ignore[misc]
 
     def close(self) -> None:
         """Persist every context's state (RFC 8613 Appendix B.1) and release the locks."""
+        self._closed = True
         for ctx in self._by_fingerprint.values():
             ctx.close()
         self._by_fingerprint.clear()
