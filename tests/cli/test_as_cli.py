@@ -161,13 +161,10 @@ def test_revoke_by_sequence_number(db_url: str, tmp_path: Path, number: int) -> 
             .values(value=number - 1)
         )
     request = TokenRequest(client_id="sensor-1", audience="door")
-    response = AuthzService(store, config).issue_token(
-        request, now=int(time.time()), random_bytes=os.urandom
-    )
+    service = AuthzService(store, config)
+    response = service.issue_token(request, now=int(time.time()), random_bytes=os.urandom)
     assert decode_exi_sequence(response.token.cti) == number
-    assert (
-        AuthzService(store, config).introspect(response.access_token, now=int(time.time())).active
-    )
+    assert service.introspect(response.access_token, now=int(time.time())).active
     store.close()
 
     revoked = ok(kb_as("revoke", f"door#{number}", "--json", db=db_url, cwd=tmp_path))
