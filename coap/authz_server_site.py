@@ -14,6 +14,13 @@ oversized body). An unknown audience, ``access_denied`` over HTTP, is sent as
 ``invalid_request`` here: the ACE error registry (RFC 9200 §8.4) has no
 ``access_denied``.
 
+The contexts are kept in :class:`AsServerCredentials`, looked up by ``kid`` in a
+dict. A request naming a ``kid`` it does not hold makes it read the store again
+(at most once a second, for peers provisioned while the AS runs); that reading,
+and the lock files of new contexts, run in a worker thread, never on the event
+loop. The requests' own store work (:class:`~keybound.core.authz_service.AuthzService`)
+runs in worker threads too.
+
 Sequence numbers (RFC 8613 Appendix B.1): each server context is an
 :class:`aiocoap.oscore.FilesystemSecurityContext` whose keys come from the
 store (no secrets are written to disk) while its ``sequence.json`` (next
@@ -26,13 +33,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +54,10 @@ from keybound.core import cbor
 from keybound.core.authz_server import (
     MAX_REQUEST_BYTES,
     AuthzServerConfig,
-    introspect,
-    issue_token,
     parse_cbor_introspection_request,
     parse_cbor_token_request,
 )
+from keybound.core.authz_service import AuthzService
 from keybound.core.authz_store import AuthzStore, OscoreContext
 from keybound.core.errors import (
     InvalidClient,
@@ -64,6 +71,7 @@ from .errors import error_response
 from .input_guards import StrictOscoreSiteWrapper, harden_message_decoding
 
 __all__ = [
+    "AsOscoreSite",
     "AsServerCredentials",
     "IntrospectResource",
     "StoredServerContext",
@@ -138,12 +146,22 @@ def context_fingerprint(record: OscoreContext) -> str:
     return hashlib.sha256(b"keybound-as-oscore\x00" + material).hexdigest()[:24]
 
 
+_Wanted = dict[str, tuple[OscoreContext, tuple[str, str]]]
+
+
+def _kid_of(unprotected: dict[int, Any]) -> tuple[Any, Any]:
+    """What a request's context is looked up by: its ``kid`` and ``kid context``."""
+    return unprotected.get(oscore.COSE_KID), unprotected.get(oscore.COSE_KID_CONTEXT)
+
+
 class AsServerCredentials(CredentialsMap):  # type: ignore[misc]
     """The AS's server contexts, looked up by ``kid`` (and ``kid context``) in a dict.
 
     Contexts of clients and resource servers added while the AS runs are
     picked up on the first request that names an unknown ``kid`` (at most once
-    a second).
+    a second): :meth:`ensure` reads the store and opens the new contexts in a
+    worker thread before the request is unprotected; :meth:`find_oscore` only
+    looks up.
     """
 
     def __init__(self, store: AuthzStore, state_dir: Path) -> None:
@@ -153,47 +171,95 @@ class AsServerCredentials(CredentialsMap):  # type: ignore[misc]
         self._by_kid: dict[tuple[bytes, bytes | None], StoredServerContext] = {}
         self._by_fingerprint: dict[str, StoredServerContext] = {}
         self._last_refresh = 0.0
+        self._refreshing: asyncio.Future[None] | None = None
+        self._closed = False
         self.refresh()
 
-    def _wanted(self) -> Iterable[tuple[OscoreContext, tuple[str, str]]]:
+    def _wanted(self) -> _Wanted:
+        """The contexts the store holds, by fingerprint (reads the store: blocks)."""
+        wanted: _Wanted = {}
         for client in self._store.list_clients():
             if client.oscore is not None:
-                yield client.oscore, ("client", client.client_id)
+                wanted[context_fingerprint(client.oscore)] = (
+                    client.oscore,
+                    ("client", client.client_id),
+                )
         for rs in self._store.list_resource_servers():
             if rs.introspection_context is not None:
-                yield rs.introspection_context, ("rs", rs.name)
+                wanted[context_fingerprint(rs.introspection_context)] = (
+                    rs.introspection_context,
+                    ("rs", rs.name),
+                )
+        return wanted
 
-    def refresh(self) -> None:
-        """Bring the contexts in line with the store (new, changed, removed peers)."""
-        self._last_refresh = time.monotonic()
-        wanted = {context_fingerprint(rec): (rec, who) for rec, who in self._wanted()}
-        for fingerprint in list(self._by_fingerprint):
-            if fingerprint not in wanted:
-                self._by_fingerprint.pop(fingerprint).close()
+    def _open(self, wanted: _Wanted, held: frozenset[str]) -> dict[str, StoredServerContext]:
+        """Open the contexts of ``wanted`` not in ``held`` (state files and locks: blocks)."""
+        opened: dict[str, StoredServerContext] = {}
         for fingerprint, (record, who) in wanted.items():
-            existing = self._by_fingerprint.get(fingerprint)
-            if existing is not None:
-                existing.principal = who
+            if fingerprint in held:
                 continue
             try:
-                self._by_fingerprint[fingerprint] = StoredServerContext(
+                opened[fingerprint] = StoredServerContext(
                     self._state_dir / fingerprint, record, who
                 )
             except Exception as exc:  # a locked or damaged state directory: skip this peer
                 log.error("cannot load the OSCORE context of %s %s: %s", *who, exc)
+        return opened
+
+    def _install(
+        self, wanted: _Wanted, opened: dict[str, StoredServerContext]
+    ) -> list[StoredServerContext]:
+        """Put the new contexts in place; returns the removed ones, still to close."""
+        if self._closed:  # a refresh that ended after close(): keep nothing open
+            return list(opened.values())
+        stale = [
+            self._by_fingerprint.pop(fingerprint)
+            for fingerprint in list(self._by_fingerprint)
+            if fingerprint not in wanted
+        ]
+        for fingerprint, ctx in self._by_fingerprint.items():
+            ctx.principal = wanted[fingerprint][1]
+        self._by_fingerprint.update(opened)
         self._by_kid = {
             (ctx.recipient_id, ctx.id_context): ctx for ctx in self._by_fingerprint.values()
         }
         self.clear()
         for fingerprint, ctx in self._by_fingerprint.items():
             self[":" + fingerprint] = ctx
+        return stale
+
+    def refresh(self) -> None:
+        """Bring the contexts in line with the store (new, changed, removed peers); blocks."""
+        self._last_refresh = time.monotonic()
+        wanted = self._wanted()
+        opened = self._open(wanted, frozenset(self._by_fingerprint))
+        for ctx in self._install(wanted, opened):
+            ctx.close()
+
+    async def _refresh_off_loop(self) -> None:
+        self._last_refresh = time.monotonic()
+        wanted = await asyncio.to_thread(self._wanted)
+        opened = await asyncio.to_thread(self._open, wanted, frozenset(self._by_fingerprint))
+        stale = self._install(wanted, opened)
+        for ctx in stale:
+            await asyncio.to_thread(ctx.close)
+
+    async def ensure(self, unprotected: dict[int, Any]) -> None:
+        """Before a request is unprotected: for an unknown ``kid``, read the store again
+        (at most once a second, one refresh at a time) without blocking the event loop."""
+        if _kid_of(unprotected) in self._by_kid:
+            return
+        if self._refreshing is None or self._refreshing.done():
+            if time.monotonic() - self._last_refresh <= _REFRESH_INTERVAL_S:
+                return
+            self._refreshing = asyncio.ensure_future(self._refresh_off_loop())
+        try:
+            await asyncio.shield(self._refreshing)
+        except Exception:
+            log.exception("cannot read the OSCORE contexts from the store")
 
     def find_oscore(self, unprotected: dict[int, Any]) -> StoredServerContext:
-        key = (unprotected.get(oscore.COSE_KID), unprotected.get(oscore.COSE_KID_CONTEXT))
-        found = self._by_kid.get(key)  # type: ignore[arg-type]
-        if found is None and time.monotonic() - self._last_refresh > _REFRESH_INTERVAL_S:
-            self.refresh()
-            found = self._by_kid.get(key)  # type: ignore[arg-type]
+        found = self._by_kid.get(_kid_of(unprotected))
         if found is None:
             raise KeyError("no OSCORE context for this kid")
         return found
@@ -203,11 +269,33 @@ class AsServerCredentials(CredentialsMap):  # type: ignore[misc]
 
     def close(self) -> None:
         """Persist every context's state (RFC 8613 Appendix B.1) and release the locks."""
+        self._closed = True
         for ctx in self._by_fingerprint.values():
             ctx.close()
         self._by_fingerprint.clear()
         self._by_kid.clear()
         self.clear()
+
+
+class AsOscoreSite(StrictOscoreSiteWrapper):
+    """The OSCORE site wrapper that lets :class:`AsServerCredentials` learn of new peers
+    (off the event loop) before a request naming an unknown ``kid`` is unprotected."""
+
+    def __init__(self, inner_site: Any, server_credentials: AsServerCredentials) -> None:
+        super().__init__(inner_site, server_credentials)
+        self._as_credentials = server_credentials
+
+    async def render_to_pipe(self, pipe: Any) -> None:
+        request = pipe.request
+        unprotected: dict[int, Any] | None = None
+        # A malformed OSCORE option is the wrapper's to refuse (4.02).
+        with contextlib.suppress(
+            oscore.NotAProtectedMessage, oscore.DecodeError, IndexError, ValueError
+        ):
+            unprotected = oscore.verify_start(request)
+        if unprotected is not None:
+            await self._as_credentials.ensure(unprotected)
+        await super().render_to_pipe(pipe)
 
 
 def _principal(request: aiocoap.Message) -> tuple[str, str] | None:
@@ -239,15 +327,13 @@ class _AceResource(aiocoap.resource.Resource):  # type: ignore[misc]
 
     def __init__(
         self,
-        store: AuthzStore,
-        config: AuthzServerConfig,
+        service: AuthzService,
         *,
         clock: Callable[[], int] = lambda: int(time.time()),
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
         super().__init__()
-        self.store = store
-        self.config = config
+        self.service = service
         self.clock = clock
         self.random_bytes = random_bytes
 
@@ -279,8 +365,8 @@ class TokenResource(_AceResource):
         if kind != "client":
             raise InvalidClient("this context does not belong to a client")
         request = parse_cbor_token_request(payload, client_id)
-        response = issue_token(
-            self.store, self.config, request, now=self.clock(), random_bytes=self.random_bytes
+        response = self.service.issue_token(
+            request, now=self.clock(), random_bytes=self.random_bytes
         )
         record = response.record
         log.info(
@@ -305,13 +391,13 @@ class IntrospectResource(_AceResource):
         token = parse_cbor_introspection_request(payload)
         audiences: list[str] = []
         if kind == "rs":
-            rs = self.store.get_resource_server(name)
+            rs = self.service.store.get_resource_server(name)
             if rs is None:
                 raise InvalidClient("unknown resource server")
             audiences = [rs.audience]
         else:
             raise InvalidClient("only resource servers may introspect over CoAP")
-        result = introspect(self.store, self.config, token, now=self.clock(), audiences=audiences)
+        result = self.service.introspect(token, now=self.clock(), audiences=audiences)
         log.info("introspection by %s %s: active=%s", kind, name, result.active)
         return _ace_response(aiocoap.CREATED, result.to_cbor_map())
 
@@ -322,20 +408,28 @@ def build_site(
     state_dir: Path,
     *,
     clock: Callable[[], int] | None = None,
+    service: AuthzService | None = None,
 ) -> tuple[StrictOscoreSiteWrapper, AsServerCredentials]:
     """The AS's root resource (``/token``, ``/introspect``, ``/.well-known/core``)
-    wrapped for OSCORE, and the credentials to close on shutdown."""
+    wrapped for OSCORE, and the credentials to close on shutdown.
+
+    ``service`` answers the requests (one may be shared with the HTTP front, so
+    both use one key ring); by default one on ``store`` and ``config``. This
+    reads the store and opens the OSCORE state: call it before serving, or in a
+    worker thread.
+    """
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
+    answering = service if service is not None else AuthzService(store, config)
     site = aiocoap.resource.Site()
     credentials = AsServerCredentials(store, Path(state_dir))
     harden_message_decoding()
-    root = StrictOscoreSiteWrapper(site, credentials)
+    root = AsOscoreSite(site, credentials)
     # Bodies are bounded while blocks arrive, not after reassembly (RFC 7959 §2.9.3);
     # .well-known/core takes no body at all.
     wkc = aiocoap.resource.WKCResource(site.get_resources_as_linkheader)
     root.add_bounded([".well-known", "core"], wkc, 0)
-    root.add_bounded(["token"], TokenResource(store, config, **kwargs), MAX_REQUEST_BYTES)
-    introspection = IntrospectResource(store, config, **kwargs)
+    root.add_bounded(["token"], TokenResource(answering, **kwargs), MAX_REQUEST_BYTES)
+    introspection = IntrospectResource(answering, **kwargs)
     root.add_bounded(["introspect"], introspection, MAX_REQUEST_BYTES)
     return root, credentials

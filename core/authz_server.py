@@ -1,8 +1,13 @@
 """The Authorization Server's token and introspection logic, sans-IO (RFC 9200 §5.8, §5.9).
 
-A token request runs through the checks of RFC 9200 §5.8.1-§5.8.3 in order,
-each raising the :class:`~keybound.core.errors.KeyboundError` the bindings
-render:
+Sans-IO: the functions here take the records a request names (the client's,
+the RS's, the token's) and return what to record; they touch no store.
+:class:`keybound.core.authz_service.AuthzService` reads and writes the store
+around them.
+
+A token request runs through the checks of RFC 9200 §5.8.1-§5.8.3 in order
+(:func:`authorize`), each raising the :class:`~keybound.core.errors.KeyboundError`
+the bindings render:
 
 1. the client is authenticated by the binding (OSCORE context on CoAP,
    RFC 9203 §3.1; ``client_secret_basic`` on HTTP, RFC 6749 §2.3.1) and
@@ -23,14 +28,17 @@ render:
    with ``token_type`` ``DPoP``), OSCORE input material for the OSCORE
    profile (RFC 9203 §3.2), a fresh symmetric key, or, only when the AS is
    configured for it, a key pair the AS generates. Anything else is
-   :class:`UnsupportedPopKey`;
+   :class:`UnsupportedPopKey`. The ACE profile decides the key when the client
+   sent none (:mod:`keybound.core.authz_profiles`);
 6. the ACE profile (RFC 9200 §5.8.4.3): the requested one if the RS speaks it,
    else the RS's first (:class:`IncompatibleAceProfiles`);
-7. the token. An RS with a clock gets ``exp`` and a random ``cti``. An RS
-   without one gets ``exi`` and, as ``cti``, the per-RS sequence number from
-   :meth:`AuthzStore.next_sequence`, encoded by :mod:`keybound.core.exi` (the
-   shortest CBOR encoding of the unsigned integer, in a byte string; RFC 9200
-   §5.10.3); the RS reads it back with the same module.
+7. the token (:func:`mint_token`). An RS with a clock gets ``exp`` and a
+   random ``cti``. An RS without one gets ``exi`` and, as ``cti``, the per-RS
+   sequence number the caller took from
+   :meth:`~keybound.core.authz_store.AuthzStore.next_sequence`, encoded by
+   :mod:`keybound.core.exi` (the shortest CBOR encoding of the unsigned
+   integer, in a byte string; RFC 9200 §5.10.3); the RS reads it back with
+   the same module.
 
 Protection: a ``cnf`` carrying a secret (a symmetric key, or an OSCORE master
 secret) is always encrypted for the RS with the RS's token key (COSE_Encrypt0,
@@ -39,10 +47,10 @@ check who issued it, RFC 8392 Appendix A.6). A public-key ``cnf`` is a
 COSE_Sign1 with ES256. JWTs likewise: a JWE for the RS (RFC 7516, ``dir`` +
 A128GCM) for secrets, a JWS ES256 otherwise.
 
-Every token is recorded (:class:`IssuedToken`). Sequence-number ``cti``
-values repeat across resource servers, so such tokens are recorded under
-:func:`record_cti`, ``b"AUDIENCE#SEQ"``; random ``cti`` values are recorded
-as they are.
+Every token is recorded (:attr:`TokenResponse.record`, by the caller).
+Sequence-number ``cti`` values repeat across resource servers, so such
+tokens are recorded under :func:`record_cti`, ``b"AUDIENCE#SEQ"``; random
+``cti`` values are recorded as they are.
 
 No refresh tokens are issued: the only grant is client credentials, for
 which RFC 6749 §4.4.3 says a refresh token should not be included, so the
@@ -58,12 +66,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import cbor, cwt, jwt
+from .authz_profiles import PopBinding, PopRequest, as_profile
 from .authz_store import (
     TOKEN_FORMATS,
-    AuthzStore,
     Client,
     IssuedToken,
-    ResourceServer,
+    RsRecord,
     TokenFormat,
 )
 from .errors import (
@@ -85,21 +93,23 @@ from .numbers.cnf_methods import CnfMethod
 from .numbers.cose_algorithms import Algorithm
 from .numbers.cose_keys import Curve, KeyType
 from .numbers.grant_types import GrantType
-from .numbers.token_types import TOKEN_TYPE_NAMES
+from .numbers.token_types import TOKEN_TYPE_NAMES, TokenType
 from .oscore_material import OscoreInputMaterial
 from .scope import TextScope
-from .token import AccessToken, Cnf, CnfEncryptedKey, CnfJkt, CnfKey, CnfOsc
+from .token import AccessToken, CnfEncryptedKey, CnfJkt, CnfKey
 
 __all__ = [
     "MAX_REQUEST_BYTES",
     "AuthzServerConfig",
     "IntrospectionResult",
     "PopKeyKind",
+    "TokenGrant",
     "TokenRequest",
     "TokenResponse",
-    "authenticated_client",
-    "introspect",
-    "issue_token",
+    "authorize",
+    "introspection_result",
+    "mint_token",
+    "on_record_as",
     "parse_cbor_introspection_request",
     "parse_cbor_token_request",
     "parse_form_token_request",
@@ -377,9 +387,8 @@ def parse_cbor_introspection_request(payload: bytes) -> bytes:
 # ---- the checks ---------------------------------------------------------------------------
 
 
-def authenticated_client(store: AuthzStore, client_id: str) -> Client:
+def _check_client(client: Client | None) -> Client:
     """The client record, or :class:`InvalidClient` (RFC 6749 §5.2)."""
-    client = store.get_client(client_id)
     if client is None:
         raise InvalidClient("unknown client")
     return client
@@ -395,16 +404,15 @@ def _check_grant(grant: str | int | None) -> None:
     raise UnsupportedGrantType(f"grant type {grant!r} is not supported; use client_credentials")
 
 
-def _resource_server(store: AuthzStore, audience: str | None) -> ResourceServer:
+def _check_audience(rs: RsRecord | None, audience: str | None) -> RsRecord:
     if audience is None:
         raise InvalidRequest("audience is required", claim="audience")
-    rs = store.get_resource_server_by_audience(audience)
-    if rs is None:
+    if rs is None or rs.audience != audience:
         raise AccessDenied(f"unknown audience {audience!r}")
     return rs
 
 
-def _granted_scope(client: Client, rs: ResourceServer, requested: str | None) -> TextScope:
+def _granted_scope(client: Client, rs: RsRecord, requested: str | None) -> TextScope:
     allowed = client.allowed_scopes(rs.audience)
     if not allowed:
         raise InvalidScope(f"no scope at {rs.audience!r} is granted to this client")
@@ -417,7 +425,7 @@ def _granted_scope(client: Client, rs: ResourceServer, requested: str | None) ->
     return granted
 
 
-def _profile(rs: ResourceServer, requested: int | None) -> int:
+def _profile(rs: RsRecord, requested: int | None) -> int:
     if not rs.profiles:
         raise IncompatibleAceProfiles("the resource server has no ACE profile")
     if requested is None:
@@ -425,6 +433,20 @@ def _profile(rs: ResourceServer, requested: int | None) -> int:
     if requested not in rs.profiles:
         raise IncompatibleAceProfiles(f"the resource server does not speak profile {requested}")
     return requested
+
+
+def _check_pop_request(config: AuthzServerConfig, request: TokenRequest) -> None:
+    if request.dpop_jkt is not None:
+        if request.token_format != _JWT:
+            raise InvalidRequest("a DPoP-bound access token is a JWT (RFC 9449 §6.1)")
+        if request.req_cnf is not None:
+            raise InvalidRequest("a DPoP proof and a key of the client's own exclude each other")
+    elif (
+        request.req_cnf is None
+        and request.pop_key == "generated-pair"
+        and not config.allow_generated_key_pairs
+    ):
+        raise UnsupportedPopKey("this AS does not generate key pairs; send your public key")
 
 
 def sequence_cti(sequence: int) -> bytes:
@@ -449,93 +471,144 @@ def sequence_record_cti(audience: str, sequence: int) -> bytes:
     return f"{audience}#{sequence}".encode()
 
 
-def _token_key(rs: ResourceServer) -> Key:
-    current = rs.token_key
-    return Key.from_cose_key(current.key).with_kid(current.kid)
+@dataclass(frozen=True)
+class TokenGrant:
+    """A token request that passed every check (RFC 9200 §5.8.1-§5.8.3): what to issue.
+
+    Made by :func:`authorize` from the records the request names; nothing is
+    random or recorded yet. A grant for an RS without a clock needs a sequence
+    number (:attr:`needs_sequence`) before :func:`mint_token`.
+    """
+
+    request: TokenRequest
+    client: Client
+    rs: RsRecord
+    scope: TextScope
+    profile: int | None
+    """The ACE profile (RFC 9200 §5.8.4.3); ``None`` for a JWT."""
+
+    @property
+    def needs_sequence(self) -> bool:
+        """Whether the token carries ``exi`` and a sequence-number ``cti`` (RFC 9200 §5.10.3)."""
+        return not self.rs.has_clock
+
+
+def authorize(
+    config: AuthzServerConfig,
+    request: TokenRequest,
+    *,
+    client: Client | None,
+    rs: RsRecord | None,
+) -> TokenGrant:
+    """Run the checks of a token request (RFC 9200 §5.8) on the records it names.
+
+    ``client`` is the record of ``request.client_id`` and ``rs`` that of
+    ``request.audience``, each ``None`` when the store has none. Raises the
+    error of the first check that fails, in the order of the module docstring.
+    """
+    known = _check_client(client)
+    _check_grant(request.grant_type)
+    audience_rs = _check_audience(rs, request.audience)
+    scope = _granted_scope(known, audience_rs, request.scope)
+    profile = _profile(audience_rs, request.ace_profile) if request.token_format == _CWT else None
+    _check_pop_request(config, request)
+    return TokenGrant(request=request, client=known, rs=audience_rs, scope=scope, profile=profile)
+
+
+def _pop_binding(
+    config: AuthzServerConfig,
+    grant: TokenGrant,
+    token_key: Key,
+    random_bytes: RandomBytes,
+) -> PopBinding:
+    request = grant.request
+    if request.dpop_jkt is not None:
+        return PopBinding(
+            cnf=CnfJkt(request.dpop_jkt), encrypt=False, cnf_id=b64u_decode(request.dpop_jkt)
+        )
+    profile = as_profile(grant.profile)
+    if profile is not None:
+        bound = profile.bind(
+            PopRequest(
+                client_key=request.req_cnf,
+                automatic=request.pop_key == "auto",
+                random_bytes=random_bytes,
+                oscore_salt=config.oscore_salt,
+            )
+        )
+        if bound is not None:
+            return bound
+    if request.req_cnf is not None:
+        return PopBinding(
+            cnf=CnfKey(request.req_cnf), encrypt=False, cnf_id=request.req_cnf.cose_thumbprint()
+        )
+    if request.pop_key == "generated-pair":
+        pair = Key.generate_ec2(
+            Curve.P_256, kid=random_bytes(4).hex().encode(), alg=Algorithm.ES256
+        )
+        return PopBinding(
+            cnf=CnfKey(pair.public_key()),
+            encrypt=False,
+            cnf_id=pair.cose_thumbprint(),
+            client_key=pair,
+        )
+    symmetric = Key.symmetric(random_bytes(16), kid=random_bytes(4).hex().encode())
+    if request.token_format == _JWT:
+        sealed = CnfEncryptedKey(jwe=jwt.seal_key(symmetric, token_key))
+        return PopBinding(cnf=sealed, encrypt=False, cnf_id=symmetric.kid, client_key=symmetric)
+    return PopBinding(
+        cnf=CnfKey(symmetric), encrypt=True, cnf_id=symmetric.kid, client_key=symmetric
+    )
 
 
 def _protect(
     token: AccessToken,
     config: AuthzServerConfig,
-    rs: ResourceServer,
+    token_key: Key,
     *,
     secret: bool,
     token_format: TokenFormat,
 ) -> bytes | str:
     if token_format == _JWT:
         if secret:
-            return jwt.encode_encrypted(token, _token_key(rs), alg="dir", enc="A128GCM")
+            return jwt.encode_encrypted(token, token_key, alg="dir", enc="A128GCM")
         return jwt.encode(token, config.signing_key, alg="ES256")
     sign = cwt.Sign1(config.signing_key, Algorithm.ES256)
     if not secret:
         return cwt.encode(token, sign)
-    encrypt = cwt.Encrypt0(_token_key(rs), Algorithm.AES_CCM_16_64_128)
+    encrypt = cwt.Encrypt0(token_key, Algorithm.AES_CCM_16_64_128)
     if config.nested:
         return cwt.encode(token, cwt.Nested(sign, encrypt))
     return cwt.encode(token, encrypt)
 
 
-def issue_token(
-    store: AuthzStore,
+def mint_token(
     config: AuthzServerConfig,
-    request: TokenRequest,
+    grant: TokenGrant,
     *,
+    token_key: Key,
     now: int,
     random_bytes: RandomBytes,
+    sequence: int | None = None,
 ) -> TokenResponse:
-    """Validate, authorize and answer a token request (RFC 9200 §5.8), and record the token."""
-    client = authenticated_client(store, request.client_id)
-    _check_grant(request.grant_type)
-    rs = _resource_server(store, request.audience)
-    scope = _granted_scope(client, rs, request.scope)
-    profile = _profile(rs, request.ace_profile) if request.token_format == _CWT else None
+    """Make the token of ``grant`` and the answer (RFC 9200 §5.8.2); records nothing.
 
-    cnf: Cnf
-    osc: OscoreInputMaterial | None = None
-    client_key: Key | None = None
-    secret = False
-    cnf_id: bytes | None = None
-    if request.dpop_jkt is not None:
-        if request.token_format != _JWT:
-            raise InvalidRequest("a DPoP-bound access token is a JWT (RFC 9449 §6.1)")
-        if request.req_cnf is not None:
-            raise InvalidRequest("a DPoP proof and a key of the client's own exclude each other")
-        cnf = CnfJkt(request.dpop_jkt)
-        cnf_id = b64u_decode(request.dpop_jkt)
-    elif request.req_cnf is not None:
-        cnf = CnfKey(request.req_cnf)
-        cnf_id = request.req_cnf.cose_thumbprint()
-    elif request.pop_key == "generated-pair":
-        if not config.allow_generated_key_pairs:
-            raise UnsupportedPopKey("this AS does not generate key pairs; send your public key")
-        client_key = Key.generate_ec2(
-            Curve.P_256, kid=random_bytes(4).hex().encode(), alg=Algorithm.ES256
-        )
-        cnf = CnfKey(client_key.public_key())
-        cnf_id = client_key.cose_thumbprint()
-    elif request.pop_key == "auto" and profile == AceProfile.COAP_OSCORE:
-        osc = OscoreInputMaterial(
-            id=random_bytes(3),
-            ms=random_bytes(16),
-            salt=random_bytes(8) if config.oscore_salt else None,
-        )
-        cnf, secret, cnf_id = CnfOsc(osc), True, osc.id
-    else:
-        client_key = Key.symmetric(random_bytes(16), kid=random_bytes(4).hex().encode())
-        cnf_id = client_key.kid
-        if request.token_format == _JWT:
-            cnf = CnfEncryptedKey(jwe=jwt.seal_key(client_key, _token_key(rs)))
-        else:
-            cnf, secret = CnfKey(client_key), True
+    ``token_key`` is the RS's current token key (RFC 9200 §6.1), parsed;
+    ``sequence`` the RS's next sequence number when :attr:`TokenGrant.needs_sequence`
+    (RFC 9200 §5.10.3), else ``None``. The caller records
+    :attr:`TokenResponse.record` before it sends the token.
+    """
+    if grant.needs_sequence != (sequence is not None):
+        raise ValueError("a sequence number is needed exactly for an RS without a clock")
+    request, client, rs, scope = grant.request, grant.client, grant.rs, grant.scope
+    binding = _pop_binding(config, grant, token_key, random_bytes)
 
     lifetime = min(request.lifetime or rs.default_lifetime, config.max_lifetime)
-    sequence: int | None = None
-    if rs.has_clock:
+    if sequence is None:
         cti = random_bytes(16)
         exp: int | None = now + lifetime
         exi: int | None = None
     else:
-        sequence = store.next_sequence(rs.audience)
         cti, exp, exi = sequence_cti(sequence), None, lifetime
     jwt_client: dict[str, str] = {}
     if request.token_format == _JWT:
@@ -552,11 +625,13 @@ def issue_token(
         exi=exi,
         cti=cti,
         scope=scope,
-        cnf=cnf,
-        ace_profile=profile,
+        cnf=binding.cnf,
+        ace_profile=grant.profile,
         extra=jwt_client,
     )
-    encoded = _protect(token, config, rs, secret=secret, token_format=request.token_format)
+    encoded = _protect(
+        token, config, token_key, secret=binding.encrypt, token_format=request.token_format
+    )
     record = IssuedToken(
         cti=record_cti(rs.audience, cti, sequenced=sequence is not None),
         client_id=client.client_id,
@@ -567,9 +642,8 @@ def issue_token(
         exp=exp,
         exi=exi,
         sequence=sequence,
-        cnf_id=cnf_id,
+        cnf_id=binding.cnf_id,
     )
-    store.record_token(record)
     return TokenResponse(
         access_token=encoded,
         expires_in=lifetime,
@@ -577,9 +651,9 @@ def issue_token(
         scope=scope,
         scope_changed=request.scope is not None and str(scope) != request.scope,
         record=record,
-        ace_profile=profile,
-        osc=osc,
-        client_key=client_key,
+        ace_profile=grant.profile,
+        osc=binding.osc,
+        client_key=binding.client_key,
     )
 
 
@@ -605,7 +679,7 @@ class IntrospectionResult:
             if number in claims:
                 out[number] = claims[number]
         out[IntrospectionParameter.CLIENT_ID.value] = self.record.client_id
-        out[IntrospectionParameter.TOKEN_TYPE.value] = 2  # pop (RFC 9200 §8.7)
+        out[IntrospectionParameter.TOKEN_TYPE.value] = int(TokenType.POP)  # RFC 9200 §8.7
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -626,43 +700,46 @@ def _json_claims(token: AccessToken) -> dict[str, Any]:
         return token.replace(cnf=None).to_jwt_claims()
 
 
-def _decode_any(store: AuthzStore, config: AuthzServerConfig, token: bytes | str) -> AccessToken:
-    keys: list[Key] = [config.public_key]
-    for rs in store.list_resource_servers():
-        for version in rs.token_keys:
-            keys.append(Key.from_cose_key(version.key).with_kid(version.kid))
-    if isinstance(token, bytes) and token[:1] not in (b"e",):
-        return cwt.decode(token, keys).token
-    return jwt.decode(token, keys).token
+def on_record_as(
+    config: AuthzServerConfig, token: bytes | str, keys: Sequence[Key]
+) -> tuple[AccessToken, bytes] | None:
+    """Decode ``token`` for introspection: the token and the key it is recorded under.
+
+    ``keys`` are every key a token of this AS may be protected with: the AS's
+    public key and each RS's token keys (:class:`~keybound.core.authz_service.KeyRing`).
+    ``None`` when the token does not decode, was not issued by this AS, or
+    names no ``cti`` or audience: it is then inactive without a look at the record.
+    """
+    try:
+        if isinstance(token, bytes) and token[:1] not in (b"e",):
+            decoded = cwt.decode(token, list(keys)).token
+        else:
+            decoded = jwt.decode(token, list(keys)).token
+    except KeyboundError:
+        return None
+    if decoded.iss != config.issuer or decoded.cti is None or not decoded.aud:
+        return None
+    try:
+        key = record_cti(decoded.aud[0], decoded.cti, sequenced=decoded.exi is not None)
+    except KeyboundError:
+        return None
+    return decoded, key
 
 
-def introspect(
-    store: AuthzStore,
-    config: AuthzServerConfig,
-    token: bytes | str,
+def introspection_result(
+    decoded: AccessToken,
+    record: IssuedToken | None,
     *,
     now: int,
     audiences: Sequence[str] | None = None,
 ) -> IntrospectionResult:
-    """Whether ``token`` is active, and its claims (RFC 7662 §2.2, RFC 9200 §5.9.2).
+    """Whether a decoded token is active, given its record (RFC 7662 §2.2, RFC 9200 §5.9.2).
 
-    Inactive when the token does not decode with the AS's keys, was not issued
-    by this AS, is not on record, is revoked or has expired. ``audiences``
-    restricts the answer to tokens for those audiences (an RS asking about
-    tokens of another RS learns only ``active: false``, RFC 7662 §4).
+    Inactive when the token is not on record, is revoked or has expired.
+    ``audiences`` restricts the answer to tokens for those audiences (an RS
+    asking about tokens of another RS learns only ``active: false``, RFC 7662 §4).
     """
-    try:
-        decoded = _decode_any(store, config, token)
-    except KeyboundError:
-        return IntrospectionResult(active=False)
-    if decoded.iss != config.issuer or decoded.cti is None or not decoded.aud:
-        return IntrospectionResult(active=False)
     audience = decoded.aud[0]
-    try:
-        key = record_cti(audience, decoded.cti, sequenced=decoded.exi is not None)
-    except KeyboundError:
-        return IntrospectionResult(active=False)
-    record = store.get_token(key)
     if record is None or record.revoked or record.audience != audience:
         return IntrospectionResult(active=False)
     if record.exp is not None and record.exp <= now:

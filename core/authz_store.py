@@ -44,7 +44,7 @@ __all__ = [
     "IssuedToken",
     "IssuerSettings",
     "OscoreContext",
-    "ResourceServer",
+    "RsRecord",
     "TokenFormat",
     "TokenKey",
     "UnknownRecord",
@@ -154,8 +154,10 @@ class TokenKey:
 
 
 @dataclass(frozen=True)
-class ResourceServer:
-    """A resource server the AS issues tokens for (RFC 9200 §5.8.1, ``audience``)."""
+class RsRecord:
+    """The AS's record of a resource server it issues tokens for (RFC 9200 §5.8.1,
+    ``audience``); the RS's own state machine is
+    :class:`keybound.core.resource_server.ResourceServer`."""
 
     name: str
     audience: str
@@ -300,19 +302,19 @@ class AuthzStore(Protocol):
         default_lifetime: int = 3600,
         introspection_context: OscoreContext | None = None,
         now: int | None = None,
-    ) -> ResourceServer:
+    ) -> RsRecord:
         """Register a resource server; ``name`` and ``audience`` are unique."""
         ...
 
-    def get_resource_server(self, name: str) -> ResourceServer | None:
+    def get_resource_server(self, name: str) -> RsRecord | None:
         """A resource server by its local name."""
         ...
 
-    def get_resource_server_by_audience(self, audience: str) -> ResourceServer | None:
+    def get_resource_server_by_audience(self, audience: str) -> RsRecord | None:
         """A resource server by the ``audience`` a token request names (RFC 9200 §5.8.1)."""
         ...
 
-    def list_resource_servers(self) -> list[ResourceServer]:
+    def list_resource_servers(self) -> list[RsRecord]:
         """All resource servers, by name."""
         ...
 
@@ -332,7 +334,7 @@ class AuthzStore(Protocol):
         *,
         keep_previous: int = 1,
         now: int | None = None,
-    ) -> ResourceServer:
+    ) -> RsRecord:
         """Make a new token key current; keep the ``keep_previous`` newest old versions."""
         ...
 
@@ -379,7 +381,7 @@ class AuthzStore(Protocol):
         replacing the previous one; it is stored hashed, apart from the token key."""
         ...
 
-    def verify_introspection_secret(self, name: str, secret: str) -> ResourceServer:
+    def verify_introspection_secret(self, name: str, secret: str) -> RsRecord:
         """Authenticate RS ``name`` at HTTP introspection by its introspection secret.
 
         Returns the RS, or raises :class:`keybound.core.errors.InvalidClient` for an

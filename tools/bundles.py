@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keybound.core.authz_store import IssuerSettings, OscoreContext, ResourceServer
+from keybound.core.authz_store import IssuerSettings, OscoreContext, RsRecord
 from keybound.core.errors import DecodeError, KeyboundError
 from keybound.core.keys import Key
 from keybound.core.oscore_derivation import DerivedContext
@@ -360,7 +360,7 @@ def _introspection(
 
 
 def rs_bundle(
-    rs: ResourceServer,
+    rs: RsRecord,
     issuer: IssuerSettings,
     *,
     as_base: str,

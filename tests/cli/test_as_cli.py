@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from keybound.core.authz_server import TokenRequest, introspect, issue_token
+from keybound.core.authz_server import TokenRequest
+from keybound.core.authz_service import AuthzService
 from keybound.core.authz_store import IssuedToken
 from keybound.core.errors import InvalidClient
 from keybound.core.exi import decode_exi_sequence
@@ -160,15 +161,18 @@ def test_revoke_by_sequence_number(db_url: str, tmp_path: Path, number: int) -> 
             .values(value=number - 1)
         )
     request = TokenRequest(client_id="sensor-1", audience="door")
-    response = issue_token(store, config, request, now=int(time.time()), random_bytes=os.urandom)
+    service = AuthzService(store, config)
+    response = service.issue_token(request, now=int(time.time()), random_bytes=os.urandom)
     assert decode_exi_sequence(response.token.cti) == number
-    assert introspect(store, config, response.access_token, now=int(time.time())).active
+    assert service.introspect(response.access_token, now=int(time.time())).active
     store.close()
 
     revoked = ok(kb_as("revoke", f"door#{number}", "--json", db=db_url, cwd=tmp_path))
     assert revoked["revoked"] is True
     with SqlAuthzStore.open(db_url) as reopened:
-        result = introspect(reopened, config, response.access_token, now=int(time.time()))
+        result = AuthzService(reopened, config).introspect(
+            response.access_token, now=int(time.time())
+        )
     assert result.to_cbor_map() == {10: False}
 
 

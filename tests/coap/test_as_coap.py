@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import cbor2
 import pytest
 from aiocoap import oscore
 
+from keybound.coap import authz_server_site
 from keybound.coap.authz_server_site import build_site
 from keybound.core import cwt
 from keybound.core.authz_store import OscoreContext
@@ -20,8 +22,9 @@ from keybound.core.keys import Key
 from keybound.core.numbers.cose_headers import CoseTag
 from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.token import CnfKey, CnfOsc
-from keybound.tools.authz_server.provision import as_config
-from tests.helpers.authz import ISSUER, client_context_dir, db_url, free_port, provision
+from keybound.tools.authz_server.provision import add_clients, as_config
+from tests.helpers.authz import ISSUER, client_context_dir, db_url, provision
+from tests.helpers.ports import free_port
 
 __all__ = ["db_url"]
 
@@ -304,3 +307,40 @@ def test_rs_context_cannot_get_tokens(db_url: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", [50])
 def test_wrong_content_format(db_url: str, tmp_path: Path, fmt: int) -> None:
     _error_case(db_url, tmp_path, {5: "temp"}, aiocoap.BAD_REQUEST, 1, fmt=fmt)
+
+
+def test_a_client_added_while_running_is_found_without_store_work_on_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """find_oscore only looks up; ensure() reads the store in a worker thread first."""
+    monkeypatch.setattr(authz_server_site, "_REFRESH_INTERVAL_S", -1.0)  # no rate limit here
+    setup = provision(f"sqlite:///{tmp_path / 'as.db'}")
+    store = setup["store"]
+    _site, credentials = build_site(store, as_config(store), tmp_path / "state")
+    late = add_clients(store, ["late-1"], {"temp": ["read"]})[0]
+    assert late.oscore is not None
+    unprotected = {oscore.COSE_KID: late.oscore.sender_id}
+    with pytest.raises(KeyError):
+        credentials.find_oscore(unprotected)  # no refresh inside the lookup
+    reads: list[str] = []
+    list_clients = store.list_clients
+
+    def recording_list_clients() -> Any:
+        reads.append(threading.current_thread().name)
+        return list_clients()
+
+    monkeypatch.setattr(store, "list_clients", recording_list_clients)
+
+    async def main() -> None:
+        await credentials.ensure(unprotected)
+        reads.append("loop:" + threading.current_thread().name)
+
+    try:
+        asyncio.run(main())
+        found = credentials.find_oscore(unprotected)
+        assert found.principal == ("client", "late-1")
+        assert len(reads) == 2
+        assert reads[0] != reads[1].removeprefix("loop:")  # the store was read off the loop
+    finally:
+        credentials.close()
+        store.close()

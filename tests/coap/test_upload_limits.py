@@ -22,7 +22,8 @@ from keybound.core.authz_info import AuthzInfoRequest
 from keybound.core.authz_server import MAX_REQUEST_BYTES
 from keybound.tools.authz_server.provision import as_config
 from tests.coap.test_rs_coap import client_ctx, serving
-from tests.helpers.authz import db_url, free_port, provision
+from tests.helpers.authz import db_url, provision
+from tests.helpers.ports import free_port
 from tests.helpers.rs import Keys, establish, material, mint, post_authz_info, request, run
 
 __all__ = ["db_url"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,9 @@ from keybound.tools.authz_server.provision import (
 )
 from keybound.tools.authz_server.storage import SqlAuthzStore
 from keybound.tools.bundles import device_bundle, rs_bundle
-from tests.helpers.ports import free_port as conftest_free_port
 from tests.helpers.require import require
 
 ISSUER = "coap://as.example"
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    return conftest_free_port(kind)
 
 
 def _pg_url() -> str | None:

@@ -41,9 +41,10 @@ from keybound.core.token import CnfJkt
 from keybound.tools.authz_server.server import RunningServer
 from keybound.tools.cli import client_commands as client_cli
 from keybound.tools.http import DPoPAuth, jwt_token_verifier_from_metadata
-from tests.helpers.authz import ISSUER, free_port, provision
+from tests.helpers.authz import ISSUER, provision
 from tests.helpers.paths import BIN, ROOT
 from tests.helpers.pg import database_url
+from tests.helpers.ports import free_port
 from tests.helpers.processes import wait_for_log
 
 T = TypeVar("T")

@@ -29,13 +29,13 @@ from keybound.core.authz_store import (
     UnknownRecord,
 )
 from keybound.core.errors import InvalidClient, KeyboundError
-from keybound.tools.authz_server.storage import (
+from keybound.tools.authz_server.database import (
     DEFAULT_DATABASE_NAME,
-    SCHEMA_VERSION,
-    SqlAuthzStore,
     StorageError,
     resolve_database_url,
 )
+from keybound.tools.authz_server.schema import SCHEMA_VERSION
+from keybound.tools.authz_server.storage import SqlAuthzStore
 from tests.helpers.pg import pg_base_url, temporary_pg_schema
 
 # Key material is opaque to the store; these stand in for COSE_Key bytes.

@@ -52,10 +52,9 @@ from keybound.core.authz_server import (
     MAX_REQUEST_BYTES,
     AuthzServerConfig,
     TokenRequest,
-    introspect,
-    issue_token,
     parse_form_token_request,
 )
+from keybound.core.authz_service import AuthzService
 from keybound.core.authz_store import AuthzStore
 from keybound.core.dpop import DEFAULT_ALGS
 from keybound.core.dpop_token_endpoint import (
@@ -159,6 +158,7 @@ def create_app(
     dpop: DPoPTokenEndpointPolicy | None = None,
     clock: Callable[[], int] = lambda: int(time.time()),
     random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    service: AuthzService | None = None,
 ) -> Starlette:
     """The Starlette app.
 
@@ -166,8 +166,11 @@ def create_app(
     names endpoints under it, and DPoP proofs at the token endpoint must carry
     ``htu`` ``{base_url}/token`` (RFC 9449 §4.3 check 9). ``dpop`` sets the
     nonce requirement, replay cache and algorithms of DPoP (RFC 9449 §5, §8);
-    by default proofs are accepted without a nonce.
+    by default proofs are accepted without a nonce. ``service`` answers the
+    requests (one may be shared with the CoAP site); by default one on ``store``
+    and ``config``. Store work runs in worker threads, off the event loop.
     """
+    answering = service if service is not None else AuthzService(store, config)
     token_endpoint = f"{base_url.rstrip('/')}/token"
     dpop_policy = dpop if dpop is not None else DPoPTokenEndpointPolicy()
 
@@ -194,7 +197,7 @@ def create_app(
             if token_request_hook is not None:
                 parsed = await token_request_hook(request, parsed)
             response = await asyncio.to_thread(
-                issue_token, store, config, parsed, now=now, random_bytes=random_bytes
+                answering.issue_token, parsed, now=now, random_bytes=random_bytes, client=client
             )
         except KeyboundError as err:
             log.info("token request refused: %s", err)
@@ -231,7 +234,7 @@ def create_app(
                 raise InvalidRequest("token is required (RFC 7662 §2.1)")
             audiences = [who] if kind == "rs" else None
             result = await asyncio.to_thread(
-                introspect, store, config, token_text, now=clock(), audiences=audiences
+                answering.introspect, token_text, now=clock(), audiences=audiences
             )
             if kind == "client" and result.record is not None and result.record.client_id != who:
                 result = type(result)(active=False)

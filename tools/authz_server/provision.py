@@ -21,7 +21,7 @@ from keybound.core.authz_store import (
     InvalidRecord,
     IssuerSettings,
     OscoreContext,
-    ResourceServer,
+    RsRecord,
 )
 from keybound.core.keys import Key
 from keybound.core.numbers.cose_algorithms import Algorithm
@@ -103,7 +103,7 @@ def add_resource_server(
     *,
     has_clock: bool = True,
     lifetime: int = 3600,
-) -> ResourceServer:
+) -> RsRecord:
     """Register an RS with a new token key and a new OSCORE context for introspection."""
     token_key, kid = new_token_key()
     return store.add_resource_server(
@@ -126,7 +126,7 @@ def new_introspection_secret(store: AuthzStore, name: str) -> str:
     return secret
 
 
-def rotate_token_key(store: AuthzStore, name: str) -> ResourceServer:
+def rotate_token_key(store: AuthzStore, name: str) -> RsRecord:
     """Make a new token key current for RS ``name``, keeping the previous one."""
     token_key, kid = new_token_key()
     return store.rotate_token_key(name, token_key, kid)

@@ -47,7 +47,7 @@ from keybound.core.authz_store import (
     Client,
     IssuedToken,
     OscoreContext,
-    ResourceServer,
+    RsRecord,
     TokenFormat,
     TokenKey,
 )
@@ -344,8 +344,8 @@ def oscore_from_row(row: Row[Any]) -> OscoreContext | None:
     )
 
 
-def resource_server_from_rows(row: Row[Any], keys: Sequence[Row[Any]]) -> ResourceServer:
-    return ResourceServer(
+def resource_server_from_rows(row: Row[Any], keys: Sequence[Row[Any]]) -> RsRecord:
+    return RsRecord(
         name=row.name,
         audience=row.audience,
         scopes=tuple(row.scopes),

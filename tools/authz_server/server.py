@@ -21,6 +21,7 @@ import platformdirs
 import uvicorn
 
 from keybound.coap.authz_server_site import AsServerCredentials, build_site
+from keybound.core.authz_service import AuthzService
 from keybound.core.authz_store import AuthzStore
 from keybound.core.dpop_state import InMemoryReplayCache, NonceIssuer
 from keybound.core.dpop_token_endpoint import DPoPTokenEndpointPolicy
@@ -75,7 +76,8 @@ class RunningServer:
         A taken port is :class:`~keybound.tools.server_ready.AddressInUse`,
         found before the OSCORE state directory is touched.
         """
-        config = as_config(self.store)
+        config = await asyncio.to_thread(as_config, self.store)
+        service = AuthzService(self.store, config)
         tls = self.certfile is not None and self.keyfile is not None
         if self.http is not None:
             check_listen(self.http[0], tls=tls, insecure=self.insecure)
@@ -83,7 +85,10 @@ class RunningServer:
         if self.coap is not None:
             check_port_free("coap", *self.coap)
         if self.coap is not None:
-            site, self._credentials = build_site(self.store, config, self.state_dir)
+            # Reads the store and takes the OSCORE state's locks: off the event loop.
+            site, self._credentials = await asyncio.to_thread(
+                build_site, self.store, config, self.state_dir, service=service
+            )
             self._coap_context = await aiocoap.Context.create_server_context(site, bind=self.coap)
             log.info("CoAP AS listening on %s", url_for("coap", *self.coap))
         if self.http is not None:
@@ -95,6 +100,7 @@ class RunningServer:
                 base_url=self.public_url or f"{scheme}://{_url_host(host)}:{port}",
                 token_request_hook=self.token_request_hook,
                 dpop=self.dpop,
+                service=service,
             )
             uv_config = uvicorn.Config(
                 app,
@@ -137,7 +143,7 @@ class RunningServer:
         if self._coap_context is not None:
             await self._coap_context.shutdown()
         if self._credentials is not None:
-            self._credentials.close()
+            await asyncio.to_thread(self._credentials.close)
 
 
 async def run_authorization_server(

@@ -4,9 +4,7 @@
 Where the database lives and how it is opened is in
 :mod:`keybound.tools.authz_server.database`, the tables and their schema version in
 :mod:`keybound.tools.authz_server.schema`, client secret hashing in
-:mod:`keybound.tools.authz_server.client_secrets`; the names this module has always
-offered (``SCHEMA_VERSION``, ``StorageError``, ``resolve_database_url``, ...) are
-re-exported from there.
+:mod:`keybound.tools.authz_server.client_secrets`.
 
 Concurrency: every method is one short transaction. SQLite runs in WAL mode
 with a busy timeout, and write transactions start with ``BEGIN IMMEDIATE`` so
@@ -42,7 +40,7 @@ from keybound.core.authz_store import (
     IssuedToken,
     IssuerSettings,
     OscoreContext,
-    ResourceServer,
+    RsRecord,
     UnknownRecord,
     validated_scopes,
 )
@@ -53,15 +51,12 @@ from keybound.tools.authz_server.client_secrets import (
     secret_matches,
 )
 from keybound.tools.authz_server.database import (
-    DEFAULT_DATABASE_NAME,
     READ_ONLY,
     StorageError,
     build_engine,
-    default_database_path,
     resolve_database_url,
 )
 from keybound.tools.authz_server.schema import (
-    SCHEMA_VERSION,
     check_schema,
     client_from_rows,
     clients_table,
@@ -76,15 +71,7 @@ from keybound.tools.authz_server.schema import (
     tokens_table,
 )
 
-__all__ = [
-    "DEFAULT_DATABASE_NAME",
-    "SCHEMA_VERSION",
-    "SqlAuthzStore",
-    "StorageError",
-    "default_database_path",
-    "hash_client_secret",
-    "resolve_database_url",
-]
+__all__ = ["SqlAuthzStore"]
 
 
 def _now(now: int | None) -> int:
@@ -232,7 +219,7 @@ class SqlAuthzStore:
         default_lifetime: int = 3600,
         introspection_context: OscoreContext | None = None,
         now: int | None = None,
-    ) -> ResourceServer:
+    ) -> RsRecord:
         """Register a resource server; ``name`` and ``audience`` must be new.
 
         Its sequence counter (RFC 9200 §5.10.3) starts at 0, or continues where
@@ -287,7 +274,7 @@ class SqlAuthzStore:
         assert stored is not None
         return stored
 
-    def _load_resource_server(self, conn: Connection, name: str) -> ResourceServer | None:
+    def _load_resource_server(self, conn: Connection, name: str) -> RsRecord | None:
         row = conn.execute(
             select(resource_servers_table).where(resource_servers_table.c.name == name)
         ).one_or_none()
@@ -298,12 +285,12 @@ class SqlAuthzStore:
         ).all()
         return resource_server_from_rows(row, keys)
 
-    def get_resource_server(self, name: str) -> ResourceServer | None:
+    def get_resource_server(self, name: str) -> RsRecord | None:
         """A resource server by its local name."""
         with self._read() as conn:
             return self._load_resource_server(conn, name)
 
-    def get_resource_server_by_audience(self, audience: str) -> ResourceServer | None:
+    def get_resource_server_by_audience(self, audience: str) -> RsRecord | None:
         """A resource server by ``audience`` (RFC 9200 §5.8.1)."""
         with self._read() as conn:
             name = conn.execute(
@@ -313,7 +300,7 @@ class SqlAuthzStore:
             ).scalar_one_or_none()
             return None if name is None else self._load_resource_server(conn, name)
 
-    def list_resource_servers(self) -> list[ResourceServer]:
+    def list_resource_servers(self) -> list[RsRecord]:
         """All resource servers, by name."""
         with self._read() as conn:
             rows = conn.execute(
@@ -352,7 +339,7 @@ class SqlAuthzStore:
         *,
         keep_previous: int = 1,
         now: int | None = None,
-    ) -> ResourceServer:
+    ) -> RsRecord:
         """Make a new token key current (RFC 9200 §6.1).
 
         The replaced key is marked retired and kept, with up to
@@ -583,7 +570,7 @@ class SqlAuthzStore:
         if changed == 0:
             raise UnknownRecord(f"no resource server named {name!r}")
 
-    def verify_introspection_secret(self, name: str, secret: str) -> ResourceServer:
+    def verify_introspection_secret(self, name: str, secret: str) -> RsRecord:
         """Authenticate RS ``name`` by its introspection secret (constant-time, scrypt).
 
         Raises :class:`~keybound.core.errors.InvalidClient` for an unknown RS or a

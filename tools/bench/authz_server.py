@@ -1,6 +1,6 @@
 """``keybound bench`` group ``as``: token requests per second at the Authorization Server.
 
-In process, :func:`keybound.core.authz_server.issue_token` answers a token
+In process, :meth:`keybound.core.authz_service.AuthzService.issue_token` answers a token
 request against the AS's own storage (:class:`~keybound.tools.authz_server.storage.SqlAuthzStore`
 on an SQLite file in a temporary directory, as ``keybound as serve`` runs by
 default), recording every token it issues:
@@ -44,9 +44,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from keybound.coap.authz_server_site import build_site
 from keybound.coap.oscore_contexts import DurableSecurityContext
-from keybound.core.authz_server import AuthzServerConfig, TokenRequest, issue_token
-from keybound.core.authz_store import OscoreContext
-from keybound.core.authz_store import ResourceServer as RsRecord
+from keybound.core.authz_server import AuthzServerConfig, TokenRequest
+from keybound.core.authz_service import AuthzService
+from keybound.core.authz_store import OscoreContext, RsRecord
 from keybound.core.keys import Key
 from keybound.core.numbers.ace_parameters import AceParameter
 from keybound.core.oscore_derivation import DerivedContext
@@ -163,10 +163,10 @@ def _floor(keys: Keys) -> tuple[Callable[[], object], Callable[[], object]]:
 
 
 def _issue(setup: ProvisionedAs, request: TokenRequest) -> Callable[[], object]:
+    service = AuthzService(setup.store, setup.config)
+
     def run() -> object:
-        return issue_token(
-            setup.store,
-            setup.config,
+        return service.issue_token(
             request,
             now=int(time.time()),
             random_bytes=os.urandom,

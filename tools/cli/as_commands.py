@@ -27,10 +27,11 @@ from keybound.core.authz_store import (
     AuthzStoreError,
     Client,
     IssuerSettings,
-    ResourceServer,
+    RsRecord,
     UnknownRecord,
 )
 from keybound.core.errors import KeyboundError
+from keybound.tools.authz_server.database import resolve_database_url
 from keybound.tools.authz_server.http import check_listen
 from keybound.tools.authz_server.provision import (
     add_clients,
@@ -40,7 +41,7 @@ from keybound.tools.authz_server.provision import (
     rotate_token_key,
 )
 from keybound.tools.authz_server.server import run_authorization_server
-from keybound.tools.authz_server.storage import SqlAuthzStore, resolve_database_url
+from keybound.tools.authz_server.storage import SqlAuthzStore
 from keybound.tools.bundles import device_bundle, rs_bundle, write_bundle
 from keybound.tools.cli.support import (
     LogLevelOption,
@@ -157,7 +158,7 @@ def init(
 # ---- resource servers ---------------------------------------------------------------------------
 
 
-def _rs_row(rs: ResourceServer) -> dict[str, Any]:
+def _rs_row(rs: RsRecord) -> dict[str, Any]:
     return {
         "name": rs.name,
         "audience": rs.audience,
@@ -180,7 +181,7 @@ def _issuer(store: SqlAuthzStore) -> IssuerSettings:
 def _write_rs_bundle(
     store: SqlAuthzStore,
     issuer: IssuerSettings,
-    rs: ResourceServer,
+    rs: RsRecord,
     out: Path | None,
     as_base: str | None,
     introspection_secret: str | None = None,

@@ -1,0 +1,158 @@
+"""The Authorization Server on its store: the records a request needs in, the token out.
+
+:mod:`keybound.core.authz_server` checks requests and makes tokens from the
+records it is given and touches no store. :class:`AuthzService` is the one
+place that talks to the :class:`~keybound.core.authz_store.AuthzStore` for it:
+for a token request it reads the client's and the RS's record, takes a
+sequence number for an RS without a clock (RFC 9200 §5.10.3), lets the core
+make the token and records it; for an introspection request it reads the
+resource servers and the token's record. Store reads come before the
+cryptography and the one write after it.
+
+Its calls block (a database round trip, an SQLite commit): the bindings run
+them off the event loop (``asyncio.to_thread``). It is safe to share between
+threads.
+
+:class:`KeyRing` keeps the parsed keys: each RS's token keys (RFC 9200 §6.1)
+are parsed from their COSE_Key bytes once per version and parsed again only
+when the RS's record shows other versions (after ``rotate-key``, in this
+process or another one sharing the store).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .authz_server import (
+    AuthzServerConfig,
+    IntrospectionResult,
+    TokenRequest,
+    TokenResponse,
+    authorize,
+    introspection_result,
+    mint_token,
+    on_record_as,
+)
+from .authz_store import AuthzStore, Client, RsRecord, TokenKey
+from .errors import KeyboundError
+from .keys import Key
+
+__all__ = ["AuthzService", "KeyRing"]
+
+
+class KeyRing:
+    """The parsed token keys of each resource server, newest first, cached by RS name."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parsed: dict[str, tuple[tuple[TokenKey, ...], tuple[Key, ...]]] = {}
+
+    def token_keys(self, rs: RsRecord) -> tuple[Key, ...]:
+        """``rs``'s token keys, parsed (``kid`` set), in the order of ``rs.token_keys``.
+
+        Parsed once; parsed again when the record's key versions differ from
+        those parsed (a rotation).
+        """
+        with self._lock:
+            cached = self._parsed.get(rs.name)
+        if cached is not None and cached[0] == rs.token_keys:
+            return cached[1]
+        parsed = tuple(
+            Key.from_cose_key(version.key).with_kid(version.kid) for version in rs.token_keys
+        )
+        with self._lock:
+            self._parsed[rs.name] = (rs.token_keys, parsed)
+        return parsed
+
+    def current(self, rs: RsRecord) -> Key:
+        """The key new tokens for ``rs`` are encrypted with."""
+        return self.token_keys(rs)[0]
+
+    def all_keys(self, servers: Iterable[RsRecord]) -> list[Key]:
+        """Every token key of ``servers``; forgets the RSs not among them."""
+        listed = list(servers)
+        keys = [key for rs in listed for key in self.token_keys(rs)]
+        names = {rs.name for rs in listed}
+        with self._lock:
+            for gone in [name for name in self._parsed if name not in names]:
+                del self._parsed[gone]
+        return keys
+
+    def invalidate(self, name: str | None = None) -> None:
+        """Forget the keys of RS ``name``, or of every RS."""
+        with self._lock:
+            if name is None:
+                self._parsed.clear()
+            else:
+                self._parsed.pop(name, None)
+
+
+@dataclass
+class AuthzService:
+    """Token and introspection requests (RFC 9200 §5.8, §5.9) answered from ``store``."""
+
+    store: AuthzStore
+    config: AuthzServerConfig
+    keys: KeyRing = field(default_factory=KeyRing)
+    _public_key: Key = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._public_key = self.config.public_key
+
+    def issue_token(
+        self,
+        request: TokenRequest,
+        *,
+        now: int,
+        random_bytes: Callable[[int], bytes],
+        client: Client | None = None,
+    ) -> TokenResponse:
+        """Validate, authorize and answer a token request, and record the token.
+
+        ``client`` is the record of the client a binding has just authenticated
+        (HTTP ``client_secret_basic``), so it is not read again.
+        """
+        if client is None or client.client_id != request.client_id:
+            client = self.store.get_client(request.client_id)
+        rs = None
+        if client is not None and request.audience is not None:
+            rs = self.store.get_resource_server_by_audience(request.audience)
+        grant = authorize(self.config, request, client=client, rs=rs)
+        sequence = self.store.next_sequence(grant.rs.audience) if grant.needs_sequence else None
+        response = mint_token(
+            self.config,
+            grant,
+            token_key=self.keys.current(grant.rs),
+            now=now,
+            random_bytes=random_bytes,
+            sequence=sequence,
+        )
+        self.store.record_token(response.record)
+        return response
+
+    def introspect(
+        self,
+        token: bytes | str,
+        *,
+        now: int,
+        audiences: Sequence[str] | None = None,
+    ) -> IntrospectionResult:
+        """Whether ``token`` is active, and its claims (RFC 7662 §2.2, RFC 9200 §5.9.2).
+
+        Inactive when the token does not decode with the AS's keys, was not
+        issued by this AS, is not on record, is revoked or has expired.
+        ``audiences`` restricts the answer to tokens for those audiences.
+        """
+        servers = self.store.list_resource_servers()
+        try:
+            keys = [self._public_key, *self.keys.all_keys(servers)]
+        except KeyboundError:  # a token key that does not parse: nothing decodes, as before
+            return IntrospectionResult(active=False)
+        found = on_record_as(self.config, token, keys)
+        if found is None:
+            return IntrospectionResult(active=False)
+        decoded, key = found
+        record = self.store.get_token(key)
+        return introspection_result(decoded, record, now=now, audiences=audiences)
