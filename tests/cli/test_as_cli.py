@@ -21,9 +21,7 @@ from keybound.core.exi import decode_exi_sequence
 from keybound.tools.authz_server.provision import as_config
 from keybound.tools.authz_server.schema import sequences_table
 from keybound.tools.authz_server.storage import SqlAuthzStore
-from tests.helpers.authz import db_url, provision
-
-__all__ = ["db_url"]
+from tests.helpers.authz import provision
 
 
 def kb_as(*args: str, db: str, cwd: Path) -> subprocess.CompletedProcess[str]:

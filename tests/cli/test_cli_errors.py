@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.authz import free_port
 from tests.helpers.paths import BIN
-from tests.helpers.ports import free_udp_port
+from tests.helpers.ports import free_port, free_udp_port
 from tests.helpers.processes import run_keybound, start_server
 
 STYLE = re.compile(r"^keybound: \S.*$")

@@ -21,9 +21,8 @@ from keybound.core.numbers.cose_headers import CoseTag
 from keybound.core.oscore_profile import OscoreInputMaterial
 from keybound.core.token import CnfKey, CnfOsc
 from keybound.tools.authz_server.provision import as_config
-from tests.helpers.authz import ISSUER, client_context_dir, db_url, free_port, provision
-
-__all__ = ["db_url"]
+from tests.helpers.authz import ISSUER, client_context_dir, provision
+from tests.helpers.ports import free_port
 
 ACE = 19
 

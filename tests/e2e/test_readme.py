@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.authz import free_port
 from tests.helpers.paths import BIN, ROOT
-from tests.helpers.ports import free_udp_port
+from tests.helpers.ports import free_port, free_udp_port
 from tests.helpers.processes import run_keybound, wait_for_log
 
 MARK = re.compile(r"<!-- readme-test: ([\w-]+) -->\s*```sh\n(.*?)```", re.DOTALL)

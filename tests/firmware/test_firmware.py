@@ -31,7 +31,7 @@ import cbor2
 import pytest
 
 from tests.helpers.paths import ROOT
-from tests.helpers.ports import free_udp_port as conftest_free_udp_port
+from tests.helpers.ports import free_udp_port
 from tests.helpers.require import require
 
 FIRMWARE = ROOT / "firmware"
@@ -93,10 +93,6 @@ def assert_passed(proc: subprocess.CompletedProcess[str], minimum: int) -> list[
     passed = int(re.search(r"passed=(\d+)", summary[0]).group(1))  # type: ignore[union-attr]
     assert passed >= minimum, f"only {passed} checks ran, expected at least {minimum}"
     return lines
-
-
-def free_udp_port() -> int:
-    return conftest_free_udp_port()
 
 
 # ------------------------------------------------------------------ mpy-cross

@@ -42,9 +42,10 @@ from keybound.tools.authz_server.server import RunningServer
 from keybound.tools.cli import client_commands as client_cli
 from keybound.tools.http.client import DPoPAuth
 from keybound.tools.http.middleware import jwt_token_verifier_from_metadata
-from tests.helpers.authz import ISSUER, free_port, provision
+from tests.helpers.authz import ISSUER, provision
 from tests.helpers.paths import BIN, ROOT
 from tests.helpers.pg import database_url
+from tests.helpers.ports import free_port
 from tests.helpers.processes import wait_for_log
 
 T = TypeVar("T")
