@@ -18,7 +18,7 @@ The contexts are kept in :class:`AsServerCredentials`, looked up by ``kid`` in a
 dict. A request naming a ``kid`` it does not hold makes it read the store again
 (at most once a second, for peers provisioned while the AS runs); that reading,
 and the lock files of new contexts, run in a worker thread, never on the event
-loop. The requests' own store work (:class:`~keybound.core.authz_service.AuthzService`)
+loop. The requests' own store work (:class:`~keybound.coap.authz_service.AuthzService`)
 runs in worker threads too.
 
 Sequence numbers (RFC 8613 Appendix B.1): each server context is an
@@ -50,6 +50,7 @@ from aiocoap import oscore
 from aiocoap.credentials import CredentialsMap
 from aiocoap.transports.oscore import OSCOREAddress
 
+from keybound.coap.authz_service import AuthzService
 from keybound.core import cbor
 from keybound.core.authz_server import (
     MAX_REQUEST_BYTES,
@@ -57,7 +58,6 @@ from keybound.core.authz_server import (
     parse_cbor_introspection_request,
     parse_cbor_token_request,
 )
-from keybound.core.authz_service import AuthzService
 from keybound.core.authz_store import AuthzStore, OscoreContext
 from keybound.core.errors import (
     InvalidClient,

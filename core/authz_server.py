@@ -2,7 +2,7 @@
 
 Sans-IO: the functions here take the records a request names (the client's,
 the RS's, the token's) and return what to record; they touch no store.
-:class:`keybound.core.authz_service.AuthzService` reads and writes the store
+:class:`keybound.coap.authz_service.AuthzService` reads and writes the store
 around them.
 
 A token request runs through the checks of RFC 9200 §5.8.1-§5.8.3 in order
@@ -706,7 +706,7 @@ def on_record_as(
     """Decode ``token`` for introspection: the token and the key it is recorded under.
 
     ``keys`` are every key a token of this AS may be protected with: the AS's
-    public key and each RS's token keys (:class:`~keybound.core.authz_service.KeyRing`).
+    public key and each RS's token keys (:class:`~keybound.coap.authz_service.KeyRing`).
     ``None`` when the token does not decode, was not issued by this AS, or
     names no ``cti`` or audience: it is then inactive without a look at the record.
     """

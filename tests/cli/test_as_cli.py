@@ -14,17 +14,15 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from keybound.coap.authz_service import AuthzService
 from keybound.core.authz_server import TokenRequest
-from keybound.core.authz_service import AuthzService
 from keybound.core.authz_store import IssuedToken
 from keybound.core.errors import InvalidClient
 from keybound.core.exi import decode_exi_sequence
 from keybound.tools.authz_server.provision import as_config
 from keybound.tools.authz_server.schema import sequences_table
 from keybound.tools.authz_server.storage import SqlAuthzStore
-from tests.helpers.authz import db_url, provision
-
-__all__ = ["db_url"]
+from tests.helpers.authz import provision
 
 
 def kb_as(*args: str, db: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -17,11 +17,10 @@ import pytest
 
 from keybound.tools.resource_server.daemon import KNOWN_KEYS, ConfigError, load_config
 from keybound.tools.server_ready import READY_PREFIX, announce_ready, notify_systemd
-from tests.coap.test_rs_restart import write_setup
 from tests.helpers.paths import BIN
 from tests.helpers.ports import free_port, free_udp_port
 from tests.helpers.processes import run_keybound, start_server, wait_ready
-from tests.helpers.rs import Keys, run
+from tests.helpers.rs import Keys, run, write_setup
 
 
 @pytest.fixture

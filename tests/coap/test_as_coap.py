@@ -23,10 +23,8 @@ from keybound.core.numbers.cose_headers import CoseTag
 from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.token import CnfKey, CnfOsc
 from keybound.tools.authz_server.provision import add_clients, as_config
-from tests.helpers.authz import ISSUER, client_context_dir, db_url, provision
+from tests.helpers.authz import ISSUER, client_context_dir, provision
 from tests.helpers.ports import free_port
-
-__all__ = ["db_url"]
 
 ACE = 19
 

@@ -21,15 +21,15 @@ from keybound.coap.resource_server_site import ResourceServerSite
 from keybound.core.authz_info import AuthzInfoRequest
 from keybound.core.resource_server import ResourceServer, RsPolicy
 from keybound.tools.resource_server.state import SqliteRsState
-from tests.coap.test_rs_coap import FakeClock
+from tests.helpers.ports import free_udp_port
 from tests.helpers.rs import (
     AS_URI,
     AUDIENCE,
     ISSUER,
+    FakeClock,
     Keys,
     Temperature,
     establish,
-    free_udp_port,
     material,
     mint,
     request,

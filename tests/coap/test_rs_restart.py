@@ -28,69 +28,22 @@ from keybound.core.oscore_sequence import SequenceNumberReservation
 from keybound.core.token_store import PersistedReplayWindow, ShutdownRecord
 from keybound.tools.resource_server.daemon import ConfigError, build_site, load_config
 from keybound.tools.resource_server.state import SqliteRsState
+from tests.helpers.ports import free_udp_port
 from tests.helpers.processes import wait_ready
 from tests.helpers.rs import (
-    AS_URI,
     AUDIENCE,
-    ISSUER,
+    CHUNK,
     ClientContext,
     Keys,
     establish,
-    free_udp_port,
     material,
     mint,
     post_authz_info,
     request,
     run,
+    write_setup,
 )
 from tests.helpers.soak import log_problems
-
-CHUNK = 8
-
-
-def write_setup(tmp_path: Path, keys: Keys, port: int) -> Path:
-    bundle = {
-        "kind": "keybound-rs-bundle",
-        "version": 1,
-        "contains_secrets": True,
-        "name": "pi-1",
-        "audience": AUDIENCE,
-        "issuer": ISSUER,
-        "as_uri": AS_URI,
-        "token_key": keys.token_key.to_jwk(include_private=True),
-        "as_public_key": keys.as_key.public_key().to_jwk(),
-        "has_clock": True,
-        "scopes": ["temp.read", "led.read", "led.write"],
-        "profiles": [2],
-    }
-    bundle_path = tmp_path / "rs-bundle.json"
-    bundle_path.write_text(json.dumps(bundle))
-    bundle_path.chmod(0o600)
-    config = tmp_path / "rs.toml"
-    config.write_text(
-        f"""
-bundle = "rs-bundle.json"
-listen = "127.0.0.1:{port}"
-state = "state/rs-state.db"
-
-[capacity]
-tokens = 10
-
-[oscore]
-sequence_chunk = {CHUNK}
-response_partial_iv = true
-
-[resources."/temp"]
-GET = ["temp.read"]
-
-[resources."/led"]
-kind = "switch"
-GET = ["led.read"]
-PUT = ["led.write"]
-"""
-    )
-    return config
-
 
 _LOGS: dict[int, Path] = {}
 _COUNT = itertools.count()

@@ -21,12 +21,19 @@ from keybound.core import cbor
 from keybound.core.authz_info import AuthzInfoRequest
 from keybound.core.authz_server import MAX_REQUEST_BYTES
 from keybound.tools.authz_server.provision import as_config
-from tests.coap.test_rs_coap import client_ctx, serving
-from tests.helpers.authz import db_url, provision
+from tests.helpers.authz import provision
 from tests.helpers.ports import free_port
-from tests.helpers.rs import Keys, establish, material, mint, post_authz_info, request, run
-
-__all__ = ["db_url"]
+from tests.helpers.rs import (
+    Keys,
+    client_ctx,
+    establish,
+    material,
+    mint,
+    post_authz_info,
+    request,
+    run,
+    serving,
+)
 
 SZX_1024 = 6
 SZX_256 = 4

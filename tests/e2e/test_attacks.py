@@ -29,9 +29,7 @@ from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.scope import TextScope
 from keybound.core.token import AccessToken, CnfKey, CnfOsc
 from tests.helpers import soak
-from tests.helpers.fuzz import fleet
-
-__all__ = ["fleet"]
+from tests.helpers.ports import free_udp_port
 
 UNAUTHORIZED, BAD_REQUEST, FORBIDDEN = 0x81, 0x80, 0x83
 METHOD_NOT_ALLOWED, TOO_LARGE = 0x85, 0x8D
@@ -152,7 +150,7 @@ def door_rs(fleet: soak.Fleet) -> Iterator[int]:
     """A second RS without a clock (tokens carry exi and a sequence number in cti)."""
     root: Path = fleet.root / "door"
     root.mkdir(exist_ok=True)
-    port = soak.free_udp_port()
+    port = free_udp_port()
     bundle = root / "rs-bundle.json"
     bundle.write_text(json.dumps(fleet.bundles[soak.NO_CLOCK_AUDIENCE]))
     bundle.chmod(0o600)

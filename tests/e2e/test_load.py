@@ -8,7 +8,6 @@ CI mode: 50 clients x 10 OSCORE requests, zero errors, the RS under
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 
@@ -17,8 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.helpers import soak
-from tests.helpers.authz import _reset_pg
-from tests.helpers.require import require
+from tests.helpers.ports import free_udp_port
 
 CLIENTS, REQUESTS = 50, 10
 RS_RSS_LIMIT_KIB = 160 * 1024
@@ -57,16 +55,14 @@ async def _tokens(fleet: soak.Fleet, base: str, client_id: str, count: int) -> N
 
 
 @pytest.mark.postgres
-def test_two_as_processes_on_one_postgresql(tmp_path: Path) -> None:
-    url = os.environ.get("KEYBOUND_TEST_PG_URL")
-    require(url, "two AS processes need PostgreSQL: set KEYBOUND_TEST_PG_URL to run")
-    assert url is not None
-    _reset_pg(url)
+def test_two_as_processes_on_one_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """Two AS processes share one PostgreSQL schema (a throw-away one, from ``pg_url``)."""
+    url = pg_url
     per_client = 40
     fleet = soak.Fleet(tmp_path, clients=4, db=url)
     fleet.provision()
     try:
-        second_port = soak.free_udp_port()
+        second_port = free_udp_port()
         fleet.start_as()
         fleet.start_as(second_port, name="as2")
         bases = [fleet.as_base, f"coap://127.0.0.1:{second_port}"]
@@ -97,7 +93,6 @@ def test_two_as_processes_on_one_postgresql(tmp_path: Path) -> None:
             ).fetchall()
     finally:
         engine.dispose()
-        _reset_pg(url)
     assert len(rows) == 4 * per_client
     assert len({row[0] for row in rows}) == len(rows), "a cti was issued twice"
     assert len({row[1] for row in rows}) == len(rows), "a sequence number was issued twice"

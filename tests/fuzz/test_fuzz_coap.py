@@ -17,9 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import soak
-from tests.helpers.fuzz import CI_SETTINGS, RSS_GROWTH_LIMIT_KIB, assert_clean, fleet, raw_batches
-
-__all__ = ["fleet"]
+from tests.helpers.fuzz import CI_SETTINGS, RSS_GROWTH_LIMIT_KIB, assert_clean, raw_batches
 
 BATCH = 100
 EXAMPLES = 10  # per target and kind: 2 x (10 x 100 mutated + 10 x 20 raw) = 2,400 datagrams

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from keybound.tools.authz_server.provision import (
     add_clients,
@@ -18,46 +14,8 @@ from keybound.tools.authz_server.provision import (
 )
 from keybound.tools.authz_server.storage import SqlAuthzStore
 from keybound.tools.bundles import device_bundle, rs_bundle
-from tests.helpers.require import require
 
 ISSUER = "coap://as.example"
-
-
-def _pg_url() -> str | None:
-    return os.environ.get("KEYBOUND_TEST_PG_URL")
-
-
-def _reset_pg(url: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with engine.begin() as conn:
-        for table in (
-            "keybound_tokens",
-            "keybound_client_grants",
-            "keybound_clients",
-            "keybound_rs_token_keys",
-            "keybound_rs_sequences",
-            "keybound_resource_servers",
-            "keybound_issuer",
-            "keybound_meta",
-        ):
-            conn.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
-    engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh database URL: an SQLite file, and PostgreSQL when KEYBOUND_TEST_PG_URL is set."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'as.db'}"
-        return
-    url = _pg_url()
-    require(url, "PostgreSQL: set KEYBOUND_TEST_PG_URL=postgresql://user@host/db to run")
-    assert url is not None
-    _reset_pg(url)
-    yield url
-    _reset_pg(url)
 
 
 def provision(url: str, *, as_base: str = "coap://127.0.0.1:5683") -> dict[str, Any]:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
@@ -24,14 +21,6 @@ CI_SETTINGS = settings(
 #: Resident memory a server may gain during a CI fuzzing run (aiocoap keeps every
 #: exchange for EXCHANGE_LIFETIME, RFC 7252 §4.8.2, so growth is bounded by time).
 RSS_GROWTH_LIMIT_KIB = 48 * 1024
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[soak.Fleet]:
-    """The AS and the RS as processes on 127.0.0.1, provisioned in a temporary directory."""
-    root: Path = tmp_path_factory.mktemp("fleet")
-    with soak.running_fleet(root) as running:
-        yield running
 
 
 def batch_of(rng: random.Random, seeds: list[bytes], size: int) -> list[bytes]:

@@ -1,18 +1,22 @@
-"""Helpers for the Resource Server tests: minting tokens, OSCORE client contexts, ports."""
+"""Helpers for the Resource Server tests: minting tokens, OSCORE client contexts, an RS to serve."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiocoap
 import aiocoap.resource
 
 from keybound.coap.oscore_contexts import DurableSecurityContext
+from keybound.coap.resource_server_site import ResourceServerSite
 from keybound.core import cbor, cose, cwt
 from keybound.core.authz_info import AuthzInfoRequest, AuthzInfoResponse
 from keybound.core.keys import Key
@@ -20,9 +24,10 @@ from keybound.core.numbers.cose_algorithms import Algorithm
 from keybound.core.oscore_derivation import derive_context_parameters
 from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.oscore_sequence import SequenceNumberReservation
+from keybound.core.resource_server import ResourceServer, RsPolicy
 from keybound.core.scope import Scope, TextScope
 from keybound.core.token import AccessToken, CnfOsc
-from tests.helpers.ports import free_udp_port as conftest_free_udp_port
+from tests.helpers.ports import free_udp_port
 
 T = TypeVar("T")
 
@@ -35,10 +40,6 @@ RESOURCES = {"/temp": {"GET": ["temp.read"]}, "/led": {"GET": ["led.read"], "PUT
 def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
     """Run ``coro`` with a hard time limit."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def free_udp_port() -> int:
-    return conftest_free_udp_port()
 
 
 @dataclass
@@ -190,9 +191,104 @@ class Led(aiocoap.resource.Resource):  # type: ignore[misc]
         return aiocoap.Message(code=aiocoap.CHANGED, payload=self.state)
 
 
-async def with_client(body: Callable[[aiocoap.Context], Awaitable[T]]) -> T:
+class FakeClock:
+    """A wall clock and monotonic clock in one that only moves when a test sets ``now``."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@asynccontextmanager
+async def serving(
+    keys: Keys, *, clock: FakeClock | None = None, **policy: Any
+) -> AsyncIterator[tuple[ResourceServerSite, int]]:
+    """An in-process RS site serving ``/temp`` and ``/led`` on a free port of 127.0.0.1."""
+    rs = ResourceServer(
+        RsPolicy(
+            audience=AUDIENCE,
+            as_uri=AS_URI,
+            token_keys=(keys.token_key,),
+            as_public_keys=(keys.as_key.public_key(),),
+            issuer=ISSUER,
+            **policy,
+        )
+    )
+    kwargs: dict[str, Any] = {}
+    if clock is not None:
+        kwargs = {"wall_clock": clock, "monotonic": clock}
+    site = ResourceServerSite(rs, **kwargs)
+    site.add_protected("/temp", Temperature(), scopes={"GET": ["temp.read"]})
+    site.add_protected("/led", Led(), scopes={"GET": ["led.read"], "PUT": ["led.write"]})
+    port = free_udp_port()
+    await site.serve(("127.0.0.1", port))
+    try:
+        yield site, port
+    finally:
+        await site.shutdown()
+
+
+@asynccontextmanager
+async def client_ctx() -> AsyncIterator[aiocoap.Context]:
+    """An aiocoap client context, shut down on exit."""
     client = await aiocoap.Context.create_client_context()
     try:
-        return await body(client)
+        yield client
     finally:
         await client.shutdown()
+
+
+async def with_client(body: Callable[[aiocoap.Context], Awaitable[T]]) -> T:
+    async with client_ctx() as client:
+        return await body(client)
+
+
+#: The RS config's ``[oscore] sequence_chunk`` written by :func:`write_setup`.
+CHUNK = 8
+
+
+def write_setup(tmp_path: Path, keys: Keys, port: int) -> Path:
+    """An RS bundle and ``rs.toml`` (listening on ``port``) in ``tmp_path``; the config's path."""
+    bundle = {
+        "kind": "keybound-rs-bundle",
+        "version": 1,
+        "contains_secrets": True,
+        "name": "pi-1",
+        "audience": AUDIENCE,
+        "issuer": ISSUER,
+        "as_uri": AS_URI,
+        "token_key": keys.token_key.to_jwk(include_private=True),
+        "as_public_key": keys.as_key.public_key().to_jwk(),
+        "has_clock": True,
+        "scopes": ["temp.read", "led.read", "led.write"],
+        "profiles": [2],
+    }
+    bundle_path = tmp_path / "rs-bundle.json"
+    bundle_path.write_text(json.dumps(bundle))
+    bundle_path.chmod(0o600)
+    config = tmp_path / "rs.toml"
+    config.write_text(
+        f"""
+bundle = "rs-bundle.json"
+listen = "127.0.0.1:{port}"
+state = "state/rs-state.db"
+
+[capacity]
+tokens = 10
+
+[oscore]
+sequence_chunk = {CHUNK}
+response_partial_iv = true
+
+[resources."/temp"]
+GET = ["temp.read"]
+
+[resources."/led"]
+kind = "switch"
+GET = ["led.read"]
+PUT = ["led.write"]
+"""
+    )
+    return config

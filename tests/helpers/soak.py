@@ -56,6 +56,7 @@ from keybound.core.token import AccessToken, CnfOsc
 from keybound.tools.authz_server.provision import add_clients, add_resource_server, init_issuer
 from keybound.tools.authz_server.storage import SqlAuthzStore
 from keybound.tools.bundles import rs_bundle
+from tests.helpers.ports import free_udp_port
 
 LOCALHOST = "127.0.0.1"
 ISSUER = "coap://as.example"
@@ -64,12 +65,6 @@ CLOCK_AUDIENCE = "temp"
 NO_CLOCK_AUDIENCE = "door"
 _CREATED = 0x41
 _CONTENT = 0x45
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((LOCALHOST, 0))
-        return int(sock.getsockname()[1])
 
 
 # ---- server processes ------------------------------------------------------------------

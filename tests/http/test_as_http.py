@@ -20,10 +20,8 @@ from keybound.tools.authz_server.provision import new_introspection_secret, rota
 from keybound.tools.authz_server.schema import resource_servers_table
 from keybound.tools.authz_server.server import RunningServer
 from keybound.tools.http import introspection_token_verifier_from_bundle
-from tests.helpers.authz import ISSUER, db_url, provision
+from tests.helpers.authz import ISSUER, provision
 from tests.helpers.ports import free_port
-
-__all__ = ["db_url"]
 
 Scenario = Callable[[httpx.AsyncClient, dict[str, Any]], Awaitable[None]]
 

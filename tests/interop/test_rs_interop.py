@@ -26,18 +26,9 @@ from keybound.coap.resource_server_site import ResourceServerSite
 from keybound.core.oscore_derivation import derive_context_parameters, derive_keys
 from keybound.core.resource_server import ResourceServer, RsPolicy
 from tests.helpers.paths import BIN
+from tests.helpers.ports import free_udp_port
 from tests.helpers.require import require
-from tests.helpers.rs import (
-    AS_URI,
-    AUDIENCE,
-    ISSUER,
-    Keys,
-    Temperature,
-    free_udp_port,
-    material,
-    mint,
-    run,
-)
+from tests.helpers.rs import AS_URI, AUDIENCE, ISSUER, Keys, Temperature, material, mint, run
 
 LIBCOAP_CLIENT = shutil.which("coap-client-notls") or shutil.which("coap-client")
 

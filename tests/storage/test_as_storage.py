@@ -36,7 +36,6 @@ from keybound.tools.authz_server.database import (
 )
 from keybound.tools.authz_server.schema import SCHEMA_VERSION
 from keybound.tools.authz_server.storage import SqlAuthzStore
-from tests.helpers.pg import pg_base_url, temporary_pg_schema
 
 # Key material is opaque to the store; these stand in for COSE_Key bytes.
 SIGNING_KEY = bytes.fromhex("a5010202412a2001215820") + bytes(range(32))
@@ -50,17 +49,6 @@ def _oscore(secret: bytes = b"\x01" * 16) -> OscoreContext:
     return OscoreContext(
         master_secret=secret, sender_id=b"\x01", recipient_id=b"\x00", master_salt=b"\x9e\x7c"
     )
-
-
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
-)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'as.db'}"
-        return
-    with temporary_pg_schema(pg_base_url()) as url:
-        yield url
 
 
 @pytest.fixture

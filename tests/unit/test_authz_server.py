@@ -10,6 +10,7 @@ from typing import Any
 import cbor2
 import pytest
 
+from keybound.coap.authz_service import AuthzService, KeyRing
 from keybound.core import cwt, jwt
 from keybound.core.authz_profiles import AS_PROFILES, OscoreAsProfile, PopRequest, as_profile
 from keybound.core.authz_server import (
@@ -22,7 +23,6 @@ from keybound.core.authz_server import (
     record_cti,
     sequence_cti,
 )
-from keybound.core.authz_service import AuthzService, KeyRing
 from keybound.core.authz_store import Client, RsRecord, TokenKey
 from keybound.core.errors import (
     AccessDenied,

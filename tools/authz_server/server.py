@@ -21,7 +21,7 @@ import platformdirs
 import uvicorn
 
 from keybound.coap.authz_server_site import AsServerCredentials, build_site
-from keybound.core.authz_service import AuthzService
+from keybound.coap.authz_service import AuthzService
 from keybound.core.authz_store import AuthzStore
 from keybound.core.dpop_state import InMemoryReplayCache, NonceIssuer
 from keybound.core.dpop_token_endpoint import DPoPTokenEndpointPolicy

@@ -1,6 +1,6 @@
 """``keybound bench`` group ``as``: token requests per second at the Authorization Server.
 
-In process, :meth:`keybound.core.authz_service.AuthzService.issue_token` answers a token
+In process, :meth:`keybound.coap.authz_service.AuthzService.issue_token` answers a token
 request against the AS's own storage (:class:`~keybound.tools.authz_server.storage.SqlAuthzStore`
 on an SQLite file in a temporary directory, as ``keybound as serve`` runs by
 default), recording every token it issues:
@@ -43,9 +43,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from keybound.coap.authz_server_site import build_site
+from keybound.coap.authz_service import AuthzService
 from keybound.coap.oscore_contexts import DurableSecurityContext
 from keybound.core.authz_server import AuthzServerConfig, TokenRequest
-from keybound.core.authz_service import AuthzService
 from keybound.core.authz_store import OscoreContext, RsRecord
 from keybound.core.keys import Key
 from keybound.core.numbers.ace_parameters import AceParameter

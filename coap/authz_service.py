@@ -11,7 +11,8 @@ cryptography and the one write after it.
 
 Its calls block (a database round trip, an SQLite commit): the bindings run
 them off the event loop (``asyncio.to_thread``). It is safe to share between
-threads.
+threads, which is why it lives here and not in the sans-IO core. The CoAP site
+and the AS's HTTP front (``keybound.tools.authz_server.http``) share one.
 
 :class:`KeyRing` keeps the parsed keys: each RS's token keys (RFC 9200 §6.1)
 are parsed from their COSE_Key bytes once per version and parsed again only
@@ -25,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .authz_server import (
+from keybound.core.authz_server import (
     AuthzServerConfig,
     IntrospectionResult,
     TokenRequest,
@@ -35,9 +36,9 @@ from .authz_server import (
     mint_token,
     on_record_as,
 )
-from .authz_store import AuthzStore, Client, RsRecord, TokenKey
-from .errors import KeyboundError
-from .keys import Key
+from keybound.core.authz_store import AuthzStore, Client, RsRecord, TokenKey
+from keybound.core.errors import KeyboundError
+from keybound.core.keys import Key
 
 __all__ = ["AuthzService", "KeyRing"]
 
