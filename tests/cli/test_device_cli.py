@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from keybound.tools.cli.device_commands import app, mpy_version
+from keybound.tools.cli.device_commands import app
+from keybound.tools.device.flash import mpy_version
 from tests.helpers.paths import BIN, ROOT
 from tests.helpers.processes import provision_device, run_keybound
 from tests.helpers.require import require
@@ -257,7 +258,7 @@ def test_dry_run_warns_about_placeholders_and_loopback(
 
 
 def test_bundle_warnings_on_lan_addresses_and_real_wifi() -> None:
-    from keybound.tools.cli.device_commands import bundle_warnings
+    from keybound.tools.device.bundle import bundle_warnings
 
     good = {
         "as_uri": "coap://192.168.1.10:5683",
