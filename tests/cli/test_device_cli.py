@@ -52,6 +52,24 @@ def test_bundle_from_the_as_database(provisioned: tuple[str, Path], tmp_path: Pa
     assert len(bytes.fromhex(written["as_context"]["master_secret"])) >= 16
 
 
+def test_bundle_json_says_where_and_for_whom(provisioned: tuple[str, Path], tmp_path: Path) -> None:
+    db, added = provisioned
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bundle", "sensor-1", "-o", str(out), "--db", db, "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info == {
+        "path": str(out / "sensor-1.json"),
+        "client_id": "sensor-1",
+        "audience": "coap://127.0.0.1:5684",
+        "scope": "temp.read",
+        "as_uri": "coap://127.0.0.1:5683",
+        "rs_uri": "coap://127.0.0.1:5684",
+    }
+    assert "master_secret" not in result.output  # the secret stays in the file
+    assert json.loads((out / "sensor-1.json").read_text()) == json.loads(added.read_text())
+
+
 def test_bundle_of_an_unknown_client_fails(provisioned: tuple[str, Path], tmp_path: Path) -> None:
     db, _ = provisioned
     result = CliRunner().invoke(app, ["bundle", "nobody", "-o", str(tmp_path), "--db", db])

@@ -9,7 +9,6 @@ Output that is not a terminal is never wrapped (thumbprints and URLs stay whole)
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 from collections.abc import Callable
 from typing import Annotated, ParamSpec, TypeVar
@@ -38,6 +37,8 @@ LogLevelOption = Annotated[
 
 def setup_logging(level: str) -> None:
     """Configure the one log format of the servers; aiocoap's chatter stays at WARNING."""
+    import logging  # noqa: PLC0415 - only the servers log: the other commands start faster
+
     name = level.lower()
     if name not in LOG_LEVELS:
         raise fail(f"--log-level: {level!r} is not one of {', '.join(LOG_LEVELS)}")
