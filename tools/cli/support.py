@@ -1,4 +1,5 @@
-"""Shared plumbing for the ``keybound`` commands: consoles, logging and clean failures.
+"""Shared plumbing for the ``keybound`` commands: consoles (of :mod:`keybound.tools.console`),
+logging and clean failures.
 
 Every failure is one line on stderr, ``keybound: <what>: <why>``, and an exit
 status: :data:`EXIT_BAD_INPUT` (2) for bad input, configuration or data, and
