@@ -30,7 +30,7 @@ from keybound.tools.authz_server import provision as as_provision
 from keybound.tools.authz_server.server import RunningServer
 from keybound.tools.authz_server.storage import SqlAuthzStore
 from keybound.tools.bundles import DeviceBundle, device_bundle, rs_bundle, write_bundle
-from keybound.tools.cli.support import console
+from keybound.tools.console import console
 from keybound.tools.resource_server.daemon import build_site, load_config
 
 HOST = "127.0.0.1"

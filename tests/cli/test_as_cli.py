@@ -309,3 +309,33 @@ def test_show_prints_the_whole_cti_and_iso_times(tmp_path: Path) -> None:
     assert data["tokens"][0]["exp_iso"] == "2025-12-01T23:00:00Z"
     revoked = ok(kb_as("revoke", cti.hex(), "--json", db=db, cwd=tmp_path))
     assert revoked["revoked"] is True
+
+
+def test_remove_json_names_what_was_removed(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'as.db'}"
+    ok(kb_as("init", db=db, cwd=tmp_path))
+    ok(kb_as("rs", "add", "temp-rs", "--audience", "temp", "--scope", "read", db=db, cwd=tmp_path))
+    ok(kb_as("client", "add", "sensor-1", "--audience", "temp", "--scope", "read", db=db,
+             cwd=tmp_path))  # fmt: skip
+    assert ok(kb_as("remove", "sensor-1", "--json", db=db, cwd=tmp_path)) == {
+        "name": "sensor-1", "kind": "client", "removed": True,
+    }  # fmt: skip
+    assert ok(kb_as("remove", "temp-rs", "--json", db=db, cwd=tmp_path)) == {
+        "name": "temp-rs", "kind": "resource_server", "removed": True,
+    }  # fmt: skip
+    assert ok(kb_as("list", "--json", db=db, cwd=tmp_path)) == {
+        "resource_servers": [], "clients": [],
+    }  # fmt: skip
+    result = kb_as("remove", "sensor-1", "--json", db=db, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == "keybound: no client or resource server named 'sensor-1'\n"
+
+
+def test_remove_without_json_says_what_was_removed(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'as.db'}"
+    ok(kb_as("init", db=db, cwd=tmp_path))
+    ok(kb_as("rs", "add", "temp-rs", "--audience", "temp", "--scope", "read", db=db, cwd=tmp_path))
+    result = kb_as("remove", "temp-rs", db=db, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "resource server temp-rs removed\n"

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from keybound.tools.cli.device_commands import app, mpy_version
+from keybound.tools.cli.device_commands import app
+from keybound.tools.device.flash import mpy_version
 from tests.helpers.paths import BIN, ROOT
 from tests.helpers.processes import provision_device, run_keybound
 from tests.helpers.require import require
@@ -49,6 +50,24 @@ def test_bundle_from_the_as_database(provisioned: tuple[str, Path], tmp_path: Pa
     assert written == original  # the same bundle `as client add` wrote
     assert written["contains_secrets"] is True
     assert len(bytes.fromhex(written["as_context"]["master_secret"])) >= 16
+
+
+def test_bundle_json_says_where_and_for_whom(provisioned: tuple[str, Path], tmp_path: Path) -> None:
+    db, added = provisioned
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bundle", "sensor-1", "-o", str(out), "--db", db, "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info == {
+        "path": str(out / "sensor-1.json"),
+        "client_id": "sensor-1",
+        "audience": "coap://127.0.0.1:5684",
+        "scope": "temp.read",
+        "as_uri": "coap://127.0.0.1:5683",
+        "rs_uri": "coap://127.0.0.1:5684",
+    }
+    assert "master_secret" not in result.output  # the secret stays in the file
+    assert json.loads((out / "sensor-1.json").read_text()) == json.loads(added.read_text())
 
 
 def test_bundle_of_an_unknown_client_fails(provisioned: tuple[str, Path], tmp_path: Path) -> None:
@@ -257,7 +276,7 @@ def test_dry_run_warns_about_placeholders_and_loopback(
 
 
 def test_bundle_warnings_on_lan_addresses_and_real_wifi() -> None:
-    from keybound.tools.cli.device_commands import bundle_warnings
+    from keybound.tools.device.bundle import bundle_warnings
 
     good = {
         "as_uri": "coap://192.168.1.10:5683",

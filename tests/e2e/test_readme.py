@@ -1,13 +1,15 @@
 """The README's usage examples run as written (blocks marked ``<!-- readme-test: NAME -->``).
 
-The blocks are concatenated in order into one shell script and run in a temporary
-directory with the installed ``keybound`` on PATH. A command ending in ``&`` starts a
-server: the test sends its output to a log, waits for its ready line,
-and stops it at the end.
+Each block runs as its own step, in order, in one temporary directory with the installed
+``keybound`` on PATH: the working directory, the files and the exported variables of one
+block are there for the next, and a failing block is named. A command ending in ``&``
+starts a server: the step sends its output to a log, waits for its ready line, and
+leaves it running for the later blocks; the test stops every server at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,12 +28,13 @@ from tests.helpers.paths import BIN, ROOT
 from tests.helpers.ports import free_port, free_udp_port
 from tests.helpers.processes import run_keybound, wait_for_log
 
+SH_BLOCK = re.compile(r"```sh\n(.*?)```", re.DOTALL)
 MARK = re.compile(r"<!-- readme-test: ([\w-]+) -->\s*```sh\n(.*?)```", re.DOTALL)
 
+#: The start of every step: strict mode, the state the previous step left, ``ready``.
 PRELUDE = """set -euo pipefail
-started=()
-cleanup() { for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done; wait || true; }
-trap cleanup EXIT
+if [ -f .readme-env ]; then source .readme-env; fi
+cd "$(cat .readme-cwd 2>/dev/null || pwd)"
 ready() {  # ready LOG: wait for the server's ready line in LOG
   for _ in $(seq 1 300); do
     grep -q '^keybound: ready ' "$1" 2>/dev/null && return 0
@@ -40,6 +44,15 @@ ready() {  # ready LOG: wait for the server's ready line in LOG
   return 1
 }
 """
+#: The end of every step: what the next one starts from (exported variables, directory).
+POSTLUDE = """
+here="$(pwd)"
+cd "$READMEDIR"
+export -p > .readme-env
+echo "$here" > .readme-cwd
+"""
+#: The process ids of the servers the steps started, one a line.
+SERVERS = ".readme-servers"
 
 
 #: The ports the README's examples name: UDP for CoAP, TCP for HTTP. The tests run the
@@ -66,19 +79,98 @@ def readme_blocks() -> list[tuple[str, str]]:
     return MARK.findall((ROOT / "README.md").read_text())
 
 
-def to_script(blocks: list[tuple[str, str]]) -> str:
-    lines = [PRELUDE]
+def to_steps(blocks: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One shell script per block: (block name, script); servers go to ``server-N.log``."""
+    steps = []
     servers = 0
     for name, body in blocks:
-        lines.append(f"echo '== {name}'")
+        lines = [PRELUDE]
         for line in body.splitlines():
             if line.rstrip().endswith(" &"):
                 servers += 1
                 log = f"server-{servers}.log"
-                lines.append(f"{line.rstrip()[:-1]} > {log} 2>&1 & started+=($!); ready {log}")
+                lines.append(
+                    f'{line.rstrip()[:-1]} > "$READMEDIR/{log}" 2>&1 < /dev/null & '
+                    f'echo $! >> "$READMEDIR/{SERVERS}"; ready "$READMEDIR/{log}"'
+                )
             else:
                 lines.append(line)
-    return "\n".join(lines) + "\n"
+        lines.append(POSTLUDE)
+        steps.append((name, "\n".join(lines) + "\n"))
+    return steps
+
+
+def stop_servers(where: Path) -> None:
+    """SIGTERM every server the steps started, and wait until each has gone."""
+    listed = where / SERVERS
+    pids = [int(line) for line in listed.read_text().split()] if listed.exists() else []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for pid in pids:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, reaped by init soon, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError):
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def run_steps(steps: list[tuple[str, str]], where: Path, env: dict[str, str]) -> tuple[str, str]:
+    """Run each step in ``where``, failing with the name of the first step that fails;
+    returns the steps' stdout and stderr, joined."""
+    out, err = [], []
+    for name, script in steps:
+        path = where / f"readme-{name}.sh"
+        path.write_text(script)
+        proc = subprocess.run(
+            ["bash", str(path)], cwd=where, env={**env, "READMEDIR": str(where)},
+            capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+        out.append(f"== {name}\n{proc.stdout}")
+        err.append(proc.stderr)
+        assert proc.returncode == 0, (
+            f"README block {name!r} failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
+        )
+    return "".join(out), "".join(err)
+
+
+def systemd_step(readme: str) -> tuple[str, str]:
+    """The README's systemd block as a step that can run here: the rs.toml it writes
+    and its ``rs install-service``, into ``etc-keybound/`` with ``--output``.
+
+    Installing the package, the system user and the files, and every ``systemctl`` and
+    ``journalctl`` line are not run: the test has no root and no systemd as PID 1 (CI
+    containers run without it), so those lines could only fail or do harm here.
+    """
+    (block,) = [b for b in SH_BLOCK.findall(readme) if " rs install-service " in b]
+    lines = iter(block.splitlines())
+    kept = ["mkdir -p etc-keybound", "cp rs-bundle.json etc-keybound/rs-bundle.json"]
+    for line in lines:
+        if line.startswith("sudo tee /etc/keybound/rs.toml"):
+            kept.append(line.replace("sudo tee /etc/keybound/", "tee etc-keybound/"))
+            for body in lines:
+                kept.append(body)
+                if body == "TOML":
+                    break
+        elif " rs install-service " in line:
+            command = line.removeprefix("sudo ").replace("/opt/keybound/bin/keybound", "keybound")
+            command = command.replace("/etc/keybound/", "etc-keybound/")
+            kept.append(f"{command} --output keybound-rs.service")
+    assert len(kept) > 3, block
+    return "systemd", "\n".join([PRELUDE, *kept, POSTLUDE]) + "\n"
 
 
 def test_readme_has_the_tested_sections() -> None:
@@ -101,7 +193,8 @@ def test_readme_examples_run_on_no_fixed_port() -> None:
     """Every local port the run examples name is swapped for a free one, or is only the
     default of a URL variable the tests set."""
     ports = free_readme_ports()
-    for text in (to_script(readme_blocks()), python_examples()["rs-api"]):
+    steps = "\n".join(script for _, script in to_steps(readme_blocks()))
+    for text in (steps, python_examples()["rs-api"]):
         named = {int(port) for port in LOCAL_PORT.findall(text)}
         assert named <= set(README_PORTS), sorted(named - set(README_PORTS))
         assert set(map(int, LOCAL_PORT.findall(on_free_ports(text, ports)))) <= set(ports.values())
@@ -112,15 +205,17 @@ def test_readme_examples_run_on_no_fixed_port() -> None:
 
 
 def test_readme_examples_run(tmp_path: Path) -> None:
-    script = tmp_path / "readme.sh"
-    script.write_text(on_free_ports(to_script(readme_blocks()), free_readme_ports()))
+    readme = (ROOT / "README.md").read_text()
+    steps = [*to_steps(readme_blocks()), systemd_step(readme)]
+    ports = free_readme_ports()
+    steps = [(name, on_free_ports(script, ports)) for name, script in steps]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "200"}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
-    proc = subprocess.run(
-        ["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=180, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    try:
+        stdout, stderr = run_steps(steps, tmp_path, env)
+    finally:
+        stop_servers(tmp_path)
+    proc = subprocess.CompletedProcess([], 0, stdout, stderr)
     assert "verified" in proc.stdout  # token inspect --key
     assert '"verified": false' in proc.stdout  # token inspect --json without a key
     assert "2.05 " in proc.stdout  # the GET of /temp
@@ -133,6 +228,9 @@ def test_readme_examples_run(tmp_path: Path) -> None:
     web = json.loads((tmp_path / "web-1.json").read_text())
     assert web["http"]["client_secret"] == secret.read_text().strip()
     assert "wifi" not in web  # an HTTP-only client has no device settings
+    unit = (tmp_path / "keybound-rs.service").read_text()  # the systemd block's unit
+    assert f"--config {tmp_path / 'etc-keybound' / 'rs.toml'}" in unit
+    assert "Type=notify" in unit
 
 
 PYTHON = re.compile(r"<!-- readme-python: ([\w-]+) -->\s*```python\n(.*?)```", re.DOTALL)

@@ -2,7 +2,7 @@
 
 The device is the MicroPython unix port under a 64 KiB heap running the
 firmware as ``keybound device flash`` deploys it (``.mpy`` modules from
-:func:`keybound.tools.cli.device_commands.compile_firmware`), driven line by line by
+:func:`keybound.tools.device.flash.compile_firmware`), driven line by line by
 ``tests/firmware/mp_device.py``. Everything listens on 127.0.0.1; every
 process and every wait has a time limit.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from keybound.tools.cli.device_commands import compile_firmware
+from keybound.tools.device.flash import compile_firmware
 from tests.helpers.paths import BIN, ROOT
 from tests.helpers.ports import free_udp_port
 from tests.helpers.processes import run_keybound, wait_for_log

@@ -281,7 +281,7 @@ ALL_EXCEPTIONS: dict[str, tuple[str, str]] = {
     ),
     "keybound.tools.cli.device_commands": ("bundle_command flash_command", _TYPER),
     "keybound.tools.cli.token_commands": ("inspect_command mint_command", _TYPER),
-    "keybound.tools.cli.token_inspect": (
+    "keybound.tools.tokens.inspection": (
         "inspect_cwt inspect_jwt",
         "the two halves of inspect(), used only inside the module",
     ),

@@ -48,7 +48,7 @@ from keybound.tools.bench.authz_server import AS_SCOPE, ProvisionedAs, provision
 from keybound.tools.bench.fixtures import AUDIENCE, HOST, free_udp_port
 from keybound.tools.bench.measure import BYTES, MILLISECONDS, Figure, Group, Measurement, Runner
 from keybound.tools.bench.oscore import resource_server, temperature_site
-from keybound.tools.cli.device_commands import NOT_DEPLOYED
+from keybound.tools.device.flash import NOT_DEPLOYED
 
 FIGURES = (
     "firmware.flow_ms",

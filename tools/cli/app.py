@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from typer import _click as click
 
+from keybound.tools.cli.plain_params import use_plain_conversions
 from keybound.tools.cli.support import EXIT_BAD_INPUT, clean_errors, console, fail
 
 #: The command groups: module holding the ``app``, and the help shown by
@@ -159,9 +160,10 @@ def demo_command() -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: usage errors are one line too."""
     args = list(sys.argv[1:] if argv is None else argv)
-    cli = build_app(args)
+    command = typer.main.get_command(build_app(args))
+    use_plain_conversions(command)
     try:
-        result: Any = cli(args, prog_name="keybound", standalone_mode=False)
+        result: Any = command.main(args, prog_name="keybound", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:  # the help was the answer
         if exc.format_message():
             print(exc.format_message())

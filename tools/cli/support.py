@@ -1,4 +1,5 @@
-"""Shared plumbing for the ``keybound`` commands: consoles, logging and clean failures.
+"""Shared plumbing for the ``keybound`` commands: consoles (of :mod:`keybound.tools.console`),
+logging and clean failures.
 
 Every failure is one line on stderr, ``keybound: <what>: <why>``, and an exit
 status: :data:`EXIT_BAD_INPUT` (2) for bad input, configuration or data, and
@@ -9,15 +10,13 @@ Output that is not a terminal is never wrapped (thumbprints and URLs stay whole)
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
-if TYPE_CHECKING:
-    from rich.console import Console
+from keybound.tools.console import console, err_console
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -37,43 +36,10 @@ LogLevelOption = Annotated[
 ]
 
 
-def _make_console(stderr: bool) -> Console:
-    from rich.console import Console  # noqa: PLC0415 - rich costs import time; load on use
-
-    stream = sys.stderr if stderr else sys.stdout
-    # Rich wraps at 80 columns when it cannot ask a terminal: never wrap a pipe or a file.
-    width = None if stream.isatty() else 1_000_000
-    return Console(stderr=stderr, highlight=False, width=width, soft_wrap=width is not None)
-
-
-class _LazyConsole:
-    """A rich Console made on first use, so that commands that print nothing rich start fast."""
-
-    def __init__(self, stderr: bool) -> None:
-        self._stderr = stderr
-        self._console: Console | None = None
-
-    def _get(self) -> Console:
-        if self._console is None:
-            self._console = _make_console(self._stderr)
-        return self._console
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._get(), name)
-
-    def __enter__(self) -> Console:
-        return self._get().__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self._get().__exit__(*exc)
-
-
-console: Console = _LazyConsole(stderr=False)  # type: ignore[assignment]
-err_console: Console = _LazyConsole(stderr=True)  # type: ignore[assignment]
-
-
 def setup_logging(level: str) -> None:
     """Configure the one log format of the servers; aiocoap's chatter stays at WARNING."""
+    import logging  # noqa: PLC0415 - only the servers log: the other commands start faster
+
     name = level.lower()
     if name not in LOG_LEVELS:
         raise fail(f"--log-level: {level!r} is not one of {', '.join(LOG_LEVELS)}")
