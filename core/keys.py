@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 
 from . import cbor
@@ -130,6 +129,9 @@ class Key:
     @classmethod
     def from_pem(cls, data: bytes, *, kid: bytes | None = None) -> Key:
         """Load a PEM private or public key (PKCS#8, SEC1 or SubjectPublicKeyInfo)."""
+        # PEM is for files people bring: its loader (and SSH's) costs import time.
+        from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
         loaded: Any
         try:
             if b"PRIVATE KEY" in data:

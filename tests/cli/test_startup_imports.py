@@ -62,8 +62,7 @@ def test_token_inspect_loads_no_server_library(tmp_path: Path, as_json: bool) ->
     assert _loaded(modules, HEAVY) == []
     assert "keybound.tools.authz_server" not in modules
     assert "keybound.tools.resource_server" not in modules
-    if as_json:
-        assert "rich.table" not in modules  # the table is drawn only for a person
+    assert _loaded(modules, ("rich",)) == []  # printed plainly, for a person and a pipe alike
 
 
 def test_version_and_help_load_no_command_group() -> None:
@@ -72,6 +71,18 @@ def test_version_and_help_load_no_command_group() -> None:
         assert code == 0
         assert _loaded(modules, HEAVY) == []
         assert [m for m in modules if m.startswith("keybound.core")] == []
+        assert _loaded(modules, ("rich",)) == []  # click's plain help, not rich's panels
+
+
+def test_help_is_plain_and_not_wrapped_at_80_columns() -> None:
+    code, _, out = _run("as", "--help")
+    assert code == 0
+    assert "─" not in out  # no rich box drawing
+    assert "╭" not in out
+    # A pipe gets lines up to 120 columns: this command's summary is not cut at 80.
+    line = next(line for line in out.splitlines() if line.strip().startswith("serve "))
+    assert len(line) > 80
+    assert "one event loop" in line
 
 
 def test_plain_conversions_give_what_typer_gives(tmp_path: Path) -> None:
