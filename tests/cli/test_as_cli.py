@@ -206,6 +206,26 @@ def test_rs_bundle_carries_an_introspection_secret_rotated_apart_from_the_token_
             store.verify_introspection_secret("temp-rs", renewed["token_key"]["k"])
 
 
+def test_rotate_key_refuses_to_replace_a_bundle_it_cannot_read(tmp_path: Path) -> None:
+    """Writing over it would drop the RS's introspection secret: the file is kept."""
+    db = f"sqlite:///{tmp_path / 'as.db'}"
+    ok(kb_as("init", "--issuer", "coap://127.0.0.1:5683", db=db, cwd=tmp_path))
+    ok(kb_as("rs", "add", "temp-rs", "--audience", "temp", "--scope", "read",
+             "--out", "rs.json", db=db, cwd=tmp_path))  # fmt: skip
+    bundle = tmp_path / "rs.json"
+    bundle.write_text('{"kind": "keybound-rs-bundle", "truncated')
+    result = kb_as("rotate-key", "temp-rs", "--out", "rs.json", db=db, cwd=tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "not valid JSON" in result.stderr
+    assert "--introspection-secret" in result.stderr
+    assert bundle.read_text() == '{"kind": "keybound-rs-bundle", "truncated'
+    # The way out it names works: a new secret, so nothing from the old file is needed.
+    ok(kb_as("rotate-key", "temp-rs", "--introspection-secret", "--out", "rs.json",
+             db=db, cwd=tmp_path))  # fmt: skip
+    assert isinstance(json.loads(bundle.read_text())["introspection"]["http_secret"], str)
+
+
 def http_only_fleet(tmp_path: Path) -> str:
     db = f"sqlite:///{tmp_path / 'as.db'}"
     ok(kb_as("init", "--issuer", "http://127.0.0.1:8080", db=db, cwd=tmp_path))

@@ -9,7 +9,6 @@ store error) with a sentence for a person when the request cannot be done.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -36,7 +35,7 @@ from keybound.tools.authz_server.provision import (
     rotate_token_key,
 )
 from keybound.tools.authz_server.storage import SqlAuthzStore
-from keybound.tools.bundles import device_bundle, rs_bundle, write_bundle
+from keybound.tools.bundles import BundleError, RsBundle, device_bundle, rs_bundle, write_bundle
 
 __all__ = [
     "DEFAULT_AS_BASE",
@@ -177,16 +176,23 @@ def write_rs_bundle(
 
 
 def bundle_introspection_secret(path: Path, name: str) -> str | None:
-    """The ``introspection.http_secret`` of the RS bundle of ``name`` at ``path``, if any."""
+    """The ``introspection.http_secret`` of the RS bundle of ``name`` at ``path``, if any.
+
+    None when there is no file at ``path`` or it is the bundle of another RS. A file
+    that cannot be read as an RS bundle is an error: writing over it would drop the
+    secret the RS uses at ``/introspect`` (the AS keeps only its hash).
+    """
+    if not path.exists():
+        return None
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(old, dict) or old.get("name") != name:
-        return None
-    introspection = old.get("introspection")
-    secret = introspection.get("http_secret") if isinstance(introspection, dict) else None
-    return secret if isinstance(secret, str) else None
+        old = RsBundle.read(path)
+    except BundleError as exc:
+        raise BundleError(
+            f"{exc.description}; the introspection secret in it cannot be kept: move the "
+            f"file away, or give the RS a new one with "
+            f"'keybound as rotate-key {name} --introspection-secret'"
+        ) from None
+    return old.introspection_secret if old.name == name else None
 
 
 def add_rs(
