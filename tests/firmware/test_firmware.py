@@ -102,7 +102,8 @@ def test_mpy_cross_compiles_every_module(tmp_path: Path) -> None:
         sizes[src.name] = out.stat().st_size
     total = sum(sizes.values())
     print(f"\n.mpy sizes: {sizes} total={total} bytes")
-    assert total < 19_000, f"firmware grew to {total} bytes of bytecode"
+    # about 17,600 before the loop that never stops and the two-slot sequence store
+    assert total < 21_000, f"firmware grew to {total} bytes of bytecode"
 
 
 def test_manifest_lists_the_library_modules() -> None:
@@ -782,7 +783,8 @@ def test_main_against_aiocoap_as_and_rs(mpy_dir: Path, tmp_path: Path) -> None:
         bundle.write_text(json.dumps(servers.bundle(as_server.port, rs.port)))
         env = dict(os.environ, MICROPYPATH=str(mpy_dir))
         code = (
-            f"import gc, app; s = app.run({str(bundle)!r}, 3); gc.collect(); "
+            "import gc, app\nreadings = iter([2150, 2175, 2190])\n"
+            f"s = app.run({str(bundle)!r}, 3, sensor=lambda: next(readings)); gc.collect(); "
             "print('HEAP in use after the flow:', gc.mem_alloc(), 'of', "
             "gc.mem_alloc() + gc.mem_free())"
         )
@@ -800,7 +802,7 @@ def test_main_against_aiocoap_as_and_rs(mpy_dir: Path, tmp_path: Path) -> None:
     assert len(sent) == 3, proc.stdout
     assert all("-> 2.04" in line for line in sent), proc.stdout
     assert len(servers.values) == 3
-    assert all(isinstance(v, int) for v in servers.values)
+    assert servers.values == [2150, 2175, 2190]  # what the sensor callback read
     # the RS dropped its context after the first value: exactly one restart
     assert servers.token_requests == [{5: "rs1", 9: "temp:rw"}] * 2
     assert len(servers.authz_posts) == 2
