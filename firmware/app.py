@@ -39,10 +39,6 @@ import coap
 _RESET_EXIT = const(75)
 
 
-class StateLost(Exception):
-    """The AS refused a request as a replay: the device needs new keys."""
-
-
 def boot(path="keybound.json"):
     """Read the bundle; returns the config dict.
 
@@ -55,24 +51,6 @@ def boot(path="keybound.json"):
     del sys.modules["config"]
     gc.collect()
     return cfg
-
-
-def link(cfg, feed=None):
-    """One Wi-Fi join attempt while the link is down (a port with a radio)."""
-    if not cfg["wifi"]:
-        return
-    try:
-        import network
-    except ImportError:
-        return  # no radio: the unix port
-    if network.WLAN(network.STA_IF).isconnected():
-        return
-    import wifi
-
-    try:
-        wifi.connect(cfg["wifi"], feed)
-    finally:
-        del sys.modules["wifi"]
 
 
 def _senders(cfg, client):
@@ -116,89 +94,33 @@ def build_session(cfg, client=None):
     )
 
 
-def _guard(send, feed, cfg=None, ctx=None):
-    # Feeds the watchdog before each exchange; for the AS (ctx given) turns
-    # an unprotected 4.01 "Replay detected" (RFC 8613 §7.4) into StateLost.
+def _guard(send, feed, session=None, name=None):
+    # Feeds the watchdog before each exchange; for the AS (session given) an
+    # unprotected 4.01 "Replay detected" (RFC 8613 §7.4) sets session.lost.
     def f(msg):
         if feed:
             feed()
         resp = send(msg)
         if (
-            ctx
+            session
             and resp.code == coap.UNAUTHORIZED
             and resp.get(coap.OSCORE) is None
             and bytes(resp.payload[:15]) == b"Replay detected"
         ):
-            raise StateLost(
+            ctx = session.as_ctx
+            session.lost = (
                 "AS refused seq %d as a replay%s; stopped so no nonce is reused; "
                 "new keys: keybound as client rekey %s"
                 % (
                     ctx.seq - 1,
                     " (no state at boot: flash erased?)" if ctx.store.fresh else "",
-                    cfg["client_id"],
+                    name,
                 )
             )
+            raise ace.ACEError(session.lost)
         return resp
 
     return f
-
-
-def _reading(sensor):
-    if sensor:
-        return sensor()
-    try:
-        import esp32
-
-        return esp32.mcu_temperature()
-    except (ImportError, AttributeError):
-        return None  # the classic ESP32, MicroPython before 1.23, the unix port
-
-
-def _round(session, cfg, sensor):
-    method = cfg["method"]
-    resource = cfg["resource"]
-    if method == "POST":
-        value = _reading(sensor)
-        if value is None:
-            print("POST %s: no reading (no sensor)" % resource)
-            return
-        req = coap.request(coap.POST, resource, cbor.dumps(value), coap.CF_CBOR)
-    else:
-        req = coap.request(coap.GET, resource)
-    resp = session.request(req)
-    print(
-        "%s %s -> %d.%02d %s"
-        % (method, resource, resp.code >> 5, resp.code & 31, bytes(resp.payload[:32]))
-    )
-
-
-def _watchdog(seconds):
-    if not seconds:
-        return None
-    import machine
-
-    if not hasattr(machine, "WDT"):
-        print("watchdog: this port has no machine.WDT")
-        return None
-    return machine.WDT(timeout=seconds * 1000).feed
-
-
-def _sleep(ms, feed):
-    while ms > 0:
-        if feed:
-            feed()
-        step = min(ms, 1000)
-        time.sleep_ms(step)
-        ms -= step
-
-
-def reset():
-    """machine.reset(), or on a port without it (unix) exit with status 75."""
-    import machine
-
-    if hasattr(machine, "reset"):
-        machine.reset()
-    sys.exit(_RESET_EXIT)
 
 
 def run(path="keybound.json", iterations=None, sensor=None):
@@ -207,52 +129,108 @@ def run(path="keybound.json", iterations=None, sensor=None):
     sensor, for POST: a function returning the reading as an integer, or
     None when there is none this time.
     """
+    import machine
+
     cfg = boot(path)
-    feed = _watchdog(cfg["watchdog_s"])
-    session = client = lost = None
+    feed = None
+    if cfg["watchdog_s"]:
+        if hasattr(machine, "WDT"):
+            feed = machine.WDT(timeout=cfg["watchdog_s"] * 1000).feed
+        else:
+            print("watchdog: this port has no machine.WDT")
+    method = cfg["method"]
+    resource = cfg["resource"]
+    session = client = None
     failures = n = 0
     while iterations is None or n < iterations:
         delay = cfg["period_s"] * 1000
         try:
-            if lost:
-                print("stopped:", lost)
+            if session and session.lost:
+                print("stopped:", session.lost)
             else:
-                link(cfg, feed)
+                if cfg["wifi"]:
+                    try:
+                        import network
+                    except ImportError:
+                        network = None  # no radio: the unix port
+                    if network and not network.WLAN(network.STA_IF).isconnected():
+                        import wifi
+
+                        try:
+                            wifi.connect(cfg["wifi"], feed)
+                        finally:
+                            del sys.modules["wifi"]
                 if client is None:
                     client = coap.Client()
                     if session is None:
                         session = build_session(cfg, client)
+                        session.lost = None
                     else:
                         session.send_as, session.send_rs = _senders(cfg, client)
-                    session.send_as = _guard(session.send_as, feed, cfg, session.as_ctx)
+                    session.send_as = _guard(session.send_as, feed, session, cfg["client_id"])
                     session.send_rs = _guard(session.send_rs, feed)
-                _round(session, cfg, sensor)
+                if method == "POST":
+                    value = None
+                    if sensor:
+                        value = sensor()
+                    else:
+                        try:
+                            import esp32
+
+                            value = esp32.mcu_temperature()
+                        except (ImportError, AttributeError):
+                            pass  # the classic ESP32, MicroPython before 1.23, unix
+                    if value is None:
+                        print("POST %s: no reading (no sensor)" % resource)
+                        req = None
+                    else:
+                        req = coap.request(coap.POST, resource, cbor.dumps(value), coap.CF_CBOR)
+                else:
+                    req = coap.request(coap.GET, resource)
+                if req:
+                    resp = session.request(req)
+                    print(
+                        "%s %s -> %d.%02d %s"
+                        % (
+                            method,
+                            resource,
+                            resp.code >> 5,
+                            resp.code & 31,
+                            bytes(resp.payload[:32]),
+                        )
+                    )
             failures = 0
-        except StateLost as e:
-            lost = str(e)
-            print("error: StateLost:", lost)
         except Exception as e:  # MemoryError too: the loop must go on
-            failures += 1
-            if client:
+            if session and session.lost:
+                print("error: StateLost:", session.lost)  # a reset would not cure it
+            else:
+                failures += 1
+                if client:
+                    try:
+                        client.close()
+                    except Exception:
+                        pass
+                client = None
+                gc.collect()
                 try:
-                    client.close()
-                except Exception:
+                    # An unprotected answer's diagnostic payload says why, e.g.
+                    # the AS's "Security context not found" (RFC 8613 §8.2).
+                    r = getattr(e, "response", None)
+                    r = " %r" % bytes(r.payload[:40]) if r else ""
+                    print("error: %s: %s%s (%d in a row)" % (type(e).__name__, e, r, failures))
+                except MemoryError:
                     pass
-            client = None
-            gc.collect()
-            try:
-                # An unprotected answer's diagnostic payload says why, e.g. the
-                # AS's "Security context not found" (RFC 8613 §8.2).
-                r = getattr(e, "response", None)
-                r = " %r" % bytes(r.payload[:40]) if r else ""
-                print("error: %s: %s%s (%d in a row)" % (type(e).__name__, e, r, failures))
-            except MemoryError:
-                pass
-            if failures >= cfg["max_failures"]:
-                print("reset: %d failed rounds in a row" % failures)
-                reset()
-            delay = min(cfg["retry_ms"] << min(failures - 1, 20), cfg["max_retry_ms"])
+                if failures >= cfg["max_failures"]:
+                    print("reset: %d failed rounds in a row" % failures)
+                    if hasattr(machine, "reset"):
+                        machine.reset()
+                    sys.exit(_RESET_EXIT)
+                delay = min(cfg["retry_ms"] << min(failures - 1, 20), cfg["max_retry_ms"])
         n += 1
         if iterations is None or n < iterations:
-            _sleep(delay, feed)
+            while delay > 0:
+                if feed:
+                    feed()
+                time.sleep_ms(min(delay, 1000))
+                delay -= 1000
     return session

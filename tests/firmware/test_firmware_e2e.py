@@ -429,12 +429,13 @@ WIFI = {"ssid": "lab", "password": "pw"}
 
 def test_an_access_point_that_comes_up_late(fleet: Fleet, deployed: Path) -> None:
     """The AP boots slower than the board, whose radio still connects from before a soft
-    reset: "Wifi Internal Error" first, then no AP for four attempts, then joined."""
+    reset: "Wifi Internal Error" first, then no AP for four attempts, then joined; later
+    the link drops and the board joins again."""
     bundle = edit_bundle(
         fleet.device_bundle("late-ap"), fleet.root / "late-ap-wifi.json", wifi=WIFI, **FAST
     )
     fleet.restart_as()
-    scene = {**WIFI, "busy": True, "ap_after": 5}
+    scene = {**WIFI, "busy": True, "ap_after": 5, "drop_after": 2}
     proc = run_board(deployed, bundle, fleet.root / "board-late", 8, scene=scene)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
@@ -445,7 +446,8 @@ def test_an_access_point_that_comes_up_late(fleet: Fleet, deployed: Path) -> Non
     assert out.index("NET active False") < out.index("NET connect lab 2"), out
     assert all("could not join lab" in e for e in errors[1:]), errors
     assert [f"({n} in a row)" in e for n, e in enumerate(errors, 1)] == [True] * 5
-    assert _lines(proc, "wifi: 10.0.0.2") == ["wifi: 10.0.0.2"]
+    assert _lines(proc, "wifi: 10.0.0.2") == ["wifi: 10.0.0.2"] * 2, out
+    assert out.index("NET link lost") < out.index("NET connect lab 7"), out
     assert len(_lines(proc, "GET /temp -> 2.05")) == 3, out
     # With the default back-off the sixth attempt comes after 2 + 4 + 8 + 16 + 32 s:
     # an AP 60 s late is joined at about the same attempt as here.
@@ -481,12 +483,14 @@ def test_too_many_failed_rounds_reset_the_board(deployed: Path, tmp_path: Path) 
     bundle.write_text(json.dumps({
         "client_id": "reset", "as_uri": "coap://127.0.0.1:9", "rs_uri": "coap://127.0.0.1:9",
         "audience": "rs", "scope": "temp.read", "wifi": WIFI, "max_failures": 3, **FAST,
+        "watchdog_s": 120,
         "as_context": {"master_secret": "00" * 16, "sender_id": "01", "recipient_id": "00"},
     }))  # fmt: skip
     proc = run_board(deployed, bundle, tmp_path / "board", 10, scene={**WIFI, "ap_after": 99})
     assert proc.returncode == 75, proc.stdout + proc.stderr
     assert len(_lines(proc, "error:")) == 3, proc.stdout
     assert _lines(proc, "reset:") == ["reset: 3 failed rounds in a row"], proc.stdout
+    assert "watchdog: this port has no machine.WDT" in proc.stdout
 
 
 def test_post_without_a_sensor_sends_nothing(fleet: Fleet, deployed: Path) -> None:

@@ -6,6 +6,8 @@
 #   busy             the radio still connects from before a soft reset:
 #                    connect() raises "Wifi Internal Error" (as MicroPython
 #                    1.22-1.25 do) until the interface is switched off
+#   drop_after       the link drops (once) after this many isconnected()
+#                    calls that answered True
 #   raise_at         {"N": "MemoryError" | "ValueError"}: the N-th
 #                    isconnected() call fails so (MemoryError by really
 #                    running out of heap)
@@ -28,6 +30,7 @@ _st = {
     "busy": _SCENE.get("busy", False),
     "attempts": 0,
     "checks": 0,
+    "up_answers": 0,
     "status": STAT_IDLE,
 }
 
@@ -54,6 +57,12 @@ class WLAN:
             return bytearray(1 << 24) is None
         if failure:
             raise ValueError(f"driver fault injected at check {_st['checks']}")
+        if _st["connected"]:
+            _st["up_answers"] += 1
+            if _st["up_answers"] == _SCENE.get("drop_after", 0) + 1:
+                print("NET link lost")
+                _st["connected"] = False
+                _st["status"] = STAT_IDLE
         return _st["connected"]
 
     def connect(self, ssid, password=""):
