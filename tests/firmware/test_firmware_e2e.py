@@ -314,6 +314,7 @@ class OscoreRelay:
         self.upstream.bind(("127.0.0.1", 0))
         self.upstream.settimeout(0.2)
         self.client: tuple[str, int] | None = None
+        self.sources: list[tuple[str, int]] = []  # of every request, in order
         self.pivs: list[bytes] = []
         self.running = True
         self.threads = [threading.Thread(target=f, daemon=True) for f in (self._up, self._down)]
@@ -328,6 +329,7 @@ class OscoreRelay:
                 data, self.client = self.sock.recvfrom(2048)
             except TimeoutError:
                 continue
+            self.sources.append(self.client)
             option = Message.decode(data).opt.oscore
             if option:  # flags, then a Partial IV of (flags & 7) bytes (RFC 8613 §6.1)
                 self.pivs.append(bytes(option[1 : 1 + (option[0] & 7)]))
@@ -458,13 +460,19 @@ def test_an_access_point_that_comes_up_late(fleet: Fleet, deployed: Path) -> Non
 
 def test_forced_exceptions_do_not_stop_the_board(fleet: Fleet, deployed: Path) -> None:
     """A MemoryError (a real one: the driver allocates past the heap) and a ValueError out
-    of the Wi-Fi driver, before and after the token: every later round works, one token."""
+    of the Wi-Fi driver, before and after the token: every later round works, one token.
+    After the failed round the device talks from a new socket (names resolved again)."""
+    relay = OscoreRelay(fleet.rs_port)
     bundle = edit_bundle(
-        fleet.device_bundle("faulty"), fleet.root / "faulty-wifi.json", wifi=WIFI, **FAST
-    )
+        fleet.device_bundle("faulty"), fleet.root / "faulty-wifi.json", wifi=WIFI, **FAST,
+        rs_uri=f"coap://127.0.0.1:{relay.port}",
+    )  # fmt: skip
     fleet.restart_as()
     scene = {**WIFI, "raise_at": {"2": "MemoryError", "3": "ValueError", "7": "MemoryError"}}
-    proc = run_board(deployed, bundle, fleet.root / "board-faulty", 6, scene=scene)
+    try:
+        proc = run_board(deployed, bundle, fleet.root / "board-faulty", 6, scene=scene)
+    finally:
+        relay.close()
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     errors = _lines(proc, "error:")
@@ -475,6 +483,10 @@ def test_forced_exceptions_do_not_stop_the_board(fleet: Fleet, deployed: Path) -
     assert len(_lines(proc, "GET /temp -> 2.05")) == 3, out
     log = (fleet.root / "as.log").read_text()
     assert log.count("to faulty for") == 1, "the session outlived the exceptions"
+    # round 3: /authz-info and a GET; round 4 fails; rounds 5 and 6 from a new socket
+    ports = [port for _, port in relay.sources]
+    assert len(ports) == 4, ports
+    assert ports[0] == ports[1] != ports[2] == ports[3], (ports, out)
 
 
 def test_too_many_failed_rounds_reset_the_board(deployed: Path, tmp_path: Path) -> None:

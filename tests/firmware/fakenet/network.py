@@ -59,7 +59,8 @@ class WLAN:
             raise ValueError(f"driver fault injected at check {_st['checks']}")
         if _st["connected"]:
             _st["up_answers"] += 1
-            if _st["up_answers"] == _SCENE.get("drop_after", 0) + 1:
+            drop = _SCENE.get("drop_after")
+            if drop is not None and _st["up_answers"] == drop + 1:
                 print("NET link lost")
                 _st["connected"] = False
                 _st["status"] = STAT_IDLE
