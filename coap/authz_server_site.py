@@ -132,7 +132,8 @@ class StoredServerContext(oscore.FilesystemSecurityContext):  # type: ignore[mis
         try:
             return super().unprotect(protected_message, request_id)
         except oscore.ReplayError as exc:
-            _log_replay(self, protected_message, exc)
+            if self.recipient_replay_window.is_initialized():  # a number seen before
+                _log_replay(self, protected_message, exc)
             raise
 
     def close(self) -> None:

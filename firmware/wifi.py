@@ -29,7 +29,13 @@ def connect(wifi, feed=None):
     # are skipped): no need to wait out the timeout for those.
     failed = [
         getattr(network, n, None)
-        for n in ("STAT_NO_AP_FOUND", "STAT_WRONG_PASSWORD", "STAT_CONNECT_FAIL")
+        for n in (
+            "STAT_NO_AP_FOUND",
+            "STAT_WRONG_PASSWORD",
+            "STAT_ASSOC_FAIL",
+            "STAT_HANDSHAKE_TIMEOUT",
+            "STAT_CONNECT_FAIL",
+        )
     ]
     try:
         wlan.connect(wifi["ssid"], wifi.get("password", ""))
