@@ -204,9 +204,9 @@ class SequenceStore:
                 continue
             if best is None or rec[0] > best[0] or (rec[0] == best[0] and rec[2] > best[2]):
                 best = rec
+        if damaged > 1:  # a power cut damages one slot at most
+            raise OSCOREError("corrupt sequence number files %s" % self.path)
         if best is None:
-            if damaged > 1:
-                raise OSCOREError("corrupt sequence number files %s" % self.path)
             return 0  # nothing written yet, or the first write was cut short
         self.fresh = False
         self.counter = best[0]

@@ -101,6 +101,7 @@ def test_a_file_of_the_earlier_format_is_read(board: Path, tmp_path: Path) -> No
 def test_two_damaged_slots_stop_the_store(board: Path, tmp_path: Path) -> None:
     (tmp_path / "c.seq").write_text("3 00 12 ffffffff\n")
     (tmp_path / "c.seq.1").write_text("garbage\n")
+    (tmp_path / "c.seq.tmp").write_text("00 12\n")  # an old, low limit must not win then
     proc = run_on_port([board, MP_TESTS], "mp_seqno.py", str(tmp_path / "c.seq"), "1", "4", "0")
     assert proc.returncode != 0
     assert "corrupt sequence number files" in proc.stdout + proc.stderr, proc.stdout
