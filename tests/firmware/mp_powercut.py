@@ -6,8 +6,9 @@
 #   STORE  two-slot (oscore.SequenceStore) | rename (the earlier store, a
 #          control: one file replaced through .tmp and a rename)
 #
-# For every k from 1 to the number of block writes an uncut run makes:
-# format, mount, use sequence numbers until the device refuses write k + 1
+# For every k from 0 to the number of block writes an uncut run makes:
+# format, mount, use sequence numbers from two stores in one folder (as.seq
+# and rs.seq, in turn) until the device refuses write k + 1
 # (the power cut: a number whose use() had not returned before the cut
 # counts as not used), then boot again from what the blocks hold and go on;
 # a second cut hits the second boot at another point, a third boot runs
@@ -112,40 +113,46 @@ if sys.argv[1] == "probe":
 FS, KIND = sys.argv[1], sys.argv[2]
 CLS, NBLOCKS = (vfs.VfsFat, 128) if FS == "fat" else (vfs.VfsLfs2, 64)
 STORE = oscore.SequenceStore if KIND == "two-slot" else RenameStore
-PATH = "/m/state/as.seq"
+PATHS = ("/m/state/as.seq", "/m/state/rs.seq")  # two stores in one folder, as on the board
 
 
 def boot(dev, budget):
-    """Mount, start the store, use up to _USES numbers; -> (resume, used, store).
+    """Mount, start both stores, use up to _USES numbers from each in turn.
 
-    budget: write operations allowed in this boot (None: no cut).  A store
-    that refuses to start (damaged files) gives resume None.
+    -> (resumes, used): per store, where it started (-1: cut before it
+    started, None: it refused to start) and the numbers used.  budget:
+    write operations allowed in this boot (None: no cut).
     """
     dev.budget = None if budget is None else dev.writes + budget
     vfs.mount(CLS(dev), "/m")
-    used = []
-    resume = -1  # cut before the store started
+    used = ([], [])
+    resumes = [-1, -1]
     try:
         try:
             os.stat("/m/state")
         except OSError:
             os.mkdir("/m/state")
-        store = STORE(PATH, _CHUNK)
-        resume = seq = store.start(_FP)
-        for _ in range(_USES):
-            store.use(seq)
-            if dev.cut:
-                break
-            used.append(seq)
-            seq += 1
-    except oscore.OSCOREError:
-        resume = None
+        stores = [STORE(p, _CHUNK) for p in PATHS]
+        for i, store in enumerate(stores):
+            try:
+                resumes[i] = store.start(_FP[i:] + _FP[:i])
+            except oscore.OSCOREError:
+                resumes[i] = None
+        if None not in resumes:
+            seqs = list(resumes)
+            for _ in range(_USES):
+                for i, store in enumerate(stores):
+                    store.use(seqs[i])
+                    if dev.cut:
+                        raise OSError("power cut")
+                    used[i].append(seqs[i])
+                    seqs[i] += 1
     except OSError:
         if not dev.cut:
             raise
     finally:
         vfs.umount("/m")
-    return resume, used
+    return resumes, used
 
 
 def fresh():
@@ -157,28 +164,33 @@ def fresh():
 # An uncut boot: how many write operations there are to cut.
 dev = fresh()
 w0 = dev.writes
-resume, used = boot(dev, None)
+resumes, used = boot(dev, None)
 points = dev.writes - w0
-check("uncut boot starts at 0 and uses every number", resume == 0 and used == list(range(_USES)))
+check(
+    "uncut boot starts at 0 and uses every number",
+    resumes == [0, 0] and used == (list(range(_USES)), list(range(_USES))),
+)
 print("WRITES", points)
 
 reused = 0
 refused = 0
 for k in range(points + 1):
     dev = fresh()
-    history = []  # every number used so far, over the boots
+    history = ([], [])  # every number used so far, per store, over the boots
     bad = None
     for n, budget in enumerate((k, (k * 7) % points + 1, None)):
-        resume, used = boot(dev, budget)
-        if resume is None:
+        resumes, used = boot(dev, budget)
+        if None in resumes:
             refused += 1
             bad = bad or f"boot {n} refused to start"
             break
-        if history and 0 <= resume <= max(history):
-            bad = bad or f"boot {n} resumed at {resume}, {max(history)} was used"
-        if set(used) & set(history):
-            bad = bad or f"boot {n} used a number twice"
-        history += used
+        for i in (0, 1):
+            seen = history[i]
+            if seen and 0 <= resumes[i] <= max(seen):
+                bad = bad or f"boot {n} {PATHS[i]} resumed at {resumes[i]}, {max(seen)} was used"
+            if set(used[i]) & set(seen):
+                bad = bad or f"boot {n} {PATHS[i]} used a number twice"
+            seen += used[i]
         dev = Dev(NBLOCKS, 512, dev.data)  # power comes back: same blocks, new device
     if bad:
         reused += 1
