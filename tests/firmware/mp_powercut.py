@@ -1,10 +1,13 @@
 # Sender sequence numbers over power cuts at every write operation, on
 # MicroPython's own file systems (VfsFat, VfsLfs2) over a RAM block device
 # that stops accepting writes after the k-th one.
-# Usage: micropython -X heapsize=2M mp_powercut.py FS STORE
+# Usage: micropython -X heapsize=4M mp_powercut.py FS STORE [USES [torn]]
 #   FS     fat | lfs2
 #   STORE  two-slot (oscore.SequenceStore) | rename (the earlier store, a
 #          control: one file replaced through .tmp and a rename)
+#   USES   numbers used per boot (40)
+#   torn   the refused write lands half-way (the first half of its bytes),
+#          as on flash whose programming the cut interrupts
 #
 # For every k from 0 to the number of block writes an uncut run makes:
 # format, mount, use sequence numbers from two stores in one folder (as.seq
@@ -26,6 +29,7 @@ from mptest import check, done
 _FP = "00112233aabbccdd"
 _CHUNK = 4
 _USES = int(sys.argv[3]) if len(sys.argv) > 3 else 40  # numbers per boot
+TORN = len(sys.argv) > 4 and sys.argv[4] == "torn"
 _EIO = -5
 
 
@@ -34,7 +38,8 @@ class Dev:
 
     Every writeblocks and every erase is one write operation; once budget
     of them happened, later ones are refused (EIO) and leave the blocks as
-    they are, as a power cut would.
+    they are, as a power cut would (with torn, the first refused write
+    leaves half of its bytes).
     """
 
     def __init__(self, n, bs, data=None):
@@ -43,6 +48,7 @@ class Dev:
         self.writes = 0
         self.budget = None
         self.cut = False
+        self.torn = False
 
     def _allowed(self):
         if self.budget is not None and self.writes >= self.budget:
@@ -57,6 +63,11 @@ class Dev:
 
     def writeblocks(self, b, buf, off=None):
         if not self._allowed():
+            if TORN and not self.torn:
+                # the write the power cut stops lands half-way
+                self.torn = True
+                a = b * self.bs + (off or 0)
+                self.data[a : a + len(buf) // 2] = buf[: len(buf) // 2]
             return _EIO
         a = b * self.bs + (off or 0)
         self.data[a : a + len(buf)] = buf

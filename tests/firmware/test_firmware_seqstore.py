@@ -46,14 +46,16 @@ def test_the_port_has_both_file_systems(board: Path) -> None:
     assert "VfsFat VfsLfs2" in proc.stdout, proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("cut", ["whole", "torn"])
 @pytest.mark.parametrize("fs", ["fat", "lfs2"])
-def test_no_number_repeats_over_a_power_cut_at_every_write(board: Path, fs: str) -> None:
+def test_no_number_repeats_over_a_power_cut_at_every_write(board: Path, fs: str, cut: str) -> None:
+    """A cut between two block writes, or inside one (half of its bytes land)."""
     proc = run_on_port(
-        [board, MP_TESTS], "mp_powercut.py", fs, "two-slot", USES, heap="4M", timeout=300
+        [board, MP_TESTS], "mp_powercut.py", fs, "two-slot", USES, cut, heap="4M", timeout=300
     )
     lines = passed_lines(proc, 3)
     summary = _summary(lines)
-    print(f"\n{fs}: {summary}")
+    print(f"\n{fs}, {cut} cut: {summary}")
     assert int(summary["points"]) > 40, summary  # every record write was cut somewhere
     assert summary["reused"] == "0", [line for line in lines if line.startswith("CUT")]
     assert summary["refused"] == "0"
