@@ -145,17 +145,24 @@ def ccm(key, nonce, aad, data, decrypt=False):
 class SequenceStore:
     """Sender Sequence Numbers that survive reboots (RFC 8613 Appendix B.1.1).
 
-    Before a number is used, the store makes sure a file says "next allowed
+    Before a number is used, the store makes sure flash says "next allowed
     number = N" with N above it, writing N = current + chunk ahead of time.
     After a reboot counting resumes at the persisted N, so a number that was
     possibly used before the reboot is never used again; at most chunk
-    numbers are skipped.  The file also names the context (a truncated hash
-    of sender key, Sender ID and ID Context); a context with new keys starts
-    at 0.  With path=None the store only lives in RAM, which is safe only
-    for contexts whose keys are never derived again.
+    numbers are skipped.  Each record also names the context (a truncated
+    hash of sender key, Sender ID and ID Context); a context with new keys
+    starts at 0.  With path=None the store only lives in RAM, which is safe
+    only for contexts whose keys are never derived again.
 
-    File format: one line "<fingerprint hex> <next allowed seqno>\n",
-    replaced atomically by writing "<path>.tmp" and renaming it.
+    Power cuts: a record is never overwritten in place of the newest one.
+    Two slots, the files <path> and <path>.1, take turns; each record is
+    "<counter> <fingerprint> <limit> <check>\n", check being 8 hex digits of
+    SHA-256 over the rest, and the valid record with the higher counter
+    wins.  A write cut short leaves the older record intact, on FAT (where
+    a rename over a file is a remove and a rename) as on littlefs.  A file
+    of the earlier one-line format "<fingerprint> <limit>" (at <path> or a
+    left-over <path>.tmp) is read as counter 0.  Two slots that both exist
+    and are both damaged stop the store: guessing low reuses nonces.
     """
 
     def __init__(self, path=None, chunk=_CHUNK):
@@ -166,23 +173,45 @@ class SequenceStore:
         self.limit = 0
         self.fingerprint = ""
         self.writes = 0
+        self.counter = -1  # of the newest valid record; -1: none
+        self.fresh = True  # no record was found at start()
 
     def start(self, fingerprint):
         """First usable sequence number for the context with this fingerprint."""
         self.fingerprint = fingerprint
         self.limit = 0
-        if self.path:
+        self.counter = -1
+        self.fresh = True
+        if not self.path:
+            return 0
+        best = None
+        damaged = 0
+        for i, name in enumerate((self.path, self.path + ".1", self.path + ".tmp")):
             try:
-                with open(self.path) as f:
-                    parts = f.read().split()
+                with open(name) as f:
+                    parts = f.read(200).split()
             except OSError:
-                parts = None
-            if parts:
-                if len(parts) != 2:
-                    # Refuse rather than guess: guessing low reuses nonces.
-                    raise OSCOREError("corrupt sequence number file %s" % self.path)
-                if parts[0] == fingerprint:
-                    self.limit = int(parts[1])
+                continue  # absent
+            rec = None
+            if len(parts) == 4 and _check(" ".join(parts[:3])) == parts[3]:
+                rec = parts[:3]
+            elif len(parts) == 2 and i != 1:
+                rec = ["0"] + parts  # the earlier one-line format
+            try:
+                rec = (int(rec[0]), rec[1], int(rec[2]))
+            except (TypeError, ValueError):
+                damaged += i < 2  # a torn or damaged slot
+                continue
+            if best is None or rec[0] > best[0] or (rec[0] == best[0] and rec[2] > best[2]):
+                best = rec
+        if damaged > 1:  # a power cut damages one slot at most
+            raise OSCOREError("corrupt sequence number files %s" % self.path)
+        if best is None:
+            return 0  # nothing written yet, or the first write was cut short
+        self.fresh = False
+        self.counter = best[0]
+        if best[1] == fingerprint:
+            self.limit = best[2]
         return self.limit
 
     def use(self, seq):
@@ -190,15 +219,21 @@ class SequenceStore:
         if seq > _MAX_SEQ:
             raise OSCOREError("sequence numbers exhausted; rekey")
         if seq >= self.limit:
-            self.limit = min(seq + self.chunk, _MAX_SEQ + 1)
+            limit = min(seq + self.chunk, _MAX_SEQ + 1)
             if self.path:
-                import os
-
-                tmp = self.path + ".tmp"
-                with open(tmp, "w") as f:
-                    f.write("%s %d\n" % (self.fingerprint, self.limit))
-                os.rename(tmp, self.path)
+                n = self.counter + 1
+                rec = "%d %s %d" % (n, self.fingerprint, limit)
+                with open(self.path + (".1" if n & 1 else ""), "w") as f:
+                    f.write("%s %s\n" % (rec, _check(rec)))
+                self.counter = n
                 self.writes += 1
+            # Only a limit that reached flash may be handed out.
+            self.limit = limit
+
+
+def _check(text):
+    # 8 hex digits of SHA-256: tells a whole record from a torn one.
+    return "%08x" % int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
 
 # ------------------------------------------------------------ helpers

@@ -31,6 +31,7 @@ from keybound.tools.authz_server.provision import (
     add_clients,
     add_resource_server,
     init_issuer,
+    new_client_context,
     new_introspection_secret,
     rotate_token_key,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "parse_address",
     "parse_cti",
     "record",
+    "rekey_client",
     "remove",
     "require_issuer",
     "revoke",
@@ -350,6 +352,20 @@ def record(db: str | None, name: str) -> dict[str, Any]:
         if rs is None:
             raise ValueError(f"no client or resource server named {name!r}")
         return {"kind": "resource_server", **rs_row(rs)}
+
+
+def rekey_client(db: str | None, name: str) -> Client:
+    """Give client ``name`` a new OSCORE context with the AS: new Master Secret, Master
+    Salt and Sender ID (RFC 8613 §3), so its sequence numbers start again at 0 without
+    reusing a nonce (RFC 8613 §7.2.1), e.g. after its state was lost. The old context
+    stops working; a running AS picks the new one up at the client's first request."""
+    with open_store(db) as store:
+        client = store.get_client(name)
+        if client is None:
+            raise ValueError(f"no client {name!r} at the AS")
+        if client.oscore is None:
+            raise ValueError(f"client {name!r} has no OSCORE context (an HTTP-only client)")
+        return store.set_client_oscore(name, new_client_context(store))
 
 
 def remove(db: str | None, name: str) -> str:

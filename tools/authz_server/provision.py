@@ -34,6 +34,7 @@ __all__ = [
     "add_resource_server",
     "as_config",
     "init_issuer",
+    "new_client_context",
     "new_introspection_secret",
     "new_token_key",
     "rotate_token_key",
@@ -93,6 +94,12 @@ def _new_context(used: set[bytes]) -> OscoreContext:
         sender_id=peer_id,
         recipient_id=AS_OSCORE_ID,
     )
+
+
+def new_client_context(store: AuthzStore) -> OscoreContext:
+    """A new client-AS OSCORE context (new secret, salt and Sender ID) for a client
+    that needs new keys, its ID unused by every other peer."""
+    return _new_context(_used_ids(store))
 
 
 def add_resource_server(

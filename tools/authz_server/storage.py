@@ -532,6 +532,24 @@ class SqlAuthzStore:
         assert stored is not None
         return stored
 
+    def set_client_oscore(self, client_id: str, context: OscoreContext) -> Client:
+        """Replace a client's OSCORE context with ``context`` (new keys: ``as client rekey``).
+
+        The AS finds a context by its ``kid``, so ``context.sender_id`` must not be one
+        another peer receives with (``provision.new_client_context`` makes such a one).
+        """
+        with self._write() as conn:
+            changed = conn.execute(
+                update(clients_table)
+                .where(clients_table.c.client_id == client_id)
+                .values(**oscore_columns(context))
+            )
+            if changed.rowcount == 0:
+                raise UnknownRecord(f"no client {client_id!r}")
+            stored = self._load_client(conn, client_id)
+        assert stored is not None
+        return stored
+
     def verify_client_secret(self, client_id: str, secret: str) -> Client:
         """Authenticate a client by its HTTP secret (RFC 6749 §2.3.1).
 

@@ -247,6 +247,46 @@ def client_add(
         sys.stdout.write(f"{secret}\n")
 
 
+@client_app.command("rekey")
+@_clean
+def client_rekey(
+    name: Annotated[str, typer.Argument(help="client_id of the device")],
+    out: Annotated[Path, typer.Option("--out", help="directory for the new bundle")] = Path("."),
+    audience: Annotated[
+        str | None,
+        typer.Option("--audience", help="which of the client's audiences (when it has several)"),
+    ] = None,
+    rs_uri: Annotated[
+        str | None,
+        typer.Option("--rs-uri", help="the RS address the device talks to (default: the audience)"),
+    ] = None,
+    as_base: AsBaseOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """New OSCORE keys for a device and its new bundle NAME.json (0600).
+
+    The way back for a device whose state folder was lost (an erased flash given
+    the same bundle again): its sequence numbers restarted under the old keys, so
+    the AS refuses its requests as replays. With new keys (secret, salt, Sender ID)
+    it starts again at 0; the old bundle stops working. Flash the new one.
+    """
+    from keybound.tools.bundles import write_bundle  # noqa: PLC0415 - import time
+    from keybound.tools.device.bundle import bundle_from_db  # noqa: PLC0415
+
+    where = {"audience": audience, "rs_uri": rs_uri, "as_base": as_base}
+    bundle_from_db(db, name, **where)  # refuses (changing nothing) what it could not write
+    client = operations.rekey_client(db, name)
+    path = write_bundle(out / f"{name}.json", bundle_from_db(db, name, **where))
+    if as_json:
+        _emit({**operations.client_row(client), "bundle": str(path)})
+        return
+    console.print(
+        f"new OSCORE keys for {name}; the old bundle no longer works. New bundle: {path} "
+        f"(0600); flash it with `keybound device flash {name} --port PORT --bundle {path}`"
+    )
+
+
 # ---- list, show, remove, revoke -----------------------------------------------------------------
 
 
