@@ -24,6 +24,7 @@ def boot(path="keybound.json"):
     The bundle reader and the Wi-Fi code are needed once: both modules are
     dropped again so their code does not occupy the heap while running.
     """
+    gc.collect()  # one free run for the bundle's text after the code loaded
     import config
 
     cfg = config.load(path)

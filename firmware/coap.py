@@ -264,7 +264,20 @@ class Client:
     ):
         import socket
 
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        import select
+
+        # The receive buffer is allocated once, here at boot while the heap
+        # is still in one piece, and every datagram is read into it: a
+        # 1280-byte block per response (sock.recv) is hard to find on a heap
+        # fragmented by the flow.  MicroPython sockets have no recv_into,
+        # and readinto() reads until the buffer is full or the socket would
+        # block: so the socket is non-blocking, poll() waits for a datagram
+        # and readinto() returns as soon as the queue is empty.
+        self.buf = bytearray(_MAX_DATAGRAM)
+        self.sock = sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        self.poller = poller = select.poll()
+        poller.register(sock, select.POLLIN)
         self.ack_timeout_ms = ack_timeout_ms
         self.max_retransmit = min(max_retransmit, _MAX_RETRANSMIT_CAP)
         self.separate_wait_ms = separate_wait_ms
@@ -281,6 +294,8 @@ class Client:
         # receive buffer needs one contiguous block on a small heap.
         gc.collect()
         sock = self.sock
+        buf = self.buf
+        poller = self.poller
         self.mid = mid = (self.mid + 1) & 0xFFFF
         msg.mtype = CON
         msg.mid = mid
@@ -306,12 +321,21 @@ class Client:
                 sock.sendto(wire, addr)
                 deadline = time.ticks_add(time.ticks_ms(), timeout)
                 continue
-            sock.settimeout(max(left, 1) / 1000)
+            # ipoll() yields a reused tuple per ready socket: no garbage.
+            ready = False
+            for _ in poller.ipoll(left):
+                ready = True
+            if not ready:
+                continue
             try:
-                resp = Message.decode(sock.recv(_MAX_DATAGRAM))
+                # None: nothing queued after all.  decode() copies what it
+                # keeps, so the buffer is free for the next read.
+                n = sock.readinto(buf)
+                if not n:
+                    continue
+                resp = Message.decode(memoryview(buf)[:n])
             except (OSError, CoAPError):
-                # A timeout is an OSError (ETIMEDOUT or EAGAIN) on
-                # MicroPython; malformed datagrams are ignored (§4.2).
+                # Malformed datagrams are ignored (§4.2).
                 continue
             t = resp.mtype
             if t >= ACK and resp.mid == mid:
