@@ -262,9 +262,8 @@ class Client:
         max_retransmit=_MAX_RETRANSMIT,
         separate_wait_ms=_SEPARATE_WAIT_MS,
     ):
-        import socket
-
         import select
+        import socket
 
         # The receive buffer is allocated once, here at boot while the heap
         # is still in one piece, and every datagram is read into it: a
