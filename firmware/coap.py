@@ -111,14 +111,17 @@ class Message:
         return buf
 
     @staticmethod
-    def decode(data):
-        """Parse RFC 7252 §3 wire format; raises CoAPError when malformed."""
+    def decode(data, view=False):
+        """Parse RFC 7252 §3 wire format; raises CoAPError when malformed.
+
+        With view the payload is a memoryview of data (see decode_options).
+        """
         if len(data) < 4 or data[0] >> 6 != 1:
             raise CoAPError("not a CoAP 1 message")
         tkl = data[0] & 0x0F
         if tkl > 8 or len(data) < 4 + tkl:
             raise CoAPError("bad token length")
-        options, payload = decode_options(data, 4 + tkl)
+        options, payload = decode_options(data, 4 + tkl, view)
         mv = memoryview(data)
         return Message(
             data[1],
@@ -176,8 +179,12 @@ def _nibble(data, pos, n):
     raise CoAPError("bad option nibble")
 
 
-def decode_options(data, pos):
-    """Parse options and payload starting at pos; returns (options, payload)."""
+def decode_options(data, pos, view=False):
+    """Parse options and payload starting at pos; returns (options, payload).
+
+    Option values are bytes copied out of data; the payload too, or with
+    view a memoryview of data, valid as long as data is.
+    """
     options = []
     number = 0
     end = len(data)
@@ -188,7 +195,7 @@ def decode_options(data, pos):
         if b == 0xFF:
             if pos == end:
                 raise CoAPError("payload marker without payload")
-            return options, bytes(mv[pos:])
+            return options, mv[pos:] if view else bytes(mv[pos:])
         delta, pos = _nibble(data, pos, b >> 4)
         length, pos = _nibble(data, pos, b & 0x0F)
         if pos + length > end or len(options) >= _MAX_OPTIONS:
@@ -327,12 +334,17 @@ class Client:
             if not ready:
                 continue
             try:
-                # None: nothing queued after all.  decode() copies what it
-                # keeps, so the buffer is free for the next read.
+                # None: nothing queued after all.
                 n = sock.readinto(buf)
                 if not n:
                     continue
-                resp = Message.decode(memoryview(buf)[:n])
+                # Options are copied out of the buffer.  A protected payload
+                # stays a view of it: OSCORE decrypts it before the next
+                # exchange reads into the buffer again.  Any other payload
+                # is copied, so the buffer is free for the next read.
+                resp = Message.decode(memoryview(buf)[:n], True)
+                if resp.get(OSCORE) is None:
+                    resp.payload = bytes(resp.payload)
             except (OSError, CoAPError):
                 # Malformed datagrams are ignored (§4.2).
                 continue

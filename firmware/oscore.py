@@ -412,13 +412,17 @@ class Context:
         if not pt:
             raise OSCOREError("empty plaintext")
         try:
-            options, payload = coap.decode_options(pt, 1)
+            options, payload = coap.decode_options(pt, 1, True)
         except coap.CoAPError as e:
             raise OSCOREError("bad inner message: %s" % e) from None
         for o in options:
             if o[0] == _OSCORE:
                 raise OSCOREError("OSCORE option inside the plaintext")
-        return coap.Message(pt[0], options, payload, resp.mtype, resp.mid, resp.token)
+        code = pt[0]
+        # The payload is the tail of the plaintext: moved to its front in
+        # place rather than copied (a bytearray, as block.rest() returns).
+        pt[: len(pt) - len(payload)] = b""
+        return coap.Message(code, options, pt, resp.mtype, resp.mid, resp.token)
 
 
 def request(ctx, send, req):
