@@ -273,12 +273,17 @@ def context_hex(ctx: OscoreContext) -> dict[str, str]:
 
 
 def run_flow(
-    micropython: Path, board: Path, bundle: Path, heap: int, cwd: Path
+    micropython: Path, board: Path, bundle: Path, heap: int, cwd: Path, *, frozen: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """FLOOR_SCRIPT (``floor_device.mpy`` in ``board``) under a ``heap``-byte heap."""
+    """FLOOR_SCRIPT (``floor_device.mpy`` in ``board``) under a ``heap``-byte heap.
+
+    With ``frozen`` the modules frozen into ``micropython`` come first on the path
+    (``.frozen``), as on a board whose image was built with ``firmware/manifest.py``.
+    """
+    path = f".frozen:{board}" if frozen else str(board)
     return subprocess.run(  # noqa: S603 - the unix port on our own files
         [str(micropython), "-X", f"heapsize={heap}", "-m", "floor_device", str(bundle)],
-        env=dict(os.environ, MICROPYPATH=str(board)),
+        env=dict(os.environ, MICROPYPATH=path),
         cwd=cwd,
         capture_output=True,
         text=True,
