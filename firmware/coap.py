@@ -54,6 +54,7 @@ _SEPARATE_WAIT_MS = const(30000)  # how long to wait for a separate response
 _TOKEN_LEN = const(4)
 _MAX_DATAGRAM = const(1280)
 _MAX_OPTIONS = const(32)
+_MAX_STALE = const(8)  # queued datagrams read before a request is sent
 
 
 class CoAPError(Exception):
@@ -312,6 +313,21 @@ class Client:
         timeout += timeout * int.from_bytes(os.urandom(2), "big") // 131070
         attempt = 0
         acked = False
+        # Datagrams that queued up since the last exchange (late duplicates,
+        # a separate response sent again) are read and answered before the
+        # request goes out, so none is read together with its response:
+        # readinto() takes all that is queued.  A bounded number, so a flood
+        # cannot hold the request back.
+        for _ in range(_MAX_STALE):
+            try:
+                n = sock.readinto(buf)
+                if not n:
+                    break
+                self._reply(addr, Message.decode(memoryview(buf)[:n], True))
+            except OSError:
+                break
+            except CoAPError:
+                continue
         sock.sendto(wire, addr)
         deadline = time.ticks_add(time.ticks_ms(), timeout)
         while True:
@@ -362,17 +378,20 @@ class Client:
                     return resp  # piggybacked response (§5.2.1)
                 continue
             ours = t < ACK and resp.code and resp.token == token
-            if t == CON and resp.code:
-                if ours:
-                    self._last_separate = resp.mid
-                # A separate response is ACKed; so is the previous one when
-                # our ACK was lost and it came again.  Any other CON we
-                # cannot match is rejected with RST (§4.2).
-                reply = ACK if ours or resp.mid == self._last_separate else _RST
-                sock.sendto(bytes((0x40 | reply << 4, 0, resp.mid >> 8, resp.mid & 0xFF)), addr)
+            if ours and t == CON:
+                self._last_separate = resp.mid
+            self._reply(addr, resp, ours)
             if ours:
                 return resp  # separate response (§5.2.2)
             # Anything else (duplicates, stray ACKs) is ignored.
+
+    def _reply(self, addr, resp, ours=False):
+        # A separate response is ACKed; so is the previous one when our ACK
+        # was lost and it came again.  Any other CON we cannot match is
+        # rejected with RST (§4.2); other messages need no answer.
+        if resp.mtype == CON and resp.code:
+            reply = ACK if ours or resp.mid == self._last_separate else _RST
+            self.sock.sendto(bytes((0x40 | reply << 4, 0, resp.mid >> 8, resp.mid & 0xFF)), addr)
 
     def sender(self, host, port):
         """A send(msg) -> response function bound to one peer (IPv4 UDP)."""
