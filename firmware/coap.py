@@ -296,7 +296,12 @@ class Client:
         self.sock.close()
 
     def exchange(self, addr, msg):
-        """Send msg as a CON request to addr; return the response Message."""
+        """Send msg as a CON request to addr; return the response Message.
+
+        The payload of a response with an OSCORE option is a memoryview of
+        the receive buffer, valid until the next exchange (oscore.py decrypts
+        it at once); any other payload is bytes of its own.
+        """
         # Collect garbage before the exchange, while little is live: the
         # receive buffer needs one contiguous block on a small heap.
         gc.collect()
