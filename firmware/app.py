@@ -45,6 +45,7 @@ def boot(path="keybound.json"):
     The bundle reader is needed once: the module is dropped again so its
     code does not occupy the heap while running.
     """
+    gc.collect()  # one free run for the bundle's text after the code loaded
     import config
 
     cfg = config.load(path)

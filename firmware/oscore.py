@@ -74,6 +74,29 @@ def _hmac(key, msg):
 # ------------------------------------------------------------ AES-CCM
 
 
+# Three 16-byte blocks for ccm(), allocated once when the module loads: the
+# CBC-MAC state X_i, a counter block A_i and its key stream block S_i
+# (RFC 3610 §2.2-2.3).  ccm() works one block at a time in them, so a
+# message costs its output and the AES key schedule, nothing more.
+_X = bytearray(16)
+_A = bytearray(16)
+_S = bytearray(16)
+
+
+def _mac(aes, data, j):
+    # CBC-MAC: XOR data into X from offset j on, encrypting every full
+    # block, then the last one padded with zeros (RFC 3610 §2.2).
+    x = _X
+    for b in data:
+        x[j] ^= b
+        j += 1
+        if j == 16:
+            aes.encrypt(x, x)
+            j = 0
+    if j:
+        aes.encrypt(x, x)
+
+
 def ccm(key, nonce, aad, data, decrypt=False):
     """AES-CCM-16-64-128 (RFC 3610 with M = 8, L = 2).
 
@@ -94,42 +117,39 @@ def ccm(key, nonce, aad, data, decrypt=False):
         raise OSCOREError("AES-CCM needs a 16-byte key")
     import cryptolib
 
-    key = cryptolib.aes(key, 1)  # mode 1: ECB
-    # Key stream S_0 || S_1 || ... (RFC 3610 §2.3) in one ECB call: the
-    # counter blocks A_i = flags(L-1) || nonce || i are built in place.
-    nb = (n + 15) // 16 + 1
-    ks = bytearray(16 * nb)
-    for i in range(nb):
-        o = 16 * i
-        ks[o] = 1  # L - 1
-        ks[o + 1 : o + 14] = nonce
-        ks[o + 14] = i >> 8
-        ks[o + 15] = i & 0xFF
-    key.encrypt(ks, ks)
+    aes = cryptolib.aes(key, 1)  # mode 1: ECB
     out = bytearray(n if decrypt else n + _TAG_LEN)
-    for i in range(n):
-        out[i] = data[i] ^ ks[16 + i]
-    pt = out if decrypt else data
+    # CTR (RFC 3610 §2.3): block i of the data is XORed with
+    # S_i = E(A_i), A_i = flags(L - 1) || nonce || i; S_0 masks the tag.
+    a = _A
+    s = _S
+    a[0] = 1  # L - 1
+    a[1:14] = nonce
+    for i in range(0, n, 16):
+        c = i // 16 + 1
+        a[14] = c >> 8
+        a[15] = c & 0xFF
+        aes.encrypt(a, s)
+        for j in range(min(16, n - i)):
+            out[i + j] = data[i + j] ^ s[j]
     # CBC-MAC over B_0, the length-prefixed AAD and the plaintext, each
     # padded with zeros to a block boundary (RFC 3610 §2.2).
-    buf = bytearray()
-    buf.append((0x40 if aad else 0) | ((_TAG_LEN - 2) // 2) << 3 | 1)
-    buf.extend(nonce)
-    buf.extend(n.to_bytes(2, "big"))
+    x = _X
+    x[0] = (0x40 if aad else 0) | ((_TAG_LEN - 2) // 2) << 3 | 1
+    x[1:14] = nonce
+    x[14] = n >> 8
+    x[15] = n & 0xFF
+    aes.encrypt(x, x)
     if aad:
-        buf.extend(len(aad).to_bytes(2, "big"))
-        buf.extend(aad)
-        buf.extend(bytes(-len(buf) % 16))
-    buf.extend(pt)
-    buf.extend(bytes(-len(buf) % 16))
-    x = bytearray(16)
-    for o in range(0, len(buf), 16):
-        for j in range(16):
-            x[j] ^= buf[o + j]
-        key.encrypt(x, x)
+        x[0] ^= len(aad) >> 8
+        x[1] ^= len(aad) & 0xFF
+        _mac(aes, aad, 2)
+    _mac(aes, memoryview(out if decrypt else data)[:n], 0)
+    a[14] = a[15] = 0
+    aes.encrypt(a, s)
     diff = 0
     for i in range(_TAG_LEN):
-        t = x[i] ^ ks[i]
+        t = x[i] ^ s[i]
         if decrypt:
             diff |= t ^ data[n + i]
         else:
@@ -427,13 +447,17 @@ class Context:
         if not pt:
             raise OSCOREError("empty plaintext")
         try:
-            options, payload = coap.decode_options(pt, 1)
+            options, payload = coap.decode_options(pt, 1, True)
         except coap.CoAPError as e:
             raise OSCOREError("bad inner message: %s" % e) from None
         for o in options:
             if o[0] == _OSCORE:
                 raise OSCOREError("OSCORE option inside the plaintext")
-        return coap.Message(pt[0], options, payload, resp.mtype, resp.mid, resp.token)
+        code = pt[0]
+        # The payload is the tail of the plaintext: moved to its front in
+        # place rather than copied (a bytearray, as block.rest() returns).
+        pt[: len(pt) - len(payload)] = b""
+        return coap.Message(code, options, pt, resp.mtype, resp.mid, resp.token)
 
 
 def request(ctx, send, req):

@@ -75,6 +75,7 @@ LOOPBACK_EXPECTED = {
         "firmware.flow_ms",
         "firmware.oscore_request_ms",
         "firmware.peak_heap_bytes",
+        "firmware.heap_floor_bytes",
         "firmware.mpy_bytes",
     ],
 }
@@ -230,13 +231,17 @@ def test_firmware_figures(loopback: dict[str, dict[str, Any]]) -> None:
     flow = loopback["firmware.flow_ms"]
     assert flow["baseline_name"] == "3 x firmware.plain_get_ms"
     assert flow["baseline"] == pytest.approx(3 * request["baseline"], rel=1e-12)
-    for name in ("firmware.peak_heap_bytes", "firmware.mpy_bytes"):
+    for name in ("firmware.peak_heap_bytes", "firmware.heap_floor_bytes", "firmware.mpy_bytes"):
         f = loopback[name]
         assert f["unit"] == "bytes"
         assert f["min"] == f["max"] == f["value"]
         assert float(f["value"]).is_integer()
         assert float(f["baseline"]).is_integer()
     assert loopback["firmware.mpy_bytes"]["baseline_name"] == "firmware.source_bytes"
+    floor = loopback["firmware.heap_floor_bytes"]
+    assert floor["baseline_name"] == "firmware.heap_goal_bytes"
+    assert floor["baseline"] == 40 * 1024
+    assert floor["value"] % 256 == 0
 
 
 # ---- sizes, encoded here on their own -------------------------------------------------------
