@@ -90,11 +90,22 @@ def _run(board: Path, bundle: Path, heap: int) -> subprocess.CompletedProcess[st
 @pytest.mark.micropython
 @pytest.mark.xfail(
     strict=True,
-    reason="not met yet: the floor on the pip-installed unix port is about 44 KB (was 50 KB)",
+    reason="not met yet: the floor on the pip-installed unix port is about 47.5 KB (was 50 KB)",
 )
 def test_the_whole_flow_runs_in_the_goal_heap(board: Path, bundle: Path) -> None:
     proc = _run(board, bundle, HEAP_GOAL)
     assert flow_ok(proc), f"{HEAP_GOAL}-byte heap: {proc.stdout[-1500:]} {proc.stderr[-1500:]}"
+
+
+#: What the whole flow needs today, with a margin for the 1 KB the floor moves between runs:
+#: a change that makes the firmware need more heap than this fails here.
+HEAP_NOW = 49 * 1024
+
+
+@pytest.mark.micropython
+def test_the_whole_flow_runs_in_todays_heap(board: Path, bundle: Path) -> None:
+    proc = _run(board, bundle, HEAP_NOW)
+    assert flow_ok(proc), f"{HEAP_NOW}-byte heap: {proc.stdout[-1500:]} {proc.stderr[-1500:]}"
 
 
 @pytest.mark.micropython
