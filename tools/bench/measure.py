@@ -333,15 +333,18 @@ class Runner:
         *,
         per: int = 1,
         max_calls: int | None = None,
+        reset: tuple[Callable[[], object] | None, Callable[[], object] | None] = (None, None),
     ) -> Paired:
         """Time ``fn`` against ``baseline`` in paired rounds (µs per call, thread CPU).
 
         ``per`` divides both sides (functions that loop ``per`` times themselves);
         ``max_calls`` caps the calls of each side, for work that consumes a
-        prepared pool (distinct tokens, proofs with fresh ``jti`` values).
+        prepared pool (distinct tokens); ``reset`` puts a side's state back after
+        each of its batches, untimed (see :meth:`Timer.compare`).
         """
         self.on_step(name)
-        pair = self.timer.compare(fn, baseline, max_calls=max_calls).scaled(1 / per)
+        pair = self.timer.compare(fn, baseline, max_calls=max_calls, reset=reset)
+        pair = pair.scaled(1 / per)
         return _loaded(pair)
 
     async def compare_rates(
@@ -417,7 +420,7 @@ class Timer:
 
     def measure(self, fn: Callable[[], object]) -> Measurement:
         with _gc_off():
-            per_call = _warm_up(fn, self.budget_ns * WARMUP_SHARE)
+            per_call, _calls = _warm_up(fn, self.budget_ns * WARMUP_SHARE)
             batch = max(1, int(max(MIN_SAMPLE_NS, self.budget_ns / TARGET_SAMPLES) / per_call))
             samples = max(
                 MIN_SAMPLES, min(TARGET_SAMPLES, int(self.budget_ns / (batch * per_call)))
@@ -431,27 +434,38 @@ class Timer:
         baseline: Callable[[], object],
         *,
         max_calls: int | None = None,
+        reset: tuple[Callable[[], object] | None, Callable[[], object] | None] = (None, None),
     ) -> Paired:
         """``fn`` and ``baseline`` in :attr:`rounds` paired rounds, µs per call each.
 
         Both are warmed up, then each round times one batch of each, the order
         turning round by round; each batch is sized to fill its share of the
-        budget. The same-round ratios are of the two per-call times.
+        budget. The same-round ratios are of the two per-call times. Neither side
+        is called more than ``max_calls`` times in all (warm-up included), and
+        ``reset`` (for ``fn``, for ``baseline``) runs untimed after each of that
+        side's batches, to put its state back.
         """
         rounds = self.rounds
+        sides = (fn, baseline)
         share = self.budget_ns / (2 * rounds)
+        limit = max_calls if max_calls is not None else 1 << 62
+        if limit < MIN_WARMUP_CALLS + rounds:
+            raise ValueError(f"max_calls must allow the warm-up and {rounds} rounds")
         with _gc_off():
-            warm = self.budget_ns * WARMUP_SHARE / 2
-            costs = (_warm_up(fn, warm, max_calls), _warm_up(baseline, warm))
-            batches = [max(1, int(max(MIN_SAMPLE_NS, share) / cost)) for cost in costs]
-            if max_calls is not None:
-                left = max_calls - max(MIN_WARMUP_CALLS, int(warm / costs[0]) + 1)
-                batches[0] = max(1, min(batches[0], left // rounds))
+            batches = []
+            for side in (0, 1):
+                cost, warm_calls = _warm_up(
+                    sides[side], self.budget_ns * WARMUP_SHARE / 2, (limit - rounds) // 2
+                )
+                _call(reset[side])
+                wanted = int(max(MIN_SAMPLE_NS, share) / cost)
+                batches.append(max(1, min(wanted, (limit - warm_calls) // rounds)))
             times: tuple[list[float], list[float]] = ([], [])
             cpu = wall = 0
             for r in range(rounds):
                 for side in (0, 1) if r % 2 == 0 else (1, 0):
-                    spent, elapsed = _batch((fn, baseline)[side], batches[side])
+                    spent, elapsed = _batch(sides[side], batches[side])
+                    _call(reset[side])
                     times[side].append(spent / batches[side] / 1000)
                     cpu += spent
                     wall += elapsed
@@ -463,6 +477,11 @@ class Timer:
             THREAD_CPU,
             cpu / wall if wall else None,
         )
+
+
+def _call(fn: Callable[[], object] | None) -> None:
+    if fn is not None:
+        fn()
 
 
 class _gc_off:  # noqa: N801 - used as a context manager, named like one
@@ -485,17 +504,21 @@ def _batch(fn: Callable[[], object], calls: int) -> tuple[int, int]:
     return max(time.thread_time_ns() - start, 1), perf_counter_ns() - wall
 
 
-def _warm_up(fn: Callable[[], object], budget_ns: float, max_calls: int | None = None) -> float:
-    """Run ``fn`` for ``budget_ns`` of CPU time; return its estimated CPU cost per call (ns)."""
+def _warm_up(
+    fn: Callable[[], object], budget_ns: float, max_calls: int = 1 << 62
+) -> tuple[float, int]:
+    """Run ``fn`` for ``budget_ns`` of CPU time (at most ``max_calls`` calls).
+
+    Returns its estimated CPU cost per call (ns) and the calls made.
+    """
     calls = 0
     start = time.thread_time_ns()
     elapsed = 0
-    limit = max_calls if max_calls is not None else 1 << 62
-    while calls < MIN_WARMUP_CALLS or (elapsed < budget_ns and calls < limit // 4):
+    while calls < MIN_WARMUP_CALLS or (elapsed < budget_ns and calls < max_calls):
         fn()
         calls += 1
         elapsed = time.thread_time_ns() - start
-    return max(elapsed / calls, 1.0)
+    return max(elapsed / calls, 1.0), calls
 
 
 async def compare_rates(
