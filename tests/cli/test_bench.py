@@ -70,7 +70,7 @@ EXPECTED = {
 }
 FIGURE_KEYS = {
     "name", "value", "unit", "baseline", "baseline_name", "ratio", "ratio_min", "ratio_max",
-    "rounds", "clock", "min", "max", "load", "cpu_share", "busy",
+    "rounds", "clock", "min", "max", "load", "cpu_share", "waits", "busy",
 }  # fmt: skip
 CLOCKS = {"thread_cpu", "process_cpu", "wall", "exact"}
 
@@ -109,10 +109,16 @@ LOOPBACK_EXPECTED = {
     "as": [
         "as.issue_es256_req_cnf",
         "as.issue_osc",
+        "as.issue_osc_no_clock",
+        "as.issue_durable_over_stubbed",
         "as.floor",
         "as.coap_token_rps",
     ],
-    "oscore": ["oscore.rs_protected_get_rps", "oscore.bare_aiocoap_oscore_rps"],
+    "oscore": [
+        "oscore.rs_protected_get_rps",
+        "oscore.bare_aiocoap_oscore_rps",
+        "oscore.rs_get_rps_10000_contexts",
+    ],
     "firmware": [
         "firmware.flow_ms",
         "firmware.oscore_request_ms",
@@ -253,18 +259,22 @@ def test_loopback_figures_are_positive_and_ratios_are_same_round_medians(
         assert f["unit"] in LOOPBACK_UNITS[group], f["name"]
 
 
-def test_loopback_baselines_are_named_and_shared(loopback: dict[str, dict[str, Any]]) -> None:
-    floor = loopback["as.floor"]
-    for name in ("as.issue_es256_req_cnf", "as.issue_osc"):
+def test_loopback_baselines_are_named(loopback: dict[str, dict[str, Any]]) -> None:
+    for name in ("as.issue_es256_req_cnf", "as.issue_osc", "as.issue_osc_no_clock"):
         assert loopback[name]["baseline_name"] == "as.floor"
-        assert loopback[name]["baseline"] == floor["value"]
-    assert floor["baseline_name"] == "ecdsa_p256.sign"
-    assert loopback["as.coap_token_rps"]["baseline_name"] == "as.coap_plain_rps"
+    assert loopback["as.floor"]["baseline_name"] == "ecdsa_p256.sign"
+    assert loopback["as.issue_durable_over_stubbed"]["baseline_name"] == "as.issue_osc_stubbed"
+    # the AS answers over OSCORE: its baseline is a bare aiocoap OSCORE resource
+    assert loopback["as.coap_token_rps"]["baseline_name"] == "as.coap_bare_oscore_rps"
     rs = loopback["oscore.rs_protected_get_rps"]
-    bare = loopback["oscore.bare_aiocoap_oscore_rps"]
     assert rs["baseline_name"] == "oscore.bare_aiocoap_oscore_rps"
-    assert rs["baseline"] == bare["value"]
-    assert bare["baseline_name"] == "oscore.plain_get_rps"
+    assert loopback["oscore.bare_aiocoap_oscore_rps"]["baseline_name"] == "oscore.plain_get_rps"
+    crowded = loopback["oscore.rs_get_rps_10000_contexts"]
+    assert crowded["baseline_name"] == "oscore.rs_get_rps_few_contexts"
+    for f in loopback.values():
+        if f["unit"] in ("tokens/s", "requests/s"):
+            assert f["clock"] in ("thread_cpu", "process_cpu"), f["name"]
+            assert f["rounds"] >= 5, f["name"]
 
 
 def test_firmware_figures(loopback: dict[str, dict[str, Any]]) -> None:
@@ -415,6 +425,7 @@ def test_figure_ratio_and_json() -> None:
         "max": 4.0,
         "load": None,
         "cpu_share": None,
+        "waits": False,
         "busy": None,
     }
     with pytest.raises(ValueError, match="positive"):
@@ -474,6 +485,8 @@ def test_busy_figures_say_why() -> None:
     assert "had the CPU 40% of the time" in (
         busy_reason(dataclasses.replace(quiet, cpu_share=0.4), 2) or ""
     )
+    # work that waits for the disk has a low CPU share on a quiet machine too
+    assert busy_reason(dataclasses.replace(quiet, cpu_share=0.4, waits=True), 2) is None
     spread = Paired(
         Measurement.exact(2.0),
         Measurement.exact(1.0),
@@ -521,6 +534,16 @@ def test_markdown_report_renders_a_saved_result(tmp_path: Path) -> None:
         ],
     }  # fmt: skip
     text = markdown_report(saved)
-    assert "| `size.cwt_sign1_es256` | 231 | bytes | 151 | claims.cbor | 1.53 |" in text
-    assert "| `codec.cwt_sign.keybound` | 58.63 | µs | 24.16 | codec.floor.sign | 2.43 |" in text
+    assert "| `size.cwt_sign1_es256` | 231 | bytes | 151 | claims.cbor | 1.53 |  |" in text
+    assert "| `codec.cwt_sign.keybound` | 58.63 | µs | 24.16 | codec.floor.sign | 2.43 |  |" in text
     assert text.startswith("Measured on 2 x cpu, CPython 3.11, OpenSSL; cbor2 5.9.0.")
+    saved["load_average"] = {"start": [0.5, 0.4, 0.3], "end": [3.5, 1.0, 0.5]}
+    saved["figures"].append(
+        {"name": "dpop.verify", "value": 80.0, "unit": "µs", "baseline": 60.0,
+         "baseline_name": "es256.verify", "ratio": 1.3, "ratio_min": 1.2, "ratio_max": 1.5,
+         "rounds": 21, "busy": "load average 3.50 on 2 CPUs"}
+    )  # fmt: skip
+    text = markdown_report(saved)
+    assert "Load average 0.50 0.40 0.30 at the start, 3.50 1.00 0.50 at the end." in text
+    assert "| `dpop.verify` (busy) | 80 | µs | 60 | es256.verify | 1.30 | 1.20–1.50 |" in text
+    assert "- `dpop.verify`: load average 3.50 on 2 CPUs" in text

@@ -120,6 +120,8 @@ class Paired:
     cpu_share: float | None
     #: the one-minute load average right after the rounds
     load: float | None = None
+    #: the work waits for the disk (fsync), so CPU time falls short of wall time by design
+    waits: bool = False
 
     @property
     def ratio(self) -> Measurement:
@@ -134,6 +136,7 @@ class Paired:
             self.clock,
             self.cpu_share,
             self.load,
+            self.waits,
         )
 
     def scaled(self, factor: float) -> Paired:
@@ -162,8 +165,9 @@ class Figure:
     slower. ``ratio_min`` and ``ratio_max`` are the extremes of the rounds,
     ``rounds`` their number, ``clock`` what was timed (:data:`CLOCKS`). ``load``
     is the one-minute load average when the figure was done, ``cpu_share`` the
-    share of wall time the measured clock advanced, and ``busy`` a reason why
-    the figure should not be trusted, or None.
+    share of wall time the measured clock advanced (``waits``: the work waits
+    for the disk, so a low share is no sign of a busy machine), and ``busy`` a
+    reason why the figure should not be trusted, or None.
     """
 
     name: str
@@ -181,6 +185,7 @@ class Figure:
     spread: float = 0.0
     load: float | None = None
     cpu_share: float | None = None
+    waits: bool = False
     busy: str | None = None
 
     def __post_init__(self) -> None:
@@ -241,6 +246,7 @@ class Figure:
             spread=quartile_spread(pair.ratios),
             load=pair.load,
             cpu_share=pair.cpu_share,
+            waits=pair.waits,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -259,6 +265,7 @@ class Figure:
             "max": self.max,
             "load": self.load,
             "cpu_share": self.cpu_share,
+            "waits": self.waits,
             "busy": self.busy,
         }
 
@@ -279,6 +286,7 @@ def busy_reason(figure: Figure, cpu_count: int) -> str | None:
         reasons.append(f"load average {figure.load:.2f} on {cpu_count} CPUs")
     if (
         figure.clock == THREAD_CPU
+        and not figure.waits
         and figure.cpu_share is not None
         and figure.cpu_share < MIN_CPU_SHARE
     ):
@@ -334,17 +342,19 @@ class Runner:
         per: int = 1,
         max_calls: int | None = None,
         reset: tuple[Callable[[], object] | None, Callable[[], object] | None] = (None, None),
+        waits: bool = False,
     ) -> Paired:
         """Time ``fn`` against ``baseline`` in paired rounds (µs per call, thread CPU).
 
         ``per`` divides both sides (functions that loop ``per`` times themselves);
         ``max_calls`` caps the calls of each side, for work that consumes a
         prepared pool (distinct tokens); ``reset`` puts a side's state back after
-        each of its batches, untimed (see :meth:`Timer.compare`).
+        each of its batches, untimed (see :meth:`Timer.compare`); ``waits`` says
+        that the work waits for the disk.
         """
         self.on_step(name)
         pair = self.timer.compare(fn, baseline, max_calls=max_calls, reset=reset)
-        pair = pair.scaled(1 / per)
+        pair = replace(pair.scaled(1 / per), waits=waits)
         return _loaded(pair)
 
     async def compare_rates(
@@ -354,13 +364,14 @@ class Runner:
         baseline: Callable[[], Awaitable[object]],
         *,
         concurrency: int = 1,
+        waits: bool = False,
     ) -> Paired:
         """Operations per CPU second of ``op`` against ``baseline``, in paired rounds."""
         self.on_step(name)
         pair = await compare_rates(
             op, baseline, self.timer.budget_ns, rounds=self.timer.rounds, concurrency=concurrency
         )
-        return _loaded(pair)
+        return _loaded(replace(pair, waits=waits))
 
     async def rate(
         self, name: str, op: Callable[[], Awaitable[object]], *, concurrency: int = 1

@@ -96,7 +96,7 @@ QUICK_TRACED = 200
 FULL_TRACED = 1_000
 
 
-def _drive(coroutine: Coroutine[Any, Any, aiocoap.Message]) -> aiocoap.Message:
+def drive(coroutine: Coroutine[Any, Any, aiocoap.Message]) -> aiocoap.Message:
     """Run a coroutine that never waits (a site without a state store) to its result."""
     try:
         coroutine.send(None)
@@ -108,7 +108,7 @@ def _drive(coroutine: Coroutine[Any, Any, aiocoap.Message]) -> aiocoap.Message:
 
 
 @contextmanager
-def _quiet() -> Iterator[None]:
+def quiet_rs() -> Iterator[None]:
     """The RS's INFO logging off, as it runs at WARNING in production."""
     logger = logging.getLogger("keybound.rs")
     level = logger.level
@@ -151,7 +151,7 @@ class _Site:
     def post(self, item: tuple[bytes, bytes] | None = None) -> None:
         """POST a fresh token (the next prepared one), as the CoAP site does."""
         key_id, payload = item if item is not None else self._pool.pop()
-        response = _drive(self.site.post_token(payload, "bench"))
+        response = drive(self.site.post_token(payload, "bench"))
         if response.code != aiocoap.CREATED:
             raise RuntimeError(f"/authz-info: {response.code} {response.payload!r}")
         self.posted.append(key_id)
@@ -245,7 +245,7 @@ def run(runner: Runner) -> list[Figure]:
     pool = QUICK_POOL if runner.quick else FULL_POOL
     traced = QUICK_TRACED if runner.quick else FULL_TRACED
     capacity = max(STORE_SIZES) + pool + 1
-    with _quiet():
+    with quiet_rs():
         empty = _Site(keys, capacity)
         runner.on_step("rs.tokens")
         empty.prepare(pool)
@@ -313,4 +313,4 @@ GROUP = Group(
     steps=9,
 )
 
-__all__ = ["FIGURES", "GROUP", "STORE_SIZES"]
+__all__ = ["FIGURES", "GROUP", "STORE_SIZES", "drive", "quiet_rs"]
