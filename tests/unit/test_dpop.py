@@ -441,8 +441,10 @@ def test_nonce_issuer_slots() -> None:
     issuer.check(nonce, slot_start + 119)  # the previous slot is still good
     with pytest.raises(UseDPoPNonce):
         issuer.check(nonce, slot_start + 120)
-    # "AAAAA": base64url characters of a length no encoding has (5 = 1 mod 4)
-    for junk in ("", "not base64!", "A" * 32, nonce[:-2], nonce + "AA", "x" * 1000, "AAAAA"):
+    # "AAAAA": base64url characters of a length no encoding has (5 = 1 mod 4);
+    # "\ud800": a lone surrogate, which a JSON string can carry
+    junks = ("", "not base64!", "A" * 32, nonce[:-2], nonce + "AA", "x" * 1000, "AAAAA", "\ud800")
+    for junk in junks:
         with pytest.raises(UseDPoPNonce):
             issuer.check(junk, slot_start)
     with pytest.raises(ValueError, match="16 bytes"):

@@ -29,7 +29,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from keybound.core import dpop
 from keybound.core.dpop_state import NonceIssuer
-from keybound.core.errors import KeyboundError
+from keybound.core.errors import KeyboundError, UseDPoPNonce
 from keybound.tools.http.replay_cache import InMemoryReplayCache
 from tests.helpers import dpop_reference
 
@@ -366,3 +366,29 @@ def test_the_caches_are_bounded(size: int) -> None:
     assert dpop._cached_htu.cache_info().currsize <= dpop.HTU_CACHE_SIZE
     assert dpop._cached_key.cache_info().currsize <= dpop.KEY_CACHE_SIZE
     assert signer.alg == "ES256"
+
+
+def test_nonce_checks_agree_with_the_reference() -> None:
+    """Nonces of near slots, mutated ones and junk: accepted exactly when the old check did."""
+    rng = random.Random(8)
+    issuer = NonceIssuer(SECRET, slot_seconds=60)
+    other = NonceIssuer(b"another secret of 32 bytes......", slot_seconds=60)
+    accepted = 0
+    for _ in range(URI_CASES):
+        now = NOW + rng.randrange(-300, 300)
+        nonce = rng.choice((issuer, issuer, other)).issue(now + rng.choice((0, -60, -120, 60)))
+        choice = rng.randrange(6)
+        if choice == 0:
+            nonce = flip(rng, nonce, B64_ALPHABET + "=+/ \ud800é")
+        elif choice == 1:
+            nonce = nonce[: rng.randrange(len(nonce) + 1)]
+        elif choice == 2:
+            nonce = "".join(rng.choice(B64_ALPHABET) for _ in range(rng.randrange(40)))
+        if dpop_reference.nonce_accepted(issuer, nonce, now):
+            issuer.check(nonce, now)
+            accepted += 1
+        else:
+            with pytest.raises(UseDPoPNonce) as refused:
+                issuer.check(nonce, now)
+            assert refused.value.nonce == issuer.issue(now)
+    assert accepted > URI_CASES // 10
