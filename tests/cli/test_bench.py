@@ -92,7 +92,7 @@ def check_figure(f: dict[str, Any]) -> None:
         assert f["ratio_min"] == f["ratio_max"] == f["ratio"], name
     else:
         # paired rounds: the median of the same-round ratios
-        assert f["rounds"] >= 5, name
+        assert f["rounds"] >= 3, name
     if f["clock"] == "exact":
         assert f["busy"] is None, name
     else:
@@ -113,6 +113,7 @@ LOOPBACK_EXPECTED = {
         "as.issue_durable_over_stubbed",
         "as.floor",
         "as.coap_token_rps",
+        "as.startup_10000_clients",
     ],
     "oscore": [
         "oscore.rs_protected_get_rps",
@@ -244,10 +245,12 @@ def test_loopback_groups_are_measured_not_pending(loopback_report: dict[str, Any
     expected = [name for group in LOOPBACK_GROUPS for name in LOOPBACK_EXPECTED[group]]
     assert sorted(measured + skipped) == sorted(expected)
     assert measured == [name for name in expected if name not in skipped]
+    # provisioning 10,000 clients is for full runs only
+    quick_only = ["as.startup_10000_clients"]
     if MICROPYTHON.exists():
-        assert not skipped
+        assert skipped == quick_only
     else:
-        assert skipped == LOOPBACK_EXPECTED["firmware"]
+        assert skipped == quick_only + LOOPBACK_EXPECTED["firmware"]
 
 
 def test_loopback_figures_are_positive_and_ratios_are_same_round_medians(

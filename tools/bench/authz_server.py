@@ -35,6 +35,13 @@ resource answers a POST of the same payload with 2.01 and as many bytes as the
 AS's answer. Server and client share one event loop in this process, on
 loopback, with :data:`CONCURRENCY` requests in flight; the rates are per
 second of the process's CPU time, in paired rounds.
+
+``as.startup_10000_clients`` is the wall time until the AS's CoAP site is built
+(``build_site``: every client's OSCORE context and its state loaded) over a store
+with :data:`STARTUP_CLIENTS` OSCORE clients, against the same over the store with
+one client, one start-up each. Provisioning that many clients and starting
+over them takes many seconds, so ``--quick`` skips it; an AS that cannot start
+(too many open files) is reported as a skip with the error.
 """
 
 from __future__ import annotations
@@ -84,12 +91,15 @@ from keybound.tools.bench.fixtures import (
     free_udp_port,
 )
 from keybound.tools.bench.measure import (
+    MILLISECONDS,
     REQUESTS_PER_SECOND,
     TOKENS_PER_SECOND,
     Figure,
     Group,
+    Measurement,
     Paired,
     Runner,
+    Skipped,
 )
 from keybound.tools.bench.oscore import bare_oscore_pair
 
@@ -100,7 +110,10 @@ FIGURES = (
     "as.issue_durable_over_stubbed",
     "as.floor",
     "as.coap_token_rps",
+    "as.startup_10000_clients",
 )
+#: Clients provisioned for ``as.startup_10000_clients`` (a full run only: it takes seconds).
+STARTUP_CLIENTS = 10_000
 #: The audience of the benchmark's RS without a clock.
 NO_CLOCK_AUDIENCE = "rs-no-clock.example"
 #: The scope the benchmark's client is granted and asks for.
@@ -309,6 +322,43 @@ async def _coap_rates(setup: ProvisionedAs, runner: Runner, tmp: Path) -> Paired
         credentials.close()
 
 
+def _startup_ms(store: SqlAuthzStore, where: Path) -> float:
+    """Wall ms to build the AS's CoAP site over ``store`` (state in ``where``), then close it."""
+    start = time.perf_counter()
+    _site, credentials = build_site(store, as_config(store), where)
+    elapsed = (time.perf_counter() - start) * 1000
+    credentials.close()
+    return elapsed
+
+
+def _startup(runner: Runner, tmp: Path) -> Figure | None:
+    """``as.startup_10000_clients`` against a start-up with one client; None in ``--quick``."""
+    name = FIGURES[-1]
+    if runner.quick:
+        runner.skip(name, f"a full run only: provisioning {STARTUP_CLIENTS:,} clients takes long")
+        return None
+    runner.on_step(name)
+    stores = []
+    for count in (STARTUP_CLIENTS, 1):
+        store = SqlAuthzStore.init(f"sqlite:///{tmp / f'startup-{count}.db'}")
+        init_issuer(store, ISSUER)
+        add_resource_server(store, "bench-rs", AUDIENCE, [AS_SCOPE])
+        add_clients(store, [f"client-{i}" for i in range(count)], {AUDIENCE: [AS_SCOPE]})
+        stores.append(store)
+    try:
+        one = _startup_ms(stores[1], tmp / "state-1")
+        many = _startup_ms(stores[0], tmp / "state-many")
+    except OSError as err:  # e.g. "Too many open files": one lock file per client
+        runner.skipped.append(Skipped(name, f"the AS did not start: {err}"))
+        return None
+    finally:
+        for store in stores:
+            store.close()
+    return Figure.of(
+        name, Measurement.exact(many), MILLISECONDS, Measurement.exact(one), "as.startup_1_client"
+    )
+
+
 def run(runner: Runner) -> list[Figure]:
     keys = Keys.generate()
     with provisioned_as() as setup, tempfile.TemporaryDirectory(prefix="keybound-bench-") as tmp:
@@ -354,7 +404,8 @@ def run(runner: Runner) -> list[Figure]:
                 "as.coap_token_rps", rates, REQUESTS_PER_SECOND, "as.coap_bare_oscore_rps"
             )
         )
-    return figures
+        startup = _startup(runner, Path(tmp))
+    return figures if startup is None else [*figures, startup]
 
 
 GROUP = Group(
@@ -362,7 +413,7 @@ GROUP = Group(
     title="the Authorization Server: tokens per second in process and over CoAP+OSCORE",
     figures=FIGURES,
     run=run,
-    steps=6,
+    steps=7,
 )
 
 __all__ = [
@@ -372,6 +423,7 @@ __all__ = [
     "FIGURES",
     "GROUP",
     "NO_CLOCK_AUDIENCE",
+    "STARTUP_CLIENTS",
     "ProvisionedAs",
     "client_security_context",
     "provisioned_as",
