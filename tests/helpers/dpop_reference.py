@@ -3,7 +3,7 @@
 Kept only as the reference of the differential tests (``tests/unit/test_dpop_differential.py``):
 every check in the order RFC 9449 §4.3 lists them, keys imported with joserfc and
 signatures checked through joserfc's algorithm models on every call, JSON members
-checked one by one, ``htu`` normalised twice. The helpers that did not change
+checked one by one, ``htu`` normalised twice. The functions that did not change
 (constants, header and claim checks, thumbprint, ``ath``) are taken from the module.
 """
 
