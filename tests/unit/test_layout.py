@@ -261,7 +261,7 @@ ALL_EXCEPTIONS: dict[str, tuple[str, str]] = {
     "keybound.tools.bench.codec": ("run", _BENCH),
     "keybound.tools.bench.dpop": ("run", _BENCH),
     "keybound.tools.bench.firmware": ("run firmware_sources", _BENCH + "; the firmware's sources"),
-    "keybound.tools.bench.oscore": ("run bare_server_context", _BENCH + "; a bench fixture"),
+    "keybound.tools.bench.oscore": ("run", _BENCH),
     "keybound.tools.bench.resource_server": ("run", _BENCH),
     "keybound.tools.bench.size": ("run", _BENCH),
     "keybound.tools.bench.startup": ("run", _BENCH),
