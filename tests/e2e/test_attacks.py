@@ -21,14 +21,16 @@ import pytest
 from joserfc.jwk import ECKey
 
 from keybound.core import cwt, dpop
-from keybound.core.dpop_state import InMemoryReplayCache, ReplayedProof
+from keybound.core.dpop_state import ReplayedProof
 from keybound.core.errors import InvalidDPoPProof
 from keybound.core.exi import encode_exi_sequence
 from keybound.core.keys import Key
 from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.scope import TextScope
 from keybound.core.token import AccessToken, CnfKey, CnfOsc
+from keybound.tools.http.replay_cache import InMemoryReplayCache
 from tests.helpers import soak
+from tests.helpers.dpop import create_proof
 from tests.helpers.ports import free_udp_port
 
 UNAUTHORIZED, BAD_REQUEST, FORBIDDEN = 0x81, 0x80, 0x83
@@ -401,7 +403,7 @@ def test_authz_info_flood_does_not_starve_a_legitimate_client(tmp_path: Path) ->
 def test_dpop_proof_replayed_at_another_resource_server_is_refused() -> None:
     key = ECKey.generate_key("P-256")
     now = int(time.time())
-    proof = dpop.create_proof(key, "GET", "https://rs1.example/data", now=now)
+    proof = create_proof(key, "GET", "https://rs1.example/data", now=now)
     cache_one, cache_two = InMemoryReplayCache(), InMemoryReplayCache()
     dpop.verify_proof(
         proof, htm="GET", htu="https://rs1.example/data", now=now, replay_cache=cache_one

@@ -68,6 +68,7 @@ from keybound.core.errors import (
     PayloadTooLarge,
 )
 from keybound.tools.http.errors import INTROSPECTION_RULES, TOKEN_ENDPOINT_RULES, render_http_error
+from keybound.tools.http.replay_cache import InMemoryReplayCache
 
 __all__ = [
     "DPOP_SIGNING_ALGS",
@@ -166,13 +167,16 @@ def create_app(
     names endpoints under it, and DPoP proofs at the token endpoint must carry
     ``htu`` ``{base_url}/token`` (RFC 9449 §4.3 check 9). ``dpop`` sets the
     nonce requirement, replay cache and algorithms of DPoP (RFC 9449 §5, §8);
-    by default proofs are accepted without a nonce. ``service`` answers the
+    by default proofs are accepted without a nonce, their ``jti`` values kept
+    in an :class:`~keybound.tools.http.replay_cache.InMemoryReplayCache`. ``service`` answers the
     requests (one may be shared with the CoAP site); by default one on ``store``
     and ``config``. Store work runs in worker threads, off the event loop.
     """
     answering = service if service is not None else AuthzService(store, config)
     token_endpoint = f"{base_url.rstrip('/')}/token"
-    dpop_policy = dpop if dpop is not None else DPoPTokenEndpointPolicy()
+    dpop_policy = (
+        dpop if dpop is not None else DPoPTokenEndpointPolicy(replay_cache=InMemoryReplayCache())
+    )
 
     async def token(request: Request) -> Response:
         headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}

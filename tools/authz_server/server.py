@@ -23,12 +23,12 @@ import uvicorn
 from keybound.coap.authz_server_site import AsServerCredentials, build_site
 from keybound.coap.authz_service import AuthzService
 from keybound.core.authz_store import AuthzStore
-from keybound.core.dpop_state import InMemoryReplayCache, NonceIssuer
+from keybound.core.dpop_state import NonceIssuer
 from keybound.core.dpop_token_endpoint import DPoPTokenEndpointPolicy
 from keybound.tools.authz_server.http import TokenRequestHook, check_listen, create_app
 from keybound.tools.authz_server.provision import as_config
 from keybound.tools.authz_server.storage import SqlAuthzStore
-from keybound.tools.http.replay_cache import SqlReplayCache
+from keybound.tools.http.replay_cache import InMemoryReplayCache, SqlReplayCache
 from keybound.tools.server_ready import announce_ready, check_port_free, url_for
 
 __all__ = ["RunningServer", "default_state_dir", "run_authorization_server"]

@@ -56,7 +56,15 @@ from keybound.coap.authz_server_site import build_site
 from keybound.core.authz_store import OscoreContext
 from keybound.tools.bench.authz_server import AS_SCOPE, ProvisionedAs, provisioned_as
 from keybound.tools.bench.fixtures import AUDIENCE, HOST, free_udp_port
-from keybound.tools.bench.measure import BYTES, MILLISECONDS, Figure, Group, Measurement, Runner
+from keybound.tools.bench.measure import (
+    BYTES,
+    EXACT,
+    MILLISECONDS,
+    Figure,
+    Group,
+    Measurement,
+    Runner,
+)
 from keybound.tools.bench.oscore import resource_server, temperature_site
 from keybound.tools.device.flash import NOT_DEPLOYED
 
@@ -482,6 +490,7 @@ def run(runner: Runner) -> list[Figure]:
             BYTES,
             Measurement.exact(_value(lines, "HEAP_PLAIN")),
             "firmware.plain_get_peak_heap_bytes",
+            clock=EXACT,
         ),
         Figure.of(
             "firmware.heap_floor_bytes",
@@ -496,6 +505,7 @@ def run(runner: Runner) -> list[Figure]:
             BYTES,
             Measurement.exact(float(source)),
             "firmware.source_bytes",
+            clock=EXACT,
         ),
     ]
 
