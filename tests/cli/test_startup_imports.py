@@ -125,3 +125,20 @@ def _outcome(command: Any, args: list[str]) -> tuple[str, str]:
     except Exception as exc:  # a usage error: compared by class and message
         return type(exc).__name__, exc.format_message() if hasattr(exc, "format_message") else ""
     return "printed", out.getvalue()
+
+
+def test_the_version_is_the_packages() -> None:
+    """``keybound --version`` prints the constant; it must be what pyproject.toml and the
+    installed metadata say."""
+    import tomllib
+    from importlib.metadata import version
+
+    from keybound.tools import __version__
+    from tests.helpers.paths import ROOT
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert __version__ == declared == version("keybound")
+    code, modules, out = _run("--version")
+    assert code == 0
+    assert out.strip() == f"keybound {__version__}"
+    assert "importlib.metadata" not in modules

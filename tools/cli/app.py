@@ -77,12 +77,10 @@ def _stand_in() -> None:  # pragma: no cover - never run: build_app loads the re
 
 
 def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - slow import
+    """keybound's version (:data:`keybound.tools.__version__`)."""
+    from keybound.tools import __version__  # noqa: PLC0415 - the package is loaded already
 
-    try:
-        return version("keybound")
-    except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
-        return "0+unknown"
+    return __version__
 
 
 def _version(value: bool) -> None:
