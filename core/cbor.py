@@ -37,165 +37,216 @@ _SEMANTIC_TAGS = frozenset(
 )
 
 
-def _head(data: bytes, pos: int) -> tuple[int, int, int, int]:
-    """Decode one item head at ``pos``: (major type, additional info, argument, new pos)."""
-    if pos >= len(data):
-        raise DecodeError("truncated CBOR")
-    initial = data[pos]
-    major, info = initial >> 5, initial & 0x1F
-    pos += 1
+def _fixed_sizes() -> bytes:
+    """For each initial byte, the whole size of an item that needs no further reading, or 0.
+
+    Integers (major 0, 1, info 0-27), short strings (major 2, 3, info 0-23) and the
+    simple values and floats of major 7 that are always well formed (not 0xf8, whose
+    argument must be checked, not the break 0xff, not the reserved 0xfc-0xfe).
+    """
+    table = bytearray(256)
+    for initial in range(256):
+        major, info = initial >> 5, initial & 0x1F
+        if major in (0, 1) and info < 28:
+            table[initial] = 1 + (0 if info < 24 else 1 << (info - 24))
+        elif major in (2, 3) and info < 24:
+            table[initial] = 1 + info
+        elif major == 7 and (info < 24 or info in (25, 26, 27)):
+            table[initial] = 1 + (0 if info < 24 else 1 << (info - 24))
+    return bytes(table)
+
+
+#: :func:`_fixed_sizes`, computed once.
+_FIXED = _fixed_sizes()
+#: Past this ``max_depth`` the recursive walk could meet Python's recursion limit.
+MAX_DEPTH_LIMIT = 256
+
+
+def _argument(data: bytes, pos: int, n: int, info: int) -> tuple[int, int]:
+    """The argument of a head whose initial byte (at ``pos - 1``) has additional info ``info``."""
     if info < 24:
-        return major, info, info, pos
-    if info in (24, 25, 26, 27):
-        n = 1 << (info - 24)
-        if pos + n > len(data):
+        return info, pos
+    if info < 28:
+        end = pos + (1 << (info - 24))
+        if end > n:
             raise DecodeError("truncated CBOR")
-        return major, info, int.from_bytes(data[pos : pos + n], "big"), pos + n
+        return int.from_bytes(data[pos:end], "big"), end
     if info == 31:
-        return major, info, -1, pos
+        return -1, pos
     raise DecodeError(f"reserved CBOR additional information {info}")
 
 
-def _skip_string(data: bytes, pos: int, major: int, arg: int) -> int:
-    if arg >= 0:
-        end = pos + arg
-        if end > len(data):
-            raise DecodeError("truncated CBOR string")
-        return end
-    # Indefinite-length string: definite chunks of the same major type, then a break.
+def _item_end(data: bytes, pos: int, n: int, level: int, max_depth: int) -> int:
+    """Check the data item at ``pos`` (nested ``level`` deep) and return where it ends.
+
+    Items that need no reading (:data:`_FIXED`) are skipped in the loops of their
+    container; this function recurses once per container or tag, at most
+    ``max_depth`` deep.
+    """
+    if pos >= n:
+        raise DecodeError("truncated CBOR")
+    initial = data[pos]
+    size = _FIXED[initial]
+    if size:
+        pos += size
+        if pos > n:
+            raise DecodeError("truncated CBOR")
+        return pos
+    major, info = initial >> 5, initial & 0x1F
+    arg, pos = _argument(data, pos + 1, n, info)
+    if major in (4, 5):
+        if arg < 0:
+            if level >= max_depth:
+                raise DecodeError(f"CBOR nested deeper than {max_depth}")
+            return _indefinite(data, pos, n, level + 1, max_depth, major == 5)
+        if (arg * 2 if major == 5 else arg) > n - pos:
+            raise DecodeError("CBOR container longer than its input")
+        if not arg:
+            return pos
+        if level >= max_depth:
+            raise DecodeError(f"CBOR nested deeper than {max_depth}")
+        level += 1
+        fixed = _FIXED
+        if major == 4:
+            for _ in range(arg):
+                if pos >= n:
+                    raise DecodeError("truncated CBOR")
+                size = fixed[data[pos]]
+                if size:
+                    pos += size
+                    if pos > n:
+                        raise DecodeError("truncated CBOR")
+                else:
+                    pos = _item_end(data, pos, n, level, max_depth)
+            return pos
+        keys: set[Any] = set()
+        for _ in range(arg):
+            pos = _map_key(data, pos, n, level, max_depth, keys)
+            if pos >= n:
+                raise DecodeError("truncated CBOR")
+            size = fixed[data[pos]]
+            if size:
+                pos += size
+                if pos > n:
+                    raise DecodeError("truncated CBOR")
+            else:
+                pos = _item_end(data, pos, n, level, max_depth)
+        return pos
+    if major in (2, 3):
+        if arg >= 0:
+            pos += arg
+            if pos > n:
+                raise DecodeError("truncated CBOR string")
+            return pos
+        # Indefinite-length string: definite chunks of the same major type, then a break.
+        while True:
+            if pos >= n:
+                raise DecodeError("truncated CBOR")
+            chunk = data[pos]
+            if chunk == 0xFF:
+                return pos + 1
+            chunk_len, pos = _argument(data, pos + 1, n, chunk & 0x1F)
+            if chunk >> 5 != major or chunk_len < 0:
+                raise DecodeError("bad chunk in indefinite-length string")
+            pos += chunk_len
+            if pos > n:
+                raise DecodeError("truncated CBOR string")
+    if major == 6:
+        if arg < 0:
+            raise DecodeError("indefinite length on a tag")
+        if arg in _SEMANTIC_TAGS:
+            raise DecodeError(f"CBOR tag {arg} is not accepted here")
+        if level >= max_depth:
+            raise DecodeError(f"CBOR nested deeper than {max_depth}")
+        return _item_end(data, pos, n, level + 1, max_depth)
+    if major == 7:
+        if info == 31:
+            raise DecodeError("unexpected CBOR break")
+        if arg < 32:  # info 24: the only major-7 head not in _FIXED that gets here
+            raise DecodeError("badly encoded CBOR simple value")
+        return pos
+    raise DecodeError("indefinite length on an integer")  # major 0 or 1, info 31
+
+
+def _indefinite(data: bytes, pos: int, n: int, level: int, max_depth: int, is_map: bool) -> int:
+    """The rest of an indefinite-length array or map whose items are ``level`` deep."""
+    keys: set[Any] = set()
     while True:
-        if pos >= len(data):
+        if pos >= n:
             raise DecodeError("truncated CBOR")
         if data[pos] == 0xFF:
             return pos + 1
-        chunk_major, _, chunk_len, pos = _head(data, pos)
-        if chunk_major != major or chunk_len < 0:
-            raise DecodeError("bad chunk in indefinite-length string")
-        pos += chunk_len
-        if pos > len(data):
-            raise DecodeError("truncated CBOR string")
-
-
-def _item_end(data: bytes, pos: int, depth: int, max_depth: int) -> int:
-    """Check one complete data item starting at ``pos`` and return where it ends."""
-    # Each stack entry: [remaining items or -1 for indefinite, is_map, key positions]
-    stack: list[list[Any]] = []
-    while True:
-        if len(stack) + depth > max_depth:
-            raise DecodeError(f"CBOR nested deeper than {max_depth}")
-        if stack and stack[-1][0] == -1 and pos < len(data) and data[pos] == 0xFF:
-            frame = stack.pop()
-            if frame[1] and frame[3] % 2:
+        if is_map:
+            pos = _map_key(data, pos, n, level, max_depth, keys)
+            if pos < n and data[pos] == 0xFF:
                 raise DecodeError("CBOR map with an odd number of items")
-            pos += 1
-            if stack:  # the finished indefinite container is one item of its parent
-                _close_child(stack, pos, data)
-        else:
-            start = pos
-            major, info, arg, pos = _head(data, pos)
-            if major in (0, 1):
-                if info == 31:
-                    raise DecodeError("indefinite length on an integer")
-            elif major in (2, 3):
-                pos = _skip_string(data, pos, major, arg)
-            elif major in (4, 5):
-                count = arg * 2 if (major == 5 and arg >= 0) else arg
-                if count >= 0 and count > len(data) - pos:
-                    raise DecodeError("CBOR container longer than its input")
-                stack.append([count, major == 5, set(), 0])
-                if count != 0:
-                    _note_item(stack, start, pos, data, is_container=True)
-                    continue
-                stack.pop()
-            elif major == 6:
-                if info == 31:
-                    raise DecodeError("indefinite length on a tag")
-                if arg in _SEMANTIC_TAGS:
-                    raise DecodeError(f"CBOR tag {arg} is not accepted here")
-                stack.append([1, False, [], 0, "tag"])
-                continue
-            else:  # major 7
-                if info == 31:
-                    raise DecodeError("unexpected CBOR break")
-                if info == 24 and arg < 32:
-                    raise DecodeError("badly encoded CBOR simple value")
-            _note_item(stack, start, pos, data, is_container=False)
-        # Close every frame that has received all its items.
-        while stack and stack[-1][0] == 0:
-            stack.pop()
-            if stack:
-                _close_child(stack, pos, data)
-        if not stack:
-            return pos
+        pos = _item_end(data, pos, n, level, max_depth)
 
 
-def _note_item(
-    stack: list[list[Any]], start: int, end: int, data: bytes, *, is_container: bool
-) -> None:
-    """Account for an item that just started (containers) or ended (scalars)."""
-    parent_index = -2 if is_container else -1
-    if len(stack) < (2 if is_container else 1):
-        return
-    parent = stack[parent_index]
-    if parent[1] and parent[3] % 2 == 0:  # in a map, even positions are keys
-        if is_container:
+def _map_key(data: bytes, pos: int, n: int, level: int, max_depth: int, keys: set[Any]) -> int:
+    """Check the map key at ``pos`` against the keys seen so far in its map; return its end.
+
+    Keys compare with Python equality, not CBOR's: 1, 1.0 and true are one key once
+    decoded into a dict, so a map holding two of them would silently lose a value.
+    Small integers and short strings are read from their head; anything else is
+    decoded by cbor2. Containers and tagged items are refused as keys.
+    """
+    if pos >= n:
+        raise DecodeError("truncated CBOR")
+    initial = data[pos]
+    key: Any
+    if initial < 0x18:
+        key, end = initial, pos + 1
+    elif 0x20 <= initial < 0x38:
+        key, end = 0x1F - initial, pos + 1
+    elif 0x40 <= initial < 0x58 or 0x60 <= initial < 0x78:
+        end = pos + 1 + (initial & 0x1F)
+        if end > n:
+            raise DecodeError("truncated CBOR string")
+        key = data[pos + 1 : end]
+        if initial >= 0x60:
+            try:
+                key = key.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DecodeError("bad CBOR map key") from exc
+    else:
+        major = initial >> 5
+        if major in (4, 5):
             raise DecodeError("CBOR map key that is a container")
-        _check_key(parent, data[start:end])
-    if not is_container:
-        parent[3] += 1
-        if parent[0] > 0:
-            parent[0] -= 1
-
-
-def _close_child(stack: list[list[Any]], end: int, data: bytes) -> None:
-    parent = stack[-1]
-    if parent[1] and parent[3] % 2 == 0:  # pragma: no cover - containers as keys refused earlier
-        raise DecodeError("CBOR map key that is a container")
-    parent[3] += 1
-    if parent[0] > 0:
-        parent[0] -= 1
-
-
-def _fast_key(encoded: bytes) -> Any:
-    """The value of a small integer or short string key without a decoder call, else a miss."""
-    initial = encoded[0]
-    major, info = initial >> 5, initial & 0x1F
-    if info < 24 or (info <= 27 and len(encoded) == 1 + (1 << (info - 24))):
-        if major == 0:
-            return info if info < 24 else int.from_bytes(encoded[1:], "big")
-        if major == 1:
-            return -1 - (info if info < 24 else int.from_bytes(encoded[1:], "big"))
-    if major == 2 and info < 24:
-        return encoded[1:]
-    if major == 3 and info < 24:
-        try:
-            return encoded[1:].decode("utf-8")
-        except UnicodeDecodeError:
-            return _MISS
-    return _MISS
-
-
-_MISS = object()
-
-
-def _check_key(frame: list[Any], encoded: bytes) -> None:
-    key = _fast_key(encoded)
-    if key is _MISS:
-        try:
-            key = cbor2.loads(encoded)
-        except Exception as exc:
-            raise DecodeError("bad CBOR map key") from exc
-    if isinstance(key, cbor2.CBORTag):
-        raise DecodeError("CBOR map key that is tagged")
-    # Python equality, not CBOR's: 1, 1.0 and true are one key once decoded into a
-    # dict, so a map holding two of them would silently lose a value.
+        if major == 6:
+            raise DecodeError("CBOR map key that is tagged")
+        end = _item_end(data, pos, n, level, max_depth)
+        if major < 2:
+            key = int.from_bytes(data[pos + 1 : end], "big")
+            if major == 1:
+                key = -1 - key
+        else:
+            try:
+                key = cbor2.loads(data[pos:end])
+            except Exception as exc:
+                raise DecodeError("bad CBOR map key") from exc
     try:
-        duplicate = key in frame[2]
-    except TypeError as exc:
+        duplicate = key in keys
+    except TypeError as exc:  # pragma: no cover - every scalar cbor2 returns is hashable
         raise DecodeError("CBOR map key that is not hashable") from exc
     if duplicate:
         raise DecodeError(f"duplicate CBOR map key {key!r}")
-    frame[2].add(key)
+    keys.add(key)
+    return end
+
+
+def item_end(data: bytes, pos: int, level: int = 0, *, max_depth: int = DEFAULT_MAX_DEPTH) -> int:
+    """Check the one data item at ``pos`` of ``data``, nested ``level`` deep; return its end.
+
+    The rules of :func:`check` for one item inside a larger input (the caller checks
+    what surrounds it): the COSE decoder walks only the parts of a message that are
+    not already bounded by its own structure.
+    """
+    if max_depth > MAX_DEPTH_LIMIT:
+        raise ValueError(f"max_depth must be at most {MAX_DEPTH_LIMIT}")
+    if level > max_depth:
+        raise DecodeError(f"CBOR nested deeper than {max_depth}")
+    return _item_end(data, pos, len(data), level, max_depth)
 
 
 def check(
@@ -208,7 +259,7 @@ def check(
         raise PayloadTooLarge(f"CBOR input of {len(data)} bytes exceeds the limit of {max_size}")
     if not data:
         raise DecodeError("empty CBOR input")
-    end = _item_end(bytes(data), 0, 0, max_depth)
+    end = item_end(bytes(data), 0, max_depth=max_depth)
     if end != len(data):
         raise DecodeError(f"{len(data) - end} trailing bytes after the CBOR item")
 
