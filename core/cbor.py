@@ -275,20 +275,30 @@ def loads(
         raise DecodeError(f"invalid CBOR: {exc}") from exc
 
 
-def _int_head(major: int, arg: int) -> bytes:
-    """The encoded head of an unsigned argument (RFC 8949 §3): the bytes a key sorts by."""
+#: Every one-byte head, indexed by the byte.
+_ONE_BYTE_HEADS = tuple(bytes([initial]) for initial in range(256))
+
+
+def head(major: int, arg: int) -> bytes:
+    """The shortest head of major type ``major`` with argument ``arg`` (RFC 8949 §3, §4.2.1)."""
+    initial = major << 5
     if arg < 24:
-        return bytes([major << 5 | arg])
-    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
-        if arg < 1 << (8 * size):
-            return bytes([major << 5 | info]) + arg.to_bytes(size, "big")
-    raise ValueError("integer too large for a map key")  # pragma: no cover - bignums refused
+        return _ONE_BYTE_HEADS[initial | arg]
+    if arg < 0x100:
+        return bytes((initial | 24, arg))
+    if arg < 0x10000:
+        return bytes((initial | 25, arg >> 8, arg & 0xFF))
+    if arg < 1 << 32:
+        return bytes((initial | 26,)) + arg.to_bytes(4, "big")
+    if arg < 1 << 64:
+        return bytes((initial | 27,)) + arg.to_bytes(8, "big")
+    raise ValueError("integer too large for a CBOR head")  # pragma: no cover - bignums refused
 
 
 def _key_bytes(key: Any) -> bytes:
     """The deterministic encoding of a map key, computed cheaply for integers."""
     if type(key) is int and -(1 << 64) <= key < 1 << 64:
-        return _int_head(0, key) if key >= 0 else _int_head(1, -1 - key)
+        return head(0, key) if key >= 0 else head(1, -1 - key)
     return bytes(cbor2.dumps(key))
 
 
@@ -314,4 +324,13 @@ def dumps_ordered(value: Any) -> bytes:
     return cbor2.dumps(value)
 
 
-__all__ = ["DEFAULT_MAX_DEPTH", "DEFAULT_MAX_SIZE", "check", "dumps", "dumps_ordered", "loads"]
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_SIZE",
+    "check",
+    "dumps",
+    "dumps_ordered",
+    "head",
+    "item_end",
+    "loads",
+]

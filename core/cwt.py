@@ -15,7 +15,7 @@ from typing import Any
 import cbor2
 
 from . import cbor, cose
-from .errors import DecodeError, KeyNotFound
+from .errors import DecodeError, KeyNotFound, PayloadTooLarge
 from .keys import Key
 from .numbers.cose_algorithms import Algorithm
 from .numbers.cose_headers import CoseTag
@@ -106,12 +106,12 @@ def _key_finder(keys: Key | Sequence[Key] | cose.KeyLookup) -> cose.KeyLookup:
     pool = [keys] if isinstance(keys, Key) else list(keys)
 
     def find(kid: bytes | None, alg: Algorithm) -> Key:
-        symmetric = alg.kind in ("mac", "aead")
+        symmetric = _SYMMETRIC_KINDS.get(alg, False)
         fitting = [k for k in pool if (k.kty == KeyType.SYMMETRIC) == symmetric]
         if kid is not None:
-            by_kid = [k for k in fitting if k.kid == kid]
-            if by_kid:
-                return by_kid[0]
+            for k in fitting:
+                if k.kid == kid:
+                    return k
             fitting = [k for k in fitting if k.kid is None]
         if not fitting:
             raise KeyNotFound(
@@ -121,6 +121,10 @@ def _key_finder(keys: Key | Sequence[Key] | cose.KeyLookup) -> cose.KeyLookup:
         return fitting[0]
 
     return find
+
+
+#: Whether an algorithm takes a symmetric key (MAC and AEAD), read once per algorithm.
+_SYMMETRIC_KINDS = {alg: alg.value.kind in ("mac", "aead") for alg in Algorithm}
 
 
 @dataclass(frozen=True)
@@ -149,29 +153,58 @@ def open_layers(
     """
     if not isinstance(data, bytes):
         raise DecodeError("a CWT must be bytes")
-    obj = cbor.loads(data, max_size=max_size)
-    cwt_tag = False
-    if isinstance(obj, cbor2.CBORTag) and obj.tag == CWT_TAG:
-        cwt_tag, obj = True, obj.value
+    if len(data) > max_size:
+        raise PayloadTooLarge(f"CBOR input of {len(data)} bytes exceeds the limit of {max_size}")
     finder = _key_finder(keys)
+    cwt_tag = data[:2] == CWT_TAG_PREFIX
+    # The usual shape is split without decoding its byte strings (cose.split); anything
+    # else is decoded whole first. Both give the same items to the same checks.
+    message: tuple[CoseTag, bool, list[Any]] | Any = (
+        cose.split(data, 2, 1) if cwt_tag else cose.split(data)
+    )
+    if message is None:
+        obj = cbor.loads(data, max_size=max_size)
+        cwt_tag = isinstance(obj, cbor2.CBORTag) and obj.tag == CWT_TAG
+        message = obj.value if cwt_tag else obj
+    else:
+        message = cose.parse_parts(*message, max_size=max_size)
     layers: list[Layer] = []
     for _depth in range(2):
-        msg = cose.decode(
-            obj, finder, allowed=allowed, max_size=max_size, external_aad=external_aad
-        )
+        if isinstance(message, cose.Parsed):
+            msg = cose.verify_parsed(message, finder, allowed=allowed, external_aad=external_aad)
+        else:
+            msg = cose.decode(
+                message, finder, allowed=allowed, max_size=max_size, external_aad=external_aad
+            )
         layers.append(Layer(msg.kind, msg.alg, msg.kid, msg.tagged))
-        inner = cbor.loads(msg.payload, max_size=max_size)
+        payload = msg.payload
+        parts = _nested_parts(payload)
+        if parts is not None:
+            if msg.kind != CoseTag.ENCRYPT0 or len(layers) > 1:
+                raise DecodeError("only a Sign1 or Mac0 inside an Encrypt0 may be nested")
+            message = cose.parse_parts(*parts, max_size=max_size)
+            continue
+        inner = cbor.loads(payload, max_size=max_size)
         if isinstance(inner, cbor2.CBORTag) and inner.tag == CWT_TAG:
             inner = inner.value
         if isinstance(inner, cbor2.CBORTag) and inner.tag in (CoseTag.SIGN1, CoseTag.MAC0):
             if msg.kind != CoseTag.ENCRYPT0 or len(layers) > 1:
                 raise DecodeError("only a Sign1 or Mac0 inside an Encrypt0 may be nested")
-            obj = inner
+            message = inner
             continue
         if not isinstance(inner, dict):
             raise DecodeError("the CWT payload must be a map of claims")
         return OpenedCwt(tuple(layers), cwt_tag, inner)
     raise DecodeError("CWT nested too deeply")  # pragma: no cover - loop returns or raises
+
+
+def _nested_parts(payload: bytes) -> tuple[CoseTag, bool, list[Any]] | None:
+    """The parts of a Sign1 or Mac0 that is the whole ``payload``, when it has the usual shape."""
+    if payload[:1] in (b"\xd1", b"\xd2"):
+        return cose.split(payload)
+    if payload[:3] in (b"\xd8\x3d\xd1", b"\xd8\x3d\xd2"):
+        return cose.split(payload, 2, 1)
+    return None
 
 
 def decode(

@@ -188,6 +188,9 @@ def _cnf_from_jwt(value: Any) -> Cnf:
 
 # ---- the token --------------------------------------------------------------------------
 
+#: CWT claim key -> the model's field name, read once (Enum members are not built per call).
+_CWT_CLAIM_NAMES: dict[int, str] = {int(claim): claim.name.lower() for claim in CWTClaim}
+
 
 def _frozen(mapping: Mapping[Any, Any] | None) -> Mapping[Any, Any]:
     return MappingProxyType(dict(mapping or {}))
@@ -265,34 +268,70 @@ class AccessToken:
         return out
 
     def to_cwt_payload(self) -> bytes:
-        """The deterministic CBOR encoding of :meth:`to_cwt_claims`."""
-        return cbor.dumps(self.to_cwt_claims())
+        """The deterministic CBOR encoding of :meth:`to_cwt_claims` (RFC 8949 §4.2.1).
+
+        Without ``extra`` claims the map is written directly: the modelled claims have
+        small unsigned keys, whose encodings sort as the numbers do.
+        """
+        if self.extra:
+            return cbor.dumps(self.to_cwt_claims())
+        values: list[tuple[bytes, Any]] = []
+        if self.iss is not None:
+            values.append((b"\x01", self.iss))
+        if self.sub is not None:
+            values.append((b"\x02", self.sub))
+        if self.aud:
+            values.append((b"\x03", self.aud[0] if len(self.aud) == 1 else list(self.aud)))
+        for key, value in (
+            (b"\x04", self.exp),
+            (b"\x05", self.nbf),
+            (b"\x06", self.iat),
+            (b"\x07", self.cti),
+        ):
+            if value is not None:
+                values.append((key, value))
+        if self.cnf is not None:
+            values.append((b"\x08", _cnf_to_cwt(self.cnf)))
+        if self.scope is not None:
+            values.append((b"\x09", self.scope.to_cwt()))
+        for key, value in (
+            (b"\x18\x26", self.ace_profile),
+            (b"\x18\x27", self.cnonce),
+            (b"\x18\x28", self.exi),
+        ):
+            if value is not None:
+                values.append((key, value))
+        return cbor.head(5, len(values)) + b"".join(
+            key + _cbor_value(value) for key, value in values
+        )
 
     @classmethod
     def from_cwt_claims(cls, claims: Mapping[Any, Any]) -> AccessToken:
         """Build the model from a decoded CWT claims map, checking each claim's type."""
         if not isinstance(claims, Mapping):
             raise DecodeError("the CWT payload must be a map of claims")
-        known = {int(c) for c in CWTClaim}
         values: dict[str, Any] = {}
         extra: dict[Any, Any] = {}
+        names = _CWT_CLAIM_NAMES
         for key, value in claims.items():
-            if type(key) is int and key in known:
-                values[CWTClaim(key).name.lower()] = value
-            else:
+            name = names.get(key) if type(key) is int else None
+            if name is None:
                 extra[key] = value
+            else:
+                values[name] = value
+        get = values.get
         return cls(
-            iss=_opt_text(values.get("iss"), "iss"),
-            sub=_opt_text(values.get("sub"), "sub"),
-            aud=_audiences(values.get("aud")),
-            exp=_opt_time(values.get("exp"), "exp"),
-            nbf=_opt_time(values.get("nbf"), "nbf"),
-            iat=_opt_time(values.get("iat"), "iat"),
-            cti=_opt_bytes(values.get("cti"), "cti"),
+            iss=_opt_text(get("iss"), "iss"),
+            sub=_opt_text(get("sub"), "sub"),
+            aud=_audiences(get("aud")),
+            exp=_opt_time(get("exp"), "exp"),
+            nbf=_opt_time(get("nbf"), "nbf"),
+            iat=_opt_time(get("iat"), "iat"),
+            cti=_opt_bytes(get("cti"), "cti"),
             scope=Scope.from_claim(values["scope"]) if "scope" in values else None,
-            ace_profile=_opt_int(values.get("ace_profile"), "ace_profile"),
-            cnonce=_opt_bytes(values.get("cnonce"), "cnonce"),
-            exi=_opt_seconds(values.get("exi"), "exi"),
+            ace_profile=_opt_int(get("ace_profile"), "ace_profile"),
+            cnonce=_opt_bytes(get("cnonce"), "cnonce"),
+            exi=_opt_seconds(get("exi"), "exi"),
             cnf=_cnf_from_cwt(values["cnf"]) if "cnf" in values else None,
             extra=extra,
         )
@@ -451,6 +490,25 @@ def _json_value(value: Any, claim: str) -> Any:
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {k: _json_value(v, claim) for k, v in value.items()}
     raise UnsupportedConversion(f"claim {claim!r} holds a value JSON cannot carry", claim=claim)
+
+
+def _cbor_value(value: Any) -> bytes:
+    """The deterministic encoding of one claim value; text, bytes and integers directly."""
+    kind = type(value)
+    if kind is str:
+        try:
+            raw: bytes = value.encode("utf-8")
+        except UnicodeEncodeError:
+            return cbor.dumps(value)  # cbor2 raises its own error for it
+        return cbor.head(3, len(raw)) + raw
+    if kind is bytes:
+        data: bytes = value
+        return cbor.head(2, len(data)) + data
+    if kind is int and -(1 << 64) <= value < 1 << 64:
+        return cbor.head(0, value) if value >= 0 else cbor.head(1, -1 - value)
+    if kind is list:
+        return cbor.head(4, len(value)) + b"".join(_cbor_value(item) for item in value)
+    return cbor.dumps(value)
 
 
 def _opt_text(value: Any, claim: str) -> str | None:

@@ -342,6 +342,9 @@ class Assembler:
         if rng.random() < 0.1:
             headers[rng.choice((1, 2, 3, 6, "x", -1, 100))] = rng.choice((b"", 1, [], "z"))
         raw = bytes(cbor2.dumps(headers))
+        if rng.random() < 0.08:  # a value nested near the depth bound (16 in all)
+            raw = bytes([0xA0 | len(headers) + 1]) + raw[1:] + b"\x18\x63"
+            raw += self.gen.nested(rng.randrange(9, 16))
         if rng.random() < 0.1:
             raw = mutate(rng, raw)
         return raw
