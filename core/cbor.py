@@ -93,7 +93,16 @@ def _item_end(data: bytes, pos: int, n: int, level: int, max_depth: int) -> int:
             raise DecodeError("truncated CBOR")
         return pos
     major, info = initial >> 5, initial & 0x1F
-    arg, pos = _argument(data, pos + 1, n, info)
+    if info < 24:
+        arg = info
+        pos += 1
+    elif info == 24:
+        if pos + 2 > n:
+            raise DecodeError("truncated CBOR")
+        arg = data[pos + 1]
+        pos += 2
+    else:
+        arg, pos = _argument(data, pos + 1, n, info)
     if major in (4, 5):
         if arg < 0:
             if level >= max_depth:
@@ -121,7 +130,17 @@ def _item_end(data: bytes, pos: int, n: int, level: int, max_depth: int) -> int:
             return pos
         keys: set[Any] = set()
         for _ in range(arg):
-            pos = _map_key(data, pos, n, level, max_depth, keys)
+            if pos >= n:
+                raise DecodeError("truncated CBOR")
+            initial = data[pos]
+            if initial < 0x18 or 0x20 <= initial < 0x38:  # a small integer key
+                key = initial if initial < 0x18 else 0x1F - initial
+                if key in keys:
+                    raise DecodeError(f"duplicate CBOR map key {key!r}")
+                keys.add(key)
+                pos += 1
+            else:
+                pos = _map_key(data, pos, n, level, max_depth, keys)
             if pos >= n:
                 raise DecodeError("truncated CBOR")
             size = fixed[data[pos]]
@@ -275,17 +294,21 @@ def loads(
         raise DecodeError(f"invalid CBOR: {exc}") from exc
 
 
-#: Every one-byte head, indexed by the byte.
-_ONE_BYTE_HEADS = tuple(bytes([initial]) for initial in range(256))
+#: The heads of arguments below 256, per major type: ``_SHORT_HEADS[major][arg]``.
+_SHORT_HEADS = tuple(
+    tuple(
+        bytes([major << 5 | arg]) if arg < 24 else bytes([major << 5 | 24, arg])
+        for arg in range(256)
+    )
+    for major in range(8)
+)
 
 
 def head(major: int, arg: int) -> bytes:
     """The shortest head of major type ``major`` with argument ``arg`` (RFC 8949 §3, §4.2.1)."""
-    initial = major << 5
-    if arg < 24:
-        return _ONE_BYTE_HEADS[initial | arg]
     if arg < 0x100:
-        return bytes((initial | 24, arg))
+        return _SHORT_HEADS[major][arg]
+    initial = major << 5
     if arg < 0x10000:
         return bytes((initial | 25, arg >> 8, arg & 0xFF))
     if arg < 1 << 32:
@@ -298,6 +321,8 @@ def head(major: int, arg: int) -> bytes:
 def _key_bytes(key: Any) -> bytes:
     """The deterministic encoding of a map key, computed cheaply for integers."""
     if type(key) is int and -(1 << 64) <= key < 1 << 64:
+        if 0 <= key < 0x100:
+            return _UINT_HEADS[key]
         return head(0, key) if key >= 0 else head(1, -1 - key)
     return bytes(cbor2.dumps(key))
 
@@ -314,9 +339,54 @@ def _sort_maps(value: Any) -> Any:
     return value
 
 
+_UINT_HEADS: tuple[bytes, ...] = _SHORT_HEADS[0]
+_BSTR_HEADS: tuple[bytes, ...] = _SHORT_HEADS[2]
+_TSTR_HEADS: tuple[bytes, ...] = _SHORT_HEADS[3]
+
+
+def _first(item: tuple[bytes, Any]) -> bytes:
+    return item[0]
+
+
 def dumps(value: Any) -> bytes:
-    """Encode ``value`` with RFC 8949 §4.2.1 core deterministic encoding."""
-    return cbor2.dumps(_sort_maps(value))
+    """Encode ``value`` with RFC 8949 §4.2.1 core deterministic encoding.
+
+    Integers, byte and text strings, maps, arrays, ``None`` and booleans are written
+    here, maps with their keys sorted by encoded bytes; anything else (floats, tags,
+    big integers, subclasses) is sorted and handed to cbor2, which writes it the same
+    way wherever it stands.
+    """
+    kind = type(value)
+    if kind is int:
+        number: int = value
+        if 0 <= number < 0x100:
+            return _UINT_HEADS[number]
+        if 0 <= value < 1 << 64:
+            return head(0, value)
+        if -(1 << 64) <= value < 0:
+            return head(1, -1 - value)
+    elif kind is bytes:
+        data: bytes = value
+        size = len(data)
+        return (_BSTR_HEADS[size] if size < 0x100 else head(2, size)) + data
+    elif kind is str:
+        try:
+            raw: bytes = value.encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # cbor2 raises its own error for it below
+        else:
+            size = len(raw)
+            return (_TSTR_HEADS[size] if size < 0x100 else head(3, size)) + raw
+    elif kind is dict:
+        items = sorted([(_key_bytes(k), v) for k, v in value.items()], key=_first)
+        return head(5, len(items)) + b"".join([key + dumps(v) for key, v in items])
+    elif kind is list or kind is tuple:
+        return head(4, len(value)) + b"".join([dumps(v) for v in value])
+    elif value is None:
+        return b"\xf6"
+    elif kind is bool:
+        return b"\xf5" if value else b"\xf4"
+    return bytes(cbor2.dumps(_sort_maps(value)))
 
 
 def dumps_ordered(value: Any) -> bytes:

@@ -173,7 +173,14 @@ class Key:
         return Key(self.kty, self.curve, self.private, self.public, self.secret, self.kid, alg)
 
     def _coordinates(self) -> tuple[bytes, bytes | None]:
-        """(x, y) for EC2, (x, None) for OKP."""
+        """(x, y) for EC2, (x, None) for OKP; computed once per key (keys never change)."""
+        cached: tuple[bytes, bytes | None] | None = self.__dict__.get("_coordinates_cache")
+        if cached is None:
+            cached = self._compute_coordinates()
+            object.__setattr__(self, "_coordinates_cache", cached)
+        return cached
+
+    def _compute_coordinates(self) -> tuple[bytes, bytes | None]:
         if self.public is None:
             raise UnsupportedPopKey("a symmetric key has no public coordinates")
         if isinstance(self.public, ec.EllipticCurvePublicKey):

@@ -302,7 +302,7 @@ class AccessToken:
             if value is not None:
                 values.append((key, value))
         return cbor.head(5, len(values)) + b"".join(
-            key + _cbor_value(value) for key, value in values
+            key + cbor.dumps(value) for key, value in values
         )
 
     @classmethod
@@ -490,25 +490,6 @@ def _json_value(value: Any, claim: str) -> Any:
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {k: _json_value(v, claim) for k, v in value.items()}
     raise UnsupportedConversion(f"claim {claim!r} holds a value JSON cannot carry", claim=claim)
-
-
-def _cbor_value(value: Any) -> bytes:
-    """The deterministic encoding of one claim value; text, bytes and integers directly."""
-    kind = type(value)
-    if kind is str:
-        try:
-            raw: bytes = value.encode("utf-8")
-        except UnicodeEncodeError:
-            return cbor.dumps(value)  # cbor2 raises its own error for it
-        return cbor.head(3, len(raw)) + raw
-    if kind is bytes:
-        data: bytes = value
-        return cbor.head(2, len(data)) + data
-    if kind is int and -(1 << 64) <= value < 1 << 64:
-        return cbor.head(0, value) if value >= 0 else cbor.head(1, -1 - value)
-    if kind is list:
-        return cbor.head(4, len(value)) + b"".join(_cbor_value(item) for item in value)
-    return cbor.dumps(value)
 
 
 def _opt_text(value: Any, claim: str) -> str | None:
