@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +36,7 @@ from .errors import (
     KeyNotFound,
     PayloadTooLarge,
 )
-from .keys import Key
+from .keys import Key, RandomBytes
 from .numbers.cose_algorithms import Algorithm
 from .numbers.cose_headers import CoseTag, HeaderParameter
 from .numbers.cose_keys import Curve, KeyType
@@ -278,13 +277,21 @@ def encrypt0(
     alg: Algorithm = Algorithm.AES_CCM_16_64_128,
     kid: bytes | None = None,
     iv: bytes | None = None,
+    random_bytes: RandomBytes | None = None,
     protected: Mapping[int, Any] | None = None,
     unprotected: Mapping[int, Any] | None = None,
     external_aad: bytes = b"",
     tagged: bool = True,
 ) -> bytes:
-    """COSE_Encrypt0 (RFC 9052 §5.2, Enc_structure of §5.3); a random IV unless given."""
-    iv = iv if iv is not None else os.urandom(alg.iv_bytes)
+    """COSE_Encrypt0 (RFC 9052 §5.2, Enc_structure of §5.3).
+
+    The IV is ``iv``, or drawn from ``random_bytes`` (``os.urandom`` in an
+    application) when none is given; one of the two is required.
+    """
+    if iv is None:
+        if random_bytes is None:
+            raise ValueError("encrypt0 needs an iv or random_bytes to draw one")
+        iv = random_bytes(_IV_BYTES[alg])
     body = _protected_bytes(alg, protected)
     aad = _ENCRYPT0 + _bstr(body) + _bstr(external_aad)
     ciphertext = aead_encrypt(alg, key, iv, plaintext, aad)

@@ -16,7 +16,7 @@ import cbor2
 
 from . import cbor, cose
 from .errors import DecodeError, KeyNotFound, PayloadTooLarge
-from .keys import Key
+from .keys import Key, RandomBytes
 from .numbers.cose_algorithms import Algorithm
 from .numbers.cose_headers import CoseTag
 from .numbers.cose_keys import KeyType
@@ -76,21 +76,36 @@ class DecodedCwt:
     claims: dict[Any, Any]
 
 
-def _protect(payload: bytes, protection: Sign1 | Mac0 | Encrypt0) -> bytes:
+def _protect(
+    payload: bytes, protection: Sign1 | Mac0 | Encrypt0, random_bytes: RandomBytes | None
+) -> bytes:
     if isinstance(protection, Sign1):
         return cose.sign1(payload, protection.key, alg=protection.alg)
     if isinstance(protection, Mac0):
         return cose.mac0(payload, protection.key, alg=protection.alg)
-    return cose.encrypt0(payload, protection.key, alg=protection.alg, iv=protection.iv)
+    return cose.encrypt0(
+        payload, protection.key, alg=protection.alg, iv=protection.iv, random_bytes=random_bytes
+    )
 
 
-def encode(token: AccessToken, protection: Protection, *, cwt_tag: bool = False) -> bytes:
-    """The CWT bytes of ``token`` under ``protection`` (deterministic claims encoding)."""
+def encode(
+    token: AccessToken,
+    protection: Protection,
+    *,
+    cwt_tag: bool = False,
+    random_bytes: RandomBytes | None = None,
+) -> bytes:
+    """The CWT bytes of ``token`` under ``protection`` (deterministic claims encoding).
+
+    An :class:`Encrypt0` without a fixed ``iv`` draws its IV from ``random_bytes``
+    (``os.urandom`` in an application), which it then needs.
+    """
     payload = token.to_cwt_payload()
     if isinstance(protection, Nested):
-        message = _protect(_protect(payload, protection.sign), protection.encrypt)
+        inner = _protect(payload, protection.sign, random_bytes)
+        message = _protect(inner, protection.encrypt, random_bytes)
     else:
-        message = _protect(payload, protection)
+        message = _protect(payload, protection, random_bytes)
     if cwt_tag:
         return CWT_TAG_PREFIX + message
     return message

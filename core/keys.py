@@ -13,7 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,9 @@ _OKP_CLASSES: dict[Curve, tuple[Any, Any]] = {
 }
 _JOSE_CURVES = {c.jose_name: c for c in (Curve.P_256, Curve.P_384, Curve.ED25519, Curve.X25519)}
 MAX_SYMMETRIC_KEY = 64
+#: Where randomness comes from: ``random_bytes(n)`` returns ``n`` random bytes
+#: (``os.urandom`` or ``secrets.token_bytes`` in an application; core draws none itself).
+RandomBytes = Callable[[int], bytes]
 
 
 def b64u_encode(data: bytes) -> str:
@@ -96,9 +99,15 @@ class Key:
 
     @classmethod
     def generate_symmetric(
-        cls, size: int = 16, *, kid: bytes | None = None, alg: Algorithm | None = None
+        cls,
+        size: int = 16,
+        *,
+        random_bytes: RandomBytes,
+        kid: bytes | None = None,
+        alg: Algorithm | None = None,
     ) -> Key:
-        return cls.symmetric(os.urandom(size), kid=kid, alg=alg)
+        """A new symmetric key of ``size`` bytes drawn from ``random_bytes``."""
+        return cls.symmetric(random_bytes(size), kid=kid, alg=alg)
 
     @classmethod
     def symmetric(
@@ -452,4 +461,4 @@ def _alg_of(value: object) -> Algorithm | None:
         return None
 
 
-__all__ = ["Key", "PrivateKey", "PublicKey", "b64u_decode", "b64u_encode"]
+__all__ = ["Key", "PrivateKey", "PublicKey", "RandomBytes", "b64u_decode", "b64u_encode"]

@@ -319,9 +319,11 @@ class Fleet:
         )
         encrypt = cwt.Encrypt0(key or self.token_key)
         if not signed:
-            return cwt.encode(token, encrypt)
+            return cwt.encode(token, encrypt, random_bytes=os.urandom)
         assert self.as_signing_key is not None, "provision the fleet first"
-        return cwt.encode(token, cwt.Nested(cwt.Sign1(self.as_signing_key), encrypt))
+        return cwt.encode(
+            token, cwt.Nested(cwt.Sign1(self.as_signing_key), encrypt), random_bytes=os.urandom
+        )
 
 
 def release(context: Any) -> None:

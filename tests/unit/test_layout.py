@@ -130,13 +130,11 @@ CORE_IO_EXCEPTIONS = {
     ("keybound.core.client_flow", "default AceClient.__init__(random_bytes=os.urandom)"): (
         "randomness not injected: the client's nonces (RFC 9203 §4.1) by default"
     ),
-    ("keybound.core.cose", "import os"): "encrypt0 draws the IV itself when given none",
     ("keybound.core.dpop", "import os"): "the default of create_proof(random_bytes=)",
     ("keybound.core.dpop", "default create_proof(random_bytes=os.urandom)"): (
         "randomness not injected: the proof's jti (RFC 9449 §4.2) by default"
     ),
     ("keybound.core.dpop_state", "import threading"): "InMemoryReplayCache holds a lock",
-    ("keybound.core.keys", "import os"): "Key.generate_symmetric draws the key itself",
 }
 
 

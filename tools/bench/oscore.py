@@ -148,10 +148,12 @@ def _get(client: aiocoap.Context, port: int) -> Callable[[], Awaitable[None]]:
 
 
 async def _rates(runner: Runner, tmp: Path) -> tuple[Measurement, Measurement, Measurement]:
-    token_key = Key.generate_symmetric(16, kid=b"rs1")
+    token_key = Key.generate_symmetric(16, random_bytes=os.urandom, kid=b"rs1")
     material = OscoreInputMaterial(id=os.urandom(3), ms=os.urandom(16))
     token = cwt.encode(
-        sample_token(CnfOsc(material), now=int(time.time())), cwt.Encrypt0(token_key)
+        sample_token(CnfOsc(material), now=int(time.time())),
+        cwt.Encrypt0(token_key),
+        random_bytes=os.urandom,
     )
     rs = resource_server((token_key,))
     rs_port, bare_port, plain_port = free_udp_port(), free_udp_port(), free_udp_port()

@@ -99,7 +99,9 @@ class _Rs:
             capacity=max(STORE_SIZES) + 1,
         )
         self.rs = ResourceServer(policy)
-        self.token = cwt.encode(self.keys.osc_token(), cwt.Encrypt0(self.keys.as_rs))
+        self.token = cwt.encode(
+            self.keys.osc_token(), cwt.Encrypt0(self.keys.as_rs), random_bytes=os.urandom
+        )
         self.payload = AuthzInfoRequest(self.token, NONCE1, CLIENT_ID).encode()
         self._ids = _server_ids(CLIENT_ID)
         # the benchmark's own token holds the first ID2; stored tokens take the next ones
@@ -127,7 +129,11 @@ class _Rs:
         store = self.rs.store
         while len(store) < count + 1:
             material = OscoreInputMaterial(id=os.urandom(3), ms=os.urandom(16))
-            raw = cwt.encode(sample_token(CnfOsc(material)), cwt.Encrypt0(self.keys.as_rs))
+            raw = cwt.encode(
+                sample_token(CnfOsc(material)),
+                cwt.Encrypt0(self.keys.as_rs),
+                random_bytes=os.urandom,
+            )
             verified = self.rs.verify(raw, now=NOW, monotonic=MONOTONIC)
             context = ContextParameters(
                 os.urandom(NONCE_BYTES), os.urandom(NONCE_BYTES), CLIENT_ID, next(self._ids)

@@ -13,6 +13,7 @@ in plain CoAP.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import aiocoap
@@ -111,7 +112,7 @@ def run(runner: Runner) -> list[Figure]:
     runner.on_step("size")
     sign1 = cwt.encode(token, cwt.Sign1(keys.as_signing, Algorithm.ES256))
     mac0 = cwt.encode(token, cwt.Mac0(keys.as_rs_mac))
-    encrypt0 = cwt.encode(osc_token, cwt.Encrypt0(keys.as_rs))
+    encrypt0 = cwt.encode(osc_token, cwt.Encrypt0(keys.as_rs), random_bytes=os.urandom)
     jwt_es256 = jwt.encode(token, keys.as_signing, alg="ES256")
     jwt_hs256 = jwt.encode(token, keys.as_rs_mac, alg="HS256")
     claims_cbor = token.to_cwt_payload()
