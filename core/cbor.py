@@ -62,13 +62,13 @@ _FIXED = _fixed_sizes()
 MAX_DEPTH_LIMIT = 256
 
 
-def _argument(data: bytes, pos: int, n: int, info: int) -> tuple[int, int]:
+def _argument(data: bytes, pos: int, info: int) -> tuple[int, int]:
     """The argument of a head whose initial byte (at ``pos - 1``) has additional info ``info``."""
     if info < 24:
         return info, pos
     if info < 28:
         end = pos + (1 << (info - 24))
-        if end > n:
+        if end > len(data):
             raise DecodeError("truncated CBOR")
         return int.from_bytes(data[pos:end], "big"), end
     if info == 31:
@@ -76,39 +76,37 @@ def _argument(data: bytes, pos: int, n: int, info: int) -> tuple[int, int]:
     raise DecodeError(f"reserved CBOR additional information {info}")
 
 
-def _item_end(data: bytes, pos: int, n: int, level: int, max_depth: int) -> int:
+# The walk below reads bytes without testing the position first: reading past the end
+# raises IndexError, which item_end turns into DecodeError, and an item that claims
+# more bytes than there are leaves the position past the end, which item_end refuses.
+
+
+def _item_end(data: bytes, pos: int, level: int, max_depth: int) -> int:
     """Check the data item at ``pos`` (nested ``level`` deep) and return where it ends.
 
     Items that need no reading (:data:`_FIXED`) are skipped in the loops of their
     container; this function recurses once per container or tag, at most
     ``max_depth`` deep.
     """
-    if pos >= n:
-        raise DecodeError("truncated CBOR")
     initial = data[pos]
     size = _FIXED[initial]
     if size:
-        pos += size
-        if pos > n:
-            raise DecodeError("truncated CBOR")
-        return pos
+        return pos + size
     major, info = initial >> 5, initial & 0x1F
     if info < 24:
         arg = info
         pos += 1
     elif info == 24:
-        if pos + 2 > n:
-            raise DecodeError("truncated CBOR")
         arg = data[pos + 1]
         pos += 2
     else:
-        arg, pos = _argument(data, pos + 1, n, info)
+        arg, pos = _argument(data, pos + 1, info)
     if major in (4, 5):
         if arg < 0:
             if level >= max_depth:
                 raise DecodeError(f"CBOR nested deeper than {max_depth}")
-            return _indefinite(data, pos, n, level + 1, max_depth, major == 5)
-        if (arg * 2 if major == 5 else arg) > n - pos:
+            return _indefinite(data, pos, level + 1, max_depth, major == 5)
+        if (arg * 2 if major == 5 else arg) > len(data) - pos:
             raise DecodeError("CBOR container longer than its input")
         if not arg:
             return pos
@@ -118,58 +116,43 @@ def _item_end(data: bytes, pos: int, n: int, level: int, max_depth: int) -> int:
         fixed = _FIXED
         if major == 4:
             for _ in range(arg):
-                if pos >= n:
-                    raise DecodeError("truncated CBOR")
                 size = fixed[data[pos]]
-                if size:
-                    pos += size
-                    if pos > n:
-                        raise DecodeError("truncated CBOR")
-                else:
-                    pos = _item_end(data, pos, n, level, max_depth)
+                pos = pos + size if size else _item_end(data, pos, level, max_depth)
             return pos
-        keys: set[Any] = set()
+        keys: list[Any] = []
         for _ in range(arg):
-            if pos >= n:
-                raise DecodeError("truncated CBOR")
             initial = data[pos]
-            if initial < 0x18 or 0x20 <= initial < 0x38:  # a small integer key
-                key = initial if initial < 0x18 else 0x1F - initial
-                if key in keys:
-                    raise DecodeError(f"duplicate CBOR map key {key!r}")
-                keys.add(key)
+            if initial < 0x18:  # small integer keys are read from their head
+                keys.append(initial)
+                pos += 1
+            elif 0x20 <= initial < 0x38:
+                keys.append(0x1F - initial)
                 pos += 1
             else:
-                pos = _map_key(data, pos, n, level, max_depth, keys)
-            if pos >= n:
-                raise DecodeError("truncated CBOR")
-            size = fixed[data[pos]]
+                pos = _map_key(data, pos, level, max_depth, keys)
+            initial = data[pos]
+            size = fixed[initial]
             if size:
                 pos += size
-                if pos > n:
-                    raise DecodeError("truncated CBOR")
+            elif initial in (0x58, 0x78):  # a string of up to 255 bytes (keys, signatures)
+                pos += 2 + data[pos + 1]
             else:
-                pos = _item_end(data, pos, n, level, max_depth)
+                pos = _item_end(data, pos, level, max_depth)
+        if len(set(keys)) != arg:  # every key cbor2 returns for a scalar is hashable
+            raise DecodeError("duplicate CBOR map key")
         return pos
     if major in (2, 3):
         if arg >= 0:
-            pos += arg
-            if pos > n:
-                raise DecodeError("truncated CBOR string")
-            return pos
+            return pos + arg
         # Indefinite-length string: definite chunks of the same major type, then a break.
         while True:
-            if pos >= n:
-                raise DecodeError("truncated CBOR")
             chunk = data[pos]
             if chunk == 0xFF:
                 return pos + 1
-            chunk_len, pos = _argument(data, pos + 1, n, chunk & 0x1F)
+            chunk_len, pos = _argument(data, pos + 1, chunk & 0x1F)
             if chunk >> 5 != major or chunk_len < 0:
                 raise DecodeError("bad chunk in indefinite-length string")
             pos += chunk_len
-            if pos > n:
-                raise DecodeError("truncated CBOR string")
     if major == 6:
         if arg < 0:
             raise DecodeError("indefinite length on a tag")
@@ -177,7 +160,7 @@ def _item_end(data: bytes, pos: int, n: int, level: int, max_depth: int) -> int:
             raise DecodeError(f"CBOR tag {arg} is not accepted here")
         if level >= max_depth:
             raise DecodeError(f"CBOR nested deeper than {max_depth}")
-        return _item_end(data, pos, n, level + 1, max_depth)
+        return _item_end(data, pos, level + 1, max_depth)
     if major == 7:
         if info == 31:
             raise DecodeError("unexpected CBOR break")
@@ -187,31 +170,41 @@ def _item_end(data: bytes, pos: int, n: int, level: int, max_depth: int) -> int:
     raise DecodeError("indefinite length on an integer")  # major 0 or 1, info 31
 
 
-def _indefinite(data: bytes, pos: int, n: int, level: int, max_depth: int, is_map: bool) -> int:
-    """The rest of an indefinite-length array or map whose items are ``level`` deep."""
-    keys: set[Any] = set()
-    while True:
-        if pos >= n:
-            raise DecodeError("truncated CBOR")
-        if data[pos] == 0xFF:
-            return pos + 1
-        if is_map:
-            pos = _map_key(data, pos, n, level, max_depth, keys)
-            if pos < n and data[pos] == 0xFF:
-                raise DecodeError("CBOR map with an odd number of items")
-        pos = _item_end(data, pos, n, level, max_depth)
-
-
-def _map_key(data: bytes, pos: int, n: int, level: int, max_depth: int, keys: set[Any]) -> int:
-    """Check the map key at ``pos`` against the keys seen so far in its map; return its end.
+def _check_unique(keys: list[Any], count: int) -> None:
+    """Refuse a map whose ``count`` keys are not all different.
 
     Keys compare with Python equality, not CBOR's: 1, 1.0 and true are one key once
     decoded into a dict, so a map holding two of them would silently lose a value.
+    """
+    try:
+        unique = len(set(keys))
+    except TypeError as exc:  # pragma: no cover - every scalar cbor2 returns is hashable
+        raise DecodeError("CBOR map key that is not hashable") from exc
+    if unique != count:
+        raise DecodeError("duplicate CBOR map key")
+
+
+def _indefinite(data: bytes, pos: int, level: int, max_depth: int, is_map: bool) -> int:
+    """The rest of an indefinite-length array or map whose items are ``level`` deep."""
+    keys: list[Any] = []
+    while True:
+        if data[pos] == 0xFF:
+            if is_map:
+                _check_unique(keys, len(keys))
+            return pos + 1
+        if is_map:
+            pos = _map_key(data, pos, level, max_depth, keys)
+            if data[pos] == 0xFF:
+                raise DecodeError("CBOR map with an odd number of items")
+        pos = _item_end(data, pos, level, max_depth)
+
+
+def _map_key(data: bytes, pos: int, level: int, max_depth: int, keys: list[Any]) -> int:
+    """Read the map key at ``pos`` into ``keys`` and return its end.
+
     Small integers and short strings are read from their head; anything else is
     decoded by cbor2. Containers and tagged items are refused as keys.
     """
-    if pos >= n:
-        raise DecodeError("truncated CBOR")
     initial = data[pos]
     key: Any
     if initial < 0x18:
@@ -220,7 +213,7 @@ def _map_key(data: bytes, pos: int, n: int, level: int, max_depth: int, keys: se
         key, end = 0x1F - initial, pos + 1
     elif 0x40 <= initial < 0x58 or 0x60 <= initial < 0x78:
         end = pos + 1 + (initial & 0x1F)
-        if end > n:
+        if end > len(data):
             raise DecodeError("truncated CBOR string")
         key = data[pos + 1 : end]
         if initial >= 0x60:
@@ -234,7 +227,9 @@ def _map_key(data: bytes, pos: int, n: int, level: int, max_depth: int, keys: se
             raise DecodeError("CBOR map key that is a container")
         if major == 6:
             raise DecodeError("CBOR map key that is tagged")
-        end = _item_end(data, pos, n, level, max_depth)
+        end = _item_end(data, pos, level, max_depth)
+        if end > len(data):
+            raise DecodeError("truncated CBOR")
         if major < 2:
             key = int.from_bytes(data[pos + 1 : end], "big")
             if major == 1:
@@ -244,13 +239,7 @@ def _map_key(data: bytes, pos: int, n: int, level: int, max_depth: int, keys: se
                 key = cbor2.loads(data[pos:end])
             except Exception as exc:
                 raise DecodeError("bad CBOR map key") from exc
-    try:
-        duplicate = key in keys
-    except TypeError as exc:  # pragma: no cover - every scalar cbor2 returns is hashable
-        raise DecodeError("CBOR map key that is not hashable") from exc
-    if duplicate:
-        raise DecodeError(f"duplicate CBOR map key {key!r}")
-    keys.add(key)
+    keys.append(key)
     return end
 
 
@@ -265,7 +254,13 @@ def item_end(data: bytes, pos: int, level: int = 0, *, max_depth: int = DEFAULT_
         raise ValueError(f"max_depth must be at most {MAX_DEPTH_LIMIT}")
     if level > max_depth:
         raise DecodeError(f"CBOR nested deeper than {max_depth}")
-    return _item_end(data, pos, len(data), level, max_depth)
+    try:
+        end = _item_end(data, pos, level, max_depth)
+    except IndexError:
+        raise DecodeError("truncated CBOR") from None
+    if end > len(data):
+        raise DecodeError("truncated CBOR")
+    return end
 
 
 def check(

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import cbor2
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -303,8 +303,9 @@ def encrypt0(
 # ---- decoding ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Parsed:
+class Parsed(NamedTuple):
+    """The framing of a COSE message, checked but not verified (:func:`parse`)."""
+
     kind: CoseTag
     tagged: bool
     items: list[Any]
@@ -346,26 +347,25 @@ _KIND_MESSAGE = {"sign": CoseTag.SIGN1, "mac": CoseTag.MAC0, "aead": CoseTag.ENC
 _ALG_ONLY_IDS = {encoded: alg.id for alg, encoded in _ALG_ONLY.items()}
 
 
-def _bstr_span(data: bytes, pos: int, n: int) -> int:
-    """The end of the definite-length byte string at ``pos`` with a head of at most 3 bytes,
-    or -1 for anything else (the caller then takes the general path)."""
-    if pos >= n:
-        return -1
-    initial = data[pos]
-    if 0x40 <= initial < 0x58:
-        end = pos + 1 + initial - 0x40
-    elif initial == 0x58 and pos + 2 <= n:
-        end = pos + 2 + data[pos + 1]
-    elif initial == 0x59 and pos + 3 <= n:
-        end = pos + 3 + (data[pos + 1] << 8 | data[pos + 2])
-    else:
-        return -1
-    return end if end <= n else -1
-
-
-def _bstr_start(data: bytes, pos: int) -> int:
-    initial = data[pos]
-    return pos + (1 if initial < 0x58 else 2 if initial == 0x58 else 3)
+def _bstr_span(data: bytes, pos: int, n: int) -> tuple[int, int]:
+    """(start, end) of the content of the definite-length byte string at ``pos`` whose head
+    has at most 3 bytes, or (-1, -1) for anything else (the caller takes the general path)."""
+    if pos < n:
+        initial = data[pos]
+        if 0x40 <= initial < 0x58:
+            start = pos + 1
+            end = start + initial - 0x40
+        elif initial == 0x58 and pos + 2 <= n:
+            start = pos + 2
+            end = start + data[pos + 1]
+        elif initial == 0x59 and pos + 3 <= n:
+            start = pos + 3
+            end = start + (data[pos + 1] << 8 | data[pos + 2])
+        else:
+            return -1, -1
+        if end <= n:
+            return start, end
+    return -1, -1
 
 
 def split(
@@ -396,26 +396,24 @@ def split(
     count = _SIZES[kind]
     if pos >= n or data[pos] != 0x80 | count:
         return None
-    body_end = _bstr_span(data, pos + 1, n)
-    if body_end < 0 or body_end >= n or data[body_end] >> 5 != 5:
+    start, end = _bstr_span(data, pos + 1, n)
+    if end < 0 or end >= n or data[end] >> 5 != 5:
         return None
-    map_end = cbor.item_end(data, body_end, level + 1)
-    items: list[Any] = [data[_bstr_start(data, pos + 1) : body_end], None]
+    map_end = cbor.item_end(data, end, level + 1)
+    items: list[Any] = [data[start:end], None]
     pos = map_end
     for _ in range(count - 2):
-        end = _bstr_span(data, pos, n)
-        if end < 0:
+        start, pos = _bstr_span(data, pos, n)
+        if pos < 0:
             return None
-        items.append(data[_bstr_start(data, pos) : end])
-        pos = end
+        items.append(data[start:pos])
     if pos != n:
         return None
-    unprotected = data[body_end:map_end]
-    if unprotected == b"\xa0":
+    if map_end == end + 1:  # the empty map, 0xa0
         items[1] = {}
     else:
         try:
-            items[1] = cbor2.loads(unprotected)
+            items[1] = cbor2.loads(data[end:map_end])
         except Exception as exc:  # as cbor.loads would for the whole message
             raise DecodeError(f"invalid CBOR: {exc}") from exc
     return kind, tagged, items

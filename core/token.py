@@ -320,18 +320,19 @@ class AccessToken:
             else:
                 values[name] = value
         get = values.get
+        # Absent claims are None without a call; the checks run in the fields' order.
         return cls(
-            iss=_opt_text(get("iss"), "iss"),
-            sub=_opt_text(get("sub"), "sub"),
+            iss=None if (v := get("iss")) is None else _opt_text(v, "iss"),
+            sub=None if (v := get("sub")) is None else _opt_text(v, "sub"),
             aud=_audiences(get("aud")),
-            exp=_opt_time(get("exp"), "exp"),
-            nbf=_opt_time(get("nbf"), "nbf"),
-            iat=_opt_time(get("iat"), "iat"),
-            cti=_opt_bytes(get("cti"), "cti"),
+            exp=None if (v := get("exp")) is None else _opt_time(v, "exp"),
+            nbf=None if (v := get("nbf")) is None else _opt_time(v, "nbf"),
+            iat=None if (v := get("iat")) is None else _opt_time(v, "iat"),
+            cti=None if (v := get("cti")) is None else _opt_bytes(v, "cti"),
             scope=Scope.from_claim(values["scope"]) if "scope" in values else None,
-            ace_profile=_opt_int(get("ace_profile"), "ace_profile"),
-            cnonce=_opt_bytes(get("cnonce"), "cnonce"),
-            exi=_opt_seconds(get("exi"), "exi"),
+            ace_profile=None if (v := get("ace_profile")) is None else _opt_int(v, "ace_profile"),
+            cnonce=None if (v := get("cnonce")) is None else _opt_bytes(v, "cnonce"),
+            exi=None if (v := get("exi")) is None else _opt_seconds(v, "exi"),
             cnf=_cnf_from_cwt(values["cnf"]) if "cnf" in values else None,
             extra=extra,
         )
