@@ -280,22 +280,14 @@ def test_cwt_sizes_match_python_cwt(figures: dict[str, dict[str, Any]]) -> None:
     mac0 = cose.encode(
         claims, _cose_key(keys.as_rs_mac, 4), protected={1: 4}, unprotected={4: fx.AS_RS_KID}
     )
-    encrypt0 = cose.encode(
-        osc_claims,
-        _cose_key(keys.as_rs, 10),
-        protected={1: 10},
-        unprotected={4: fx.AS_RS_KID, 5: bytes(13)},
-    )
+    rs_key = _cose_key(keys.as_rs, 10)
+    unprotected = {4: fx.AS_RS_KID, 5: bytes(13)}
+    encrypt0 = cose.encode(osc_claims, rs_key, protected={1: 10}, unprotected=unprotected)
     assert _size(figures, "size.cwt_sign1_es256") == len(sign1)
     assert _size(figures, "size.cwt_mac0") == len(mac0)
     assert _size(figures, "size.cwt_encrypt0_osc") == len(encrypt0)
     rfc9203_claims = bytes.fromhex(_RFC9203_CLAIMS_HEX)
-    rfc9203 = cose.encode(
-        rfc9203_claims,
-        _cose_key(keys.as_rs, 10),
-        protected={1: 10},
-        unprotected={4: fx.AS_RS_KID, 5: bytes(13)},
-    )
+    rfc9203 = cose.encode(rfc9203_claims, rs_key, protected={1: 10}, unprotected=unprotected)
     assert _size(figures, "size.cwt_encrypt0_rfc9203") == len(rfc9203)
     assert figures["size.cwt_encrypt0_rfc9203"]["baseline"] == len(rfc9203_claims)
     assert figures["size.cwt_sign1_es256"]["baseline"] == len(claims)
