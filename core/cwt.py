@@ -118,7 +118,9 @@ CWT_TAG_PREFIX = bytes([0xD8, CWT_TAG])
 def _key_finder(keys: Key | Sequence[Key] | cose.KeyLookup) -> cose.KeyLookup:
     if callable(keys) and not isinstance(keys, Key):
         return keys
-    pool = [keys] if isinstance(keys, Key) else list(keys)
+    if isinstance(keys, Key):
+        return _one_key_finder(keys)
+    pool = list(keys)
 
     def find(kid: bytes | None, alg: Algorithm) -> Key:
         symmetric = _SYMMETRIC_KINDS.get(alg, False)
@@ -134,6 +136,23 @@ def _key_finder(keys: Key | Sequence[Key] | cose.KeyLookup) -> cose.KeyLookup:
                 + (f" with kid {kid.hex()}" if kid is not None else "")
             )
         return fitting[0]
+
+    return find
+
+
+def _one_key_finder(key: Key) -> cose.KeyLookup:
+    """The finder of a pool of one: ``key`` if its kind fits and its kid is the message's
+    or none (what the general finder gives for ``[key]``)."""
+    key_symmetric = key.kty == KeyType.SYMMETRIC
+
+    def find(kid: bytes | None, alg: Algorithm) -> Key:
+        symmetric = _SYMMETRIC_KINDS.get(alg, False)
+        if key_symmetric == symmetric and (kid is None or key.kid is None or key.kid == kid):
+            return key
+        raise KeyNotFound(
+            f"no {'symmetric' if symmetric else 'public'} key"
+            + (f" with kid {kid.hex()}" if kid is not None else "")
+        )
 
     return find
 

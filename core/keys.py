@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 
 from . import cbor
 from .errors import DecodeError, UnsupportedPopKey
-from .numbers import lookup
 from .numbers.cose_algorithms import Algorithm
 from .numbers.cose_keys import Curve, EC2Param, KeyCommon, KeyType, OKPParam, SymmetricParam
 
@@ -35,6 +34,8 @@ _EC_CURVES: dict[Curve, ec.EllipticCurve] = {
     Curve.P_384: ec.SECP384R1(),
 }
 _EC_SIZES = {Curve.P_256: 32, Curve.P_384: 48}
+#: COSE curve number -> Curve (``numbers.lookup`` without building an Enum per call).
+_CURVES_BY_ID: dict[int, Curve] = {int(curve): curve for curve in Curve}
 _OKP_CLASSES: dict[Curve, tuple[Any, Any]] = {
     Curve.ED25519: (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey),
     Curve.X25519: (x25519.X25519PrivateKey, x25519.X25519PublicKey),
@@ -260,7 +261,7 @@ class Key:
         crv = mapping.get(EC2Param.CRV)
         if type(crv) is not int:
             raise DecodeError("COSE_Key crv must be an integer")
-        curve = lookup(Curve, crv)
+        curve = _CURVES_BY_ID.get(crv, crv)
         x = mapping.get(EC2Param.X)
         d = mapping.get(EC2Param.D)
         if not isinstance(x, bytes) or (d is not None and not isinstance(d, bytes)):
@@ -290,9 +291,10 @@ class Key:
         if len(x) != size or len(y) != size or (d is not None and len(d) != size):
             raise DecodeError(f"{curve.jose_name} coordinates must be {size} bytes")
         try:
-            public = ec.EllipticCurvePublicNumbers(
-                int.from_bytes(x, "big"), int.from_bytes(y, "big"), _EC_CURVES[curve]
-            ).public_key()
+            # SEC 1 §2.3.3 uncompressed form; cryptography checks that the point is on the curve.
+            public = ec.EllipticCurvePublicKey.from_encoded_point(
+                _EC_CURVES[curve], b"\x04" + x + y
+            )
             private = None
             if d is not None:
                 private = ec.derive_private_key(int.from_bytes(d, "big"), _EC_CURVES[curve])

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
@@ -321,21 +321,30 @@ class AccessToken:
                 values[name] = value
         get = values.get
         # Absent claims are None without a call; the checks run in the fields' order.
-        return cls(
-            iss=None if (v := get("iss")) is None else _opt_text(v, "iss"),
-            sub=None if (v := get("sub")) is None else _opt_text(v, "sub"),
-            aud=_audiences(get("aud")),
-            exp=None if (v := get("exp")) is None else _opt_time(v, "exp"),
-            nbf=None if (v := get("nbf")) is None else _opt_time(v, "nbf"),
-            iat=None if (v := get("iat")) is None else _opt_time(v, "iat"),
-            cti=None if (v := get("cti")) is None else _opt_bytes(v, "cti"),
-            scope=Scope.from_claim(values["scope"]) if "scope" in values else None,
-            ace_profile=None if (v := get("ace_profile")) is None else _opt_int(v, "ace_profile"),
-            cnonce=None if (v := get("cnonce")) is None else _opt_bytes(v, "cnonce"),
-            exi=None if (v := get("exi")) is None else _opt_seconds(v, "exi"),
-            cnf=_cnf_from_cwt(values["cnf"]) if "cnf" in values else None,
-            extra=extra,
-        )
+        built: dict[str, Any] = {
+            "iss": None if (v := get("iss")) is None else _opt_text(v, "iss"),
+            "sub": None if (v := get("sub")) is None else _opt_text(v, "sub"),
+            "aud": _audiences(get("aud")),
+            "exp": None if (v := get("exp")) is None else _opt_time(v, "exp"),
+            "nbf": None if (v := get("nbf")) is None else _opt_time(v, "nbf"),
+            "iat": None if (v := get("iat")) is None else _opt_time(v, "iat"),
+            "cti": None if (v := get("cti")) is None else _opt_bytes(v, "cti"),
+            "scope": Scope.from_claim(values["scope"]) if "scope" in values else None,
+            "ace_profile": None
+            if (v := get("ace_profile")) is None
+            else _opt_int(v, "ace_profile"),
+            "cnonce": None if (v := get("cnonce")) is None else _opt_bytes(v, "cnonce"),
+            "exi": None if (v := get("exi")) is None else _opt_seconds(v, "exi"),
+            "cnf": _cnf_from_cwt(values["cnf"]) if "cnf" in values else None,
+            "extra": _frozen(extra),
+        }
+        if cls is AccessToken and _DIRECT_BUILD:
+            # Every field is given in the form __post_init__ would make it (aud a tuple,
+            # extra read-only), so the frozen dataclass's per-field setattr is skipped.
+            token = object.__new__(cls)
+            token.__dict__.update(built)
+            return token
+        return cls(**built)
 
     # ---- JWT -----------------------------------------------------------------------------
 
@@ -438,6 +447,13 @@ class AccessToken:
         for key, value in self.extra.items():
             out[str(key)] = _display(value)
         return out
+
+
+#: The fields from_cwt_claims sets; if the model gains one, it goes through __init__ again.
+_DIRECT_BUILD = {f.name for f in fields(AccessToken)} == {
+    "iss", "sub", "aud", "exp", "nbf", "iat", "cti", "scope", "ace_profile", "cnonce", "exi",
+    "cnf", "extra",
+}  # fmt: skip
 
 
 def describe_cnf(cnf: Cnf) -> dict[str, Any]:

@@ -474,6 +474,11 @@ def compare_cwt(report: Report, data: bytes, mat: Material, key: Key | None = No
             lambda: ref_cose.decode(data, key, allowed=allowed),
             _message_view,
         )  # fmt: skip
+        one = key if key.is_symmetric or key.curve == Curve.ED25519 else key.public_key()
+        report.check(
+            "cwt.decode(one key)", data,
+            lambda: cwt.decode(data, one), lambda: ref_cwt.decode(data, one), _decoded_view,
+        )  # fmt: skip
         report.check(
             "cwt.open_layers(aad)", data,
             lambda: cwt.open_layers(data, [key], external_aad=b"\x01"),
