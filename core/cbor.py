@@ -22,6 +22,7 @@ written in eight bytes, not their shortest form; no keybound message carries one
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import cbor2
@@ -318,6 +319,8 @@ def _key_bytes(key: Any) -> bytes:
     if type(key) is int and -(1 << 64) <= key < 1 << 64:
         if 0 <= key < 0x100:
             return _UINT_HEADS[key]
+        if -0x100 <= key < 0:
+            return _NINT_HEADS[-1 - key]
         return head(0, key) if key >= 0 else head(1, -1 - key)
     return bytes(cbor2.dumps(key))
 
@@ -335,12 +338,9 @@ def _sort_maps(value: Any) -> Any:
 
 
 _UINT_HEADS: tuple[bytes, ...] = _SHORT_HEADS[0]
+_NINT_HEADS: tuple[bytes, ...] = _SHORT_HEADS[1]
 _BSTR_HEADS: tuple[bytes, ...] = _SHORT_HEADS[2]
 _TSTR_HEADS: tuple[bytes, ...] = _SHORT_HEADS[3]
-
-
-def _first(item: tuple[bytes, Any]) -> bytes:
-    return item[0]
 
 
 def dumps(value: Any) -> bytes:
@@ -356,6 +356,8 @@ def dumps(value: Any) -> bytes:
         number: int = value
         if 0 <= number < 0x100:
             return _UINT_HEADS[number]
+        if -0x100 <= number < 0:
+            return _NINT_HEADS[-1 - number]
         if 0 <= value < 1 << 64:
             return head(0, value)
         if -(1 << 64) <= value < 0:
@@ -373,7 +375,7 @@ def dumps(value: Any) -> bytes:
             size = len(raw)
             return (_TSTR_HEADS[size] if size < 0x100 else head(3, size)) + raw
     elif kind is dict:
-        items = sorted([(_key_bytes(k), v) for k, v in value.items()], key=_first)
+        items = sorted([(_key_bytes(k), v) for k, v in value.items()], key=itemgetter(0))
         return head(5, len(items)) + b"".join([key + dumps(v) for key, v in items])
     elif kind is list or kind is tuple:
         return head(4, len(value)) + b"".join([dumps(v) for v in value])

@@ -275,35 +275,50 @@ class AccessToken:
         """
         if self.extra:
             return cbor.dumps(self.to_cwt_claims())
-        values: list[tuple[bytes, Any]] = []
+        dumps = cbor.dumps
+        # The values that can fail (cnf, scope) are computed before anything is encoded,
+        # as to_cwt_claims does; then each claim is its key's encoding and its value's.
+        cnf = None if self.cnf is None else _cnf_to_cwt(self.cnf)
+        scope = None if self.scope is None else self.scope.to_cwt()
+        count = 0
+        body = b""
         if self.iss is not None:
-            values.append((b"\x01", self.iss))
+            body += b"\x01" + dumps(self.iss)
+            count += 1
         if self.sub is not None:
-            values.append((b"\x02", self.sub))
+            body += b"\x02" + dumps(self.sub)
+            count += 1
         if self.aud:
-            values.append((b"\x03", self.aud[0] if len(self.aud) == 1 else list(self.aud)))
-        for key, value in (
-            (b"\x04", self.exp),
-            (b"\x05", self.nbf),
-            (b"\x06", self.iat),
-            (b"\x07", self.cti),
-        ):
-            if value is not None:
-                values.append((key, value))
-        if self.cnf is not None:
-            values.append((b"\x08", _cnf_to_cwt(self.cnf)))
-        if self.scope is not None:
-            values.append((b"\x09", self.scope.to_cwt()))
-        for key, value in (
-            (b"\x18\x26", self.ace_profile),
-            (b"\x18\x27", self.cnonce),
-            (b"\x18\x28", self.exi),
-        ):
-            if value is not None:
-                values.append((key, value))
-        return cbor.head(5, len(values)) + b"".join(
-            key + cbor.dumps(value) for key, value in values
-        )
+            body += b"\x03" + dumps(self.aud[0] if len(self.aud) == 1 else list(self.aud))
+            count += 1
+        if self.exp is not None:
+            body += b"\x04" + dumps(self.exp)
+            count += 1
+        if self.nbf is not None:
+            body += b"\x05" + dumps(self.nbf)
+            count += 1
+        if self.iat is not None:
+            body += b"\x06" + dumps(self.iat)
+            count += 1
+        if self.cti is not None:
+            body += b"\x07" + dumps(self.cti)
+            count += 1
+        if cnf is not None:
+            body += b"\x08" + dumps(cnf)
+            count += 1
+        if scope is not None:
+            body += b"\x09" + dumps(scope)
+            count += 1
+        if self.ace_profile is not None:
+            body += b"\x18\x26" + dumps(self.ace_profile)
+            count += 1
+        if self.cnonce is not None:
+            body += b"\x18\x27" + dumps(self.cnonce)
+            count += 1
+        if self.exi is not None:
+            body += b"\x18\x28" + dumps(self.exi)
+            count += 1
+        return cbor.head(5, count) + body
 
     @classmethod
     def from_cwt_claims(cls, claims: Mapping[Any, Any]) -> AccessToken:
