@@ -72,7 +72,7 @@ class CoseMessage:
 
     @property
     def kid(self) -> bytes | None:
-        kid = self.protected.get(HeaderParameter.KID, self.unprotected.get(HeaderParameter.KID))
+        kid = self.protected.get(_KID, self.unprotected.get(_KID))
         return kid if isinstance(kid, bytes) else None
 
 
@@ -338,6 +338,9 @@ def _check_crit(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) ->
             raise DecodeError(f"critical header parameter {label!r} is not understood")
 
 
+#: Header labels as plain integers: a dict lookup by an IntEnum member costs more.
+_ALG, _CRIT, _KID, _IV = (int(HeaderParameter.ALG), int(HeaderParameter.CRIT),
+                          int(HeaderParameter.KID), int(HeaderParameter.IV))  # fmt: skip
 #: The one-byte heads of the COSE tags keybound decodes (RFC 9052 §2), and the size of each.
 _TAG_HEADS = {0xD0: CoseTag.ENCRYPT0, 0xD1: CoseTag.MAC0, 0xD2: CoseTag.SIGN1}
 _SIZES = {CoseTag.SIGN1: 4, CoseTag.MAC0: 4, CoseTag.ENCRYPT0: 3}
@@ -478,7 +481,7 @@ def parse_parts(
         raise DecodeError(
             f"header parameters {sorted(both, key=str)} are both protected and unprotected"
         )
-    if HeaderParameter.CRIT in protected or HeaderParameter.CRIT in unprotected:
+    if _CRIT in protected or _CRIT in unprotected:
         _check_crit(protected, unprotected)
     payload = obj[2]
     if type(payload) is not bytes or (len(obj) == 4 and type(obj[3]) is not bytes):
@@ -488,17 +491,15 @@ def parse_parts(
             raise DecodeError(f"{kind.name} payload and tag must be byte strings")
         if payload is None:
             raise DecodeError("detached COSE payloads are not supported")
-    kid = protected.get(HeaderParameter.KID, unprotected.get(HeaderParameter.KID))
+    kid = protected.get(_KID, unprotected.get(_KID))
     if kid is not None and not isinstance(kid, bytes):
         raise DecodeError("COSE kid must be a byte string")
-    if HeaderParameter.ALG not in protected:
+    if _ALG not in protected:
         raise AlgorithmNotAllowed("the algorithm must be in the protected header")
     try:
-        alg = Algorithm.from_id(protected[HeaderParameter.ALG])
+        alg = Algorithm.from_id(protected[_ALG])
     except KeyError as exc:
-        raise AlgorithmNotAllowed(
-            f"COSE algorithm {protected[HeaderParameter.ALG]!r} is not supported"
-        ) from exc
+        raise AlgorithmNotAllowed(f"COSE algorithm {protected[_ALG]!r} is not supported") from exc
     return Parsed(kind, tagged, obj, protected, unprotected, alg)
 
 
@@ -530,7 +531,7 @@ def verify_parsed(
     if _KIND_MESSAGE.get(_KIND[alg]) != msg.kind:
         raise AlgorithmNotAllowed(f"{_NAME[alg]} cannot protect a {msg.kind.name}")
     protected, unprotected = msg.protected, msg.unprotected
-    kid = protected.get(HeaderParameter.KID, unprotected.get(HeaderParameter.KID))
+    kid = protected.get(_KID, unprotected.get(_KID))
     key = keys if isinstance(keys, Key) else keys(kid, alg)
     if not isinstance(key, Key):
         raise KeyNotFound("no key for this message")
@@ -545,7 +546,7 @@ def verify_parsed(
         if not hmac.compare_digest(mine, items[3]):
             raise BadSignature("MAC tag does not verify")
     else:
-        iv = unprotected.get(HeaderParameter.IV, protected.get(HeaderParameter.IV))
+        iv = unprotected.get(_IV, protected.get(_IV))
         if not isinstance(iv, bytes):
             raise DecodeError("COSE_Encrypt0 without an IV (Partial IV is not supported here)")
         aad = _ENCRYPT0 + _bstr(body) + _bstr(external_aad)

@@ -34,6 +34,10 @@ _EC_CURVES: dict[Curve, ec.EllipticCurve] = {
     Curve.P_384: ec.SECP384R1(),
 }
 _EC_SIZES = {Curve.P_256: 32, Curve.P_384: 48}
+#: COSE_Key labels as plain integers, for the lookups of from_cose_key.
+_KTY, _KID, _ALG = int(KeyCommon.KTY), int(KeyCommon.KID), int(KeyCommon.ALG)
+_K, _CRV, _X, _Y = int(SymmetricParam.K), int(EC2Param.CRV), int(EC2Param.X), int(EC2Param.Y)
+_D, _OKP_D = int(EC2Param.D), int(OKPParam.D)
 #: COSE curve number -> Curve (``numbers.lookup`` without building an Enum per call).
 _CURVES_BY_ID: dict[int, Curve] = {int(curve): curve for curve in Curve}
 _OKP_CLASSES: dict[Curve, tuple[Any, Any]] = {
@@ -244,36 +248,36 @@ class Key:
         mapping = cbor.loads(data) if isinstance(data, bytes) else data
         if not isinstance(mapping, dict):
             raise DecodeError("a COSE_Key must be a CBOR map")
-        kty = mapping.get(KeyCommon.KTY)
+        kty = mapping.get(_KTY)
         if type(kty) is not int:
             raise DecodeError("COSE_Key kty must be an integer")
-        kid = mapping.get(KeyCommon.KID)
+        kid = mapping.get(_KID)
         if kid is not None and not isinstance(kid, bytes):
             raise DecodeError("COSE_Key kid must be a byte string")
-        alg = _alg_of(mapping.get(KeyCommon.ALG))
+        alg = _alg_of(mapping.get(_ALG))
         if kty == KeyType.SYMMETRIC:
-            k = mapping.get(SymmetricParam.K)
+            k = mapping.get(_K)
             if not isinstance(k, bytes):
                 raise DecodeError("symmetric COSE_Key without k")
             return cls.symmetric(k, kid=kid, alg=alg)
         if kty not in (KeyType.EC2, KeyType.OKP):
             raise UnsupportedPopKey(f"COSE key type {kty!r} is not supported")
-        crv = mapping.get(EC2Param.CRV)
+        crv = mapping.get(_CRV)
         if type(crv) is not int:
             raise DecodeError("COSE_Key crv must be an integer")
         curve = _CURVES_BY_ID.get(crv, crv)
-        x = mapping.get(EC2Param.X)
-        d = mapping.get(EC2Param.D)
+        x = mapping.get(_X)
+        d = mapping.get(_D)
         if not isinstance(x, bytes) or (d is not None and not isinstance(d, bytes)):
             raise DecodeError("COSE_Key x and d must be byte strings")
         if kty == KeyType.EC2:
-            y = mapping.get(EC2Param.Y)
+            y = mapping.get(_Y)
             if not isinstance(y, bytes):
                 raise DecodeError(
                     "EC2 COSE_Key needs y as a byte string (point compression unsupported)"
                 )
             return cls._ec2(curve, x, y, d, kid, alg)
-        return cls._okp(curve, x, mapping.get(OKPParam.D), kid, alg)
+        return cls._okp(curve, x, mapping.get(_OKP_D), kid, alg)
 
     @classmethod
     def _ec2(
