@@ -15,7 +15,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import cbor2
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -116,11 +116,11 @@ def _check_key(alg: Algorithm, key: Key, *, signing: bool) -> None:
 
 
 def _sign(alg: Algorithm, key: Key, data: bytes) -> bytes:
-    _check_key(alg, key, signing=True)
+    _check_key(alg, key, signing=True)  # ES256/ES384 with an EC2 key, EdDSA with Ed25519
     priv = key.private
-    if isinstance(priv, ec.EllipticCurvePrivateKey):
+    if alg is not Algorithm.EDDSA:
         ecdsa = _ECDSA_SHA256 if alg == Algorithm.ES256 else _ECDSA_SHA384
-        r, s = decode_dss_signature(priv.sign(data, ecdsa))
+        r, s = decode_dss_signature(cast(ec.EllipticCurvePrivateKey, priv).sign(data, ecdsa))
         size = 32 if alg == Algorithm.ES256 else 48
         return r.to_bytes(size, "big") + s.to_bytes(size, "big")
     assert isinstance(priv, ed25519.Ed25519PrivateKey)
@@ -128,17 +128,18 @@ def _sign(alg: Algorithm, key: Key, data: bytes) -> bytes:
 
 
 def _verify(alg: Algorithm, key: Key, data: bytes, signature: bytes) -> None:
-    _check_key(alg, key, signing=False)
+    _check_key(alg, key, signing=False)  # ES256/ES384 with an EC2 key, EdDSA with Ed25519
     pub = key.public
     try:
-        if isinstance(pub, ec.EllipticCurvePublicKey):
+        if alg is not Algorithm.EDDSA:
             size = 32 if alg == Algorithm.ES256 else 48
             if len(signature) != 2 * size:
                 raise BadSignature("ECDSA signature of the wrong length")
             der = encode_dss_signature(
                 int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
             )
-            pub.verify(der, data, _ECDSA_SHA256 if alg == Algorithm.ES256 else _ECDSA_SHA384)
+            ecdsa = _ECDSA_SHA256 if alg == Algorithm.ES256 else _ECDSA_SHA384
+            cast(ec.EllipticCurvePublicKey, pub).verify(der, data, ecdsa)
             return
         assert isinstance(pub, ed25519.Ed25519PublicKey)
         pub.verify(signature, data)
@@ -203,7 +204,12 @@ def _unprotected(kid: bytes | None, extra: Mapping[int, Any] | None) -> dict[int
 
 def _bstr(data: bytes) -> bytes:
     """A definite-length byte string: its head, then ``data``."""
-    return cbor.head(2, len(data)) + data
+    size = len(data)
+    return (_BSTR_HEADS[size] if size < 0x100 else cbor.head(2, size)) + data
+
+
+#: The heads of byte strings shorter than 256 bytes.
+_BSTR_HEADS = tuple(cbor.head(2, size) for size in range(0x100))
 
 
 def _to_be_protected(context: bytes, body: bytes, external_aad: bytes, payload: bytes) -> bytes:
@@ -222,15 +228,11 @@ _ENCRYPT0 = b"\x83" + cbor.dumps("Encrypt0")
 
 def _frame(tag: CoseTag, items: list[bytes], unprotected: dict[int, Any], tagged: bool) -> bytes:
     """The message: [protected, unprotected, items...], tagged with ``tag`` (RFC 9052 §2)."""
-    head = cbor.head(6, int(tag)) if tagged else b""
-    body, *rest = items
-    return (
-        head
-        + cbor.head(4, len(items) + 1)
-        + _bstr(body)
-        + cbor.dumps_ordered(unprotected)
-        + b"".join(_bstr(item) for item in rest)
-    )
+    out = (cbor.head(6, int(tag)) if tagged else b"") + cbor.head(4, len(items) + 1)
+    out += _bstr(items[0]) + cbor.dumps_ordered(unprotected)
+    for item in items[1:]:
+        out += _bstr(item)
+    return out
 
 
 def sign1(

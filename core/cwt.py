@@ -189,7 +189,6 @@ def open_layers(
         raise DecodeError("a CWT must be bytes")
     if len(data) > max_size:
         raise PayloadTooLarge(f"CBOR input of {len(data)} bytes exceeds the limit of {max_size}")
-    finder = _key_finder(keys)
     cwt_tag = data[:2] == CWT_TAG_PREFIX
     # The usual shape is split without decoding its byte strings (cose.split); anything
     # else is decoded whole first. Both give the same items to the same checks.
@@ -202,6 +201,7 @@ def open_layers(
         message = obj.value if cwt_tag else obj
     else:
         message = cose.parse_parts(*message, max_size=max_size)
+    finder = _key_finder(keys)
     layers: list[Layer] = []
     for _depth in range(2):
         if isinstance(message, cose.Parsed):

@@ -218,26 +218,26 @@ class Key:
 
     def to_cose_key(self, *, include_private: bool = False) -> dict[int, Any]:
         """The COSE_Key map (RFC 9052 §7). Secrets only with ``include_private=True``."""
-        out: dict[int, Any] = {KeyCommon.KTY: int(self.kty)}
+        out: dict[int, Any] = {_KTY: int(self.kty)}
         if self.kid is not None:
-            out[KeyCommon.KID] = self.kid
+            out[_KID] = self.kid
         if self.alg is not None:
-            out[KeyCommon.ALG] = self.alg.id
+            out[_ALG] = self.alg.id
         if self.kty == KeyType.SYMMETRIC:
             if not include_private:
                 raise UnsupportedPopKey("refusing to emit a symmetric key without include_private")
             assert self.secret is not None
-            out[SymmetricParam.K] = self.secret
-            return {int(k): v for k, v in out.items()}
+            out[_K] = self.secret
+            return out
         assert self.curve is not None
         x, y = self._coordinates()
-        out[EC2Param.CRV] = int(self.curve)
-        out[EC2Param.X] = x
+        out[_CRV] = int(self.curve)
+        out[_X] = x
         if y is not None:
-            out[EC2Param.Y] = y
+            out[_Y] = y
         if include_private and self.private is not None:
-            out[EC2Param.D] = self._private_bytes()
-        return {int(k): v for k, v in out.items()}
+            out[_D] = self._private_bytes()
+        return out
 
     def to_cose_key_bytes(self, *, include_private: bool = False) -> bytes:
         return cbor.dumps(self.to_cose_key(include_private=include_private))
