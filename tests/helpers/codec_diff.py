@@ -14,6 +14,8 @@ KeyboundError) in either is a mismatch too.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 import random
 from collections.abc import Callable, Iterator
@@ -408,9 +410,6 @@ class Assembler:
             label = "MAC0" if alg.kind == "mac" else "Signature1"
             to_be = bytes(cbor2.dumps([label, body, aad, payload]))
             if alg.kind == "mac":
-                import hashlib
-                import hmac
-
                 assert key.secret is not None
                 proof = hmac.new(key.secret, to_be, hashlib.sha256).digest()[: alg.tag_bytes]
                 tag = 17
