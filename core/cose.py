@@ -527,6 +527,14 @@ def verify_parsed(
     msg: Parsed, keys: Key | KeyLookup, *, allowed: Collection[Algorithm], external_aad: bytes
 ) -> CoseMessage:
     """The cryptographic half of :func:`decode`, on a message :func:`parse` returned."""
+    payload, key = verified_payload(msg, keys, allowed=allowed, external_aad=external_aad)
+    return CoseMessage(msg.kind, msg.alg, payload, msg.protected, msg.unprotected, msg.tagged, key)
+
+
+def verified_payload(
+    msg: Parsed, keys: Key | KeyLookup, *, allowed: Collection[Algorithm], external_aad: bytes
+) -> tuple[bytes, Key]:
+    """:func:`verify_parsed` without the :class:`CoseMessage`: the payload and the key."""
     alg = msg.alg
     if alg not in allowed:
         raise AlgorithmNotAllowed(f"{_NAME[alg]} is not allowed here")
@@ -553,7 +561,7 @@ def verify_parsed(
             raise DecodeError("COSE_Encrypt0 without an IV (Partial IV is not supported here)")
         aad = _ENCRYPT0 + _bstr(body) + _bstr(external_aad)
         payload = aead_decrypt(alg, key, iv, items[2], aad)
-    return CoseMessage(msg.kind, alg, payload, protected, unprotected, msg.tagged, key)
+    return payload, key
 
 
 def key_lookup(keys: Mapping[bytes, Key], *, default: Key | None = None) -> KeyLookup:
@@ -590,5 +598,6 @@ __all__ = [
     "parse_parts",
     "sign1",
     "split",
+    "verified_payload",
     "verify_parsed",
 ]

@@ -18,7 +18,7 @@ from . import cbor, cose
 from .errors import DecodeError, KeyNotFound, PayloadTooLarge
 from .keys import Key, RandomBytes
 from .numbers.cose_algorithms import Algorithm
-from .numbers.cose_headers import CoseTag
+from .numbers.cose_headers import CoseTag, HeaderParameter
 from .numbers.cose_keys import KeyType
 from .numbers.cwt_claims import CWT_TAG
 from .token import AccessToken
@@ -157,6 +157,8 @@ def _one_key_finder(key: Key) -> cose.KeyLookup:
     return find
 
 
+#: The kid header label as a plain integer (RFC 9052 §3.1).
+_KID = int(HeaderParameter.KID)
 #: Whether an algorithm takes a symmetric key (MAC and AEAD), read once per algorithm.
 _SYMMETRIC_KINDS = {alg: alg.value.kind in ("mac", "aead") for alg in Algorithm}
 
@@ -204,17 +206,19 @@ def open_layers(
     finder = _key_finder(keys)
     layers: list[Layer] = []
     for _depth in range(2):
-        if isinstance(message, cose.Parsed):
-            msg = cose.verify_parsed(message, finder, allowed=allowed, external_aad=external_aad)
-        else:
-            msg = cose.decode(
-                message, finder, allowed=allowed, max_size=max_size, external_aad=external_aad
-            )
-        layers.append(Layer(msg.kind, msg.alg, msg.kid, msg.tagged))
-        payload = msg.payload
+        if not isinstance(message, cose.Parsed):
+            message = cose.parse(message, max_size=max_size)
+        payload, _key = cose.verified_payload(
+            message, finder, allowed=allowed, external_aad=external_aad
+        )
+        kid = message.protected.get(_KID, message.unprotected.get(_KID))
+        kind = message.kind
+        layers.append(
+            Layer(kind, message.alg, kid if isinstance(kid, bytes) else None, message.tagged)
+        )
         parts = _nested_parts(payload)
         if parts is not None:
-            if msg.kind != CoseTag.ENCRYPT0 or len(layers) > 1:
+            if kind != CoseTag.ENCRYPT0 or len(layers) > 1:
                 raise DecodeError("only a Sign1 or Mac0 inside an Encrypt0 may be nested")
             message = cose.parse_parts(*parts, max_size=max_size)
             continue
@@ -222,7 +226,7 @@ def open_layers(
         if isinstance(inner, cbor2.CBORTag) and inner.tag == CWT_TAG:
             inner = inner.value
         if isinstance(inner, cbor2.CBORTag) and inner.tag in (CoseTag.SIGN1, CoseTag.MAC0):
-            if msg.kind != CoseTag.ENCRYPT0 or len(layers) > 1:
+            if kind != CoseTag.ENCRYPT0 or len(layers) > 1:
                 raise DecodeError("only a Sign1 or Mac0 inside an Encrypt0 may be nested")
             message = inner
             continue
