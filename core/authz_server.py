@@ -568,6 +568,7 @@ def _protect(
     *,
     secret: bool,
     token_format: TokenFormat,
+    random_bytes: RandomBytes,
 ) -> bytes | str:
     if token_format == _JWT:
         if secret:
@@ -578,8 +579,8 @@ def _protect(
         return cwt.encode(token, sign)
     encrypt = cwt.Encrypt0(token_key, Algorithm.AES_CCM_16_64_128)
     if config.nested:
-        return cwt.encode(token, cwt.Nested(sign, encrypt))
-    return cwt.encode(token, encrypt)
+        return cwt.encode(token, cwt.Nested(sign, encrypt), random_bytes=random_bytes)
+    return cwt.encode(token, encrypt, random_bytes=random_bytes)
 
 
 def mint_token(
@@ -630,7 +631,12 @@ def mint_token(
         extra=jwt_client,
     )
     encoded = _protect(
-        token, config, token_key, secret=binding.encrypt, token_format=request.token_format
+        token,
+        config,
+        token_key,
+        secret=binding.encrypt,
+        token_format=request.token_format,
+        random_bytes=random_bytes,
     )
     record = IssuedToken(
         cti=record_cti(rs.audience, cti, sequenced=sequence is not None),

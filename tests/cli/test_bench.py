@@ -43,6 +43,7 @@ EXPECTED = {
         "size.cwt_sign1_es256",
         "size.cwt_mac0",
         "size.cwt_encrypt0_osc",
+        "size.cwt_encrypt0_rfc9203",
         "size.jwt_es256",
         "size.jwt_hs256",
         "size.cwt_over_jwt",
@@ -318,6 +319,15 @@ def _size(figures: dict[str, dict[str, Any]], name: str) -> int:
     return int(f["value"])
 
 
+#: RFC 9203 §3.2, "Example CWT Claims Set with OSCORE Parameters Using CBOR Encoding"
+#: (tests/vectors/rfc9203_oscore_input_material.json): the RFC's claim order, the same length.
+_RFC9203_CLAIMS_HEX = (
+    "a5037674656d7053656e736f72496e4c6976696e67526f6f6d061a5112d728041a51145dc809781874656d"
+    "70657261747572655f67206669726d776172655f7008a104a20041010250f9af838368e353e78888e1426bd9"
+    "4e6f"
+)
+
+
 def test_cwt_sizes_match_python_cwt(figures: dict[str, dict[str, Any]]) -> None:
     keys = fx.Keys.generate()
     claims = cbor2.dumps(keys.key_token().to_cwt_claims())
@@ -332,15 +342,16 @@ def test_cwt_sizes_match_python_cwt(figures: dict[str, dict[str, Any]]) -> None:
     mac0 = cose.encode(
         claims, _cose_key(keys.as_rs_mac, 4), protected={1: 4}, unprotected={4: fx.AS_RS_KID}
     )
-    encrypt0 = cose.encode(
-        osc_claims,
-        _cose_key(keys.as_rs, 10),
-        protected={1: 10},
-        unprotected={4: fx.AS_RS_KID, 5: bytes(13)},
-    )
+    rs_key = _cose_key(keys.as_rs, 10)
+    unprotected = {4: fx.AS_RS_KID, 5: bytes(13)}
+    encrypt0 = cose.encode(osc_claims, rs_key, protected={1: 10}, unprotected=unprotected)
     assert _size(figures, "size.cwt_sign1_es256") == len(sign1)
     assert _size(figures, "size.cwt_mac0") == len(mac0)
     assert _size(figures, "size.cwt_encrypt0_osc") == len(encrypt0)
+    rfc9203_claims = bytes.fromhex(_RFC9203_CLAIMS_HEX)
+    rfc9203 = cose.encode(rfc9203_claims, rs_key, protected={1: 10}, unprotected=unprotected)
+    assert _size(figures, "size.cwt_encrypt0_rfc9203") == len(rfc9203)
+    assert figures["size.cwt_encrypt0_rfc9203"]["baseline"] == len(rfc9203_claims)
     assert figures["size.cwt_sign1_es256"]["baseline"] == len(claims)
     request = cbor2.dumps({1: encrypt0, 40: fx.NONCE1, 43: fx.CLIENT_ID})
     assert _size(figures, "size.authz_info_request") == len(request)

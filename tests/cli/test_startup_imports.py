@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +53,7 @@ def _loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize("as_json", [False, True])
 def test_token_inspect_loads_no_server_library(tmp_path: Path, as_json: bool) -> None:
-    key = Key.generate_symmetric(32, kid=b"k")
+    key = Key.generate_symmetric(32, random_bytes=os.urandom, kid=b"k")
     token = cwt.encode(AccessToken(iss="as", aud=("rs",), exp=2**31), cwt.Mac0(key))
     write_key(tmp_path / "key.jwk", key)
     args = ["token", "inspect", token.hex(), "--key", str(tmp_path / "key.jwk")]

@@ -133,7 +133,11 @@ def test_cnonce_round_trip() -> None:
             )
             assert code(response) == "4.01"
             decoded = cwt.decode(without, keys.token_key).token
-            with_cnonce = cwt.encode(decoded.replace(cnonce=cnonce), cwt.Encrypt0(keys.token_key))
+            with_cnonce = cwt.encode(
+                decoded.replace(cnonce=cnonce),
+                cwt.Encrypt0(keys.token_key),
+                random_bytes=os.urandom,
+            )
             await establish(client, port, with_cnonce, mat)
             assert code(await request(client, port, aiocoap.GET, "/temp")) == "2.05"
 

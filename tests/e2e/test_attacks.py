@@ -60,7 +60,9 @@ def signed(fleet: soak.Fleet, token: AccessToken, key: Key | None = None) -> byt
     """``token`` as the AS issues it: its Sign1 nested in an Encrypt0 for the RS."""
     assert fleet.as_signing_key is not None
     encrypt = cwt.Encrypt0(key or fleet.token_key)
-    return cwt.encode(token, cwt.Nested(cwt.Sign1(fleet.as_signing_key), encrypt))
+    return cwt.encode(
+        token, cwt.Nested(cwt.Sign1(fleet.as_signing_key), encrypt), random_bytes=os.urandom
+    )
 
 
 def oscore_get(fleet: soak.Fleet, context: Any, mid: int, port: int | None = None) -> int:
@@ -81,7 +83,7 @@ def oscore_get(fleet: soak.Fleet, context: Any, mid: int, port: int | None = Non
 
 
 def test_manufactured_token_with_guessed_key_is_refused(fleet: soak.Fleet) -> None:
-    guessed = Key.generate_symmetric(16, kid=fleet.token_key.kid)
+    guessed = Key.generate_symmetric(16, random_bytes=os.urandom, kid=fleet.token_key.kid)
     refused(
         post_token(fleet, fleet.mint(soak.material(), key=guessed)), UNAUTHORIZED, INVALID_TOKEN
     )
@@ -373,7 +375,7 @@ def test_authz_info_flood_does_not_starve_a_legitimate_client(tmp_path: Path) ->
         fleet.start_rs()
         legit, legit_token = soak.establish_raw(fleet, b"\xa0")
         # 300 valid-looking tokens under a guessed key: all refused, none stored
-        guessed = Key.generate_symmetric(16, kid=fleet.token_key.kid)
+        guessed = Key.generate_symmetric(16, random_bytes=os.urandom, kid=fleet.token_key.kid)
         datagrams = [
             soak.authz_info_datagram(
                 fleet.mint(soak.material(), key=guessed), os.urandom(8), b"\x01", i

@@ -22,7 +22,7 @@ from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.scope import Scope
 from keybound.core.token import AccessToken, CnfOsc
 
-RS_KEY = Key.generate_symmetric(16, kid=b"rs")
+RS_KEY = Key.generate_symmetric(16, random_bytes=os.urandom, kid=b"rs")
 
 
 class Peers:
@@ -52,7 +52,7 @@ class Peers:
             )  # fmt: skip
             self.tokens_issued += 1
             response = {
-                1: cwt.encode(token, cwt.Encrypt0(RS_KEY)),
+                1: cwt.encode(token, cwt.Encrypt0(RS_KEY), random_bytes=os.urandom),
                 2: self.expires_in,
                 8: {4: material.to_cbor_map()},
                 38: 2,

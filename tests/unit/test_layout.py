@@ -125,10 +125,7 @@ IO_BUILTINS = ("breakpoint", "input", "open", "print")
 
 #: Where keybound.core does I/O today: (module, finding) -> why. Short on purpose; an entry
 #: that no longer applies fails the test (delete it).
-CORE_IO_EXCEPTIONS = {
-    ("keybound.core.cose", "import os"): "encrypt0 draws the IV itself when given none",
-    ("keybound.core.keys", "import os"): "Key.generate_symmetric draws the key itself",
-}
+CORE_IO_EXCEPTIONS = {}
 
 
 class _CoreIo(ast.NodeVisitor):

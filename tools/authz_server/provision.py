@@ -9,6 +9,7 @@ across all peers, since the AS finds a context by the request's ``kid``.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,7 +68,9 @@ def as_config(store: AuthzStore, **policy: bool | int) -> AuthzServerConfig:
 def new_token_key() -> tuple[bytes, bytes]:
     """A fresh AES-CCM-16-64-128 token key: (COSE_Key bytes, kid)."""
     kid = secrets.token_hex(4).encode()  # ASCII, so the JWK form round-trips
-    key = Key.generate_symmetric(16, kid=kid, alg=Algorithm.AES_CCM_16_64_128)
+    key = Key.generate_symmetric(
+        16, random_bytes=os.urandom, kid=kid, alg=Algorithm.AES_CCM_16_64_128
+    )
     return key.to_cose_key_bytes(include_private=True), kid
 
 

@@ -196,7 +196,7 @@ def _token(token_key: Key) -> tuple[bytes, OscoreInputMaterial]:
     token = dataclasses.replace(
         sample_token(CnfOsc(material), now=int(time.time())), cti=os.urandom(16)
     )
-    return cwt.encode(token, cwt.Encrypt0(token_key)), material
+    return cwt.encode(token, cwt.Encrypt0(token_key), random_bytes=os.urandom), material
 
 
 def _fill(rs: ResourceServerSite, token_key: Key, count: int) -> None:
@@ -219,7 +219,7 @@ async def _connect(clients: list[aiocoap.Context], rs_port: int, token_key: Key)
 
 
 async def _rates(runner: Runner, tmp: Path) -> dict[str, Paired]:
-    token_key = Key.generate_symmetric(16, kid=b"rs1")
+    token_key = Key.generate_symmetric(16, random_bytes=os.urandom, kid=b"rs1")
     rs = resource_server((token_key,))
     crowded = resource_server((token_key,), capacity=SCALE_CONTEXTS + CLIENTS)
     ports = {name: free_udp_port() for name in ("rs", "crowded", "bare", "plain")}

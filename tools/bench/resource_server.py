@@ -141,7 +141,7 @@ class _Site:
         """(PoP key id, ``/authz-info`` payload) of a token never posted before."""
         material = OscoreInputMaterial(id=os.urandom(6), ms=os.urandom(16))
         token = dataclasses.replace(sample_token(CnfOsc(material), now=NOW), cti=os.urandom(16))
-        raw = cwt.encode(token, cwt.Encrypt0(self.keys.as_rs))
+        raw = cwt.encode(token, cwt.Encrypt0(self.keys.as_rs), random_bytes=os.urandom)
         return material.id, AuthzInfoRequest(raw, os.urandom(NONCE_BYTES), CLIENT_ID).encode()
 
     def prepare(self, count: int) -> None:
@@ -172,7 +172,9 @@ class _Site:
 def _primitives(keys: Keys) -> Callable[[], object]:
     """The sum of the primitives of one ``/authz-info`` POST, as one function."""
     material = OscoreInputMaterial(id=os.urandom(6), ms=os.urandom(16))
-    raw = cwt.encode(sample_token(CnfOsc(material), now=NOW), cwt.Encrypt0(keys.as_rs))
+    raw = cwt.encode(
+        sample_token(CnfOsc(material), now=NOW), cwt.Encrypt0(keys.as_rs), random_bytes=os.urandom
+    )
     payload = AuthzInfoRequest(raw, NONCE1, CLIENT_ID).encode()
     key = keys.as_rs.secret
     assert key is not None

@@ -88,7 +88,7 @@ def run(runner: Runner) -> list[Figure]:
             runner.skip(name, "the keybound command is not installed")
         return []
     runs = QUICK_RUNS if runner.quick else FULL_RUNS
-    key = Key.generate_symmetric(32, kid=b"bench")
+    key = Key.generate_symmetric(32, random_bytes=os.urandom, kid=b"bench")
     token = cwt.encode(AccessToken(iss="bench", aud=("rs",), exp=2**31), cwt.Mac0(key))
     with tempfile.TemporaryDirectory() as tmp:
         key_path = Path(tmp) / "key.jwk"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -126,7 +127,7 @@ def key_generate(
         "p384": lambda: Key.generate_ec2(Curve.P_384, kid=kid_bytes),
         "ed25519": lambda: Key.generate_okp(Curve.ED25519, kid=kid_bytes),
         "x25519": lambda: Key.generate_okp(Curve.X25519, kid=kid_bytes),
-        "symmetric": lambda: Key.generate_symmetric(size, kid=kid_bytes),
+        "symmetric": lambda: Key.generate_symmetric(size, random_bytes=os.urandom, kid=kid_bytes),
     }
     if kind not in makers:
         raise ValueError(f"unknown key type {kind!r}; choose one of {', '.join(makers)}")
