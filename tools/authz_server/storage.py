@@ -735,6 +735,34 @@ class SqlAuthzStore:
                 )
             )
 
+    def get_token_by_hash(self, token_hash: bytes) -> IssuedToken | None:
+        """The issued token whose RFC 9770 token hash is ``token_hash``, or ``None``."""
+        query = select(tokens_table).where(tokens_table.c.token_hash == token_hash).limit(2)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return token_from_row(rows[0]) if len(rows) == 1 else None
+
+    def trl_entries(self) -> list[IssuedToken]:
+        """Every token on the TRL now (the administrator's view), newest revocation first."""
+        query = (
+            select(tokens_table)
+            .where(tokens_table.c.trl_state == TRL_LISTED)
+            .order_by(tokens_table.c.revoked_at.desc(), tokens_table.c.cti)
+        )
+        with self._read() as conn:
+            return [token_from_row(row) for row in conn.execute(query).all()]
+
+    def trl_requesters(self, token: IssuedToken) -> list[str]:
+        """The registered devices ``token`` pertains to (RFC 9770 §5), as requesters."""
+        with self._read() as conn:
+            rs = conn.execute(
+                select(resource_servers_table.c.name).where(
+                    resource_servers_table.c.audience == token.audience
+                )
+            ).scalar_one_or_none()
+        names = [trl_requester("client", token.client_id)]
+        return names if rs is None else [*names, trl_requester("rs", rs)]
+
     def trl_version(self) -> int:
         """The id of the newest TRL update (0 before the first)."""
         with self._read() as conn:
