@@ -5,7 +5,6 @@ without an introspection round trip per request."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -20,33 +19,11 @@ from keybound.core.numbers.trl import (
     ProblemDetail,
     TrlParameter,
 )
-from keybound.tools.authz_server.server import RunningServer
 from keybound.tools.http.trl_follower import TrlFollower, following
-from tests.helpers.authz import provision
-from tests.helpers.ports import free_port
+from tests.helpers.authz import run_http_as
 
 FULL, DIFF, CURSOR, MORE = (int(p) for p in TrlParameter)
 WAIT = 20.0  # the longest a test waits for the follower: never a sleep to wait
-
-
-def _run(url: str, tmp_path: Path, scenario: Any) -> None:
-    setup = provision(url)
-    store = setup["store"]
-    port = free_port(socket.SOCK_STREAM)
-
-    async def main() -> None:
-        server = RunningServer(store, http=("127.0.0.1", port), state_dir=tmp_path / "state")
-        await server.start()
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                await scenario(client, setup, f"http://127.0.0.1:{port}")
-        finally:
-            await server.stop()
-
-    try:
-        asyncio.run(main())
-    finally:
-        store.close()
 
 
 def _rs_auth(s: dict[str, Any]) -> tuple[str, str]:
@@ -68,7 +45,7 @@ def _cti(s: dict[str, Any], token: str) -> bytes:
 
 
 def test_the_trl_over_http_for_the_rs_and_the_client(db_url: str, tmp_path: Path) -> None:
-    async def scenario(client: httpx.AsyncClient, s: dict[str, Any], _: str) -> None:
+    async def scenario(client: httpx.AsyncClient, s: dict[str, Any]) -> None:
         token = await _jwt(client, s)
         empty = await client.get("/revoke/trl", auth=_rs_auth(s))
         assert empty.status_code == 200
@@ -87,11 +64,11 @@ def test_the_trl_over_http_for_the_rs_and_the_client(db_url: str, tmp_path: Path
             CURSOR: None,
         }
 
-    _run(db_url, tmp_path, scenario)
+    run_http_as(db_url, tmp_path, scenario)
 
 
 def test_trl_errors_over_http(db_url: str, tmp_path: Path) -> None:
-    async def scenario(client: httpx.AsyncClient, s: dict[str, Any], _: str) -> None:
+    async def scenario(client: httpx.AsyncClient, s: dict[str, Any]) -> None:
         bad = await client.get("/revoke/trl", params={"cursor": "1"}, auth=_rs_auth(s))
         assert bad.status_code == 400
         assert bad.headers["content-type"] == MEDIA_TYPE_CONCISE_PROBLEM_DETAILS
@@ -101,11 +78,12 @@ def test_trl_errors_over_http(db_url: str, tmp_path: Path) -> None:
         wrong = await client.get("/revoke/trl", auth=("temp-rs", "not the secret"))
         assert wrong.status_code == 401
 
-    _run(db_url, tmp_path, scenario)
+    run_http_as(db_url, tmp_path, scenario)
 
 
 def test_the_follower_learns_of_a_revoked_jwt(db_url: str, tmp_path: Path) -> None:
-    async def scenario(client: httpx.AsyncClient, s: dict[str, Any], base: str) -> None:
+    async def scenario(client: httpx.AsyncClient, s: dict[str, Any]) -> None:
+        base = str(client.base_url).rstrip("/")
         token, other = await _jwt(client, s), await _jwt(client, s)
         follower = TrlFollower(f"{base}/revoke/trl", *_rs_auth(s), interval=0.05)
         async with following(follower):
@@ -120,13 +98,14 @@ def test_the_follower_learns_of_a_revoked_jwt(db_url: str, tmp_path: Path) -> No
             assert not follower.is_revoked(other)
             assert follower.cursor == 0
 
-    _run(db_url, tmp_path, scenario)
+    run_http_as(db_url, tmp_path, scenario)
 
 
 def test_the_follower_catches_up_with_one_full_query_after_lost_updates(
     db_url: str, tmp_path: Path
 ) -> None:
-    async def scenario(client: httpx.AsyncClient, s: dict[str, Any], base: str) -> None:
+    async def scenario(client: httpx.AsyncClient, s: dict[str, Any]) -> None:
+        base = str(client.base_url).rstrip("/")
         store = s["store"]
         store.trl_limits = trl.TrlLimits(max_n=2, max_diff_batch=2)
         tokens = [await _jwt(client, s) for _ in range(5)]
@@ -141,4 +120,4 @@ def test_the_follower_catches_up_with_one_full_query_after_lost_updates(
         assert all(follower.is_revoked(t) for t in tokens)
         assert follower.cursor == 4
 
-    _run(db_url, tmp_path, scenario)
+    run_http_as(db_url, tmp_path, scenario)
