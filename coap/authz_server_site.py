@@ -69,6 +69,7 @@ from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR
 
 from .errors import error_response
 from .input_guards import StrictOscoreSiteWrapper, harden_message_decoding
+from .trl_resource import TRL_PATH, TrlResource
 
 __all__ = [
     "AsOscoreSite",
@@ -462,9 +463,11 @@ def build_site(
     *,
     clock: Callable[[], int] | None = None,
     service: AuthzService | None = None,
+    trl: TrlResource | None = None,
 ) -> tuple[StrictOscoreSiteWrapper, AsServerCredentials]:
-    """The AS's root resource (``/token``, ``/introspect``, ``/.well-known/core``)
-    wrapped for OSCORE, and the credentials to close on shutdown.
+    """The AS's root resource (``/token``, ``/introspect``, ``/.well-known/core`` and,
+    given ``trl``, the token revocation list ``/revoke/trl`` of RFC 9770) wrapped for
+    OSCORE, and the credentials to close on shutdown.
 
     ``service`` answers the requests (one may be shared with the HTTP front, so
     both use one key ring); by default one on ``store`` and ``config``. This
@@ -485,4 +488,6 @@ def build_site(
     root.add_bounded(["token"], TokenResource(answering, **kwargs), MAX_REQUEST_BYTES)
     introspection = IntrospectResource(answering, **kwargs)
     root.add_bounded(["introspect"], introspection, MAX_REQUEST_BYTES)
+    if trl is not None:  # RFC 9770: GET only, no body
+        root.add_bounded(list(TRL_PATH), trl, 0)
     return root, credentials

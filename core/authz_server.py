@@ -65,7 +65,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import cbor, cwt, jwt
+from . import cbor, cwt, jwt, trl
 from .authz_profiles import PopBinding, PopRequest, as_profile
 from .authz_store import (
     TOKEN_FORMATS,
@@ -649,6 +649,7 @@ def mint_token(
         exi=exi,
         sequence=sequence,
         cnf_id=binding.cnf_id,
+        token_hash=trl.response_token_hash(encoded),
     )
     return TokenResponse(
         access_token=encoded,

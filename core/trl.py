@@ -498,9 +498,98 @@ def read_response(payload: bytes) -> TrlUpdate:
     )
 
 
+class KnownHashes:
+    """The token hashes a registered device keeps (RFC 9770 §10.1), bounded.
+
+    A hash is kept once seen on the TRL: a revoked token whose hash is known is
+    refused when it is posted again, also after it left the list. A hash may be
+    forgotten when its token has expired (:meth:`forget`); past ``capacity`` the
+    earliest stored hashes go first, as §10.1 allows under memory limits. A hash may
+    carry the sequence number of an ``exi`` token (RFC 9200 §5.10.3, RFC 9770 §10.1):
+    :meth:`forget` returns it, so the RS can raise its highest expired number.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._hashes: dict[bytes, int | None] = {}
+        self.cursor: int | None = None
+
+    def __contains__(self, token_hash: object) -> bool:
+        return token_hash in self._hashes
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    def add(self, token_hash: bytes, sequence: int | None = None) -> int | None:
+        """Keep ``token_hash``; returns the sequence number of a hash dropped for room."""
+        if token_hash in self._hashes:
+            if sequence is not None:
+                self._hashes[token_hash] = sequence
+            return None
+        dropped = None
+        if len(self._hashes) >= self.capacity:
+            oldest = next(iter(self._hashes))
+            dropped = self._hashes.pop(oldest)
+        self._hashes[token_hash] = sequence
+        return dropped
+
+    def forget(self, token_hash: bytes) -> int | None:
+        """Forget a hash whose token has expired; returns its sequence number, if any."""
+        return self._hashes.pop(token_hash, None)
+
+    def apply(self, update: TrlUpdate) -> tuple[frozenset[bytes], list[int]]:
+        """Take in one TRL response: returns the hashes now revoked (expunge their
+        tokens: §10.1) and the sequence numbers of forgotten ``exi`` tokens.
+
+        Hashes the AS took off the list stay known unless the device learns otherwise
+        that their token expired: the RS keeps refusing a late upload (§10.1).
+        """
+        numbers: list[int] = []
+        for h in sorted(update.revoked):
+            dropped = self.add(h)
+            if dropped is not None:
+                numbers.append(dropped)
+        self.cursor = update.cursor
+        return update.revoked, numbers
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "cursor": self.cursor,
+            "hashes": [[h.hex(), n] for h, n in self._hashes.items()],
+        }
+
+    @classmethod
+    def from_json(cls, data: object, capacity: int = 10_000) -> KnownHashes:
+        """Read :meth:`to_json`'s form back; raises :class:`DecodeError`."""
+        known = cls(capacity)
+        if not isinstance(data, dict):
+            raise DecodeError("TRL state must be an object")
+        cursor = data.get("cursor")
+        if cursor is not None and (type(cursor) is not int or cursor < 0):
+            raise DecodeError("TRL state: cursor must be null or an unsigned integer")
+        rows = data.get("hashes", [])
+        if not isinstance(rows, list):
+            raise DecodeError("TRL state: hashes must be a list")
+        for row in rows:
+            if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], str)):
+                raise DecodeError("TRL state: each hash is [hex, sequence or null]")
+            number = row[1]
+            if number is not None and (type(number) is not int or number < 0):
+                raise DecodeError("TRL state: a sequence number must be an unsigned integer")
+            try:
+                known.add(bytes.fromhex(row[0]), number)
+            except ValueError:
+                raise DecodeError("TRL state: a hash is not hexadecimal") from None
+        known.cursor = cursor
+        return known
+
+
 __all__ = [
     "MAX_RESPONSE_BYTES",
     "MAX_TOKEN_BYTES",
+    "KnownHashes",
     "SeriesItem",
     "TrlLimits",
     "TrlQuery",

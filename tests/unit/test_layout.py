@@ -264,7 +264,8 @@ ALL_EXCEPTIONS: dict[str, tuple[str, str]] = {
     "keybound.tools.bench.startup": ("run", _BENCH),
     "keybound.tools.cli.app": ("demo_command key_generate main_callback package_version", _TYPER),
     "keybound.tools.cli.as_commands": (
-        "client_add client_rekey init list_all remove revoke rotate_key rs_add serve show",
+        "client_add client_rekey init list_all remove revoke rotate_key rs_add serve show "
+        "trl_command",
         _TYPER,
     ),
     "keybound.tools.cli.device_commands": ("bundle_command flash_command", _TYPER),

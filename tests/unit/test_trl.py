@@ -475,3 +475,47 @@ def test_read_response_is_bounded() -> None:
     assert len(too_many) > trl.MAX_RESPONSE_BYTES
     with pytest.raises(KeyboundError, match="exceeds"):
         trl.read_response(too_many)
+
+
+# -- what a registered device keeps (§10.1)
+
+
+def test_known_hashes_are_kept_after_they_leave_the_list() -> None:
+    known = trl.KnownHashes(capacity=3)
+    revoked, numbers = known.apply(trl.read_response(cbor.dumps({FULL: [h("t1")], CURSOR: 0})))
+    assert revoked == {h("t1")}
+    assert numbers == []
+    left = cbor.dumps({DIFF: [[[h("t1")], []]], CURSOR: 1, MORE: False})
+    assert known.apply(trl.read_response(left))[0] == frozenset()
+    assert h("t1") in known  # a late upload of t1 is still refused
+    assert known.cursor == 1
+
+
+def test_known_hashes_drop_the_earliest_first_and_return_its_sequence_number() -> None:
+    known = trl.KnownHashes(capacity=2)
+    assert known.add(h("t1"), 7) is None
+    assert known.add(h("t2")) is None
+    assert known.add(h("t3")) == 7  # t1 goes first; the RS raises its highest expired to 7
+    assert h("t1") not in known
+    assert len(known) == 2
+    assert known.forget(h("t2")) is None
+    assert known.forget(h("t9")) is None
+
+
+def test_known_hashes_round_trip_and_refuse_a_damaged_state() -> None:
+    known = trl.KnownHashes()
+    known.add(h("t1"), 3)
+    known.add(h("t2"))
+    known.cursor = 5
+    again = trl.KnownHashes.from_json(known.to_json())
+    assert again.to_json() == known.to_json()
+    for bad in (
+        [],
+        {"cursor": -1},
+        {"hashes": {}},
+        {"hashes": [["zz", None]]},
+        {"hashes": [[h("t1").hex(), -2]]},
+        {"hashes": [["00"]]},
+    ):
+        with pytest.raises(DecodeError):
+            trl.KnownHashes.from_json(bad)

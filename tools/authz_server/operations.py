@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ from keybound.core.authz_store import (
     IssuedToken,
     IssuerSettings,
     RsRecord,
-    UnknownRecord,
 )
+from keybound.core.errors import KeyboundError
 from keybound.tools.authz_server.database import resolve_database_url
 from keybound.tools.authz_server.provision import (
     NewClient,
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_AS_BASE",
     "AddedClients",
     "Initialised",
+    "Revocation",
     "add_clients_with_bundles",
     "add_rs",
     "as_base_uri",
@@ -63,6 +65,7 @@ __all__ = [
     "rotate",
     "rs_row",
     "serve",
+    "trl_entries",
     "write_rs_bundle",
 ]
 
@@ -391,14 +394,82 @@ def parse_cti(text: str) -> bytes:
     return bytes.fromhex(text)
 
 
-def revoke(db: str | None, cti: str) -> IssuedToken:
-    """Mark the token ``cti`` (hex or ``AUDIENCE#SEQ``) revoked: introspection answers
-    inactive from now on."""
+@dataclass(frozen=True)
+class Revocation:
+    """What ``keybound as revoke`` did: the token, whether it is on the token
+    revocation list now (RFC 9770), and the devices its TRL notifications reach."""
+
+    token: IssuedToken
+    on_trl: bool
+    notified: tuple[str, ...]
+    #: why it is not on the TRL, when it is not
+    note: str = ""
+
+
+def _find_token(store: SqlAuthzStore, text: str) -> IssuedToken:
+    """The token named by a cti (hex or ``AUDIENCE#SEQ``) or given whole (hex, base64url,
+    a compact JWT, ``@file``), found by cti or by its RFC 9770 token hash."""
+    from keybound.core import trl  # noqa: PLC0415 - only the revoke command needs it
+    from keybound.tools.tokens.inspection import read_token_argument  # noqa: PLC0415
+
+    with suppress(ValueError):
+        found = store.get_token(parse_cti(text))
+        if found is not None:
+            return found
+    try:
+        token = read_token_argument(text)
+    except KeyboundError:
+        token = None
+    if token is not None:
+        candidates = [trl.response_token_hash(token)]
+        if isinstance(token, str):  # a JWT the AS sent in a CBOR response
+            candidates.append(trl.response_token_hash(token.encode("ascii")))
+        for candidate in candidates:
+            found = store.get_token_by_hash(candidate)
+            if found is not None:
+                return found
+    raise ValueError(f"no token with cti {text[:40]}, nor one that is this token")
+
+
+def revoke(db: str | None, cti: str, *, now: int | None = None) -> Revocation:
+    """Revoke a token named by its cti (hex or ``AUDIENCE#SEQ``) or given whole:
+    introspection answers inactive from now on, and a token that has not expired goes
+    on the token revocation list, whose observers are notified (RFC 9770)."""
+    when = int(time.time()) if now is None else now
     with open_store(db) as store:
-        try:
-            return store.revoke(parse_cti(cti))
-        except UnknownRecord:
-            raise ValueError(f"no token with cti {cti}") from None
+        found = _find_token(store, cti)
+        token = store.revoke(found.cti, now=when)
+        listed = token in store.trl_entries()
+        if listed:
+            return Revocation(token, True, tuple(store.trl_requesters(token)))
+        if token.token_hash is None:
+            note = "issued before keybound kept token hashes: not on the TRL"
+        elif found.revoked:
+            note = "it was revoked before"
+        else:
+            note = "it has expired: not on the TRL"
+        return Revocation(token, False, (), note)
+
+
+def trl_entries(db: str | None) -> list[dict[str, Any]]:
+    """The token revocation list as ``keybound as trl`` shows it."""
+    with open_store(db) as store:
+        rows = []
+        for token in store.trl_entries():
+            assert token.token_hash is not None
+            rows.append(
+                {
+                    "token_hash": token.token_hash.hex(),
+                    "cti": token.cti.hex() if token.sequence is None else token.cti.decode(),
+                    "client_id": token.client_id,
+                    "audience": token.audience,
+                    "revoked_at": token.revoked_at,
+                    "exp": token.exp,
+                    "exi": token.exi,
+                    "requesters": store.trl_requesters(token),
+                }
+            )
+        return rows
 
 
 # ---- serve --------------------------------------------------------------------------------------

@@ -378,16 +378,60 @@ def remove(
 @app.command("revoke")
 @_clean
 def revoke(
-    cti: Annotated[str, typer.Argument(help="the token's cti in hex, or AUDIENCE#SEQ")],
+    cti: Annotated[
+        str,
+        typer.Argument(
+            help="the token's cti in hex, AUDIENCE#SEQ, or the token itself (hex, base64url, "
+            "a JWT, @file)"
+        ),
+    ],
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Mark a token revoked: introspection answers inactive from now on."""
-    token = operations.revoke(db, cti)
+    """Revoke a token: introspection answers inactive, and the token revocation list
+    (RFC 9770) tells its client and RS at once."""
+    done = operations.revoke(db, cti)
+    token = done.token
+    shown = token.cti.decode() if token.sequence is not None else token.cti.hex()
     if as_json:
-        _emit({"cti": token.cti.hex(), "client_id": token.client_id, "revoked": True})
+        _emit(
+            {
+                "cti": shown,
+                "client_id": token.client_id,
+                "audience": token.audience,
+                "revoked": True,
+                "revoked_at": token.revoked_at,
+                "on_trl": done.on_trl,
+                "token_hash": None if token.token_hash is None else token.token_hash.hex(),
+                "notified": list(done.notified),
+                "note": done.note or None,
+            }
+        )
         return
-    console.print(f"token {cti} of {token.client_id} for {token.audience} revoked")
+    console.print(f"token {shown} of {token.client_id} for {token.audience} revoked")
+    if done.on_trl:
+        console.print(f"on the token revocation list; notifying {', '.join(done.notified)}")
+    else:
+        console.print(done.note)
+
+
+@app.command("trl")
+@_clean
+def trl_command(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Show the token revocation list (RFC 9770): revoked tokens not yet expired."""
+    rows = operations.trl_entries(db)
+    if as_json:
+        _emit(rows)
+        return
+    if not rows:
+        console.print("the token revocation list is empty")
+        return
+    for row in rows:
+        revoked = operations.iso(row["revoked_at"])
+        console.print(
+            f"{row['token_hash']}  cti {row['cti']}  {row['client_id']} -> {row['audience']}"
+            f"  revoked {revoked}  to {', '.join(row['requesters'])}"
+        )
 
 
 # ---- serve --------------------------------------------------------------------------------------
