@@ -10,8 +10,10 @@ from typing import Any
 
 import cbor2
 import httpx
+import pytest
 
 from keybound.core import jwt, trl
+from keybound.core.errors import InvalidToken
 from keybound.core.keys import Key
 from keybound.core.numbers.trl import (
     MEDIA_TYPE_ACE_TRL_CBOR,
@@ -19,6 +21,7 @@ from keybound.core.numbers.trl import (
     ProblemDetail,
     TrlParameter,
 )
+from keybound.tools.http import jwt_token_verifier_from_bundle
 from keybound.tools.http.trl_follower import TrlFollower, following
 from tests.helpers.authz import run_http_as
 
@@ -119,5 +122,25 @@ def test_the_follower_catches_up_with_one_full_query_after_lost_updates(
         await follower.refresh()
         assert all(follower.is_revoked(t) for t in tokens)
         assert follower.cursor == 4
+
+    run_http_as(db_url, tmp_path, scenario)
+
+
+def test_a_revoked_jwt_is_refused_by_the_local_verifier(db_url: str, tmp_path: Path) -> None:
+    """The API's local JWT check follows the TRL: refused once the follower knows."""
+
+    async def scenario(client: httpx.AsyncClient, s: dict[str, Any]) -> None:
+        base = str(client.base_url).rstrip("/")
+        token = await _jwt(client, s)
+        follower = TrlFollower(f"{base}/revoke/trl", *_rs_auth(s), interval=0.05)
+        verify = jwt_token_verifier_from_bundle(s["temp_bundle"], revoked=follower.is_revoked)
+        async with following(follower):
+            assert verify(token)["aud"] == "temp"
+            s["store"].revoke(_cti(s, token))
+            async with asyncio.timeout(WAIT):
+                while not follower.is_revoked(token):
+                    await asyncio.sleep(0.01)
+            with pytest.raises(InvalidToken, match="revoked"):
+                verify(token)
 
     run_http_as(db_url, tmp_path, scenario)

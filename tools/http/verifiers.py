@@ -74,6 +74,7 @@ def jwt_token_verifier(
     algorithms: Collection[str] = ACCESS_TOKEN_ALGS,
     clock: Callable[[], float] = time.time,
     leeway: int = 0,
+    revoked: Callable[[str], bool] | None = None,
 ) -> Callable[[str], Mapping[str, Any]]:
     """A ``verify_token`` that checks a JWT access token locally.
 
@@ -84,6 +85,10 @@ def jwt_token_verifier(
     (:func:`keybound.core.validation.validate`, RFC 7519 §4.1). The claims are
     returned as decoded, ``cnf.jkt`` included (RFC 9449 §6.1). Every refusal is
     an :class:`~keybound.core.errors.InvalidToken`.
+
+    ``revoked`` tells whether the AS revoked a token: pass
+    :meth:`keybound.tools.http.trl_follower.TrlFollower.is_revoked` to follow the AS's
+    token revocation list (RFC 9770) without a round trip per request.
     """
     pool = [as_public_keys] if isinstance(as_public_keys, Key | Mapping) else as_public_keys
     keys = [_as_key(item) for item in pool]
@@ -111,6 +116,8 @@ def jwt_token_verifier(
             raise
         except KeyboundError as err:
             raise InvalidToken(err.description, claim=err.claim) from err
+        if revoked is not None and revoked(token):
+            raise InvalidToken("the token was revoked (on the AS's token revocation list)")
         return decoded.claims
 
     return verify
@@ -121,6 +128,7 @@ def jwt_token_verifier_from_bundle(
     *,
     clock: Callable[[], float] = time.time,
     leeway: int = 0,
+    revoked: Callable[[str], bool] | None = None,
 ) -> Callable[[str], Mapping[str, Any]]:
     """:func:`jwt_token_verifier` with the ``as_public_key``, ``issuer`` and
     ``audience`` of an RS bundle (``keybound as rs add``); a bundle without the AS's
@@ -131,7 +139,12 @@ def jwt_token_verifier_from_bundle(
     if rs.issuer is None:
         raise BundleError("the RS bundle lacks 'issuer'")
     return jwt_token_verifier(
-        rs.as_public_key, issuer=rs.issuer, audience=rs.audience, clock=clock, leeway=leeway
+        rs.as_public_key,
+        issuer=rs.issuer,
+        audience=rs.audience,
+        clock=clock,
+        leeway=leeway,
+        revoked=revoked,
     )
 
 
