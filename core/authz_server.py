@@ -575,12 +575,13 @@ def _protect(
             return jwt.encode_encrypted(token, token_key, alg="dir", enc="A128GCM")
         return jwt.encode(token, config.signing_key, alg="ES256")
     sign = cwt.Sign1(config.signing_key, Algorithm.ES256)
-    if not secret:
-        return cwt.encode(token, sign)
-    encrypt = cwt.Encrypt0(token_key, Algorithm.AES_CCM_16_64_128)
-    if config.nested:
-        return cwt.encode(token, cwt.Nested(sign, encrypt), random_bytes=random_bytes)
-    return cwt.encode(token, encrypt, random_bytes=random_bytes)
+    # RFC 9770 §3: 61(COSE tag(...)) with every header protected, so that the AS, the
+    # client and the RS compute one token hash for the token revocation list.
+    protection: cwt.Protection = sign
+    if secret:
+        encrypt = cwt.Encrypt0(token_key, Algorithm.AES_CCM_16_64_128)
+        protection = cwt.Nested(sign, encrypt) if config.nested else encrypt
+    return cwt.encode(token, protection, random_bytes=random_bytes, cwt_tag=True, protect_all=True)
 
 
 def mint_token(

@@ -245,12 +245,20 @@ def sign1(
     unprotected: Mapping[int, Any] | None = None,
     external_aad: bytes = b"",
     tagged: bool = True,
+    protect_all: bool = False,
 ) -> bytes:
-    """COSE_Sign1 (RFC 9052 §4.2, Sig_structure of §4.4)."""
+    """COSE_Sign1 (RFC 9052 §4.2, Sig_structure of §4.4).
+
+    With ``protect_all`` the ``kid`` goes in the protected header and the unprotected
+    one stays empty (what RFC 9770 §3 asks of access tokens).
+    """
     alg = alg or key.alg or (Algorithm.EDDSA if key.kty == KeyType.OKP else Algorithm.ES256)
+    kid = kid if kid is not None else key.kid
+    if protect_all:
+        protected, kid = _with_kid(protected, kid, unprotected), None
     body = _protected_bytes(alg, protected)
     signature = _sign(alg, key, _to_be_protected(_SIGNATURE1, body, external_aad, payload))
-    uh = _unprotected(kid if kid is not None else key.kid, unprotected)
+    uh = _unprotected(kid, unprotected)
     return _frame(CoseTag.SIGN1, [body, payload, signature], uh, tagged)
 
 
@@ -264,11 +272,15 @@ def mac0(
     unprotected: Mapping[int, Any] | None = None,
     external_aad: bytes = b"",
     tagged: bool = True,
+    protect_all: bool = False,
 ) -> bytes:
-    """COSE_Mac0 (RFC 9052 §6.2, MAC_structure of §6.3)."""
+    """COSE_Mac0 (RFC 9052 §6.2, MAC_structure of §6.3); ``protect_all`` as :func:`sign1`."""
+    kid = kid if kid is not None else key.kid
+    if protect_all:
+        protected, kid = _with_kid(protected, kid, unprotected), None
     body = _protected_bytes(alg, protected)
     tag = _mac(alg, key, _to_be_protected(_MAC0, body, external_aad, payload))
-    uh = _unprotected(kid if kid is not None else key.kid, unprotected)
+    uh = _unprotected(kid, unprotected)
     return _frame(CoseTag.MAC0, [body, payload, tag], uh, tagged)
 
 
@@ -284,22 +296,42 @@ def encrypt0(
     unprotected: Mapping[int, Any] | None = None,
     external_aad: bytes = b"",
     tagged: bool = True,
+    protect_all: bool = False,
 ) -> bytes:
     """COSE_Encrypt0 (RFC 9052 §5.2, Enc_structure of §5.3).
 
     The IV is ``iv``, or drawn from ``random_bytes`` (``os.urandom`` in an
-    application) when none is given; one of the two is required.
+    application) when none is given; one of the two is required. With
+    ``protect_all`` the ``kid`` and the IV go in the protected header and the
+    unprotected one stays empty (RFC 9770 §3).
     """
     if iv is None:
         if random_bytes is None:
             raise ValueError("encrypt0 needs an iv or random_bytes to draw one")
         iv = random_bytes(_IV_BYTES[alg])
+    kid = kid if kid is not None else key.kid
+    if protect_all:
+        protected = {**_with_kid(protected, kid, unprotected), int(HeaderParameter.IV): iv}
+        kid = None
     body = _protected_bytes(alg, protected)
     aad = _ENCRYPT0 + _bstr(body) + _bstr(external_aad)
     ciphertext = aead_encrypt(alg, key, iv, plaintext, aad)
-    uh = _unprotected(kid if kid is not None else key.kid, unprotected)
-    uh[int(HeaderParameter.IV)] = iv
+    uh = _unprotected(kid, unprotected)
+    if not protect_all:
+        uh[int(HeaderParameter.IV)] = iv
     return _frame(CoseTag.ENCRYPT0, [body, ciphertext], uh, tagged)
+
+
+def _with_kid(
+    protected: Mapping[int, Any] | None, kid: bytes | None, unprotected: Mapping[int, Any] | None
+) -> dict[int, Any]:
+    """The protected headers of ``protect_all``: ``protected`` with the ``kid``."""
+    if unprotected:
+        raise ValueError("protect_all leaves the unprotected header empty")
+    headers = {int(k): v for k, v in (protected or {}).items()}
+    if kid is not None:
+        headers[int(HeaderParameter.KID)] = kid
+    return headers
 
 
 # ---- decoding ---------------------------------------------------------------------------

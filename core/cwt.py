@@ -77,14 +77,22 @@ class DecodedCwt:
 
 
 def _protect(
-    payload: bytes, protection: Sign1 | Mac0 | Encrypt0, random_bytes: RandomBytes | None
+    payload: bytes,
+    protection: Sign1 | Mac0 | Encrypt0,
+    random_bytes: RandomBytes | None,
+    protect_all: bool,
 ) -> bytes:
     if isinstance(protection, Sign1):
-        return cose.sign1(payload, protection.key, alg=protection.alg)
+        return cose.sign1(payload, protection.key, alg=protection.alg, protect_all=protect_all)
     if isinstance(protection, Mac0):
-        return cose.mac0(payload, protection.key, alg=protection.alg)
+        return cose.mac0(payload, protection.key, alg=protection.alg, protect_all=protect_all)
     return cose.encrypt0(
-        payload, protection.key, alg=protection.alg, iv=protection.iv, random_bytes=random_bytes
+        payload,
+        protection.key,
+        alg=protection.alg,
+        iv=protection.iv,
+        random_bytes=random_bytes,
+        protect_all=protect_all,
     )
 
 
@@ -94,18 +102,22 @@ def encode(
     *,
     cwt_tag: bool = False,
     random_bytes: RandomBytes | None = None,
+    protect_all: bool = False,
 ) -> bytes:
     """The CWT bytes of ``token`` under ``protection`` (deterministic claims encoding).
 
     An :class:`Encrypt0` without a fixed ``iv`` draws its IV from ``random_bytes``
-    (``os.urandom`` in an application), which it then needs.
+    (``os.urandom`` in an application), which it then needs. ``protect_all`` puts
+    every header parameter (``kid``, the IV) in the protected headers and leaves the
+    unprotected ones empty: with ``cwt_tag`` that is the layout RFC 9770 §3 requires
+    of a token whose hash goes on a token revocation list.
     """
     payload = token.to_cwt_payload()
     if isinstance(protection, Nested):
-        inner = _protect(payload, protection.sign, random_bytes)
-        message = _protect(inner, protection.encrypt, random_bytes)
+        inner = _protect(payload, protection.sign, random_bytes, protect_all)
+        message = _protect(inner, protection.encrypt, random_bytes, protect_all)
     else:
-        message = _protect(payload, protection, random_bytes)
+        message = _protect(payload, protection, random_bytes, protect_all)
     if cwt_tag:
         return CWT_TAG_PREFIX + message
     return message

@@ -92,6 +92,8 @@ def _cti(store: SqlAuthzStore, client_id: str) -> bytes:
 def test_full_and_diff_queries_for_the_client_and_the_rs(db_url: str, tmp_path: Path) -> None:
     async def scenario(device: Any, rs: Any, base: str, s: dict[str, Any], _: Any) -> None:
         token = await _token(device, base, "temp")
+        # RFC 9770 §3: the AS issues 61(16([protected, {}, ciphertext])), kid and IV protected
+        assert trl.check_cwt_layout(token) == 16
         empty = await _get(device, f"{base}/revoke/trl")
         assert empty.code == aiocoap.CONTENT
         assert empty.opt.content_format == CONTENT_FORMAT_ACE_TRL_CBOR

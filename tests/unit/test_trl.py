@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 
 import cbor2
 import pytest
 
-from keybound.core import cbor, trl
+from keybound.core import cbor, cwt, trl
 from keybound.core.errors import DecodeError, InvalidRequest, InvalidToken, KeyboundError
+from keybound.core.keys import Key
 from keybound.core.numbers.trl import (
     CONTENT_FORMAT_ACE_TRL_CBOR,
     NamedInformationHash,
@@ -22,6 +24,7 @@ from keybound.core.numbers.trl import (
     TrlErrorId,
     TrlParameter,
 )
+from keybound.core.token import AccessToken
 from keybound.core.trl import TrlLimits, TrlQueryError, UpdateCollection
 
 FULL, DIFF, CURSOR, MORE = (int(p) for p in TrlParameter)
@@ -519,3 +522,24 @@ def test_known_hashes_round_trip_and_refuse_a_damaged_state() -> None:
     ):
         with pytest.raises(DecodeError):
             trl.KnownHashes.from_json(bad)
+
+
+@pytest.mark.parametrize("kind", ["sign1", "mac0", "encrypt0", "nested"])
+def test_protect_all_gives_the_layout_and_decodes(kind: str) -> None:
+    """What the AS issues (RFC 9770 §3) is still read by the CWT decoder."""
+    signing = Key.generate_ec2(kid=b"as")
+    secret = Key.generate_symmetric(16, random_bytes=os.urandom, kid=b"rs-key")
+    mac_key = Key.generate_symmetric(32, random_bytes=os.urandom, kid=b"m")
+    protection: cwt.Protection = {
+        "sign1": cwt.Sign1(signing),
+        "mac0": cwt.Mac0(mac_key),
+        "encrypt0": cwt.Encrypt0(secret),
+        "nested": cwt.Nested(cwt.Sign1(signing), cwt.Encrypt0(secret)),
+    }[kind]
+    token = AccessToken(iss="as", aud=("rs",), exp=2**31)
+    raw = cwt.encode(token, protection, cwt_tag=True, protect_all=True, random_bytes=os.urandom)
+    assert trl.check_cwt_layout(raw) == {"sign1": 18, "mac0": 17}.get(kind, 16)
+    decoded = cwt.decode(raw, [signing.public_key(), secret, mac_key])
+    assert decoded.token.aud == ("rs",)
+    assert decoded.cwt_tag
+    assert all(layer.kid is not None for layer in decoded.layers)  # read from protected

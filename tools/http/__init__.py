@@ -3,8 +3,9 @@
 The public names, each from its home module: the ASGI middleware
 (:mod:`~keybound.tools.http.middleware`), the token verifiers it is given
 (:mod:`~keybound.tools.http.verifiers`), the httpx client auth
-(:mod:`~keybound.tools.http.client`) and the replay caches
-(:mod:`~keybound.tools.http.replay_cache`)::
+(:mod:`~keybound.tools.http.client`), the replay caches
+(:mod:`~keybound.tools.http.replay_cache`) and the follower of the AS's token
+revocation list (:mod:`~keybound.tools.http.trl_follower`, RFC 9770)::
 
     from keybound.tools.http import DPoPAuth, DPoPMiddleware, jwt_token_verifier_from_bundle
 """
@@ -16,6 +17,7 @@ from keybound.tools.http.replay_cache import (
     ReplayCacheUnavailable,
     SqlReplayCache,
 )
+from keybound.tools.http.trl_follower import TrlFollower, following
 from keybound.tools.http.verifiers import (
     ACCESS_TOKEN_ALGS,
     IntrospectionUnavailable,
@@ -37,6 +39,8 @@ __all__ = [
     "ReplayCacheUnavailable",
     "SqlReplayCache",
     "TokenVerifier",
+    "TrlFollower",
+    "following",
     "introspection_token_verifier",
     "introspection_token_verifier_from_bundle",
     "jwt_token_verifier",
