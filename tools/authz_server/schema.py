@@ -73,7 +73,7 @@ __all__ = [
     "tokens_table",
 ]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """Bumped whenever a table or a stored format changes. An older database is migrated
 in place by :func:`check_schema` (:data:`_MIGRATIONS`); a newer or unknown one is refused.
 
@@ -82,6 +82,8 @@ in place by :func:`check_schema` (:data:`_MIGRATIONS`); a newer or unknown one i
   of the number's CBOR encoding, which differs from 24 on. Resource servers get an
   ``introspection_secret_hash`` column (empty: such an RS must be given an introspection
   secret before it can introspect over HTTP; its token key no longer serves as one).
+- 2 -> 3: clients and resource servers get a ``credential`` column: an EDHOC
+  authentication credential (an encoded CCS, RFC 9528 §3.5.2), empty for the existing ones.
 """
 
 
@@ -127,6 +129,8 @@ resource_servers_table = Table(
     # The RS's password at HTTP /introspect, scrypt-hashed (tools.as_client_secrets);
     # distinct from its token key. NULL until one is made (databases of schema 1).
     Column("introspection_secret_hash", String),
+    # The RS's EDHOC authentication credential (a CCS, public); NULL without one.
+    Column("credential", LargeBinary),
 )
 
 token_keys_table = Table(
@@ -166,6 +170,8 @@ clients_table = Table(
     Column("osc_id_context", LargeBinary),
     Column("public_key", LargeBinary),
     Column("created", BigInteger, nullable=False),
+    # The client's EDHOC authentication credential (a CCS, public); NULL without one.
+    Column("credential", LargeBinary),
 )
 
 grants_table = Table(
@@ -290,8 +296,18 @@ def _migrate_1_to_2(conn: Connection) -> None:
     )
 
 
+def _migrate_2_to_3(conn: Connection) -> None:
+    # BYTEA on PostgreSQL and BLOB on SQLite: what LargeBinary creates for new tables.
+    binary = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
+    for table in (clients_table, resource_servers_table):
+        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN credential {binary}"))
+
+
 #: The step from each schema version to the next, run in one transaction.
-_MIGRATIONS: Final[dict[int, Callable[[Connection], None]]] = {1: _migrate_1_to_2}
+_MIGRATIONS: Final[dict[int, Callable[[Connection], None]]] = {
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+}
 
 
 def _migrate(engine: Engine, where: str, version: int) -> None:
@@ -364,6 +380,7 @@ def resource_server_from_rows(row: Row[Any], keys: Sequence[Row[Any]]) -> RsReco
         default_lifetime=row.default_lifetime,
         introspection_context=oscore_from_row(row),
         created=row.created,
+        credential=None if row.credential is None else bytes(row.credential),
     )
 
 
@@ -375,6 +392,7 @@ def client_from_rows(row: Row[Any], grants: Sequence[Row[Any]]) -> Client:
         public_key=None if row.public_key is None else bytes(row.public_key),
         grants={g.audience: tuple(g.scopes) for g in sorted(grants, key=lambda g: g.audience)},
         created=row.created,
+        credential=None if row.credential is None else bytes(row.credential),
     )
 
 
