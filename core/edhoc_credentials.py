@@ -154,6 +154,7 @@ def private_key_from_map(value: object) -> bytes:
 __all__ = [
     "COSE_HEADER_KCCS",
     "MAX_CCS_BYTES",
+    "MAX_KID_BYTES",
     "Ccs",
     "private_key_from_map",
     "private_key_map",
