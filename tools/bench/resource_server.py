@@ -43,6 +43,7 @@ from keybound.core.authz_info import (
 )
 from keybound.core.oscore_derivation import derive_keys
 from keybound.core.oscore_material import OscoreInputMaterial
+from keybound.core.profiles import derived_context
 from keybound.core.resource_server import ResourceServer, RsPolicy, scope_tokens
 from keybound.core.token import CnfOsc
 from keybound.core.token_store import ContextParameters, StoredToken
@@ -119,7 +120,8 @@ class _Rs:
             monotonic=MONOTONIC,
         )
         stored = result.stored
-        derive_keys(stored.derived())
+        derive_keys(derived_context(stored))
+        assert stored.context is not None  # the OSCORE profile's exchange
         return AuthzInfoResponse(stored.context.nonce2, stored.context.server_id).encode()
 
     def fill(self, count: int) -> None:
@@ -181,9 +183,10 @@ def _store_memory(fixture: _Rs, count: int) -> float:
 def _lookups(fixture: _Rs, runner: Runner, count: int) -> tuple[Measurement, Measurement]:
     store = fixture.rs.store
     entries = list(store)
-    keys = [e.lookup for e in entries[:LOOKUPS_PER_CALL]]
+    lookups = [(e.lookup, e) for e in entries if e.lookup is not None]
+    keys = [lookup for lookup, _ in lookups[:LOOKUPS_PER_CALL] if lookup is not None]
     keys = (keys * (LOOKUPS_PER_CALL // len(keys) + 1))[:LOOKUPS_PER_CALL]
-    plain = {e.lookup: e for e in entries}
+    plain = dict(lookups)
 
     def find() -> None:
         for recipient_id, id_context in keys:

@@ -1,0 +1,355 @@
+"""The RS of the EDHOC and OSCORE profile over UDP (draft-ietf-ace-edhoc-oscore-profile-11).
+
+An in-process RS serving both profiles; the client is aiocoap's EDHOC Initiator (the
+combined request of RFC 9668 unless a test says otherwise) or, for the message-level
+checks, lakers driven by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import aiocoap
+import cbor2
+import lakers
+import pytest
+from aiocoap.oscore import NotAProtectedMessage
+
+from keybound.core import cbor
+from tests.helpers.edhoc import (
+    Party,
+    edhoc_credentials,
+    mint_edhoc,
+    post_token,
+    serving_edhoc,
+    use_edhoc,
+)
+from tests.helpers.rs import FakeClock, Keys, client_ctx, request, run
+
+EDHOC_CBOR_SEQ = 64
+
+
+def code(message: aiocoap.Message) -> str:
+    return f"{int(message.code) >> 5}.{int(message.code) & 0x1F:02d}"
+
+
+def parties() -> tuple[Party, Party]:
+    return Party.make(b"\x32", "rs.example"), Party.make(b"\x2b", "dev-1")
+
+
+async def edhoc_post(client: aiocoap.Context, port: int, payload: bytes) -> aiocoap.Message:
+    message = aiocoap.Message(
+        code=aiocoap.POST, uri=f"coap://127.0.0.1:{port}/.well-known/edhoc", payload=payload
+    )
+    response: aiocoap.Message = await client.request(message).response
+    return response
+
+
+def edhoc_error(response: aiocoap.Message) -> list[Any]:
+    """The (ERR_CODE, ERR_INFO) of an EDHOC error message (RFC 9528 §6)."""
+    assert response.opt.content_format == EDHOC_CBOR_SEQ
+    return [cbor2.loads(cbor2.dumps(x)) for x in _sequence(response.payload)]
+
+
+def _sequence(data: bytes) -> list[Any]:
+    import io
+
+    stream, items = io.BytesIO(data), []
+    while stream.tell() < len(data):
+        items.append(cbor2.load(stream))
+    return items
+
+
+async def handshake_by_hand(
+    client: aiocoap.Context, port: int, dev: Party, rs: Party
+) -> tuple[bytes, bytes, aiocoap.Message]:
+    """message_1, message_2, message_3 with lakers (no combined request): (C_R, message_3,
+    the answer to message_3)."""
+    initiator = lakers.EdhocInitiator()
+    message_1 = initiator.prepare_message_1(b"\x0e", [])
+    answer_2 = await edhoc_post(client, port, b"\xf5" + message_1)
+    assert code(answer_2) == "2.04", answer_2.payload
+    c_r, _id_cred_r, _ead_2 = initiator.parse_message_2(answer_2.payload)
+    initiator.verify_message_2(dev.d, dev.ccs.encoded, rs.ccs.encoded)
+    message_3, _prk = initiator.prepare_message_3(lakers.CredentialTransfer.ByReference, [])
+    answer_3 = await edhoc_post(client, port, bytes(c_r) + message_3)
+    return bytes(c_r), message_3, answer_3
+
+
+# ---- the happy path --------------------------------------------------------------------------
+
+
+def test_posted_token_then_edhoc_then_oscore_requests_authorized_by_its_scope() -> None:
+    keys, (rs, dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            posted = await post_token(client, port, mint_edhoc(keys, dev.ccs))
+            assert code(posted) == "2.01"
+            assert posted.payload == b""  # draft §4.6.2: no payload
+            use_edhoc(client, port, edhoc_credentials(dev, rs))
+            response = await request(client, port, aiocoap.GET, "/temp")
+            assert code(response) == "2.05"
+            assert response.payload == b"21.50"
+            assert code(await request(client, port, aiocoap.GET, "/led")) == "4.03"
+            assert code(await request(client, port, aiocoap.PUT, "/temp")) == "4.05"
+            assert site.edhoc is not None
+            assert site.edhoc.session(dev.ccs.fingerprint) is not None
+            assert len(site.contexts) == 0  # no OSCORE-profile context was made
+
+    run(body())
+
+
+def test_separate_message_3_with_message_4_then_requests() -> None:
+    keys, (rs, dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (_site, port), client_ctx() as client:
+            await post_token(client, port, mint_edhoc(keys, dev.ccs))
+            use_edhoc(client, port, edhoc_credentials(dev, rs, combined=False))
+            assert code(await request(client, port, aiocoap.GET, "/temp")) == "2.05"
+
+    run(body())
+
+
+def test_token_update_over_the_edhoc_context_changes_the_scope() -> None:
+    keys, (rs, dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            await post_token(client, port, mint_edhoc(keys, dev.ccs))
+            use_edhoc(client, port, edhoc_credentials(dev, rs))
+            assert code(await request(client, port, aiocoap.GET, "/led")) == "4.03"
+            wider = mint_edhoc(keys, dev.ccs, scope="temp.read led.read")
+            update = aiocoap.Message(
+                code=aiocoap.POST,
+                uri=f"coap://127.0.0.1:{port}/authz-info",
+                payload=cbor.dumps({1: wider}),
+                content_format=19,
+            )
+            answer = await client.request(update).response
+            assert code(answer) == "2.01"
+            assert getattr(answer.remote, "security_context", None) is not None  # protected
+            assert code(await request(client, port, aiocoap.GET, "/led")) == "2.05"
+            assert site.edhoc is not None
+            assert len(site.edhoc) == 1  # the same session, no new EDHOC
+
+    run(body())
+
+
+# ---- refusals --------------------------------------------------------------------------------
+
+
+async def _refused(client: aiocoap.Context, port: int) -> None:
+    """The client's EDHOC + first request is refused (the RS answers 4.01 unprotected)."""
+    with pytest.raises(NotAProtectedMessage):
+        await request(client, port, aiocoap.GET, "/temp")
+
+
+def test_credential_not_bound_to_any_token_is_refused() -> None:
+    keys, (rs, dev) = Keys(), parties()
+    stranger = Party.make(b"\x2c", "stranger")
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            await post_token(client, port, mint_edhoc(keys, dev.ccs))
+            use_edhoc(client, port, edhoc_credentials(stranger, rs))
+            await _refused(client, port)
+            assert site.edhoc is not None
+            assert len(site.edhoc) == 0  # the refused session is gone
+
+    run(body())
+
+
+def test_token_for_another_audience_binds_nothing() -> None:
+    keys, (rs, dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (_site, port), client_ctx() as client:
+            posted = await post_token(client, port, mint_edhoc(keys, dev.ccs, aud="other"))
+            assert code(posted) == "4.03"
+            use_edhoc(client, port, edhoc_credentials(dev, rs))
+            await _refused(client, port)
+
+    run(body())
+
+
+def test_expired_token_binds_nothing() -> None:
+    keys, (rs, dev) = Keys(), parties()
+    clock = FakeClock()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs, clock=clock) as (_site, port), client_ctx() as client:
+            token = mint_edhoc(keys, dev.ccs, lifetime=60, now=clock.now)
+            assert code(await post_token(client, port, token)) == "2.01"
+            clock.now += 61
+            use_edhoc(client, port, edhoc_credentials(dev, rs))
+            await _refused(client, port)
+
+    run(body())
+
+
+def test_expiry_ends_the_edhoc_context() -> None:
+    keys, (rs, dev) = Keys(), parties()
+    clock = FakeClock()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs, clock=clock) as (site, port), client_ctx() as client:
+            await post_token(client, port, mint_edhoc(keys, dev.ccs, lifetime=60, now=clock.now))
+            use_edhoc(client, port, edhoc_credentials(dev, rs))
+            assert code(await request(client, port, aiocoap.GET, "/temp")) == "2.05"
+            clock.now += 61
+            assert await site.expire() == 1
+            assert site.edhoc is not None
+            assert len(site.edhoc) == 0
+            with pytest.raises(NotAProtectedMessage):  # 4.01: no such context any more
+                await request(client, port, aiocoap.GET, "/temp")
+
+    run(body())
+
+
+def test_token_credential_differing_from_the_authenticated_one_is_refused() -> None:
+    """The client names the bound credential (its kid) but holds another private key:
+    MAC_3 is checked against the token's credential and fails."""
+    keys, (rs, dev) = Keys(), parties()
+    impostor = Party.make(b"\x2b", "impostor")
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            await post_token(client, port, mint_edhoc(keys, dev.ccs))
+            use_edhoc(client, port, edhoc_credentials(dev, rs, key=impostor))
+            await _refused(client, port)
+            assert site.edhoc is not None
+            assert site.edhoc.session(dev.ccs.fingerprint) is None
+
+    run(body())
+
+
+def test_a_superseding_token_ends_the_session_of_the_old_one() -> None:
+    keys, (rs, dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            assert site.edhoc is not None
+            await post_token(client, port, mint_edhoc(keys, dev.ccs))
+            use_edhoc(client, port, edhoc_credentials(dev, rs))
+            assert code(await request(client, port, aiocoap.GET, "/temp")) == "2.05"
+            old = site.edhoc.session(dev.ccs.fingerprint)
+            assert old is not None
+            async with client_ctx() as plain:  # unprotected: a new token, not an update
+                await post_token(plain, port, mint_edhoc(keys, dev.ccs))  # supersedes
+            assert old.removed  # the old token's session and context went with it
+            assert site.edhoc.session(dev.ccs.fingerprint) is None
+            assert len(site.edhoc) == 0
+            # The client's context is refused; it runs EDHOC again, bound to the new token.
+            assert code(await request(client, port, aiocoap.GET, "/temp")) == "2.05"
+            new = site.edhoc.session(dev.ccs.fingerprint)
+            assert new is not None
+            assert new is not old
+
+    run(body())
+
+
+def test_a_second_session_for_the_same_token_replaces_the_first() -> None:
+    keys, (rs, dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as first:
+            assert site.edhoc is not None
+            await post_token(first, port, mint_edhoc(keys, dev.ccs))
+            use_edhoc(first, port, edhoc_credentials(dev, rs))
+            assert code(await request(first, port, aiocoap.GET, "/temp")) == "2.05"
+            one = site.edhoc.session(dev.ccs.fingerprint)
+            async with client_ctx() as second:
+                use_edhoc(second, port, edhoc_credentials(dev, rs))
+                assert code(await request(second, port, aiocoap.GET, "/temp")) == "2.05"
+                two = site.edhoc.session(dev.ccs.fingerprint)
+                assert one is not None
+                assert two is not None
+                assert two is not one
+                assert one.removed  # the first session's context is deleted (draft §4.2)
+                assert len(site.edhoc) == 1
+
+    run(body())
+
+
+def test_message_3_replay_is_refused() -> None:
+    keys, (rs, dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            await post_token(client, port, mint_edhoc(keys, dev.ccs))
+            c_r, message_3, answer = await handshake_by_hand(client, port, dev, rs)
+            assert code(answer) == "2.04"  # message_4
+            assert site.edhoc is not None
+            session = site.edhoc.session(dev.ccs.fingerprint)
+            assert session is not None
+            replay = await edhoc_post(client, port, c_r + message_3)
+            assert code(replay) == "4.00"
+            assert edhoc_error(replay)[0] == 1
+            assert site.edhoc.session(dev.ccs.fingerprint) is session  # nothing changed
+            assert len(site.edhoc) == 1
+
+    run(body())
+
+
+def test_unknown_cipher_suite_gets_wrong_selected_cipher_suite() -> None:
+    keys, (rs, _dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            # METHOD 3, SUITES_I [6, 24] (selected: 24), G_X, C_I (RFC 9528 §5.2.1)
+            message_1 = cbor.dumps_ordered(3) + cbor.dumps_ordered([6, 24])
+            message_1 += cbor.dumps_ordered(os.urandom(32)) + cbor.dumps_ordered(14)
+            answer = await edhoc_post(client, port, b"\xf5" + message_1)
+            assert code(answer) == "4.00"
+            assert edhoc_error(answer) == [2, 2]  # ERR_CODE 2, SUITES_R 2 (RFC 9528 §6.3)
+            assert site.edhoc is not None
+            assert len(site.edhoc) == 0
+
+    run(body())
+
+
+def test_method_0_is_refused_as_unsupported() -> None:
+    keys, (rs, _dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (_site, port), client_ctx() as client:
+            message_1 = cbor.dumps_ordered(0) + cbor.dumps_ordered(2)
+            message_1 += cbor.dumps_ordered(os.urandom(32)) + cbor.dumps_ordered(14)
+            answer = await edhoc_post(client, port, b"\xf5" + message_1)
+            assert code(answer) == "4.00"
+            err_code, info = edhoc_error(answer)
+            assert err_code == 1
+            assert "method 0" in info
+
+    run(body())
+
+
+@pytest.mark.parametrize("prefix", [b"\xf5", b"\x37"], ids=["message_1", "message_3"])
+def test_oversized_edhoc_messages_are_refused_before_any_crypto(prefix: bytes) -> None:
+    keys, (rs, _dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            answer = await edhoc_post(client, port, prefix + b"\x00" * 700)
+            assert code(answer) == "4.13"  # refused on length: lakers never saw it
+            assert site.edhoc is not None
+            assert answer.opt.size1 == site.edhoc.max_message + 1
+            assert len(site.edhoc) == 0
+
+    run(body())
+
+
+def test_only_post_reaches_the_edhoc_resource() -> None:
+    keys, (rs, _dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (_site, port), client_ctx() as client:
+            get = aiocoap.Message(
+                code=aiocoap.GET, uri=f"coap://127.0.0.1:{port}/.well-known/edhoc"
+            )
+            assert code(await client.request(get).response) == "4.05"
+
+    run(body())
