@@ -20,6 +20,8 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from . import cbor
 from .errors import DecodeError, KeyboundError, UnsupportedPopKey
 from .keys import Key
@@ -139,6 +141,20 @@ def private_key_map(key: Key) -> dict[int, object]:
     return {1: int(KeyType.EC2), -1: int(Curve.P_256), -4: d}
 
 
+def key_from_private_d(d: bytes, *, kid: bytes | None = None) -> Key:
+    """The P-256 key of private scalar ``d`` (32 bytes), with its public part."""
+    if len(d) != 32:
+        raise DecodeError("a P-256 private key is 32 bytes")
+    private = ec.derive_private_key(int.from_bytes(d, "big"), ec.SECP256R1())
+    return Key.from_cryptography(private, kid=kid)
+
+
+def holds(d: bytes, credential: Ccs) -> bool:
+    """Whether the private key ``d`` is the one of ``credential``'s public key."""
+    ours = key_from_private_d(d, kid=credential.kid).public_key().to_cose_key()
+    return ours == credential.key.to_cose_key()
+
+
 def private_key_from_map(value: object) -> bytes:
     """The 32 bytes of ``d`` from a COSE_Key ``{1: 2, -1: 1, -4: d}``."""
     if not isinstance(value, dict) or value.get(1) != int(KeyType.EC2):
@@ -156,6 +172,8 @@ __all__ = [
     "MAX_CCS_BYTES",
     "MAX_KID_BYTES",
     "Ccs",
+    "holds",
+    "key_from_private_d",
     "private_key_from_map",
     "private_key_map",
     "read_id_cred_kccs",

@@ -338,9 +338,10 @@ class ResourceServer:
             p.encrypted_token for p in candidate_profiles(policy.profiles)
         ):  # refused before its claims are read when no profile takes it in the clear
             raise InvalidToken(_NOT_ENCRYPTED)
-        signed = len(opened.layers) > 1 and opened.layers[1].kind == CoseTag.SIGN1
-        if len(opened.layers) > 1 and not signed:
+        nested_sign1 = len(opened.layers) > 1 and opened.layers[1].kind == CoseTag.SIGN1
+        if len(opened.layers) > 1 and not nested_sign1:
             raise InvalidToken("only a COSE_Sign1 may be nested in the access token")
+        signed = nested_sign1 or opened.layers[0].kind == CoseTag.SIGN1
         if policy.require_signature and not signed:
             raise InvalidToken("the access token must be signed by the AS")
         token = read_claims(opened.claims)
