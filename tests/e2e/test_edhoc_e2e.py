@@ -90,3 +90,12 @@ def test_the_rs_restarts_and_the_device_runs_edhoc_again(tmp_path: Path) -> None
         assert again.stdout.startswith("2.05 ")
     finally:
         fleet.stop()
+
+
+def test_demo_of_the_edhoc_profile_runs_and_says_what_happened() -> None:
+    got = run_keybound("demo", "--profile", "edhoc", timeout=120)
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert "[OSCORE (EDHOC)] -> 2.05" in got.stdout
+    assert "4.03 error=insufficient_scope" in got.stdout
+    assert "refused: the RS accepts only a credential bound" in got.stdout
+    assert "done:" in got.stdout

@@ -188,11 +188,22 @@ def key_generate(
 
 @app.command("demo")
 @clean_errors
-def demo_command() -> None:
+def demo_command(
+    profile: Annotated[
+        str, typer.Option("--profile", help="oscore (default), edhoc, or both")
+    ] = "oscore",
+) -> None:
     """Show keybound at work on this machine (see README: Quick start)."""
-    from keybound.tools import demo  # noqa: PLC0415 - the demo pulls in more than other commands
+    if profile not in ("oscore", "edhoc", "both"):
+        raise ValueError(f"unknown profile {profile!r}; choose oscore, edhoc or both")
+    if profile in ("oscore", "both"):
+        from keybound.tools import demo  # noqa: PLC0415 - the demo pulls in more than others
 
-    demo.run()
+        demo.run()
+    if profile in ("edhoc", "both"):
+        from keybound.tools import demo_edhoc  # noqa: PLC0415
+
+        demo_edhoc.run()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
