@@ -7,6 +7,10 @@ stored token of the profile installs nothing by itself, it lets an EDHOC session
 authenticate with the credential the token binds (draft-ietf-ace-edhoc-oscore-profile-11
 §4.2). The session's OSCORE context (RFC 9528 Appendix A.1) is bound to that token:
 
+* the token arrives at ``/authz-info`` or, as the draft specifies (§4.1, §4.3.3), in
+  EAD_3 as the critical item "ACE-OAuth Access Token" (label 24, provisional): it is
+  then verified and stored as if posted (``accept_token``), before MAC_3 is checked;
+  a second such item, or any other critical one, aborts the session;
 * message_3 is accepted only if ID_CRED_I names the credential of a stored, live
   token of this profile; MAC_3 is then checked against exactly that credential, so a
   client with another key is refused even if it names a bound credential;
@@ -31,10 +35,11 @@ clients run EDHOC again, which derives new keys, so no OSCORE nonce is ever reus
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import aiocoap
 import cbor2
@@ -50,6 +55,7 @@ from keybound.core.numbers.ace_profiles import AceProfile
 from keybound.core.numbers.edhoc_profile import (
     CIPHER_SUITE_2,
     CONTENT_FORMAT_EDHOC_CBOR_SEQ,
+    EAD_ACCESS_TOKEN,
     ERR_UNSPECIFIED,
     ERR_WRONG_SELECTED_CIPHER_SUITE,
     METHOD_STATIC_DH,
@@ -58,15 +64,37 @@ from keybound.core.resource_server import ResourceServer
 from keybound.core.token_store import ShutdownRecord, StoredToken
 
 log = logging.getLogger("keybound.rs.edhoc")
+T = TypeVar("T")
 
-#: Bound on an EDHOC message (and C_R before message_3): method 3 with a CCS by value
-#: is about 140 bytes; anything longer is refused before lakers sees it.
-MAX_EDHOC_MESSAGE = 512
+#: Bound on an EDHOC message (C_R before message_3 not counted): lakers-python 0.6's
+#: message buffer is 256 bytes, and a longer message_3 makes its decryption panic
+#: (a Rust panic, not a Python error), so anything longer is refused before lakers
+#: sees it. Method 3 with a CCS by value is about 140 bytes.
+MAX_EDHOC_MESSAGE = 255
 #: Sessions that sent message_2 and wait for message_3, at most.
 MAX_PENDING = 16
 #: One-byte connection identifiers (CBOR ints -24..23, RFC 9528 §3.3.2): all lakers takes.
 _CONNECTION_IDS = tuple(cbor2.dumps(i) for i in range(-24, 24))
 _LABEL = ":edhoc:"
+#: The most bytes before an EDHOC message in a request: ``true``, or a one-byte C_R.
+_C_R_MAX = 1
+
+
+def lakers_call(what: str, call: Callable[[], T]) -> T:
+    """``call()`` of lakers, any failure of which refuses the EDHOC message.
+
+    lakers-python 0.6 raises ValueError for the errors it detects, but panics on some
+    malformed input (a message_3 of random bytes does it about half the time); a Rust
+    panic arrives as pyo3's PanicException, a BaseException. Both become
+    :class:`EdhocRefused`; only the interpreter's own exits pass through.
+    """
+    try:
+        return call()
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError):
+        raise
+    except BaseException as exc:
+        reason = str(exc) if isinstance(exc, ValueError) else "malformed (lakers panicked)"
+        raise EdhocRefused(ERR_UNSPECIFIED, f"{what}: {reason}") from None
 
 
 class EdhocRefused(Exception):
@@ -140,6 +168,7 @@ class EdhocResponder:
         private_key: bytes,
         credential: Ccs,
         times: Callable[[], dict[str, Any]],
+        accept_token: Callable[[bytes], StoredToken] | None = None,
         max_pending: int = MAX_PENDING,
         max_message: int = MAX_EDHOC_MESSAGE,
     ) -> None:
@@ -148,6 +177,8 @@ class EdhocResponder:
         self._private_key = private_key
         self.credential = credential
         self.times = times
+        #: Verifies and stores a token from EAD_3 as ``/authz-info`` would; None: refused.
+        self.accept_token = accept_token
         self.max_pending = max_pending
         self.max_message = max_message
         self._sessions: dict[bytes, EdhocSession] = {}  # by C_R, oldest first
@@ -217,18 +248,22 @@ class EdhocResponder:
         if len(message_3) > self.max_message:
             raise EdhocRefused(ERR_UNSPECIFIED, "message_3 is too long")
         responder = session._responder
-        try:
-            id_cred_i, ead_3 = responder.parse_message_3(message_3)
-        except ValueError as exc:
-            raise EdhocRefused(ERR_UNSPECIFIED, f"message_3: {exc}") from None
-        if any(item.is_critical() for item in ead_3):
+        id_cred_i, ead_3 = lakers_call("message_3", lambda: responder.parse_message_3(message_3))
+        tokens = [item for item in ead_3 if item.label() == EAD_ACCESS_TOKEN]
+        if any(item.is_critical() for item in ead_3 if item.label() != EAD_ACCESS_TOKEN):
             raise EdhocRefused(ERR_UNSPECIFIED, "a critical EAD_3 item is not supported")
+        if len(tokens) > 1:
+            raise EdhocRefused(ERR_UNSPECIFIED, "more than one access token in EAD_3")
+        in_ead = self._accept_ead_token(bytes(tokens[0].value())) if tokens else None
         key_id, credential = self.bound_credential(id_cred_i)
-        try:
-            responder.verify_message_3(credential.encoded)
-            message_4: bytes = responder.prepare_message_4()
-        except ValueError as exc:
-            raise EdhocRefused(ERR_UNSPECIFIED, f"message_3 not verified: {exc}") from None
+        if in_ead is not None and in_ead != key_id:
+            raise EdhocRefused(
+                ERR_UNSPECIFIED, "ID_CRED_I is not the credential the EAD_3 token binds"
+            )
+        lakers_call(
+            "message_3 not verified", lambda: responder.verify_message_3(credential.encoded)
+        )
+        message_4: bytes = lakers_call("message_4", responder.prepare_message_4)
         session._make_ready(responder, session.recipient_id, session.sender_id)
         session._incomplete = False
         session.key_id = key_id
@@ -243,6 +278,18 @@ class EdhocResponder:
         )
         return message_4
 
+    def _accept_ead_token(self, token: bytes) -> bytes:
+        """The access token of EAD_3 verified and stored (draft §4.3.3): its PoP key id.
+
+        ERR_CODE 1 when it is not valid (draft §4.3.3).
+        """
+        if self.accept_token is None:
+            raise EdhocRefused(ERR_UNSPECIFIED, "access tokens in EAD_3 are not taken here")
+        try:
+            return self.accept_token(token).key_id
+        except KeyboundError as exc:
+            raise EdhocRefused(ERR_UNSPECIFIED, f"access token not valid: {exc}") from None
+
     # -- the resource --
 
     async def render(self, request: aiocoap.Message) -> aiocoap.Message:
@@ -250,9 +297,9 @@ class EdhocResponder:
         if request.code != Code.POST:
             return aiocoap.Message(code=Code.METHOD_NOT_ALLOWED)
         payload = request.payload
-        if len(payload) > self.max_message + 1:
+        if len(payload) > self.max_message + _C_R_MAX:
             message = aiocoap.Message(code=Code.REQUEST_ENTITY_TOO_LARGE)
-            message.opt.size1 = self.max_message + 1
+            message.opt.size1 = self.max_message + _C_R_MAX
             return message
         if not payload:
             return EdhocRefused(ERR_UNSPECIFIED, "empty EDHOC message").message()
@@ -265,16 +312,15 @@ class EdhocResponder:
             return exc.message()
 
     def _message_1(self, message_1: bytes) -> aiocoap.Message:
+        if len(message_1) > self.max_message:
+            raise EdhocRefused(ERR_UNSPECIFIED, "message_1 is too long")
         method, suites = _method_and_suites(message_1)
         if method != METHOD_STATIC_DH:
             raise EdhocRefused(ERR_UNSPECIFIED, f"EDHOC method {method} is not supported")
         if suites[-1] != CIPHER_SUITE_2:
             raise EdhocRefused(ERR_WRONG_SELECTED_CIPHER_SUITE, CIPHER_SUITE_2)
         responder = lakers.EdhocResponder(r=self._private_key, cred_r=self.credential.encoded)
-        try:
-            c_i, ead_1 = responder.process_message_1(message_1)
-        except ValueError as exc:
-            raise EdhocRefused(ERR_UNSPECIFIED, f"message_1: {exc}") from None
+        c_i, ead_1 = lakers_call("message_1", lambda: responder.process_message_1(message_1))
         if any(item.is_critical() for item in ead_1):
             raise EdhocRefused(ERR_UNSPECIFIED, "a critical EAD_1 item is not supported")
         self._make_room()
@@ -286,12 +332,8 @@ class EdhocResponder:
                 ERR_UNSPECIFIED, "no free connection identifier", Code.SERVICE_UNAVAILABLE
             )
         c_r = free[0]
-        try:
-            message_2 = responder.prepare_message_2(
-                lakers.CredentialTransfer.ByReference, c_r, None
-            )
-        except ValueError as exc:
-            raise EdhocRefused(ERR_UNSPECIFIED, f"message_2: {exc}") from None
+        by_kid = lakers.CredentialTransfer.ByReference
+        message_2 = lakers_call("message_2", lambda: responder.prepare_message_2(by_kid, c_r, None))
         session = EdhocSession(responder, bytes(c_i), c_r, self, log)
         self._sessions[c_r] = session
         self.rs.store.hold_server_id(c_r)
@@ -310,6 +352,8 @@ class EdhocResponder:
             c_r = c_r_item
         else:
             raise EdhocRefused(ERR_UNSPECIFIED, "C_R is not a connection identifier")
+        if len(payload) - stream.tell() > self.max_message:
+            raise EdhocRefused(ERR_UNSPECIFIED, "message_3 is too long")
         session = self._sessions.get(c_r)
         if session is None or session.completed:
             raise EdhocRefused(ERR_UNSPECIFIED, "message_3 for no pending session (or a replay)")
@@ -344,4 +388,11 @@ def _method_and_suites(message_1: bytes) -> tuple[int, list[int]]:
     return method, suites
 
 
-__all__ = ["MAX_EDHOC_MESSAGE", "MAX_PENDING", "EdhocRefused", "EdhocResponder", "EdhocSession"]
+__all__ = [
+    "MAX_EDHOC_MESSAGE",
+    "MAX_PENDING",
+    "EdhocRefused",
+    "EdhocResponder",
+    "EdhocSession",
+    "lakers_call",
+]

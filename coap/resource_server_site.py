@@ -45,6 +45,7 @@ import aiocoap.resource
 from aiocoap import credentials
 from aiocoap.numbers.codes import Code
 
+from keybound.core import cbor
 from keybound.core.authz_info import NONCE_BYTES
 from keybound.core.edhoc_credentials import Ccs
 from keybound.core.errors import (
@@ -56,6 +57,7 @@ from keybound.core.errors import (
 )
 from keybound.core.numbers.ace_parameters import (
     CONTENT_FORMAT_ACE_CBOR,
+    AceParameter,
     IntrospectionParameter,
 )
 from keybound.core.resource_server import (
@@ -212,6 +214,7 @@ class ResourceServerSite:
         installers: dict[int, ContextInstaller] = {self.contexts.profile: self.contexts}
         #: The EDHOC profile's Responder and sessions, when the RS has an EDHOC identity.
         self.edhoc: EdhocResponder | None = None
+        self.edhoc_profile = EdhocResponder.profile
         if edhoc is not None:
             self.edhoc = EdhocResponder(
                 rs,
@@ -219,6 +222,7 @@ class ResourceServerSite:
                 private_key=edhoc.private_key,
                 credential=edhoc.credential,
                 times=self.times,
+                accept_token=self.accept_ead_token,
             )
             installers[self.edhoc.profile] = self.edhoc
         #: Where each ACE profile's security contexts are installed, by profile number.
@@ -322,6 +326,35 @@ class ResourceServerSite:
             payload=outcome.response,
             content_format=CONTENT_FORMAT_ACE_CBOR,
         )
+
+    def accept_ead_token(self, token: bytes) -> StoredToken:
+        """A token of the EDHOC profile from EDHOC's EAD_3: verified and stored as an
+        unprotected ``/authz-info`` POST would be (no introspection: the handshake
+        cannot wait for the AS). Its record is queued for the state store, not awaited.
+        """
+        flow = self.rs.authz_info(
+            cbor.dumps({int(AceParameter.ACCESS_TOKEN): token}),
+            over=None,
+            random=self.random,
+            **self.times(),
+        )
+        try:
+            next(flow)
+        except StopIteration as done:
+            outcome: AuthzInfoOutcome = done.value
+        else:  # pragma: no cover - introspection was not asked for
+            raise InvalidToken("the token needs introspection")
+        if outcome.stored.verified.profile != self.edhoc_profile:
+            self.rs.forget(outcome.stored.key_id)
+            raise InvalidToken("only a token of the EDHOC profile is taken in EAD_3")
+        for key_id in outcome.drop:
+            self._remove_contexts(key_id)
+        if self.writer is not None:
+            if outcome.delete:
+                self.writer.submit(self.writer.store.delete_contexts, list(outcome.delete))
+            self.writer.submit(self._persist_token, outcome.persist, outcome.exi_mark)
+        log.info("token accepted in EDHOC EAD_3: %s", outcome.stored.verified.describe())
+        return outcome.stored
 
     async def post_token(self, payload: bytes, peer: str) -> aiocoap.Message:
         """:meth:`authz_info` for an unprotected POST (RFC 9203 §4.1)."""

@@ -342,6 +342,30 @@ def test_oversized_edhoc_messages_are_refused_before_any_crypto(prefix: bytes) -
     run(body())
 
 
+def test_a_message_3_longer_than_lakers_buffer_is_refused_not_passed_on() -> None:
+    """lakers-python 0.6 panics decrypting a message_3 of 256 bytes or more; the RS
+    refuses one on its length, for a pending session, and the session stays usable."""
+    keys, (rs, dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            await post_token(client, port, mint_edhoc(keys, dev.ccs))
+            initiator = lakers.EdhocInitiator()
+            answer_2 = await edhoc_post(
+                client, port, b"\xf5" + initiator.prepare_message_1(b"\x0e", [])
+            )
+            c_r = bytes(initiator.parse_message_2(answer_2.payload)[0])
+            too_long = await edhoc_post(client, port, c_r + os.urandom(256))
+            assert code(too_long) == "4.13"
+            assert site.edhoc is not None
+            assert len(site.edhoc) == 1  # the pending session is untouched
+            initiator.verify_message_2(dev.d, dev.ccs.encoded, rs.ccs.encoded)
+            message_3, _ = initiator.prepare_message_3(lakers.CredentialTransfer.ByReference, [])
+            assert code(await edhoc_post(client, port, c_r + message_3)) == "2.04"
+
+    run(body())
+
+
 def test_only_post_reaches_the_edhoc_resource() -> None:
     keys, (rs, _dev) = Keys(), parties()
 
@@ -351,5 +375,113 @@ def test_only_post_reaches_the_edhoc_resource() -> None:
                 code=aiocoap.GET, uri=f"coap://127.0.0.1:{port}/.well-known/edhoc"
             )
             assert code(await client.request(get).response) == "4.05"
+
+    run(body())
+
+
+# ---- the token in EAD_3 (draft §4.1, §4.3.3) -------------------------------------------------
+
+
+async def handshake_with_ead(
+    client: aiocoap.Context, port: int, dev: Party, rs: Party, ead: list[Any]
+) -> tuple[Any, aiocoap.Message]:
+    """A handshake by hand whose message_3 carries ``ead``: (the initiator, the answer)."""
+    initiator = lakers.EdhocInitiator()
+    answer_2 = await edhoc_post(client, port, b"\xf5" + initiator.prepare_message_1(b"\x0e", []))
+    c_r, _id_cred_r, _ead_2 = initiator.parse_message_2(answer_2.payload)
+    initiator.verify_message_2(dev.d, dev.ccs.encoded, rs.ccs.encoded)
+    message_3, _prk = initiator.prepare_message_3(lakers.CredentialTransfer.ByReference, ead)
+    return initiator, await edhoc_post(client, port, bytes(c_r) + message_3)
+
+
+def test_token_in_ead_3_is_verified_stored_and_binds_the_session() -> None:
+    keys, (rs, dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            token = mint_edhoc(keys, dev.ccs, compact=True)
+            ead = [lakers.EADItem(24, True, token)]  # critical: -24 on the wire
+            _initiator, answer = await handshake_with_ead(client, port, dev, rs, ead)
+            assert code(answer) == "2.04", answer.payload
+            assert site.rs.store.get(dev.ccs.fingerprint) is not None  # stored as if posted
+            assert site.edhoc is not None
+            assert site.edhoc.session(dev.ccs.fingerprint) is not None
+
+    run(body())
+
+
+def test_an_invalid_token_in_ead_3_aborts_with_err_code_1() -> None:
+    keys, (rs, dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            token = mint_edhoc(keys, dev.ccs, aud="another-rs", compact=True)
+            _i, answer = await handshake_with_ead(
+                client, port, dev, rs, [lakers.EADItem(24, True, token)]
+            )
+            assert code(answer) == "4.00"
+            err_code, info = edhoc_error(answer)
+            assert err_code == 1
+            assert "access token not valid" in info
+            assert len(site.rs.store) == 0
+
+    run(body())
+
+
+def test_ead_3_token_for_another_credential_than_id_cred_i_is_refused() -> None:
+    keys, (rs, dev) = Keys(), parties()
+    other = Party.make(b"\x2c", "other")
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            await post_token(client, port, mint_edhoc(keys, dev.ccs))  # dev's own token
+            foreign = mint_edhoc(keys, other.ccs, compact=True)  # binds another credential
+            _i, answer = await handshake_with_ead(
+                client, port, dev, rs, [lakers.EADItem(24, True, foreign)]
+            )
+            assert code(answer) == "4.00"
+            assert "EAD_3 token binds" in edhoc_error(answer)[1]
+            assert site.edhoc is not None
+            assert site.edhoc.session(dev.ccs.fingerprint) is None
+
+    run(body())
+
+
+def test_two_tokens_in_ead_3_abort_the_session() -> None:
+    keys, (rs, dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            token = b"\x00" * 60  # two items of any content: refused before either is read
+            ead = [lakers.EADItem(24, True, token), lakers.EADItem(24, True, token)]
+            _i, answer = await handshake_with_ead(client, port, dev, rs, ead)
+            assert code(answer) == "4.00"
+            assert "more than one" in edhoc_error(answer)[1]
+            assert len(site.rs.store) == 0
+
+    run(body())
+
+
+def test_malformed_message_3_is_refused_and_the_rs_keeps_serving() -> None:
+    """Random bytes as message_3 make lakers-python panic about half the time; each is
+    an EDHOC error, and the RS then completes a real handshake."""
+    keys, (rs, dev) = Keys(), parties()
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            await post_token(client, port, mint_edhoc(keys, dev.ccs))
+            for _ in range(12):
+                initiator = lakers.EdhocInitiator()
+                answer_2 = await edhoc_post(
+                    client, port, b"\xf5" + initiator.prepare_message_1(b"\x0e", [])
+                )
+                c_r = bytes(initiator.parse_message_2(answer_2.payload)[0])
+                garbage = await edhoc_post(client, port, c_r + os.urandom(40))
+                assert code(garbage) == "4.00"
+                assert edhoc_error(garbage)[0] == 1
+            assert site.edhoc is not None
+            assert len(site.edhoc) == 0  # every refused session is gone
+            _c_r, _m3, answer = await handshake_by_hand(client, port, dev, rs)
+            assert code(answer) == "2.04"
 
     run(body())

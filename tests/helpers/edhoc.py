@@ -80,19 +80,24 @@ def mint_edhoc(
     aud: str = AUDIENCE,
     lifetime: int = 300,
     now: float | None = None,
+    compact: bool = False,
 ) -> bytes:
-    """A token of the EDHOC profile: a COSE_Sign1 by the AS binding ``credential`` (kccs)."""
+    """A token of the EDHOC profile: a COSE_Sign1 by the AS binding ``credential`` (kccs).
+
+    ``compact`` leaves out ``cti`` and ``edhoc_info``, so that the token fits in an
+    EAD_3 item within lakers-python's 256-byte message buffer.
+    """
     issued = int(time.time() if now is None else now)
     token = AccessToken(
         iss=RS_ISSUER,
         aud=(aud,),
         iat=issued,
         exp=issued + lifetime,
-        cti=os.urandom(8),
+        cti=None if compact else os.urandom(8),
         scope=TextScope.parse(scope),
         ace_profile=EDHOC,
         cnf=CnfKccs(credential.encoded),
-        extra={CLAIM_EDHOC_INFO: {0: os.urandom(8)}},
+        extra={} if compact else {CLAIM_EDHOC_INFO: {0: os.urandom(8)}},
     )
     return cwt.encode(token, cwt.Sign1(keys.as_key))
 

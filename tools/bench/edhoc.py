@@ -320,4 +320,4 @@ GROUP = Group(
     steps=2 * ROUNDS + 2,
 )
 
-__all__ = ["FIGURES", "GROUP", "lakers_alone", "token_sizes"]
+__all__ = ["FIGURES", "GROUP", "lakers_alone", "run", "token_sizes"]
