@@ -99,6 +99,10 @@ def _security_context(request: aiocoap.Message) -> DurableSecurityContext | Edho
     return context if isinstance(context, DurableSecurityContext | EdhocSession) else None
 
 
+class StaleSession(InvalidToken):
+    """An EDHOC session that ended (a newer one, or its token went); not the token's fault."""
+
+
 class AuthzInfoResource(aiocoap.resource.Resource):  # type: ignore[misc]
     """``/authz-info`` (RFC 9200 §5.10.1, RFC 9203 §4.1, §4.2, §4.4)."""
 
@@ -154,6 +158,9 @@ class GuardedResource(aiocoap.resource.Resource):  # type: ignore[misc]
             return owner.unauthorized(method, self.path)
         try:
             entry = owner.entry_for(context)
+        except StaleSession as exc:  # the token may be fine: only this session is over
+            log.info("%s %s refused: %s", method.name, self.path, exc.description)
+            return owner.unauthorized(method, self.path)
         except InvalidToken as exc:
             if context.key_id is not None:
                 owner.drop(context.key_id, reason=str(exc))
@@ -271,9 +278,9 @@ class ResourceServerSite:
         if isinstance(context, DurableSecurityContext):
             return self.rs.find(context.recipient_id, context.id_context, **self.times())
         if context.key_id is None or context.removed:
-            raise InvalidToken("no access token for this EDHOC session")
+            raise StaleSession("no access token for this EDHOC session")
         if self.edhoc is None or self.edhoc.session(context.key_id) is not context:
-            raise InvalidToken("this EDHOC session is no longer current")
+            raise StaleSession("this EDHOC session is no longer current")
         return self.rs.live(context.key_id, **self.times())
 
     # -- time --
@@ -583,4 +590,5 @@ __all__ = [
     "EdhocIdentity",
     "GuardedResource",
     "ResourceServerSite",
+    "StaleSession",
 ]

@@ -485,3 +485,48 @@ def test_malformed_message_3_is_refused_and_the_rs_keeps_serving() -> None:
             assert code(answer) == "2.04"
 
     run(body())
+
+
+def test_a_request_over_an_ended_session_leaves_the_token_alone() -> None:
+    """Session one is ended by session two; a request over session one is 4.01, while
+    the token and session two go on (only the session was stale, not the token)."""
+    from keybound.core.oscore_derivation import DerivedContext
+    from keybound.tools.bench.fixtures import client_oscore_context
+
+    keys, (rs, dev) = Keys(), parties()
+
+    def exported(initiator: Any, c_r: bytes) -> DerivedContext:
+        return DerivedContext(
+            master_secret=bytes(initiator.edhoc_exporter(0, [], 16)),
+            master_salt=bytes(initiator.edhoc_exporter(1, [], 8)),
+            id_context=None,
+            sender_id=c_r,
+            recipient_id=b"\x0e",
+        )
+
+    async def one_session(client: aiocoap.Context, port: int) -> DerivedContext:
+        initiator = lakers.EdhocInitiator()
+        answer_2 = await edhoc_post(
+            client, port, b"\xf5" + initiator.prepare_message_1(b"\x0e", [])
+        )
+        c_r = bytes(initiator.parse_message_2(answer_2.payload)[0])
+        initiator.verify_message_2(dev.d, dev.ccs.encoded, rs.ccs.encoded)
+        message_3, _ = initiator.prepare_message_3(lakers.CredentialTransfer.ByReference, [])
+        answer_3 = await edhoc_post(client, port, c_r + message_3)
+        initiator.process_message_4(answer_3.payload)
+        return exported(initiator, c_r)
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as plain:
+            await post_token(plain, port, mint_edhoc(keys, dev.ccs))
+            first = await one_session(plain, port)
+            second = await one_session(plain, port)
+            async with client_ctx() as old, client_ctx() as new:
+                old.client_credentials[f"coap://127.0.0.1:{port}/*"] = client_oscore_context(first)
+                new.client_credentials[f"coap://127.0.0.1:{port}/*"] = client_oscore_context(second)
+                with pytest.raises(NotAProtectedMessage):  # 4.01: that session is over
+                    await request(old, port, aiocoap.GET, "/temp")
+                assert site.rs.store.get(dev.ccs.fingerprint) is not None
+                assert code(await request(new, port, aiocoap.GET, "/temp")) == "2.05"
+
+    run(body())
