@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: all demo test lint typecheck pytest venv runtime clean fuzz soak bench
+.PHONY: all demo test lint typecheck pytest venv runtime clean fuzz fuzz-codec soak bench
 
 all: test
 
@@ -52,6 +52,9 @@ test: lint typecheck pytest
 # Long modes of the hostile-traffic tests (bounded; they stop by themselves).
 fuzz: venv
 	$(BIN)/python -m tests.helpers.soak fuzz
+
+fuzz-codec: venv
+	$(BIN)/python -m tests.helpers.soak codec
 
 soak: venv
 	$(BIN)/python -m tests.helpers.soak soak

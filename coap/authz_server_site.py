@@ -69,6 +69,7 @@ from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR
 
 from .errors import error_response
 from .input_guards import StrictOscoreSiteWrapper, harden_message_decoding
+from .trl_resource import TRL_PATH, TrlResource
 
 __all__ = [
     "AsOscoreSite",
@@ -126,10 +127,63 @@ class StoredServerContext(oscore.FilesystemSecurityContext):  # type: ignore[mis
             self.recipient_replay_window.initialize_from_persisted(received)
             self.replay_window_persisted = True
 
+    def unprotect(self, protected_message: Any, request_id: Any = None) -> Any:
+        """aiocoap's unprotection; a request refused as a replay is logged (see
+        :func:`_log_replay`) before aiocoap answers it 4.01 "Replay detected"."""
+        try:
+            return super().unprotect(protected_message, request_id)
+        except oscore.ReplayError as exc:
+            if self.recipient_replay_window.is_initialized():  # a number seen before
+                _log_replay(self, protected_message, exc)
+            raise
+
     def close(self) -> None:
         """Persist the sequence number and replay window and release the lock."""
         if self.lockfile is not None:
             self._destroy()
+
+
+#: One replay line per peer at most this often; the others are counted into it.
+_REPLAY_LOG_INTERVAL_S = 60.0
+_replays: dict[tuple[str, str], tuple[float, int]] = {}
+
+
+def _log_replay(ctx: StoredServerContext, message: Any, exc: Exception) -> None:
+    """Log a request refused as a replay (RFC 8613 §7.4) with what it likely means.
+
+    A peer whose requests are replays, again and again, restarted its sequence
+    numbers under the same keys: its state was lost (a device whose flash was
+    erased and given the same bundle again) or its bundle runs on two devices.
+    It can only come back with new keys, which the line names. The check runs
+    before decryption, so anyone naming the peer's ``kid`` can cause the line;
+    it is rate-limited per peer.
+    """
+    option = bytes(message.opt.oscore or b"")
+    piv = int.from_bytes(option[1 : 1 + (option[0] & 7)], "big") if option else None
+    kind, name = ctx.principal
+    now = time.monotonic()
+    last, suppressed = _replays.get(ctx.principal, (-_REPLAY_LOG_INTERVAL_S, 0))
+    if now - last < _REPLAY_LOG_INTERVAL_S:
+        _replays[ctx.principal] = (last, suppressed + 1)
+        return
+    _replays[ctx.principal] = (now, 0)
+    fix = (
+        f"give it new keys: keybound as client rekey {name}, and flash the new bundle"
+        if kind == "client"
+        else "register it again with new keys"
+    )
+    more = f" ({suppressed} more since the last such line)" if suppressed else ""
+    log.warning(
+        "%s %s: OSCORE replay: request with Partial IV %s refused (%s)%s; its sequence "
+        "numbers restarted under the same keys (state lost, e.g. an erased flash given the "
+        "same bundle, or one bundle on two devices): %s",
+        kind,
+        name,
+        piv,
+        exc,
+        more,
+        fix,
+    )
 
 
 def context_fingerprint(record: OscoreContext) -> str:
@@ -409,9 +463,11 @@ def build_site(
     *,
     clock: Callable[[], int] | None = None,
     service: AuthzService | None = None,
+    trl: TrlResource | None = None,
 ) -> tuple[StrictOscoreSiteWrapper, AsServerCredentials]:
-    """The AS's root resource (``/token``, ``/introspect``, ``/.well-known/core``)
-    wrapped for OSCORE, and the credentials to close on shutdown.
+    """The AS's root resource (``/token``, ``/introspect``, ``/.well-known/core`` and,
+    given ``trl``, the token revocation list ``/revoke/trl`` of RFC 9770) wrapped for
+    OSCORE, and the credentials to close on shutdown.
 
     ``service`` answers the requests (one may be shared with the HTTP front, so
     both use one key ring); by default one on ``store`` and ``config``. This
@@ -432,4 +488,6 @@ def build_site(
     root.add_bounded(["token"], TokenResource(answering, **kwargs), MAX_REQUEST_BYTES)
     introspection = IntrospectResource(answering, **kwargs)
     root.add_bounded(["introspect"], introspection, MAX_REQUEST_BYTES)
+    if trl is not None:  # RFC 9770: GET only, no body
+        root.add_bounded(list(TRL_PATH), trl, 0)
     return root, credentials

@@ -318,16 +318,19 @@ class ResourceServerSite:
             outcome: AuthzInfoOutcome = done.value
         await self._apply(outcome, context)
         stored = outcome.stored
+        informing = log.isEnabledFor(logging.INFO)  # describe() is not free: only when logged
         if outcome.keeps_context:
-            log.info("token updated over OSCORE from %s: %s", peer, stored.verified.describe())
+            if informing:
+                log.info("token updated over OSCORE from %s: %s", peer, stored.verified.describe())
             return aiocoap.Message(code=Code.CREATED)
-        log.info(
-            "token accepted from %s: %s, context recipient_id=%s%s",
-            peer,
-            stored.verified.describe(),
-            "-" if stored.context is None else stored.context.server_id.hex(),
-            " (superseding)" if outcome.superseded is not None else "",
-        )
+        if informing:
+            log.info(
+                "token accepted from %s: %s, context recipient_id=%s%s",
+                peer,
+                stored.verified.describe(),
+                "-" if stored.context is None else stored.context.server_id.hex(),
+                " (superseding)" if outcome.superseded is not None else "",
+            )
         return aiocoap.Message(
             code=Code.CREATED,
             payload=outcome.response,
@@ -452,8 +455,9 @@ class ResourceServerSite:
         """Remove a token and its context (expired, or otherwise gone)."""
         removal = self.rs.forget(key_id)
         self._remove(removal)
-        for entry in removal.removed:
-            log.info("token removed (%s): %s", reason, entry.verified.describe())
+        if log.isEnabledFor(logging.INFO):
+            for entry in removal.removed:
+                log.info("token removed (%s): %s", reason, entry.verified.describe())
 
     def expire_now(self) -> int:
         """Remove expired tokens and their contexts; return how many went.
@@ -462,8 +466,9 @@ class ResourceServerSite:
         """
         removal = self.rs.expire(**self.times())
         self._remove(removal)
-        for entry in removal.removed:
-            log.debug("token expired: %s", entry.verified.describe())
+        if log.isEnabledFor(logging.DEBUG):
+            for entry in removal.removed:
+                log.debug("token expired: %s", entry.verified.describe())
         if removal.removed:
             log.info("%d token(s) expired", len(removal.removed))
         return len(removal.removed)

@@ -65,7 +65,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import cbor, cwt, jwt
+from . import cbor, cwt, jwt, trl
 from .authz_profiles import PopBinding, PopRequest, as_profile
 from .authz_store import (
     TOKEN_FORMATS,
@@ -607,6 +607,7 @@ def _protect(
     *,
     secret: bool,
     token_format: TokenFormat,
+    random_bytes: RandomBytes,
 ) -> bytes | str:
     if token_format == _JWT:
         if secret:
@@ -617,8 +618,8 @@ def _protect(
         return cwt.encode(token, sign)
     encrypt = cwt.Encrypt0(token_key, Algorithm.AES_CCM_16_64_128)
     if config.nested:
-        return cwt.encode(token, cwt.Nested(sign, encrypt))
-    return cwt.encode(token, encrypt)
+        return cwt.encode(token, cwt.Nested(sign, encrypt), random_bytes=random_bytes)
+    return cwt.encode(token, encrypt, random_bytes=random_bytes)
 
 
 def mint_token(
@@ -669,7 +670,12 @@ def mint_token(
         extra={**jwt_client, **binding.claims},
     )
     encoded = _protect(
-        token, config, token_key, secret=binding.encrypt, token_format=request.token_format
+        token,
+        config,
+        token_key,
+        secret=binding.encrypt,
+        token_format=request.token_format,
+        random_bytes=random_bytes,
     )
     record = IssuedToken(
         cti=record_cti(rs.audience, cti, sequenced=sequence is not None),
@@ -682,6 +688,7 @@ def mint_token(
         exi=exi,
         sequence=sequence,
         cnf_id=binding.cnf_id,
+        token_hash=trl.response_token_hash(encoded),
     )
     return TokenResponse(
         access_token=encoded,

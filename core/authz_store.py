@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from .numbers.ace_profiles import AceProfile
+from .trl import TrlLimits, UpdateCollection
 
 __all__ = [
     "DEFAULT_PROFILES",
@@ -47,7 +48,9 @@ __all__ = [
     "RsRecord",
     "TokenFormat",
     "TokenKey",
+    "TrlStore",
     "UnknownRecord",
+    "trl_requester",
     "validated_scopes",
 ]
 
@@ -261,6 +264,9 @@ class IssuedToken:
     cnf_id: bytes | None = None
     revoked: bool = False
     revoked_at: int | None = None
+    #: the RFC 9770 token hash of the token as issued (``None`` for tokens recorded
+    #: before keybound kept it: those never reach the token revocation list)
+    token_hash: bytes | None = None
 
     def __post_init__(self) -> None:
         if not self.cti:
@@ -433,3 +439,38 @@ class AuthzStore(Protocol):
         several AS processes share the store; durable before it is returned.
         """
         ...
+
+
+class TrlStore(Protocol):
+    """What the token revocation list endpoint (RFC 9770) needs of the AS's storage.
+
+    A requester is ``"client:ID"`` or ``"rs:NAME"`` (:func:`trl_requester`): a token
+    pertains to the client it was issued to and to the RS of its audience (§5).
+    """
+
+    trl_limits: TrlLimits
+
+    def trl_version(self) -> int:
+        """A number that grows with every change of the TRL (0 before the first)."""
+        ...
+
+    def trl_view(self, requester: str) -> tuple[frozenset[bytes], UpdateCollection]:
+        """The requester's part of the TRL now, and its update collection."""
+        ...
+
+    def trl_marks(self, requesters: Sequence[str]) -> dict[str, int]:
+        """Each requester's newest series item number (-1 without one): it changes
+        exactly when an update touches the requester."""
+        ...
+
+    def expire_trl(self, now: int) -> int:
+        """Take revoked tokens that have expired off the TRL in one update (§5.1);
+        returns how many left it."""
+        ...
+
+
+def trl_requester(kind: str, name: str) -> str:
+    """The TRL requester name of a registered device: ``client:ID`` or ``rs:NAME``."""
+    if kind not in ("client", "rs"):
+        raise ValueError(f"no TRL requester of kind {kind!r}")
+    return f"{kind}:{name}"

@@ -22,6 +22,7 @@ written in eight bytes, not their shortest form; no keybound message carries one
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import cbor2
@@ -37,165 +38,230 @@ _SEMANTIC_TAGS = frozenset(
 )
 
 
-def _head(data: bytes, pos: int) -> tuple[int, int, int, int]:
-    """Decode one item head at ``pos``: (major type, additional info, argument, new pos)."""
-    if pos >= len(data):
-        raise DecodeError("truncated CBOR")
-    initial = data[pos]
-    major, info = initial >> 5, initial & 0x1F
-    pos += 1
+def _fixed_sizes() -> bytes:
+    """For each initial byte, the whole size of an item that needs no further reading, or 0.
+
+    Integers (major 0, 1, info 0-27), short strings (major 2, 3, info 0-23) and the
+    simple values and floats of major 7 that are always well formed (not 0xf8, whose
+    argument must be checked, not the break 0xff, not the reserved 0xfc-0xfe).
+    """
+    table = bytearray(256)
+    for initial in range(256):
+        major, info = initial >> 5, initial & 0x1F
+        if major in (0, 1) and info < 28:
+            table[initial] = 1 + (0 if info < 24 else 1 << (info - 24))
+        elif major in (2, 3) and info < 24:
+            table[initial] = 1 + info
+        elif major == 7 and (info < 24 or info in (25, 26, 27)):
+            table[initial] = 1 + (0 if info < 24 else 1 << (info - 24))
+    return bytes(table)
+
+
+#: :func:`_fixed_sizes`, computed once.
+_FIXED = _fixed_sizes()
+#: Past this ``max_depth`` the recursive walk could meet Python's recursion limit.
+MAX_DEPTH_LIMIT = 256
+
+
+def _argument(data: bytes, pos: int, info: int) -> tuple[int, int]:
+    """The argument of a head whose initial byte (at ``pos - 1``) has additional info ``info``."""
     if info < 24:
-        return major, info, info, pos
-    if info in (24, 25, 26, 27):
-        n = 1 << (info - 24)
-        if pos + n > len(data):
+        return info, pos
+    if info < 28:
+        end = pos + (1 << (info - 24))
+        if end > len(data):
             raise DecodeError("truncated CBOR")
-        return major, info, int.from_bytes(data[pos : pos + n], "big"), pos + n
+        return int.from_bytes(data[pos:end], "big"), end
     if info == 31:
-        return major, info, -1, pos
+        return -1, pos
     raise DecodeError(f"reserved CBOR additional information {info}")
 
 
-def _skip_string(data: bytes, pos: int, major: int, arg: int) -> int:
-    if arg >= 0:
-        end = pos + arg
+# The walk below reads bytes without testing the position first: reading past the end
+# raises IndexError, which item_end turns into DecodeError, and an item that claims
+# more bytes than there are leaves the position past the end, which item_end refuses.
+
+
+def _item_end(data: bytes, pos: int, level: int, max_depth: int) -> int:
+    """Check the data item at ``pos`` (nested ``level`` deep) and return where it ends.
+
+    Items that need no reading (:data:`_FIXED`) are skipped in the loops of their
+    container; this function recurses once per container or tag, at most
+    ``max_depth`` deep.
+    """
+    initial = data[pos]
+    size = _FIXED[initial]
+    if size:
+        return pos + size
+    major, info = initial >> 5, initial & 0x1F
+    if info < 24:
+        arg = info
+        pos += 1
+    elif info == 24:
+        arg = data[pos + 1]
+        pos += 2
+    else:
+        arg, pos = _argument(data, pos + 1, info)
+    if major in (4, 5):
+        if arg < 0:
+            if level >= max_depth:
+                raise DecodeError(f"CBOR nested deeper than {max_depth}")
+            return _indefinite(data, pos, level + 1, max_depth, major == 5)
+        if (arg * 2 if major == 5 else arg) > len(data) - pos:
+            raise DecodeError("CBOR container longer than its input")
+        if not arg:
+            return pos
+        if level >= max_depth:
+            raise DecodeError(f"CBOR nested deeper than {max_depth}")
+        level += 1
+        fixed = _FIXED
+        if major == 4:
+            for _ in range(arg):
+                size = fixed[data[pos]]
+                pos = pos + size if size else _item_end(data, pos, level, max_depth)
+            return pos
+        keys: list[Any] = []
+        for _ in range(arg):
+            initial = data[pos]
+            if initial < 0x18:  # small integer keys are read from their head
+                keys.append(initial)
+                pos += 1
+            elif 0x20 <= initial < 0x38:
+                keys.append(0x1F - initial)
+                pos += 1
+            else:
+                pos = _map_key(data, pos, level, max_depth, keys)
+            initial = data[pos]
+            size = fixed[initial]
+            if size:
+                pos += size
+            elif initial in (0x58, 0x78):  # a string of up to 255 bytes (keys, signatures)
+                pos += 2 + data[pos + 1]
+            else:
+                pos = _item_end(data, pos, level, max_depth)
+        if len(set(keys)) != arg:  # every key cbor2 returns for a scalar is hashable
+            raise DecodeError("duplicate CBOR map key")
+        return pos
+    if major in (2, 3):
+        if arg >= 0:
+            return pos + arg
+        # Indefinite-length string: definite chunks of the same major type, then a break.
+        while True:
+            chunk = data[pos]
+            if chunk == 0xFF:
+                return pos + 1
+            chunk_len, pos = _argument(data, pos + 1, chunk & 0x1F)
+            if chunk >> 5 != major or chunk_len < 0:
+                raise DecodeError("bad chunk in indefinite-length string")
+            pos += chunk_len
+    if major == 6:
+        if arg < 0:
+            raise DecodeError("indefinite length on a tag")
+        if arg in _SEMANTIC_TAGS:
+            raise DecodeError(f"CBOR tag {arg} is not accepted here")
+        if level >= max_depth:
+            raise DecodeError(f"CBOR nested deeper than {max_depth}")
+        return _item_end(data, pos, level + 1, max_depth)
+    if major == 7:
+        if info == 31:
+            raise DecodeError("unexpected CBOR break")
+        if arg < 32:  # info 24: the only major-7 head not in _FIXED that gets here
+            raise DecodeError("badly encoded CBOR simple value")
+        return pos
+    raise DecodeError("indefinite length on an integer")  # major 0 or 1, info 31
+
+
+def _check_unique(keys: list[Any], count: int) -> None:
+    """Refuse a map whose ``count`` keys are not all different.
+
+    Keys compare with Python equality, not CBOR's: 1, 1.0 and true are one key once
+    decoded into a dict, so a map holding two of them would silently lose a value.
+    """
+    try:
+        unique = len(set(keys))
+    except TypeError as exc:  # pragma: no cover - every scalar cbor2 returns is hashable
+        raise DecodeError("CBOR map key that is not hashable") from exc
+    if unique != count:
+        raise DecodeError("duplicate CBOR map key")
+
+
+def _indefinite(data: bytes, pos: int, level: int, max_depth: int, is_map: bool) -> int:
+    """The rest of an indefinite-length array or map whose items are ``level`` deep."""
+    keys: list[Any] = []
+    while True:
+        if data[pos] == 0xFF:
+            if is_map:
+                _check_unique(keys, len(keys))
+            return pos + 1
+        if is_map:
+            pos = _map_key(data, pos, level, max_depth, keys)
+            if data[pos] == 0xFF:
+                raise DecodeError("CBOR map with an odd number of items")
+        pos = _item_end(data, pos, level, max_depth)
+
+
+def _map_key(data: bytes, pos: int, level: int, max_depth: int, keys: list[Any]) -> int:
+    """Read the map key at ``pos`` into ``keys`` and return its end.
+
+    Small integers and short strings are read from their head; anything else is
+    decoded by cbor2. Containers and tagged items are refused as keys.
+    """
+    initial = data[pos]
+    key: Any
+    if initial < 0x18:
+        key, end = initial, pos + 1
+    elif 0x20 <= initial < 0x38:
+        key, end = 0x1F - initial, pos + 1
+    elif 0x40 <= initial < 0x58 or 0x60 <= initial < 0x78:
+        end = pos + 1 + (initial & 0x1F)
         if end > len(data):
             raise DecodeError("truncated CBOR string")
-        return end
-    # Indefinite-length string: definite chunks of the same major type, then a break.
-    while True:
-        if pos >= len(data):
-            raise DecodeError("truncated CBOR")
-        if data[pos] == 0xFF:
-            return pos + 1
-        chunk_major, _, chunk_len, pos = _head(data, pos)
-        if chunk_major != major or chunk_len < 0:
-            raise DecodeError("bad chunk in indefinite-length string")
-        pos += chunk_len
-        if pos > len(data):
-            raise DecodeError("truncated CBOR string")
-
-
-def _item_end(data: bytes, pos: int, depth: int, max_depth: int) -> int:
-    """Check one complete data item starting at ``pos`` and return where it ends."""
-    # Each stack entry: [remaining items or -1 for indefinite, is_map, key positions]
-    stack: list[list[Any]] = []
-    while True:
-        if len(stack) + depth > max_depth:
-            raise DecodeError(f"CBOR nested deeper than {max_depth}")
-        if stack and stack[-1][0] == -1 and pos < len(data) and data[pos] == 0xFF:
-            frame = stack.pop()
-            if frame[1] and frame[3] % 2:
-                raise DecodeError("CBOR map with an odd number of items")
-            pos += 1
-            if stack:  # the finished indefinite container is one item of its parent
-                _close_child(stack, pos, data)
-        else:
-            start = pos
-            major, info, arg, pos = _head(data, pos)
-            if major in (0, 1):
-                if info == 31:
-                    raise DecodeError("indefinite length on an integer")
-            elif major in (2, 3):
-                pos = _skip_string(data, pos, major, arg)
-            elif major in (4, 5):
-                count = arg * 2 if (major == 5 and arg >= 0) else arg
-                if count >= 0 and count > len(data) - pos:
-                    raise DecodeError("CBOR container longer than its input")
-                stack.append([count, major == 5, set(), 0])
-                if count != 0:
-                    _note_item(stack, start, pos, data, is_container=True)
-                    continue
-                stack.pop()
-            elif major == 6:
-                if info == 31:
-                    raise DecodeError("indefinite length on a tag")
-                if arg in _SEMANTIC_TAGS:
-                    raise DecodeError(f"CBOR tag {arg} is not accepted here")
-                stack.append([1, False, [], 0, "tag"])
-                continue
-            else:  # major 7
-                if info == 31:
-                    raise DecodeError("unexpected CBOR break")
-                if info == 24 and arg < 32:
-                    raise DecodeError("badly encoded CBOR simple value")
-            _note_item(stack, start, pos, data, is_container=False)
-        # Close every frame that has received all its items.
-        while stack and stack[-1][0] == 0:
-            stack.pop()
-            if stack:
-                _close_child(stack, pos, data)
-        if not stack:
-            return pos
-
-
-def _note_item(
-    stack: list[list[Any]], start: int, end: int, data: bytes, *, is_container: bool
-) -> None:
-    """Account for an item that just started (containers) or ended (scalars)."""
-    parent_index = -2 if is_container else -1
-    if len(stack) < (2 if is_container else 1):
-        return
-    parent = stack[parent_index]
-    if parent[1] and parent[3] % 2 == 0:  # in a map, even positions are keys
-        if is_container:
+        key = data[pos + 1 : end]
+        if initial >= 0x60:
+            try:
+                key = key.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DecodeError("bad CBOR map key") from exc
+    else:
+        major = initial >> 5
+        if major in (4, 5):
             raise DecodeError("CBOR map key that is a container")
-        _check_key(parent, data[start:end])
-    if not is_container:
-        parent[3] += 1
-        if parent[0] > 0:
-            parent[0] -= 1
+        if major == 6:
+            raise DecodeError("CBOR map key that is tagged")
+        end = _item_end(data, pos, level, max_depth)
+        if end > len(data):
+            raise DecodeError("truncated CBOR")
+        if major < 2:
+            key = int.from_bytes(data[pos + 1 : end], "big")
+            if major == 1:
+                key = -1 - key
+        else:
+            try:
+                key = cbor2.loads(data[pos:end])
+            except Exception as exc:
+                raise DecodeError("bad CBOR map key") from exc
+    keys.append(key)
+    return end
 
 
-def _close_child(stack: list[list[Any]], end: int, data: bytes) -> None:
-    parent = stack[-1]
-    if parent[1] and parent[3] % 2 == 0:  # pragma: no cover - containers as keys refused earlier
-        raise DecodeError("CBOR map key that is a container")
-    parent[3] += 1
-    if parent[0] > 0:
-        parent[0] -= 1
+def item_end(data: bytes, pos: int, level: int = 0, *, max_depth: int = DEFAULT_MAX_DEPTH) -> int:
+    """Check the one data item at ``pos`` of ``data``, nested ``level`` deep; return its end.
 
-
-def _fast_key(encoded: bytes) -> Any:
-    """The value of a small integer or short string key without a decoder call, else a miss."""
-    initial = encoded[0]
-    major, info = initial >> 5, initial & 0x1F
-    if info < 24 or (info <= 27 and len(encoded) == 1 + (1 << (info - 24))):
-        if major == 0:
-            return info if info < 24 else int.from_bytes(encoded[1:], "big")
-        if major == 1:
-            return -1 - (info if info < 24 else int.from_bytes(encoded[1:], "big"))
-    if major == 2 and info < 24:
-        return encoded[1:]
-    if major == 3 and info < 24:
-        try:
-            return encoded[1:].decode("utf-8")
-        except UnicodeDecodeError:
-            return _MISS
-    return _MISS
-
-
-_MISS = object()
-
-
-def _check_key(frame: list[Any], encoded: bytes) -> None:
-    key = _fast_key(encoded)
-    if key is _MISS:
-        try:
-            key = cbor2.loads(encoded)
-        except Exception as exc:
-            raise DecodeError("bad CBOR map key") from exc
-    if isinstance(key, cbor2.CBORTag):
-        raise DecodeError("CBOR map key that is tagged")
-    # Python equality, not CBOR's: 1, 1.0 and true are one key once decoded into a
-    # dict, so a map holding two of them would silently lose a value.
+    The rules of :func:`check` for one item inside a larger input (the caller checks
+    what surrounds it): the COSE decoder walks only the parts of a message that are
+    not already bounded by its own structure.
+    """
+    if max_depth > MAX_DEPTH_LIMIT:
+        raise ValueError(f"max_depth must be at most {MAX_DEPTH_LIMIT}")
+    if level > max_depth:
+        raise DecodeError(f"CBOR nested deeper than {max_depth}")
     try:
-        duplicate = key in frame[2]
-    except TypeError as exc:
-        raise DecodeError("CBOR map key that is not hashable") from exc
-    if duplicate:
-        raise DecodeError(f"duplicate CBOR map key {key!r}")
-    frame[2].add(key)
+        end = _item_end(data, pos, level, max_depth)
+    except IndexError:
+        raise DecodeError("truncated CBOR") from None
+    if end > len(data):
+        raise DecodeError("truncated CBOR")
+    return end
 
 
 def check(
@@ -208,7 +274,7 @@ def check(
         raise PayloadTooLarge(f"CBOR input of {len(data)} bytes exceeds the limit of {max_size}")
     if not data:
         raise DecodeError("empty CBOR input")
-    end = _item_end(bytes(data), 0, 0, max_depth)
+    end = item_end(bytes(data), 0, max_depth=max_depth)
     if end != len(data):
         raise DecodeError(f"{len(data) - end} trailing bytes after the CBOR item")
 
@@ -224,20 +290,38 @@ def loads(
         raise DecodeError(f"invalid CBOR: {exc}") from exc
 
 
-def _int_head(major: int, arg: int) -> bytes:
-    """The encoded head of an unsigned argument (RFC 8949 §3): the bytes a key sorts by."""
-    if arg < 24:
-        return bytes([major << 5 | arg])
-    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
-        if arg < 1 << (8 * size):
-            return bytes([major << 5 | info]) + arg.to_bytes(size, "big")
-    raise ValueError("integer too large for a map key")  # pragma: no cover - bignums refused
+#: The heads of arguments below 256, per major type: ``_SHORT_HEADS[major][arg]``.
+_SHORT_HEADS = tuple(
+    tuple(
+        bytes([major << 5 | arg]) if arg < 24 else bytes([major << 5 | 24, arg])
+        for arg in range(256)
+    )
+    for major in range(8)
+)
+
+
+def head(major: int, arg: int) -> bytes:
+    """The shortest head of major type ``major`` with argument ``arg`` (RFC 8949 §3, §4.2.1)."""
+    if arg < 0x100:
+        return _SHORT_HEADS[major][arg]
+    initial = major << 5
+    if arg < 0x10000:
+        return bytes((initial | 25, arg >> 8, arg & 0xFF))
+    if arg < 1 << 32:
+        return bytes((initial | 26,)) + arg.to_bytes(4, "big")
+    if arg < 1 << 64:
+        return bytes((initial | 27,)) + arg.to_bytes(8, "big")
+    raise ValueError("integer too large for a CBOR head")  # pragma: no cover - bignums refused
 
 
 def _key_bytes(key: Any) -> bytes:
     """The deterministic encoding of a map key, computed cheaply for integers."""
     if type(key) is int and -(1 << 64) <= key < 1 << 64:
-        return _int_head(0, key) if key >= 0 else _int_head(1, -1 - key)
+        if 0 <= key < 0x100:
+            return _UINT_HEADS[key]
+        if -0x100 <= key < 0:
+            return _NINT_HEADS[-1 - key]
+        return head(0, key) if key >= 0 else head(1, -1 - key)
     return bytes(cbor2.dumps(key))
 
 
@@ -253,9 +337,53 @@ def _sort_maps(value: Any) -> Any:
     return value
 
 
+_UINT_HEADS: tuple[bytes, ...] = _SHORT_HEADS[0]
+_NINT_HEADS: tuple[bytes, ...] = _SHORT_HEADS[1]
+_BSTR_HEADS: tuple[bytes, ...] = _SHORT_HEADS[2]
+_TSTR_HEADS: tuple[bytes, ...] = _SHORT_HEADS[3]
+
+
 def dumps(value: Any) -> bytes:
-    """Encode ``value`` with RFC 8949 §4.2.1 core deterministic encoding."""
-    return cbor2.dumps(_sort_maps(value))
+    """Encode ``value`` with RFC 8949 §4.2.1 core deterministic encoding.
+
+    Integers, byte and text strings, maps, arrays, ``None`` and booleans are written
+    here, maps with their keys sorted by encoded bytes; anything else (floats, tags,
+    big integers, subclasses) is sorted and handed to cbor2, which writes it the same
+    way wherever it stands.
+    """
+    kind = type(value)
+    if kind is int:
+        number: int = value
+        if 0 <= number < 0x100:
+            return _UINT_HEADS[number]
+        if -0x100 <= number < 0:
+            return _NINT_HEADS[-1 - number]
+        if 0 <= value < 1 << 64:
+            return head(0, value)
+        if -(1 << 64) <= value < 0:
+            return head(1, -1 - value)
+    elif kind is bytes:
+        data: bytes = value
+        size = len(data)
+        return (_BSTR_HEADS[size] if size < 0x100 else head(2, size)) + data
+    elif kind is str:
+        try:
+            raw: bytes = value.encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # cbor2 raises its own error for it below
+        else:
+            size = len(raw)
+            return (_TSTR_HEADS[size] if size < 0x100 else head(3, size)) + raw
+    elif kind is dict:
+        items = sorted([(_key_bytes(k), v) for k, v in value.items()], key=itemgetter(0))
+        return head(5, len(items)) + b"".join([key + dumps(v) for key, v in items])
+    elif kind is list or kind is tuple:
+        return head(4, len(value)) + b"".join([dumps(v) for v in value])
+    elif value is None:
+        return b"\xf6"
+    elif kind is bool:
+        return b"\xf5" if value else b"\xf4"
+    return bytes(cbor2.dumps(_sort_maps(value)))
 
 
 def dumps_ordered(value: Any) -> bytes:
@@ -263,4 +391,13 @@ def dumps_ordered(value: Any) -> bytes:
     return cbor2.dumps(value)
 
 
-__all__ = ["DEFAULT_MAX_DEPTH", "DEFAULT_MAX_SIZE", "check", "dumps", "dumps_ordered", "loads"]
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_SIZE",
+    "check",
+    "dumps",
+    "dumps_ordered",
+    "head",
+    "item_end",
+    "loads",
+]

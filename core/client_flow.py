@@ -23,7 +23,6 @@ Time (a monotonic clock in seconds) and randomness are parameters.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -144,7 +143,7 @@ class AceClient:
         audience: str,
         scope: str | None,
         recipient_id: bytes = b"\x01",
-        random_bytes: Callable[[int], bytes] = os.urandom,
+        random_bytes: Callable[[int], bytes],
     ) -> None:
         if not recipient_id or len(recipient_id) > 7:
             raise InvalidRequest("the client's recipient ID must be 1 to 7 bytes")

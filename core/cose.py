@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import cbor2
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -35,8 +34,9 @@ from .errors import (
     DecodeError,
     KeyboundError,
     KeyNotFound,
+    PayloadTooLarge,
 )
-from .keys import Key
+from .keys import Key, RandomBytes
 from .numbers.cose_algorithms import Algorithm
 from .numbers.cose_headers import CoseTag, HeaderParameter
 from .numbers.cose_keys import Curve, KeyType
@@ -72,41 +72,55 @@ class CoseMessage:
 
     @property
     def kid(self) -> bytes | None:
-        kid = self.protected.get(HeaderParameter.KID, self.unprotected.get(HeaderParameter.KID))
+        kid = self.protected.get(_KID, self.unprotected.get(_KID))
         return kid if isinstance(kid, bytes) else None
 
 
 # ---- primitives -------------------------------------------------------------------------
 
 
+#: Per algorithm, read once (an Enum member's ``value`` is a property): kind, key size,
+#: tag size, IV size and name.
+_KIND = {alg: alg.value.kind for alg in Algorithm}
+_KEY_BYTES = {alg: alg.value.key_bytes for alg in Algorithm}
+_TAG_BYTES = {alg: alg.value.tag_bytes for alg in Algorithm}
+_IV_BYTES = {alg: alg.value.iv_bytes for alg in Algorithm}
+_NAME = {alg: alg.value.name for alg in Algorithm}
+#: The key type and curve each signature algorithm takes.
+_SIGNATURE_KEYS = {
+    Algorithm.ES256: (KeyType.EC2, Curve.P_256),
+    Algorithm.ES384: (KeyType.EC2, Curve.P_384),
+    Algorithm.EDDSA: (KeyType.OKP, Curve.ED25519),
+}
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_ECDSA_SHA384 = ec.ECDSA(hashes.SHA384())
+
+
 def _check_key(alg: Algorithm, key: Key, *, signing: bool) -> None:
     """Refuse a key that does not fit ``alg`` (key confusion)."""
-    if alg.kind in ("mac", "aead"):
+    kind = _KIND[alg]
+    if kind in ("mac", "aead"):
         if key.kty != KeyType.SYMMETRIC:
-            raise AlgorithmNotAllowed(f"{alg.value.name} needs a symmetric key")
+            raise AlgorithmNotAllowed(f"{_NAME[alg]} needs a symmetric key")
         assert key.secret is not None
-        if len(key.secret) != alg.key_bytes:
-            raise AlgorithmNotAllowed(f"{alg.value.name} needs a {alg.key_bytes}-byte key")
+        if len(key.secret) != _KEY_BYTES[alg]:
+            raise AlgorithmNotAllowed(f"{_NAME[alg]} needs a {_KEY_BYTES[alg]}-byte key")
         return
-    expected = {
-        Algorithm.ES256: (KeyType.EC2, Curve.P_256),
-        Algorithm.ES384: (KeyType.EC2, Curve.P_384),
-        Algorithm.EDDSA: (KeyType.OKP, Curve.ED25519),
-    }.get(alg)
-    if expected is None or (key.kty, key.curve) != expected:
-        raise AlgorithmNotAllowed(f"{alg.value.name} cannot be used with this key")
+    expected = _SIGNATURE_KEYS.get(alg)
+    if expected is None or key.kty != expected[0] or key.curve != expected[1]:
+        raise AlgorithmNotAllowed(f"{_NAME[alg]} cannot be used with this key")
     if key.alg is not None and key.alg != alg:
-        raise AlgorithmNotAllowed(f"the key is restricted to {key.alg.value.name}")
+        raise AlgorithmNotAllowed(f"the key is restricted to {_NAME[key.alg]}")
     if signing and key.private is None:
         raise KeyNotFound("signing needs a private key")
 
 
 def _sign(alg: Algorithm, key: Key, data: bytes) -> bytes:
-    _check_key(alg, key, signing=True)
+    _check_key(alg, key, signing=True)  # ES256/ES384 with an EC2 key, EdDSA with Ed25519
     priv = key.private
-    if isinstance(priv, ec.EllipticCurvePrivateKey):
-        hash_alg = hashes.SHA256() if alg == Algorithm.ES256 else hashes.SHA384()
-        r, s = decode_dss_signature(priv.sign(data, ec.ECDSA(hash_alg)))
+    if alg is not Algorithm.EDDSA:
+        ecdsa = _ECDSA_SHA256 if alg == Algorithm.ES256 else _ECDSA_SHA384
+        r, s = decode_dss_signature(cast(ec.EllipticCurvePrivateKey, priv).sign(data, ecdsa))
         size = 32 if alg == Algorithm.ES256 else 48
         return r.to_bytes(size, "big") + s.to_bytes(size, "big")
     assert isinstance(priv, ed25519.Ed25519PrivateKey)
@@ -114,18 +128,18 @@ def _sign(alg: Algorithm, key: Key, data: bytes) -> bytes:
 
 
 def _verify(alg: Algorithm, key: Key, data: bytes, signature: bytes) -> None:
-    _check_key(alg, key, signing=False)
+    _check_key(alg, key, signing=False)  # ES256/ES384 with an EC2 key, EdDSA with Ed25519
     pub = key.public
     try:
-        if isinstance(pub, ec.EllipticCurvePublicKey):
+        if alg is not Algorithm.EDDSA:
             size = 32 if alg == Algorithm.ES256 else 48
             if len(signature) != 2 * size:
                 raise BadSignature("ECDSA signature of the wrong length")
             der = encode_dss_signature(
                 int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
             )
-            hash_alg = hashes.SHA256() if alg == Algorithm.ES256 else hashes.SHA384()
-            pub.verify(der, data, ec.ECDSA(hash_alg))
+            ecdsa = _ECDSA_SHA256 if alg == Algorithm.ES256 else _ECDSA_SHA384
+            cast(ec.EllipticCurvePublicKey, pub).verify(der, data, ecdsa)
             return
         assert isinstance(pub, ed25519.Ed25519PublicKey)
         pub.verify(signature, data)
@@ -136,14 +150,14 @@ def _verify(alg: Algorithm, key: Key, data: bytes, signature: bytes) -> None:
 def _mac(alg: Algorithm, key: Key, data: bytes) -> bytes:
     _check_key(alg, key, signing=True)
     assert key.secret is not None
-    return hmac.new(key.secret, data, hashlib.sha256).digest()[: alg.tag_bytes]
+    return hmac.new(key.secret, data, hashlib.sha256).digest()[: _TAG_BYTES[alg]]
 
 
 def _aead(alg: Algorithm, key: Key) -> AESCCM | AESGCM | ChaCha20Poly1305:
     _check_key(alg, key, signing=True)
     assert key.secret is not None
     if alg in (Algorithm.AES_CCM_16_64_128, Algorithm.AES_CCM_16_128_128):
-        return AESCCM(key.secret, tag_length=alg.tag_bytes)
+        return AESCCM(key.secret, tag_length=_TAG_BYTES[alg])
     if alg in (Algorithm.A128GCM, Algorithm.A256GCM):
         return AESGCM(key.secret)
     return ChaCha20Poly1305(key.secret)
@@ -156,8 +170,8 @@ def aead_encrypt(alg: Algorithm, key: Key, nonce: bytes, plaintext: bytes, aad: 
 
 def aead_decrypt(alg: Algorithm, key: Key, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
     """Raw AEAD decryption; a wrong key or tampered input raises :class:`BadSignature`."""
-    if len(nonce) != alg.iv_bytes:
-        raise DecodeError(f"{alg.value.name} needs a {alg.iv_bytes}-byte IV")
+    if len(nonce) != _IV_BYTES[alg]:
+        raise DecodeError(f"{_NAME[alg]} needs a {_IV_BYTES[alg]}-byte IV")
     try:
         return _aead(alg, key).decrypt(nonce, ciphertext, aad)
     except InvalidTag as exc:
@@ -167,10 +181,15 @@ def aead_decrypt(alg: Algorithm, key: Key, nonce: bytes, ciphertext: bytes, aad:
 # ---- encoding ---------------------------------------------------------------------------
 
 
+#: The protected header of most messages, ``{1: alg}``, encoded once per algorithm.
+_ALG_ONLY = {alg: cbor.dumps({int(HeaderParameter.ALG): alg.id}) for alg in Algorithm}
+
+
 def _protected_bytes(alg: Algorithm, extra: Mapping[int, Any] | None) -> bytes:
+    if not extra:
+        return _ALG_ONLY[alg]
     headers: dict[int, Any] = {int(HeaderParameter.ALG): alg.id}
-    if extra:
-        headers.update({int(k): v for k, v in extra.items()})
+    headers.update({int(k): v for k, v in extra.items()})
     return cbor.dumps(headers)
 
 
@@ -183,8 +202,37 @@ def _unprotected(kid: bytes | None, extra: Mapping[int, Any] | None) -> dict[int
     return headers
 
 
-def _frame(tag: CoseTag, items: list[Any], tagged: bool) -> bytes:
-    return cbor.dumps_ordered(cbor2.CBORTag(int(tag), items) if tagged else items)
+def _bstr(data: bytes) -> bytes:
+    """A definite-length byte string: its head, then ``data``."""
+    size = len(data)
+    return (_BSTR_HEADS[size] if size < 0x100 else cbor.head(2, size)) + data
+
+
+#: The heads of byte strings shorter than 256 bytes.
+_BSTR_HEADS = tuple(cbor.head(2, size) for size in range(0x100))
+
+
+def _to_be_protected(context: bytes, body: bytes, external_aad: bytes, payload: bytes) -> bytes:
+    """Sig_structure (RFC 9052 §4.4) or MAC_structure (§6.3) for one signer, by concatenation.
+
+    ``context`` is the encoded array head and context string (``Signature1``, ``MAC0``).
+    """
+    return context + _bstr(body) + _bstr(external_aad) + _bstr(payload)
+
+
+_SIGNATURE1 = b"\x84" + cbor.dumps("Signature1")
+_MAC0 = b"\x84" + cbor.dumps("MAC0")
+#: Enc_structure (RFC 9052 §5.3) starts with the array head and ``Encrypt0``.
+_ENCRYPT0 = b"\x83" + cbor.dumps("Encrypt0")
+
+
+def _frame(tag: CoseTag, items: list[bytes], unprotected: dict[int, Any], tagged: bool) -> bytes:
+    """The message: [protected, unprotected, items...], tagged with ``tag`` (RFC 9052 §2)."""
+    out = (cbor.head(6, int(tag)) if tagged else b"") + cbor.head(4, len(items) + 1)
+    out += _bstr(items[0]) + cbor.dumps_ordered(unprotected)
+    for item in items[1:]:
+        out += _bstr(item)
+    return out
 
 
 def sign1(
@@ -201,10 +249,9 @@ def sign1(
     """COSE_Sign1 (RFC 9052 §4.2, Sig_structure of §4.4)."""
     alg = alg or key.alg or (Algorithm.EDDSA if key.kty == KeyType.OKP else Algorithm.ES256)
     body = _protected_bytes(alg, protected)
-    to_sign = cbor.dumps_ordered(["Signature1", body, external_aad, payload])
-    signature = _sign(alg, key, to_sign)
+    signature = _sign(alg, key, _to_be_protected(_SIGNATURE1, body, external_aad, payload))
     uh = _unprotected(kid if kid is not None else key.kid, unprotected)
-    return _frame(CoseTag.SIGN1, [body, uh, payload, signature], tagged)
+    return _frame(CoseTag.SIGN1, [body, payload, signature], uh, tagged)
 
 
 def mac0(
@@ -220,9 +267,9 @@ def mac0(
 ) -> bytes:
     """COSE_Mac0 (RFC 9052 §6.2, MAC_structure of §6.3)."""
     body = _protected_bytes(alg, protected)
-    tag = _mac(alg, key, cbor.dumps_ordered(["MAC0", body, external_aad, payload]))
+    tag = _mac(alg, key, _to_be_protected(_MAC0, body, external_aad, payload))
     uh = _unprotected(kid if kid is not None else key.kid, unprotected)
-    return _frame(CoseTag.MAC0, [body, uh, payload, tag], tagged)
+    return _frame(CoseTag.MAC0, [body, payload, tag], uh, tagged)
 
 
 def encrypt0(
@@ -232,26 +279,35 @@ def encrypt0(
     alg: Algorithm = Algorithm.AES_CCM_16_64_128,
     kid: bytes | None = None,
     iv: bytes | None = None,
+    random_bytes: RandomBytes | None = None,
     protected: Mapping[int, Any] | None = None,
     unprotected: Mapping[int, Any] | None = None,
     external_aad: bytes = b"",
     tagged: bool = True,
 ) -> bytes:
-    """COSE_Encrypt0 (RFC 9052 §5.2, Enc_structure of §5.3); a random IV unless given."""
-    iv = iv if iv is not None else os.urandom(alg.iv_bytes)
+    """COSE_Encrypt0 (RFC 9052 §5.2, Enc_structure of §5.3).
+
+    The IV is ``iv``, or drawn from ``random_bytes`` (``os.urandom`` in an
+    application) when none is given; one of the two is required.
+    """
+    if iv is None:
+        if random_bytes is None:
+            raise ValueError("encrypt0 needs an iv or random_bytes to draw one")
+        iv = random_bytes(_IV_BYTES[alg])
     body = _protected_bytes(alg, protected)
-    aad = cbor.dumps_ordered(["Encrypt0", body, external_aad])
+    aad = _ENCRYPT0 + _bstr(body) + _bstr(external_aad)
     ciphertext = aead_encrypt(alg, key, iv, plaintext, aad)
     uh = _unprotected(kid if kid is not None else key.kid, unprotected)
     uh[int(HeaderParameter.IV)] = iv
-    return _frame(CoseTag.ENCRYPT0, [body, uh, ciphertext], tagged)
+    return _frame(CoseTag.ENCRYPT0, [body, ciphertext], uh, tagged)
 
 
 # ---- decoding ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Parsed:
+class Parsed(NamedTuple):
+    """The framing of a COSE message, checked but not verified (:func:`parse`)."""
+
     kind: CoseTag
     tagged: bool
     items: list[Any]
@@ -284,11 +340,104 @@ def _check_crit(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) ->
             raise DecodeError(f"critical header parameter {label!r} is not understood")
 
 
+#: Header labels as plain integers: a dict lookup by an IntEnum member costs more.
+_ALG, _CRIT, _KID, _IV = (int(HeaderParameter.ALG), int(HeaderParameter.CRIT),
+                          int(HeaderParameter.KID), int(HeaderParameter.IV))  # fmt: skip
+#: The one-byte heads of the COSE tags keybound decodes (RFC 9052 §2), and the size of each.
+_TAG_HEADS = {0xD0: CoseTag.ENCRYPT0, 0xD1: CoseTag.MAC0, 0xD2: CoseTag.SIGN1}
+_SIZES = {CoseTag.SIGN1: 4, CoseTag.MAC0: 4, CoseTag.ENCRYPT0: 3}
+#: The message a kind of algorithm protects.
+_KIND_MESSAGE = {"sign": CoseTag.SIGN1, "mac": CoseTag.MAC0, "aead": CoseTag.ENCRYPT0}
+#: ``{1: alg}`` protected headers, decoded once: encoded bytes -> the algorithm's number.
+_ALG_ONLY_IDS = {encoded: alg.id for alg, encoded in _ALG_ONLY.items()}
+
+
+def _bstr_span(data: bytes, pos: int, n: int) -> tuple[int, int]:
+    """(start, end) of the content of the definite-length byte string at ``pos`` whose head
+    has at most 3 bytes, or (-1, -1) for anything else (the caller takes the general path)."""
+    if pos < n:
+        initial = data[pos]
+        if 0x40 <= initial < 0x58:
+            start = pos + 1
+            end = start + initial - 0x40
+        elif initial == 0x58 and pos + 2 <= n:
+            start = pos + 2
+            end = start + data[pos + 1]
+        elif initial == 0x59 and pos + 3 <= n:
+            start = pos + 3
+            end = start + (data[pos + 1] << 8 | data[pos + 2])
+        else:
+            return -1, -1
+        if end <= n:
+            return start, end
+    return -1, -1
+
+
+def split(
+    data: bytes, pos: int = 0, level: int = 0, *, expected: CoseTag | None = None
+) -> tuple[CoseTag, bool, list[Any]] | None:
+    """The parts of the COSE message that fills ``data`` from ``pos``, when it has the usual
+    shape: a one-byte COSE tag (or none, when ``expected`` names the kind), an array of
+    definite-length byte strings around the unprotected map. ``None`` for anything else.
+
+    Only the unprotected map is walked (at nesting ``level`` plus the tag and the array);
+    the byte strings are bounded by their heads. The result is what :func:`cbor.loads`
+    would give for the same bytes, so the checks that follow are the same either way.
+    """
+    n = len(data)
+    if pos >= n:
+        return None
+    kind = _TAG_HEADS.get(data[pos])
+    tagged = kind is not None
+    if kind is not None:
+        pos += 1
+        level += 1
+        if expected is not None and kind != expected:
+            return None
+    elif expected is None or expected not in _SIZES:
+        return None
+    else:
+        kind = expected
+    count = _SIZES[kind]
+    if pos >= n or data[pos] != 0x80 | count:
+        return None
+    start, end = _bstr_span(data, pos + 1, n)
+    if end < 0 or end >= n or data[end] >> 5 != 5:
+        return None
+    map_end = cbor.item_end(data, end, level + 1)
+    items: list[Any] = [data[start:end], None]
+    pos = map_end
+    for _ in range(count - 2):
+        start, pos = _bstr_span(data, pos, n)
+        if pos < 0:
+            return None
+        items.append(data[start:pos])
+    if pos != n:
+        return None
+    if map_end == end + 1:  # the empty map, 0xa0
+        items[1] = {}
+    else:
+        try:
+            items[1] = cbor2.loads(data[end:map_end])
+        except Exception as exc:  # as cbor.loads would for the whole message
+            raise DecodeError(f"invalid CBOR: {exc}") from exc
+    return kind, tagged, items
+
+
 def parse(
     data: bytes | Any, *, expected: CoseTag | None = None, max_size: int = DEFAULT_MAX_SIZE
-) -> _Parsed:
+) -> Parsed:
     """Parse the framing of a COSE message without verifying it."""
-    obj = cbor.loads(data, max_size=max_size) if isinstance(data, bytes) else data
+    if isinstance(data, bytes):
+        if len(data) > max_size:
+            raise PayloadTooLarge(
+                f"CBOR input of {len(data)} bytes exceeds the limit of {max_size}"
+            )
+        parts = split(data, expected=expected)
+        if parts is not None:
+            return parse_parts(*parts, max_size=max_size)
+        data = cbor.loads(data, max_size=max_size)
+    obj = data
     tagged = isinstance(obj, cbor2.CBORTag)
     if tagged:
         try:
@@ -302,45 +451,58 @@ def parse(
         kind = expected
     if expected is not None and kind != expected:
         raise DecodeError(f"expected {expected.name}, found {kind.name}")
-    sizes = {CoseTag.SIGN1: 4, CoseTag.MAC0: 4, CoseTag.ENCRYPT0: 3}
-    if kind not in sizes:
+    if kind not in _SIZES:
         raise DecodeError(f"{kind.name} is not supported")
-    if not isinstance(obj, list) or len(obj) != sizes[kind]:
-        raise DecodeError(f"{kind.name} must be an array of {sizes[kind]} items")
+    if not isinstance(obj, list) or len(obj) != _SIZES[kind]:
+        raise DecodeError(f"{kind.name} must be an array of {_SIZES[kind]} items")
+    return parse_parts(kind, tagged, obj, max_size=max_size)
+
+
+def parse_parts(
+    kind: CoseTag, tagged: bool, obj: list[Any], *, max_size: int = DEFAULT_MAX_SIZE
+) -> Parsed:
+    """The checks of :func:`parse` on a message's items (``obj``, as cbor2 decodes them)."""
     body, unprotected = obj[0], obj[1]
     if not isinstance(body, bytes) or not isinstance(unprotected, dict):
         raise DecodeError("COSE headers must be a byte string and a map")
-    protected = cbor.loads(body, max_size=max_size) if body else {}
-    if not isinstance(protected, dict):
-        raise DecodeError("the COSE protected header must encode a map")
-    for headers in (protected, unprotected):
-        for label in headers:
-            if type(label) not in (int, str):
+    alg_id = _ALG_ONLY_IDS.get(body)
+    if alg_id is not None:
+        protected: Any = {1: alg_id}
+    else:
+        protected = cbor.loads(body, max_size=max_size) if body else {}
+        if not isinstance(protected, dict):
+            raise DecodeError("the COSE protected header must encode a map")
+        for label in protected:
+            if type(label) is not int and type(label) is not str:
                 raise DecodeError("COSE header labels must be integers or text")
-    both = set(protected) & set(unprotected)
-    if both:
+    for label in unprotected:
+        if type(label) is not int and type(label) is not str:
+            raise DecodeError("COSE header labels must be integers or text")
+    if unprotected and not protected.keys().isdisjoint(unprotected):
+        both = set(protected) & set(unprotected)
         raise DecodeError(
             f"header parameters {sorted(both, key=str)} are both protected and unprotected"
         )
-    _check_crit(protected, unprotected)
-    if any(not isinstance(item, bytes) for item in obj[2:]) and not (
-        kind != CoseTag.ENCRYPT0 and obj[2] is None
-    ):
-        raise DecodeError(f"{kind.name} payload and tag must be byte strings")
-    if obj[2] is None:
-        raise DecodeError("detached COSE payloads are not supported")
-    kid = protected.get(HeaderParameter.KID, unprotected.get(HeaderParameter.KID))
+    if _CRIT in protected or _CRIT in unprotected:
+        _check_crit(protected, unprotected)
+    payload = obj[2]
+    if type(payload) is not bytes or (len(obj) == 4 and type(obj[3]) is not bytes):
+        if any(not isinstance(item, bytes) for item in obj[2:]) and not (
+            kind != CoseTag.ENCRYPT0 and payload is None
+        ):
+            raise DecodeError(f"{kind.name} payload and tag must be byte strings")
+        if payload is None:
+            raise DecodeError("detached COSE payloads are not supported")
+    kid = protected.get(_KID, unprotected.get(_KID))
     if kid is not None and not isinstance(kid, bytes):
         raise DecodeError("COSE kid must be a byte string")
-    if HeaderParameter.ALG not in protected:
+    if _ALG not in protected:
         raise AlgorithmNotAllowed("the algorithm must be in the protected header")
     try:
-        alg = Algorithm.from_id(protected[HeaderParameter.ALG])
+        alg = Algorithm.from_id(protected[_ALG])
     except KeyError as exc:
-        raise AlgorithmNotAllowed(
-            f"COSE algorithm {protected[HeaderParameter.ALG]!r} is not supported"
-        ) from exc
-    return _Parsed(kind, tagged, obj, protected, unprotected, alg)
+        raise AlgorithmNotAllowed(f"COSE algorithm {protected[_ALG]!r} is not supported") from exc
+    return Parsed(kind, tagged, obj, protected, unprotected, alg)
 
 
 def decode(
@@ -358,33 +520,48 @@ def decode(
     :class:`KeyNotFound`. ``allowed`` is the explicit algorithm allow-list.
     """
     msg = parse(data, expected=expected, max_size=max_size)
-    if msg.alg not in allowed:
-        raise AlgorithmNotAllowed(f"{msg.alg.value.name} is not allowed here")
-    expected_kind = {"sign": CoseTag.SIGN1, "mac": CoseTag.MAC0, "aead": CoseTag.ENCRYPT0}
-    if expected_kind.get(msg.alg.kind) != msg.kind:
-        raise AlgorithmNotAllowed(f"{msg.alg.value.name} cannot protect a {msg.kind.name}")
-    kid = msg.protected.get(HeaderParameter.KID, msg.unprotected.get(HeaderParameter.KID))
-    key = keys if isinstance(keys, Key) else keys(kid, msg.alg)
+    return verify_parsed(msg, keys, allowed=allowed, external_aad=external_aad)
+
+
+def verify_parsed(
+    msg: Parsed, keys: Key | KeyLookup, *, allowed: Collection[Algorithm], external_aad: bytes
+) -> CoseMessage:
+    """The cryptographic half of :func:`decode`, on a message :func:`parse` returned."""
+    payload, key = verified_payload(msg, keys, allowed=allowed, external_aad=external_aad)
+    return CoseMessage(msg.kind, msg.alg, payload, msg.protected, msg.unprotected, msg.tagged, key)
+
+
+def verified_payload(
+    msg: Parsed, keys: Key | KeyLookup, *, allowed: Collection[Algorithm], external_aad: bytes
+) -> tuple[bytes, Key]:
+    """:func:`verify_parsed` without the :class:`CoseMessage`: the payload and the key."""
+    alg = msg.alg
+    if alg not in allowed:
+        raise AlgorithmNotAllowed(f"{_NAME[alg]} is not allowed here")
+    if _KIND_MESSAGE.get(_KIND[alg]) != msg.kind:
+        raise AlgorithmNotAllowed(f"{_NAME[alg]} cannot protect a {msg.kind.name}")
+    protected, unprotected = msg.protected, msg.unprotected
+    kid = protected.get(_KID, unprotected.get(_KID))
+    key = keys if isinstance(keys, Key) else keys(kid, alg)
     if not isinstance(key, Key):
         raise KeyNotFound("no key for this message")
-    body = msg.items[0]
+    items = msg.items
+    body = items[0]
     if msg.kind == CoseTag.SIGN1:
-        payload, signature = msg.items[2], msg.items[3]
-        _verify(
-            msg.alg, key, cbor.dumps_ordered(["Signature1", body, external_aad, payload]), signature
-        )
+        payload = items[2]
+        _verify(alg, key, _to_be_protected(_SIGNATURE1, body, external_aad, payload), items[3])
     elif msg.kind == CoseTag.MAC0:
-        payload, tag = msg.items[2], msg.items[3]
-        mine = _mac(msg.alg, key, cbor.dumps_ordered(["MAC0", body, external_aad, payload]))
-        if not hmac.compare_digest(mine, tag):
+        payload = items[2]
+        mine = _mac(alg, key, _to_be_protected(_MAC0, body, external_aad, payload))
+        if not hmac.compare_digest(mine, items[3]):
             raise BadSignature("MAC tag does not verify")
     else:
-        iv = msg.unprotected.get(HeaderParameter.IV, msg.protected.get(HeaderParameter.IV))
+        iv = unprotected.get(_IV, protected.get(_IV))
         if not isinstance(iv, bytes):
             raise DecodeError("COSE_Encrypt0 without an IV (Partial IV is not supported here)")
-        aad = cbor.dumps_ordered(["Encrypt0", body, external_aad])
-        payload = aead_decrypt(msg.alg, key, iv, msg.items[2], aad)
-    return CoseMessage(msg.kind, msg.alg, payload, msg.protected, msg.unprotected, msg.tagged, key)
+        aad = _ENCRYPT0 + _bstr(body) + _bstr(external_aad)
+        payload = aead_decrypt(alg, key, iv, items[2], aad)
+    return payload, key
 
 
 def key_lookup(keys: Mapping[bytes, Key], *, default: Key | None = None) -> KeyLookup:
@@ -410,6 +587,7 @@ __all__ = [
     "CoseMessage",
     "KeyLookup",
     "KeyboundError",
+    "Parsed",
     "aead_decrypt",
     "aead_encrypt",
     "decode",
@@ -417,5 +595,9 @@ __all__ = [
     "key_lookup",
     "mac0",
     "parse",
+    "parse_parts",
     "sign1",
+    "split",
+    "verified_payload",
+    "verify_parsed",
 ]

@@ -15,10 +15,10 @@ from typing import Any
 import cbor2
 
 from . import cbor, cose
-from .errors import DecodeError, KeyNotFound
-from .keys import Key
+from .errors import DecodeError, KeyNotFound, PayloadTooLarge
+from .keys import Key, RandomBytes
 from .numbers.cose_algorithms import Algorithm
-from .numbers.cose_headers import CoseTag
+from .numbers.cose_headers import CoseTag, HeaderParameter
 from .numbers.cose_keys import KeyType
 from .numbers.cwt_claims import CWT_TAG
 from .token import AccessToken
@@ -76,21 +76,36 @@ class DecodedCwt:
     claims: dict[Any, Any]
 
 
-def _protect(payload: bytes, protection: Sign1 | Mac0 | Encrypt0) -> bytes:
+def _protect(
+    payload: bytes, protection: Sign1 | Mac0 | Encrypt0, random_bytes: RandomBytes | None
+) -> bytes:
     if isinstance(protection, Sign1):
         return cose.sign1(payload, protection.key, alg=protection.alg)
     if isinstance(protection, Mac0):
         return cose.mac0(payload, protection.key, alg=protection.alg)
-    return cose.encrypt0(payload, protection.key, alg=protection.alg, iv=protection.iv)
+    return cose.encrypt0(
+        payload, protection.key, alg=protection.alg, iv=protection.iv, random_bytes=random_bytes
+    )
 
 
-def encode(token: AccessToken, protection: Protection, *, cwt_tag: bool = False) -> bytes:
-    """The CWT bytes of ``token`` under ``protection`` (deterministic claims encoding)."""
+def encode(
+    token: AccessToken,
+    protection: Protection,
+    *,
+    cwt_tag: bool = False,
+    random_bytes: RandomBytes | None = None,
+) -> bytes:
+    """The CWT bytes of ``token`` under ``protection`` (deterministic claims encoding).
+
+    An :class:`Encrypt0` without a fixed ``iv`` draws its IV from ``random_bytes``
+    (``os.urandom`` in an application), which it then needs.
+    """
     payload = token.to_cwt_payload()
     if isinstance(protection, Nested):
-        message = _protect(_protect(payload, protection.sign), protection.encrypt)
+        inner = _protect(payload, protection.sign, random_bytes)
+        message = _protect(inner, protection.encrypt, random_bytes)
     else:
-        message = _protect(payload, protection)
+        message = _protect(payload, protection, random_bytes)
     if cwt_tag:
         return CWT_TAG_PREFIX + message
     return message
@@ -103,15 +118,17 @@ CWT_TAG_PREFIX = bytes([0xD8, CWT_TAG])
 def _key_finder(keys: Key | Sequence[Key] | cose.KeyLookup) -> cose.KeyLookup:
     if callable(keys) and not isinstance(keys, Key):
         return keys
-    pool = [keys] if isinstance(keys, Key) else list(keys)
+    if isinstance(keys, Key):
+        return _one_key_finder(keys)
+    pool = list(keys)
 
     def find(kid: bytes | None, alg: Algorithm) -> Key:
-        symmetric = alg.kind in ("mac", "aead")
+        symmetric = _SYMMETRIC_KINDS.get(alg, False)
         fitting = [k for k in pool if (k.kty == KeyType.SYMMETRIC) == symmetric]
         if kid is not None:
-            by_kid = [k for k in fitting if k.kid == kid]
-            if by_kid:
-                return by_kid[0]
+            for k in fitting:
+                if k.kid == kid:
+                    return k
             fitting = [k for k in fitting if k.kid is None]
         if not fitting:
             raise KeyNotFound(
@@ -121,6 +138,29 @@ def _key_finder(keys: Key | Sequence[Key] | cose.KeyLookup) -> cose.KeyLookup:
         return fitting[0]
 
     return find
+
+
+def _one_key_finder(key: Key) -> cose.KeyLookup:
+    """The finder of a pool of one: ``key`` if its kind fits and its kid is the message's
+    or none (what the general finder gives for ``[key]``)."""
+    key_symmetric = key.kty == KeyType.SYMMETRIC
+
+    def find(kid: bytes | None, alg: Algorithm) -> Key:
+        symmetric = _SYMMETRIC_KINDS.get(alg, False)
+        if key_symmetric == symmetric and (kid is None or key.kid is None or key.kid == kid):
+            return key
+        raise KeyNotFound(
+            f"no {'symmetric' if symmetric else 'public'} key"
+            + (f" with kid {kid.hex()}" if kid is not None else "")
+        )
+
+    return find
+
+
+#: The kid header label as a plain integer (RFC 9052 §3.1).
+_KID = int(HeaderParameter.KID)
+#: Whether an algorithm takes a symmetric key (MAC and AEAD), read once per algorithm.
+_SYMMETRIC_KINDS = {alg: alg.value.kind in ("mac", "aead") for alg in Algorithm}
 
 
 @dataclass(frozen=True)
@@ -149,29 +189,60 @@ def open_layers(
     """
     if not isinstance(data, bytes):
         raise DecodeError("a CWT must be bytes")
-    obj = cbor.loads(data, max_size=max_size)
-    cwt_tag = False
-    if isinstance(obj, cbor2.CBORTag) and obj.tag == CWT_TAG:
-        cwt_tag, obj = True, obj.value
+    if len(data) > max_size:
+        raise PayloadTooLarge(f"CBOR input of {len(data)} bytes exceeds the limit of {max_size}")
+    cwt_tag = data[:2] == CWT_TAG_PREFIX
+    # The usual shape is split without decoding its byte strings (cose.split); anything
+    # else is decoded whole first. Both give the same items to the same checks.
+    message: tuple[CoseTag, bool, list[Any]] | Any = (
+        cose.split(data, 2, 1) if cwt_tag else cose.split(data)
+    )
+    if message is None:
+        obj = cbor.loads(data, max_size=max_size)
+        cwt_tag = isinstance(obj, cbor2.CBORTag) and obj.tag == CWT_TAG
+        message = obj.value if cwt_tag else obj
+    else:
+        message = cose.parse_parts(*message, max_size=max_size)
     finder = _key_finder(keys)
     layers: list[Layer] = []
     for _depth in range(2):
-        msg = cose.decode(
-            obj, finder, allowed=allowed, max_size=max_size, external_aad=external_aad
+        if not isinstance(message, cose.Parsed):
+            message = cose.parse(message, max_size=max_size)
+        payload, _key = cose.verified_payload(
+            message, finder, allowed=allowed, external_aad=external_aad
         )
-        layers.append(Layer(msg.kind, msg.alg, msg.kid, msg.tagged))
-        inner = cbor.loads(msg.payload, max_size=max_size)
+        kid = message.protected.get(_KID, message.unprotected.get(_KID))
+        kind = message.kind
+        layers.append(
+            Layer(kind, message.alg, kid if isinstance(kid, bytes) else None, message.tagged)
+        )
+        parts = _nested_parts(payload)
+        if parts is not None:
+            if kind != CoseTag.ENCRYPT0 or len(layers) > 1:
+                raise DecodeError("only a Sign1 or Mac0 inside an Encrypt0 may be nested")
+            message = cose.parse_parts(*parts, max_size=max_size)
+            continue
+        inner = cbor.loads(payload, max_size=max_size)
         if isinstance(inner, cbor2.CBORTag) and inner.tag == CWT_TAG:
             inner = inner.value
         if isinstance(inner, cbor2.CBORTag) and inner.tag in (CoseTag.SIGN1, CoseTag.MAC0):
-            if msg.kind != CoseTag.ENCRYPT0 or len(layers) > 1:
+            if kind != CoseTag.ENCRYPT0 or len(layers) > 1:
                 raise DecodeError("only a Sign1 or Mac0 inside an Encrypt0 may be nested")
-            obj = inner
+            message = inner
             continue
         if not isinstance(inner, dict):
             raise DecodeError("the CWT payload must be a map of claims")
         return OpenedCwt(tuple(layers), cwt_tag, inner)
     raise DecodeError("CWT nested too deeply")  # pragma: no cover - loop returns or raises
+
+
+def _nested_parts(payload: bytes) -> tuple[CoseTag, bool, list[Any]] | None:
+    """The parts of a Sign1 or Mac0 that is the whole ``payload``, when it has the usual shape."""
+    if payload[:1] in (b"\xd1", b"\xd2"):
+        return cose.split(payload)
+    if payload[:3] in (b"\xd8\x3d\xd1", b"\xd8\x3d\xd2"):
+        return cose.split(payload, 2, 1)
+    return None
 
 
 def decode(

@@ -1,13 +1,21 @@
 """DPoP proofs (RFC 9449): creating, checking, replay caches and server nonces.
 
 Sans-IO: the current time comes in as ``now`` (seconds since the epoch), and
-randomness as a ``random_bytes`` callable that defaults to :func:`os.urandom`.
+randomness as a ``random_bytes`` callable from the caller.
 
 - :func:`create_proof` builds a DPoP proof JWT (RFC 9449 §4.2).
 - :func:`verify_proof` runs the checks of RFC 9449 §4.3 (and §7.1 for
   protected resources) and returns a :class:`VerifiedProof`, or raises.
-- the replay cache and the server nonces live in :mod:`keybound.core.dpop_state`
-  and are re-exported here.
+- the replay cache protocol and the server nonces live in
+  :mod:`keybound.core.dpop_state`, the caches themselves in
+  :mod:`keybound.tools.http.replay_cache`.
+
+What a verifier sees again and again is kept in bounded caches: the public
+keys of ``jwk`` headers (imported once, with their RFC 7638 thumbprints;
+:data:`KEY_CACHE_SIZE`) and normalised ``htu`` values (:data:`HTU_CACHE_SIZE`).
+Only successful results are cached, so a refused key or URI is checked anew
+each time. ES256, ES384, ES512 and EdDSA signatures are checked with
+``cryptography`` directly; RSA ones through joserfc.
 
 Failures of the proof raise :class:`~keybound.core.errors.InvalidDPoPProof`
 (``invalid_dpop_proof``), with a description naming the check that failed. A
@@ -20,11 +28,12 @@ RFC 9449 §7.1 ("Invalid DPoP key binding"). A missing or stale nonce raises
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import hashlib
 import hmac
 import json
 import math
-import os
 import re
 import string
 from collections.abc import Callable, Collection, Mapping
@@ -33,33 +42,26 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
-from .dpop_state import (
-    InMemoryReplayCache,
-    NonceChecker,
-    NonceIssuer,
-    ReplayCache,
-    ReplayCacheFull,
-    ReplayedProof,
-)
+from .dpop_state import NonceChecker, ReplayCache
 from .errors import InvalidDPoPProof, InvalidToken
 
 __all__ = [
     "DEFAULT_ALGS",
     "DEFAULT_IAT_LEEWAY",
     "DEFAULT_IAT_WINDOW",
+    "HTU_CACHE_SIZE",
+    "KEY_CACHE_SIZE",
     "MAX_JTI_LENGTH",
     "MAX_PROOF_LENGTH",
     "DPoPKeyMismatch",
-    "InMemoryReplayCache",
-    "NonceChecker",
-    "NonceIssuer",
-    "ReplayCache",
-    "ReplayCacheFull",
-    "ReplayedProof",
     "VerifiedProof",
     "access_token_hash",
     "create_proof",
@@ -80,6 +82,11 @@ MAX_HTU_LENGTH = 2048
 DEFAULT_IAT_WINDOW = 60
 #: How far in the future ``iat`` may be, in seconds, for clock offsets (RFC 9449 §11.1).
 DEFAULT_IAT_LEEWAY = 5
+#: Imported ``jwk`` header keys kept, least recently used dropped first (each a few hundred
+#: bytes, an RSA one a few KB).
+KEY_CACHE_SIZE = 1024
+#: Normalised ``htu`` values kept (each up to :data:`MAX_HTU_LENGTH` characters twice).
+HTU_CACHE_SIZE = 512
 
 _PROOF_TYP = "dpop+jwt"
 
@@ -137,12 +144,26 @@ def _b64url_decode(text: str, what: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
+def _b64url_segment(text: str, what: str) -> bytes:
+    """:func:`_b64url_decode` of a segment already matched as base64url characters."""
+    if len(text) % 4 == 1:
+        raise InvalidDPoPProof(f"{what} is not base64url without padding")
+    padded = (text + "=" * (-len(text) % 4)).encode("ascii")
+    return binascii.a2b_base64(padded.translate(_URLSAFE_TO_STANDARD))
+
+
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate member {key!r}")
-        result[key] = value
+    # dict() does the work in C; only a shorter result means a repeated member.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate member {key!r}")
+            seen.add(key)
     return result
 
 
@@ -150,14 +171,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for every proof: json.loads would build one per call.
+_JSON = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
+
+
 def _json_object(segment: str, what: str) -> dict[str, Any]:
-    raw = _b64url_decode(segment, what)
+    raw = _b64url_segment(segment, what)
     try:
-        value = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_no_duplicate_keys,
-            parse_constant=_reject_constant,
-        )
+        text = raw.decode("utf-8")
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _JSON.decode(text)
     except (ValueError, RecursionError) as err:
         raise InvalidDPoPProof(f"{what} is not valid JSON: {err}") from err
     if not isinstance(value, dict):
@@ -198,11 +222,16 @@ def access_token_hash(access_token: str) -> str:
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 _URI_CHARS = _UNRESERVED | frozenset(":/?#[]@!$&'()*+,;=%")
 _DEFAULT_PORTS = MappingProxyType({"http": 80, "https": 443})
+# A component of these characters only (no "%") is already in normal form.
+_NORMAL_COMPONENT = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]*")
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 
 
 def _normalize_percent_encoding(component: str) -> str:
     """RFC 3986 §6.2.2.1 and §6.2.2.2: upper-case escapes, decode escaped unreserved
     characters; characters a URI cannot hold are UTF-8 percent-encoded (RFC 3987 §3.1)."""
+    if _NORMAL_COMPONENT.fullmatch(component) is not None:
+        return component
     out: list[str] = []
     i = 0
     while i < len(component):
@@ -225,6 +254,8 @@ def _normalize_percent_encoding(component: str) -> str:
 
 def _remove_dot_segments(path: str) -> str:
     """RFC 3986 §5.2.4, used by §6.2.2.3 path segment normalisation."""
+    if "/." not in path and not path.startswith("."):
+        return path  # no segment is "." or ".."
     output: list[str] = []
     rest = path
     while rest:
@@ -267,7 +298,7 @@ def normalize_htu(uri: str) -> str:
     """
     if len(uri) > MAX_HTU_LENGTH:
         raise ValueError(f"longer than {MAX_HTU_LENGTH} characters")
-    if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in uri):
+    if _CONTROL_OR_SPACE.search(uri) is not None:
         raise ValueError("contains whitespace or control characters")
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
@@ -285,6 +316,10 @@ def normalize_htu(uri: str) -> str:
     authority = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
     path = _remove_dot_segments(_normalize_percent_encoding(parts.path)) or "/"
     return f"{scheme}://{authority}{path}"
+
+
+#: :func:`normalize_htu` with its successful results kept (bounded, thread-safe).
+_cached_htu = functools.lru_cache(maxsize=HTU_CACHE_SIZE)(normalize_htu)
 
 
 def _strip_query_and_fragment(uri: str) -> str:
@@ -308,32 +343,27 @@ def _check_allow_list(allowed_algs: Collection[str]) -> None:
             raise ValueError(f"{name!r} is not an asymmetric JWS algorithm usable for DPoP")
 
 
-def _public_key_from_header(jwk: object, alg: str) -> tuple[PublicKey, dict[str, str]]:
-    """Check the ``jwk`` header (RFC 9449 §4.2, §4.3 checks 5 and 7) and import it."""
-    if not isinstance(jwk, dict):
-        raise InvalidDPoPProof("the jwk header is missing or not a JSON object")
-    kty = jwk.get("kty")
-    if kty == "oct":
-        raise InvalidDPoPProof("the jwk header holds a symmetric (oct) key")
-    private = sorted(_PRIVATE_MEMBERS.intersection(jwk))
-    if private:
-        raise InvalidDPoPProof(f"the jwk header holds private key material ({', '.join(private)})")
-    want_kty, curves = _ALG_KEY_TYPES[alg]
-    if kty != want_kty:
-        raise InvalidDPoPProof(f"alg {alg} needs a {want_kty} key, the jwk header has {kty!r}")
-    public: dict[str, str] = {}
-    for name in _THUMBPRINT_MEMBERS[want_kty]:
-        value = jwk.get(name)
-        if not isinstance(value, str):
-            raise InvalidDPoPProof(f"the jwk header lacks the string member {name!r}")
-        public[name] = value
-    if curves and public["crv"] not in curves:
-        raise InvalidDPoPProof(f"alg {alg} cannot use curve {public['crv']!r}")
+@dataclass(frozen=True)
+class _HeaderKey:
+    """A ``jwk`` header key as imported once: joserfc's key, the raw key, its thumbprint."""
+
+    jose: PublicKey
+    #: the key ``cryptography`` checks EC and OKP signatures with directly
+    raw: Any
+    #: the required members only, as the header gave them
+    public: Mapping[str, str]
+    #: RFC 7638 SHA-256 thumbprint (RFC 9449 §6.1 ``jkt``)
+    jkt: str
+
+
+def _import_public_key(kty: str, members: tuple[tuple[str, str], ...]) -> _HeaderKey:
+    """Import the public key of ``kty`` with the thumbprint ``members`` (checked by the caller)."""
+    public = dict(members)
     key: PublicKey
     try:
-        if want_kty == "EC":
+        if kty == "EC":
             key = ECKey.import_key(dict(public))
-        elif want_kty == "OKP":
+        elif kty == "OKP":
             key = OKPKey.import_key(dict(public))
         else:
             key = RSAKey.import_key(dict(public))
@@ -341,7 +371,75 @@ def _public_key_from_header(jwk: object, alg: str) -> tuple[PublicKey, dict[str,
                 raise InvalidDPoPProof(f"the RSA key is shorter than {_MIN_RSA_BITS} bits")
     except (JoseError, ValueError, TypeError) as err:
         raise InvalidDPoPProof(f"the jwk header is not a usable public key: {err}") from err
-    return key, public
+    return _HeaderKey(key, key.raw_value, MappingProxyType(public), jwk_thumbprint(public))
+
+
+#: :func:`_import_public_key` with its successful imports kept (bounded, thread-safe).
+_cached_key = functools.lru_cache(maxsize=KEY_CACHE_SIZE)(_import_public_key)
+
+
+def _public_key_from_header(jwk: object, alg: str) -> _HeaderKey:
+    """Check the ``jwk`` header (RFC 9449 §4.2, §4.3 checks 5 and 7) and import it."""
+    if not isinstance(jwk, dict):
+        raise InvalidDPoPProof("the jwk header is missing or not a JSON object")
+    kty = jwk.get("kty")
+    if kty == "oct":
+        raise InvalidDPoPProof("the jwk header holds a symmetric (oct) key")
+    if not _PRIVATE_MEMBERS.isdisjoint(jwk):
+        private = sorted(_PRIVATE_MEMBERS.intersection(jwk))
+        raise InvalidDPoPProof(f"the jwk header holds private key material ({', '.join(private)})")
+    want_kty, curves = _ALG_KEY_TYPES[alg]
+    if kty != want_kty:
+        raise InvalidDPoPProof(f"alg {alg} needs a {want_kty} key, the jwk header has {kty!r}")
+    members = []
+    for name in _THUMBPRINT_MEMBERS[want_kty]:
+        value = jwk.get(name)
+        if not isinstance(value, str):
+            raise InvalidDPoPProof(f"the jwk header lacks the string member {name!r}")
+        members.append((name, value))
+    if curves and jwk["crv"] not in curves:
+        raise InvalidDPoPProof(f"alg {alg} cannot use curve {jwk['crv']!r}")
+    return _cached_key(want_kty, tuple(members))
+
+
+# ECDSA: the hash and the byte length of r and s per algorithm (RFC 7518 §3.4).
+_ECDSA: Mapping[str, tuple[ec.ECDSA, int]] = MappingProxyType(
+    {
+        "ES256": (ec.ECDSA(hashes.SHA256()), 32),
+        "ES384": (ec.ECDSA(hashes.SHA384()), 48),
+        "ES512": (ec.ECDSA(hashes.SHA512()), 66),
+    }
+)
+
+
+def _signature_valid(alg: str, key: _HeaderKey, signing_input: bytes, signature: bytes) -> bool:
+    """RFC 9449 §4.3 check 6: the JWS signature (RFC 7515 §5.2) with the header's key."""
+    ecdsa = _ECDSA.get(alg)
+    if ecdsa is not None:
+        # RFC 7518 §3.4: r and s, each as long as the curve's order, big-endian.
+        algorithm, size = ecdsa
+        if len(signature) != 2 * size:
+            return False
+        der = encode_dss_signature(
+            int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
+        )
+        try:
+            key.raw.verify(der, signing_input, algorithm)
+        except InvalidSignature:
+            return False
+        return True
+    if isinstance(key.raw, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        try:
+            key.raw.verify(signature, signing_input)
+        except InvalidSignature:
+            return False
+        return True
+    model = _alg_model(alg)
+    try:
+        model.check_key(key.jose)
+        return bool(model.verify(signing_input, signature, key.jose))
+    except (JoseError, ValueError, TypeError) as err:
+        raise InvalidDPoPProof(f"the signature cannot be checked: {err}") from err
 
 
 # ---- creating proofs (RFC 9449 §4.2) --------------------------------------------------------
@@ -357,12 +455,13 @@ def create_proof(
     access_token: str | None = None,
     nonce: str | None = None,
     alg: str = "ES256",
-    random_bytes: Callable[[int], bytes] = os.urandom,
+    random_bytes: Callable[[int], bytes],
 ) -> str:
     """A DPoP proof JWT for one HTTP request (RFC 9449 §4.2).
 
     ``htu`` is the request URI; its query and fragment are removed here. The
-    ``jti`` defaults to 128 random bits, base64url. ``access_token`` adds
+    ``jti`` defaults to 128 bits from ``random_bytes`` (``secrets.token_bytes``
+    or ``os.urandom``), base64url. ``access_token`` adds
     ``ath`` (RFC 9449 §7.1) and ``nonce`` the server-provided nonce (§8, §9).
     """
     if alg not in _ALG_KEY_TYPES:
@@ -504,23 +603,18 @@ def verify_proof(
     ends and a second use raises :class:`ReplayedProof`; it is stored last, so
     a proof that fails any other check leaves no entry.
     """
-    _check_allow_list(allowed_algs)
+    if allowed_algs is not DEFAULT_ALGS:
+        _check_allow_list(allowed_algs)
     header, claims, signature_segment = _split_proof(proof, max_proof_length)
 
     # JOSE header: RFC 9449 §4.3 checks 4, 5, 7.
     alg = _check_header(header, allowed_algs)
-    key, public_jwk = _public_key_from_header(header.get("jwk"), alg)
+    key = _public_key_from_header(header.get("jwk"), alg)
 
     # Signature: check 6.
-    signing_input, _, _ = proof.rpartition(".")
-    signature = _b64url_decode(signature_segment, "the signature")
-    model = _alg_model(alg)
-    try:
-        model.check_key(key)
-        valid = bool(model.verify(signing_input.encode("ascii"), signature, key))
-    except (JoseError, ValueError, TypeError) as err:
-        raise InvalidDPoPProof(f"the signature cannot be checked: {err}") from err
-    if not valid:
+    signing_input = proof[: len(proof) - len(signature_segment) - 1]
+    signature = _b64url_segment(signature_segment, "the signature")
+    if not _signature_valid(alg, key, signing_input.encode("ascii"), signature):
         raise InvalidDPoPProof("the signature does not verify with the jwk header's key")
 
     # Required claims: check 3.
@@ -536,11 +630,11 @@ def verify_proof(
     if proof_htm != htm:
         raise InvalidDPoPProof(f"htm {proof_htm!r} does not match the method {htm!r}", claim="htm")
     try:
-        expected_htu = normalize_htu(htu)
+        expected_htu = _cached_htu(htu)
     except ValueError as err:
         raise ValueError(f"the server's own htu {htu!r} is not usable: {err}") from err
     try:
-        normalized_htu = normalize_htu(proof_htu)
+        normalized_htu = expected_htu if proof_htu == htu else _cached_htu(proof_htu)
     except ValueError as err:
         raise InvalidDPoPProof(f"htu is not a usable http(s) URI: {err}", claim="htu") from err
     if normalized_htu != expected_htu:
@@ -567,7 +661,7 @@ def verify_proof(
             ath.encode("utf-8"), expected_ath.encode("ascii")
         ):
             raise InvalidDPoPProof("ath does not match the hash of the access token", claim="ath")
-    jkt = jwk_thumbprint(public_jwk)
+    jkt = key.jkt
     if expected_jkt is not None and not hmac.compare_digest(
         jkt.encode("ascii"), expected_jkt.encode("utf-8")
     ):
@@ -589,6 +683,6 @@ def verify_proof(
         iat=iat,
         htm=proof_htm,
         htu=normalized_htu,
-        claims=MappingProxyType(dict(claims)),
-        jwk=MappingProxyType(public_jwk),
+        claims=MappingProxyType(claims),
+        jwk=key.public,
     )

@@ -1,24 +1,19 @@
 """DPoP server state (RFC 9449 §8, §9, §11.1): the ``jti`` replay cache and stateless nonces.
 
-Sans-IO: ``now`` is a parameter. :class:`InMemoryReplayCache` remembers ``jti``
-values for the window in which a proof would be accepted, with a fixed
-capacity; :class:`NonceIssuer` makes nonces the server can check without
-storing them.
+Sans-IO: ``now`` is a parameter. :class:`ReplayCache` is what remembers ``jti``
+values for the window in which a proof would be accepted (the caches live in
+:mod:`keybound.tools.http.replay_cache`: one in memory, one in a database);
+:class:`NonceIssuer` makes nonces the server can check without storing them.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import heapq
 import hmac
-import re
-import threading
 from typing import Protocol
 
 from .errors import CapacityExceeded, InvalidDPoPProof, UseDPoPNonce
-
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class ReplayedProof(InvalidDPoPProof):
@@ -53,56 +48,12 @@ class ReplayCache(Protocol):
     ``iat + iat_window``, the last second at which it accepts the proof, so an
     entry lives at least as long as the proof is acceptable. A store that cannot
     take the entry must raise too (for example :class:`ReplayCacheFull`), never
-    silently forget it. :class:`InMemoryReplayCache` serves one process;
-    ``keybound.tools.http.replay_cache.SqlReplayCache`` is shared by processes
+    silently forget it. ``keybound.tools.http.replay_cache.InMemoryReplayCache``
+    serves one process; ``keybound.tools.http.replay_cache.SqlReplayCache`` is shared by processes
     (RFC 9449 §11.1: a proof must be refused by every server behind its URI).
     """
 
     def check_and_store(self, key: str, jti: str, expires_at: int, now: int) -> None: ...
-
-
-class InMemoryReplayCache:
-    """A bounded in-process :class:`ReplayCache`.
-
-    Entries are SHA-256 digests of ``key`` and ``jti`` (RFC 9449 §11.1 suggests
-    storing hashes), each kept until the proof's acceptance window ends. When
-    ``capacity`` entries are stored, expired ones are evicted first; if none has
-    expired, the new proof is refused with :class:`ReplayCacheFull` (HTTP 503)
-    rather than growing the cache or forgetting an unexpired entry, which would
-    reopen a replay. Size the capacity for the peak request rate times the
-    window (for example 1,000 requests/s x 65 s = 65,000 entries, roughly 10 MB).
-    Safe to share between threads.
-    """
-
-    def __init__(self, capacity: int = 65_536) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self.capacity = capacity
-        self._expiry: dict[bytes, int] = {}
-        self._heap: list[tuple[int, bytes]] = []
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-    def _evict_expired(self, now: int) -> None:
-        while self._heap and self._heap[0][0] < now:
-            _, digest = heapq.heappop(self._heap)
-            self._expiry.pop(digest, None)
-
-    def check_and_store(self, key: str, jti: str, expires_at: int, now: int) -> None:
-        digest = replay_digest(key, jti)
-        with self._lock:
-            seen_until = self._expiry.get(digest)
-            if seen_until is not None and seen_until >= now:
-                raise ReplayedProof(f"the jti {jti!r} was already used for {key}")
-            self._evict_expired(now)
-            if len(self._expiry) >= self.capacity:
-                raise ReplayCacheFull(
-                    f"the replay cache holds {self.capacity} unexpired proofs; try again later"
-                )
-            self._expiry[digest] = expires_at
-            heapq.heappush(self._heap, (expires_at, digest))
 
 
 # ---- server nonces (RFC 9449 §8, §9, §11.2) -------------------------------------------------
@@ -120,6 +71,8 @@ class NonceChecker(Protocol):
 
 _SLOT_BYTES = 8
 _TAG_BYTES = 16
+#: Slots whose nonces a :class:`NonceIssuer` keeps computed (the current and the previous one).
+_RECENT_SLOTS = 4
 
 
 class NonceIssuer:
@@ -141,11 +94,21 @@ class NonceIssuer:
             raise ValueError("slot_seconds must be at least 1")
         self._secret = secret
         self.slot_seconds = slot_seconds
+        # The nonces of the last few slots, so that a check computes no HMAC:
+        # only the server's own clock picks the slots, never a client.
+        self._recent: dict[int, str] = {}
 
     def _nonce_for_slot(self, slot: int) -> str:
+        known = self._recent.get(slot)
+        if known is not None:
+            return known
         slot_bytes = slot.to_bytes(_SLOT_BYTES, "big")
         tag = hmac.new(self._secret, slot_bytes, hashlib.sha256).digest()[:_TAG_BYTES]
-        return _b64url_encode(slot_bytes + tag)
+        nonce = _b64url_encode(slot_bytes + tag)
+        if len(self._recent) >= _RECENT_SLOTS:
+            self._recent.clear()
+        self._recent[slot] = nonce
+        return nonce
 
     def issue(self, now: int) -> str:
         """The nonce of the current slot."""
@@ -158,20 +121,17 @@ class NonceIssuer:
             raise UseDPoPNonce(
                 "the server requires a nonce in the DPoP proof", nonce=self.issue(now)
             )
+        # A good nonce is the nonce of the current or the previous slot, byte for byte;
+        # both are kept computed. (A client's string may hold lone surrogates.)
+        given = nonce.encode("utf-8", "surrogatepass")
         current = now // self.slot_seconds
-        if _B64URL.fullmatch(nonce) is not None and len(nonce) <= 64:
-            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
-            if len(raw) == _SLOT_BYTES + _TAG_BYTES:
-                slot = int.from_bytes(raw[:_SLOT_BYTES], "big")
-                if slot in (current, current - 1):
-                    expected = self._nonce_for_slot(slot)
-                    if hmac.compare_digest(expected.encode("ascii"), nonce.encode("ascii")):
-                        return
+        for slot in (current, current - 1):
+            if hmac.compare_digest(self._nonce_for_slot(slot).encode("ascii"), given):
+                return
         raise UseDPoPNonce("the DPoP nonce is stale or invalid", nonce=self.issue(now))
 
 
 __all__ = [
-    "InMemoryReplayCache",
     "NonceChecker",
     "NonceIssuer",
     "ReplayCache",

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .dpop import (
     DEFAULT_ALGS,
@@ -40,7 +40,7 @@ from .dpop import (
     VerifiedProof,
     verify_proof,
 )
-from .dpop_state import InMemoryReplayCache, NonceChecker, ReplayCache
+from .dpop_state import NonceChecker, ReplayCache
 from .errors import InvalidDPoPProof, KeyboundError, UseDPoPNonce
 
 __all__ = [
@@ -57,7 +57,7 @@ DPOP_JKT_PARAMETER = "dpop_jkt"
 TOKEN_ENDPOINT_STATUS = 400
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DPoPTokenEndpointPolicy:
     """How the token endpoint checks DPoP proofs (RFC 9449 §4.3, §8, §11.1).
 
@@ -65,13 +65,15 @@ class DPoPTokenEndpointPolicy:
         it (RFC 9449 §8); use one secret per AS, since a nonce is good only at
         the server that issued it.
     :param replay_cache: where ``jti`` values are kept for the acceptance
-        window; share one among the processes behind one token endpoint URL.
+        window (required: single use is not optional, RFC 9449 §11.1); share
+        one among the processes behind one token endpoint URL. The HTTP front
+        (``keybound.tools.authz_server.http``) passes an in-memory one by default.
     :param allowed_algs: the JWS algorithms accepted for proofs, also
         advertised as ``dpop_signing_alg_values_supported`` (RFC 9449 §5.1).
     """
 
+    replay_cache: ReplayCache
     nonce_issuer: NonceChecker | None = None
-    replay_cache: ReplayCache = field(default_factory=InMemoryReplayCache)
     allowed_algs: tuple[str, ...] = DEFAULT_ALGS
     iat_window: int = DEFAULT_IAT_WINDOW
     iat_leeway: int = DEFAULT_IAT_LEEWAY
@@ -92,9 +94,9 @@ def check_token_request_proof(
     parameters, ``token_endpoint`` the configured URL of the endpoint. Returns
     ``None`` for a request without DPoP (and without ``dpop_jkt``), else the
     verified proof. Raises :class:`~keybound.core.errors.InvalidDPoPProof`
-    (with :class:`~keybound.core.dpop.ReplayedProof` for a reused ``jti``),
+    (with :class:`~keybound.core.dpop_state.ReplayedProof` for a reused ``jti``),
     :class:`~keybound.core.errors.UseDPoPNonce` or
-    :class:`~keybound.core.dpop.ReplayCacheFull`.
+    :class:`~keybound.core.dpop_state.ReplayCacheFull`.
     """
     committed = form.get(DPOP_JKT_PARAMETER)
     if not proofs:

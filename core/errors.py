@@ -62,7 +62,9 @@ Subclasses elsewhere keep their parent's codes: ``ReplayedProof``
 (:class:`InvalidDPoPProof`), ``ReplayCacheFull`` and ``SequenceNumberExhausted``
 (:class:`CapacityExceeded`), ``AsUnreachable``, ``ReplayCacheUnavailable`` and
 ``IntrospectionUnavailable`` (:class:`TemporarilyUnavailable`), ``DPoPKeyMismatch``
-(:class:`InvalidToken`), ``FlowError`` (:class:`KeyboundError`).
+(:class:`InvalidToken`), ``FlowError`` (:class:`KeyboundError`), ``TrlQueryError``
+(:class:`InvalidRequest`; the TRL endpoint sends it as Concise Problem Details,
+RFC 9770 §6.1, not as an ACE error map).
 """
 
 from __future__ import annotations

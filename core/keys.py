@@ -13,17 +13,15 @@ import base64
 import hashlib
 import hmac
 import json
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 
 from . import cbor
 from .errors import DecodeError, UnsupportedPopKey
-from .numbers import lookup
 from .numbers.cose_algorithms import Algorithm
 from .numbers.cose_keys import Curve, EC2Param, KeyCommon, KeyType, OKPParam, SymmetricParam
 
@@ -35,12 +33,21 @@ _EC_CURVES: dict[Curve, ec.EllipticCurve] = {
     Curve.P_384: ec.SECP384R1(),
 }
 _EC_SIZES = {Curve.P_256: 32, Curve.P_384: 48}
+#: COSE_Key labels as plain integers, for the lookups of from_cose_key.
+_KTY, _KID, _ALG = int(KeyCommon.KTY), int(KeyCommon.KID), int(KeyCommon.ALG)
+_K, _CRV, _X, _Y = int(SymmetricParam.K), int(EC2Param.CRV), int(EC2Param.X), int(EC2Param.Y)
+_D, _OKP_D = int(EC2Param.D), int(OKPParam.D)
+#: COSE curve number -> Curve (``numbers.lookup`` without building an Enum per call).
+_CURVES_BY_ID: dict[int, Curve] = {int(curve): curve for curve in Curve}
 _OKP_CLASSES: dict[Curve, tuple[Any, Any]] = {
     Curve.ED25519: (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey),
     Curve.X25519: (x25519.X25519PrivateKey, x25519.X25519PublicKey),
 }
 _JOSE_CURVES = {c.jose_name: c for c in (Curve.P_256, Curve.P_384, Curve.ED25519, Curve.X25519)}
 MAX_SYMMETRIC_KEY = 64
+#: Where randomness comes from: ``random_bytes(n)`` returns ``n`` random bytes
+#: (``os.urandom`` or ``secrets.token_bytes`` in an application; core draws none itself).
+RandomBytes = Callable[[int], bytes]
 
 
 def b64u_encode(data: bytes) -> str:
@@ -96,9 +103,15 @@ class Key:
 
     @classmethod
     def generate_symmetric(
-        cls, size: int = 16, *, kid: bytes | None = None, alg: Algorithm | None = None
+        cls,
+        size: int = 16,
+        *,
+        random_bytes: RandomBytes,
+        kid: bytes | None = None,
+        alg: Algorithm | None = None,
     ) -> Key:
-        return cls.symmetric(os.urandom(size), kid=kid, alg=alg)
+        """A new symmetric key of ``size`` bytes drawn from ``random_bytes``."""
+        return cls.symmetric(random_bytes(size), kid=kid, alg=alg)
 
     @classmethod
     def symmetric(
@@ -130,6 +143,9 @@ class Key:
     @classmethod
     def from_pem(cls, data: bytes, *, kid: bytes | None = None) -> Key:
         """Load a PEM private or public key (PKCS#8, SEC1 or SubjectPublicKeyInfo)."""
+        # PEM is for files people bring: its loader (and SSH's) costs import time.
+        from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
         loaded: Any
         try:
             if b"PRIVATE KEY" in data:
@@ -173,7 +189,14 @@ class Key:
         return Key(self.kty, self.curve, self.private, self.public, self.secret, self.kid, alg)
 
     def _coordinates(self) -> tuple[bytes, bytes | None]:
-        """(x, y) for EC2, (x, None) for OKP."""
+        """(x, y) for EC2, (x, None) for OKP; computed once per key (keys never change)."""
+        cached: tuple[bytes, bytes | None] | None = self.__dict__.get("_coordinates_cache")
+        if cached is None:
+            cached = self._compute_coordinates()
+            object.__setattr__(self, "_coordinates_cache", cached)
+        return cached
+
+    def _compute_coordinates(self) -> tuple[bytes, bytes | None]:
         if self.public is None:
             raise UnsupportedPopKey("a symmetric key has no public coordinates")
         if isinstance(self.public, ec.EllipticCurvePublicKey):
@@ -197,26 +220,26 @@ class Key:
 
     def to_cose_key(self, *, include_private: bool = False) -> dict[int, Any]:
         """The COSE_Key map (RFC 9052 §7). Secrets only with ``include_private=True``."""
-        out: dict[int, Any] = {KeyCommon.KTY: int(self.kty)}
+        out: dict[int, Any] = {_KTY: int(self.kty)}
         if self.kid is not None:
-            out[KeyCommon.KID] = self.kid
+            out[_KID] = self.kid
         if self.alg is not None:
-            out[KeyCommon.ALG] = self.alg.id
+            out[_ALG] = self.alg.id
         if self.kty == KeyType.SYMMETRIC:
             if not include_private:
                 raise UnsupportedPopKey("refusing to emit a symmetric key without include_private")
             assert self.secret is not None
-            out[SymmetricParam.K] = self.secret
-            return {int(k): v for k, v in out.items()}
+            out[_K] = self.secret
+            return out
         assert self.curve is not None
         x, y = self._coordinates()
-        out[EC2Param.CRV] = int(self.curve)
-        out[EC2Param.X] = x
+        out[_CRV] = int(self.curve)
+        out[_X] = x
         if y is not None:
-            out[EC2Param.Y] = y
+            out[_Y] = y
         if include_private and self.private is not None:
-            out[EC2Param.D] = self._private_bytes()
-        return {int(k): v for k, v in out.items()}
+            out[_D] = self._private_bytes()
+        return out
 
     def to_cose_key_bytes(self, *, include_private: bool = False) -> bytes:
         return cbor.dumps(self.to_cose_key(include_private=include_private))
@@ -227,36 +250,36 @@ class Key:
         mapping = cbor.loads(data) if isinstance(data, bytes) else data
         if not isinstance(mapping, dict):
             raise DecodeError("a COSE_Key must be a CBOR map")
-        kty = mapping.get(KeyCommon.KTY)
+        kty = mapping.get(_KTY)
         if type(kty) is not int:
             raise DecodeError("COSE_Key kty must be an integer")
-        kid = mapping.get(KeyCommon.KID)
+        kid = mapping.get(_KID)
         if kid is not None and not isinstance(kid, bytes):
             raise DecodeError("COSE_Key kid must be a byte string")
-        alg = _alg_of(mapping.get(KeyCommon.ALG))
+        alg = _alg_of(mapping.get(_ALG))
         if kty == KeyType.SYMMETRIC:
-            k = mapping.get(SymmetricParam.K)
+            k = mapping.get(_K)
             if not isinstance(k, bytes):
                 raise DecodeError("symmetric COSE_Key without k")
             return cls.symmetric(k, kid=kid, alg=alg)
         if kty not in (KeyType.EC2, KeyType.OKP):
             raise UnsupportedPopKey(f"COSE key type {kty!r} is not supported")
-        crv = mapping.get(EC2Param.CRV)
+        crv = mapping.get(_CRV)
         if type(crv) is not int:
             raise DecodeError("COSE_Key crv must be an integer")
-        curve = lookup(Curve, crv)
-        x = mapping.get(EC2Param.X)
-        d = mapping.get(EC2Param.D)
+        curve = _CURVES_BY_ID.get(crv, crv)
+        x = mapping.get(_X)
+        d = mapping.get(_D)
         if not isinstance(x, bytes) or (d is not None and not isinstance(d, bytes)):
             raise DecodeError("COSE_Key x and d must be byte strings")
         if kty == KeyType.EC2:
-            y = mapping.get(EC2Param.Y)
+            y = mapping.get(_Y)
             if not isinstance(y, bytes):
                 raise DecodeError(
                     "EC2 COSE_Key needs y as a byte string (point compression unsupported)"
                 )
             return cls._ec2(curve, x, y, d, kid, alg)
-        return cls._okp(curve, x, mapping.get(OKPParam.D), kid, alg)
+        return cls._okp(curve, x, mapping.get(_OKP_D), kid, alg)
 
     @classmethod
     def _ec2(
@@ -274,9 +297,10 @@ class Key:
         if len(x) != size or len(y) != size or (d is not None and len(d) != size):
             raise DecodeError(f"{curve.jose_name} coordinates must be {size} bytes")
         try:
-            public = ec.EllipticCurvePublicNumbers(
-                int.from_bytes(x, "big"), int.from_bytes(y, "big"), _EC_CURVES[curve]
-            ).public_key()
+            # SEC 1 §2.3.3 uncompressed form; cryptography checks that the point is on the curve.
+            public = ec.EllipticCurvePublicKey.from_encoded_point(
+                _EC_CURVES[curve], b"\x04" + x + y
+            )
             private = None
             if d is not None:
                 private = ec.derive_private_key(int.from_bytes(d, "big"), _EC_CURVES[curve])
@@ -445,4 +469,4 @@ def _alg_of(value: object) -> Algorithm | None:
         return None
 
 
-__all__ = ["Key", "PrivateKey", "PublicKey", "b64u_decode", "b64u_encode"]
+__all__ = ["Key", "PrivateKey", "PublicKey", "RandomBytes", "b64u_decode", "b64u_encode"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
@@ -209,6 +209,9 @@ def _cnf_from_jwt(value: Any) -> Cnf:
 
 # ---- the token --------------------------------------------------------------------------
 
+#: CWT claim key -> the model's field name, read once (Enum members are not built per call).
+_CWT_CLAIM_NAMES: dict[int, str] = {int(claim): claim.name.lower() for claim in CWTClaim}
+
 
 def _frozen(mapping: Mapping[Any, Any] | None) -> Mapping[Any, Any]:
     return MappingProxyType(dict(mapping or {}))
@@ -286,37 +289,98 @@ class AccessToken:
         return out
 
     def to_cwt_payload(self) -> bytes:
-        """The deterministic CBOR encoding of :meth:`to_cwt_claims`."""
-        return cbor.dumps(self.to_cwt_claims())
+        """The deterministic CBOR encoding of :meth:`to_cwt_claims` (RFC 8949 §4.2.1).
+
+        Without ``extra`` claims the map is written directly: the modelled claims have
+        small unsigned keys, whose encodings sort as the numbers do.
+        """
+        if self.extra:
+            return cbor.dumps(self.to_cwt_claims())
+        dumps = cbor.dumps
+        # The values that can fail (cnf, scope) are computed before anything is encoded,
+        # as to_cwt_claims does; then each claim is its key's encoding and its value's.
+        cnf = None if self.cnf is None else _cnf_to_cwt(self.cnf)
+        scope = None if self.scope is None else self.scope.to_cwt()
+        count = 0
+        body = b""
+        if self.iss is not None:
+            body += b"\x01" + dumps(self.iss)
+            count += 1
+        if self.sub is not None:
+            body += b"\x02" + dumps(self.sub)
+            count += 1
+        if self.aud:
+            body += b"\x03" + dumps(self.aud[0] if len(self.aud) == 1 else list(self.aud))
+            count += 1
+        if self.exp is not None:
+            body += b"\x04" + dumps(self.exp)
+            count += 1
+        if self.nbf is not None:
+            body += b"\x05" + dumps(self.nbf)
+            count += 1
+        if self.iat is not None:
+            body += b"\x06" + dumps(self.iat)
+            count += 1
+        if self.cti is not None:
+            body += b"\x07" + dumps(self.cti)
+            count += 1
+        if cnf is not None:
+            body += b"\x08" + dumps(cnf)
+            count += 1
+        if scope is not None:
+            body += b"\x09" + dumps(scope)
+            count += 1
+        if self.ace_profile is not None:
+            body += b"\x18\x26" + dumps(self.ace_profile)
+            count += 1
+        if self.cnonce is not None:
+            body += b"\x18\x27" + dumps(self.cnonce)
+            count += 1
+        if self.exi is not None:
+            body += b"\x18\x28" + dumps(self.exi)
+            count += 1
+        return cbor.head(5, count) + body
 
     @classmethod
     def from_cwt_claims(cls, claims: Mapping[Any, Any]) -> AccessToken:
         """Build the model from a decoded CWT claims map, checking each claim's type."""
         if not isinstance(claims, Mapping):
             raise DecodeError("the CWT payload must be a map of claims")
-        known = {int(c) for c in CWTClaim}
         values: dict[str, Any] = {}
         extra: dict[Any, Any] = {}
+        names = _CWT_CLAIM_NAMES
         for key, value in claims.items():
-            if type(key) is int and key in known:
-                values[CWTClaim(key).name.lower()] = value
-            else:
+            name = names.get(key) if type(key) is int else None
+            if name is None:
                 extra[key] = value
-        return cls(
-            iss=_opt_text(values.get("iss"), "iss"),
-            sub=_opt_text(values.get("sub"), "sub"),
-            aud=_audiences(values.get("aud")),
-            exp=_opt_time(values.get("exp"), "exp"),
-            nbf=_opt_time(values.get("nbf"), "nbf"),
-            iat=_opt_time(values.get("iat"), "iat"),
-            cti=_opt_bytes(values.get("cti"), "cti"),
-            scope=Scope.from_claim(values["scope"]) if "scope" in values else None,
-            ace_profile=_opt_int(values.get("ace_profile"), "ace_profile"),
-            cnonce=_opt_bytes(values.get("cnonce"), "cnonce"),
-            exi=_opt_seconds(values.get("exi"), "exi"),
-            cnf=_cnf_from_cwt(values["cnf"]) if "cnf" in values else None,
-            extra=extra,
-        )
+            else:
+                values[name] = value
+        get = values.get
+        # Absent claims are None without a call; the checks run in the fields' order.
+        built: dict[str, Any] = {
+            "iss": None if (v := get("iss")) is None else _opt_text(v, "iss"),
+            "sub": None if (v := get("sub")) is None else _opt_text(v, "sub"),
+            "aud": _audiences(get("aud")),
+            "exp": None if (v := get("exp")) is None else _opt_time(v, "exp"),
+            "nbf": None if (v := get("nbf")) is None else _opt_time(v, "nbf"),
+            "iat": None if (v := get("iat")) is None else _opt_time(v, "iat"),
+            "cti": None if (v := get("cti")) is None else _opt_bytes(v, "cti"),
+            "scope": Scope.from_claim(values["scope"]) if "scope" in values else None,
+            "ace_profile": None
+            if (v := get("ace_profile")) is None
+            else _opt_int(v, "ace_profile"),
+            "cnonce": None if (v := get("cnonce")) is None else _opt_bytes(v, "cnonce"),
+            "exi": None if (v := get("exi")) is None else _opt_seconds(v, "exi"),
+            "cnf": _cnf_from_cwt(values["cnf"]) if "cnf" in values else None,
+            "extra": _frozen(extra),
+        }
+        if cls is AccessToken and _DIRECT_BUILD:
+            # Every field is given in the form __post_init__ would make it (aud a tuple,
+            # extra read-only), so the frozen dataclass's per-field setattr is skipped.
+            token = object.__new__(cls)
+            token.__dict__.update(built)
+            return token
+        return cls(**built)
 
     # ---- JWT -----------------------------------------------------------------------------
 
@@ -419,6 +483,13 @@ class AccessToken:
         for key, value in self.extra.items():
             out[str(key)] = _display(value)
         return out
+
+
+#: The fields from_cwt_claims sets; if the model gains one, it goes through __init__ again.
+_DIRECT_BUILD = {f.name for f in fields(AccessToken)} == {
+    "iss", "sub", "aud", "exp", "nbf", "iat", "cti", "scope", "ace_profile", "cnonce", "exi",
+    "cnf", "extra",
+}  # fmt: skip
 
 
 def describe_cnf(cnf: Cnf) -> dict[str, Any]:

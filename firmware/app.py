@@ -1,11 +1,29 @@
 # keybound firmware: the application, started by main.py.
 #
-# Boot: read the device bundle (config.py, unloaded afterwards), join Wi-Fi
-# on an ESP32, then every period_s seconds send the bundle's request to the
-# resource server over OSCORE, getting a token from the AS first (ace.py).
-# With "method": "GET" (the default) the device reads the resource; with
-# "POST" it sends a reading (a CBOR integer) to it: the chip temperature on
-# an ESP32, elsewhere a value that changes, for demonstrations.
+# Boot reads the device bundle (config.py, unloaded afterwards).  Then every
+# round: join Wi-Fi while the link is down (wifi.py, loaded only then),
+# resolve the AS and RS names, send the bundle's request to the RS over
+# OSCORE, getting a token from the AS first (ace.py), and sleep period_s
+# seconds.  With "method": "GET" (the default) the device reads the
+# resource; with "POST" it sends a reading (a CBOR integer) from the sensor
+# callback given to run(), else from esp32.mcu_temperature() where the chip
+# has one; without either it says so and sends nothing: it never makes a
+# value up.
+#
+# The loop never ends by itself.  A round that fails with any exception,
+# MemoryError included, is printed and followed by a back-off (retry_ms,
+# doubling up to max_retry_ms), a new socket and the names resolved again;
+# after max_failures failed rounds in a row the board resets
+# (machine.reset(); the unix port has none and exits with status 75).  With
+# watchdog_s in the bundle a hardware watchdog (machine.WDT) is fed before
+# every exchange, during the Wi-Fi join and while sleeping.
+#
+# An AS that refuses a request as a replay (RFC 8613 §7.4) has seen this
+# device's sequence numbers before: the state folder was lost (an erased
+# flash, the same bundle written again) or the bundle is on two boards.
+# Every further request would reuse a nonce under the device's key, so the
+# device stops talking to the AS until it is reset and says why every
+# period; the way back is a new bundle (keybound as client rekey NAME).
 
 import gc
 import sys
@@ -14,27 +32,34 @@ import time
 import ace
 import cbor
 import oscore
+from micropython import const
 
 import coap
 
+_RESET_EXIT = const(75)
+
 
 def boot(path="keybound.json"):
-    """Read the bundle, join Wi-Fi where there is one; returns the config dict.
+    """Read the bundle; returns the config dict.
 
-    The bundle reader and the Wi-Fi code are needed once: both modules are
-    dropped again so their code does not occupy the heap while running.
+    The bundle reader is needed once: the module is dropped again so its
+    code does not occupy the heap while running.
     """
+    gc.collect()  # one free run for the bundle's text after the code loaded
     import config
 
     cfg = config.load(path)
     del sys.modules["config"]
-    if cfg["wifi"] and sys.platform != "linux":
-        import wifi
-
-        wifi.connect(cfg["wifi"])
-        del sys.modules["wifi"]
     gc.collect()
     return cfg
+
+
+def _senders(cfg, client):
+    # getaddrinfo runs here: again after every failed round.
+    return (
+        client.sender(*coap.parse_uri(cfg["as_uri"])[:2]),
+        client.sender(*coap.parse_uri(cfg["rs_uri"])[:2]),
+    )
 
 
 def build_session(cfg, client=None):
@@ -56,11 +81,11 @@ def build_session(cfg, client=None):
         c["alg"],
         oscore.SequenceStore(state + "/as.seq"),
     )
-    client = client or coap.Client()
+    send_as, send_rs = _senders(cfg, client or coap.Client())
     return ace.Session(
         as_ctx,
-        client.sender(*coap.parse_uri(cfg["as_uri"])[:2]),
-        client.sender(*coap.parse_uri(cfg["rs_uri"])[:2]),
+        send_as,
+        send_rs,
         cfg["audience"],
         cfg["scope"],
         oscore.SequenceStore(state + "/rs.seq"),
@@ -70,33 +95,143 @@ def build_session(cfg, client=None):
     )
 
 
-def run(path="keybound.json", iterations=None):
+def _guard(send, feed, session=None, name=None):
+    # Feeds the watchdog before each exchange; for the AS (session given) an
+    # unprotected 4.01 "Replay detected" (RFC 8613 §7.4) sets session.lost.
+    def f(msg):
+        if feed:
+            feed()
+        resp = send(msg)
+        if (
+            session
+            and resp.code == coap.UNAUTHORIZED
+            and resp.get(coap.OSCORE) is None
+            and bytes(resp.payload[:15]) == b"Replay detected"
+        ):
+            ctx = session.as_ctx
+            session.lost = (
+                "AS refused seq %d as a replay%s; stopped so no nonce is reused; "
+                "new keys: keybound as client rekey %s"
+                % (
+                    ctx.seq - 1,
+                    " (no state at boot: flash erased?)" if ctx.store.fresh else "",
+                    name,
+                )
+            )
+            raise ace.ACEError(session.lost)
+        return resp
+
+    return f
+
+
+def run(path="keybound.json", iterations=None, sensor=None):
+    """The device's main loop; iterations=None runs for ever.
+
+    sensor, for POST: a function returning the reading as an integer, or
+    None when there is none this time.
+    """
+    import machine
+
     cfg = boot(path)
-    session = build_session(cfg)
+    feed = None
+    if cfg["watchdog_s"]:
+        if hasattr(machine, "WDT"):
+            feed = machine.WDT(timeout=cfg["watchdog_s"] * 1000).feed
+        else:
+            print("watchdog: this port has no machine.WDT")
     method = cfg["method"]
     resource = cfg["resource"]
-    n = 0
+    session = client = None
+    failures = n = 0
     while iterations is None or n < iterations:
+        delay = cfg["period_s"] * 1000
         try:
-            if method == "POST":
-                try:
-                    import esp32
-
-                    value = esp32.mcu_temperature()
-                except (ImportError, AttributeError):
-                    value = 2000 + time.ticks_ms() % 500
-                req = coap.request(coap.POST, resource, cbor.dumps(value), coap.CF_CBOR)
+            if session and session.lost:
+                print("stopped:", session.lost)
             else:
-                req = coap.request(coap.GET, resource)
-            resp = session.request(req)
-            print(
-                "%s %s -> %d.%02d %s"
-                % (method, resource, resp.code >> 5, resp.code & 31, bytes(resp.payload[:32]))
-            )
-        except (coap.CoAPError, oscore.OSCOREError, ace.ACEError, OSError) as e:
-            # Keep running: the next period retries, with a new token if needed.
-            print("error: %s: %s" % (type(e).__name__, e))
+                if cfg["wifi"]:
+                    try:
+                        import network
+                    except ImportError:
+                        network = None  # no radio: the unix port
+                    if network and not network.WLAN(network.STA_IF).isconnected():
+                        import wifi
+
+                        try:
+                            wifi.connect(cfg["wifi"], feed)
+                        finally:
+                            del sys.modules["wifi"]
+                if client is None:
+                    client = coap.Client()
+                    if session is None:
+                        session = build_session(cfg, client)
+                        session.lost = None
+                    else:
+                        session.send_as, session.send_rs = _senders(cfg, client)
+                    session.send_as = _guard(session.send_as, feed, session, cfg["client_id"])
+                    session.send_rs = _guard(session.send_rs, feed)
+                if method == "POST":
+                    value = None
+                    if sensor:
+                        value = sensor()
+                    else:
+                        try:
+                            import esp32
+
+                            value = esp32.mcu_temperature()
+                        except (ImportError, AttributeError):
+                            pass  # the classic ESP32, MicroPython before 1.23, unix
+                    if value is None:
+                        print("POST %s: no reading (no sensor)" % resource)
+                        req = None
+                    else:
+                        req = coap.request(coap.POST, resource, cbor.dumps(value), coap.CF_CBOR)
+                else:
+                    req = coap.request(coap.GET, resource)
+                if req:
+                    resp = session.request(req)
+                    print(
+                        "%s %s -> %d.%02d %s"
+                        % (
+                            method,
+                            resource,
+                            resp.code >> 5,
+                            resp.code & 31,
+                            bytes(resp.payload[:32]),
+                        )
+                    )
+            failures = 0
+        except Exception as e:  # MemoryError too: the loop must go on
+            if session and session.lost:
+                print("error: StateLost:", session.lost)  # a reset would not cure it
+            else:
+                failures += 1
+                if client:
+                    try:
+                        client.close()
+                    except Exception:
+                        pass
+                client = None
+                gc.collect()
+                try:
+                    # An unprotected answer's diagnostic payload says why, e.g.
+                    # the AS's "Security context not found" (RFC 8613 §8.2).
+                    r = getattr(e, "response", None)
+                    r = " %r" % bytes(r.payload[:40]) if r else ""
+                    print("error: %s: %s%s (%d in a row)" % (type(e).__name__, e, r, failures))
+                except MemoryError:
+                    pass
+                if failures >= cfg["max_failures"]:
+                    print("reset: %d failed rounds in a row" % failures)
+                    if hasattr(machine, "reset"):
+                        machine.reset()
+                    sys.exit(_RESET_EXIT)
+                delay = min(cfg["retry_ms"] << min(failures - 1, 20), cfg["max_retry_ms"])
         n += 1
         if iterations is None or n < iterations:
-            time.sleep(cfg["period_s"])
+            while delay > 0:
+                if feed:
+                    feed()
+                time.sleep_ms(min(delay, 1000))
+                delay -= 1000
     return session

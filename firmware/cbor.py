@@ -213,7 +213,9 @@ def loads(data, max_len=_MAX_INPUT, max_depth=_MAX_DEPTH):
         raise CBORError("input over the %d-byte limit" % max_len)
     if not len(data):
         raise CBORError("empty input")
-    value, p = _dec(data, 0, 0, max_depth)
+    # Strings are copied once, out of a view, not sliced (a copy) and then
+    # copied again into bytes.
+    value, p = _dec(memoryview(data), 0, 0, max_depth)
     if p != len(data):
         raise CBORError("%d trailing bytes" % (len(data) - p))
     return value

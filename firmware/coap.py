@@ -54,6 +54,7 @@ _SEPARATE_WAIT_MS = const(30000)  # how long to wait for a separate response
 _TOKEN_LEN = const(4)
 _MAX_DATAGRAM = const(1280)
 _MAX_OPTIONS = const(32)
+_MAX_STALE = const(8)  # queued datagrams read before a request is sent
 
 
 class CoAPError(Exception):
@@ -111,14 +112,17 @@ class Message:
         return buf
 
     @staticmethod
-    def decode(data):
-        """Parse RFC 7252 §3 wire format; raises CoAPError when malformed."""
+    def decode(data, view=False):
+        """Parse RFC 7252 §3 wire format; raises CoAPError when malformed.
+
+        With view the payload is a memoryview of data (see decode_options).
+        """
         if len(data) < 4 or data[0] >> 6 != 1:
             raise CoAPError("not a CoAP 1 message")
         tkl = data[0] & 0x0F
         if tkl > 8 or len(data) < 4 + tkl:
             raise CoAPError("bad token length")
-        options, payload = decode_options(data, 4 + tkl)
+        options, payload = decode_options(data, 4 + tkl, view)
         mv = memoryview(data)
         return Message(
             data[1],
@@ -176,8 +180,12 @@ def _nibble(data, pos, n):
     raise CoAPError("bad option nibble")
 
 
-def decode_options(data, pos):
-    """Parse options and payload starting at pos; returns (options, payload)."""
+def decode_options(data, pos, view=False):
+    """Parse options and payload starting at pos; returns (options, payload).
+
+    Option values are bytes copied out of data; the payload too, or with
+    view a memoryview of data, valid as long as data is.
+    """
     options = []
     number = 0
     end = len(data)
@@ -188,7 +196,7 @@ def decode_options(data, pos):
         if b == 0xFF:
             if pos == end:
                 raise CoAPError("payload marker without payload")
-            return options, bytes(mv[pos:])
+            return options, mv[pos:] if view else bytes(mv[pos:])
         delta, pos = _nibble(data, pos, b >> 4)
         length, pos = _nibble(data, pos, b & 0x0F)
         if pos + length > end or len(options) >= _MAX_OPTIONS:
@@ -262,9 +270,21 @@ class Client:
         max_retransmit=_MAX_RETRANSMIT,
         separate_wait_ms=_SEPARATE_WAIT_MS,
     ):
+        import select
         import socket
 
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # The receive buffer is allocated once, here at boot while the heap
+        # is still in one piece, and every datagram is read into it: a
+        # 1280-byte block per response (sock.recv) is hard to find on a heap
+        # fragmented by the flow.  MicroPython sockets have no recv_into,
+        # and readinto() reads until the buffer is full or the socket would
+        # block: so the socket is non-blocking, poll() waits for a datagram
+        # and readinto() returns as soon as the queue is empty.
+        self.buf = bytearray(_MAX_DATAGRAM)
+        self.sock = sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        self.poller = poller = select.poll()
+        poller.register(sock, select.POLLIN)
         self.ack_timeout_ms = ack_timeout_ms
         self.max_retransmit = min(max_retransmit, _MAX_RETRANSMIT_CAP)
         self.separate_wait_ms = separate_wait_ms
@@ -276,11 +296,18 @@ class Client:
         self.sock.close()
 
     def exchange(self, addr, msg):
-        """Send msg as a CON request to addr; return the response Message."""
+        """Send msg as a CON request to addr; return the response Message.
+
+        The payload of a response with an OSCORE option is a memoryview of
+        the receive buffer, valid until the next exchange (oscore.py decrypts
+        it at once); any other payload is bytes of its own.
+        """
         # Collect garbage before the exchange, while little is live: the
         # receive buffer needs one contiguous block on a small heap.
         gc.collect()
         sock = self.sock
+        buf = self.buf
+        poller = self.poller
         self.mid = mid = (self.mid + 1) & 0xFFFF
         msg.mtype = CON
         msg.mid = mid
@@ -291,6 +318,21 @@ class Client:
         timeout += timeout * int.from_bytes(os.urandom(2), "big") // 131070
         attempt = 0
         acked = False
+        # Datagrams that queued up since the last exchange (late duplicates,
+        # a separate response sent again) are read and answered before the
+        # request goes out, so none is read together with its response:
+        # readinto() takes all that is queued.  A bounded number, so a flood
+        # cannot hold the request back.
+        for _ in range(_MAX_STALE):
+            try:
+                n = sock.readinto(buf)
+                if not n:
+                    break
+                self._reply(addr, Message.decode(memoryview(buf)[:n], True))
+            except OSError:
+                break
+            except CoAPError:
+                continue
         sock.sendto(wire, addr)
         deadline = time.ticks_add(time.ticks_ms(), timeout)
         while True:
@@ -306,12 +348,26 @@ class Client:
                 sock.sendto(wire, addr)
                 deadline = time.ticks_add(time.ticks_ms(), timeout)
                 continue
-            sock.settimeout(max(left, 1) / 1000)
+            # ipoll() yields a reused tuple per ready socket: no garbage.
+            ready = False
+            for _ in poller.ipoll(left):
+                ready = True
+            if not ready:
+                continue
             try:
-                resp = Message.decode(sock.recv(_MAX_DATAGRAM))
+                # None: nothing queued after all.
+                n = sock.readinto(buf)
+                if not n:
+                    continue
+                # Options are copied out of the buffer.  A protected payload
+                # stays a view of it: OSCORE decrypts it before the next
+                # exchange reads into the buffer again.  Any other payload
+                # is copied, so the buffer is free for the next read.
+                resp = Message.decode(memoryview(buf)[:n], True)
+                if resp.get(OSCORE) is None:
+                    resp.payload = bytes(resp.payload)
             except (OSError, CoAPError):
-                # A timeout is an OSError (ETIMEDOUT or EAGAIN) on
-                # MicroPython; malformed datagrams are ignored (§4.2).
+                # Malformed datagrams are ignored (§4.2).
                 continue
             t = resp.mtype
             if t >= ACK and resp.mid == mid:
@@ -327,17 +383,20 @@ class Client:
                     return resp  # piggybacked response (§5.2.1)
                 continue
             ours = t < ACK and resp.code and resp.token == token
-            if t == CON and resp.code:
-                if ours:
-                    self._last_separate = resp.mid
-                # A separate response is ACKed; so is the previous one when
-                # our ACK was lost and it came again.  Any other CON we
-                # cannot match is rejected with RST (§4.2).
-                reply = ACK if ours or resp.mid == self._last_separate else _RST
-                sock.sendto(bytes((0x40 | reply << 4, 0, resp.mid >> 8, resp.mid & 0xFF)), addr)
+            if ours and t == CON:
+                self._last_separate = resp.mid
+            self._reply(addr, resp, ours)
             if ours:
                 return resp  # separate response (§5.2.2)
             # Anything else (duplicates, stray ACKs) is ignored.
+
+    def _reply(self, addr, resp, ours=False):
+        # A separate response is ACKed; so is the previous one when our ACK
+        # was lost and it came again.  Any other CON we cannot match is
+        # rejected with RST (§4.2); other messages need no answer.
+        if resp.mtype == CON and resp.code:
+            reply = ACK if ours or resp.mid == self._last_separate else _RST
+            self.sock.sendto(bytes((0x40 | reply << 4, 0, resp.mid >> 8, resp.mid & 0xFF)), addr)
 
     def sender(self, host, port):
         """A send(msg) -> response function bound to one peer (IPv4 UDP)."""

@@ -13,6 +13,9 @@ _KIND = "keybound-device-bundle"
 _BUNDLE_VERSION = const(1)
 _MAX_BUNDLE = const(4096)
 _DEFAULT_PERIOD_S = const(60)
+# The longest CoAP exchange (MAX_TRANSMIT_WAIT, RFC 7252 §4.8.2) is 93 s;
+# the watchdog is fed before each one.
+_MIN_WATCHDOG_S = const(100)
 
 
 class ConfigError(ValueError):
@@ -58,6 +61,13 @@ def _uri(d, name):
     return v
 
 
+def _int(d, name, default, low):
+    v = d.get(name, default)
+    if v is not None and (type(v) is not int or v < low):
+        raise ConfigError("bundle: %s must be an integer of at least %d" % (name, low))
+    return v
+
+
 def parse(d):
     """Validate a decoded bundle (a dict) and return a normalised dict."""
     if not isinstance(d, dict):
@@ -77,6 +87,7 @@ def parse(d):
     period = d.get("period_s", _DEFAULT_PERIOD_S)
     if not isinstance(period, int) or period < 1:
         raise ConfigError("bundle: period_s must be a positive integer")
+    retry = _int(d, "retry_ms", 2000, 1)
     wifi = d.get("wifi")
     if wifi is not None and (not isinstance(wifi, dict) or "ssid" not in wifi):
         raise ConfigError("bundle: wifi must be an object with ssid (and password)")
@@ -95,6 +106,10 @@ def parse(d):
         "authz_info_path": _text(d, "authz_info_path", False) or "/authz-info",
         "state_dir": _text(d, "state_dir", False) or "state",
         "period_s": period,
+        "retry_ms": retry,
+        "max_retry_ms": max(retry, _int(d, "max_retry_ms", 300000, 1)),
+        "max_failures": _int(d, "max_failures", 10, 1),
+        "watchdog_s": _int(d, "watchdog_s", None, _MIN_WATCHDOG_S),
         "wifi": wifi,
         "as_context": {
             "master_secret": _hex(ctx, "master_secret"),

@@ -74,6 +74,29 @@ def _hmac(key, msg):
 # ------------------------------------------------------------ AES-CCM
 
 
+# Three 16-byte blocks for ccm(), allocated once when the module loads: the
+# CBC-MAC state X_i, a counter block A_i and its key stream block S_i
+# (RFC 3610 §2.2-2.3).  ccm() works one block at a time in them, so a
+# message costs its output and the AES key schedule, nothing more.
+_X = bytearray(16)
+_A = bytearray(16)
+_S = bytearray(16)
+
+
+def _mac(aes, data, j):
+    # CBC-MAC: XOR data into X from offset j on, encrypting every full
+    # block, then the last one padded with zeros (RFC 3610 §2.2).
+    x = _X
+    for b in data:
+        x[j] ^= b
+        j += 1
+        if j == 16:
+            aes.encrypt(x, x)
+            j = 0
+    if j:
+        aes.encrypt(x, x)
+
+
 def ccm(key, nonce, aad, data, decrypt=False):
     """AES-CCM-16-64-128 (RFC 3610 with M = 8, L = 2).
 
@@ -94,42 +117,39 @@ def ccm(key, nonce, aad, data, decrypt=False):
         raise OSCOREError("AES-CCM needs a 16-byte key")
     import cryptolib
 
-    key = cryptolib.aes(key, 1)  # mode 1: ECB
-    # Key stream S_0 || S_1 || ... (RFC 3610 §2.3) in one ECB call: the
-    # counter blocks A_i = flags(L-1) || nonce || i are built in place.
-    nb = (n + 15) // 16 + 1
-    ks = bytearray(16 * nb)
-    for i in range(nb):
-        o = 16 * i
-        ks[o] = 1  # L - 1
-        ks[o + 1 : o + 14] = nonce
-        ks[o + 14] = i >> 8
-        ks[o + 15] = i & 0xFF
-    key.encrypt(ks, ks)
+    aes = cryptolib.aes(key, 1)  # mode 1: ECB
     out = bytearray(n if decrypt else n + _TAG_LEN)
-    for i in range(n):
-        out[i] = data[i] ^ ks[16 + i]
-    pt = out if decrypt else data
+    # CTR (RFC 3610 §2.3): block i of the data is XORed with
+    # S_i = E(A_i), A_i = flags(L - 1) || nonce || i; S_0 masks the tag.
+    a = _A
+    s = _S
+    a[0] = 1  # L - 1
+    a[1:14] = nonce
+    for i in range(0, n, 16):
+        c = i // 16 + 1
+        a[14] = c >> 8
+        a[15] = c & 0xFF
+        aes.encrypt(a, s)
+        for j in range(min(16, n - i)):
+            out[i + j] = data[i + j] ^ s[j]
     # CBC-MAC over B_0, the length-prefixed AAD and the plaintext, each
     # padded with zeros to a block boundary (RFC 3610 §2.2).
-    buf = bytearray()
-    buf.append((0x40 if aad else 0) | ((_TAG_LEN - 2) // 2) << 3 | 1)
-    buf.extend(nonce)
-    buf.extend(n.to_bytes(2, "big"))
+    x = _X
+    x[0] = (0x40 if aad else 0) | ((_TAG_LEN - 2) // 2) << 3 | 1
+    x[1:14] = nonce
+    x[14] = n >> 8
+    x[15] = n & 0xFF
+    aes.encrypt(x, x)
     if aad:
-        buf.extend(len(aad).to_bytes(2, "big"))
-        buf.extend(aad)
-        buf.extend(bytes(-len(buf) % 16))
-    buf.extend(pt)
-    buf.extend(bytes(-len(buf) % 16))
-    x = bytearray(16)
-    for o in range(0, len(buf), 16):
-        for j in range(16):
-            x[j] ^= buf[o + j]
-        key.encrypt(x, x)
+        x[0] ^= len(aad) >> 8
+        x[1] ^= len(aad) & 0xFF
+        _mac(aes, aad, 2)
+    _mac(aes, memoryview(out if decrypt else data)[:n], 0)
+    a[14] = a[15] = 0
+    aes.encrypt(a, s)
     diff = 0
     for i in range(_TAG_LEN):
-        t = x[i] ^ ks[i]
+        t = x[i] ^ s[i]
         if decrypt:
             diff |= t ^ data[n + i]
         else:
@@ -145,17 +165,24 @@ def ccm(key, nonce, aad, data, decrypt=False):
 class SequenceStore:
     """Sender Sequence Numbers that survive reboots (RFC 8613 Appendix B.1.1).
 
-    Before a number is used, the store makes sure a file says "next allowed
+    Before a number is used, the store makes sure flash says "next allowed
     number = N" with N above it, writing N = current + chunk ahead of time.
     After a reboot counting resumes at the persisted N, so a number that was
     possibly used before the reboot is never used again; at most chunk
-    numbers are skipped.  The file also names the context (a truncated hash
-    of sender key, Sender ID and ID Context); a context with new keys starts
-    at 0.  With path=None the store only lives in RAM, which is safe only
-    for contexts whose keys are never derived again.
+    numbers are skipped.  Each record also names the context (a truncated
+    hash of sender key, Sender ID and ID Context); a context with new keys
+    starts at 0.  With path=None the store only lives in RAM, which is safe
+    only for contexts whose keys are never derived again.
 
-    File format: one line "<fingerprint hex> <next allowed seqno>\n",
-    replaced atomically by writing "<path>.tmp" and renaming it.
+    Power cuts: a record is never overwritten in place of the newest one.
+    Two slots, the files <path> and <path>.1, take turns; each record is
+    "<counter> <fingerprint> <limit> <check>\n", check being 8 hex digits of
+    SHA-256 over the rest, and the valid record with the higher counter
+    wins.  A write cut short leaves the older record intact, on FAT (where
+    a rename over a file is a remove and a rename) as on littlefs.  A file
+    of the earlier one-line format "<fingerprint> <limit>" (at <path> or a
+    left-over <path>.tmp) is read as counter 0.  Two slots that both exist
+    and are both damaged stop the store: guessing low reuses nonces.
     """
 
     def __init__(self, path=None, chunk=_CHUNK):
@@ -166,23 +193,45 @@ class SequenceStore:
         self.limit = 0
         self.fingerprint = ""
         self.writes = 0
+        self.counter = -1  # of the newest valid record; -1: none
+        self.fresh = True  # no record was found at start()
 
     def start(self, fingerprint):
         """First usable sequence number for the context with this fingerprint."""
         self.fingerprint = fingerprint
         self.limit = 0
-        if self.path:
+        self.counter = -1
+        self.fresh = True
+        if not self.path:
+            return 0
+        best = None
+        damaged = 0
+        for i, name in enumerate((self.path, self.path + ".1", self.path + ".tmp")):
             try:
-                with open(self.path) as f:
-                    parts = f.read().split()
+                with open(name) as f:
+                    parts = f.read(200).split()
             except OSError:
-                parts = None
-            if parts:
-                if len(parts) != 2:
-                    # Refuse rather than guess: guessing low reuses nonces.
-                    raise OSCOREError("corrupt sequence number file %s" % self.path)
-                if parts[0] == fingerprint:
-                    self.limit = int(parts[1])
+                continue  # absent
+            rec = None
+            if len(parts) == 4 and _check(" ".join(parts[:3])) == parts[3]:
+                rec = parts[:3]
+            elif len(parts) == 2 and i != 1:
+                rec = ["0"] + parts  # the earlier one-line format
+            try:
+                rec = (int(rec[0]), rec[1], int(rec[2]))
+            except (TypeError, ValueError):
+                damaged += i < 2  # a torn or damaged slot
+                continue
+            if best is None or rec[0] > best[0] or (rec[0] == best[0] and rec[2] > best[2]):
+                best = rec
+        if damaged > 1:  # a power cut damages one slot at most
+            raise OSCOREError("corrupt sequence number files %s" % self.path)
+        if best is None:
+            return 0  # nothing written yet, or the first write was cut short
+        self.fresh = False
+        self.counter = best[0]
+        if best[1] == fingerprint:
+            self.limit = best[2]
         return self.limit
 
     def use(self, seq):
@@ -190,15 +239,21 @@ class SequenceStore:
         if seq > _MAX_SEQ:
             raise OSCOREError("sequence numbers exhausted; rekey")
         if seq >= self.limit:
-            self.limit = min(seq + self.chunk, _MAX_SEQ + 1)
+            limit = min(seq + self.chunk, _MAX_SEQ + 1)
             if self.path:
-                import os
-
-                tmp = self.path + ".tmp"
-                with open(tmp, "w") as f:
-                    f.write("%s %d\n" % (self.fingerprint, self.limit))
-                os.rename(tmp, self.path)
+                n = self.counter + 1
+                rec = "%d %s %d" % (n, self.fingerprint, limit)
+                with open(self.path + (".1" if n & 1 else ""), "w") as f:
+                    f.write("%s %s\n" % (rec, _check(rec)))
+                self.counter = n
                 self.writes += 1
+            # Only a limit that reached flash may be handed out.
+            self.limit = limit
+
+
+def _check(text):
+    # 8 hex digits of SHA-256: tells a whole record from a torn one.
+    return "%08x" % int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
 
 # ------------------------------------------------------------ helpers
@@ -392,13 +447,17 @@ class Context:
         if not pt:
             raise OSCOREError("empty plaintext")
         try:
-            options, payload = coap.decode_options(pt, 1)
+            options, payload = coap.decode_options(pt, 1, True)
         except coap.CoAPError as e:
             raise OSCOREError("bad inner message: %s" % e) from None
         for o in options:
             if o[0] == _OSCORE:
                 raise OSCOREError("OSCORE option inside the plaintext")
-        return coap.Message(pt[0], options, payload, resp.mtype, resp.mid, resp.token)
+        code = pt[0]
+        # The payload is the tail of the plaintext: moved to its front in
+        # place rather than copied (a bytearray, as block.rest() returns).
+        pt[: len(pt) - len(payload)] = b""
+        return coap.Message(code, options, pt, resp.mtype, resp.mid, resp.token)
 
 
 def request(ctx, send, req):

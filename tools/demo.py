@@ -17,6 +17,7 @@ described.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 import tempfile
 from pathlib import Path
@@ -118,7 +119,7 @@ async def _flow(coap: aiocoap.Context, device_path: Path, rs_port: int) -> None:
     rs_uri = f"coap://{HOST}:{rs_port}"
     client = CoapAceClient(
         coap,
-        AceClient(audience=device.audience, scope=device.scope),
+        AceClient(audience=device.audience, scope=device.scope, random_bytes=secrets.token_bytes),
         Endpoints(device.as_uri, rs_uri, device.token_path, device.authz_info_path),
         client_context(device.as_context, mark=0, persist_mark=lambda mark: None),
         on_step=_show,

@@ -206,6 +206,26 @@ def test_rs_bundle_carries_an_introspection_secret_rotated_apart_from_the_token_
             store.verify_introspection_secret("temp-rs", renewed["token_key"]["k"])
 
 
+def test_rotate_key_refuses_to_replace_a_bundle_it_cannot_read(tmp_path: Path) -> None:
+    """Writing over it would drop the RS's introspection secret: the file is kept."""
+    db = f"sqlite:///{tmp_path / 'as.db'}"
+    ok(kb_as("init", "--issuer", "coap://127.0.0.1:5683", db=db, cwd=tmp_path))
+    ok(kb_as("rs", "add", "temp-rs", "--audience", "temp", "--scope", "read",
+             "--out", "rs.json", db=db, cwd=tmp_path))  # fmt: skip
+    bundle = tmp_path / "rs.json"
+    bundle.write_text('{"kind": "keybound-rs-bundle", "truncated')
+    result = kb_as("rotate-key", "temp-rs", "--out", "rs.json", db=db, cwd=tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "not valid JSON" in result.stderr
+    assert "--introspection-secret" in result.stderr
+    assert bundle.read_text() == '{"kind": "keybound-rs-bundle", "truncated'
+    # The way out it names works: a new secret, so nothing from the old file is needed.
+    ok(kb_as("rotate-key", "temp-rs", "--introspection-secret", "--out", "rs.json",
+             db=db, cwd=tmp_path))  # fmt: skip
+    assert isinstance(json.loads(bundle.read_text())["introspection"]["http_secret"], str)
+
+
 def http_only_fleet(tmp_path: Path) -> str:
     db = f"sqlite:///{tmp_path / 'as.db'}"
     ok(kb_as("init", "--issuer", "http://127.0.0.1:8080", db=db, cwd=tmp_path))
@@ -339,3 +359,45 @@ def test_remove_without_json_says_what_was_removed(tmp_path: Path) -> None:
     result = kb_as("remove", "temp-rs", db=db, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "resource server temp-rs removed\n"
+
+
+def test_client_rekey_gives_new_keys_and_a_new_bundle(db_url: str, tmp_path: Path) -> None:
+    """``as client rekey``: new secret, salt and Sender ID in the store and in a new 0600
+    bundle; an unknown client and an HTTP-only one are refused."""
+    ok(kb_as("init", "--issuer", "coap://127.0.0.1:5683", db=db_url, cwd=tmp_path))
+    for name, audience in (("temp-rs", "coap://127.0.0.1:5700"), ("led-rs", "led")):
+        ok(kb_as("rs", "add", name, "--audience", audience, "--scope", "read", "--out",
+                 f"{name}.json", db=db_url, cwd=tmp_path))  # fmt: skip
+    ok(kb_as("client", "add", "dev", "--audience", "coap://127.0.0.1:5700", "--scope", "read",
+             "--out", "old", db=db_url, cwd=tmp_path))  # fmt: skip
+    ok(kb_as("client", "add", "web", "--audience", "led", "--scope", "read", "--http-secret",
+             "--no-oscore", "--out", "old", db=db_url, cwd=tmp_path))  # fmt: skip
+    old = json.loads((tmp_path / "old" / "dev.json").read_text())
+
+    row = ok(kb_as("client", "rekey", "dev", "--out", "new", "--json", db=db_url, cwd=tmp_path))
+    new = json.loads((tmp_path / "new" / "dev.json").read_text())
+    assert mode(tmp_path / "new" / "dev.json") == 0o600
+    assert row["oscore_sender_id"] == new["as_context"]["sender_id"]
+    for key in ("master_secret", "master_salt", "sender_id"):
+        assert new["as_context"][key] != old["as_context"][key], key
+    assert new["as_context"]["recipient_id"] == old["as_context"]["recipient_id"]
+    assert new["rs_uri"] == "coap://127.0.0.1:5700"  # the audience, as `device bundle` does
+    with SqlAuthzStore.open(db_url) as store:
+        client = store.get_client("dev")
+        assert client is not None
+        assert client.oscore is not None
+        assert client.oscore.master_secret.hex() == new["as_context"]["master_secret"]
+        assert client.grants == {"coap://127.0.0.1:5700": ("read",)}
+
+    for args, says in (
+        (("nobody",), "no client 'nobody'"),
+        (("web",), "HTTP-only"),
+    ):
+        refused = kb_as("client", "rekey", *args, "--out", "new", db=db_url, cwd=tmp_path)
+        assert refused.returncode == 2, refused.stdout
+        assert says in refused.stderr, refused.stderr
+    unchanged = ok(kb_as("show", "dev", "--json", db=db_url, cwd=tmp_path))
+    assert unchanged["oscore_sender_id"] == new["as_context"]["sender_id"]
+    plain = kb_as("client", "rekey", "dev", "--out", "new", db=db_url, cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert "the old bundle no longer works" in plain.stdout

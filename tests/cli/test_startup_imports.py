@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +53,7 @@ def _loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize("as_json", [False, True])
 def test_token_inspect_loads_no_server_library(tmp_path: Path, as_json: bool) -> None:
-    key = Key.generate_symmetric(32, kid=b"k")
+    key = Key.generate_symmetric(32, random_bytes=os.urandom, kid=b"k")
     token = cwt.encode(AccessToken(iss="as", aud=("rs",), exp=2**31), cwt.Mac0(key))
     write_key(tmp_path / "key.jwk", key)
     args = ["token", "inspect", token.hex(), "--key", str(tmp_path / "key.jwk")]
@@ -62,8 +63,7 @@ def test_token_inspect_loads_no_server_library(tmp_path: Path, as_json: bool) ->
     assert _loaded(modules, HEAVY) == []
     assert "keybound.tools.authz_server" not in modules
     assert "keybound.tools.resource_server" not in modules
-    if as_json:
-        assert "rich.table" not in modules  # the table is drawn only for a person
+    assert _loaded(modules, ("rich",)) == []  # printed plainly, for a person and a pipe alike
 
 
 def test_version_and_help_load_no_command_group() -> None:
@@ -72,6 +72,18 @@ def test_version_and_help_load_no_command_group() -> None:
         assert code == 0
         assert _loaded(modules, HEAVY) == []
         assert [m for m in modules if m.startswith("keybound.core")] == []
+        assert _loaded(modules, ("rich",)) == []  # click's plain help, not rich's panels
+
+
+def test_help_is_plain_and_not_wrapped_at_80_columns() -> None:
+    code, _, out = _run("as", "--help")
+    assert code == 0
+    assert "─" not in out  # no rich box drawing
+    assert "╭" not in out
+    # A pipe gets lines up to 120 columns: this command's summary is not cut at 80.
+    line = next(line for line in out.splitlines() if line.strip().startswith("serve "))
+    assert len(line) > 80
+    assert "one event loop" in line
 
 
 def test_plain_conversions_give_what_typer_gives(tmp_path: Path) -> None:
@@ -114,3 +126,20 @@ def _outcome(command: Any, args: list[str]) -> tuple[str, str]:
     except Exception as exc:  # a usage error: compared by class and message
         return type(exc).__name__, exc.format_message() if hasattr(exc, "format_message") else ""
     return "printed", out.getvalue()
+
+
+def test_the_version_is_the_packages() -> None:
+    """``keybound --version`` prints the constant; it must be what pyproject.toml and the
+    installed metadata say."""
+    import tomllib
+    from importlib.metadata import version
+
+    from keybound.tools import __version__
+    from tests.helpers.paths import ROOT
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert __version__ == declared == version("keybound")
+    code, modules, out = _run("--version")
+    assert code == 0
+    assert out.strip() == f"keybound {__version__}"
+    assert "importlib.metadata" not in modules

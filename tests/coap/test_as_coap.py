@@ -342,3 +342,36 @@ def test_a_client_added_while_running_is_found_without_store_work_on_the_loop(
     finally:
         credentials.close()
         store.close()
+
+
+def test_a_replayed_request_is_logged_with_the_way_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 8613 §7.4: a request whose Partial IV the AS saw is refused 4.01 "Replay
+    detected"; the AS names the client, the Partial IV and ``as client rekey``, once a
+    minute at most per peer (later ones are counted into the next line)."""
+    monkeypatch.setattr(authz_server_site, "_replays", {})
+    caplog.set_level("WARNING", logger="keybound.as.coap")
+
+    async def scenario(client: aiocoap.Context, base: str, s: dict[str, Any], tmp: Path) -> None:
+        ctx = use_context(client, base, s["sensor_bundle"]["as_context"], tmp / "c1")
+        first = await post(client, f"{base}/token", {5: "temp", 9: "read"})
+        assert first.code == aiocoap.CREATED
+        for _ in range(2):  # as a device whose state was erased: Partial IV 0 again
+            ctx.sender_sequence_number = 0
+            request = aiocoap.Message(
+                code=aiocoap.POST, uri=f"{base}/token", content_format=ACE,
+                payload=cbor2.dumps({5: "temp", 9: "read"}),
+            )  # fmt: skip
+            # aiocoap's client refuses the unprotected answer; it carries the refusal
+            with pytest.raises(oscore.NotAProtectedMessage) as refused:
+                await client.request(request).response
+            answer = refused.value.plain_message
+            assert answer.code == aiocoap.UNAUTHORIZED
+            assert answer.payload == b"Replay detected"
+
+    run_as(f"sqlite:///{tmp_path / 'as.db'}", tmp_path, scenario)
+    lines = [r.getMessage() for r in caplog.records if "OSCORE replay" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("client sensor-1: OSCORE replay: request with Partial IV 0 ")
+    assert "keybound as client rekey sensor-1" in lines[0]

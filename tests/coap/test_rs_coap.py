@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
 from typing import Any
 
 import aiocoap
+import pytest
 from aiocoap import oscore
 from aiocoap.message import Direction
 
+from keybound.coap.resource_server_site import ResourceServerSite
 from keybound.core import cbor, cwt
 from keybound.core.authz_info import AuthzInfoRequest, AuthzInfoResponse
 from keybound.core.exi import encode_exi_sequence
+from keybound.core.resource_server import ResourceServer, RsPolicy
 from keybound.core.scope import AifScope
+from keybound.core.token_store import VerifiedToken
 from tests.helpers.rs import (
     AS_URI,
     AUDIENCE,
@@ -128,7 +133,11 @@ def test_cnonce_round_trip() -> None:
             )
             assert code(response) == "4.01"
             decoded = cwt.decode(without, keys.token_key).token
-            with_cnonce = cwt.encode(decoded.replace(cnonce=cnonce), cwt.Encrypt0(keys.token_key))
+            with_cnonce = cwt.encode(
+                decoded.replace(cnonce=cnonce),
+                cwt.Encrypt0(keys.token_key),
+                random_bytes=os.urandom,
+            )
             await establish(client, port, with_cnonce, mat)
             assert code(await request(client, port, aiocoap.GET, "/temp")) == "2.05"
 
@@ -481,3 +490,36 @@ def test_stored_token_is_refused_at_exactly_its_exp() -> None:
             assert len(site.contexts) == 0
 
     run(body())
+
+
+def test_token_log_lines_are_built_only_when_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At WARNING the site describes no token (describe() is not free); at INFO it does."""
+    keys = Keys()
+    described: list[str] = []
+    original = VerifiedToken.describe
+
+    def counting(self: VerifiedToken) -> str:
+        described.append("called")
+        return original(self)
+
+    monkeypatch.setattr(VerifiedToken, "describe", counting)
+    site = ResourceServerSite(
+        ResourceServer(RsPolicy(audience=AUDIENCE, as_uri=AS_URI, token_keys=(keys.token_key,)))
+    )
+    logger = logging.getLogger("keybound.rs")
+    level = logger.level
+
+    def post() -> None:
+        token = mint(keys, material(os.urandom(4)), lifetime=60, now=int(time.time()))
+        payload = AuthzInfoRequest(token, os.urandom(8), b"\x42").encode()
+        assert run(site.post_token(payload, "test")).code == aiocoap.CREATED
+
+    try:
+        logger.setLevel(logging.WARNING)
+        post()
+        assert described == []
+        logger.setLevel(logging.INFO)
+        post()
+        assert described == ["called"]
+    finally:
+        logger.setLevel(level)

@@ -37,7 +37,7 @@ async def _scenario(workdir: Path, mode: str, *, as_running: bool) -> list[str]:
         device = DeviceBundle.read(device_path)
         client = CoapAceClient(
             coap,
-            AceClient(audience=device.audience, scope=device.scope),
+            AceClient(audience=device.audience, scope=device.scope, random_bytes=os.urandom),
             Endpoints(device.as_uri, f"coap://127.0.0.1:{rs_port}"),
             client_context(device.as_context),
         )

@@ -21,14 +21,16 @@ import pytest
 from joserfc.jwk import ECKey
 
 from keybound.core import cwt, dpop
-from keybound.core.dpop_state import InMemoryReplayCache, ReplayedProof
+from keybound.core.dpop_state import ReplayedProof
 from keybound.core.errors import InvalidDPoPProof
 from keybound.core.exi import encode_exi_sequence
 from keybound.core.keys import Key
 from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.scope import TextScope
 from keybound.core.token import AccessToken, CnfKey, CnfOsc
+from keybound.tools.http.replay_cache import InMemoryReplayCache
 from tests.helpers import soak
+from tests.helpers.dpop import create_proof
 from tests.helpers.ports import free_udp_port
 
 UNAUTHORIZED, BAD_REQUEST, FORBIDDEN = 0x81, 0x80, 0x83
@@ -58,7 +60,9 @@ def signed(fleet: soak.Fleet, token: AccessToken, key: Key | None = None) -> byt
     """``token`` as the AS issues it: its Sign1 nested in an Encrypt0 for the RS."""
     assert fleet.as_signing_key is not None
     encrypt = cwt.Encrypt0(key or fleet.token_key)
-    return cwt.encode(token, cwt.Nested(cwt.Sign1(fleet.as_signing_key), encrypt))
+    return cwt.encode(
+        token, cwt.Nested(cwt.Sign1(fleet.as_signing_key), encrypt), random_bytes=os.urandom
+    )
 
 
 def oscore_get(fleet: soak.Fleet, context: Any, mid: int, port: int | None = None) -> int:
@@ -79,7 +83,7 @@ def oscore_get(fleet: soak.Fleet, context: Any, mid: int, port: int | None = Non
 
 
 def test_manufactured_token_with_guessed_key_is_refused(fleet: soak.Fleet) -> None:
-    guessed = Key.generate_symmetric(16, kid=fleet.token_key.kid)
+    guessed = Key.generate_symmetric(16, random_bytes=os.urandom, kid=fleet.token_key.kid)
     refused(
         post_token(fleet, fleet.mint(soak.material(), key=guessed)), UNAUTHORIZED, INVALID_TOKEN
     )
@@ -371,7 +375,7 @@ def test_authz_info_flood_does_not_starve_a_legitimate_client(tmp_path: Path) ->
         fleet.start_rs()
         legit, legit_token = soak.establish_raw(fleet, b"\xa0")
         # 300 valid-looking tokens under a guessed key: all refused, none stored
-        guessed = Key.generate_symmetric(16, kid=fleet.token_key.kid)
+        guessed = Key.generate_symmetric(16, random_bytes=os.urandom, kid=fleet.token_key.kid)
         datagrams = [
             soak.authz_info_datagram(
                 fleet.mint(soak.material(), key=guessed), os.urandom(8), b"\x01", i
@@ -401,7 +405,7 @@ def test_authz_info_flood_does_not_starve_a_legitimate_client(tmp_path: Path) ->
 def test_dpop_proof_replayed_at_another_resource_server_is_refused() -> None:
     key = ECKey.generate_key("P-256")
     now = int(time.time())
-    proof = dpop.create_proof(key, "GET", "https://rs1.example/data", now=now)
+    proof = create_proof(key, "GET", "https://rs1.example/data", now=now)
     cache_one, cache_two = InMemoryReplayCache(), InMemoryReplayCache()
     dpop.verify_proof(
         proof, htm="GET", htu="https://rs1.example/data", now=now, replay_cache=cache_one

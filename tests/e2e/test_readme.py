@@ -282,7 +282,9 @@ def test_readme_python_resource_server_example(tmp_path: Path) -> None:
                 device = DeviceBundle.read(tmp_path / "sensor-1.json")
                 client = CoapAceClient(
                     coap,
-                    AceClient(audience=device.audience, scope=device.scope),
+                    AceClient(
+                        audience=device.audience, scope=device.scope, random_bytes=os.urandom
+                    ),
                     Endpoints(device.as_uri, f"coap://127.0.0.1:{rs_port}"),
                     client_context(device.as_context),
                 )

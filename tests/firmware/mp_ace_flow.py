@@ -83,6 +83,7 @@ class FakeRS:
         self.tokens = []
         self.values = []
         self.id2 = b"\x07"
+        self.same_id = False  # True: answer with the client's own ID1 (a misbehaving RS)
         self.reject_next = False
         self.echo_next = False
         self.seen_echo = None
@@ -98,6 +99,10 @@ class FakeRS:
             eq("nonce1 is 8 bytes", len(body[40]), 8)
             self.tokens.append(body[1])
             n2 = b"n2-%05d" % len(self.tokens)
+            if body[43] == self.id2 and not self.same_id:
+                # a conforming RS picks an ID2 other than the client's ID1 (RFC 9203 §4.2):
+                # ID1 is random, so this is 1 in 256 runs
+                self.id2 = b"\x08" if self.id2 == b"\x07" else b"\x07"
             if body[43] == self.id2:
                 # a misbehaving RS that picks the client's ID1 as its ID2
                 return ace_response(coap.CREATED, {42: n2, 44: self.id2})
@@ -210,6 +215,10 @@ eq("Echo value sent back inside OSCORE", frs4.seen_echo, b"echo-1234")
 
 # 7. refusals
 class SameId(FakeRS):
+    def __init__(self):
+        FakeRS.__init__(self)
+        self.same_id = True
+
     def __call__(self, msg):
         if msg.get(coap.OSCORE) is None and paths(msg) == [b"authz-info"]:
             self.id2 = cbor.loads(msg.payload)[43]

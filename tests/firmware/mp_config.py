@@ -13,6 +13,12 @@ eq("README example: master secret bytes", len(cfg["as_context"]["master_secret"]
 eq("README example: empty sender_id allowed", cfg["as_context"]["recipient_id"], b"")
 eq("README example: id_context", cfg["as_context"]["id_context"], bytes.fromhex("37cbf3210017a2d3"))
 eq("defaults: token path", cfg["token_path"], "/token")
+eq("defaults: back-off", (cfg["retry_ms"], cfg["max_retry_ms"]), (2000, 300000))
+eq(
+    "defaults: reset after 10 failed rounds, no watchdog",
+    (cfg["max_failures"], cfg["watchdog_s"]),
+    (10, None),
+)
 
 with open(sys.argv[1]) as f:
     base = json.load(f)
@@ -41,6 +47,13 @@ for name, change, needle in (
     ("sender_id too long", ctx_set("sender_id", "00" * 8), "sender_id"),
     ("alg 11", ctx_set("alg", 11), "alg"),
     ("period 0", lambda d: d.__setitem__("period_s", 0), "period_s"),
+    ("retry_ms 0", lambda d: d.__setitem__("retry_ms", 0), "retry_ms"),
+    ("max_failures as text", lambda d: d.__setitem__("max_failures", "3"), "max_failures"),
+    (
+        "watchdog shorter than an exchange",
+        lambda d: d.__setitem__("watchdog_s", 60),
+        "at least 100",
+    ),
     ("version 2", lambda d: d.__setitem__("version", 2), "version"),
     ("version 0", lambda d: d.__setitem__("version", 0), "version"),
     ("version as text", lambda d: d.__setitem__("version", "1"), "version"),

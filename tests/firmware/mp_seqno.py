@@ -16,6 +16,7 @@ path, count, chunk, delay = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int
 store = oscore.SequenceStore(path, chunk)
 ctx = oscore.Context(bytes(range(16)), b"salt", b"\x01", b"\x02", store=store)
 print("START", ctx.seq)
+print("FP", store.fingerprint)
 for _ in range(count):
     outer, state = ctx.protect(coap.request(coap.GET, "/temp"))
     piv, _, kid = oscore.decode_option(outer.get(coap.OSCORE))

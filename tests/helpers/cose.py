@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from keybound.core import cose
@@ -20,7 +21,7 @@ def key_for(alg: Algorithm, kid: bytes | None = b"kid-1") -> Key:
         return Key.generate_ec2(Curve.P_384, kid=kid)
     if alg == Algorithm.EDDSA:
         return Key.generate_okp(Curve.ED25519, kid=kid)
-    return Key.generate_symmetric(alg.key_bytes, kid=kid)
+    return Key.generate_symmetric(alg.key_bytes, random_bytes=os.urandom, kid=kid)
 
 
 def verifier(key: Key) -> Key:
@@ -33,4 +34,5 @@ def emit(alg: Algorithm, key: Key, payload: bytes = PAYLOAD, **kwargs: Any) -> b
         return cose.sign1(payload, key, alg=alg, **kwargs)
     if alg.kind == "mac":
         return cose.mac0(payload, key, alg=alg, **kwargs)
+    kwargs.setdefault("random_bytes", os.urandom)
     return cose.encrypt0(payload, key, alg=alg, **kwargs)

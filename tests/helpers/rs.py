@@ -44,7 +44,9 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
 
 @dataclass
 class Keys:
-    token_key: Key = field(default_factory=lambda: Key.generate_symmetric(16, kid=b"rs1-key"))
+    token_key: Key = field(
+        default_factory=lambda: Key.generate_symmetric(16, random_bytes=os.urandom, kid=b"rs1-key")
+    )
     as_key: Key = field(default_factory=lambda: Key.generate_ec2(kid=b"as-sign"))
 
 
@@ -82,7 +84,7 @@ def mint(
     protection: cwt.Protection = cwt.Encrypt0(keys.token_key)
     if nested:
         protection = cwt.Nested(cwt.Sign1(keys.as_key), cwt.Encrypt0(keys.token_key))
-    return cwt.encode(token, protection)
+    return cwt.encode(token, protection, random_bytes=os.urandom)
 
 
 def mint_claims(keys: Keys, mat: OscoreInputMaterial, changes: dict[int, Any]) -> bytes:
@@ -98,7 +100,12 @@ def mint_claims(keys: Keys, mat: OscoreInputMaterial, changes: dict[int, Any]) -
             claims.pop(key, None)
         else:
             claims[key] = value
-    return cose.encrypt0(cbor.dumps(claims), keys.token_key, alg=Algorithm.AES_CCM_16_64_128)
+    return cose.encrypt0(
+        cbor.dumps(claims),
+        keys.token_key,
+        alg=Algorithm.AES_CCM_16_64_128,
+        random_bytes=os.urandom,
+    )
 
 
 class ClientContext(DurableSecurityContext):

@@ -9,6 +9,10 @@ be a well-formed CoAP response, never 5.xx, with an ACE error map (RFC 9200
 the servers' resident memory must stay bounded; and a legitimate client must
 still complete its flow afterwards.
 
+``python -m tests.helpers.soak codec --count 1000000`` compares the CBOR, COSE, CWT and
+claims codec with its 0.1.0 reference copy on random and mutated inputs, in process
+(tests/helpers/codec_diff.py): the same output or the same error for every input.
+
 ``python -m tests.helpers.soak soak --clients 200 --requests 50 --kills 20``
 runs the load test (clients x OSCORE requests, zero errors) and then kills the
 RS with SIGKILL ``--kills`` times during a stream of OSCORE requests, checking
@@ -319,9 +323,11 @@ class Fleet:
         )
         encrypt = cwt.Encrypt0(key or self.token_key)
         if not signed:
-            return cwt.encode(token, encrypt)
+            return cwt.encode(token, encrypt, random_bytes=os.urandom)
         assert self.as_signing_key is not None, "provision the fleet first"
-        return cwt.encode(token, cwt.Nested(cwt.Sign1(self.as_signing_key), encrypt))
+        return cwt.encode(
+            token, cwt.Nested(cwt.Sign1(self.as_signing_key), encrypt), random_bytes=os.urandom
+        )
 
 
 def release(context: Any) -> None:
@@ -820,6 +826,26 @@ def get_with_recovery(fleet: Fleet, context: RecordingContext, mid: int) -> bool
     return False
 
 
+def run_codec(count: int, seconds: float, seed: int) -> int:
+    """Differential runs of the codec (tests/helpers/codec_diff.py) in batches of 10,000
+    inputs, each batch from its own seed, until ``count`` inputs or ``seconds`` have passed."""
+    from tests.helpers import codec_diff  # the reference codec loads only for this mode
+
+    deadline = time.monotonic() + seconds
+    done = cases = failures = 0
+    batch = 0
+    while done < count and time.monotonic() < deadline:
+        size = min(10_000, count - done)
+        report = codec_diff.run(size, seed + batch)
+        done, cases, batch = done + size, cases + report.cases, batch + 1
+        failures += len(report.mismatches)
+        for line in report.mismatches[:3]:
+            print(f"seed {seed + batch - 1}: {line[:2000]}")
+        print(f"{done} inputs, {cases} comparisons, {failures} mismatches", flush=True)
+    print(f"codec: seed {seed}, {done} inputs, {cases} comparisons, {failures} mismatches")
+    return failures
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.helpers.soak", description=__doc__)
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -827,6 +853,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     fuzz.add_argument("--count", type=int, default=200_000, help="datagrams in all")
     fuzz.add_argument("--seconds", type=float, default=1800.0, help="stop after this long")
     fuzz.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    codec = sub.add_parser("codec", help="the codec against its 0.1.0 reference, in process")
+    codec.add_argument("--count", type=int, default=1_000_000, help="decoder inputs in all")
+    codec.add_argument("--seconds", type=float, default=1800.0, help="stop after this long")
+    codec.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     soak = sub.add_parser("soak", help="load, then SIGKILLs of the RS under traffic")
     soak.add_argument("--clients", type=int, default=200)
     soak.add_argument("--requests", type=int, default=50, help="OSCORE requests per client")
@@ -836,6 +866,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mode == "fuzz":
         seed = args.seed if args.seed is not None else random.randrange(1 << 32)
         failures = run_fuzz(args.count, args.seconds, seed)
+    elif args.mode == "codec":
+        seed = args.seed if args.seed is not None else random.randrange(1 << 32)
+        failures = run_codec(args.count, args.seconds, seed)
     else:
         failures = run_soak(args.clients, args.requests, args.kills, args.seconds)
     print("OK" if failures == 0 else f"FAILED: {failures} problem(s)")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,32 +16,13 @@ from keybound.core.token import CnfEncryptedKey, CnfKey
 from keybound.tools.authz_server.http import check_listen
 from keybound.tools.authz_server.provision import new_introspection_secret, rotate_token_key
 from keybound.tools.authz_server.schema import resource_servers_table
-from keybound.tools.authz_server.server import RunningServer
 from keybound.tools.http import introspection_token_verifier_from_bundle
-from tests.helpers.authz import ISSUER, provision
-from tests.helpers.ports import free_port
+from tests.helpers.authz import ISSUER, run_http_as
 
 Scenario = Callable[[httpx.AsyncClient, dict[str, Any]], Awaitable[None]]
 
 
-def run_http(url: str, tmp_path: Path, scenario: Scenario) -> None:
-    setup = provision(url)
-    store = setup["store"]
-    port = free_port(socket.SOCK_STREAM)
-
-    async def main() -> None:
-        server = RunningServer(store, http=("127.0.0.1", port), state_dir=tmp_path / "state")
-        await server.start()
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                await scenario(client, setup)
-        finally:
-            await server.stop()
-
-    try:
-        asyncio.run(main())
-    finally:
-        store.close()
+run_http = run_http_as
 
 
 def web_auth(setup: dict[str, Any]) -> tuple[str, str]:

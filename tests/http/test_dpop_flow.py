@@ -33,15 +33,16 @@ import uvicorn
 from joserfc.jwk import ECKey, OKPKey
 
 from keybound.core import jwt
-from keybound.core.dpop import create_proof, jwk_thumbprint
+from keybound.core.dpop import jwk_thumbprint
 from keybound.core.dpop_state import NonceIssuer
 from keybound.core.dpop_token_endpoint import DPoPTokenEndpointPolicy
 from keybound.core.keys import Key
 from keybound.core.token import CnfJkt
 from keybound.tools.authz_server.server import RunningServer
 from keybound.tools.cli import client_commands as client_cli
-from keybound.tools.http import DPoPAuth, jwt_token_verifier_from_metadata
+from keybound.tools.http import DPoPAuth, InMemoryReplayCache, jwt_token_verifier_from_metadata
 from tests.helpers.authz import ISSUER, provision
+from tests.helpers.dpop import create_proof
 from tests.helpers.paths import BIN, ROOT
 from tests.helpers.pg import database_url
 from tests.helpers.ports import free_port
@@ -147,7 +148,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         store,
         http=("127.0.0.1", nonce_port),
         state_dir=where / "s2",
-        dpop=DPoPTokenEndpointPolicy(nonce_issuer=NonceIssuer(os.urandom(32))),
+        dpop=DPoPTokenEndpointPolicy(
+            nonce_issuer=NonceIssuer(os.urandom(32)), replay_cache=InMemoryReplayCache()
+        ),
     )
     loop.run(auth_server.start())
     loop.run(nonce_server.start())

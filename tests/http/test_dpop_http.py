@@ -30,14 +30,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from keybound.core.dpop import (
-    InMemoryReplayCache,
-    NonceIssuer,
-    create_proof,
-    verify_proof,
-)
+from keybound.core.dpop import verify_proof
+from keybound.core.dpop_state import NonceIssuer
 from keybound.core.errors import InvalidToken, KeyboundError, UseDPoPNonce
-from keybound.tools.http import DPoPAuth, DPoPContext, DPoPMiddleware, jwt_token_verifier
+from keybound.tools.http import (
+    DPoPAuth,
+    DPoPContext,
+    DPoPMiddleware,
+    InMemoryReplayCache,
+    jwt_token_verifier,
+)
+from tests.helpers.dpop import create_proof
 
 AS_KEY = ECKey.generate_key("P-256")
 AS_ISSUER = "https://as.example.com"

@@ -18,16 +18,11 @@ from pathlib import Path
 import pytest
 from joserfc.jwk import ECKey
 
-from keybound.core.dpop import (
-    DEFAULT_IAT_WINDOW,
-    InMemoryReplayCache,
-    ReplayCacheFull,
-    ReplayedProof,
-    create_proof,
-    verify_proof,
-)
+from keybound.core.dpop import DEFAULT_IAT_WINDOW, verify_proof
+from keybound.core.dpop_state import ReplayCacheFull, ReplayedProof
 from keybound.core.errors import InvalidDPoPProof
-from keybound.tools.http import SqlReplayCache
+from keybound.tools.http import InMemoryReplayCache, SqlReplayCache
+from tests.helpers.dpop import create_proof
 from tests.helpers.pg import database_url
 
 NOW = 1_700_000_000
@@ -124,7 +119,7 @@ RACER = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from keybound.core.dpop import ReplayedProof
+    from keybound.core.dpop_state import ReplayedProof
     from keybound.tools.http.replay_cache import SqlReplayCache
 
     url, name, go, count = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])

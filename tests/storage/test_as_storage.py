@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -153,12 +154,12 @@ def test_schema_1_sequence_token_records_are_migrated(db_url: str) -> None:
         for number, key in old_keys.items():
             store.record_token(_token(key, audience="door", exi=60, sequence=number))
         store.record_token(_token(b"\x01\x02", exp=NOW + 60))
+    _downgrade_to_schema_2(db_url)
     _raw_execute(db_url, "UPDATE keybound_meta SET schema_version = 1")
     # Schema 1 had no introspection secrets; migrating adds the column back.
     _raw_execute(
         db_url, "ALTER TABLE keybound_resource_servers DROP COLUMN introspection_secret_hash"
     )
-    _drop_credential_columns(db_url)  # schema 1 had no credentials either
     with SqlAuthzStore.open(db_url) as store:
         for number in old_keys:
             record = store.get_token(f"door#{number}".encode())
@@ -173,7 +174,7 @@ def test_schema_1_sequence_token_records_are_migrated(db_url: str) -> None:
             version = conn.execute(text("SELECT schema_version FROM keybound_meta")).scalar_one()
     finally:
         engine.dispose()
-    assert version == SCHEMA_VERSION == 3
+    assert version == SCHEMA_VERSION == 4
 
 
 def _drop_credential_columns(db_url: str) -> None:
@@ -181,15 +182,15 @@ def _drop_credential_columns(db_url: str) -> None:
         _raw_execute(db_url, f"ALTER TABLE {table} DROP COLUMN credential")
 
 
-def test_schema_2_gains_credential_columns(db_url: str) -> None:
-    """Schema 2 -> 3 adds the EDHOC credential columns; existing rows keep everything
+def test_schema_3_gains_credential_columns(db_url: str) -> None:
+    """Schema 3 -> 4 adds the EDHOC credential columns; existing rows keep everything
     and have no credential, and a credential can then be stored and read back."""
     with SqlAuthzStore.init(db_url) as store:
         store.add_resource_server(
             "door", "door", scopes=["open"], token_key=b"k" * 16, token_kid=b"1", now=NOW
         )
         store.add_client(ClientRegistration("dev", grants={"door": ["open"]}), now=NOW)
-    _raw_execute(db_url, "UPDATE keybound_meta SET schema_version = 2")
+    _raw_execute(db_url, "UPDATE keybound_meta SET schema_version = 3")
     _drop_credential_columns(db_url)
     with SqlAuthzStore.open(db_url) as store:
         client = store.get_client("dev")
@@ -206,6 +207,34 @@ def test_schema_2_gains_credential_columns(db_url: str) -> None:
         door = store.get_resource_server("door")
         assert door is not None
         assert door.credential == b"\xa1\x08\xa0"
+
+
+def _downgrade_to_schema_2(db_url: str) -> None:
+    """Take away what schemas 3 and 4 added (token hashes, the TRL tables, credentials)."""
+    _drop_credential_columns(db_url)
+    _raw_execute(db_url, "DROP TABLE keybound_trl_series")
+    _raw_execute(db_url, "DROP TABLE keybound_trl_updates")
+    _raw_execute(db_url, "DROP INDEX ix_keybound_tokens_token_hash")
+    _raw_execute(db_url, "ALTER TABLE keybound_tokens DROP COLUMN token_hash")
+    _raw_execute(db_url, "ALTER TABLE keybound_tokens DROP COLUMN trl_state")
+    _raw_execute(db_url, "UPDATE keybound_meta SET schema_version = 2")
+
+
+def test_schema_2_tokens_are_kept_and_stay_off_the_trl(db_url: str) -> None:
+    """2 -> 3: tokens issued before keep their records, have no hash, cannot be listed."""
+    with SqlAuthzStore.init(db_url) as store:
+        store.record_token(_token(b"\x01\x02", exp=NOW + 60))
+    _downgrade_to_schema_2(db_url)
+    with SqlAuthzStore.open(db_url) as store:
+        before = store.get_token(b"\x01\x02")
+        assert before is not None
+        assert before.token_hash is None
+        store.revoke(b"\x01\x02", now=NOW)
+        assert store.trl_version() == 0  # revoked for introspection, not on the TRL
+        record = _token(b"\x03", exp=NOW + 60)
+        store.record_token(replace(record, token_hash=b"\x01" + bytes(32)))
+        store.revoke(b"\x03", now=NOW)
+        assert store.trl_version() == 1
 
 
 def test_refuses_a_damaged_database(db_url: str) -> None:

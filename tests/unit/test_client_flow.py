@@ -22,7 +22,7 @@ from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.scope import Scope
 from keybound.core.token import AccessToken, CnfOsc
 
-RS_KEY = Key.generate_symmetric(16, kid=b"rs")
+RS_KEY = Key.generate_symmetric(16, random_bytes=os.urandom, kid=b"rs")
 
 
 class Peers:
@@ -52,7 +52,7 @@ class Peers:
             )  # fmt: skip
             self.tokens_issued += 1
             response = {
-                1: cwt.encode(token, cwt.Encrypt0(RS_KEY)),
+                1: cwt.encode(token, cwt.Encrypt0(RS_KEY), random_bytes=os.urandom),
                 2: self.expires_in,
                 8: {4: material.to_cbor_map()},
                 38: 2,
@@ -98,7 +98,10 @@ def drive(flow: Generator[Send, Reply, Reply], peers: Peers, client: AceClient) 
 
 
 def test_full_flow_then_reuse() -> None:
-    peers, client = Peers(), AceClient(audience="coap://rs", scope="temp.read")
+    peers, client = (
+        Peers(),
+        AceClient(audience="coap://rs", scope="temp.read", random_bytes=os.urandom),
+    )
     reply = drive(client.request("GET", "temp", now=0), peers, client)
     assert reply.code == (2, 5)
     assert reply.payload == b"21.5"
@@ -109,7 +112,10 @@ def test_full_flow_then_reuse() -> None:
 
 
 def test_expired_token_is_renewed() -> None:
-    peers, client = Peers(expires_in=60), AceClient(audience="coap://rs", scope="temp.read")
+    peers, client = (
+        Peers(expires_in=60),
+        AceClient(audience="coap://rs", scope="temp.read", random_bytes=os.urandom),
+    )
     drive(client.request("GET", "temp", now=0), peers, client)
     peers.seen.clear()
     drive(client.request("GET", "temp", now=100), peers, client)
@@ -118,7 +124,10 @@ def test_expired_token_is_renewed() -> None:
 
 
 def test_rs_lost_state_starts_over_once() -> None:
-    peers, client = Peers(), AceClient(audience="coap://rs", scope="temp.read")
+    peers, client = (
+        Peers(),
+        AceClient(audience="coap://rs", scope="temp.read", random_bytes=os.urandom),
+    )
     drive(client.request("GET", "temp", now=0), peers, client)
     peers.rs_lost_state = True
     peers.seen.clear()
@@ -129,7 +138,7 @@ def test_rs_lost_state_starts_over_once() -> None:
 
 
 def test_refused_token_request_raises_with_the_ace_error() -> None:
-    client = AceClient(audience="coap://rs", scope="admin")
+    client = AceClient(audience="coap://rs", scope="admin", random_bytes=os.urandom)
     flow = client.request("GET", "temp", now=0)
     next(flow)
     with pytest.raises(FlowError, match=r"4\.00 error=6 \(scope not allowed\)"):
@@ -138,4 +147,4 @@ def test_refused_token_request_raises_with_the_ace_error() -> None:
 
 def test_bad_recipient_id() -> None:
     with pytest.raises(Exception, match="recipient ID"):
-        AceClient(audience="a", scope=None, recipient_id=b"")
+        AceClient(audience="a", scope=None, recipient_id=b"", random_bytes=os.urandom)

@@ -5,6 +5,7 @@ Every refusal must be a :class:`KeyboundError` subclass, never anything else.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import cbor2
@@ -232,7 +233,9 @@ def test_mac_algorithm_with_public_key(mac_alg: Algorithm, curve: Curve) -> None
 
 def test_aead_algorithm_with_public_key() -> None:
     public = Key.generate_ec2().public_key()
-    message = cose.encrypt0(PAYLOAD, Key.symmetric(public.to_cose_key()[-2][:16]))
+    message = cose.encrypt0(
+        PAYLOAD, Key.symmetric(public.to_cose_key()[-2][:16]), random_bytes=os.urandom
+    )
     with pytest.raises(AlgorithmNotAllowed):
         decode(message, public)
 
@@ -242,7 +245,7 @@ def test_signature_algorithm_with_symmetric_key(sig_alg: Algorithm) -> None:
     real = key_for(sig_alg)
     message = emit(sig_alg, real)
     with pytest.raises(AlgorithmNotAllowed):
-        decode(message, Key.generate_symmetric(32))
+        decode(message, Key.generate_symmetric(32, random_bytes=os.urandom))
 
 
 @pytest.mark.parametrize(
@@ -267,9 +270,11 @@ def test_key_restricted_to_other_algorithm() -> None:
 def test_symmetric_key_of_wrong_length() -> None:
     message = emit(Algorithm.A256GCM, key_for(Algorithm.A256GCM))
     with pytest.raises(AlgorithmNotAllowed):
-        decode(message, Key.generate_symmetric(16))
+        decode(message, Key.generate_symmetric(16, random_bytes=os.urandom))
     with pytest.raises(AlgorithmNotAllowed):
-        cose.mac0(PAYLOAD, Key.generate_symmetric(16), alg=Algorithm.HMAC_256_64)
+        cose.mac0(
+            PAYLOAD, Key.generate_symmetric(16, random_bytes=os.urandom), alg=Algorithm.HMAC_256_64
+        )
 
 
 @pytest.mark.parametrize(
@@ -499,7 +504,9 @@ def test_signing_needs_private_key(sig_alg: Algorithm) -> None:
 
 def test_signing_with_symmetric_key() -> None:
     with pytest.raises(AlgorithmNotAllowed):
-        cose.sign1(PAYLOAD, Key.generate_symmetric(32), alg=Algorithm.ES256)
+        cose.sign1(
+            PAYLOAD, Key.generate_symmetric(32, random_bytes=os.urandom), alg=Algorithm.ES256
+        )
 
 
 # ---- fuzzing ----------------------------------------------------------------------------------

@@ -13,18 +13,16 @@ from joserfc.jwk import ECKey, OctKey, OKPKey
 from keybound.core.dpop import (
     MAX_PROOF_LENGTH,
     DPoPKeyMismatch,
-    InMemoryReplayCache,
-    NonceIssuer,
-    ReplayCacheFull,
-    ReplayedProof,
     VerifiedProof,
     access_token_hash,
-    create_proof,
     jwk_thumbprint,
     normalize_htu,
     verify_proof,
 )
+from keybound.core.dpop_state import NonceIssuer, ReplayCacheFull, ReplayedProof
 from keybound.core.errors import InvalidDPoPProof, InvalidToken, UseDPoPNonce
+from keybound.tools.http.replay_cache import InMemoryReplayCache
+from tests.helpers.dpop import create_proof
 from tests.helpers.paths import VECTORS
 
 NOW = 1_700_000_000
@@ -443,11 +441,24 @@ def test_nonce_issuer_slots() -> None:
     issuer.check(nonce, slot_start + 119)  # the previous slot is still good
     with pytest.raises(UseDPoPNonce):
         issuer.check(nonce, slot_start + 120)
-    for junk in ("", "not base64!", "A" * 32, nonce[:-2], nonce + "AA", "x" * 1000):
+    # "AAAAA": base64url characters of a length no encoding has (5 = 1 mod 4);
+    # "\ud800": a lone surrogate, which a JSON string can carry
+    junks = ("", "not base64!", "A" * 32, nonce[:-2], nonce + "AA", "x" * 1000, "AAAAA", "\ud800")
+    for junk in junks:
         with pytest.raises(UseDPoPNonce):
             issuer.check(junk, slot_start)
     with pytest.raises(ValueError, match="16 bytes"):
         NonceIssuer(b"short")
+
+
+def test_nonce_issuer_keeps_few_slots_and_the_same_nonces() -> None:
+    """The nonces of recent slots are kept computed; a long run of slots keeps only a few."""
+    issuer = NonceIssuer(SECRET, slot_seconds=1)
+    fresh = NonceIssuer(SECRET, slot_seconds=1)
+    for second in range(100):
+        assert issuer.issue(second) == fresh._nonce_for_slot(second)
+        issuer.check(issuer.issue(second), second)
+    assert len(issuer._recent) <= 4
 
 
 # ---- replay (RFC 9449 §11.1) ----------------------------------------------------------------

@@ -97,6 +97,7 @@ def test_a_kccs_token_claiming_the_oscore_profile_is_incompatible() -> None:
     relabelled = cwt.encode(
         type(token)(**{**token.__dict__, "ace_profile": OSCORE}),
         cwt.Nested(cwt.Sign1(keys.as_key), cwt.Encrypt0(keys.token_key)),
+        random_bytes=os.urandom,
     )
     with pytest.raises(IncompatibleAceProfiles, match="osc"):
         make_rs(keys).verify(relabelled, now=NOW, monotonic=0.0)

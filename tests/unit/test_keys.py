@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -30,8 +31,12 @@ KEY_FACTORIES: dict[str, Callable[[], Key]] = {
     "EC2 P-384": lambda: Key.generate_ec2(Curve.P_384, kid=b"ec384"),
     "OKP Ed25519": lambda: Key.generate_okp(Curve.ED25519, kid=b"\x01\x02", alg=Algorithm.EDDSA),
     "OKP X25519": lambda: Key.generate_okp(Curve.X25519),
-    "Symmetric 16": lambda: Key.generate_symmetric(16, kid=b"s16", alg=Algorithm.A128GCM),
-    "Symmetric 32": lambda: Key.generate_symmetric(32, alg=Algorithm.HMAC_256_256),
+    "Symmetric 16": lambda: Key.generate_symmetric(
+        16, random_bytes=os.urandom, kid=b"s16", alg=Algorithm.A128GCM
+    ),
+    "Symmetric 32": lambda: Key.generate_symmetric(
+        32, random_bytes=os.urandom, alg=Algorithm.HMAC_256_256
+    ),
 }
 ASYMMETRIC = [name for name in KEY_FACTORIES if not name.startswith("Symmetric")]
 
@@ -205,7 +210,7 @@ def test_private_parts_only_on_request(asymmetric_key: Key) -> None:
 
 
 def test_symmetric_key_refuses_to_emit_without_include_private() -> None:
-    key = Key.generate_symmetric(32)
+    key = Key.generate_symmetric(32, random_bytes=os.urandom)
     with pytest.raises(UnsupportedPopKey):
         key.to_cose_key()
     with pytest.raises(UnsupportedPopKey):

@@ -216,7 +216,11 @@ def test_cnf_other_than_osc_is_unsupported() -> None:
         cnf=CnfKid(b"k"),
     )
     with pytest.raises(IncompatibleAceProfiles):
-        rs.verify(cwt.encode(token, cwt.Encrypt0(keys.token_key)), now=NOW, monotonic=0)
+        rs.verify(
+            cwt.encode(token, cwt.Encrypt0(keys.token_key), random_bytes=os.urandom),
+            now=NOW,
+            monotonic=0,
+        )
 
 
 def test_tampered_and_truncated_tokens_are_invalid() -> None:
@@ -445,13 +449,19 @@ def test_creation_hints_and_cnonce() -> None:
     with pytest.raises(InvalidToken, match="cnonce"):
         post(rs, mint(keys, material(), now=NOW))
     decoded = cwt.decode(mint(keys, material(), now=NOW), keys.token_key).token
-    token = cwt.encode(decoded.replace(cnonce=b"\x01" * 8), cwt.Encrypt0(keys.token_key))
+    token = cwt.encode(
+        decoded.replace(cnonce=b"\x01" * 8), cwt.Encrypt0(keys.token_key), random_bytes=os.urandom
+    )
     post(rs, token)
-    other = cwt.encode(decoded.replace(cnonce=b"\x01" * 8), cwt.Encrypt0(keys.token_key))
+    other = cwt.encode(
+        decoded.replace(cnonce=b"\x01" * 8), cwt.Encrypt0(keys.token_key), random_bytes=os.urandom
+    )
     with pytest.raises(InvalidToken, match="cnonce"):  # single use
         post(rs, other)
     rs.creation_hints_for("GET", "/temp", random=b"\x02" * 8, monotonic=0)
-    late = cwt.encode(decoded.replace(cnonce=b"\x02" * 8), cwt.Encrypt0(keys.token_key))
+    late = cwt.encode(
+        decoded.replace(cnonce=b"\x02" * 8), cwt.Encrypt0(keys.token_key), random_bytes=os.urandom
+    )
     with pytest.raises(InvalidToken, match="cnonce"):  # past its lifetime
         post(rs, late, mono=1000)
 

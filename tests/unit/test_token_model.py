@@ -43,8 +43,8 @@ from keybound.core.token import (
 from keybound.core.validation import validate
 
 AS_KEY = Key.generate_ec2(Curve.P_256, kid=b"as-signing")
-RS_KEY = Key.generate_symmetric(16, kid=b"rs-token-key")
-MAC_KEY = Key.generate_symmetric(32, kid=b"mac")
+RS_KEY = Key.generate_symmetric(16, random_bytes=os.urandom, kid=b"rs-token-key")
+MAC_KEY = Key.generate_symmetric(32, random_bytes=os.urandom, kid=b"mac")
 POP = Key.generate_ec2(Curve.P_256)
 NOW = 1_700_000_000
 
@@ -69,7 +69,9 @@ def _token(**changes: object) -> AccessToken:
 CNF_BOTH = [
     pytest.param(CnfKey(POP.public_key()), id="cose_key-ec2"),
     pytest.param(CnfKey(Key.generate_okp(Curve.ED25519).public_key()), id="cose_key-okp"),
-    pytest.param(CnfKey(Key.generate_symmetric(16)), id="cose_key-symmetric"),
+    pytest.param(
+        CnfKey(Key.generate_symmetric(16, random_bytes=os.urandom)), id="cose_key-symmetric"
+    ),
     pytest.param(CnfKid(b"client-key-1"), id="kid"),
     pytest.param(
         CnfOsc(
@@ -105,7 +107,7 @@ def test_jkt_is_jwt_only_and_ckt_is_cwt_only() -> None:
 
 
 def test_encrypted_cnf_key_jwe_round_trip() -> None:
-    pop = Key.generate_symmetric(16, kid=b"pop")
+    pop = Key.generate_symmetric(16, random_bytes=os.urandom, kid=b"pop")
     sealed = jwt.seal_key(pop, RS_KEY)
     token = _token(cnf=CnfEncryptedKey(jwe=sealed))
     decoded = jwt.decode(jwt.encode_encrypted(token, RS_KEY), RS_KEY).token
@@ -118,8 +120,10 @@ def test_encrypted_cnf_key_jwe_round_trip() -> None:
 
 
 def test_encrypted_cose_key_round_trip() -> None:
-    pop = Key.generate_symmetric(16, kid=b"pop")
-    sealed = cose.encrypt0(pop.to_cose_key_bytes(include_private=True), RS_KEY, tagged=False)
+    pop = Key.generate_symmetric(16, random_bytes=os.urandom, kid=b"pop")
+    sealed = cose.encrypt0(
+        pop.to_cose_key_bytes(include_private=True), RS_KEY, tagged=False, random_bytes=os.urandom
+    )
     token = _token(cnf=CnfEncryptedKey(cose=cbor2.loads(sealed)))
     decoded = cwt.decode(cwt.encode(token, cwt.Sign1(AS_KEY)), AS_KEY).token
     assert isinstance(decoded.cnf, CnfEncryptedKey)
@@ -149,7 +153,7 @@ def test_every_protection_round_trips(protection: cwt.Protection) -> None:
         else (protection,)
     ):
         keys.append(part.key if part.key.is_symmetric else part.key.public_key())
-    decoded = cwt.decode(cwt.encode(token, protection, cwt_tag=True), keys)
+    decoded = cwt.decode(cwt.encode(token, protection, cwt_tag=True, random_bytes=os.urandom), keys)
     assert decoded.token == token
     assert decoded.cwt_tag
 
@@ -362,8 +366,13 @@ def test_cwt_decoder_on_arbitrary_bytes(data: bytes) -> None:
 
 VALID = [
     cwt.encode(_token(), cwt.Sign1(AS_KEY)),
-    cwt.encode(_token(), cwt.Encrypt0(RS_KEY)),
-    cwt.encode(_token(), cwt.Nested(cwt.Sign1(AS_KEY), cwt.Encrypt0(RS_KEY)), cwt_tag=True),
+    cwt.encode(_token(), cwt.Encrypt0(RS_KEY), random_bytes=os.urandom),
+    cwt.encode(
+        _token(),
+        cwt.Nested(cwt.Sign1(AS_KEY), cwt.Encrypt0(RS_KEY)),
+        cwt_tag=True,
+        random_bytes=os.urandom,
+    ),
 ]
 
 

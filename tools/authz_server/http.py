@@ -25,6 +25,9 @@
   ``dpop_signing_alg_values_supported`` (RFC 9449 §5.1) and ``jwks_uri``.
 * ``GET /jwks`` — the AS's public signing key as a JWK Set (RFC 7517 §5), for
   resource servers that check JWT access tokens themselves.
+* ``GET /revoke/trl`` — the token revocation list (RFC 9770 §6) in
+  ``application/ace-trl+cbor``, with the same Basic credentials as ``/introspect``:
+  an RS sees the hashes of tokens for its audience, a client those of its own tokens.
 
 :func:`check_listen` refuses a non-loopback address without TLS unless the
 operator insists.
@@ -40,7 +43,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote_plus
 
 from starlette.applications import Starlette
@@ -49,13 +52,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keybound.coap.authz_service import AuthzService
+from keybound.core import trl
 from keybound.core.authz_server import (
     MAX_REQUEST_BYTES,
     AuthzServerConfig,
     TokenRequest,
     parse_form_token_request,
 )
-from keybound.core.authz_store import AuthzStore
+from keybound.core.authz_store import AuthzStore, TrlStore, trl_requester
 from keybound.core.dpop import DEFAULT_ALGS
 from keybound.core.dpop_token_endpoint import (
     DPoPTokenEndpointPolicy,
@@ -67,7 +71,9 @@ from keybound.core.errors import (
     KeyboundError,
     PayloadTooLarge,
 )
+from keybound.core.numbers.trl import MEDIA_TYPE_ACE_TRL_CBOR, MEDIA_TYPE_CONCISE_PROBLEM_DETAILS
 from keybound.tools.http.errors import INTROSPECTION_RULES, TOKEN_ENDPOINT_RULES, render_http_error
+from keybound.tools.http.replay_cache import InMemoryReplayCache
 
 __all__ = [
     "DPOP_SIGNING_ALGS",
@@ -166,13 +172,16 @@ def create_app(
     names endpoints under it, and DPoP proofs at the token endpoint must carry
     ``htu`` ``{base_url}/token`` (RFC 9449 §4.3 check 9). ``dpop`` sets the
     nonce requirement, replay cache and algorithms of DPoP (RFC 9449 §5, §8);
-    by default proofs are accepted without a nonce. ``service`` answers the
+    by default proofs are accepted without a nonce, their ``jti`` values kept
+    in an :class:`~keybound.tools.http.replay_cache.InMemoryReplayCache`. ``service`` answers the
     requests (one may be shared with the CoAP site); by default one on ``store``
     and ``config``. Store work runs in worker threads, off the event loop.
     """
     answering = service if service is not None else AuthzService(store, config)
     token_endpoint = f"{base_url.rstrip('/')}/token"
-    dpop_policy = dpop if dpop is not None else DPoPTokenEndpointPolicy()
+    dpop_policy = (
+        dpop if dpop is not None else DPoPTokenEndpointPolicy(replay_cache=InMemoryReplayCache())
+    )
 
     async def token(request: Request) -> Response:
         headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -243,6 +252,35 @@ def create_app(
         log.info("introspection by %s %s: active=%s", kind, who, result.active)
         return JSONResponse(result.to_json(), headers={"Cache-Control": "no-store"})
 
+    def _requester(user: str, password: str) -> str:
+        if store.get_resource_server(user) is not None:
+            return trl_requester("rs", store.verify_introspection_secret(user, password).name)
+        return trl_requester("client", store.verify_client_secret(user, password).client_id)
+
+    def _trl_answer(requester: str, query: list[str]) -> bytes:
+        trl_store = cast(TrlStore, store)
+        hashes, collection = trl_store.trl_view(requester)
+        return trl.answer(query, lambda: hashes, collection, trl_store.trl_limits)
+
+    async def revocation_list(request: Request) -> Response:
+        """``GET /revoke/trl`` (RFC 9770 §6) for RSs and clients with HTTP credentials."""
+        try:
+            requester = await asyncio.to_thread(_requester, *_basic(request))
+            query = [f"{k}={v}" for k, v in request.query_params.multi_items()][:8]
+            payload = await asyncio.to_thread(_trl_answer, requester, query)
+        except trl.TrlQueryError as err:
+            return Response(
+                err.problem_details(),
+                status_code=400,
+                media_type=MEDIA_TYPE_CONCISE_PROBLEM_DETAILS,
+                headers={"Cache-Control": "no-store"},
+            )
+        except KeyboundError as err:
+            return render_http_error(err, INTROSPECTION_RULES).starlette()
+        return Response(
+            payload, media_type=MEDIA_TYPE_ACE_TRL_CBOR, headers={"Cache-Control": "no-store"}
+        )
+
     async def well_known(request: Request) -> Response:
         return JSONResponse(
             metadata(config.issuer, base_url.rstrip("/"), dpop_algs=dpop_policy.allowed_algs)
@@ -260,6 +298,11 @@ def create_app(
             Route("/introspect", introspection, methods=["POST"]),
             Route("/.well-known/oauth-authorization-server", well_known, methods=["GET"]),
             Route("/jwks", jwks, methods=["GET"]),
+            *(
+                [Route("/revoke/trl", revocation_list, methods=["GET"])]
+                if hasattr(store, "trl_view")  # a store that keeps the TRL (RFC 9770)
+                else []
+            ),
         ]
     )
 

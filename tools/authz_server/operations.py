@@ -9,8 +9,8 @@ store error) with a sentence for a person when the request cannot be done.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -25,7 +25,6 @@ from keybound.core.authz_store import (
     IssuedToken,
     IssuerSettings,
     RsRecord,
-    UnknownRecord,
 )
 from keybound.core.edhoc_credentials import Ccs
 from keybound.core.errors import KeyboundError
@@ -36,17 +35,19 @@ from keybound.tools.authz_server.provision import (
     add_clients,
     add_resource_server,
     init_issuer,
+    new_client_context,
     new_introspection_secret,
     rotate_token_key,
 )
 from keybound.tools.authz_server.storage import SqlAuthzStore
-from keybound.tools.bundles import device_bundle, rs_bundle, write_bundle
+from keybound.tools.bundles import BundleError, RsBundle, device_bundle, rs_bundle, write_bundle
 
 __all__ = [
     "DEFAULT_AS_BASE",
     "PROFILE_NAMES",
     "AddedClients",
     "Initialised",
+    "Revocation",
     "add_clients_with_bundles",
     "add_rs",
     "as_base_uri",
@@ -63,12 +64,14 @@ __all__ = [
     "profile_numbers",
     "read_credential",
     "record",
+    "rekey_client",
     "remove",
     "require_issuer",
     "revoke",
     "rotate",
     "rs_row",
     "serve",
+    "trl_entries",
     "write_rs_bundle",
 ]
 
@@ -185,16 +188,23 @@ def write_rs_bundle(
 
 
 def bundle_introspection_secret(path: Path, name: str) -> str | None:
-    """The ``introspection.http_secret`` of the RS bundle of ``name`` at ``path``, if any."""
+    """The ``introspection.http_secret`` of the RS bundle of ``name`` at ``path``, if any.
+
+    None when there is no file at ``path`` or it is the bundle of another RS. A file
+    that cannot be read as an RS bundle is an error: writing over it would drop the
+    secret the RS uses at ``/introspect`` (the AS keeps only its hash).
+    """
+    if not path.exists():
+        return None
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(old, dict) or old.get("name") != name:
-        return None
-    introspection = old.get("introspection")
-    secret = introspection.get("http_secret") if isinstance(introspection, dict) else None
-    return secret if isinstance(secret, str) else None
+        old = RsBundle.read(path)
+    except BundleError as exc:
+        raise BundleError(
+            f"{exc.description}; the introspection secret in it cannot be kept: move the "
+            f"file away, or give the RS a new one with "
+            f"'keybound as rotate-key {name} --introspection-secret'"
+        ) from None
+    return old.introspection_secret if old.name == name else None
 
 
 def add_rs(
@@ -400,6 +410,20 @@ def record(db: str | None, name: str) -> dict[str, Any]:
         return {"kind": "resource_server", **rs_row(rs)}
 
 
+def rekey_client(db: str | None, name: str) -> Client:
+    """Give client ``name`` a new OSCORE context with the AS: new Master Secret, Master
+    Salt and Sender ID (RFC 8613 §3), so its sequence numbers start again at 0 without
+    reusing a nonce (RFC 8613 §7.2.1), e.g. after its state was lost. The old context
+    stops working; a running AS picks the new one up at the client's first request."""
+    with open_store(db) as store:
+        client = store.get_client(name)
+        if client is None:
+            raise ValueError(f"no client {name!r} at the AS")
+        if client.oscore is None:
+            raise ValueError(f"client {name!r} has no OSCORE context (an HTTP-only client)")
+        return store.set_client_oscore(name, new_client_context(store))
+
+
 def remove(db: str | None, name: str) -> str:
     """Forget client or resource server ``name``; returns which (``client``,
     ``resource_server``). Issued tokens stay on record."""
@@ -423,14 +447,82 @@ def parse_cti(text: str) -> bytes:
     return bytes.fromhex(text)
 
 
-def revoke(db: str | None, cti: str) -> IssuedToken:
-    """Mark the token ``cti`` (hex or ``AUDIENCE#SEQ``) revoked: introspection answers
-    inactive from now on."""
+@dataclass(frozen=True)
+class Revocation:
+    """What ``keybound as revoke`` did: the token, whether it is on the token
+    revocation list now (RFC 9770), and the devices its TRL notifications reach."""
+
+    token: IssuedToken
+    on_trl: bool
+    notified: tuple[str, ...]
+    #: why it is not on the TRL, when it is not
+    note: str = ""
+
+
+def _find_token(store: SqlAuthzStore, text: str) -> IssuedToken:
+    """The token named by a cti (hex or ``AUDIENCE#SEQ``) or given whole (hex, base64url,
+    a compact JWT, ``@file``), found by cti or by its RFC 9770 token hash."""
+    from keybound.core import trl  # noqa: PLC0415 - only the revoke command needs it
+    from keybound.tools.tokens.inspection import read_token_argument  # noqa: PLC0415
+
+    with suppress(ValueError):
+        found = store.get_token(parse_cti(text))
+        if found is not None:
+            return found
+    try:
+        token = read_token_argument(text)
+    except KeyboundError:
+        token = None
+    if token is not None:
+        candidates = [trl.response_token_hash(token)]
+        if isinstance(token, str):  # a JWT the AS sent in a CBOR response
+            candidates.append(trl.response_token_hash(token.encode("ascii")))
+        for candidate in candidates:
+            found = store.get_token_by_hash(candidate)
+            if found is not None:
+                return found
+    raise ValueError(f"no token with cti {text[:40]}, nor one that is this token")
+
+
+def revoke(db: str | None, cti: str, *, now: int | None = None) -> Revocation:
+    """Revoke a token named by its cti (hex or ``AUDIENCE#SEQ``) or given whole:
+    introspection answers inactive from now on, and a token that has not expired goes
+    on the token revocation list, whose observers are notified (RFC 9770)."""
+    when = int(time.time()) if now is None else now
     with open_store(db) as store:
-        try:
-            return store.revoke(parse_cti(cti))
-        except UnknownRecord:
-            raise ValueError(f"no token with cti {cti}") from None
+        found = _find_token(store, cti)
+        token = store.revoke(found.cti, now=when)
+        listed = token in store.trl_entries()
+        if listed:
+            return Revocation(token, True, tuple(store.trl_requesters(token)))
+        if token.token_hash is None:
+            note = "issued before keybound kept token hashes: not on the TRL"
+        elif found.revoked:
+            note = "it was revoked before"
+        else:
+            note = "it has expired: not on the TRL"
+        return Revocation(token, False, (), note)
+
+
+def trl_entries(db: str | None) -> list[dict[str, Any]]:
+    """The token revocation list as ``keybound as trl`` shows it."""
+    with open_store(db) as store:
+        rows = []
+        for token in store.trl_entries():
+            assert token.token_hash is not None
+            rows.append(
+                {
+                    "token_hash": token.token_hash.hex(),
+                    "cti": token.cti.hex() if token.sequence is None else token.cti.decode(),
+                    "client_id": token.client_id,
+                    "audience": token.audience,
+                    "revoked_at": token.revoked_at,
+                    "exp": token.exp,
+                    "exi": token.exi,
+                    "requesters": store.trl_requesters(token),
+                }
+            )
+        return rows
 
 
 # ---- serve --------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ across all peers, since the AS finds a context by the request's ``kid``.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
     "add_resource_server",
     "as_config",
     "init_issuer",
+    "new_client_context",
     "new_introspection_secret",
     "new_token_key",
     "rotate_token_key",
@@ -69,7 +71,9 @@ def as_config(store: AuthzStore, **policy: bool | int) -> AuthzServerConfig:
 def new_token_key() -> tuple[bytes, bytes]:
     """A fresh AES-CCM-16-64-128 token key: (COSE_Key bytes, kid)."""
     kid = secrets.token_hex(4).encode()  # ASCII, so the JWK form round-trips
-    key = Key.generate_symmetric(16, kid=kid, alg=Algorithm.AES_CCM_16_64_128)
+    key = Key.generate_symmetric(
+        16, random_bytes=os.urandom, kid=kid, alg=Algorithm.AES_CCM_16_64_128
+    )
     return key.to_cose_key_bytes(include_private=True), kid
 
 
@@ -96,6 +100,12 @@ def _new_context(used: set[bytes]) -> OscoreContext:
         sender_id=peer_id,
         recipient_id=AS_OSCORE_ID,
     )
+
+
+def new_client_context(store: AuthzStore) -> OscoreContext:
+    """A new client-AS OSCORE context (new secret, salt and Sender ID) for a client
+    that needs new keys, its ID unused by every other peer."""
+    return _new_context(_used_ids(store))
 
 
 def add_resource_server(

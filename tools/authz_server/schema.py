@@ -56,6 +56,9 @@ from keybound.tools.authz_server.database import StorageError
 __all__ = [
     "ALL_TABLES",
     "SCHEMA_VERSION",
+    "TRL_LEFT",
+    "TRL_LISTED",
+    "TRL_NONE",
     "check_schema",
     "client_from_rows",
     "clients_table",
@@ -71,9 +74,11 @@ __all__ = [
     "token_from_row",
     "token_keys_table",
     "tokens_table",
+    "trl_series_table",
+    "trl_updates_table",
 ]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """Bumped whenever a table or a stored format changes. An older database is migrated
 in place by :func:`check_schema` (:data:`_MIGRATIONS`); a newer or unknown one is refused.
 
@@ -82,7 +87,10 @@ in place by :func:`check_schema` (:data:`_MIGRATIONS`); a newer or unknown one i
   of the number's CBOR encoding, which differs from 24 on. Resource servers get an
   ``introspection_secret_hash`` column (empty: such an RS must be given an introspection
   secret before it can introspect over HTTP; its token key no longer serves as one).
-- 2 -> 3: clients and resource servers get a ``credential`` column: an EDHOC
+- 2 -> 3: tokens get their RFC 9770 token hash (``token_hash``; empty for tokens issued
+  before, which therefore never reach the token revocation list) and their place on it
+  (``trl_state``); the TRL's updates and each requester's update collection get tables.
+- 3 -> 4: clients and resource servers get a ``credential`` column: an EDHOC
   authentication credential (an encoded CCS, RFC 9528 §3.5.2), empty for the existing ones.
 """
 
@@ -208,6 +216,39 @@ tokens_table = Table(
     Column("cnf_id", LargeBinary),
     Column("revoked", Boolean, nullable=False),
     Column("revoked_at", BigInteger),
+    # RFC 9770 §4: the hash of the token as issued, and whether it is on the TRL
+    Column("token_hash", LargeBinary, index=True),
+    Column("trl_state", Integer, nullable=False, server_default="0"),
+)
+
+#: ``trl_state`` of a token: never on the TRL, on it (revoked, not expired), left it
+TRL_NONE: Final = 0
+TRL_LISTED: Final = 1
+TRL_LEFT: Final = 2
+
+#: One row per change of the TRL (RFC 9770 §5.1): its id orders them for every AS process.
+trl_updates_table = Table(
+    "keybound_trl_updates",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+)
+
+#: Each requester's update collection (RFC 9770 §6.2): ``seq`` counts the requester's
+#: series items from 0 (its ``index`` is ``seq`` modulo MAX_INDEX + 1); hashes as hex.
+trl_series_table = Table(
+    "keybound_trl_series",
+    metadata,
+    Column("requester", String, primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column(
+        "update_id",
+        Integer,
+        ForeignKey("keybound_trl_updates.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("removed", JSON, nullable=False),
+    Column("added", JSON, nullable=False),
 )
 
 ALL_TABLES: Final = frozenset(metadata.tables)
@@ -252,6 +293,7 @@ def check_schema(engine: Engine, url: URL, *, create: bool) -> None:
     if 1 <= version < SCHEMA_VERSION:
         _migrate(engine, where, version)
         version = SCHEMA_VERSION
+        tables = set(inspect(engine).get_table_names()) - COMPANION_TABLES  # some are new
     if version > SCHEMA_VERSION:
         raise StorageError(
             f"{where} has schema version {version}, written by a newer keybound; this "
@@ -267,9 +309,14 @@ def check_schema(engine: Engine, url: URL, *, create: bool) -> None:
         raise StorageError(f"{where} lacks tables {sorted(missing)}: the database is damaged")
 
 
+_COLUMNS_SINCE_3: Final = frozenset({"token_hash", "trl_state"})
+
+
 def _rekey_sequenced_tokens(conn: Connection) -> None:
     """Schema 1 -> 2: record sequence-number tokens under their decimal sequence number."""
-    rows = conn.execute(select(tokens_table).where(tokens_table.c.sequence.is_not(None))).all()
+    # The columns of schema 2: later steps add the others.
+    columns = [c for c in tokens_table.c if c.name not in _COLUMNS_SINCE_3]
+    rows = conn.execute(select(*columns).where(tokens_table.c.sequence.is_not(None))).all()
     if not rows:
         return
     # Delete first, then insert: an old key may equal the new key of another token.
@@ -297,16 +344,28 @@ def _migrate_1_to_2(conn: Connection) -> None:
 
 
 def _migrate_2_to_3(conn: Connection) -> None:
-    # BYTEA on PostgreSQL and BLOB on SQLite: what LargeBinary creates for new tables.
-    binary = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
+    blob = LargeBinary().compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE {tokens_table.name} ADD COLUMN token_hash {blob}"))
+    conn.execute(
+        text(f"ALTER TABLE {tokens_table.name} ADD COLUMN trl_state INTEGER NOT NULL DEFAULT 0")
+    )
+    for index in tokens_table.indexes:
+        if "token_hash" in index.columns:
+            index.create(conn)
+    metadata.create_all(conn, tables=[trl_updates_table, trl_series_table])
+
+
+def _migrate_3_to_4(conn: Connection) -> None:
+    blob = LargeBinary().compile(dialect=conn.dialect)
     for table in (clients_table, resource_servers_table):
-        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN credential {binary}"))
+        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN credential {blob}"))
 
 
 #: The step from each schema version to the next, run in one transaction.
 _MIGRATIONS: Final[dict[int, Callable[[Connection], None]]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
 }
 
 
@@ -413,4 +472,5 @@ def token_from_row(row: Row[Any]) -> IssuedToken:
         cnf_id=None if row.cnf_id is None else bytes(row.cnf_id),
         revoked=bool(row.revoked),
         revoked_at=row.revoked_at,
+        token_hash=None if row.token_hash is None else bytes(row.token_hash),
     )

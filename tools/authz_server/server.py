@@ -14,7 +14,7 @@ import secrets
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiocoap
 import platformdirs
@@ -22,18 +22,23 @@ import uvicorn
 
 from keybound.coap.authz_server_site import AsServerCredentials, build_site
 from keybound.coap.authz_service import AuthzService
-from keybound.core.authz_store import AuthzStore
-from keybound.core.dpop_state import InMemoryReplayCache, NonceIssuer
+from keybound.coap.trl_resource import TrlResource
+from keybound.core.authz_store import AuthzStore, TrlStore
+from keybound.core.dpop_state import NonceIssuer
 from keybound.core.dpop_token_endpoint import DPoPTokenEndpointPolicy
 from keybound.tools.authz_server.http import TokenRequestHook, check_listen, create_app
 from keybound.tools.authz_server.provision import as_config
 from keybound.tools.authz_server.storage import SqlAuthzStore
-from keybound.tools.http.replay_cache import SqlReplayCache
+from keybound.tools.http.replay_cache import InMemoryReplayCache, SqlReplayCache
 from keybound.tools.server_ready import announce_ready, check_port_free, url_for
 
 __all__ = ["RunningServer", "default_state_dir", "run_authorization_server"]
 
 log = logging.getLogger("keybound.as")
+
+#: seconds between two looks at the TRL (RFC 9770): revocations by any process sharing
+#: the database reach the observers within about this time
+TRL_POLL_INTERVAL = 0.2
 
 
 def default_state_dir() -> Path:
@@ -69,6 +74,8 @@ class RunningServer:
     _credentials: AsServerCredentials | None = field(default=None, init=False, repr=False)
     _uvicorn: uvicorn.Server | None = field(default=None, init=False, repr=False)
     _http_task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _trl: TrlResource | None = field(default=None, init=False, repr=False)
+    _trl_task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     async def start(self) -> None:
         """Bind the endpoints; raises if a port is taken or TLS is missing.
@@ -86,10 +93,14 @@ class RunningServer:
             check_port_free("coap", *self.coap)
         if self.coap is not None:
             # Reads the store and takes the OSCORE state's locks: off the event loop.
+            if hasattr(self.store, "trl_view"):  # a store that keeps the TRL (RFC 9770)
+                self._trl = TrlResource(cast(TrlStore, self.store))
             site, self._credentials = await asyncio.to_thread(
-                build_site, self.store, config, self.state_dir, service=service
+                build_site, self.store, config, self.state_dir, service=service, trl=self._trl
             )
             self._coap_context = await aiocoap.Context.create_server_context(site, bind=self.coap)
+            if self._trl is not None:
+                self._trl_task = asyncio.create_task(self._trl.watch(TRL_POLL_INTERVAL))
             log.info("CoAP AS listening on %s", url_for("coap", *self.coap))
         if self.http is not None:
             host, port = self.http
@@ -136,6 +147,10 @@ class RunningServer:
 
     async def stop(self) -> None:
         """Close the endpoints and persist the OSCORE state."""
+        if self._trl_task is not None:
+            self._trl_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trl_task
         if self._uvicorn is not None and self._http_task is not None:
             self._uvicorn.should_exit = True
             with contextlib.suppress(Exception):

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from sqlalchemy import Connection, Engine, Row, delete, exists, insert, select, update
+from sqlalchemy import Connection, Engine, Row, delete, exists, func, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -42,9 +42,11 @@ from keybound.core.authz_store import (
     OscoreContext,
     RsRecord,
     UnknownRecord,
+    trl_requester,
     validated_scopes,
 )
 from keybound.core.errors import InvalidClient
+from keybound.core.trl import SeriesItem, TrlLimits, UpdateCollection
 from keybound.tools.authz_server.client_secrets import (
     burn_scrypt_time,
     hash_client_secret,
@@ -57,6 +59,8 @@ from keybound.tools.authz_server.database import (
     resolve_database_url,
 )
 from keybound.tools.authz_server.schema import (
+    TRL_LEFT,
+    TRL_LISTED,
     check_schema,
     client_from_rows,
     clients_table,
@@ -69,9 +73,20 @@ from keybound.tools.authz_server.schema import (
     token_from_row,
     token_keys_table,
     tokens_table,
+    trl_series_table,
+    trl_updates_table,
 )
 
 __all__ = ["SqlAuthzStore"]
+
+
+def _trl_expiry(token: IssuedToken) -> int:
+    """When a revoked token leaves the TRL: its ``exp``, or ``exi`` after revocation."""
+    if token.exp is not None:
+        return token.exp
+    if token.exi is not None and token.revoked_at is not None:
+        return token.revoked_at + token.exi
+    return 2**63 - 1  # neither: it stays listed
 
 
 def _now(now: int | None) -> int:
@@ -91,6 +106,8 @@ class SqlAuthzStore:
     def __init__(self, engine: Engine) -> None:
         """Wrap an engine whose schema was checked; use :meth:`open` or :meth:`init`."""
         self._engine = engine
+        #: RFC 9770 §6.2 constants of the TRL endpoint (MAX_N series items are kept)
+        self.trl_limits = TrlLimits()
 
     # -- life cycle
 
@@ -536,6 +553,24 @@ class SqlAuthzStore:
         assert stored is not None
         return stored
 
+    def set_client_oscore(self, client_id: str, context: OscoreContext) -> Client:
+        """Replace a client's OSCORE context with ``context`` (new keys: ``as client rekey``).
+
+        The AS finds a context by its ``kid``, so ``context.sender_id`` must not be one
+        another peer receives with (``provision.new_client_context`` makes such a one).
+        """
+        with self._write() as conn:
+            changed = conn.execute(
+                update(clients_table)
+                .where(clients_table.c.client_id == client_id)
+                .values(**oscore_columns(context))
+            )
+            if changed.rowcount == 0:
+                raise UnknownRecord(f"no client {client_id!r}")
+            stored = self._load_client(conn, client_id)
+        assert stored is not None
+        return stored
+
     def verify_client_secret(self, client_id: str, secret: str) -> Client:
         """Authenticate a client by its HTTP secret (RFC 6749 §2.3.1).
 
@@ -636,6 +671,7 @@ class SqlAuthzStore:
                     cnf_id=token.cnf_id,
                     revoked=token.revoked,
                     revoked_at=token.revoked_at,
+                    token_hash=token.token_hash,
                 )
             )
 
@@ -646,18 +682,195 @@ class SqlAuthzStore:
         return None if row is None else token_from_row(row)
 
     def revoke(self, cti: bytes, *, now: int | None = None) -> IssuedToken:
-        """Mark a token revoked; a second revocation keeps the first time."""
+        """Mark a token revoked; a second revocation keeps the first time.
+
+        A token with a token hash that has not expired goes on the token revocation
+        list in the same transaction (RFC 9770 §5.1): one update, a series item for
+        the client and for the RS the token pertains to (§6.2).
+        """
         when = _now(now)
         with self._write() as conn:
-            conn.execute(
+            changed = conn.execute(
                 update(tokens_table)
                 .where(tokens_table.c.cti == cti, tokens_table.c.revoked.is_(False))
                 .values(revoked=True, revoked_at=when)
-            )
+            ).rowcount
             row = conn.execute(select(tokens_table).where(tokens_table.c.cti == cti)).one_or_none()
             if row is None:
                 raise UnknownRecord(f"no token with cti {cti.hex()}")
-        return token_from_row(row)
+            token = token_from_row(row)
+            if changed and token.token_hash is not None and _trl_expiry(token) > when:
+                conn.execute(
+                    update(tokens_table)
+                    .where(tokens_table.c.cti == cti)
+                    .values(trl_state=TRL_LISTED)
+                )
+                self._trl_update(conn, when, added=[token], removed=[])
+        return token
+
+    # -- the token revocation list (RFC 9770)
+
+    def _pertaining(
+        self, conn: Connection, tokens: Sequence[IssuedToken]
+    ) -> dict[str, list[bytes]]:
+        """Token hashes of ``tokens`` by the requesters they pertain to (RFC 9770 §5)."""
+        audiences = {t.audience for t in tokens}
+        rs_names = dict(
+            conn.execute(
+                select(resource_servers_table.c.audience, resource_servers_table.c.name).where(
+                    resource_servers_table.c.audience.in_(audiences)
+                )
+            ).all()
+        )
+        by_requester: dict[str, list[bytes]] = defaultdict(list)
+        for t in tokens:
+            assert t.token_hash is not None  # only hashed tokens reach the TRL
+            by_requester[trl_requester("client", t.client_id)].append(t.token_hash)
+            if t.audience in rs_names:
+                by_requester[trl_requester("rs", rs_names[t.audience])].append(t.token_hash)
+        return by_requester
+
+    def _trl_update(
+        self,
+        conn: Connection,
+        when: int,
+        *,
+        added: Sequence[IssuedToken],
+        removed: Sequence[IssuedToken],
+    ) -> None:
+        """Record one TRL update and each touched requester's series item (§6.2)."""
+        update_id = conn.execute(
+            insert(trl_updates_table).values(at=when).returning(trl_updates_table.c.id)
+        ).scalar_one()
+        gone, new = self._pertaining(conn, removed), self._pertaining(conn, added)
+        max_n = self.trl_limits.max_n
+        for requester in sorted(set(gone) | set(new)):
+            last = conn.execute(
+                select(func.max(trl_series_table.c.seq)).where(
+                    trl_series_table.c.requester == requester
+                )
+            ).scalar_one()
+            seq = 0 if last is None else int(last) + 1
+            conn.execute(
+                insert(trl_series_table).values(
+                    requester=requester,
+                    seq=seq,
+                    update_id=update_id,
+                    removed=sorted(h.hex() for h in set(gone.get(requester, []))),
+                    added=sorted(h.hex() for h in set(new.get(requester, []))),
+                )
+            )
+            conn.execute(
+                delete(trl_series_table).where(
+                    trl_series_table.c.requester == requester,
+                    trl_series_table.c.seq <= seq - max_n,
+                )
+            )
+
+    def get_token_by_hash(self, token_hash: bytes) -> IssuedToken | None:
+        """The issued token whose RFC 9770 token hash is ``token_hash``, or ``None``."""
+        query = select(tokens_table).where(tokens_table.c.token_hash == token_hash).limit(2)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return token_from_row(rows[0]) if len(rows) == 1 else None
+
+    def trl_entries(self) -> list[IssuedToken]:
+        """Every token on the TRL now (the administrator's view), newest revocation first."""
+        query = (
+            select(tokens_table)
+            .where(tokens_table.c.trl_state == TRL_LISTED)
+            .order_by(tokens_table.c.revoked_at.desc(), tokens_table.c.cti)
+        )
+        with self._read() as conn:
+            return [token_from_row(row) for row in conn.execute(query).all()]
+
+    def trl_requesters(self, token: IssuedToken) -> list[str]:
+        """The registered devices ``token`` pertains to (RFC 9770 §5), as requesters."""
+        with self._read() as conn:
+            rs = conn.execute(
+                select(resource_servers_table.c.name).where(
+                    resource_servers_table.c.audience == token.audience
+                )
+            ).scalar_one_or_none()
+        names = [trl_requester("client", token.client_id)]
+        return names if rs is None else [*names, trl_requester("rs", rs)]
+
+    def trl_version(self) -> int:
+        """The id of the newest TRL update (0 before the first)."""
+        with self._read() as conn:
+            value = conn.execute(select(func.max(trl_updates_table.c.id))).scalar_one()
+        return 0 if value is None else int(value)
+
+    def trl_view(self, requester: str) -> tuple[frozenset[bytes], UpdateCollection]:
+        """The requester's part of the TRL and its update collection, read in one go."""
+        kind, _, name = requester.partition(":")
+        query = select(tokens_table.c.token_hash).where(tokens_table.c.trl_state == TRL_LISTED)
+        if kind == "client":
+            query = query.where(tokens_table.c.client_id == name)
+        elif kind == "rs":
+            audience = select(resource_servers_table.c.audience).where(
+                resource_servers_table.c.name == name
+            )
+            query = query.where(tokens_table.c.audience.in_(audience.scalar_subquery()))
+        else:
+            raise ValueError(f"no TRL requester {requester!r}")
+        series = (
+            select(trl_series_table)
+            .where(trl_series_table.c.requester == requester)
+            .order_by(trl_series_table.c.seq)
+        )
+        with self._read() as conn:
+            hashes = frozenset(bytes(h) for h in conn.execute(query).scalars())
+            rows = conn.execute(series).all()
+        modulus = self.trl_limits.max_index + 1
+        items = tuple(
+            SeriesItem(
+                int(row.seq) % modulus,
+                tuple(bytes.fromhex(h) for h in row.removed),
+                tuple(bytes.fromhex(h) for h in row.added),
+            )
+            for row in rows
+        )
+        wrapped = bool(rows) and int(rows[-1].seq) >= modulus
+        return hashes, UpdateCollection(items, wrapped)
+
+    def trl_marks(self, requesters: Sequence[str]) -> dict[str, int]:
+        """Each requester's newest series item number, -1 for none."""
+        marks = dict.fromkeys(requesters, -1)
+        if not marks:
+            return marks
+        query = (
+            select(trl_series_table.c.requester, func.max(trl_series_table.c.seq))
+            .where(trl_series_table.c.requester.in_(list(marks)))
+            .group_by(trl_series_table.c.requester)
+        )
+        with self._read() as conn:
+            for requester, seq in conn.execute(query).all():
+                marks[requester] = int(seq)
+        return marks
+
+    def expire_trl(self, now: int) -> int:
+        """Take expired revoked tokens off the TRL, in one update; returns how many.
+
+        A token with ``exp`` leaves when ``exp`` has passed; one with ``exi`` only
+        (RFC 9200 §5.10.3: the AS cannot know when its RS started counting) when
+        ``exi`` seconds have passed since it was revoked: an RS that held it then has
+        let it expire by that time.
+        """
+        with self._write() as conn:
+            rows = conn.execute(
+                select(tokens_table).where(tokens_table.c.trl_state == TRL_LISTED)
+            ).all()
+            leaving = [t for t in map(token_from_row, rows) if _trl_expiry(t) <= now]
+            if not leaving:
+                return 0
+            conn.execute(
+                update(tokens_table)
+                .where(tokens_table.c.cti.in_([t.cti for t in leaving]))
+                .values(trl_state=TRL_LEFT)
+            )
+            self._trl_update(conn, now, added=[], removed=leaving)
+        return len(leaving)
 
     def list_tokens(
         self, client_id: str, *, include_revoked: bool = True, limit: int = 1000
@@ -675,10 +888,15 @@ class SqlAuthzStore:
         """Forget tokens whose ``exp`` is before ``before``; returns how many.
 
         Tokens without ``exp`` (``exi`` tokens, RFC 9200 §5.10.3) are kept: the
-        AS cannot know when their RS started counting.
+        AS cannot know when their RS started counting. So are tokens still on the
+        token revocation list (they leave it first, :meth:`expire_trl`).
         """
         with self._write() as conn:
-            result = conn.execute(delete(tokens_table).where(tokens_table.c.exp < before))
+            result = conn.execute(
+                delete(tokens_table).where(
+                    tokens_table.c.exp < before, tokens_table.c.trl_state != TRL_LISTED
+                )
+            )
         return int(result.rowcount)
 
     def next_sequence(self, audience: str) -> int:

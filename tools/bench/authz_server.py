@@ -10,34 +10,59 @@ default), recording every token it issues:
 * ``as.issue_osc``: no key from the client; the AS draws OSCORE input material
   and the token is a COSE_Encrypt0 (AES-CCM-16-64-128) around the AS's Sign1
   (RFC 9203 §3.2, RFC 8392 Appendix A.6).
+* ``as.issue_osc_no_clock``: the same for an RS without a clock, so the AS
+  also takes the next ``exi`` sequence number of the audience from its store
+  (RFC 9200 §5.10.3).
 
-Both are read against ``as.floor``: the raw primitives that no AS can avoid
-for the nested token, as one function: cbor2 ``dumps`` of the claims, an
-ECDSA P-256 signature, AES-CCM encryption of claims and signature. The floor
-itself is read against the bare ECDSA signature.
+These are read against ``as.floor``: the raw work that no AS can avoid for
+the nested token, as one function: cbor2 ``dumps`` of the claims, an ECDSA
+P-256 signature, AES-CCM encryption of claims and signature, and the durable
+write of the token's record (one SQLite ``INSERT`` and ``COMMIT``, WAL and
+``synchronous=FULL``, in the same temporary directory). The floor itself is
+read against the bare ECDSA signature. ``as.issue_durable_over_stubbed`` is
+``as.issue_osc`` against the same AS whose store is stubbed (records read once
+and kept, sequence numbers counted in memory, tokens not recorded). All of
+these are timed in paired rounds on the thread's CPU clock: what ``fsync``
+waits for the disk is not counted, the figure's ``cpu_share`` shows how much
+of the wall time that left.
 
 Over CoAP, ``as.coap_token_rps`` is POST ``/token`` through the AS's real
 site (``keybound.coap.authz_server_site``, OSCORE-protected with the client's
 provisioned context, the token as in ``as.issue_osc``), against
-``as.coap_plain_rps``: aiocoap's request rate to a trivial resource that
-answers a POST of the same payload. Server and client share one event loop
-in this process, on loopback, with :data:`CONCURRENCY` requests in flight.
+``as.coap_bare_oscore_rps``: a bare aiocoap OSCORE server
+(:class:`aiocoap.oscore_sitewrapper.OscoreSiteWrapper`, one context) whose
+resource answers a POST of the same payload with 2.01 and as many bytes as the
+AS's answer. Server and client share one event loop in this process, on
+loopback, with :data:`CONCURRENCY` requests in flight; the rates are per
+second of the process's CPU time, in paired rounds.
+
+``as.startup_10000_clients`` is the wall time until the AS's CoAP site is built
+(``build_site``: every client's OSCORE context and its state loaded) over a store
+with :data:`STARTUP_CLIENTS` OSCORE clients, against the same over the store with
+one client, one start-up each. Provisioning that many clients and starting
+over them takes many seconds, so ``--quick`` skips it; an AS that cannot start
+(too many open files) is reported as a skip with the error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import sqlite3
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiocoap
 import aiocoap.resource
 import cbor2
+from aiocoap.credentials import CredentialsMap
+from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
@@ -46,7 +71,7 @@ from keybound.coap.authz_server_site import build_site
 from keybound.coap.authz_service import AuthzService
 from keybound.coap.oscore_contexts import DurableSecurityContext
 from keybound.core.authz_server import AuthzServerConfig, TokenRequest
-from keybound.core.authz_store import OscoreContext, RsRecord
+from keybound.core.authz_store import AuthzStore, OscoreContext, RsRecord
 from keybound.core.keys import Key
 from keybound.core.numbers.ace_parameters import AceParameter
 from keybound.core.oscore_derivation import DerivedContext
@@ -66,20 +91,31 @@ from keybound.tools.bench.fixtures import (
     free_udp_port,
 )
 from keybound.tools.bench.measure import (
+    MILLISECONDS,
     REQUESTS_PER_SECOND,
     TOKENS_PER_SECOND,
     Figure,
     Group,
     Measurement,
+    Paired,
     Runner,
+    Skipped,
 )
+from keybound.tools.bench.oscore import bare_oscore_pair
 
 FIGURES = (
     "as.issue_es256_req_cnf",
     "as.issue_osc",
+    "as.issue_osc_no_clock",
+    "as.issue_durable_over_stubbed",
     "as.floor",
     "as.coap_token_rps",
+    "as.startup_10000_clients",
 )
+#: Clients provisioned for ``as.startup_10000_clients`` (a full run only: it takes seconds).
+STARTUP_CLIENTS = 10_000
+#: The audience of the benchmark's RS without a clock.
+NO_CLOCK_AUDIENCE = "rs-no-clock.example"
 #: The scope the benchmark's client is granted and asks for.
 AS_SCOPE = "read"
 CLIENT = "bench-client"
@@ -91,7 +127,7 @@ _ECDSA = ec.ECDSA(hashes.SHA256())
 
 @dataclass
 class ProvisionedAs:
-    """An AS store with one resource server (audience ``AUDIENCE``) and one OSCORE client."""
+    """An AS store with resource servers ``AUDIENCE`` and ``NO_CLOCK_AUDIENCE`` and one client."""
 
     store: SqlAuthzStore
     config: AuthzServerConfig
@@ -113,7 +149,11 @@ def provisioned_as() -> Iterator[ProvisionedAs]:
         try:
             init_issuer(store, ISSUER)
             rs = add_resource_server(store, "bench-rs", AUDIENCE, [AS_SCOPE], has_clock=True)
-            client = add_clients(store, [CLIENT], {AUDIENCE: [AS_SCOPE]})[0]
+            add_resource_server(
+                store, "bench-rs-no-clock", NO_CLOCK_AUDIENCE, [AS_SCOPE], has_clock=False
+            )
+            grants = {AUDIENCE: [AS_SCOPE], NO_CLOCK_AUDIENCE: [AS_SCOPE]}
+            client = add_clients(store, [CLIENT], grants)[0]
             assert client.oscore is not None
             yield ProvisionedAs(store, as_config(store), rs, client.oscore, Path(tmp) / "state")
         finally:
@@ -134,14 +174,68 @@ def client_security_context(ctx: OscoreContext) -> DurableSecurityContext:
 
 
 class _Answer(aiocoap.resource.Resource):  # type: ignore[misc]
-    """A trivial resource: 2.01 with a short payload to any POST."""
+    """A trivial resource: 2.01 with a fixed payload to any POST."""
+
+    def __init__(self, payload: bytes) -> None:
+        super().__init__()
+        self.payload = payload
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
-        return aiocoap.Message(code=aiocoap.CREATED, payload=b"ok")
+        return aiocoap.Message(code=aiocoap.CREATED, payload=self.payload)
 
 
-def _floor(keys: Keys) -> tuple[Callable[[], object], Callable[[], object]]:
-    """(the floor of a nested token, the bare ECDSA signature) as functions."""
+class _StubbedStore:
+    """``store`` with its storage stubbed: records read once, nothing written.
+
+    Client and RS records are fetched from ``store`` the first time and kept;
+    ``exi`` sequence numbers are counted in memory; issued tokens are not
+    recorded. Everything else goes to ``store``.
+    """
+
+    def __init__(self, store: AuthzStore) -> None:
+        self._store = store
+        self._clients: dict[str, Any] = {}
+        self._servers: dict[str, Any] = {}
+        self._sequences: dict[str, int] = {}
+
+    def get_client(self, client_id: str) -> Any:
+        if client_id not in self._clients:
+            self._clients[client_id] = self._store.get_client(client_id)
+        return self._clients[client_id]
+
+    def get_resource_server_by_audience(self, audience: str) -> Any:
+        if audience not in self._servers:
+            self._servers[audience] = self._store.get_resource_server_by_audience(audience)
+        return self._servers[audience]
+
+    def next_sequence(self, audience: str) -> int:
+        self._sequences[audience] = self._sequences.get(audience, 0) + 1
+        return self._sequences[audience]
+
+    def record_token(self, record: object) -> None:
+        """Not recorded: the storage is what is left out."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def _durable_write(where: Path) -> Callable[[bytes, bytes], None]:
+    """One token record made durable: INSERT and COMMIT, WAL and ``synchronous=FULL``."""
+    db = sqlite3.connect(where / "floor.db", isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE tokens (cti BLOB PRIMARY KEY, token BLOB NOT NULL)")
+
+    def write(cti: bytes, token: bytes) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO tokens VALUES (?, ?)", (cti, token))
+        db.execute("COMMIT")
+
+    return write
+
+
+def _floor(keys: Keys, where: Path) -> tuple[Callable[[], object], Callable[[], object]]:
+    """(the floor of a nested token with its durable record, the bare ECDSA signature)."""
     private = keys.as_signing.private
     assert isinstance(private, ec.EllipticCurvePrivateKey)
     secret = keys.as_rs.secret
@@ -150,11 +244,14 @@ def _floor(keys: Keys) -> tuple[Callable[[], object], Callable[[], object]]:
     claims = keys.osc_token(now=int(time.time())).to_cwt_claims()
     nonce = bytes(13)
     to_sign = cbor2.dumps(claims)
+    write = _durable_write(where)
 
     def floor() -> object:
         payload = cbor2.dumps(claims)
         signature = private.sign(payload, _ECDSA)
-        return ccm.encrypt(nonce, payload + signature, b"")
+        token = ccm.encrypt(nonce, payload + signature, b"")
+        write(os.urandom(16), token)
+        return token
 
     def sign() -> object:
         return private.sign(to_sign, _ECDSA)
@@ -162,9 +259,7 @@ def _floor(keys: Keys) -> tuple[Callable[[], object], Callable[[], object]]:
     return floor, sign
 
 
-def _issue(setup: ProvisionedAs, request: TokenRequest) -> Callable[[], object]:
-    service = AuthzService(setup.store, setup.config)
-
+def _issue(service: AuthzService, request: TokenRequest) -> Callable[[], object]:
     def run() -> object:
         return service.issue_token(
             request,
@@ -175,15 +270,13 @@ def _issue(setup: ProvisionedAs, request: TokenRequest) -> Callable[[], object]:
     return run
 
 
-async def _coap_rates(setup: ProvisionedAs, runner: Runner) -> tuple[Measurement, Measurement]:
-    """(POST /token over OSCORE, POST to a trivial resource) per second, same loop."""
-    as_port, plain_port = free_udp_port(), free_udp_port()
+async def _coap_rates(setup: ProvisionedAs, runner: Runner, tmp: Path) -> Paired:
+    """POST /token over OSCORE against POST to a bare aiocoap OSCORE resource, per CPU second."""
+    as_port, bare_port = free_udp_port(), free_udp_port()
     site, credentials = build_site(setup.store, setup.config, setup.state_dir)
-    plain_site = aiocoap.resource.Site()
-    plain_site.add_resource(["plain"], _Answer())
     bind = HOST
     as_server = await aiocoap.Context.create_server_context(site, bind=(bind, as_port))
-    plain_server = await aiocoap.Context.create_server_context(plain_site, bind=(bind, plain_port))
+    bare_server: aiocoap.Context | None = None
     client = await aiocoap.Context.create_client_context()
     try:
         base = f"coap://{bind}:{as_port}"
@@ -192,34 +285,84 @@ async def _coap_rates(setup: ProvisionedAs, runner: Runner) -> tuple[Measurement
             {AceParameter.AUDIENCE.value: AUDIENCE, AceParameter.SCOPE.value: AS_SCOPE}
         )
 
-        def post(uri: str, expected: aiocoap.numbers.codes.Code) -> Callable[[], Awaitable[None]]:
-            async def send() -> None:
+        def post(uri: str, expected: aiocoap.numbers.codes.Code) -> Callable[[], Awaitable[bytes]]:
+            async def send() -> bytes:
                 message = aiocoap.Message(
                     code=aiocoap.POST, uri=uri, payload=body, content_format=ACE_CBOR
                 )
                 response = await client.request(message).response
                 if response.code != expected:
                     raise RuntimeError(f"{uri}: {response.code} {response.payload!r}")
+                answer: bytes = response.payload
+                return answer
 
             return send
 
         token = post(f"{base}/token", aiocoap.CREATED)
-        plain = post(f"coap://{bind}:{plain_port}/plain", aiocoap.CREATED)
-        await token()  # the request must succeed before it is timed
-        plain_rate = await runner.rate("as.coap_plain_rps", plain, concurrency=CONCURRENCY)
-        token_rate = await runner.rate("as.coap_token_rps", token, concurrency=CONCURRENCY)
-        return token_rate, plain_rate
+        answer = await token()  # the request must succeed before it is timed
+        bare_context, bare_client = bare_oscore_pair(tmp / "bare")
+        bare_credentials = CredentialsMap()
+        bare_credentials[":client"] = bare_context
+        bare_site = aiocoap.resource.Site()
+        bare_site.add_resource(["token"], _Answer(bytes(len(answer))))
+        bare_server = await aiocoap.Context.create_server_context(
+            OscoreSiteWrapper(bare_site, bare_credentials), bind=(bind, bare_port)
+        )
+        client.client_credentials[f"coap://{bind}:{bare_port}/*"] = bare_client
+        bare = post(f"coap://{bind}:{bare_port}/token", aiocoap.CREATED)
+        await bare()
+        return await runner.compare_rates(
+            "as.coap_token_rps", token, bare, concurrency=CONCURRENCY, waits=True
+        )
     finally:
         await client.shutdown()
-        await plain_server.shutdown()
+        if bare_server is not None:
+            await bare_server.shutdown()
         await as_server.shutdown()
         credentials.close()
 
 
+def _startup_ms(store: SqlAuthzStore, where: Path) -> float:
+    """Wall ms to build the AS's CoAP site over ``store`` (state in ``where``), then close it."""
+    start = time.perf_counter()
+    _site, credentials = build_site(store, as_config(store), where)
+    elapsed = (time.perf_counter() - start) * 1000
+    credentials.close()
+    return elapsed
+
+
+def _startup(runner: Runner, tmp: Path) -> Figure | None:
+    """``as.startup_10000_clients`` against a start-up with one client; None in ``--quick``."""
+    name = FIGURES[-1]
+    if runner.quick:
+        runner.skip(name, f"a full run only: provisioning {STARTUP_CLIENTS:,} clients takes long")
+        return None
+    runner.on_step(name)
+    stores = []
+    for count in (STARTUP_CLIENTS, 1):
+        store = SqlAuthzStore.init(f"sqlite:///{tmp / f'startup-{count}.db'}")
+        init_issuer(store, ISSUER)
+        add_resource_server(store, "bench-rs", AUDIENCE, [AS_SCOPE])
+        add_clients(store, [f"client-{i}" for i in range(count)], {AUDIENCE: [AS_SCOPE]})
+        stores.append(store)
+    try:
+        one = _startup_ms(stores[1], tmp / "state-1")
+        many = _startup_ms(stores[0], tmp / "state-many")
+    except OSError as err:  # e.g. "Too many open files": one lock file per client
+        runner.skipped.append(Skipped(name, f"the AS did not start: {err}"))
+        return None
+    finally:
+        for store in stores:
+            store.close()
+    return Figure.of(
+        name, Measurement.exact(many), MILLISECONDS, Measurement.exact(one), "as.startup_1_client"
+    )
+
+
 def run(runner: Runner) -> list[Figure]:
     keys = Keys.generate()
-    floor_fn, sign_fn = _floor(keys)
-    with provisioned_as() as setup:
+    with provisioned_as() as setup, tempfile.TemporaryDirectory(prefix="keybound-bench-") as tmp:
+        floor_fn, sign_fn = _floor(keys, Path(tmp))
         key_request = TokenRequest(
             client_id=CLIENT,
             audience=AUDIENCE,
@@ -227,22 +370,42 @@ def run(runner: Runner) -> list[Figure]:
             req_cnf=keys.client_pop.public_key(),
         )
         osc_request = TokenRequest(client_id=CLIENT, audience=AUDIENCE, scope=AS_SCOPE)
-        es256, osc = _issue(setup, key_request), _issue(setup, osc_request)
-        es256()
-        osc()  # both must succeed before they are timed
-        sign = runner.time("ecdsa_p256.sign", sign_fn).per_second()
-        floor = runner.time("as.floor", floor_fn).per_second()
-        issued_es256 = runner.time("as.issue_es256_req_cnf", es256).per_second()
-        issued_osc = runner.time("as.issue_osc", osc).per_second()
-        token_rate, plain_rate = asyncio.run(_coap_rates(setup, runner))
-    return [
-        Figure.of("as.issue_es256_req_cnf", issued_es256, TOKENS_PER_SECOND, floor, "as.floor"),
-        Figure.of("as.issue_osc", issued_osc, TOKENS_PER_SECOND, floor, "as.floor"),
-        Figure.of("as.floor", floor, TOKENS_PER_SECOND, sign, "ecdsa_p256.sign"),
-        Figure.of(
-            "as.coap_token_rps", token_rate, REQUESTS_PER_SECOND, plain_rate, "as.coap_plain_rps"
-        ),
-    ]
+        no_clock_request = TokenRequest(
+            client_id=CLIENT, audience=NO_CLOCK_AUDIENCE, scope=AS_SCOPE
+        )
+        service = AuthzService(setup.store, setup.config)
+        stubbed = AuthzService(_StubbedStore(setup.store), setup.config)
+        es256, osc = _issue(service, key_request), _issue(service, osc_request)
+        no_clock, osc_stubbed = _issue(service, no_clock_request), _issue(stubbed, osc_request)
+        for issue in (es256, osc, no_clock, osc_stubbed):
+            issue()  # each must succeed before it is timed
+        figures = []
+        floor = runner.compare("as.floor", floor_fn, sign_fn, waits=True).per_second()
+        figures.append(Figure.paired("as.floor", floor, TOKENS_PER_SECOND, "ecdsa_p256.sign"))
+        for name, issue in (
+            ("as.issue_es256_req_cnf", es256),
+            ("as.issue_osc", osc),
+            ("as.issue_osc_no_clock", no_clock),
+        ):
+            issued = runner.compare(name, issue, floor_fn, waits=True).per_second()
+            figures.append(Figure.paired(name, issued, TOKENS_PER_SECOND, "as.floor"))
+        durable = runner.compare(
+            "as.issue_durable_over_stubbed", osc, osc_stubbed, waits=True
+        ).per_second()
+        figures.append(
+            Figure.paired(
+                "as.issue_durable_over_stubbed", durable, TOKENS_PER_SECOND, "as.issue_osc_stubbed"
+            )
+        )
+        rates = asyncio.run(_coap_rates(setup, runner, Path(tmp)))
+        gc.collect()  # aiocoap's file-backed context writes its sequence file when collected
+        figures.append(
+            Figure.paired(
+                "as.coap_token_rps", rates, REQUESTS_PER_SECOND, "as.coap_bare_oscore_rps"
+            )
+        )
+        startup = _startup(runner, Path(tmp))
+    return figures if startup is None else [*figures, startup]
 
 
 GROUP = Group(
@@ -250,7 +413,7 @@ GROUP = Group(
     title="the Authorization Server: tokens per second in process and over CoAP+OSCORE",
     figures=FIGURES,
     run=run,
-    steps=6,
+    steps=7,
 )
 
 __all__ = [
@@ -259,6 +422,8 @@ __all__ = [
     "CONCURRENCY",
     "FIGURES",
     "GROUP",
+    "NO_CLOCK_AUDIENCE",
+    "STARTUP_CLIENTS",
     "ProvisionedAs",
     "client_security_context",
     "provisioned_as",

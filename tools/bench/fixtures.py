@@ -11,6 +11,7 @@ and compare byte counts. Sizes do not depend on the key material or the time
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 
@@ -103,8 +104,8 @@ class Keys:
     def generate(cls) -> Keys:
         return cls(
             as_signing=Key.generate_ec2(Curve.P_256, kid=AS_SIGNING_KID),
-            as_rs=Key.generate_symmetric(16, kid=AS_RS_KID),
-            as_rs_mac=Key.generate_symmetric(32, kid=AS_RS_KID),
+            as_rs=Key.generate_symmetric(16, random_bytes=os.urandom, kid=AS_RS_KID),
+            as_rs_mac=Key.generate_symmetric(32, random_bytes=os.urandom, kid=AS_RS_KID),
             client_pop=Key.generate_ec2(Curve.P_256),
         )
 

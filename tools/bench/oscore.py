@@ -1,29 +1,38 @@
 """``keybound bench`` group ``oscore``: protected GETs per second against plain CoAP.
 
-Three aiocoap servers on 127.0.0.1 serve the same ``GET /temp`` (a short
-payload); one aiocoap client sends to each, :data:`CONCURRENCY` requests in
-flight, all in one event loop in this process:
+Servers on 127.0.0.1 serve the same ``GET /temp`` (a short payload);
+:data:`CLIENTS` aiocoap clients, each with its own OSCORE context and socket,
+send to them with :data:`CONCURRENCY` requests in flight in all, everything in
+one event loop in this process:
 
 * keybound's Resource Server (:class:`~keybound.coap.resource_server_site.ResourceServerSite`,
-  contexts in memory): the client POSTs an access token (COSE_Encrypt0 with
-  ``cnf.osc``) to ``/authz-info`` and derives its context (RFC 9203 §4.3);
-  every GET is then OSCORE-protected and passes the RS's scope check.
+  contexts in memory): each client POSTs its own access token (COSE_Encrypt0
+  with ``cnf.osc``) to ``/authz-info`` and derives its context (RFC 9203
+  §4.3); every GET is then OSCORE-protected and passes the RS's scope check.
 * a bare aiocoap OSCORE server: :class:`aiocoap.oscore_sitewrapper.OscoreSiteWrapper`
-  with one static context, aiocoap's own file-backed context, derived from the
-  same input material, nonces and IDs.
+  with one static context per client, aiocoap's own file-backed context,
+  derived the same way.
 * a plain aiocoap server, no OSCORE.
+* at scale, keybound's RS holding :data:`SCALE_CONTEXTS` contexts (the tokens
+  POSTed in process, then one client's over UDP), the clients' GETs going to
+  the last ones installed, against the same RS holding the clients' contexts
+  only.
 
-The client's OSCORE context is the same class for both protected servers
-(keybound's in-memory context), so the two protected rates differ by the
-server side only. ``oscore.rs_protected_get_rps`` is read against the bare
-aiocoap OSCORE server (a ratio below 1: keybound's RS is slower), and
-``oscore.bare_aiocoap_oscore_rps`` against the plain server.
+The client's OSCORE context is the same class for every protected server
+(keybound's in-memory context), so the protected rates differ by the server
+side only. Each figure is timed with its baseline in paired rounds, the rates
+per second of the process's CPU time: ``oscore.rs_protected_get_rps`` against
+the bare aiocoap OSCORE server (a ratio below 1: keybound's RS is slower),
+``oscore.bare_aiocoap_oscore_rps`` against the plain server and
+``oscore.rs_get_rps_10000_contexts`` against the RS with few contexts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
+import itertools
 import json
 import os
 import tempfile
@@ -37,6 +46,7 @@ from aiocoap.credentials import CredentialsMap
 from aiocoap.oscore import FilesystemSecurityContext
 from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
+from keybound.coap.oscore_contexts import DurableSecurityContext
 from keybound.coap.resource_server_site import ResourceServerSite
 from keybound.core import cwt
 from keybound.core.authz_info import NONCE_BYTES, AuthzInfoRequest, AuthzInfoResponse
@@ -54,10 +64,19 @@ from keybound.tools.bench.fixtures import (
     free_udp_port,
     sample_token,
 )
-from keybound.tools.bench.measure import REQUESTS_PER_SECOND, Figure, Group, Measurement, Runner
+from keybound.tools.bench.measure import REQUESTS_PER_SECOND, Figure, Group, Paired, Runner
+from keybound.tools.bench.resource_server import drive, quiet_rs
 
-FIGURES = ("oscore.rs_protected_get_rps", "oscore.bare_aiocoap_oscore_rps")
+FIGURES = (
+    "oscore.rs_protected_get_rps",
+    "oscore.bare_aiocoap_oscore_rps",
+    "oscore.rs_get_rps_10000_contexts",
+)
 CONCURRENCY = 8
+#: Clients, each with its own context, sharing the requests in flight.
+CLIENTS = 4
+#: Contexts the RS holds for the scale figure.
+SCALE_CONTEXTS = 10_000
 PAYLOAD = b"21.50"
 #: The RS's Recipient ID for the bare server (the RS picks its own).
 BARE_SERVER_ID = b"\x00"
@@ -82,6 +101,7 @@ def resource_server(
     as_public_keys: tuple[Key, ...] = (),
     audience: str = AUDIENCE,
     scope: str = SCOPE,
+    capacity: int = 1000,
 ) -> ResourceServerSite:
     """keybound's RS site, contexts in memory, serving ``GET /temp`` to ``scope``."""
     policy = RsPolicy(
@@ -90,6 +110,7 @@ def resource_server(
         token_keys=token_keys,
         as_public_keys=as_public_keys,
         resources=scope_tokens({}),
+        capacity=capacity,
     )
     site = ResourceServerSite(ResourceServer(policy))
     site.add_protected("/temp", Temperature(), scopes={"GET": [scope]})
@@ -109,6 +130,25 @@ def bare_server_context(derived: DerivedContext, where: Path) -> FilesystemSecur
         settings["id-context_hex"] = derived.id_context.hex()
     (where / "settings.json").write_text(json.dumps(settings))
     return FilesystemSecurityContext(str(where))
+
+
+def bare_oscore_pair(
+    where: Path, client_id: bytes = CLIENT_ID, server_id: bytes = BARE_SERVER_ID
+) -> tuple[FilesystemSecurityContext, DurableSecurityContext]:
+    """A bare aiocoap server context in ``where`` and the client's side of it.
+
+    Both come from fresh OSCORE input material through the RFC 9203 §4.3
+    derivation, as a context set up by ``/authz-info`` would.
+    """
+    material = OscoreInputMaterial(id=os.urandom(3), ms=os.urandom(16))
+    n1, n2 = os.urandom(NONCE_BYTES), os.urandom(NONCE_BYTES)
+    server = bare_server_context(
+        derive_context_parameters(material, n1, n2, client_id, server_id, role="rs"), where
+    )
+    client = client_oscore_context(
+        derive_context_parameters(material, n1, n2, client_id, server_id)
+    )
+    return server, client
 
 
 async def establish(
@@ -136,10 +176,13 @@ async def establish(
     )
 
 
-def _get(client: aiocoap.Context, port: int) -> Callable[[], Awaitable[None]]:
+def _get(clients: list[aiocoap.Context], port: int) -> Callable[[], Awaitable[None]]:
+    """A GET /temp from the next of ``clients`` in turn."""
     uri = f"coap://{HOST}:{port}/temp"
+    turn = itertools.cycle(clients)
 
     async def send() -> None:
+        client = next(turn)
         response = await client.request(aiocoap.Message(code=aiocoap.GET, uri=uri)).response
         if response.code != aiocoap.CONTENT or response.payload != PAYLOAD:
             raise RuntimeError(f"{uri}: {response.code} {response.payload!r}")
@@ -147,80 +190,105 @@ def _get(client: aiocoap.Context, port: int) -> Callable[[], Awaitable[None]]:
     return send
 
 
-async def _rates(runner: Runner, tmp: Path) -> tuple[Measurement, Measurement, Measurement]:
-    token_key = Key.generate_symmetric(16, kid=b"rs1")
-    material = OscoreInputMaterial(id=os.urandom(3), ms=os.urandom(16))
-    token = cwt.encode(
-        sample_token(CnfOsc(material), now=int(time.time())), cwt.Encrypt0(token_key)
+def _token(token_key: Key) -> tuple[bytes, OscoreInputMaterial]:
+    """A fresh access token (its own ``cti`` and input material) for the RS, and the material."""
+    material = OscoreInputMaterial(id=os.urandom(6), ms=os.urandom(16))
+    token = dataclasses.replace(
+        sample_token(CnfOsc(material), now=int(time.time())), cti=os.urandom(16)
     )
+    return cwt.encode(token, cwt.Encrypt0(token_key), random_bytes=os.urandom), material
+
+
+def _fill(rs: ResourceServerSite, token_key: Key, count: int) -> None:
+    """Install ``count`` contexts in ``rs``, each POSTed to ``/authz-info`` in process."""
+    with quiet_rs():
+        for _ in range(count):
+            raw, _material = _token(token_key)
+            payload = AuthzInfoRequest(raw, os.urandom(NONCE_BYTES), CLIENT_ID).encode()
+            response = drive(rs.post_token(payload, "bench"))
+            if response.code != aiocoap.CREATED:
+                raise RuntimeError(f"/authz-info: {response.code} {response.payload!r}")
+
+
+async def _connect(clients: list[aiocoap.Context], rs_port: int, token_key: Key) -> None:
+    """Each client POSTs its own token to the RS at ``rs_port`` and uses the context."""
+    for client in clients:
+        raw, material = _token(token_key)
+        derived = await establish(client, rs_port, raw, material)
+        client.client_credentials[f"coap://{HOST}:{rs_port}/*"] = client_oscore_context(derived)
+
+
+async def _rates(runner: Runner, tmp: Path) -> dict[str, Paired]:
+    token_key = Key.generate_symmetric(16, random_bytes=os.urandom, kid=b"rs1")
     rs = resource_server((token_key,))
-    rs_port, bare_port, plain_port = free_udp_port(), free_udp_port(), free_udp_port()
-    # the bare server's context: the same derivation, with nonces of its own
-    n1, n2 = os.urandom(NONCE_BYTES), os.urandom(NONCE_BYTES)
+    crowded = resource_server((token_key,), capacity=SCALE_CONTEXTS + CLIENTS)
+    ports = {name: free_udp_port() for name in ("rs", "crowded", "bare", "plain")}
     bare_credentials = CredentialsMap()
-    bare_credentials[":client"] = bare_server_context(
-        derive_context_parameters(material, n1, n2, CLIENT_ID, BARE_SERVER_ID, role="rs"),
-        tmp / "bare",
-    )
+    pairs = [
+        bare_oscore_pair(tmp / f"bare{i}", server_id=bytes([0x10 + i])) for i in range(CLIENTS)
+    ]
+    for i, (server_context, _client_context) in enumerate(pairs):
+        bare_credentials[f":client{i}"] = server_context
+    del server_context
     servers = [
-        await rs.serve((HOST, rs_port)),
+        await rs.serve((HOST, ports["rs"])),
+        await crowded.serve((HOST, ports["crowded"])),
         await aiocoap.Context.create_server_context(
             OscoreSiteWrapper(temperature_site(), bare_credentials),
-            bind=(HOST, bare_port),
+            bind=(HOST, ports["bare"]),
             transports=["udp6"],
         ),
         await aiocoap.Context.create_server_context(
-            temperature_site(), bind=(HOST, plain_port), transports=["udp6"]
+            temperature_site(), bind=(HOST, ports["plain"]), transports=["udp6"]
         ),
     ]
-    client = await aiocoap.Context.create_client_context()
+    clients = [await aiocoap.Context.create_client_context() for _ in range(CLIENTS)]
     try:
-        derived = await establish(client, rs_port, token, material)
-        client.client_credentials[f"coap://{HOST}:{rs_port}/*"] = client_oscore_context(derived)
-        client.client_credentials[f"coap://{HOST}:{bare_port}/*"] = client_oscore_context(
-            derive_context_parameters(material, n1, n2, CLIENT_ID, BARE_SERVER_ID)
+        runner.on_step("oscore.contexts")
+        _fill(crowded, token_key, SCALE_CONTEXTS - CLIENTS)
+        await _connect(clients, ports["rs"], token_key)
+        await _connect(clients, ports["crowded"], token_key)  # the last contexts installed
+        for client, (_server_context, client_context) in zip(clients, pairs, strict=True):
+            client.client_credentials[f"coap://{HOST}:{ports['bare']}/*"] = client_context
+        protected, crowded_get, bare, plain = (
+            _get(clients, ports[name]) for name in ("rs", "crowded", "bare", "plain")
         )
-        protected, bare, plain = (
-            _get(client, rs_port),
-            _get(client, bare_port),
-            _get(client, plain_port),
-        )
-        for op in (protected, bare, plain):
-            await op()  # every request must succeed before it is timed
-        plain_rate = await runner.rate("oscore.plain_get_rps", plain, concurrency=CONCURRENCY)
-        bare_rate = await runner.rate(
-            "oscore.bare_aiocoap_oscore_rps", bare, concurrency=CONCURRENCY
-        )
-        rs_rate = await runner.rate(
-            "oscore.rs_protected_get_rps", protected, concurrency=CONCURRENCY
-        )
-        return rs_rate, bare_rate, plain_rate
+        for op in (protected, crowded_get, bare, plain):
+            for _ in clients:
+                await op()  # every request must succeed before it is timed
+        return {
+            "oscore.rs_protected_get_rps": await runner.compare_rates(
+                "oscore.rs_protected_get_rps", protected, bare, concurrency=CONCURRENCY
+            ),
+            "oscore.bare_aiocoap_oscore_rps": await runner.compare_rates(
+                "oscore.bare_aiocoap_oscore_rps", bare, plain, concurrency=CONCURRENCY
+            ),
+            "oscore.rs_get_rps_10000_contexts": await runner.compare_rates(
+                "oscore.rs_get_rps_10000_contexts", crowded_get, protected, concurrency=CONCURRENCY
+            ),
+        }
     finally:
-        await client.shutdown()
+        for client in clients:
+            await client.shutdown()
         await rs.shutdown()
-        for server in servers[1:]:
+        await crowded.shutdown()
+        for server in servers[2:]:
             await server.shutdown()
+
+
+BASELINES = {
+    "oscore.rs_protected_get_rps": "oscore.bare_aiocoap_oscore_rps",
+    "oscore.bare_aiocoap_oscore_rps": "oscore.plain_get_rps",
+    "oscore.rs_get_rps_10000_contexts": "oscore.rs_get_rps_few_contexts",
+}
 
 
 def run(runner: Runner) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="keybound-bench-") as tmp:
-        rs_rate, bare_rate, plain_rate = asyncio.run(_rates(runner, Path(tmp)))
+        rates = asyncio.run(_rates(runner, Path(tmp)))
         gc.collect()  # aiocoap's file-backed context writes its sequence file when collected
     return [
-        Figure.of(
-            "oscore.rs_protected_get_rps",
-            rs_rate,
-            REQUESTS_PER_SECOND,
-            bare_rate,
-            "oscore.bare_aiocoap_oscore_rps",
-        ),
-        Figure.of(
-            "oscore.bare_aiocoap_oscore_rps",
-            bare_rate,
-            REQUESTS_PER_SECOND,
-            plain_rate,
-            "oscore.plain_get_rps",
-        ),
+        Figure.paired(name, rates[name], REQUESTS_PER_SECOND, BASELINES[name]) for name in FIGURES
     ]
 
 
@@ -229,14 +297,19 @@ GROUP = Group(
     title="OSCORE GETs per second: keybound's RS, bare aiocoap OSCORE, plain CoAP",
     figures=FIGURES,
     run=run,
-    steps=3,
+    steps=4,
 )
 
 __all__ = [
+    "BASELINES",
+    "CLIENTS",
     "CONCURRENCY",
     "FIGURES",
     "GROUP",
+    "SCALE_CONTEXTS",
     "Temperature",
+    "bare_oscore_pair",
+    "bare_server_context",
     "establish",
     "resource_server",
     "temperature_site",

@@ -71,7 +71,7 @@ async def _one_round(keys: Keys, directory: str) -> tuple[float, float]:
             token = dataclasses.replace(
                 sample_token(CnfOsc(material), now=int(clock.now)), cti=os.urandom(16)
             )
-            raw = cwt.encode(token, cwt.Encrypt0(keys.as_rs))
+            raw = cwt.encode(token, cwt.Encrypt0(keys.as_rs), random_bytes=os.urandom)
             payload = AuthzInfoRequest(raw, os.urandom(NONCE_BYTES), CLIENT_ID).encode()
             await site.post_token(payload, "bench")
         state.db.execute("PRAGMA synchronous=FULL")

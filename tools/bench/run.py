@@ -49,12 +49,16 @@ from keybound.tools.bench import (
 )
 from keybound.tools.bench.measure import (
     FULL_BUDGET,
+    FULL_ROUNDS,
     QUICK_BUDGET,
+    QUICK_ROUNDS,
     Figure,
     Group,
     Runner,
     Skipped,
     Timer,
+    load_average,
+    with_conditions,
 )
 
 GROUPS: tuple[Group, ...] = (
@@ -136,14 +140,27 @@ def machine_info() -> dict[str, Any]:
 
 @dataclass
 class Report:
+    """The figures of one run, with the machine and its load average at start and end."""
+
     machine: dict[str, Any]
     figures: list[Figure] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     pending: list[Group] = field(default_factory=list)
+    load_start: tuple[float, float, float] | None = None
+    load_end: tuple[float, float, float] | None = None
+
+    @property
+    def busy(self) -> list[Figure]:
+        """The figures measured while the machine was too busy for them to mean much."""
+        return [f for f in self.figures if f.busy is not None]
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "machine": self.machine,
+            "load_average": {
+                "start": None if self.load_start is None else list(self.load_start),
+                "end": None if self.load_end is None else list(self.load_end),
+            },
             "figures": [f.to_json() for f in self.figures],
         }
         if self.skipped:
@@ -159,9 +176,17 @@ def run(
     quick: bool = False,
     on_step: Callable[[str], None] = lambda _name: None,
 ) -> Report:
-    """Measure ``groups``; every declared figure is measured or skipped with a reason."""
-    runner = Runner(Timer(QUICK_BUDGET if quick else FULL_BUDGET), quick, on_step)
-    report = Report(machine_info())
+    """Measure ``groups``; every declared figure is measured or skipped with a reason.
+
+    Each figure carries the load average at its end (or its group's) and, when
+    the machine was too busy for it, the reason (:func:`~keybound.tools.bench.measure.busy_reason`).
+    """
+    timer = Timer(
+        QUICK_BUDGET if quick else FULL_BUDGET, rounds=QUICK_ROUNDS if quick else FULL_ROUNDS
+    )
+    runner = Runner(timer, quick, on_step)
+    report = Report(machine_info(), load_start=load_average())
+    cpus = os.cpu_count() or 1
     for group in groups:
         if group.run is None:
             report.pending.append(group)
@@ -172,8 +197,10 @@ def run(
         if sorted(names) != sorted(group.figures):
             raise RuntimeError(f"group {group.name} measured {names}, not {list(group.figures)}")
         order = {name: i for i, name in enumerate(group.figures)}
-        report.figures.extend(sorted(figures, key=lambda f: order[f.name]))
+        noted = [with_conditions(f, cpus) for f in figures]
+        report.figures.extend(sorted(noted, key=lambda f: order[f.name]))
     report.skipped = runner.skipped
+    report.load_end = load_average()
     return report
 
 

@@ -5,6 +5,8 @@ COSE_Sign1 (ES256), COSE_Mac0 (HMAC 256/64) and, carrying OSCORE input
 material, COSE_Encrypt0 (AES-CCM-16-64-128); and as a JWT under ES256 and
 HS256. Each is read against its claims alone (CBOR for a CWT, compact JSON for
 a JWT), and ``size.cwt_over_jwt`` sets the CWT Sign1 against the JWT ES256.
+``size.cwt_encrypt0_rfc9203`` is the Encrypt0 of the example claims of RFC 9203
+§3.2 (audience, iat, exp, scope and ``cnf.osc`` with a 1-byte ``id``).
 Then the ``/authz-info`` payloads of RFC 9203 §4.1 and §4.2, and one
 OSCORE-protected GET (RFC 8613 §6, serialized by aiocoap) against the same GET
 in plain CoAP.
@@ -13,6 +15,7 @@ in plain CoAP.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import aiocoap
@@ -25,6 +28,9 @@ from keybound.core import cwt, jwt
 from keybound.core.authz_info import AuthzInfoRequest, AuthzInfoResponse
 from keybound.core.numbers.cose_algorithms import Algorithm
 from keybound.core.oscore_derivation import DerivedContext, derive_context_parameters, derive_keys
+from keybound.core.oscore_material import OscoreInputMaterial
+from keybound.core.scope import TextScope
+from keybound.core.token import AccessToken, CnfOsc
 from keybound.tools.bench.fixtures import (
     CLIENT_ID,
     COAP_MID,
@@ -42,6 +48,7 @@ FIGURES = (
     "size.cwt_sign1_es256",
     "size.cwt_mac0",
     "size.cwt_encrypt0_osc",
+    "size.cwt_encrypt0_rfc9203",
     "size.jwt_es256",
     "size.jwt_hs256",
     "size.cwt_over_jwt",
@@ -99,6 +106,19 @@ def oscore_get(context: ClientContext) -> bytes:
     return wire
 
 
+def rfc9203_token() -> AccessToken:
+    """The example claims of RFC 9203 §3.2 ("Example CWT Claims Set with OSCORE Parameters")."""
+    return AccessToken(
+        aud=("tempSensorInLivingRoom",),
+        iat=1360189224,
+        exp=1360289224,
+        scope=TextScope.parse("temperature_g firmware_p"),
+        cnf=CnfOsc(
+            OscoreInputMaterial(id=b"\x01", ms=bytes.fromhex("f9af838368e353e78888e1426bd94e6f"))
+        ),
+    )
+
+
 def _jwt_claims_json(keys: Keys) -> str:
     claims = keys.key_token().to_jwt_claims()
     return json.dumps(claims, separators=(",", ":"), sort_keys=True)
@@ -111,7 +131,9 @@ def run(runner: Runner) -> list[Figure]:
     runner.on_step("size")
     sign1 = cwt.encode(token, cwt.Sign1(keys.as_signing, Algorithm.ES256))
     mac0 = cwt.encode(token, cwt.Mac0(keys.as_rs_mac))
-    encrypt0 = cwt.encode(osc_token, cwt.Encrypt0(keys.as_rs))
+    encrypt0 = cwt.encode(osc_token, cwt.Encrypt0(keys.as_rs), random_bytes=os.urandom)
+    rfc9203 = rfc9203_token()
+    rfc9203_encrypt0 = cwt.encode(rfc9203, cwt.Encrypt0(keys.as_rs), random_bytes=os.urandom)
     jwt_es256 = jwt.encode(token, keys.as_signing, alg="ES256")
     jwt_hs256 = jwt.encode(token, keys.as_rs_mac, alg="HS256")
     claims_cbor = token.to_cwt_payload()
@@ -124,6 +146,12 @@ def run(runner: Runner) -> list[Figure]:
         size_figure("size.cwt_mac0", mac0, claims_cbor, "claims.cbor"),
         size_figure(
             "size.cwt_encrypt0_osc", encrypt0, osc_token.to_cwt_payload(), "claims_osc.cbor"
+        ),
+        size_figure(
+            "size.cwt_encrypt0_rfc9203",
+            rfc9203_encrypt0,
+            rfc9203.to_cwt_payload(),
+            "claims_rfc9203.cbor",
         ),
         size_figure("size.jwt_es256", jwt_es256, claims_json, "claims.json"),
         size_figure("size.jwt_hs256", jwt_hs256, claims_json, "claims.json"),
@@ -147,4 +175,12 @@ GROUP = Group(
     steps=1,
 )
 
-__all__ = ["FIGURES", "GROUP", "ClientContext", "client_context", "oscore_get", "plain_get"]
+__all__ = [
+    "FIGURES",
+    "GROUP",
+    "ClientContext",
+    "client_context",
+    "oscore_get",
+    "plain_get",
+    "rfc9203_token",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,12 +78,10 @@ def _stand_in() -> None:  # pragma: no cover - never run: build_app loads the re
 
 
 def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - slow import
+    """keybound's version (:data:`keybound.tools.__version__`)."""
+    from keybound.tools import __version__  # noqa: PLC0415 - the package is loaded already
 
-    try:
-        return version("keybound")
-    except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
-        return "0+unknown"
+    return __version__
 
 
 def _version(value: bool) -> None:
@@ -166,7 +165,7 @@ def key_generate(
         "p384": lambda: Key.generate_ec2(Curve.P_384, kid=kid_bytes),
         "ed25519": lambda: Key.generate_okp(Curve.ED25519, kid=kid_bytes),
         "x25519": lambda: Key.generate_okp(Curve.X25519, kid=kid_bytes),
-        "symmetric": lambda: Key.generate_symmetric(size, kid=kid_bytes),
+        "symmetric": lambda: Key.generate_symmetric(size, random_bytes=os.urandom, kid=kid_bytes),
     }
     if kind not in makers:
         raise ValueError(f"unknown key type {kind!r}; choose one of {', '.join(makers)}")
@@ -211,8 +210,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(build_app(args))
     use_plain_conversions(command)
+    plain_help(command)
     try:
-        result: Any = command.main(args, prog_name="keybound", standalone_mode=False)
+        result: Any = command.main(
+            args, prog_name="keybound", standalone_mode=False, **_help_width()
+        )
     except click.exceptions.NoArgsIsHelpError as exc:  # the help was the answer
         if exc.format_message():
             print(exc.format_message())
@@ -228,8 +230,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
+def _help_width() -> dict[str, Any]:
+    """Help as wide as the terminal (up to 120 columns); a pipe gets 120, never 80."""
+    if sys.stdout.isatty():
+        return {"max_content_width": 120}
+    return {"terminal_width": 120, "max_content_width": 120}
+
+
+def plain_help(command: Any) -> None:
+    """Have ``command`` and its subcommands print click's plain help, not rich panels.
+
+    Drawing help with rich loads rich's markdown, traceback and layout modules: that
+    doubled the CPU time of ``keybound --help`` (``keybound bench --only startup``).
+    Plain help is also what a pipe or a pager wants.
+    """
+    if hasattr(command, "rich_markup_mode"):
+        command.rich_markup_mode = None
+    for sub in getattr(command, "commands", {}).values():
+        plain_help(sub)
+
+
 def _fail_code(message: str, code: int = EXIT_BAD_INPUT) -> int:
     return fail(message, code).exit_code
 
 
-__all__ = ["SUBCOMMANDS", "app", "build_app", "main"]
+__all__ = ["SUBCOMMANDS", "app", "build_app", "main", "plain_help"]

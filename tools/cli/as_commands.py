@@ -269,6 +269,46 @@ def client_add(
         sys.stdout.write(f"{secret}\n")
 
 
+@client_app.command("rekey")
+@_clean
+def client_rekey(
+    name: Annotated[str, typer.Argument(help="client_id of the device")],
+    out: Annotated[Path, typer.Option("--out", help="directory for the new bundle")] = Path("."),
+    audience: Annotated[
+        str | None,
+        typer.Option("--audience", help="which of the client's audiences (when it has several)"),
+    ] = None,
+    rs_uri: Annotated[
+        str | None,
+        typer.Option("--rs-uri", help="the RS address the device talks to (default: the audience)"),
+    ] = None,
+    as_base: AsBaseOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """New OSCORE keys for a device and its new bundle NAME.json (0600).
+
+    The way back for a device whose state folder was lost (an erased flash given
+    the same bundle again): its sequence numbers restarted under the old keys, so
+    the AS refuses its requests as replays. With new keys (secret, salt, Sender ID)
+    it starts again at 0; the old bundle stops working. Flash the new one.
+    """
+    from keybound.tools.bundles import write_bundle  # noqa: PLC0415 - import time
+    from keybound.tools.device.bundle import bundle_from_db  # noqa: PLC0415
+
+    where = {"audience": audience, "rs_uri": rs_uri, "as_base": as_base}
+    bundle_from_db(db, name, **where)  # refuses (changing nothing) what it could not write
+    client = operations.rekey_client(db, name)
+    path = write_bundle(out / f"{name}.json", bundle_from_db(db, name, **where))
+    if as_json:
+        _emit({**operations.client_row(client), "bundle": str(path)})
+        return
+    console.print(
+        f"new OSCORE keys for {name}; the old bundle no longer works. New bundle: {path} "
+        f"(0600); flash it with `keybound device flash {name} --port PORT --bundle {path}`"
+    )
+
+
 # ---- list, show, remove, revoke -----------------------------------------------------------------
 
 
@@ -360,16 +400,60 @@ def remove(
 @app.command("revoke")
 @_clean
 def revoke(
-    cti: Annotated[str, typer.Argument(help="the token's cti in hex, or AUDIENCE#SEQ")],
+    cti: Annotated[
+        str,
+        typer.Argument(
+            help="the token's cti in hex, AUDIENCE#SEQ, or the token itself (hex, base64url, "
+            "a JWT, @file)"
+        ),
+    ],
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Mark a token revoked: introspection answers inactive from now on."""
-    token = operations.revoke(db, cti)
+    """Revoke a token: introspection answers inactive, and the token revocation list
+    (RFC 9770) tells its client and RS at once."""
+    done = operations.revoke(db, cti)
+    token = done.token
+    shown = token.cti.decode() if token.sequence is not None else token.cti.hex()
     if as_json:
-        _emit({"cti": token.cti.hex(), "client_id": token.client_id, "revoked": True})
+        _emit(
+            {
+                "cti": shown,
+                "client_id": token.client_id,
+                "audience": token.audience,
+                "revoked": True,
+                "revoked_at": token.revoked_at,
+                "on_trl": done.on_trl,
+                "token_hash": None if token.token_hash is None else token.token_hash.hex(),
+                "notified": list(done.notified),
+                "note": done.note or None,
+            }
+        )
         return
-    console.print(f"token {cti} of {token.client_id} for {token.audience} revoked")
+    console.print(f"token {shown} of {token.client_id} for {token.audience} revoked")
+    if done.on_trl:
+        console.print(f"on the token revocation list; notifying {', '.join(done.notified)}")
+    else:
+        console.print(done.note)
+
+
+@app.command("trl")
+@_clean
+def trl_command(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Show the token revocation list (RFC 9770): revoked tokens not yet expired."""
+    rows = operations.trl_entries(db)
+    if as_json:
+        _emit(rows)
+        return
+    if not rows:
+        console.print("the token revocation list is empty")
+        return
+    for row in rows:
+        revoked = operations.iso(row["revoked_at"])
+        console.print(
+            f"{row['token_hash']}  cti {row['cti']}  {row['client_id']} -> {row['audience']}"
+            f"  revoked {revoked}  to {', '.join(row['requesters'])}"
+        )
 
 
 # ---- serve --------------------------------------------------------------------------------------

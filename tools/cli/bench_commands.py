@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from keybound.tools.bench import run as bench
-from keybound.tools.bench.measure import BYTES, MICROSECONDS
+from keybound.tools.bench.measure import BYTES, MICROSECONDS, Figure
 from keybound.tools.cli.support import clean_errors, console, err_console, fail
 
 PLOT_HINT = "pip install keybound[plot]"
@@ -71,12 +71,36 @@ def _number(value: float, unit: str) -> str:
     return f"{value:.3g}"
 
 
+def _load_text(load: Sequence[float] | None) -> str:
+    return "unknown" if load is None else " ".join(f"{value:.2f}" for value in load)
+
+
+def load_line(report: bench.Report) -> str:
+    """The load average at the start and the end of the run, and the busy figures' count."""
+    line = (
+        f"load average {_load_text(report.load_start)} at the start, "
+        f"{_load_text(report.load_end)} at the end ({report.machine['cpu_count']} CPUs)"
+    )
+    busy = report.busy
+    if busy:
+        line += f"; {len(busy)} figure(s) marked busy (!): the machine was too busy for them"
+    return line
+
+
+def _ratio_text(figure: Figure) -> str:
+    if figure.rounds == 1:
+        return f"{figure.ratio:.2f}"
+    return f"{figure.ratio:.2f} ({figure.ratio_min:.2f}–{figure.ratio_max:.2f})"
+
+
 def render_table(report: bench.Report) -> Table:
     m = report.machine
     caption = (
         f"{m['python']} · {m['platform']} · {m['cpu_count']} × {m['cpu_model']} · "
         f"{m['openssl']} · cbor2 {m['libraries'].get('cbor2')}"
         + ("" if m["cbor2_c_extension"] else " (pure Python)")
+        + f"\n{load_line(report)}"
+        + "\nratio: median of the same-round ratios (their range); clock: what was timed"
     )
     table = Table(title="keybound bench", caption=caption, caption_justify="left")
     table.add_column("figure", no_wrap=True)
@@ -85,7 +109,9 @@ def render_table(report: bench.Report) -> Table:
     table.add_column("min – max", justify="right")
     table.add_column("baseline", justify="right")
     table.add_column("baseline name", no_wrap=True)
-    table.add_column("ratio", justify="right")
+    table.add_column("ratio (range)", justify="right", no_wrap=True)
+    table.add_column("clock", no_wrap=True)
+    table.add_column("", no_wrap=True)
     group = None
     for f in report.figures:
         prefix = f.name.split(".", 1)[0]
@@ -100,7 +126,9 @@ def render_table(report: bench.Report) -> Table:
             spread,
             _number(f.baseline, f.unit),
             f.baseline_name,
-            f"{f.ratio:.2f}",
+            _ratio_text(f),
+            f.clock,
+            "!" if f.busy else "",
         )
     return table
 
@@ -158,18 +186,38 @@ def markdown_report(data: dict[str, Any]) -> str:
     lines = [
         f"Measured on {machine['cpu_count']} x {machine['cpu_model']}, {machine['python']}, "
         f"{machine['openssl']}; {libraries}.",
-        "",
-        "| figure | value | unit | baseline | baseline is | ratio |",
-        "|---|---:|---|---:|---|---:|",
     ]
+    load = data.get("load_average")
+    if load:
+        lines.append(
+            f"Load average {_load_text(load.get('start'))} at the start, "
+            f"{_load_text(load.get('end'))} at the end."
+        )
+    lines += [
+        "",
+        "| figure | value | unit | baseline | baseline is | ratio | range |",
+        "|---|---:|---|---:|---|---:|---|",
+    ]
+    busy = []
     for fig in data["figures"]:
         baseline = fig.get("baseline")
         ratio = fig.get("ratio")
+        spread = ""
+        if fig.get("rounds", 1) > 1:
+            spread = f"{fig['ratio_min']:.2f}–{fig['ratio_max']:.2f}"
+        mark = ""
+        if fig.get("busy"):
+            busy.append(f"`{fig['name']}`: {fig['busy']}")
+            mark = " (busy)"
         lines.append(
-            f"| `{fig['name']}` | {_md_number(fig['value'])} | {fig['unit']} | "
+            f"| `{fig['name']}`{mark} | {_md_number(fig['value'])} | {fig['unit']} | "
             f"{_md_number(baseline) if baseline is not None else ''} | "
-            f"{fig.get('baseline_name') or ''} | {f'{ratio:.2f}' if ratio is not None else ''} |"
+            f"{fig.get('baseline_name') or ''} | {f'{ratio:.2f}' if ratio is not None else ''} | "
+            f"{spread} |"
         )
+    if busy:
+        lines += ["", "Measured while the machine was too busy for them to mean much:", ""]
+        lines += [f"- {line}" for line in busy]
     return "\n".join(lines) + "\n"
 
 
@@ -208,8 +256,10 @@ def bench_command(
 ) -> None:
     """Measure what keybound costs: token sizes, codec, DPoP and RS timings against baselines.
 
-    Every figure is the median of timed samples after a warm-up, with its
-    baseline from the same run and the ratio figure / baseline.
+    Every timed figure and its baseline are measured in alternating rounds after a
+    warm-up, on CPU time where the work is in process; the ratio is the median of
+    the same-round ratios, shown with their range. The load average is recorded,
+    and figures measured while the machine was too busy are marked.
     """
     if markdown is not None:
         print(markdown_report(json.loads(markdown.read_text())), end="")
@@ -227,6 +277,8 @@ def bench_command(
         # a pipe or file gets the whole table, not 80 columns of it
         out = console if console.is_terminal else Console(width=TABLE_WIDTH, highlight=False)
         out.print(render_table(report))
+        for figure in report.busy:
+            out.print(f"busy {figure.name}: {figure.busy}", markup=False)
         for skipped in report.skipped:
             out.print(f"skipped {skipped.name}: {skipped.reason}", markup=False)
         for group in report.pending:
@@ -240,4 +292,11 @@ if __name__ == "__main__":
     typer.run(bench_command)
 
 
-__all__ = ["PLOT_HINT", "bench_command", "markdown_report", "render_table", "write_plot"]
+__all__ = [
+    "PLOT_HINT",
+    "bench_command",
+    "load_line",
+    "markdown_report",
+    "render_table",
+    "write_plot",
+]

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from keybound.tools.cli.support import clean_errors, console
+from keybound.tools.cli.support import clean_errors
 
 app = typer.Typer(help="Inspect and mint access tokens (CWT and JWT).", no_args_is_help=True)
 
@@ -40,31 +40,31 @@ def inspect_command(
     if as_json:
         print(json.dumps(result.to_json(), indent=2, sort_keys=False))
         return
-    status = "[green]verified[/]" if result.verified else "[yellow]not verified[/]"
-    console.print(f"[bold]{result.format.upper()}[/] ({result.size} bytes), {status}")
+    # Plain print, not rich: the command people run most at a shell starts faster without it.
+    status = "verified" if result.verified else "not verified"
+    print(f"{result.format.upper()} ({result.size} bytes), {status}")
     if result.format == "cwt":
         for layer in result.layers:
-            console.print(
-                f"  {layer['type']} alg={layer['alg']} kid={layer['kid']}"
-                f"{' tagged' if layer['tagged'] else ''}"
-            )
+            tagged = " tagged" if layer["tagged"] else ""
+            print(f"  {layer['type']} alg={layer['alg']} kid={layer['kid']}{tagged}")
         if result.cwt_tag:
-            console.print("  wrapped in the CWT tag 61")
+            print("  wrapped in the CWT tag 61")
     else:
-        console.print(f"  header {json.dumps(result.header)}", markup=False)
+        print(f"  header {json.dumps(result.header)}")
     if result.claims is not None:
-        from rich.table import Table  # noqa: PLC0415 - import time
-
-        table = Table("claim", "value", title="claims")
-        for name, value in result.claims.items():
-            shown = value if isinstance(value, str) else json.dumps(value)
-            table.add_row(name, shown)
-        console.print(table)
+        print("claims")
+        rows = [
+            (name, value if isinstance(value, str) else json.dumps(value))
+            for name, value in result.claims.items()
+        ]
+        width = max((len(name) for name, _ in rows), default=0)
+        for name, shown in rows:
+            print(f"  {name.ljust(width)}  {shown}")
     if result.note:
-        console.print(f"[dim]{result.note}[/]")
+        print(result.note)
     if result.diagnostic:
-        console.print("[bold]CBOR diagnostic notation[/]")
-        console.print(result.diagnostic, markup=False, soft_wrap=True)
+        print("CBOR diagnostic notation")
+        print(result.diagnostic)
 
 
 @app.command("mint")

@@ -8,6 +8,7 @@ in :mod:`keybound.tools.client.state`.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,7 +75,7 @@ async def _run_locked(
     about = "|".join((bundle.fingerprint(), rs_uri, bundle.audience, bundle.scope or ""))
     session_id = hashlib.sha256(about.encode()).hexdigest()[:16]
     session = SessionFile(state_dir / f"{bundle.client_id}.{session_id}.rs.json", session_id)
-    flow = AceClient(audience=bundle.audience, scope=bundle.scope)
+    flow = AceClient(audience=bundle.audience, scope=bundle.scope, random_bytes=secrets.token_bytes)
     if session.load(now=time.time()):
         flow.grant, flow.context = session.grant, session.context
         if say is not None:

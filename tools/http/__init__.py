@@ -3,7 +3,7 @@
 The public names, each from its home module: the ASGI middleware
 (:mod:`~keybound.tools.http.middleware`), the token verifiers it is given
 (:mod:`~keybound.tools.http.verifiers`), the httpx client auth
-(:mod:`~keybound.tools.http.client`) and the shared replay cache
+(:mod:`~keybound.tools.http.client`) and the replay caches
 (:mod:`~keybound.tools.http.replay_cache`)::
 
     from keybound.tools.http import DPoPAuth, DPoPMiddleware, jwt_token_verifier_from_bundle
@@ -11,7 +11,11 @@ The public names, each from its home module: the ASGI middleware
 
 from keybound.tools.http.client import DPoPAuth
 from keybound.tools.http.middleware import DPoPContext, DPoPMiddleware
-from keybound.tools.http.replay_cache import ReplayCacheUnavailable, SqlReplayCache
+from keybound.tools.http.replay_cache import (
+    InMemoryReplayCache,
+    ReplayCacheUnavailable,
+    SqlReplayCache,
+)
 from keybound.tools.http.verifiers import (
     ACCESS_TOKEN_ALGS,
     IntrospectionUnavailable,
@@ -28,6 +32,7 @@ __all__ = [
     "DPoPAuth",
     "DPoPContext",
     "DPoPMiddleware",
+    "InMemoryReplayCache",
     "IntrospectionUnavailable",
     "ReplayCacheUnavailable",
     "SqlReplayCache",

@@ -24,6 +24,7 @@ next (§8.2).
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -117,6 +118,7 @@ class DPoPAuth(httpx.Auth):
             access_token=self.access_token,
             nonce=nonce,
             alg=self.alg,
+            random_bytes=secrets.token_bytes,
         )
         request.headers["DPoP"] = proof
         if self.access_token is not None:

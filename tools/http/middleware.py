@@ -63,19 +63,18 @@ from keybound.core.dpop import (
     DEFAULT_IAT_LEEWAY,
     DEFAULT_IAT_WINDOW,
     MAX_PROOF_LENGTH,
-    InMemoryReplayCache,
-    NonceChecker,
-    ReplayCache,
     VerifiedProof,
     normalize_htu,
     verify_proof,
 )
+from keybound.core.dpop_state import NonceChecker, ReplayCache
 from keybound.core.errors import (
     InsufficientScope,
     InvalidDPoPProof,
     InvalidToken,
     KeyboundError,
 )
+from keybound.tools.http.replay_cache import InMemoryReplayCache
 from keybound.tools.http.verifiers import TokenVerifier
 
 from .errors import render_http_error, resource_server_rules

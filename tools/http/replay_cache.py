@@ -1,8 +1,8 @@
-"""A DPoP ``jti`` replay cache shared by processes, in SQLite or PostgreSQL (RFC 9449 §11.1).
+"""DPoP ``jti`` replay caches: one in memory, one shared by processes in SQL (RFC 9449 §11.1).
 
 RFC 9449 §11.1: a server must not accept a proof whose ``jti`` it has seen
 within the proof's acceptance window. The in-process
-:class:`~keybound.core.dpop_state.InMemoryReplayCache` cannot see proofs that
+:class:`InMemoryReplayCache` cannot see proofs that
 another process accepted: behind ``uvicorn --workers N``, or several processes
 behind one public URL, a proof replayed to another process would pass.
 :class:`SqlReplayCache` keeps the entries in a database all of them share:
@@ -25,6 +25,8 @@ entry forgotten.
 
 from __future__ import annotations
 
+import heapq
+import threading
 from typing import Final
 
 from sqlalchemy import (
@@ -48,7 +50,13 @@ from keybound.core.errors import TemporarilyUnavailable
 from keybound.tools.authz_server.database import build_engine, resolve_database_url
 from keybound.tools.authz_server.schema import DPOP_REPLAY_TABLE
 
-__all__ = ["DEFAULT_CAPACITY", "ReplayCacheUnavailable", "SqlReplayCache", "replay_table"]
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "InMemoryReplayCache",
+    "ReplayCacheUnavailable",
+    "SqlReplayCache",
+    "replay_table",
+]
 
 #: Default bound of unexpired entries (about 1,000 proofs/s over a 65 s window).
 DEFAULT_CAPACITY: Final = 65_536
@@ -64,6 +72,51 @@ replay_table = Table(
     Column("digest", LargeBinary(32), primary_key=True),
     Column("expires_at", BigInteger, nullable=False, index=True),
 )
+
+
+class InMemoryReplayCache:
+    """A bounded in-process :class:`~keybound.core.dpop_state.ReplayCache`.
+
+    Entries are SHA-256 digests of ``key`` and ``jti`` (RFC 9449 §11.1 suggests
+    storing hashes), each kept until the proof's acceptance window ends. When
+    ``capacity`` entries are stored, expired ones are evicted first; if none has
+    expired, the new proof is refused with :class:`ReplayCacheFull` (HTTP 503)
+    rather than growing the cache or forgetting an unexpired entry, which would
+    reopen a replay. Size the capacity for the peak request rate times the
+    window (for example 1,000 requests/s x 65 s = 65,000 entries, roughly 10 MB).
+    Safe to share between threads: the AS's token endpoint checks proofs in
+    worker threads, so every check and store happens under one lock.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._expiry: dict[bytes, int] = {}
+        self._heap: list[tuple[int, bytes]] = []
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def _evict_expired(self, now: int) -> None:
+        while self._heap and self._heap[0][0] < now:
+            _, digest = heapq.heappop(self._heap)
+            self._expiry.pop(digest, None)
+
+    def check_and_store(self, key: str, jti: str, expires_at: int, now: int) -> None:
+        digest = replay_digest(key, jti)
+        with self._lock:
+            seen_until = self._expiry.get(digest)
+            if seen_until is not None and seen_until >= now:
+                raise ReplayedProof(f"the jti {jti!r} was already used for {key}")
+            self._evict_expired(now)
+            if len(self._expiry) >= self.capacity:
+                raise ReplayCacheFull(
+                    f"the replay cache holds {self.capacity} unexpired proofs; try again later"
+                )
+            self._expiry[digest] = expires_at
+            heapq.heappush(self._heap, (expires_at, digest))
 
 
 class ReplayCacheUnavailable(TemporarilyUnavailable):

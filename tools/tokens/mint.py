@@ -8,6 +8,7 @@ COSE_Encrypt0) or a JWT (JWS or JWE).
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -88,5 +89,5 @@ def mint(
         prot = cwt.Encrypt0(key, chosen or Algorithm.AES_CCM_16_64_128)
     else:
         raise DecodeError(f"CWT protection must be sign1, mac0 or encrypt0, not {protection!r}")
-    out = cwt.encode(token, prot, cwt_tag=cwt_tag)
+    out = cwt.encode(token, prot, cwt_tag=cwt_tag, random_bytes=os.urandom)
     return out.hex() if encoding == "hex" else b64u_encode(out)
