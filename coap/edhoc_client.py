@@ -114,8 +114,8 @@ class EdhocAceClient:
             if self.grant is None or self.clock() >= self.grant.expires_at:
                 self.grant = await self._token()
                 await self._post_token(self.grant)
-                self._use_edhoc(self.grant)
-            reply = await self._send(method, path, payload)
+                self.use_edhoc(self.grant)
+            reply = await self.send(method, path, payload)
             if reply.code != (4, 1):
                 return reply
             self._say("the RS refused the session or token: starting over")
@@ -169,7 +169,8 @@ class EdhocAceClient:
         if response.code != aiocoap.CREATED:
             raise KeyboundError(f"the RS refused the token: {response.code}")
 
-    def _use_edhoc(self, grant: EdhocGrant) -> None:
+    def use_edhoc(self, grant: EdhocGrant) -> None:
+        """Run EDHOC with the RS of ``grant``'s ``rs_cnf`` for requests to it."""
         self.coap.client_credentials[f"{self.rs_uri}/*"] = EdhocCredentials(
             suite=CIPHER_SUITE_2,
             method=METHOD_STATIC_DH,
@@ -179,7 +180,8 @@ class EdhocAceClient:
             peer_cred={14: grant.rs_credential.claims()},
         )
 
-    async def _send(self, method: str, path: str, payload: bytes) -> Reply:
+    async def send(self, method: str, path: str, payload: bytes) -> Reply:
+        """One request to the RS as it stands (EDHOC as needed), no starting over."""
         uri = f"{self.rs_uri}/{path.lstrip('/')}"
         message = aiocoap.Message(code=_METHODS[method.upper()], uri=uri, payload=payload)
         try:

@@ -157,8 +157,8 @@ async def _flow(device_path: Path, rs_port: int, d_dev: bytes, dev_ccs: Ccs) -> 
     try:
         intruder = _client(coap, device, rs_port, d_stranger, Ccs.make(stranger, subject="x"))
         intruder.grant = client.grant  # a token it saw, bound to another credential
-        intruder._use_edhoc(client.grant)
-        reply = await intruder._send("GET", "temp", b"")
+        intruder.use_edhoc(client.grant)
+        reply = await intruder.send("GET", "temp", b"")
         if reply.code != (4, 1):
             raise DemoFailure(f"expected the EDHOC session to be refused, got {reply}")
         _show("refused: the RS accepts only a credential bound in a valid stored token")
