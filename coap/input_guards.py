@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import aiocoap
 from aiocoap import error, oscore
 from aiocoap.message import Message
+from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from .upload_limits import OSCORE_OVERHEAD, UploadTracker, bound_uploads, refuse_oversized
@@ -81,6 +82,12 @@ def harden_message_decoding() -> None:
     setattr(Message, _MARK, True)
 
 
+class EdhocHandler(Protocol):
+    """What serves the EDHOC resource (``keybound.coap.edhoc_responder``)."""
+
+    async def render(self, request: aiocoap.Message) -> aiocoap.Message: ...
+
+
 class StrictOscoreSiteWrapper(OscoreSiteWrapper):  # type: ignore[misc]
     """An ``OscoreSiteWrapper`` that refuses a malformed OSCORE option with 4.02, not 5.00.
 
@@ -97,6 +104,23 @@ class StrictOscoreSiteWrapper(OscoreSiteWrapper):  # type: ignore[misc]
         #: The partial Block1 uploads held by the site's resources.
         self.uploads = UploadTracker()
         self._bounds: dict[tuple[str, ...], int] = {}
+        #: What answers ``/.well-known/edhoc`` (RFC 9528 Appendix A.2); None: 4.04.
+        self.edhoc: EdhocHandler | None = None
+
+    async def _render_edhoc_to_pipe(self, pipe: Any) -> None:
+        """``/.well-known/edhoc``: through :attr:`edhoc`, one datagram, known options only."""
+        request = pipe.request
+        if self.edhoc is None:
+            raise error.NotFound
+        if request.opt.block1 is not None:
+            response = aiocoap.Message(code=aiocoap.REQUEST_ENTITY_TOO_LARGE)
+            response.opt.size1 = len(request.payload)
+            pipe.add_response(response, is_last=True)
+            return
+        known = (OptionNumber.URI_PATH, OptionNumber.URI_HOST)
+        if any(o.number.is_critical() and o.number not in known for o in request.opt.option_list()):
+            raise error.BadOption
+        pipe.add_response(await self.edhoc.render(request), is_last=True)
 
     def add_bounded(self, path: Sequence[str], resource: Any, max_body: int) -> None:
         """Add ``resource`` at ``path`` to the inner site, taking bodies of ``max_body`` bytes."""
@@ -126,4 +150,4 @@ class StrictOscoreSiteWrapper(OscoreSiteWrapper):  # type: ignore[misc]
         await super().render_to_pipe(pipe)
 
 
-__all__ = ["StrictOscoreSiteWrapper", "harden_message_decoding"]
+__all__ = ["EdhocHandler", "StrictOscoreSiteWrapper", "harden_message_decoding"]

@@ -44,6 +44,7 @@ from keybound.core.oscore_sequence import (
     SequenceNumberExhausted,
     SequenceNumberReservation,
 )
+from keybound.core.profiles import derived_context
 from keybound.core.token_store import (
     PersistedReplayWindow,
     ShutdownRecord,
@@ -252,7 +253,7 @@ class ContextTable:
                 state.put_sender_mark(key_id, mark)
 
         context = DurableSecurityContext(
-            entry.derived(),
+            derived_context(entry),
             key_id=key_id,
             reservation=SequenceNumberReservation(sender_mark, chunk=self.sequence_chunk),
             persist_mark=persist,

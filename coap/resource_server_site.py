@@ -37,7 +37,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiocoap
@@ -45,7 +45,9 @@ import aiocoap.resource
 from aiocoap import credentials
 from aiocoap.numbers.codes import Code
 
+from keybound.core import cbor
 from keybound.core.authz_info import NONCE_BYTES
+from keybound.core.edhoc_credentials import Ccs
 from keybound.core.errors import (
     InsufficientScope,
     InvalidRequest,
@@ -55,6 +57,7 @@ from keybound.core.errors import (
 )
 from keybound.core.numbers.ace_parameters import (
     CONTENT_FORMAT_ACE_CBOR,
+    AceParameter,
     IntrospectionParameter,
 )
 from keybound.core.resource_server import (
@@ -65,8 +68,9 @@ from keybound.core.resource_server import (
     ResourceServer,
 )
 from keybound.core.scope import RestMethod
-from keybound.core.token_store import PersistedContext
+from keybound.core.token_store import PersistedContext, StoredToken
 
+from .edhoc_responder import EdhocResponder, EdhocSession
 from .errors import error_response
 from .input_guards import StrictOscoreSiteWrapper, harden_message_decoding
 from .introspection import AsUnreachable, Introspector
@@ -74,15 +78,29 @@ from .oscore_contexts import DEFAULT_SEQUENCE_CHUNK, ContextTable, DurableSecuri
 from .profiles import ContextInstaller
 from .state_writer import RsStateStore, StateWriter
 
+
+@dataclass(frozen=True)
+class EdhocIdentity:
+    """The RS's EDHOC key (``d`` of P-256) and credential, AUTH_CRED_RS (RFC 9528 §3.5)."""
+
+    private_key: bytes = field(repr=False)
+    credential: Ccs
+
+
 #: Default bound on the body of a request to a protected resource (RFC 7959 §2.9.3).
 DEFAULT_MAX_RESOURCE_BODY = 4096
 
 log = logging.getLogger("keybound.rs")
 
 
-def _security_context(request: aiocoap.Message) -> DurableSecurityContext | None:
+def _security_context(request: aiocoap.Message) -> DurableSecurityContext | EdhocSession | None:
+    """The security context of an OSCORE request: the OSCORE profile's, or an EDHOC session's."""
     context = getattr(request.remote, "security_context", None)
-    return context if isinstance(context, DurableSecurityContext) else None
+    return context if isinstance(context, DurableSecurityContext | EdhocSession) else None
+
+
+class StaleSession(InvalidToken):
+    """An EDHOC session that ended (a newer one, or its token went); not the token's fault."""
 
 
 class AuthzInfoResource(aiocoap.resource.Resource):  # type: ignore[misc]
@@ -139,9 +157,13 @@ class GuardedResource(aiocoap.resource.Resource):  # type: ignore[misc]
         if context is None:
             return owner.unauthorized(method, self.path)
         try:
-            entry = owner.rs.find(context.recipient_id, context.id_context, **owner.times())
+            entry = owner.entry_for(context)
+        except StaleSession as exc:  # the token may be fine: only this session is over
+            log.info("%s %s refused: %s", method.name, self.path, exc.description)
+            return owner.unauthorized(method, self.path)
         except InvalidToken as exc:
-            owner.drop(context.key_id, reason=str(exc))
+            if context.key_id is not None:
+                owner.drop(context.key_id, reason=str(exc))
             return owner.unauthorized(method, self.path)
         try:
             owner.rs.authorize(entry, method, self.path)
@@ -175,6 +197,7 @@ class ResourceServerSite:
         max_payload: int = MAX_AUTHZ_INFO_BYTES,
         introspector: Introspector | None = None,
         introspection_required: bool = False,
+        edhoc: EdhocIdentity | None = None,
     ) -> None:
         self.rs = rs
         self.introspector = introspector
@@ -195,9 +218,24 @@ class ResourceServerSite:
             sequence_chunk=sequence_chunk,
             response_partial_iv=response_partial_iv,
         )
+        installers: dict[int, ContextInstaller] = {self.contexts.profile: self.contexts}
+        #: The EDHOC profile's Responder and sessions, when the RS has an EDHOC identity.
+        self.edhoc: EdhocResponder | None = None
+        self.edhoc_profile = EdhocResponder.profile
+        if edhoc is not None:
+            self.edhoc = EdhocResponder(
+                rs,
+                self.server_credentials,
+                private_key=edhoc.private_key,
+                credential=edhoc.credential,
+                times=self.times,
+                accept_token=self.accept_ead_token,
+            )
+            installers[self.edhoc.profile] = self.edhoc
         #: Where each ACE profile's security contexts are installed, by profile number.
-        self.installers: Mapping[int, ContextInstaller] = {self.contexts.profile: self.contexts}
+        self.installers: Mapping[int, ContextInstaller] = installers
         self.root = StrictOscoreSiteWrapper(self.site, self.server_credentials)
+        self.root.edhoc = self.edhoc
         #: Partial Block1 uploads, bounded per peer and in total across all resources.
         self.uploads = self.root.uploads
         self.root.add_bounded(["authz-info"], AuthzInfoResource(self), max_payload)
@@ -231,6 +269,20 @@ class ResourceServerSite:
         guarded = GuardedResource(self, path, resource)
         self.root.add_bounded(path[1:].split("/"), guarded, max_body)
 
+    def entry_for(self, context: DurableSecurityContext | EdhocSession) -> StoredToken:
+        """The live token behind ``context``; :class:`InvalidToken` if gone or expired.
+
+        An EDHOC session must be the current one of its token (a newer session, or a
+        superseding token, ends it: draft-ietf-ace-edhoc-oscore-profile-11 §4.2).
+        """
+        if isinstance(context, DurableSecurityContext):
+            return self.rs.find(context.recipient_id, context.id_context, **self.times())
+        if context.key_id is None or context.removed:
+            raise StaleSession("no access token for this EDHOC session")
+        if self.edhoc is None or self.edhoc.session(context.key_id) is not context:
+            raise StaleSession("this EDHOC session is no longer current")
+        return self.rs.live(context.key_id, **self.times())
+
     # -- time --
 
     def times(self) -> dict[str, Any]:
@@ -241,7 +293,7 @@ class ResourceServerSite:
     # -- /authz-info --
 
     async def authz_info(
-        self, payload: bytes, context: DurableSecurityContext | None, peer: str
+        self, payload: bytes, context: DurableSecurityContext | EdhocSession | None, peer: str
     ) -> aiocoap.Message:
         """Run the core's ``/authz-info`` flow, apply its outcome, answer 2.01.
 
@@ -276,7 +328,7 @@ class ResourceServerSite:
                 "token accepted from %s: %s, context recipient_id=%s%s",
                 peer,
                 stored.verified.describe(),
-                stored.context.server_id.hex(),
+                "-" if stored.context is None else stored.context.server_id.hex(),
                 " (superseding)" if outcome.superseded is not None else "",
             )
         return aiocoap.Message(
@@ -284,6 +336,35 @@ class ResourceServerSite:
             payload=outcome.response,
             content_format=CONTENT_FORMAT_ACE_CBOR,
         )
+
+    def accept_ead_token(self, token: bytes) -> StoredToken:
+        """A token of the EDHOC profile from EDHOC's EAD_3: verified and stored as an
+        unprotected ``/authz-info`` POST would be (no introspection: the handshake
+        cannot wait for the AS). Its record is queued for the state store, not awaited.
+        """
+        flow = self.rs.authz_info(
+            cbor.dumps({int(AceParameter.ACCESS_TOKEN): token}),
+            over=None,
+            random=self.random,
+            **self.times(),
+        )
+        try:
+            next(flow)
+        except StopIteration as done:
+            outcome: AuthzInfoOutcome = done.value
+        else:  # pragma: no cover - introspection was not asked for
+            raise InvalidToken("the token needs introspection")
+        if outcome.stored.verified.profile != self.edhoc_profile:
+            self.rs.forget(outcome.stored.key_id)
+            raise InvalidToken("only a token of the EDHOC profile is taken in EAD_3")
+        for key_id in outcome.drop:
+            self._remove_contexts(key_id)
+        if self.writer is not None:
+            if outcome.delete:
+                self.writer.submit(self.writer.store.delete_contexts, list(outcome.delete))
+            self.writer.submit(self._persist_token, outcome.persist, outcome.exi_mark)
+        log.info("token accepted in EDHOC EAD_3: %s", outcome.stored.verified.describe())
+        return outcome.stored
 
     async def post_token(self, payload: bytes, peer: str) -> aiocoap.Message:
         """:meth:`authz_info` for an unprotected POST (RFC 9203 §4.1)."""
@@ -307,7 +388,7 @@ class ResourceServerSite:
         return answer[int(IntrospectionParameter.ACTIVE)] is True
 
     async def _apply(
-        self, outcome: AuthzInfoOutcome, context: DurableSecurityContext | None
+        self, outcome: AuthzInfoOutcome, context: DurableSecurityContext | EdhocSession | None
     ) -> None:
         """Apply an accepted POST: the one place its security contexts and rows change.
 
@@ -317,16 +398,17 @@ class ResourceServerSite:
         persists the Sender Sequence Number mark it has made durable.
         """
         for key_id in outcome.drop:
-            self._remove_contexts(key_id)
+            if not (outcome.keeps_context and key_id == outcome.stored.key_id):
+                self._remove_contexts(key_id)
         if outcome.delete and self.writer is not None:
             self.writer.submit(self.writer.store.delete_contexts, list(outcome.delete))
         record = outcome.persist
-        if outcome.keeps_context and context is not None:
+        if outcome.keeps_context and isinstance(context, DurableSecurityContext):
             record = replace(record, sender_mark=context.durable_mark)
         if self.writer is not None:
             await self.writer.run(self._persist_token, record, outcome.exi_mark)
         if not outcome.keeps_context:
-            self._installer(outcome.stored.verified.profile.number).install(outcome.stored)
+            self._installer(outcome.stored.verified.profile).install(outcome.stored)
 
     # -- protected resources --
 
@@ -431,7 +513,7 @@ class ResourceServerSite:
                 refused.append(record.key_id)
                 log.info("persisted token not restored: %s", exc)
                 continue
-            self._installer(entry.verified.profile.number).install(
+            self._installer(entry.verified.profile).install(
                 entry,
                 sender_mark=record.sender_mark,
                 restored=True,
@@ -510,6 +592,8 @@ class ResourceServerSite:
 __all__ = [
     "DEFAULT_MAX_RESOURCE_BODY",
     "AuthzInfoResource",
+    "EdhocIdentity",
     "GuardedResource",
     "ResourceServerSite",
+    "StaleSession",
 ]

@@ -74,6 +74,7 @@ from .authz_store import (
     RsRecord,
     TokenFormat,
 )
+from .edhoc_credentials import MAX_KID_BYTES
 from .errors import (
     AccessDenied,
     DecodeError,
@@ -92,11 +93,12 @@ from .numbers.ace_profiles import AceProfile
 from .numbers.cnf_methods import CnfMethod
 from .numbers.cose_algorithms import Algorithm
 from .numbers.cose_keys import Curve, KeyType
+from .numbers.edhoc_profile import CNF_KCCS
 from .numbers.grant_types import GrantType
 from .numbers.token_types import TOKEN_TYPE_NAMES, TokenType
 from .oscore_material import OscoreInputMaterial
 from .scope import TextScope
-from .token import AccessToken, CnfEncryptedKey, CnfJkt, CnfKey
+from .token import AccessToken, Cnf, CnfEncryptedKey, CnfJkt, CnfKey
 
 __all__ = [
     "MAX_REQUEST_BYTES",
@@ -173,6 +175,10 @@ class TokenRequest:
     grant_type: str | int | None = None
     req_cnf: Key | None = None
     """A public key of the client's own (``req_cnf`` COSE_Key, or ``key`` JWK)."""
+    req_credential: bytes | None = field(default=None, repr=False)
+    """An EDHOC credential by value (``req_cnf`` ``kccs``, the EDHOC profile)."""
+    req_credential_kid: bytes | None = None
+    """An EDHOC credential by reference (``req_cnf`` ``kid``, the EDHOC profile)."""
     pop_key: PopKeyKind = "auto"
     ace_profile: int | None = None
     """A profile the client asks for; ``None`` leaves the choice to the AS."""
@@ -197,6 +203,10 @@ class TokenResponse:
     osc: OscoreInputMaterial | None = field(default=None, repr=False)
     client_key: Key | None = field(default=None, repr=False)
     """A key the AS generated for the client (symmetric, or a private key): returned to it."""
+    rs_cnf: Cnf | None = field(default=None, repr=False)
+    """The RS's authentication credential (RFC 9201 §5): a ``kccs`` for EDHOC."""
+    parameters: Mapping[int, object] = field(default_factory=dict, repr=False)
+    """Parameters the ACE profile adds (e.g. ``edhoc_info``)."""
 
     def to_cbor_map(self) -> dict[int, object]:
         """The CBOR response of RFC 9200 §5.8.2 with the abbreviations of §8.10."""
@@ -214,6 +224,11 @@ class TokenResponse:
             out[AceParameter.SCOPE.value] = str(self.scope)
         if self.ace_profile is not None:
             out[AceParameter.ACE_PROFILE.value] = self.ace_profile
+        if self.rs_cnf is not None:
+            out[AceParameter.RS_CNF.value] = AccessToken(cnf=self.rs_cnf).to_cwt_claims()[
+                int(AceParameter.CNF)
+            ]
+        out.update(self.parameters)
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -261,8 +276,10 @@ def parse_cbor_token_request(payload: bytes, client_id: str) -> TokenRequest:
     if grant is not None and (isinstance(grant, bool) or not isinstance(grant, int | str)):
         raise InvalidRequest("grant_type must be an integer or text", claim="grant_type")
     req_cnf: Key | None = None
+    credential: bytes | None = None
+    credential_kid: bytes | None = None
     if AceParameter.REQ_CNF.value in body:
-        req_cnf = _req_cnf(body[AceParameter.REQ_CNF.value])
+        req_cnf, credential, credential_kid = _req_cnf(body[AceParameter.REQ_CNF.value])
     profile = body.get(AceParameter.ACE_PROFILE.value)
     if profile is not None and (isinstance(profile, bool) or not isinstance(profile, int)):
         raise InvalidRequest("ace_profile must be null or an integer", claim="ace_profile")
@@ -275,23 +292,35 @@ def parse_cbor_token_request(payload: bytes, client_id: str) -> TokenRequest:
         scope=None if scope is None else _text_param(scope, "scope"),
         grant_type=grant,
         req_cnf=req_cnf,
+        req_credential=credential,
+        req_credential_kid=credential_kid,
         ace_profile=profile,
         token_format=_CWT,
     )
 
 
-def _req_cnf(value: object) -> Key:
-    """The client's key from ``req_cnf`` (RFC 9201 §5, RFC 8747 §3.1)."""
+def _req_cnf(value: object) -> tuple[Key | None, bytes | None, bytes | None]:
+    """The client's key from ``req_cnf`` (RFC 9201 §5, RFC 8747 §3.1): a COSE_Key, or an
+    EDHOC credential by value (``kccs``) or by ``kid`` (draft-ietf-ace-edhoc-oscore-profile
+    §3.1), as ``(key, credential, credential kid)``."""
     if not isinstance(value, dict) or len(value) != 1:
         raise InvalidRequest("req_cnf must be a map with one confirmation method", claim="req_cnf")
     ((method, body),) = value.items()
+    if method == CNF_KCCS and type(method) is int:
+        if not isinstance(body, dict):
+            raise InvalidRequest("req_cnf kccs must be a CCS map", claim="req_cnf")
+        return None, cbor.dumps_ordered(body), None
+    if method == CnfMethod.KID.value and type(method) is int:
+        if not isinstance(body, bytes) or not 0 < len(body) <= MAX_KID_BYTES:
+            raise InvalidRequest("req_cnf kid must be a short byte string", claim="req_cnf")
+        return None, None, body
     if method != CnfMethod.COSE_KEY.value or not isinstance(body, dict):
         raise UnsupportedPopKey("only a COSE_Key (1) is accepted in req_cnf", claim="req_cnf")
     try:
         key = Key.from_cose_key(body)
     except KeyboundError as exc:
         raise UnsupportedPopKey(f"req_cnf: {exc.description}", claim="req_cnf") from None
-    return _client_public_key(key)
+    return _client_public_key(key), None, None
 
 
 def _client_public_key(key: Key) -> Key:
@@ -512,6 +541,12 @@ def authorize(
     scope = _granted_scope(known, audience_rs, request.scope)
     profile = _profile(audience_rs, request.ace_profile) if request.token_format == _CWT else None
     _check_pop_request(config, request)
+    named_credential = request.req_credential is not None or request.req_credential_kid is not None
+    if named_credential and profile != AceProfile.COAP_EDHOC_OSCORE:
+        raise UnsupportedPopKey(
+            "only the EDHOC profile binds an authentication credential (kccs or kid)",
+            claim="req_cnf",
+        )
     return TokenGrant(request=request, client=known, rs=audience_rs, scope=scope, profile=profile)
 
 
@@ -534,6 +569,10 @@ def _pop_binding(
                 automatic=request.pop_key == "auto",
                 random_bytes=random_bytes,
                 oscore_salt=config.oscore_salt,
+                credential=request.req_credential,
+                credential_kid=request.req_credential_kid,
+                registered_credential=grant.client.credential,
+                rs_credential=grant.rs.credential,
             )
         )
         if bound is not None:
@@ -629,7 +668,7 @@ def mint_token(
         scope=scope,
         cnf=binding.cnf,
         ace_profile=grant.profile,
-        extra=jwt_client,
+        extra={**jwt_client, **binding.claims},
     )
     encoded = _protect(
         token,
@@ -662,6 +701,8 @@ def mint_token(
         ace_profile=grant.profile,
         osc=binding.osc,
         client_key=binding.client_key,
+        rs_cnf=binding.rs_cnf,
+        parameters=binding.parameters,
     )
 
 

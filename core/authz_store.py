@@ -178,6 +178,9 @@ class RsRecord:
     introspection_context: OscoreContext | None
     """The RS's OSCORE context with the AS, for introspection (RFC 9200 §5.9)."""
     created: int
+    credential: bytes | None = None
+    """The RS's EDHOC authentication credential, an encoded CCS (RFC 9528 §3.5.2), sent to
+    clients as ``rs_cnf`` (draft-ietf-ace-edhoc-oscore-profile §3.3); None if it has none."""
 
     @property
     def token_key(self) -> TokenKey:
@@ -208,6 +211,9 @@ class Client:
     grants: Mapping[str, tuple[str, ...]]
     """Per audience, the scopes this client may be given (RFC 9200 §5.8.2)."""
     created: int
+    credential: bytes | None = None
+    """The client's registered EDHOC authentication credential, an encoded CCS
+    (RFC 9528 §3.5.2): the only one the AS binds to its tokens of the EDHOC profile."""
 
     def allowed_scopes(self, audience: str) -> tuple[str, ...]:
         """The scopes granted for ``audience``; empty if none."""
@@ -223,6 +229,8 @@ class ClientRegistration:
     oscore: OscoreContext | None = None
     public_key: bytes | None = None
     grants: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    credential: bytes | None = None
+    """An EDHOC authentication credential (encoded CCS), public only."""
 
     def __post_init__(self) -> None:
         if not self.client_id:
@@ -308,6 +316,7 @@ class AuthzStore(Protocol):
         default_lifetime: int = 3600,
         introspection_context: OscoreContext | None = None,
         now: int | None = None,
+        credential: bytes | None = None,
     ) -> RsRecord:
         """Register a resource server; ``name`` and ``audience`` are unique."""
         ...
@@ -380,6 +389,10 @@ class AuthzStore(Protocol):
         for an unknown client, a client without a secret, or a wrong secret,
         taking about the same time in each case.
         """
+        ...
+
+    def set_rs_credential(self, name: str, credential: bytes | None) -> RsRecord:
+        """Record RS ``name``'s EDHOC authentication credential (an encoded CCS)."""
         ...
 
     def set_introspection_secret(self, name: str, secret: str) -> None:

@@ -23,7 +23,13 @@ from .numbers.ace_profiles import AceProfile
 from .oscore_derivation import DerivedContext, context_parameters
 from .oscore_material import OscoreInputMaterial
 from .token import AccessToken, CnfOsc
-from .token_store import ContextParameters, PersistedContext, pop_key_id
+from .token_store import ContextParameters, PersistedContext, PopKey, pop_key_id
+
+
+def _material(material: PopKey) -> OscoreInputMaterial:
+    if not isinstance(material, OscoreInputMaterial):
+        raise IncompatibleAceProfiles("the OSCORE profile needs OSCORE input material")
+    return material
 
 
 class OscoreProfile:
@@ -31,6 +37,7 @@ class OscoreProfile:
 
     number: ClassVar[int] = int(AceProfile.COAP_OSCORE)
     encrypted_token: ClassVar[bool] = True
+    derives_at_authz_info: ClassVar[bool] = True
 
     def pop_key(self, token: AccessToken) -> OscoreInputMaterial:
         """The OSCORE input material of ``cnf`` (RFC 9203 §3.2.1)."""
@@ -38,8 +45,8 @@ class OscoreProfile:
             raise IncompatibleAceProfiles("the OSCORE profile needs a cnf of method osc (RFC 9203)")
         return token.cnf.material
 
-    def key_id(self, material: OscoreInputMaterial) -> bytes:
-        return pop_key_id(material)
+    def key_id(self, material: PopKey) -> bytes:
+        return pop_key_id(_material(material))
 
     def read_exchange(
         self, request: AuthzInfoRequest, payload: Mapping[object, object]
@@ -66,18 +73,19 @@ class OscoreProfile:
             record.server_id,
         )
 
-    def response(self, context: ContextParameters) -> bytes:
+    def response(self, context: ContextParameters | None) -> bytes:
         """N2 and ID2 (RFC 9203 §4.2)."""
+        assert context is not None  # made by :meth:`context`
         return AuthzInfoResponse(context.nonce2, context.server_id).encode()
 
-    def derive(self, material: OscoreInputMaterial, context: ContextParameters) -> DerivedContext:
+    def derive(self, material: PopKey, context: ContextParameters) -> DerivedContext:
         """The RS's OSCORE Security Context parameters (RFC 9203 §4.3).
 
         The nonces were checked where they were decoded (or made); the Recipient
         IDs are checked against the AEAD of ``material``, and ID1 == ID2 is refused.
         """
         return context_parameters(
-            material,
+            _material(material),
             context.nonce1,
             context.nonce2,
             context.client_id,

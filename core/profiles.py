@@ -10,14 +10,16 @@ fix. At the RS, a :class:`Profile` decides:
 * which ``/authz-info`` parameters the exchange needs besides the token, and what
   the RS answers (:meth:`Profile.read_exchange`, :meth:`Profile.context`,
   :meth:`Profile.response`);
-* which security context the RS derives from all that (:meth:`Profile.derive`);
-  a binding installs it (``keybound.coap.profiles``).
+* which security context the RS derives from all that (:meth:`Profile.derive`),
+  when the ``/authz-info`` exchange sets it up (:attr:`Profile.derives_at_authz_info`;
+  under EDHOC a later handshake does); a binding installs it (``keybound.coap.profiles``).
 
 :data:`PROFILES` holds the implemented profiles, keyed by their number in the IANA
 "ACE Profiles" registry (RFC 9200 §8.8). :func:`select_profile` picks one for a
 token by its ``ace_profile`` claim; a token without one uses
-:data:`DEFAULT_PROFILE`. Another profile is added beside the OSCORE one, as a
-module of its own with one entry here.
+:data:`DEFAULT_PROFILE`. Each profile is a module of its own with one entry here:
+:mod:`keybound.core.oscore_profile` (RFC 9203) and :mod:`keybound.core.edhoc_profile`
+(draft-ietf-ace-edhoc-oscore-profile-11).
 """
 
 from __future__ import annotations
@@ -26,16 +28,17 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
+from .edhoc_profile import EDHOC_PROFILE
 from .errors import IncompatibleAceProfiles
 from .numbers.ace_profiles import AceProfile
 from .oscore_profile import OSCORE_PROFILE
+from .token_store import StoredToken
 
 if TYPE_CHECKING:
     from .authz_info import AuthzInfoRequest
     from .oscore_derivation import DerivedContext
-    from .oscore_material import OscoreInputMaterial
     from .token import AccessToken
-    from .token_store import ContextParameters, PersistedContext
+    from .token_store import ContextParameters, PersistedContext, PopKey
 
 
 class Profile(Protocol):
@@ -51,11 +54,16 @@ class Profile(Protocol):
         """True when the token carries a secret for the RS and must be encrypted."""
         ...
 
-    def pop_key(self, token: AccessToken) -> OscoreInputMaterial:
+    @property
+    def derives_at_authz_info(self) -> bool:
+        """True when the ``/authz-info`` exchange sets up the security context."""
+        ...
+
+    def pop_key(self, token: AccessToken) -> PopKey:
         """The PoP key ``token`` binds; :class:`IncompatibleAceProfiles` for another method."""
         ...
 
-    def key_id(self, material: OscoreInputMaterial) -> bytes:
+    def key_id(self, material: PopKey) -> bytes:
         """An identifier of the PoP key without its secret: one stored token per key."""
         ...
 
@@ -67,25 +75,31 @@ class Profile(Protocol):
 
     def context(
         self, request: AuthzInfoRequest, *, server_id: bytes, random: Callable[[int], bytes]
-    ) -> ContextParameters:
-        """The parameters of this exchange: the client's, the RS's ``server_id``, fresh nonces."""
+    ) -> ContextParameters | None:
+        """The parameters of this exchange: the client's, the RS's ``server_id``, fresh
+        nonces; None for a profile whose context a later handshake sets up."""
         ...
 
-    def restored(self, record: PersistedContext) -> ContextParameters:
+    def restored(self, record: PersistedContext) -> ContextParameters | None:
         """The parameters of an exchange persisted before a restart, checked again."""
         ...
 
-    def response(self, context: ContextParameters) -> bytes:
+    def response(self, context: ContextParameters | None) -> bytes:
         """The payload of the RS's 2.01 (Created) to the ``/authz-info`` POST."""
         ...
 
-    def derive(self, material: OscoreInputMaterial, context: ContextParameters) -> DerivedContext:
+    def derive(self, material: PopKey, context: ContextParameters) -> DerivedContext:
         """The RS's security context; refuses parameters it cannot be derived from."""
         ...
 
 
 #: The implemented profiles by number (RFC 9200 §8.8).
-PROFILES: Mapping[int, Profile] = MappingProxyType({int(AceProfile.COAP_OSCORE): OSCORE_PROFILE})
+PROFILES: Mapping[int, Profile] = MappingProxyType(
+    {
+        int(AceProfile.COAP_OSCORE): OSCORE_PROFILE,
+        int(AceProfile.COAP_EDHOC_OSCORE): EDHOC_PROFILE,
+    }
+)
 #: The profile of a token without ``ace_profile``: the one keybound's AS issues.
 DEFAULT_PROFILE: int = int(AceProfile.COAP_OSCORE)
 
@@ -105,10 +119,30 @@ def select_profile(ace_profile: int | None, accepted: Iterable[int]) -> Profile:
     return profile
 
 
+def derived_context(entry: StoredToken) -> DerivedContext:
+    """The RS's security context parameters of ``entry``, derived once by its profile.
+
+    Only for a token whose ``/authz-info`` exchange set up its context.
+    """
+    if entry.derived is None:
+        if entry.context is None:
+            raise ValueError("this token's security context is not set up at /authz-info")
+        profile = PROFILES[entry.verified.profile]
+        entry.derived = profile.derive(entry.verified.material, entry.context)
+    return entry.derived
+
+
 def candidate_profiles(accepted: Iterable[int]) -> tuple[Profile, ...]:
     """The profiles a token may select at an RS that accepts ``accepted``."""
     numbers = {DEFAULT_PROFILE, *(n for n in accepted if n in PROFILES)}
     return tuple(PROFILES[n] for n in sorted(numbers))
 
 
-__all__ = ["DEFAULT_PROFILE", "PROFILES", "Profile", "candidate_profiles", "select_profile"]
+__all__ = [
+    "DEFAULT_PROFILE",
+    "PROFILES",
+    "Profile",
+    "candidate_profiles",
+    "derived_context",
+    "select_profile",
+]

@@ -97,10 +97,17 @@ from .numbers.ace_parameters import CreationHint
 from .numbers.ace_profiles import AceProfile
 from .numbers.cose_algorithms import Algorithm
 from .numbers.cose_headers import CoseTag
-from .profiles import DEFAULT_PROFILE, PROFILES, candidate_profiles, select_profile
+from .profiles import (
+    DEFAULT_PROFILE,
+    PROFILES,
+    candidate_profiles,
+    derived_context,
+    select_profile,
+)
 from .scope import AifScope, ResourceScopes, RestMethod, Scope, TextScope
 from .token import AccessToken
 from .token_store import (
+    ContextParameters,
     PersistedContext,
     StoredToken,
     TokenStore,
@@ -225,14 +232,18 @@ class Removal:
 
 
 def persisted(entry: StoredToken, *, sender_mark: int = 0) -> PersistedContext:
-    """The record a restarted RS re-derives ``entry``'s context from."""
+    """The record a restarted RS re-derives ``entry``'s context from.
+
+    A token without ``/authz-info`` parameters (EDHOC) is persisted with empty ones.
+    """
+    context = entry.context or ContextParameters(b"", b"", b"", b"")
     return PersistedContext(
         key_id=entry.key_id,
         token=entry.verified.raw,
-        nonce1=entry.context.nonce1,
-        nonce2=entry.context.nonce2,
-        client_id=entry.context.client_id,
-        server_id=entry.context.server_id,
+        nonce1=context.nonce1,
+        nonce2=context.nonce2,
+        client_id=context.client_id,
+        server_id=context.server_id,
         received_at=entry.received_at,
         sender_mark=sender_mark,
     )
@@ -327,9 +338,10 @@ class ResourceServer:
             p.encrypted_token for p in candidate_profiles(policy.profiles)
         ):  # refused before its claims are read when no profile takes it in the clear
             raise InvalidToken(_NOT_ENCRYPTED)
-        signed = len(opened.layers) > 1 and opened.layers[1].kind == CoseTag.SIGN1
-        if len(opened.layers) > 1 and not signed:
+        nested_sign1 = len(opened.layers) > 1 and opened.layers[1].kind == CoseTag.SIGN1
+        if len(opened.layers) > 1 and not nested_sign1:
             raise InvalidToken("only a COSE_Sign1 may be nested in the access token")
+        signed = nested_sign1 or opened.layers[0].kind == CoseTag.SIGN1
         if policy.require_signature and not signed:
             raise InvalidToken("the access token must be signed by the AS")
         token = read_claims(opened.claims)
@@ -356,7 +368,7 @@ class ResourceServer:
         # 7. profile
         profile = select_profile(token.ace_profile, policy.profiles)
         material = profile.pop_key(token)
-        if profile.encrypted_token and not encrypted:  # pragma: no cover - refused in step 1
+        if profile.encrypted_token and not encrypted:  # an RS that also takes signed tokens
             raise InvalidToken(_NOT_ENCRYPTED)
         expires_monotonic = monotonic + token.exi if token.exi is not None else None
         return VerifiedToken(
@@ -368,7 +380,7 @@ class ResourceServer:
             expires_at=token.exp if now_checked is not None else None,
             expires_monotonic=expires_monotonic,
             signed=signed,
-            profile=profile,
+            profile=profile.number,
         )
 
     def _check_scope(self, scope: Scope | None) -> None:
@@ -441,13 +453,28 @@ class ResourceServer:
             if verified is None:
                 raise _failed(failure)
             return self._update(verified, current=current, now=now)
-        # The token's profile reads its parameters; for a token that failed, the
-        # default profile does, so a malformed request is refused as such first.
-        profile = PROFILES[DEFAULT_PROFILE] if verified is None else verified.profile
-        request = profile.read_exchange(request, fields)
+        # The token's profile reads its parameters; for a token that failed, a profile
+        # the RS accepts must, so a malformed request is refused as such first.
         if verified is None:
+            self._read_exchange_of_any(request, fields)
             raise _failed(failure)
+        request = PROFILES[verified.profile].read_exchange(request, fields)
         return self._accept(verified, request, random=random, now=now, monotonic=monotonic)
+
+    def _read_exchange_of_any(
+        self, request: AuthzInfoRequest, fields: Mapping[object, object]
+    ) -> None:
+        """Raise the default profile's error unless some accepted profile reads ``fields``."""
+        default = PROFILES[DEFAULT_PROFILE]
+        for profile in candidate_profiles(self.policy.profiles):
+            if profile is default:
+                continue
+            try:
+                profile.read_exchange(request, fields)
+            except KeyboundError:
+                continue
+            return
+        default.read_exchange(request, fields)
 
     def post(
         self,
@@ -497,12 +524,17 @@ class ResourceServer:
         evicted: tuple[StoredToken, ...] = ()
         if current is None and len(self.store) >= self.store.capacity:
             evicted = self._remove_expired(now=now, monotonic=monotonic)
-        reusable = current.context.server_id if current is not None else None
-        server_id = self.store.free_server_id(request.client_recipient_id or b"", reusable=reusable)
-        profile = verified.profile
+        profile = PROFILES[verified.profile]
+        server_id = b""
+        if profile.derives_at_authz_info:
+            reusable = current.context.server_id if current and current.context else None
+            server_id = self.store.free_server_id(
+                request.client_recipient_id or b"", reusable=reusable
+            )
         context = profile.context(request, server_id=server_id, random=random)
         entry = StoredToken(verified, context, received_at=now)
-        entry.derived()  # refuses ID1 == ID2 and IDs too long for the AEAD, before storing
+        if context is not None:  # refuses ID1 == ID2 and IDs too long for the AEAD, first
+            derived_context(entry)
         superseded = self.store.put(entry)
         return AuthzInfoOutcome(
             stored=entry,
@@ -560,10 +592,12 @@ class ResourceServer:
     ) -> StoredToken:
         """Re-install a persisted token and context after a restart; raise if no longer valid."""
         verified = self.verify(record.token, now=now, monotonic=monotonic, restoring=True)
-        context = verified.profile.restored(record)
+        context = PROFILES[verified.profile].restored(record)
         entry = StoredToken(verified, context, received_at=record.received_at)
-        entry.derived()
-        if self.store.find(*entry.lookup) is not None:
+        lookup = entry.lookup
+        if context is not None:
+            derived_context(entry)
+        if lookup is not None and self.store.find(*lookup) is not None:
             raise InvalidRequest("two persisted contexts share a Recipient ID")
         self.store.put(entry)
         return entry
@@ -574,7 +608,14 @@ class ResourceServer:
         self, recipient_id: bytes, id_context: bytes | None, *, now: int | None, monotonic: float
     ) -> StoredToken:
         """The live token behind an OSCORE context; :class:`InvalidToken` if gone or expired."""
-        entry = self.store.find(recipient_id, id_context)
+        return self._live(self.store.find(recipient_id, id_context), now=now, monotonic=monotonic)
+
+    def live(self, key_id: bytes, *, now: int | None, monotonic: float) -> StoredToken:
+        """The live token of PoP key ``key_id`` (e.g. behind an EDHOC session);
+        :class:`InvalidToken` if gone, :class:`ExpiredToken` if expired."""
+        return self._live(self.store.get(key_id), now=now, monotonic=monotonic)
+
+    def _live(self, entry: StoredToken | None, *, now: int | None, monotonic: float) -> StoredToken:
         if entry is None:
             raise InvalidToken("no access token for this security context")
         if entry.verified.expired(

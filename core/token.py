@@ -34,6 +34,7 @@ from .errors import DecodeError, InvalidClaim, UnsupportedConversion
 from .keys import Key, b64u_decode, b64u_encode
 from .numbers.cnf_methods import CnfMethod, JwtCnfMethod
 from .numbers.cwt_claims import CWTClaim
+from .numbers.edhoc_profile import CNF_KCCS
 from .oscore_material import OscoreInputMaterial
 from .scope import Scope
 
@@ -89,7 +90,19 @@ class CnfOsc:
     material: OscoreInputMaterial
 
 
-Cnf: TypeAlias = CnfKey | CnfEncryptedKey | CnfKid | CnfJkt | CnfCkt | CnfOsc
+@dataclass(frozen=True)
+class CnfKccs:
+    """An EDHOC authentication credential by value: a CCS with a COSE_Key.
+
+    The ``kccs`` method of draft-ietf-ace-edhoc-oscore-profile (provisional number,
+    :mod:`keybound.core.numbers.edhoc_profile`); ``ccs`` is the encoded CCS as EDHOC
+    uses it (RFC 9528 §3.5.2), carried as the CCS map itself.
+    """
+
+    ccs: bytes
+
+
+Cnf: TypeAlias = CnfKey | CnfEncryptedKey | CnfKid | CnfJkt | CnfCkt | CnfOsc | CnfKccs
 
 
 def _cnf_to_cwt(cnf: Cnf) -> dict[int, Any]:
@@ -108,6 +121,8 @@ def _cnf_to_cwt(cnf: Cnf) -> dict[int, Any]:
         return {int(CnfMethod.CKT): cnf.ckt}
     if isinstance(cnf, CnfOsc):
         return {int(CnfMethod.OSC): cnf.material.to_cbor_map()}
+    if isinstance(cnf, CnfKccs):
+        return {CNF_KCCS: cbor2.loads(cnf.ccs)}
     raise UnsupportedConversion("a JWK thumbprint (jkt) has no CWT cnf method", claim="cnf")
 
 
@@ -133,6 +148,10 @@ def _cnf_from_cwt(value: Any) -> Cnf:
         if not isinstance(body, dict):
             raise InvalidClaim("cnf osc must be a map", claim="cnf")
         return CnfOsc(OscoreInputMaterial.from_cbor_map(body))
+    if method == CNF_KCCS and type(method) is int:
+        if not isinstance(body, dict):
+            raise InvalidClaim("cnf kccs must be a CCS map", claim="cnf")
+        return CnfKccs(cbor2.dumps(body))
     raise InvalidClaim(f"unsupported cnf method {method!r}", claim="cnf")
 
 
@@ -154,6 +173,8 @@ def _cnf_to_jwt(cnf: Cnf) -> dict[str, Any]:
         return {JwtCnfMethod.JKT: cnf.jkt}
     if isinstance(cnf, CnfOsc):
         return {"osc": cnf.material.to_dict()}
+    if isinstance(cnf, CnfKccs):
+        raise UnsupportedConversion("a kccs credential is not put in a JWT here", claim="cnf")
     raise UnsupportedConversion("a COSE key thumbprint (ckt) has no JWT cnf method", claim="cnf")
 
 
@@ -486,6 +507,8 @@ def describe_cnf(cnf: Cnf) -> dict[str, Any]:
         return {"method": "jkt", "jkt": cnf.jkt}
     if isinstance(cnf, CnfCkt):
         return {"method": "ckt", "ckt": cnf.ckt.hex()}
+    if isinstance(cnf, CnfKccs):
+        return {"method": "kccs", "ccs": cnf.ccs.hex()}
     m = cnf.material
     return {
         "method": "osc",
@@ -588,6 +611,7 @@ __all__ = [
     "CnfCkt",
     "CnfEncryptedKey",
     "CnfJkt",
+    "CnfKccs",
     "CnfKey",
     "CnfKid",
     "CnfOsc",

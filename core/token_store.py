@@ -3,7 +3,8 @@
 A :class:`VerifiedToken` is a token that passed
 :meth:`~keybound.core.resource_server.ResourceServer.verify`; a :class:`StoredToken`
 adds the :class:`ContextParameters` of the ``/authz-info`` exchange that set up its
-OSCORE context (RFC 9203 §4.1-§4.3). A restarted RS reloads them from durable
+OSCORE context (RFC 9203 §4.1-§4.3), or none when a later handshake sets up the
+context (EDHOC, draft-ietf-ace-edhoc-oscore-profile). A restarted RS reloads them from durable
 storage (:class:`keybound.coap.state_writer.RsStateStore`) as
 :class:`PersistedContext` records.
 
@@ -23,18 +24,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TypeAlias
 
 from . import cbor
 from .authz_info import MAX_RECIPIENT_ID_BYTES
+from .edhoc_credentials import Ccs
 from .errors import CapacityExceeded
 from .oscore_derivation import DerivedContext
 from .oscore_material import OscoreInputMaterial
 from .scope import AifScope, Scope, TextScope
 from .token import AccessToken
 
-if TYPE_CHECKING:
-    from .profiles import Profile
+#: What a profile reads from ``cnf`` as the PoP key: OSCORE input material (RFC 9203)
+#: or an EDHOC authentication credential (draft-ietf-ace-edhoc-oscore-profile).
+PopKey: TypeAlias = OscoreInputMaterial | Ccs
 
 # ---- verified tokens and stored state ------------------------------------------------------
 
@@ -53,19 +56,20 @@ def pop_key_id(material: OscoreInputMaterial) -> bytes:
 class VerifiedToken:
     """A token that passed :meth:`~keybound.core.resource_server.ResourceServer.verify`.
 
-    ``profile`` is the ACE profile it was accepted for; ``material`` the PoP key
-    that profile read from ``cnf`` and ``key_id`` its identifier.
+    ``profile`` is the number of the ACE profile it was accepted for (RFC 9200 §8.8;
+    :data:`keybound.core.profiles.PROFILES` has its implementation); ``material`` the
+    PoP key that profile read from ``cnf`` and ``key_id`` its identifier.
     """
 
     token: AccessToken
     raw: bytes = field(repr=False)
-    material: OscoreInputMaterial = field(repr=False)
+    material: PopKey = field(repr=False)
     key_id: bytes
     sequence: int | None
     expires_at: int | None
     expires_monotonic: float | None
     signed: bool
-    profile: Profile = field(repr=False, compare=False)
+    profile: int
 
     def expired(self, *, now: int | None, monotonic: float, leeway: int = 0) -> bool:
         """True once ``exp`` (with a clock) or ``exi`` (from receipt) has passed."""
@@ -101,27 +105,30 @@ class ContextParameters:
 
 @dataclass
 class StoredToken:
-    """A token in the store and the OSCORE context it set up."""
+    """A token in the store and the OSCORE context its ``/authz-info`` exchange set up.
+
+    ``context`` is None for a profile whose security context a later handshake sets
+    up (EDHOC). ``derived`` caches the context parameters once derived
+    (:func:`keybound.core.profiles.derived_context`).
+    """
 
     verified: VerifiedToken
-    context: ContextParameters
+    context: ContextParameters | None
     received_at: int | None = None
-    _derived: DerivedContext | None = field(default=None, init=False, repr=False, compare=False)
+    derived: DerivedContext | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key_id(self) -> bytes:
         return self.verified.key_id
 
     @property
-    def lookup(self) -> tuple[bytes, bytes | None]:
-        """``(Recipient ID, ID Context)``: how an incoming OSCORE request finds it."""
-        return self.context.server_id, self.verified.material.context_id
-
-    def derived(self) -> DerivedContext:
-        """The RS's security context parameters, derived once by the token's profile."""
-        if self._derived is None:
-            self._derived = self.verified.profile.derive(self.verified.material, self.context)
-        return self._derived
+    def lookup(self) -> tuple[bytes, bytes | None] | None:
+        """``(Recipient ID, ID Context)``: how an incoming OSCORE request finds it, or
+        None when no ``/authz-info`` exchange set up its context."""
+        material = self.verified.material
+        if self.context is None or not isinstance(material, OscoreInputMaterial):
+            return None
+        return self.context.server_id, material.context_id
 
 
 class TokenStore:
@@ -139,6 +146,19 @@ class TokenStore:
         self._by_lookup: dict[tuple[bytes, bytes | None], bytes] = {}
         self._server_ids: dict[bytes, int] = {}  # Recipient ID -> number of contexts using it
         self._id_hint = 0  # where the search for a free Recipient ID resumes
+
+    def hold_server_id(self, server_id: bytes) -> None:
+        """Keep ``server_id`` from :meth:`free_server_id`: a Recipient ID another
+        context uses (an EDHOC C_R, RFC 9528 Appendix A.1), until :meth:`release_server_id`."""
+        self._server_ids[server_id] = self._server_ids.get(server_id, 0) + 1
+
+    def release_server_id(self, server_id: bytes) -> None:
+        """Undo one :meth:`hold_server_id` (or one stored context's use) of ``server_id``."""
+        left = self._server_ids.get(server_id, 0) - 1
+        if left > 0:
+            self._server_ids[server_id] = left
+        else:
+            self._server_ids.pop(server_id, None)
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -179,22 +199,19 @@ class TokenStore:
         if old is None and len(self._by_key) >= self.capacity:
             raise CapacityExceeded(f"the RS stores at most {self.capacity} tokens")
         self._by_key[entry.key_id] = entry
-        self._by_lookup[entry.lookup] = entry.key_id
-        server_id = entry.lookup[0]
-        self._server_ids[server_id] = self._server_ids.get(server_id, 0) + 1
+        lookup = entry.lookup
+        if lookup is not None:
+            self._by_lookup[lookup] = entry.key_id
+            self.hold_server_id(lookup[0])
         return old
 
     def remove(self, key_id: bytes) -> StoredToken | None:
         entry = self._by_key.pop(key_id, None)
-        if entry is not None:
-            if self._by_lookup.get(entry.lookup) == key_id:
-                del self._by_lookup[entry.lookup]
-            server_id = entry.lookup[0]
-            left = self._server_ids.get(server_id, 0) - 1
-            if left > 0:
-                self._server_ids[server_id] = left
-            else:
-                self._server_ids.pop(server_id, None)
+        lookup = None if entry is None else entry.lookup
+        if lookup is not None:
+            if self._by_lookup.get(lookup) == key_id:
+                del self._by_lookup[lookup]
+            self.release_server_id(lookup[0])
         return entry
 
     def expired(self, *, now: int | None, monotonic: float, leeway: int = 0) -> list[StoredToken]:
@@ -281,6 +298,7 @@ __all__ = [
     "PersistedContext",
     "PersistedReplayWindow",
     "PersistedState",
+    "PopKey",
     "ShutdownRecord",
     "StoredToken",
     "TokenStore",

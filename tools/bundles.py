@@ -241,6 +241,8 @@ class RsBundle:
     introspection_context: DerivedContext | None = field(default=None, repr=False)
     #: the RS's password at the AS's HTTP ``/introspect`` (``introspection.http_secret``)
     introspection_secret: str | None = field(default=None, repr=False)
+    #: the RS's EDHOC authentication credential as the AS knows it (an encoded CCS)
+    edhoc_credential: bytes | None = None
     note: str = field(default=_RS_NOTE, repr=False)
     #: the format version of the file read (1 for a file without ``version``)
     version: int = BUNDLE_VERSION
@@ -278,7 +280,14 @@ class RsBundle:
         if issuer is not None and not isinstance(issuer, str):
             raise BundleError(f"{where}: issuer must be a string")
         uri, context, secret = _introspection(data.get("introspection"), where)
+        credential = data.get("edhoc_credential")
+        if credential is not None:
+            try:
+                credential = bytes.fromhex(credential)
+            except (TypeError, ValueError):
+                raise BundleError(f"{where}: edhoc_credential must be hex") from None
         return cls(
+            edhoc_credential=credential,
             name=str(data.get("name", "")),
             audience=_need(data, "audience", str, where),
             issuer=issuer,
@@ -325,6 +334,8 @@ class RsBundle:
             introspection["http_secret"] = self.introspection_secret
         if introspection:
             bundle["introspection"] = introspection
+        if self.edhoc_credential is not None:
+            bundle["edhoc_credential"] = self.edhoc_credential.hex()
         return bundle
 
     def write(self, path: Path) -> Path:
@@ -388,6 +399,7 @@ def rs_bundle(
         introspection_uri=None if context is None else f"{as_base}/introspect",
         introspection_context=None if context is None else _derived(context),
         introspection_secret=introspection_secret,
+        edhoc_credential=rs.credential,
     ).to_json()
 
 

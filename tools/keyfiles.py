@@ -8,10 +8,15 @@ from __future__ import annotations
 import errno
 import json
 import os
+import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
+from keybound.core import cbor
+from keybound.core.edhoc_credentials import Ccs, private_key_from_map, private_key_map
 from keybound.core.errors import DecodeError, KeyboundError
 from keybound.core.keys import Key
+from keybound.core.numbers.cose_keys import Curve
 
 SECRET_FILE_MODE = 0o600
 MAX_KEY_FILE = 64 * 1024
@@ -102,4 +107,73 @@ def write_key(
         Path(path).write_bytes(data)
 
 
-__all__ = ["SECRET_FILE_MODE", "parse_key", "read_key", "write_key", "write_secret_file"]
+@dataclass(frozen=True)
+class EdhocKeyFiles:
+    """An EDHOC key written by :func:`write_edhoc_key`: the credential and where it went."""
+
+    ccs: Ccs
+    path: Path
+
+
+def credential_path(key_path: str | Path) -> Path:
+    """Where the credential of the EDHOC key at ``key_path`` goes: ``KEY.ccs``."""
+    path = Path(key_path)
+    return path.with_name(path.name + ".ccs")
+
+
+def write_edhoc_key(
+    path: str | Path,
+    *,
+    kid: bytes | None = None,
+    subject: str | None = None,
+    overwrite: bool = False,
+) -> EdhocKeyFiles:
+    """Generate a P-256 EDHOC key: the private COSE_Key (kty, crv, d) at ``path`` (0600)
+    and the public credential, a CCS (RFC 9528 §3.5.2), at ``path.ccs``.
+
+    Without ``kid`` a random one byte is chosen (ID_CRED_x by reference, RFC 9528 §3.5.3).
+    """
+    key = Key.generate_ec2(Curve.P_256, kid=kid if kid else secrets.token_bytes(1))
+    ccs = Ccs.make(key, subject=subject)
+    public = credential_path(path)
+    if not overwrite and public.exists():
+        raise FileExistsError(
+            errno.EEXIST, "exists already; refusing to replace it (use --force)", str(public)
+        )
+    write_secret_file(path, cbor.dumps(private_key_map(key)), overwrite=overwrite)
+    public.write_bytes(ccs.encoded)
+    return EdhocKeyFiles(ccs, public)
+
+
+def read_edhoc_private_key(path: str | Path) -> bytes:
+    """The ``d`` of the EDHOC private key file at ``path``; refuses a file others can read."""
+    path = Path(path)
+    if path.stat().st_mode & 0o077:
+        raise PermissionError(f"{path}: a private key file must be readable by its owner only")
+    data = path.read_bytes()
+    if len(data) > 256:
+        raise DecodeError(f"{path}: not an EDHOC private key (too long)")
+    return private_key_from_map(cbor.loads(data))
+
+
+def read_ccs(path: str | Path) -> Ccs:
+    """The EDHOC credential (CCS) file at ``path``, checked."""
+    data = Path(path).read_bytes()
+    try:
+        return Ccs.decode(data)
+    except KeyboundError as exc:
+        raise type(exc)(f"{path}: {exc.description}") from exc
+
+
+__all__ = [
+    "SECRET_FILE_MODE",
+    "EdhocKeyFiles",
+    "credential_path",
+    "parse_key",
+    "read_ccs",
+    "read_edhoc_private_key",
+    "read_key",
+    "write_edhoc_key",
+    "write_key",
+    "write_secret_file",
+]

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiocoap
 import pytest
 
+from keybound.tools.keyfiles import write_edhoc_key
 from keybound.tools.resource_server.daemon import KNOWN_KEYS, ConfigError, load_config
 from keybound.tools.server_ready import READY_PREFIX, announce_ready, notify_systemd
 from tests.helpers.paths import BIN
@@ -192,11 +193,37 @@ def test_unknown_section_and_section_key(tmp_path: Path) -> None:
 
 def test_every_known_key_is_accepted(tmp_path: Path) -> None:
     """The table lists what the loader reads: a config using all of it loads."""
-    config = _config_with(tmp_path, extra_top="require_as_signature = false\n")
+    written = write_edhoc_key(tmp_path / "rs.key")
+    config = _config_with(
+        tmp_path,
+        extra_top='require_as_signature = false\nprofiles = ["oscore", "edhoc"]\n',
+        extra_tail='\n[edhoc]\nprivate_key = "rs.key"\ncredential = "rs.key.ccs"\n',
+    )
     loaded = load_config(config)
     assert loaded.capacity == 10
     assert loaded.require_as_signature is False
-    assert set(KNOWN_KEYS[""] or ()) == {"bundle", "listen", "state", "require_as_signature"}
+    assert loaded.profiles == (2, 4)
+    assert loaded.edhoc is not None
+    assert loaded.edhoc.credential.same(written.ccs)
+    assert set(KNOWN_KEYS[""] or ()) == {
+        "bundle", "listen", "state", "require_as_signature", "profiles"
+    }  # fmt: skip
+    assert KNOWN_KEYS["edhoc"] == {"private_key", "credential"}
+
+
+def test_an_edhoc_key_that_is_not_the_credentials_is_refused(tmp_path: Path) -> None:
+    write_edhoc_key(tmp_path / "rs.key")
+    write_edhoc_key(tmp_path / "other.key")
+    config = _config_with(
+        tmp_path,
+        extra_top='profiles = ["edhoc"]\n',
+        extra_tail='\n[edhoc]\nprivate_key = "other.key"\ncredential = "rs.key.ccs"\n',
+    )
+    with pytest.raises(ConfigError, match="private_key does not belong to the credential"):
+        load_config(config)
+    config.write_text(config.read_text().replace("[edhoc]", "[edhoc-x]"))
+    with pytest.raises(ConfigError, match=r"unknown section 'edhoc-x'"):
+        load_config(config)
 
 
 def test_relative_paths_resolve_next_to_the_config(

@@ -12,24 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.paths import BIN
-from tests.helpers.ports import free_udp_port
-from tests.helpers.processes import run_keybound, start_server, wait_for_log
+from tests.helpers.processes import ServerGroup, run_keybound, wait_for_log
 
 
-class Fleet:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.db = f"sqlite:///{root / 'as.db'}"
-        self.as_port = free_udp_port()
-        self.rs_port = free_udp_port()
-        self.rs_uri = f"coap://127.0.0.1:{self.rs_port}"
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def keybound(self, *args: str) -> subprocess.CompletedProcess[str]:
-        proc = run_keybound(*args, cwd=self.root)
-        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
-        return proc
-
+class Fleet(ServerGroup):
     def provision(self, *, clock: bool = True) -> None:
         as_base = f"coap://127.0.0.1:{self.as_port}"
         self.keybound("as", "init", "--db", self.db, "--issuer", as_base)
@@ -48,34 +34,11 @@ class Fleet:
             '[resources."/led"]\nkind = "switch"\nGET = ["led.read"]\nPUT = ["led.write"]\n'
         )
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        proc = start_server(list(args), self.root / f"{name}.log", cwd=self.root)
-        self.procs.append(proc)
-        return proc
-
-    def start_servers(self) -> None:
-        self.start(
-            "as", "as", "serve", "--db", self.db, "--coap", f"127.0.0.1:{self.as_port}",
-            "--state-dir", "as-state",
-        )  # fmt: skip
-        self.start("rs", "rs", "serve", "--config", "rs.toml")
-
     def client(self, method: str, path: str, *extra: str) -> subprocess.CompletedProcess[str]:
         return run_keybound(
             "client", method, f"{self.rs_uri}{path}", "--bundle", "sensor-1.json",
             "--state", "client-state", *extra, cwd=self.root,
         )  # fmt: skip
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import selectors
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -117,3 +118,46 @@ def start_server(
         proc.wait()
         raise AssertionError(f"{' '.join(args)} did not start: {log.read_text()}") from None
     return proc
+
+
+class ServerGroup:
+    """An AS and an RS as processes in ``root``: ports, database URL, start and stop."""
+
+    def __init__(self, root: Path) -> None:
+        from tests.helpers.ports import free_udp_port
+
+        self.root = root
+        self.db = f"sqlite:///{root / 'as.db'}"
+        self.as_port = free_udp_port()
+        self.rs_port = free_udp_port()
+        self.rs_uri = f"coap://127.0.0.1:{self.rs_port}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def keybound(self, *args: str) -> subprocess.CompletedProcess[str]:
+        proc = run_keybound(*args, cwd=self.root)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        return proc
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        proc = start_server(list(args), self.root / f"{name}.log", cwd=self.root)
+        self.procs.append(proc)
+        return proc
+
+    def start_servers(self) -> None:
+        """The AS (state in ``as-state``) and the RS of ``rs.toml``, both in ``root``."""
+        self.start(
+            "as", "as", "serve", "--db", self.db, "--coap", f"127.0.0.1:{self.as_port}",
+            "--state-dir", "as-state",
+        )  # fmt: skip
+        self.start("rs", "rs", "serve", "--config", "rs.toml")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -16,7 +16,7 @@ import aiocoap
 import aiocoap.resource
 
 from keybound.coap.oscore_contexts import DurableSecurityContext
-from keybound.coap.resource_server_site import ResourceServerSite
+from keybound.coap.resource_server_site import EdhocIdentity, ResourceServerSite
 from keybound.core import cbor, cose, cwt
 from keybound.core.authz_info import AuthzInfoRequest, AuthzInfoResponse
 from keybound.core.keys import Key
@@ -208,24 +208,32 @@ class FakeClock:
         return self.now
 
 
+def rs_policy(keys: Keys, **policy: Any) -> RsPolicy:
+    """The test RS's policy: audience, AS, token key and AS key of ``keys``, and ``policy``."""
+    return RsPolicy(
+        audience=AUDIENCE,
+        as_uri=AS_URI,
+        token_keys=(keys.token_key,),
+        as_public_keys=(keys.as_key.public_key(),),
+        issuer=ISSUER,
+        **policy,
+    )
+
+
 @asynccontextmanager
 async def serving(
-    keys: Keys, *, clock: FakeClock | None = None, **policy: Any
+    keys: Keys,
+    *,
+    clock: FakeClock | None = None,
+    edhoc: EdhocIdentity | None = None,
+    **policy: Any,
 ) -> AsyncIterator[tuple[ResourceServerSite, int]]:
-    """An in-process RS site serving ``/temp`` and ``/led`` on a free port of 127.0.0.1."""
-    rs = ResourceServer(
-        RsPolicy(
-            audience=AUDIENCE,
-            as_uri=AS_URI,
-            token_keys=(keys.token_key,),
-            as_public_keys=(keys.as_key.public_key(),),
-            issuer=ISSUER,
-            **policy,
-        )
-    )
-    kwargs: dict[str, Any] = {}
+    """An in-process RS site serving ``/temp`` and ``/led`` on a free port of 127.0.0.1
+    (``edhoc``: with that EDHOC identity, for the EDHOC and OSCORE profile)."""
+    rs = ResourceServer(rs_policy(keys, **policy))
+    kwargs: dict[str, Any] = {"edhoc": edhoc}
     if clock is not None:
-        kwargs = {"wall_clock": clock, "monotonic": clock}
+        kwargs.update(wall_clock=clock, monotonic=clock)
     site = ResourceServerSite(rs, **kwargs)
     site.add_protected("/temp", Temperature(), scopes={"GET": ["temp.read"]})
     site.add_protected("/led", Led(), scopes={"GET": ["led.read"], "PUT": ["led.write"]})

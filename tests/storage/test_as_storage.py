@@ -174,11 +174,44 @@ def test_schema_1_sequence_token_records_are_migrated(db_url: str) -> None:
             version = conn.execute(text("SELECT schema_version FROM keybound_meta")).scalar_one()
     finally:
         engine.dispose()
-    assert version == SCHEMA_VERSION == 3
+    assert version == SCHEMA_VERSION == 4
+
+
+def _drop_credential_columns(db_url: str) -> None:
+    for table in ("keybound_clients", "keybound_resource_servers"):
+        _raw_execute(db_url, f"ALTER TABLE {table} DROP COLUMN credential")
+
+
+def test_schema_3_gains_credential_columns(db_url: str) -> None:
+    """Schema 3 -> 4 adds the EDHOC credential columns; existing rows keep everything
+    and have no credential, and a credential can then be stored and read back."""
+    with SqlAuthzStore.init(db_url) as store:
+        store.add_resource_server(
+            "door", "door", scopes=["open"], token_key=b"k" * 16, token_kid=b"1", now=NOW
+        )
+        store.add_client(ClientRegistration("dev", grants={"door": ["open"]}), now=NOW)
+    _raw_execute(db_url, "UPDATE keybound_meta SET schema_version = 3")
+    _drop_credential_columns(db_url)
+    with SqlAuthzStore.open(db_url) as store:
+        client = store.get_client("dev")
+        assert client is not None
+        assert client.credential is None
+        assert client.grants == {"door": ("open",)}
+        rs = store.set_rs_credential("door", b"\xa1\x08\xa0")
+        assert rs.credential == b"\xa1\x08\xa0"
+        store.add_client(ClientRegistration("dev2", credential=b"\xa0"), now=NOW)
+    with SqlAuthzStore.open(db_url) as store:
+        again = store.get_client("dev2")
+        assert again is not None
+        assert again.credential == b"\xa0"
+        door = store.get_resource_server("door")
+        assert door is not None
+        assert door.credential == b"\xa1\x08\xa0"
 
 
 def _downgrade_to_schema_2(db_url: str) -> None:
-    """Take away what schema 3 added (RFC 9770 token hashes and the TRL tables)."""
+    """Take away what schemas 3 and 4 added (token hashes, the TRL tables, credentials)."""
+    _drop_credential_columns(db_url)
     _raw_execute(db_url, "DROP TABLE keybound_trl_series")
     _raw_execute(db_url, "DROP TABLE keybound_trl_updates")
     _raw_execute(db_url, "DROP INDEX ix_keybound_tokens_token_hash")

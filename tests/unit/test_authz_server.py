@@ -12,7 +12,13 @@ import pytest
 
 from keybound.coap.authz_service import AuthzService, KeyRing
 from keybound.core import cwt, jwt
-from keybound.core.authz_profiles import AS_PROFILES, OscoreAsProfile, PopRequest, as_profile
+from keybound.core.authz_profiles import (
+    AS_PROFILES,
+    EdhocAsProfile,
+    OscoreAsProfile,
+    PopRequest,
+    as_profile,
+)
 from keybound.core.authz_server import (
     AuthzServerConfig,
     TokenRequest,
@@ -203,7 +209,9 @@ def test_cbor_request_parsing() -> None:
     with pytest.raises(PayloadTooLarge):
         parse_cbor_token_request(cbor2.dumps({5: "x" * 5000}), "c")
     with pytest.raises(UnsupportedPopKey):
-        parse_cbor_token_request(cbor2.dumps({4: {3: b"kid"}}), "c")
+        parse_cbor_token_request(cbor2.dumps({4: {5: b"t" * 32}}), "c")
+    # a kid names an EDHOC credential by reference; only that profile takes it (test_edhoc_as)
+    assert parse_cbor_token_request(cbor2.dumps({4: {3: b"kid"}}), "c").req_credential_kid == b"kid"
     with pytest.raises(InvalidClient):
         parse_cbor_token_request(cbor2.dumps({24: "someone-else"}), "c")
 
@@ -353,8 +361,9 @@ def test_introspection_after_rotation_uses_the_new_and_the_kept_key(setup: dict[
 
 
 def test_profile_registry() -> None:
-    assert set(AS_PROFILES) == {int(AceProfile.COAP_OSCORE)}
+    assert set(AS_PROFILES) == {int(AceProfile.COAP_OSCORE), int(AceProfile.COAP_EDHOC_OSCORE)}
     assert isinstance(as_profile(2), OscoreAsProfile)
+    assert isinstance(as_profile(int(AceProfile.COAP_EDHOC_OSCORE)), EdhocAsProfile)
     assert as_profile(1) is None  # no AS-side implementation: the generic binding
     assert as_profile(99) is None
     assert as_profile(None) is None  # a JWT names no profile

@@ -10,6 +10,7 @@ import pytest
 
 from keybound.core import cbor, cwt
 from keybound.core.authz_info import AuthzInfoResponse
+from keybound.core.edhoc_profile import EDHOC_PROFILE
 from keybound.core.errors import (
     BadSignature,
     CapacityExceeded,
@@ -30,7 +31,7 @@ from keybound.core.errors import (
 from keybound.core.exi import decode_exi_sequence, encode_exi_sequence
 from keybound.core.oscore_derivation import derive_context_parameters, derive_keys
 from keybound.core.oscore_profile import OSCORE_PROFILE
-from keybound.core.profiles import DEFAULT_PROFILE, PROFILES, select_profile
+from keybound.core.profiles import DEFAULT_PROFILE, PROFILES, derived_context, select_profile
 from keybound.core.resource_server import (
     AuthzInfoOutcome,
     Introspect,
@@ -340,7 +341,7 @@ def test_rs_and_client_contexts_match() -> None:
     rs = make_rs(keys)
     mat = material()
     stored = post(rs, mint(keys, mat, now=NOW)).stored
-    rs_keys = derive_keys(stored.derived())
+    rs_keys = derive_keys(derived_context(stored))
     client = derive_context_parameters(
         mat,
         stored.context.nonce1,
@@ -647,7 +648,8 @@ def test_the_flow_over_oscore_needs_the_stored_token() -> None:
 
 
 def test_the_registry_is_keyed_by_the_ace_profile_number() -> None:
-    assert dict(PROFILES) == {2: OSCORE_PROFILE}
+    assert dict(PROFILES) == {2: OSCORE_PROFILE, 4: EDHOC_PROFILE}
+    assert not EDHOC_PROFILE.encrypted_token  # a public credential in cnf: signed only
     assert all(profile.number == number for number, profile in PROFILES.items())
     assert select_profile(None, {2}) is OSCORE_PROFILE  # no ace_profile: the default
     assert select_profile(None, set()) is PROFILES[DEFAULT_PROFILE]

@@ -20,12 +20,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from keybound.core.authz_store import (
+    DEFAULT_PROFILES,
     Client,
     IssuedToken,
     IssuerSettings,
     RsRecord,
 )
+from keybound.core.edhoc_credentials import Ccs
 from keybound.core.errors import KeyboundError
+from keybound.core.numbers.ace_profiles import AceProfile
 from keybound.tools.authz_server.database import resolve_database_url
 from keybound.tools.authz_server.provision import (
     NewClient,
@@ -41,6 +44,7 @@ from keybound.tools.bundles import BundleError, RsBundle, device_bundle, rs_bund
 
 __all__ = [
     "DEFAULT_AS_BASE",
+    "PROFILE_NAMES",
     "AddedClients",
     "Initialised",
     "Revocation",
@@ -57,6 +61,8 @@ __all__ = [
     "open_store",
     "parse_address",
     "parse_cti",
+    "profile_numbers",
+    "read_credential",
     "record",
     "rekey_client",
     "remove",
@@ -147,6 +153,7 @@ def rs_row(rs: RsRecord) -> dict[str, Any]:
         "scopes": list(rs.scopes),
         "has_clock": rs.has_clock,
         "profiles": list(rs.profiles),
+        "credential": rs.credential is not None,
         "lifetime": rs.default_lifetime,
         "token_key_kid": rs.token_key.kid.decode("ascii", "replace"),
         "token_key_versions": len(rs.token_keys),
@@ -210,12 +217,21 @@ def add_rs(
     lifetime: int,
     out: Path | None,
     as_base: str | None,
+    profiles: Sequence[int] = DEFAULT_PROFILES,
+    credential: bytes | None = None,
 ) -> tuple[RsRecord, Path]:
     """Register a resource server (token key, introspection secret); write its bundle."""
     with open_store(db) as store:
         issuer = require_issuer(store)
         rs = add_resource_server(
-            store, name, audience, list(scopes), has_clock=has_clock, lifetime=lifetime
+            store,
+            name,
+            audience,
+            list(scopes),
+            has_clock=has_clock,
+            lifetime=lifetime,
+            profiles=profiles,
+            credential=credential,
         )
         secret = new_introspection_secret(store, name)
         return rs, write_rs_bundle(store, issuer, rs, out, as_base, secret)
@@ -242,6 +258,36 @@ def rotate(
         return rs, write_rs_bundle(store, issuer, rs, out, as_base, secret)
 
 
+#: The names ``--profile`` takes, and their ACE profile numbers (RFC 9200 §8.8).
+PROFILE_NAMES: dict[str, int] = {
+    "oscore": int(AceProfile.COAP_OSCORE),
+    "edhoc": int(AceProfile.COAP_EDHOC_OSCORE),
+}
+
+
+def profile_numbers(names: Sequence[str]) -> tuple[int, ...]:
+    """The profile numbers of ``--profile`` names, in the order given, without repeats."""
+    numbers: list[int] = []
+    for name in names:
+        if name not in PROFILE_NAMES:
+            raise ValueError(f"unknown profile {name!r}; choose from {', '.join(PROFILE_NAMES)}")
+        if PROFILE_NAMES[name] not in numbers:
+            numbers.append(PROFILE_NAMES[name])
+    return tuple(numbers)
+
+
+def read_credential(path: Path) -> bytes:
+    """An EDHOC credential file (a CCS, CBOR) as its bytes, checked."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return Ccs.decode(data).encoded
+    except KeyboundError as exc:
+        raise ValueError(f"{path}: {exc.description}") from None
+
+
 # ---- clients ------------------------------------------------------------------------------------
 
 
@@ -252,6 +298,7 @@ def client_row(client: Client) -> dict[str, Any]:
         "oscore": client.oscore is not None,
         "oscore_sender_id": None if client.oscore is None else client.oscore.sender_id.hex(),
         "http_secret": client.has_secret,
+        "credential": client.credential is not None,
         "grants": {aud: list(scopes) for aud, scopes in client.grants.items()},
     }
 
@@ -286,6 +333,7 @@ def add_clients_with_bundles(
     rs_uri: str,
     as_base: str | None,
     on_written: Callable[[], None] = lambda: None,
+    credential: bytes | None = None,
 ) -> AddedClients:
     """Register clients and write one device bundle (0600) each into ``out``.
 
@@ -295,7 +343,12 @@ def add_clients_with_bundles(
         if store.get_resource_server_by_audience(audience) is None:
             raise ValueError(f"no resource server with audience {audience!r}: add it with `rs add`")
         made = add_clients(
-            store, list(ids), {audience: list(scopes)}, oscore=oscore, http_secret=http_secret
+            store,
+            list(ids),
+            {audience: list(scopes)},
+            oscore=oscore,
+            http_secret=http_secret,
+            credential=credential,
         )
         base = as_base_uri(store, as_base)
     rows: list[dict[str, Any]] = []

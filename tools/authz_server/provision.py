@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from keybound.core.authz_server import AuthzServerConfig
 from keybound.core.authz_store import (
+    DEFAULT_PROFILES,
     AuthzStore,
     Client,
     ClientRegistration,
@@ -24,9 +25,11 @@ from keybound.core.authz_store import (
     OscoreContext,
     RsRecord,
 )
+from keybound.core.edhoc_credentials import Ccs
 from keybound.core.keys import Key
 from keybound.core.numbers.cose_algorithms import Algorithm
 from keybound.core.numbers.cose_keys import Curve
+from keybound.core.numbers.edhoc_profile import ACE_PROFILE_COAP_EDHOC_OSCORE
 
 __all__ = [
     "AS_OSCORE_ID",
@@ -113,8 +116,18 @@ def add_resource_server(
     *,
     has_clock: bool = True,
     lifetime: int = 3600,
+    profiles: Sequence[int] = DEFAULT_PROFILES,
+    credential: bytes | None = None,
 ) -> RsRecord:
-    """Register an RS with a new token key and a new OSCORE context for introspection."""
+    """Register an RS with a new token key and a new OSCORE context for introspection.
+
+    ``credential`` is its EDHOC authentication credential (an encoded CCS), needed when
+    ``profiles`` has the EDHOC and OSCORE profile.
+    """
+    if ACE_PROFILE_COAP_EDHOC_OSCORE in profiles and credential is None:
+        raise ValueError("an RS of the EDHOC profile needs its credential (--credential FILE)")
+    if credential is not None:
+        Ccs.decode(credential)
     token_key, kid = new_token_key()
     return store.add_resource_server(
         name,
@@ -123,8 +136,10 @@ def add_resource_server(
         token_key=token_key,
         token_kid=kid,
         has_clock=has_clock,
+        profiles=profiles,
         default_lifetime=lifetime,
         introspection_context=_new_context(_used_ids(store)),
+        credential=credential,
     )
 
 
@@ -158,8 +173,17 @@ def add_clients(
     *,
     oscore: bool = True,
     http_secret: bool = False,
+    credential: bytes | None = None,
 ) -> list[NewClient]:
-    """Register clients (all or none) with an OSCORE context and/or an HTTP secret."""
+    """Register clients (all or none) with an OSCORE context and/or an HTTP secret.
+
+    ``credential`` (one client only) is its EDHOC authentication credential, an encoded
+    CCS: public, the AS learns no secret of the client's from it.
+    """
+    if credential is not None:
+        if len(client_ids) != 1:
+            raise ValueError("a credential names one client; --count cannot be used with it")
+        Ccs.decode(credential)
     used = _used_ids(store)
     registrations: list[ClientRegistration] = []
     for client_id in client_ids:
@@ -169,6 +193,7 @@ def add_clients(
                 secret=secrets.token_urlsafe(24) if http_secret else None,
                 oscore=_new_context(used) if oscore else None,
                 grants={aud: tuple(s) for aud, s in grants.items()},
+                credential=credential,
             )
         )
     clients = store.add_clients(registrations)

@@ -78,7 +78,7 @@ __all__ = [
     "trl_updates_table",
 ]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """Bumped whenever a table or a stored format changes. An older database is migrated
 in place by :func:`check_schema` (:data:`_MIGRATIONS`); a newer or unknown one is refused.
 
@@ -90,6 +90,8 @@ in place by :func:`check_schema` (:data:`_MIGRATIONS`); a newer or unknown one i
 - 2 -> 3: tokens get their RFC 9770 token hash (``token_hash``; empty for tokens issued
   before, which therefore never reach the token revocation list) and their place on it
   (``trl_state``); the TRL's updates and each requester's update collection get tables.
+- 3 -> 4: clients and resource servers get a ``credential`` column: an EDHOC
+  authentication credential (an encoded CCS, RFC 9528 §3.5.2), empty for the existing ones.
 """
 
 
@@ -135,6 +137,8 @@ resource_servers_table = Table(
     # The RS's password at HTTP /introspect, scrypt-hashed (tools.as_client_secrets);
     # distinct from its token key. NULL until one is made (databases of schema 1).
     Column("introspection_secret_hash", String),
+    # The RS's EDHOC authentication credential (a CCS, public); NULL without one.
+    Column("credential", LargeBinary),
 )
 
 token_keys_table = Table(
@@ -174,6 +178,8 @@ clients_table = Table(
     Column("osc_id_context", LargeBinary),
     Column("public_key", LargeBinary),
     Column("created", BigInteger, nullable=False),
+    # The client's EDHOC authentication credential (a CCS, public); NULL without one.
+    Column("credential", LargeBinary),
 )
 
 grants_table = Table(
@@ -349,10 +355,17 @@ def _migrate_2_to_3(conn: Connection) -> None:
     metadata.create_all(conn, tables=[trl_updates_table, trl_series_table])
 
 
+def _migrate_3_to_4(conn: Connection) -> None:
+    blob = LargeBinary().compile(dialect=conn.dialect)
+    for table in (clients_table, resource_servers_table):
+        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN credential {blob}"))
+
+
 #: The step from each schema version to the next, run in one transaction.
 _MIGRATIONS: Final[dict[int, Callable[[Connection], None]]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
 }
 
 
@@ -426,6 +439,7 @@ def resource_server_from_rows(row: Row[Any], keys: Sequence[Row[Any]]) -> RsReco
         default_lifetime=row.default_lifetime,
         introspection_context=oscore_from_row(row),
         created=row.created,
+        credential=None if row.credential is None else bytes(row.credential),
     )
 
 
@@ -437,6 +451,7 @@ def client_from_rows(row: Row[Any], grants: Sequence[Row[Any]]) -> Client:
         public_key=None if row.public_key is None else bytes(row.public_key),
         grants={g.audience: tuple(g.scopes) for g in sorted(grants, key=lambda g: g.audience)},
         created=row.created,
+        credential=None if row.credential is None else bytes(row.credential),
     )
 
 

@@ -236,6 +236,7 @@ class SqlAuthzStore:
         default_lifetime: int = 3600,
         introspection_context: OscoreContext | None = None,
         now: int | None = None,
+        credential: bytes | None = None,
     ) -> RsRecord:
         """Register a resource server; ``name`` and ``audience`` must be new.
 
@@ -274,6 +275,7 @@ class SqlAuthzStore:
                     profiles=list(checked_profiles),
                     default_lifetime=default_lifetime,
                     created=created,
+                    credential=credential,
                     **oscore_columns(introspection_context),
                 )
             )
@@ -430,6 +432,7 @@ class SqlAuthzStore:
                 "client_id": r.client_id,
                 "secret_hash": None if r.secret is None else hash_client_secret(r.secret),
                 "public_key": r.public_key,
+                "credential": r.credential,
                 "created": created,
                 **oscore_columns(r.oscore),
             }
@@ -455,6 +458,7 @@ class SqlAuthzStore:
                 public_key=r.public_key,
                 grants={g["audience"]: tuple(g["scopes"]) for g in grants[r.client_id]},
                 created=created,
+                credential=r.credential,
             )
             for r in registrations
         ]
@@ -587,6 +591,23 @@ class SqlAuthzStore:
             raise InvalidClient("client authentication failed")
         return client
 
+    def set_rs_credential(self, name: str, credential: bytes | None) -> RsRecord:
+        """Record RS ``name``'s EDHOC authentication credential (an encoded CCS, public)."""
+        self._update_rs(name, credential=credential)
+        stored = self.get_resource_server(name)
+        assert stored is not None  # just updated
+        return stored
+
+    def _update_rs(self, name: str, **values: object) -> None:
+        with self._write() as conn:
+            changed = conn.execute(
+                update(resource_servers_table)
+                .where(resource_servers_table.c.name == name)
+                .values(**values)
+            ).rowcount
+        if changed == 0:
+            raise UnknownRecord(f"no resource server named {name!r}")
+
     def set_introspection_secret(self, name: str, secret: str) -> None:
         """Store the scrypt hash of RS ``name``'s introspection secret (RFC 7662 §2.1).
 
@@ -596,14 +617,7 @@ class SqlAuthzStore:
         if not secret:
             raise InvalidRecord("the introspection secret must not be empty")
         hashed = hash_client_secret(secret)  # scrypt outside the transaction
-        with self._write() as conn:
-            changed = conn.execute(
-                update(resource_servers_table)
-                .where(resource_servers_table.c.name == name)
-                .values(introspection_secret_hash=hashed)
-            ).rowcount
-        if changed == 0:
-            raise UnknownRecord(f"no resource server named {name!r}")
+        self._update_rs(name, introspection_secret_hash=hashed)
 
     def verify_introspection_secret(self, name: str, secret: str) -> RsRecord:
         """Authenticate RS ``name`` by its introspection secret (constant-time, scrypt).

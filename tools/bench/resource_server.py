@@ -227,9 +227,10 @@ def _store_memory(fixture: _Site, count: int, traced: int) -> float:
 def _lookups(fixture: _Site, runner: Runner, count: int) -> Paired:
     store = fixture.site.rs.store
     entries = list(store)
-    keys = [e.lookup for e in entries[:LOOKUPS_PER_CALL]]
+    lookups = [(e.lookup, e) for e in entries if e.lookup is not None]
+    keys = [lookup for lookup, _ in lookups[:LOOKUPS_PER_CALL] if lookup is not None]
     keys = (keys * (LOOKUPS_PER_CALL // len(keys) + 1))[:LOOKUPS_PER_CALL]
-    plain = {e.lookup: e for e in entries}
+    plain = dict(lookups)
 
     def find() -> None:
         for recipient_id, id_context in keys:

@@ -30,6 +30,9 @@ from keybound.tools.bench import (
     dpop as bench_dpop,
 )
 from keybound.tools.bench import (
+    edhoc as bench_edhoc,
+)
+from keybound.tools.bench import (
     firmware as bench_firmware,
 )
 from keybound.tools.bench import (
@@ -65,6 +68,7 @@ GROUPS: tuple[Group, ...] = (
     bench_rs.GROUP,
     bench_as.GROUP,
     bench_oscore.GROUP,
+    bench_edhoc.GROUP,
     bench_firmware.GROUP,
     bench_startup.GROUP,
 )
@@ -76,6 +80,7 @@ LIBRARIES = (
     "cryptography",
     "joserfc",
     "aiocoap",
+    "lakers-python",
     "cwt",
     "pycose",
 )

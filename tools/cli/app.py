@@ -111,12 +111,50 @@ def key_generate(
     kid: Annotated[str | None, typer.Option("--kid", help="key identifier")] = None,
     fmt: Annotated[str, typer.Option("--format", help="jwk or cose")] = "jwk",
     force: Annotated[bool, typer.Option("--force", help="replace an existing file")] = False,
+    ccs: Annotated[
+        bool,
+        typer.Option(
+            "--ccs",
+            help="p256 only: an EDHOC key; also write OUT.ccs, the public credential (CCS)",
+        ),
+    ] = False,
+    subject: Annotated[
+        str | None, typer.Option("--subject", help="with --ccs: the credential's sub claim")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Generate a key and write it (with its private part) to OUT, readable by you only.
 
-    An existing OUT is never replaced without ``--force``.
+    An existing OUT is never replaced without ``--force``. With ``--ccs`` OUT holds the
+    private key as a COSE_Key (kty, crv, d) and OUT.ccs the public EDHOC credential, a
+    CWT Claims Set with the COSE_Key in ``cnf`` (RFC 8392, RFC 9528 §3.5.2): give that
+    one to the AS (``keybound as client add --credential``).
     """
+    if ccs:
+        from keybound.tools.keyfiles import write_edhoc_key  # noqa: PLC0415 - import time
+
+        if kind != "p256":
+            raise ValueError("--ccs needs --type p256 (EDHOC cipher suite 2)")
+        written = write_edhoc_key(
+            out, kid=kid.encode() if kid else None, subject=subject, overwrite=force
+        )
+        if as_json:
+            import json  # noqa: PLC0415 - import time
+
+            info = {
+                "path": str(out),
+                "credential": str(written.path),
+                "type": kind,
+                "kid": written.ccs.kid.hex(),
+                "credential_bytes": len(written.ccs.encoded),
+            }
+            print(json.dumps(info, indent=2, sort_keys=True))
+            return
+        console.print(
+            f"wrote p256 EDHOC key to {out} (mode 0600) and its credential to {written.path} "
+            f"({len(written.ccs.encoded)} bytes, kid {written.ccs.kid.hex()})"
+        )
+        return
     from keybound.core.keys import Key  # noqa: PLC0415 - import time
     from keybound.core.numbers.cose_keys import Curve  # noqa: PLC0415
     from keybound.tools.keyfiles import write_key  # noqa: PLC0415
@@ -149,11 +187,22 @@ def key_generate(
 
 @app.command("demo")
 @clean_errors
-def demo_command() -> None:
+def demo_command(
+    profile: Annotated[
+        str, typer.Option("--profile", help="oscore (default), edhoc, or both")
+    ] = "oscore",
+) -> None:
     """Show keybound at work on this machine (see README: Quick start)."""
-    from keybound.tools import demo  # noqa: PLC0415 - the demo pulls in more than other commands
+    if profile not in ("oscore", "edhoc", "both"):
+        raise ValueError(f"unknown profile {profile!r}; choose oscore, edhoc or both")
+    if profile in ("oscore", "both"):
+        from keybound.tools import demo  # noqa: PLC0415 - the demo pulls in more than others
 
-    demo.run()
+        demo.run()
+    if profile in ("edhoc", "both"):
+        from keybound.tools import demo_edhoc  # noqa: PLC0415
+
+        demo_edhoc.run()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

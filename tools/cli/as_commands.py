@@ -114,6 +114,14 @@ def rs_add(
     ] = False,
     lifetime: Annotated[int, typer.Option("--lifetime", help="token lifetime, seconds")] = 3600,
     out: Annotated[Path | None, typer.Option("--out", help="RS bundle file")] = None,
+    profile: Annotated[
+        list[str] | None,
+        typer.Option("--profile", help="an ACE profile it speaks: oscore (default) or edhoc"),
+    ] = None,
+    credential: Annotated[
+        Path | None,
+        typer.Option("--credential", help="its EDHOC credential (CCS file), for --profile edhoc"),
+    ] = None,
     as_base: AsBaseOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -128,6 +136,8 @@ def rs_add(
         lifetime=lifetime,
         out=out,
         as_base=as_base,
+        profiles=operations.profile_numbers(profile or ["oscore"]),
+        credential=None if credential is None else operations.read_credential(credential),
     )
     if as_json:
         _emit({**operations.rs_row(rs), "bundle": str(path)})
@@ -193,11 +203,22 @@ def client_add(
     rs_uri: Annotated[
         str, typer.Option("--rs-uri", help="the RS address the device talks to")
     ] = "coap://192.0.2.1:5683",
+    credential: Annotated[
+        Path | None,
+        typer.Option(
+            "--credential",
+            help="the client's EDHOC credential (CCS file, public): the EDHOC profile binds it",
+        ),
+    ] = None,
     as_base: AsBaseOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Register clients and write one device bundle (0600) each."""
+    """Register clients and write one device bundle (0600) each.
+
+    With ``--credential`` the client is known by its public EDHOC credential
+    (``keybound key generate --ccs``); its private key never reaches the AS.
+    """
     from rich.progress import Progress  # noqa: PLC0415 - import time
 
     from keybound.tools.keyfiles import write_secret_file  # noqa: PLC0415
@@ -224,6 +245,7 @@ def client_add(
             rs_uri=rs_uri,
             as_base=as_base,
             on_written=lambda: bar.advance(task),
+            credential=None if credential is None else operations.read_credential(credential),
         )
     secret = added.made[0].http_secret if secret_out is not None else None
     if secret is not None and secret_out is not None and str(secret_out) != "-":

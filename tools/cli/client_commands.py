@@ -31,7 +31,7 @@ from keybound.core.client_flow import error_description
 from keybound.tools.bundles import DeviceBundle
 from keybound.tools.cli.http_commands import http_command
 from keybound.tools.cli.support import clean_errors, console, err_console, fail
-from keybound.tools.client.run import reply_json, run_request
+from keybound.tools.client.run import reply_json, run_edhoc_request, run_request
 
 app = typer.Typer(
     help="Call resource servers with proof-of-possession tokens.", no_args_is_help=True
@@ -60,12 +60,27 @@ def _command(method: str) -> Any:
         as_json: Annotated[
             bool, typer.Option("--json", help="print the reply as JSON (also an error reply)")
         ] = False,
+        edhoc_key: Annotated[
+            Path | None,
+            typer.Option(
+                "--edhoc-key",
+                help="use the EDHOC and OSCORE profile with this key (credential: KEY.ccs)",
+            ),
+        ] = None,
     ) -> None:
         loaded = DeviceBundle.read(bundle)
         state_dir = state or Path(platformdirs.user_state_dir("keybound")) / "clients"
-        reply = asyncio.run(
-            run_request(loaded, method, url, payload.encode(), state_dir, verbose=verbose, say=_say)
-        )
+        body = payload.encode()
+        if edhoc_key is not None:
+            reply = asyncio.run(
+                run_edhoc_request(
+                    loaded, method, url, body, state_dir, edhoc_key, verbose=verbose, say=_say
+                )
+            )
+        else:
+            reply = asyncio.run(
+                run_request(loaded, method, url, body, state_dir, verbose=verbose, say=_say)
+            )
         if as_json:
             print(json.dumps(reply_json(reply)))
             if not reply.success:

@@ -18,10 +18,12 @@ from urllib.parse import urlsplit
 import aiocoap
 
 from keybound.coap.client import CoapAceClient, Endpoints, client_context
+from keybound.coap.edhoc_client import EdhocAceClient
 from keybound.core.client_flow import AceClient, Reply, error_description
 from keybound.core.errors import DecodeError
 from keybound.tools.bundles import DeviceBundle
 from keybound.tools.client.state import SequenceFile, SessionFile, state_lock
+from keybound.tools.keyfiles import credential_path, read_ccs, read_edhoc_private_key
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -94,6 +96,48 @@ async def _run_locked(
         await coap.shutdown()
 
 
+async def run_edhoc_request(
+    bundle: DeviceBundle,
+    method: str,
+    url: str,
+    payload: bytes,
+    state_dir: Path,
+    key_path: Path,
+    *,
+    verbose: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> Reply:
+    """One request through the EDHOC and OSCORE profile's flow (``--edhoc-key``).
+
+    The client's private key is read from ``key_path`` (0600) and its credential from
+    ``key_path.ccs``; the client-AS context's sequence numbers are kept as for the
+    OSCORE profile. Tokens and EDHOC sessions live for the run only.
+    """
+    rs_uri, path = _split(url)
+    private_key = read_edhoc_private_key(key_path)
+    credential = read_ccs(credential_path(key_path))
+    with state_lock(state_dir, bundle.client_id, on_wait=say):
+        seq = SequenceFile(state_dir / f"{bundle.client_id}.as-seq.json", bundle.fingerprint())
+        as_context = client_context(bundle.as_context, mark=seq.load(), persist_mark=seq.store)
+        coap = await aiocoap.Context.create_client_context()
+        try:
+            client = EdhocAceClient(
+                coap,
+                as_uri=bundle.as_uri,
+                rs_uri=rs_uri,
+                as_context=as_context,
+                private_key=private_key,
+                credential=credential,
+                audience=bundle.audience,
+                scope=bundle.scope,
+                token_path=bundle.token_path,
+                on_step=say if verbose else None,
+            )
+            return await client.request(method, path, payload)
+        finally:
+            await coap.shutdown()
+
+
 def reply_json(reply: Reply) -> dict[str, Any]:
     """The ``--json`` view of a reply: its code, and the payload as text or hex."""
     try:
@@ -110,4 +154,4 @@ def reply_json(reply: Reply) -> dict[str, Any]:
     }
 
 
-__all__ = ["reply_json", "run_request"]
+__all__ = ["reply_json", "run_edhoc_request", "run_request"]

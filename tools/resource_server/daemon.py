@@ -11,6 +11,13 @@ misspelt ``listen`` must not serve on the default address::
     require_as_signature = true      # tokens must carry the AS's COSE_Sign1 inside the
                                      # Encrypt0; the default is true when the bundle holds
                                      # the AS public key, false otherwise
+    profiles = ["oscore", "edhoc"]   # the ACE profiles served (default: the bundle's):
+                                     # oscore (RFC 9203) and/or edhoc (EDHOC and OSCORE
+                                     # profile, draft-ietf-ace-edhoc-oscore-profile-11)
+
+    [edhoc]                          # needed with the edhoc profile
+    private_key = "rs.key"           # the RS's EDHOC key (keybound key generate --ccs, 0600)
+    credential = "rs.key.ccs"        # its credential, the one the AS knows (rs add --credential)
 
     [capacity]
     tokens = 1000                    # stored tokens (and OSCORE contexts) at most
@@ -74,10 +81,14 @@ from aiocoap.numbers.codes import Code
 
 from keybound.coap.client import client_context
 from keybound.coap.introspection import Introspector
-from keybound.coap.resource_server_site import ResourceServerSite
+from keybound.coap.resource_server_site import EdhocIdentity, ResourceServerSite
+from keybound.core.edhoc_credentials import holds
+from keybound.core.errors import KeyboundError
+from keybound.core.numbers.ace_profiles import AceProfile
 from keybound.core.resource_server import ResourceServer, RsPolicy
 from keybound.tools.bundles import BundleError, RsBundle
 from keybound.tools.client.state import SequenceFile
+from keybound.tools.keyfiles import read_ccs, read_edhoc_private_key
 from keybound.tools.resource_server.state import SqliteRsState
 from keybound.tools.server_ready import announce_ready, check_port_free, url_for
 
@@ -113,6 +124,8 @@ class RsConfig:
     resources: tuple[ResourceSpec, ...] = ()
     introspection: str = "off"  # "off", "optional" or "required"
     require_as_signature: bool = False
+    profiles: tuple[int, ...] = (2,)
+    edhoc: EdhocIdentity | None = None
 
 
 def parse_listen(text: object) -> tuple[str, int]:
@@ -129,7 +142,8 @@ def parse_listen(text: object) -> tuple[str, int]:
 #: The keys ``rs.toml`` may hold: top-level keys, then the keys of each section (a
 #: ``None`` entry is a section whose keys are checked where it is read).
 KNOWN_KEYS: dict[str, frozenset[str] | None] = {
-    "": frozenset({"bundle", "listen", "state", "require_as_signature"}),
+    "": frozenset({"bundle", "listen", "state", "require_as_signature", "profiles"}),
+    "edhoc": frozenset({"private_key", "credential"}),
     "capacity": frozenset({"tokens"}),
     "introspection": frozenset({"mode"}),
     "oscore": frozenset({"sequence_chunk", "response_partial_iv"}),
@@ -250,7 +264,11 @@ def load_config(path: Path) -> RsConfig:
                 )
             scopes[method] = tokens
         resources.append(ResourceSpec(res_path, kind, scopes))
+    profiles = _profiles(data.get("profiles"), bundle, where)
+    edhoc = _edhoc_identity(data.get("edhoc"), profiles, bundle, base, where)
     return RsConfig(
+        profiles=profiles,
+        edhoc=edhoc,
         bundle=bundle,
         listen=listen,
         state=state,
@@ -261,6 +279,39 @@ def load_config(path: Path) -> RsConfig:
         introspection=introspection,
         require_as_signature=require_as_signature,
     )
+
+
+def _profiles(value: object, bundle: RsBundle, where: str) -> tuple[int, ...]:
+    if value is None:
+        return tuple(bundle.profiles)
+    names = {"oscore": int(AceProfile.COAP_OSCORE), "edhoc": int(AceProfile.COAP_EDHOC_OSCORE)}
+    if not isinstance(value, list) or not value or any(v not in names for v in value):
+        raise ConfigError(f"{where}: profiles must be a list of oscore and/or edhoc")
+    return tuple(dict.fromkeys(names[v] for v in value))
+
+
+def _edhoc_identity(
+    table: object, profiles: tuple[int, ...], bundle: RsBundle, base: Path, where: str
+) -> EdhocIdentity | None:
+    """The RS's EDHOC key and credential of ``[edhoc]``, checked against the bundle's."""
+    if int(AceProfile.COAP_EDHOC_OSCORE) not in profiles:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: the edhoc profile needs an [edhoc] table")
+    key_path = base / _need(table, "private_key", str, where)
+    credential_path = base / _need(table, "credential", str, where)
+    try:
+        private_key = read_edhoc_private_key(key_path)
+        credential = read_ccs(credential_path)
+    except (OSError, KeyboundError) as exc:
+        raise ConfigError(f"{where}: [edhoc]: {exc}") from None
+    if bundle.edhoc_credential is not None and bundle.edhoc_credential != credential.encoded:
+        raise ConfigError(
+            f"{where}: [edhoc] credential is not the one the AS knows for this RS (bundle)"
+        )
+    if not holds(private_key, credential):
+        raise ConfigError(f"{where}: [edhoc] private_key does not belong to the credential")
+    return EdhocIdentity(private_key, credential)
 
 
 # ---- example resources ------------------------------------------------------------------
@@ -332,7 +383,7 @@ def build_site(config: RsConfig) -> ResourceServerSite:
         as_public_keys=(bundle.as_public_key,) if bundle.as_public_key else (),
         issuer=bundle.issuer,
         has_clock=bundle.has_clock,
-        profiles=frozenset(bundle.profiles),
+        profiles=frozenset(config.profiles),
         capacity=config.capacity,
         require_signature=config.require_as_signature,
     )
@@ -342,6 +393,7 @@ def build_site(config: RsConfig) -> ResourceServerSite:
         state=SqliteRsState(config.state),
         sequence_chunk=config.sequence_chunk,
         response_partial_iv=config.response_partial_iv,
+        edhoc=config.edhoc,
     )
     for spec in config.resources:
         resource: aiocoap.resource.Resource = (
