@@ -465,8 +465,11 @@ def _find_token(store: SqlAuthzStore, text: str) -> IssuedToken:
     from keybound.core import trl  # noqa: PLC0415 - only the revoke command needs it
     from keybound.tools.tokens.inspection import read_token_argument  # noqa: PLC0415
 
+    cti: bytes | None = None
     with suppress(ValueError):
-        found = store.get_token(parse_cti(text))
+        cti = parse_cti(text)
+    if cti is not None:
+        found = store.get_token(cti)
         if found is not None:
             return found
     try:
@@ -481,7 +484,13 @@ def _find_token(store: SqlAuthzStore, text: str) -> IssuedToken:
             found = store.get_token_by_hash(candidate)
             if found is not None:
                 return found
-    raise ValueError(f"no token with cti {text[:40]}, nor one that is this token")
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    if cti is None:
+        raise ValueError(
+            f"{shown} is not a cti (not a hexadecimal string, nor AUDIENCE#SEQ), "
+            "nor a token this AS issued"
+        )
+    raise ValueError(f"no token with cti {shown}")
 
 
 def revoke(db: str | None, cti: str, *, now: int | None = None) -> Revocation:
