@@ -39,6 +39,7 @@ FIRMWARE_FIGURES = {
     "firmware.flow_ms",
     "firmware.oscore_request_ms",
     "firmware.peak_heap_bytes",
+    "firmware.heap_floor_bytes",
     "firmware.mpy_bytes",
 }
 
