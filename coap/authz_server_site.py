@@ -298,15 +298,25 @@ class AsServerCredentials(CredentialsMap):  # type: ignore[misc]
         for ctx in stale:
             await asyncio.to_thread(ctx.close)
 
+    async def _refresh_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._refresh_off_loop()
+
     async def ensure(self, unprotected: dict[int, Any]) -> None:
         """Before a request is unprotected: for an unknown ``kid``, read the store again
-        (at most once a second, one refresh at a time) without blocking the event loop."""
+        without blocking the event loop, at most once a second and one refresh at a time.
+
+        Within a second of the last refresh the request waits for the next one (shared
+        by every request waiting): a device registered a moment ago is served on its
+        first request, and unknown kids still cost one store read a second at most.
+        """
         if _kid_of(unprotected) in self._by_kid:
             return
         if self._refreshing is None or self._refreshing.done():
-            if time.monotonic() - self._last_refresh <= _REFRESH_INTERVAL_S:
-                return
-            self._refreshing = asyncio.ensure_future(self._refresh_off_loop())
+            wait = _REFRESH_INTERVAL_S - (time.monotonic() - self._last_refresh)
+            self._refreshing = asyncio.ensure_future(
+                self._refresh_after(wait) if wait > 0 else self._refresh_off_loop()
+            )
         try:
             await asyncio.shield(self._refreshing)
         except Exception:

@@ -344,6 +344,33 @@ def test_a_client_added_while_running_is_found_without_store_work_on_the_loop(
         store.close()
 
 
+def test_a_client_added_just_after_a_refresh_is_served_on_its_first_request(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Unknown kids read the store once a second at most; one that arrives within that
+    second waits for the next read instead of being refused (a device registered a
+    moment after another device's first request)."""
+
+    async def scenario(client: aiocoap.Context, base: str, s: dict[str, Any], tmp: Path) -> None:
+        store = s["store"]
+        first = add_clients(store, ["new-1"], {"temp": ["read"]})[0]
+        assert first.oscore is not None
+        use_context(client, base, oscore_json(first.oscore), tmp / "c1")
+        answered = await post(client, f"{base}/token", {5: "temp"})
+        assert answered.code == aiocoap.CREATED  # its unknown kid made the AS read the store
+        second = add_clients(store, ["new-2"], {"temp": ["read"]})[0]
+        assert second.oscore is not None
+        other = await aiocoap.Context.create_client_context()
+        try:
+            use_context(other, base, oscore_json(second.oscore), tmp / "c2")
+            response = await post(other, f"{base}/token", {5: "temp"})  # within the second
+            assert response.code == aiocoap.CREATED, response.payload
+        finally:
+            await other.shutdown()
+
+    run_as(db_url, tmp_path, scenario)
+
+
 def test_a_replayed_request_is_logged_with_the_way_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
