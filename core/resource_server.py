@@ -113,6 +113,7 @@ from .token_store import (
     TokenStore,
     VerifiedToken,
 )
+from .trl import KnownHashes, response_token_hash
 from .validation import validate
 
 #: Bound on an ``/authz-info`` payload at the RS, and so on the access token in it
@@ -291,6 +292,9 @@ class ResourceServer:
         self.policy = policy
         self.store = TokenStore(policy.capacity)
         self.exi_sequence_mark = exi_sequence_mark
+        #: the token hashes of the AS's token revocation list this RS knows (RFC 9770
+        #: §10.1), when it follows the list: a token whose hash is known is refused
+        self.revoked: KnownHashes | None = None
         self.cnonces = CnonceCache(policy.cnonce_capacity, policy.cnonce_lifetime)
         self._keys: list[Key] = [*policy.token_keys, *policy.as_public_keys]
 
@@ -321,6 +325,8 @@ class ResourceServer:
             raise InvalidToken("the access token must be a byte string")
         if len(raw) > policy.max_token_bytes:
             raise PayloadTooLarge(f"the access token exceeds {policy.max_token_bytes} bytes")
+        if self.revoked is not None and response_token_hash(raw) in self.revoked:
+            raise InvalidToken("the token was revoked (on the AS's token revocation list)")
         # 1. format: the security wrapper (4.01), then the claims (4.00)
         try:
             opened = cwt.open_layers(

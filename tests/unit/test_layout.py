@@ -274,10 +274,6 @@ ALL_EXCEPTIONS: dict[str, tuple[str, str]] = {
         "inspect_cwt inspect_jwt",
         "the two halves of inspect(), used only inside the module",
     ),
-    "keybound.tools.resource_server.daemon": (
-        "attach_introspector",
-        "a step of build_site, imported by tests/coap/test_rs_introspection.py",
-    ),
 }
 
 

@@ -857,10 +857,13 @@ class SqlAuthzStore:
         ``exi`` seconds have passed since it was revoked: an RS that held it then has
         let it expire by that time.
         """
+        listed = select(tokens_table).where(tokens_table.c.trl_state == TRL_LISTED)
+        with self._read() as conn:  # most looks find nothing: no write transaction then
+            rows = conn.execute(listed).all()
+        if not any(_trl_expiry(t) <= now for t in map(token_from_row, rows)):
+            return 0
         with self._write() as conn:
-            rows = conn.execute(
-                select(tokens_table).where(tokens_table.c.trl_state == TRL_LISTED)
-            ).all()
+            rows = conn.execute(listed).all()
             leaving = [t for t in map(token_from_row, rows) if _trl_expiry(t) <= now]
             if not leaving:
                 return 0

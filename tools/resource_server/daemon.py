@@ -27,6 +27,11 @@ misspelt ``listen`` must not serve on the default address::
                                      # the AS cannot be reached); uses the bundle's
                                      # introspection block (RFC 9200 §5.9)
 
+    [trl]                            # optional: follow the AS's token revocation list
+    mode = "observe"                 # off (default) or observe (RFC 9770): listed tokens
+                                     # are removed at once and refused when posted again;
+                                     # uses the bundle's introspection block
+
     [oscore]                         # optional
     sequence_chunk = 64              # sequence numbers reserved per write (RFC 8613 B.1.1)
     response_partial_iv = false      # every response carries the RS's own Partial IV
@@ -62,10 +67,13 @@ replay windows, which restarted contexts rebuild with Echo (RFC 8613 Appendix B.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import hashlib
+import json
 import logging
 import math
+import os
 import signal
 import sqlite3
 import time
@@ -81,11 +89,14 @@ from aiocoap.numbers.codes import Code
 
 from keybound.coap.client import client_context
 from keybound.coap.introspection import Introspector
+from keybound.coap.oscore_contexts import DurableSecurityContext
 from keybound.coap.resource_server_site import EdhocIdentity, ResourceServerSite
+from keybound.coap.trl_watcher import TrlWatcher
 from keybound.core.edhoc_credentials import holds
 from keybound.core.errors import KeyboundError
 from keybound.core.numbers.ace_profiles import AceProfile
 from keybound.core.resource_server import ResourceServer, RsPolicy
+from keybound.core.trl import KnownHashes
 from keybound.tools.bundles import BundleError, RsBundle
 from keybound.tools.client.state import SequenceFile
 from keybound.tools.keyfiles import read_ccs, read_edhoc_private_key
@@ -123,6 +134,7 @@ class RsConfig:
     response_partial_iv: bool = False
     resources: tuple[ResourceSpec, ...] = ()
     introspection: str = "off"  # "off", "optional" or "required"
+    trl: str = "off"  # "off" or "observe" (RFC 9770)
     require_as_signature: bool = False
     profiles: tuple[int, ...] = (2,)
     edhoc: EdhocIdentity | None = None
@@ -146,6 +158,7 @@ KNOWN_KEYS: dict[str, frozenset[str] | None] = {
     "edhoc": frozenset({"private_key", "credential"}),
     "capacity": frozenset({"tokens"}),
     "introspection": frozenset({"mode"}),
+    "trl": frozenset({"mode"}),
     "oscore": frozenset({"sequence_chunk", "response_partial_iv"}),
     "resources": None,
 }
@@ -239,6 +252,17 @@ def load_config(path: Path) -> RsConfig:
         raise ConfigError(f"{where}: introspection.mode must be off, optional or required")
     if introspection != "off" and bundle.introspection_uri is None:
         raise ConfigError(f"{where}: introspection needs a bundle with an introspection block")
+    trl_table = data.get("trl", {})
+    if not isinstance(trl_table, dict):
+        raise ConfigError(f"{where}: [trl] must be a table")
+    trl_mode = trl_table.get("mode", "off")
+    if trl_mode not in ("off", "observe"):
+        raise ConfigError(f"{where}: trl.mode must be off or observe")
+    if trl_mode != "off" and bundle.introspection_context is None:
+        raise ConfigError(
+            f"{where}: following the TRL needs a bundle with an introspection block "
+            "(the RS's OSCORE context with the AS)"
+        )
     resources_table = data.get("resources", {})
     if not isinstance(resources_table, dict) or not resources_table:
         raise ConfigError(f'{where}: declare at least one [resources."/path"] table')
@@ -277,6 +301,7 @@ def load_config(path: Path) -> RsConfig:
         response_partial_iv=response_piv,
         resources=tuple(resources),
         introspection=introspection,
+        trl=trl_mode,
         require_as_signature=require_as_signature,
     )
 
@@ -404,26 +429,83 @@ def build_site(config: RsConfig) -> ResourceServerSite:
     return site
 
 
-def attach_introspector(site: ResourceServerSite, config: RsConfig) -> None:
-    """Ask the AS about posted tokens (``[introspection] mode``), once the site is serving.
-
-    The RS's Sender Sequence Number towards the AS is written ahead into
-    ``<state>.introspection-seq.json`` (RFC 8613 Appendix B.1.1).
-    """
-    bundle = config.bundle
-    if config.introspection == "off":
-        return
-    assert bundle.introspection_uri is not None
-    assert bundle.introspection_context is not None
-    ctx = bundle.introspection_context
+def as_context(site: ResourceServerSite, config: RsConfig) -> DurableSecurityContext:
+    """The RS's OSCORE context with the AS, made once and shared (introspection and the
+    TRL use one context object, so no sequence number is used twice). Its Sender
+    Sequence Number is written ahead into ``<state>.introspection-seq.json``
+    (RFC 8613 Appendix B.1.1)."""
+    made = getattr(site, "as_context", None)
+    if isinstance(made, DurableSecurityContext):
+        return made
+    ctx = config.bundle.introspection_context
+    assert ctx is not None  # load_config checked
     fingerprint = hashlib.sha256(ctx.master_secret + ctx.sender_id).hexdigest()[:16]
     seq = SequenceFile(
         config.state.with_name(config.state.name + ".introspection-seq.json"), fingerprint
     )
     context = client_context(ctx, mark=seq.load(), persist_mark=seq.store)
-    site.introspector = Introspector(bundle.introspection_uri, context)
+    site.as_context = context  # type: ignore[attr-defined]
+    return context
+
+
+def attach_introspector(site: ResourceServerSite, config: RsConfig) -> None:
+    """Ask the AS about posted tokens (``[introspection] mode``), once the site is serving."""
+    bundle = config.bundle
+    if config.introspection == "off":
+        return
+    assert bundle.introspection_uri is not None
+    site.introspector = Introspector(bundle.introspection_uri, as_context(site, config))
     site.introspection_required = config.introspection == "required"
     log.info("introspecting tokens at %s (%s)", bundle.introspection_uri, config.introspection)
+
+
+def trl_uri(bundle: RsBundle) -> str:
+    """The AS's TRL endpoint: ``/revoke/trl`` beside its ``/introspect``."""
+    base = bundle.introspection_uri
+    if base is not None and base.endswith("/introspect"):
+        return base.removesuffix("/introspect") + "/revoke/trl"
+    return bundle.as_uri.rsplit("/", 1)[0] + "/revoke/trl"  # as_uri names /token
+
+
+def attach_trl_watcher(site: ResourceServerSite, config: RsConfig) -> TrlWatcher | None:
+    """Follow the AS's token revocation list (``[trl] mode``), once the site is serving.
+
+    The known token hashes and the cursor are kept in ``<state>.trl.json`` (0600);
+    tokens they list are refused from the start, before the AS is reached again.
+    """
+    if config.trl == "off":
+        return None
+    path = config.state.with_name(config.state.name + ".trl.json")
+    known = _load_known(path)
+    watcher = TrlWatcher(
+        site, trl_uri(config.bundle), as_context(site, config), known,
+        save=lambda k: _save_known(path, k),
+    )  # fmt: skip
+    log.info("following the token revocation list at %s", watcher.uri)
+    return watcher
+
+
+def _load_known(path: Path) -> KnownHashes:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return KnownHashes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return KnownHashes.from_json(json.loads(text))
+    except (ValueError, KeyboundError) as exc:
+        raise ConfigError(f"{path} is damaged ({exc}); remove it to fetch the list again") from None
+
+
+def _save_known(path: Path, known: KnownHashes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(known.to_json(), out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
 
 
 async def run(config: RsConfig, *, stop: asyncio.Event | None = None) -> None:
@@ -444,9 +526,14 @@ async def run(config: RsConfig, *, stop: asyncio.Event | None = None) -> None:
     except (OSError, sqlite3.Error, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"cannot use the state file {config.state}: {reason}") from None
+    watcher: TrlWatcher | None = None
+    following: asyncio.Task[None] | None = None
     try:
         await site.serve(config.listen)
         attach_introspector(site, config)
+        watcher = attach_trl_watcher(site, config)
+        if watcher is not None:
+            following = asyncio.create_task(watcher.run())
         log.info(
             "RS %r (audience %r) listening on %s with %d resource(s)",
             config.bundle.name,
@@ -458,6 +545,12 @@ async def run(config: RsConfig, *, stop: asyncio.Event | None = None) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
+        if following is not None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+        if watcher is not None:
+            await watcher.close()
         await site.shutdown()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
@@ -470,10 +563,14 @@ __all__ = [
     "RsConfig",
     "SwitchResource",
     "TemperatureResource",
+    "as_context",
+    "attach_introspector",
+    "attach_trl_watcher",
     "build_site",
     "check_known_keys",
     "load_bundle",
     "load_config",
     "parse_listen",
     "run",
+    "trl_uri",
 ]

@@ -1,0 +1,179 @@
+"""The RS follows the AS's token revocation list (RFC 9770) over CoAP and OSCORE.
+
+:class:`TrlWatcher` observes ``GET /revoke/trl?diff=0`` at the AS over the RS's OSCORE
+context with the AS (the one introspection uses; one context object, so its sequence
+numbers are never reused). On each answer it takes the hashes into the site's
+:class:`~keybound.core.trl.KnownHashes` (a token whose hash is known is refused at
+``/authz-info`` from then on, and on restore) and removes at once every stored token
+whose hash is listed, with its security context (§10.1; OSCORE and EDHOC profile
+alike). The known hashes and the cursor are saved after each answer.
+
+Coming back after being offline, it asks a diff query from its cursor first (§8.2.3,
+catching up in one exchange when nothing was lost), a full query when the AS says
+updates were lost or it has no cursor, and then observes again. While the AS cannot
+be reached it keeps what it knows and tries again (§10: no conclusion is drawn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import aiocoap
+from aiocoap import error as aiocoap_error
+
+from keybound.core import trl
+from keybound.core.errors import KeyboundError
+from keybound.core.numbers.trl import CONTENT_FORMAT_ACE_TRL_CBOR
+
+from .oscore_contexts import DurableSecurityContext
+
+if TYPE_CHECKING:
+    from .resource_server_site import ResourceServerSite
+
+log = logging.getLogger("keybound.rs.trl")
+
+#: seconds to wait for one answer of the AS
+TIMEOUT = 10.0
+#: seconds between attempts while the AS cannot be reached (doubling up to RETRY_MAX)
+RETRY = 1.0
+RETRY_MAX = 60.0
+
+
+class TrlWatcher:
+    """Keeps ``site.rs.revoked`` current and purges listed tokens at once."""
+
+    def __init__(
+        self,
+        site: ResourceServerSite,
+        uri: str,
+        context: DurableSecurityContext,
+        known: trl.KnownHashes,
+        *,
+        save: Callable[[trl.KnownHashes], None] | None = None,
+    ) -> None:
+        self.site = site
+        self.uri = uri
+        self.context = context
+        self.known = known
+        self.save = save
+        site.rs.revoked = known
+        self._coap: aiocoap.Context | None = None
+        self.updates = 0
+        self.purged = 0
+        # Tokens restored from the state file that were listed before a restart go now,
+        # before the AS is reached again.
+        self._purge(lambda h: h in known)
+
+    def _purge(self, listed: Callable[[bytes], bool]) -> None:
+        doomed = [
+            entry.key_id
+            for entry in self.site.rs.store
+            if listed(trl.response_token_hash(entry.verified.raw))
+        ]
+        for key_id in doomed:
+            self.site.drop(key_id, reason="revoked: on the AS's token revocation list")
+        self.purged += len(doomed)
+
+    async def _client(self) -> aiocoap.Context:
+        if self._coap is None:
+            self._coap = await aiocoap.Context.create_client_context()
+            # every query of the endpoint (``?diff=0``, ``cursor``) goes under the context
+            self._coap.client_credentials[self.uri + "*"] = self.context
+        return self._coap
+
+    def apply(self, payload: bytes) -> trl.TrlUpdate:
+        """Take one 2.05 payload in: remember its hashes, drop the tokens they name."""
+        update = trl.read_response(payload)
+        revoked, _numbers = self.known.apply(update)
+        if revoked:
+            self._purge(lambda h: h in revoked)
+        if self.save is not None:
+            self.save(self.known)
+        self.updates += 1
+        return update
+
+    def _request(self, query: list[str], observe: bool) -> aiocoap.Message:
+        message = aiocoap.Message(code=aiocoap.GET, uri=self.uri)
+        message.opt.uri_query = tuple(query)
+        if observe:
+            message.opt.observe = 0
+        return message
+
+    async def _ask(self, query: list[str]) -> trl.TrlUpdate:
+        coap = await self._client()
+        response = await asyncio.wait_for(
+            coap.request(self._request(query, False)).response, TIMEOUT
+        )
+        return self.apply(self._payload(response))
+
+    @staticmethod
+    def _payload(response: aiocoap.Message) -> bytes:
+        if response.code != aiocoap.CONTENT:
+            raise OSError(f"the TRL answered {response.code}")
+        if response.opt.content_format != CONTENT_FORMAT_ACE_TRL_CBOR:
+            raise OSError("the TRL answered with another Content-Format")
+        return bytes(response.payload)
+
+    async def catch_up(self) -> None:
+        """Diff queries from the cursor while ``more``; a full query when needed."""
+        if self.known.cursor is None:
+            await self._ask([])
+            return
+        for _ in range(64):  # bounded: one batch per exchange
+            update = await self._ask(["diff=0", f"cursor={self.known.cursor}"])
+            if update.needs_full_query or self.known.cursor is None:
+                await self._ask([])
+                return
+            if not update.more:
+                return
+
+    async def observe_once(self) -> None:
+        """Catch up, then observe diff notifications until the observation ends."""
+        await self.catch_up()
+        coap = await self._client()
+        request = coap.request(self._request(["diff=0"], True))
+        first = await asyncio.wait_for(request.response, TIMEOUT)
+        self.apply(self._payload(first))
+        async for notification in request.observation:
+            update = self.apply(self._payload(notification))
+            if update.needs_full_query:
+                await self._ask([])
+
+    async def run(self) -> None:
+        """Follow the TRL until cancelled, retrying with back-off when the AS is away."""
+        delay = RETRY
+        while True:
+            try:
+                await self.observe_once()
+                delay = RETRY
+            except asyncio.CancelledError:
+                raise
+            except (OSError, TimeoutError, aiocoap_error.Error, KeyboundError) as exc:
+                log.warning("cannot follow the token revocation list: %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def close(self) -> None:
+        if self._coap is not None:
+            await self._coap.shutdown()
+            self._coap = None
+
+
+@contextlib.asynccontextmanager
+async def watching(watcher: TrlWatcher) -> Any:
+    """Run :meth:`TrlWatcher.run` for the duration of the block."""
+    task = asyncio.create_task(watcher.run())
+    try:
+        yield watcher
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await watcher.close()
+
+
+__all__ = ["TrlWatcher", "watching"]

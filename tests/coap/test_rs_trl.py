@@ -1,0 +1,101 @@
+"""An RS that follows the AS's token revocation list (RFC 9770) over CoAP and OSCORE:
+a revoked token stops working at once, without introspection, and stays refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import aiocoap
+import pytest
+
+from keybound.coap.client import CoapAceClient, Endpoints, client_context
+from keybound.coap.trl_watcher import watching
+from keybound.core import trl
+from keybound.core.authz_info import AuthzInfoRequest
+from keybound.core.client_flow import AceClient
+from keybound.tools.authz_server.server import RunningServer
+from keybound.tools.authz_server.storage import SqlAuthzStore
+from keybound.tools.bundles import DeviceBundle
+from keybound.tools.demo import provision
+from keybound.tools.resource_server.daemon import attach_trl_watcher, build_site, load_config
+from tests.helpers.ports import free_udp_port
+from tests.helpers.rs import run
+
+WAIT = 20.0  # the longest the test waits for the RS to act (never a sleep to wait)
+
+
+async def _scenario(workdir: Path) -> dict[str, object]:
+    as_port, rs_port = free_udp_port(), free_udp_port()
+    rs_toml, device_path = provision(workdir, as_port, rs_port)
+    rs_toml.write_text(rs_toml.read_text() + '[trl]\nmode = "observe"\n')
+    config = load_config(rs_toml)
+    store = SqlAuthzStore.open(f"sqlite:///{workdir / 'as.db'}")
+    authz = RunningServer(store, coap=("127.0.0.1", as_port), state_dir=workdir / "as-state")
+    await authz.start()
+    site = build_site(config)
+    await site.serve(("127.0.0.1", rs_port))
+    watcher = attach_trl_watcher(site, config)
+    assert watcher is not None
+    coap = await aiocoap.Context.create_client_context()
+    seen: dict[str, object] = {}
+    try:
+        async with watching(watcher):
+            device = DeviceBundle.read(device_path)
+            client = CoapAceClient(
+                coap,
+                AceClient(audience=device.audience, scope=device.scope, random_bytes=os.urandom),
+                Endpoints(device.as_uri, f"coap://127.0.0.1:{rs_port}"),
+                client_context(device.as_context),
+            )
+            seen["first"] = str(await client.request("GET", "temp"))
+            assert client.flow.grant is not None
+            token = client.flow.grant.access_token
+            async with asyncio.timeout(WAIT):
+                while watcher.updates < 2:  # caught up, and the observation answered
+                    await asyncio.sleep(0.01)
+            assert len(site.rs.store) == 1
+            (issued,) = store.list_tokens("sensor-1")
+            started = time.monotonic()
+            store.revoke(issued.cti)  # as `keybound as revoke` in another process would
+            async with asyncio.timeout(WAIT):
+                while len(site.rs.store):
+                    await asyncio.sleep(0.005)
+            seen["revoke_to_purge_s"] = time.monotonic() - started
+            seen["known"] = trl.response_token_hash(token) in watcher.known
+            post = AuthzInfoRequest(token, os.urandom(8), b"\x33").encode()
+            again = aiocoap.Message(
+                code=aiocoap.POST, uri=f"coap://127.0.0.1:{rs_port}/authz-info", payload=post,
+                content_format=19,
+            )  # fmt: skip
+            seen["repost"] = str((await coap.request(again).response).code).split()[0]
+            seen["after"] = str(await client.request("GET", "temp"))  # starts over: new token
+            seen["tokens"] = len(store.list_tokens("sensor-1"))
+        saved = config.state.with_name(config.state.name + ".trl.json")
+        seen["saved"] = saved.exists() and saved.stat().st_mode & 0o077 == 0
+    finally:
+        await coap.shutdown()
+        await site.shutdown()
+        await authz.stop()
+        store.close()
+    return seen
+
+
+def test_a_revoked_token_stops_working_at_once_and_stays_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="keybound")
+    seen = run(_scenario(tmp_path), 90)
+    # Followed by observation, each query under the RS's OSCORE context: never refused.
+    assert [r.getMessage() for r in caplog.records if r.name == "keybound.rs.trl"] == []
+    notified = [r for r in caplog.records if "TRL version" in r.getMessage()]
+    assert notified, "the AS notified no observer"
+    assert str(seen["first"]).startswith("2.05"), seen
+    assert seen["known"] is True
+    assert seen["repost"] == "4.01"  # its hash is known: refused at /authz-info
+    assert str(seen["after"]).startswith("2.05"), seen  # the client started over
+    assert seen["tokens"] == 2
+    assert seen["saved"] is True
+    print(f"revocation to purge: {seen['revoke_to_purge_s']:.3f} s")
