@@ -41,6 +41,8 @@ TIMEOUT = 10.0
 #: seconds between attempts while the AS cannot be reached (doubling up to RETRY_MAX)
 RETRY = 1.0
 RETRY_MAX = 60.0
+#: seconds an observation is trusted before it is registered again (after a catch-up)
+REREGISTER = 60.0
 
 
 class TrlWatcher:
@@ -54,8 +56,12 @@ class TrlWatcher:
         known: trl.KnownHashes,
         *,
         save: Callable[[trl.KnownHashes], None] | None = None,
+        reregister: float = REREGISTER,
     ) -> None:
         self.site = site
+        self.reregister = reregister
+        self.full_queries = 0
+        self.diff_queries = 0
         self.uri = uri
         self.context = context
         self.known = known
@@ -104,6 +110,10 @@ class TrlWatcher:
         return message
 
     async def _ask(self, query: list[str]) -> trl.TrlUpdate:
+        if query:
+            self.diff_queries += 1
+        else:
+            self.full_queries += 1
         coap = await self._client()
         response = await asyncio.wait_for(
             coap.request(self._request(query, False)).response, TIMEOUT
@@ -132,16 +142,24 @@ class TrlWatcher:
                 return
 
     async def observe_once(self) -> None:
-        """Catch up, then observe diff notifications until the observation ends."""
+        """Catch up, then observe diff notifications until the observation ends or
+        ``reregister`` seconds have passed (an AS that restarted meanwhile has lost the
+        observation without telling: RFC 7641 §3.3.1, register again)."""
         await self.catch_up()
         coap = await self._client()
         request = coap.request(self._request(["diff=0"], True))
-        first = await asyncio.wait_for(request.response, TIMEOUT)
-        self.apply(self._payload(first))
-        async for notification in request.observation:
-            update = self.apply(self._payload(notification))
-            if update.needs_full_query:
-                await self._ask([])
+        try:
+            first = await asyncio.wait_for(request.response, TIMEOUT)
+            self.apply(self._payload(first))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.reregister):
+                    async for notification in request.observation:
+                        update = self.apply(self._payload(notification))
+                        if update.needs_full_query:
+                            await self._ask([])
+        finally:
+            if not request.observation.cancelled:
+                request.observation.cancel()
 
     async def run(self) -> None:
         """Follow the TRL until cancelled, retrying with back-off when the AS is away."""
@@ -150,6 +168,7 @@ class TrlWatcher:
             try:
                 await self.observe_once()
                 delay = RETRY
+                continue  # time to register again: at once
             except asyncio.CancelledError:
                 raise
             except (OSError, TimeoutError, aiocoap_error.Error, KeyboundError) as exc:

@@ -11,11 +11,14 @@ from pathlib import Path
 import aiocoap
 import pytest
 
+from keybound.coap.authz_service import AuthzService
 from keybound.coap.client import CoapAceClient, Endpoints, client_context
 from keybound.coap.trl_watcher import watching
 from keybound.core import trl
 from keybound.core.authz_info import AuthzInfoRequest
+from keybound.core.authz_server import TokenRequest
 from keybound.core.client_flow import AceClient
+from keybound.tools.authz_server.provision import as_config
 from keybound.tools.authz_server.server import RunningServer
 from keybound.tools.authz_server.storage import SqlAuthzStore
 from keybound.tools.bundles import DeviceBundle
@@ -99,3 +102,81 @@ def test_a_revoked_token_stops_working_at_once_and_stays_refused(
     assert seen["tokens"] == 2
     assert seen["saved"] is True
     print(f"revocation to purge: {seen['revoke_to_purge_s']:.3f} s")
+
+
+async def _offline_scenario(workdir: Path) -> dict[str, object]:
+    """Four tokens at the RS, one revoked while it is online; the AS goes away, the
+    other three are revoked, it comes back."""
+    as_port, rs_port = free_udp_port(), free_udp_port()
+    rs_toml, _device = provision(workdir, as_port, rs_port)
+    rs_toml.write_text(rs_toml.read_text() + '[trl]\nmode = "observe"\n')
+    config = load_config(rs_toml)
+    store = SqlAuthzStore.open(f"sqlite:///{workdir / 'as.db'}")
+
+    def start_as() -> RunningServer:
+        return RunningServer(store, coap=("127.0.0.1", as_port), state_dir=workdir / "as-state")
+
+    authz = start_as()
+    await authz.start()
+    site = build_site(config)
+    await site.serve(("127.0.0.1", rs_port))
+    watcher = attach_trl_watcher(site, config)
+    assert watcher is not None
+    watcher.reregister = 0.5  # an AS that restarted is noticed within half a second
+    service = AuthzService(store, as_config(store))
+    coap = await aiocoap.Context.create_client_context()
+    seen: dict[str, object] = {}
+    try:
+        async with watching(watcher):
+            for n in range(4):
+                issued = service.issue_token(
+                    TokenRequest(client_id="sensor-1", audience=config.bundle.audience),
+                    now=int(time.time()),
+                    random_bytes=os.urandom,
+                )
+                post = AuthzInfoRequest(issued.access_token, os.urandom(8), bytes([n])).encode()
+                message = aiocoap.Message(
+                    code=aiocoap.POST,
+                    uri=f"coap://127.0.0.1:{rs_port}/authz-info",
+                    payload=post,
+                    content_format=19,
+                )
+                answer = await coap.request(message).response
+                assert str(answer.code).startswith("2.01"), answer
+            assert len(site.rs.store) == 4
+            async with asyncio.timeout(WAIT):
+                while watcher.updates < 2:
+                    await asyncio.sleep(0.01)
+            first, *others = store.list_tokens("sensor-1")
+            store.revoke(first.cti)  # while online: the RS gets a cursor
+            async with asyncio.timeout(WAIT):
+                while len(site.rs.store) != 3:
+                    await asyncio.sleep(0.01)
+            await authz.stop()  # the RS is offline from the AS from here on
+            for record in others:
+                store.revoke(record.cti)
+            assert len(site.rs.store) == 3  # nothing reaches the RS meanwhile
+            before = (watcher.full_queries, watcher.diff_queries)
+            authz = start_as()
+            await authz.start()
+            async with asyncio.timeout(WAIT):
+                while len(site.rs.store):
+                    await asyncio.sleep(0.01)
+            seen["full"] = watcher.full_queries - before[0]
+            seen["diff"] = watcher.diff_queries - before[1]
+            seen["known"] = len(watcher.known)
+    finally:
+        await coap.shutdown()
+        await site.shutdown()
+        await authz.stop()
+        store.close()
+    return seen
+
+
+def test_an_rs_offline_during_three_revocations_catches_up_with_one_diff_query(
+    tmp_path: Path,
+) -> None:
+    seen = run(_offline_scenario(tmp_path), 120)
+    assert seen["known"] == 4
+    assert seen["full"] == 0  # the cursor was still in the AS's collection
+    assert seen["diff"] == 1  # one diff query from it brought all three
