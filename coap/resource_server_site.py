@@ -202,6 +202,9 @@ class ResourceServerSite:
         self.rs = rs
         self.introspector = introspector
         self.introspection_required = introspection_required
+        #: the RS's OSCORE context with the AS, once made: introspection and the token
+        #: revocation list share this one object (no sequence number used twice)
+        self.as_context: DurableSecurityContext | None = None
         self.writer = None if state is None else StateWriter(state)
         #: The store as the site uses it: every call runs on the writer's thread.
         self.state: StateWriter | None = self.writer

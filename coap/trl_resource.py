@@ -14,7 +14,6 @@ that a GET is answered once, without Observe.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -154,16 +153,4 @@ class TrlResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
             await asyncio.sleep(interval)
 
 
-@contextlib.asynccontextmanager
-async def watching(resource: TrlResource, interval: float = 0.2) -> Any:
-    """Run :meth:`TrlResource.watch` for the duration of the block."""
-    task = asyncio.create_task(resource.watch(interval))
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-__all__ = ["MAX_OBSERVERS", "TRL_PATH", "TrlResource", "watching"]
+__all__ = ["MAX_OBSERVERS", "TRL_PATH", "TrlResource"]

@@ -210,7 +210,7 @@ def run(path="keybound.json", iterations=None, sensor=None):
                     try:
                         client.close()
                     except Exception:
-                        pass
+                        pass  # a broken socket may not close: it is replaced anyway
                 client = None
                 gc.collect()
                 try:
@@ -220,7 +220,7 @@ def run(path="keybound.json", iterations=None, sensor=None):
                     r = " %r" % bytes(r.payload[:40]) if r else ""
                     print("error: %s: %s%s (%d in a row)" % (type(e).__name__, e, r, failures))
                 except MemoryError:
-                    pass
+                    pass  # no heap for the diagnostic: the round still counts as failed
                 if failures >= cfg["max_failures"]:
                     print("reset: %d failed rounds in a row" % failures)
                     if hasattr(machine, "reset"):

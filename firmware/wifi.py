@@ -44,7 +44,7 @@ def connect(wifi, feed=None):
         try:
             wlan.disconnect()
         except OSError:
-            pass
+            pass  # not connected: nothing to undo before the interface is reset
         wlan.active(False)
         wlan.active(True)
         raise OSError("Wi-Fi: %s; interface reset" % e) from None

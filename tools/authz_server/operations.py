@@ -501,8 +501,7 @@ def revoke(db: str | None, cti: str, *, now: int | None = None) -> Revocation:
     with open_store(db) as store:
         found = _find_token(store, cti)
         token = store.revoke(found.cti, now=when)
-        listed = token in store.trl_entries()
-        if listed:
+        if store.is_listed(token.cti):
             return Revocation(token, True, tuple(store.trl_requesters(token)))
         if token.token_hash is None:
             note = "issued before keybound kept token hashes: not on the TRL"

@@ -774,6 +774,12 @@ class SqlAuthzStore:
             rows = conn.execute(query).all()
         return token_from_row(rows[0]) if len(rows) == 1 else None
 
+    def is_listed(self, cti: bytes) -> bool:
+        """Whether the token ``cti`` is on the TRL now."""
+        query = select(tokens_table.c.trl_state).where(tokens_table.c.cti == cti)
+        with self._read() as conn:
+            return conn.execute(query).scalar_one_or_none() == TRL_LISTED
+
     def trl_entries(self) -> list[IssuedToken]:
         """Every token on the TRL now (the administrator's view), newest revocation first."""
         query = (

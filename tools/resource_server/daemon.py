@@ -434,9 +434,8 @@ def as_context(site: ResourceServerSite, config: RsConfig) -> DurableSecurityCon
     TRL use one context object, so no sequence number is used twice). Its Sender
     Sequence Number is written ahead into ``<state>.introspection-seq.json``
     (RFC 8613 Appendix B.1.1)."""
-    made = getattr(site, "as_context", None)
-    if isinstance(made, DurableSecurityContext):
-        return made
+    if site.as_context is not None:
+        return site.as_context
     ctx = config.bundle.introspection_context
     assert ctx is not None  # load_config checked
     fingerprint = hashlib.sha256(ctx.master_secret + ctx.sender_id).hexdigest()[:16]
@@ -444,7 +443,7 @@ def as_context(site: ResourceServerSite, config: RsConfig) -> DurableSecurityCon
         config.state.with_name(config.state.name + ".introspection-seq.json"), fingerprint
     )
     context = client_context(ctx, mark=seq.load(), persist_mark=seq.store)
-    site.as_context = context  # type: ignore[attr-defined]
+    site.as_context = context
     return context
 
 
