@@ -10,8 +10,11 @@ alike). The known hashes and the cursor are saved after each answer.
 
 Coming back after being offline, it asks a diff query from its cursor first (§8.2.3,
 catching up in one exchange when nothing was lost), a full query when the AS says
-updates were lost or it has no cursor, and then observes again. While the AS cannot
-be reached it keeps what it knows and tries again (§10: no conclusion is drawn).
+updates were lost or it has no cursor (:func:`keybound.core.trl.catch_up`), and then
+observes again. Where Observe is not wanted, :meth:`TrlWatcher.run` with ``poll``
+asks the same diff queries every ``poll`` seconds instead (``[trl] mode = "poll"``). While the
+AS cannot be reached it keeps what it knows and tries again (§10: no conclusion is
+drawn).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import aiocoap
@@ -72,14 +75,12 @@ class TrlWatcher:
         self.purged = 0
         # Tokens restored from the state file that were listed before a restart go now,
         # before the AS is reached again.
-        self._purge(lambda h: h in known)
+        self._purge(known)
 
-    def _purge(self, listed: Callable[[bytes], bool]) -> None:
-        doomed = [
-            entry.key_id
-            for entry in self.site.rs.store
-            if listed(trl.response_token_hash(entry.verified.raw))
-        ]
+    def _purge(self, listed: Iterable[bytes]) -> None:
+        """Remove the stored tokens whose hash is ``listed`` (found by the store's hash
+        index: the cost grows with the hashes listed, not with the tokens stored)."""
+        doomed = self.site.rs.store.key_ids_of(listed)
         for key_id in doomed:
             self.site.drop(key_id, reason="revoked: on the AS's token revocation list")
         self.purged += len(doomed)
@@ -96,20 +97,20 @@ class TrlWatcher:
         update = trl.read_response(payload)
         revoked, _numbers = self.known.apply(update)
         if revoked:
-            self._purge(lambda h: h in revoked)
+            self._purge(revoked)
         if self.save is not None:
             self.save(self.known)
         self.updates += 1
         return update
 
-    def _request(self, query: list[str], observe: bool) -> aiocoap.Message:
+    def _request(self, query: tuple[str, ...], observe: bool) -> aiocoap.Message:
         message = aiocoap.Message(code=aiocoap.GET, uri=self.uri)
         message.opt.uri_query = tuple(query)
         if observe:
             message.opt.observe = 0
         return message
 
-    async def _ask(self, query: list[str]) -> trl.TrlUpdate:
+    async def _ask(self, query: tuple[str, ...]) -> trl.TrlUpdate:
         if query:
             self.diff_queries += 1
         else:
@@ -130,15 +131,13 @@ class TrlWatcher:
 
     async def catch_up(self) -> None:
         """Diff queries from the cursor while ``more``; a full query when needed."""
-        if self.known.cursor is None:
-            await self._ask([])
-            return
-        for _ in range(64):  # bounded: one batch per exchange
-            update = await self._ask(["diff=0", f"cursor={self.known.cursor}"])
-            if update.needs_full_query or self.known.cursor is None:
-                await self._ask([])
-                return
-            if not update.more:
+        flow = trl.catch_up(self.known.cursor)
+        query = next(flow)
+        while True:
+            update = await self._ask(query)
+            try:
+                query = flow.send(update)
+            except StopIteration:
                 return
 
     async def observe_once(self) -> None:
@@ -147,7 +146,7 @@ class TrlWatcher:
         observation without telling: RFC 7641 §3.3.1, register again)."""
         await self.catch_up()
         coap = await self._client()
-        request = coap.request(self._request(["diff=0"], True))
+        request = coap.request(self._request(("diff=0",), True))
         try:
             first = await asyncio.wait_for(request.response, TIMEOUT)
             self.apply(self._payload(first))
@@ -156,19 +155,25 @@ class TrlWatcher:
                     async for notification in request.observation:
                         update = self.apply(self._payload(notification))
                         if update.needs_full_query:
-                            await self._ask([])
+                            await self._ask(trl.FULL_QUERY)
         finally:
             if not request.observation.cancelled:
                 request.observation.cancel()
 
-    async def run(self) -> None:
-        """Follow the TRL until cancelled, retrying with back-off when the AS is away."""
+    async def run(self, *, poll: float | None = None) -> None:
+        """Follow the TRL until cancelled, retrying with back-off when the AS is away:
+        by observation, or with ``poll`` (seconds) by diff queries at that interval."""
         delay = RETRY
         while True:
             try:
-                await self.observe_once()
+                if poll is None:
+                    await self.observe_once()
+                    delay = RETRY
+                    continue  # time to register again: at once
+                await self.catch_up()
                 delay = RETRY
-                continue  # time to register again: at once
+                await asyncio.sleep(poll)
+                continue
             except asyncio.CancelledError:
                 raise
             except (OSError, TimeoutError, aiocoap_error.Error, KeyboundError) as exc:
@@ -183,9 +188,9 @@ class TrlWatcher:
 
 
 @contextlib.asynccontextmanager
-async def watching(watcher: TrlWatcher) -> Any:
+async def watching(watcher: TrlWatcher, *, poll: float | None = None) -> Any:
     """Run :meth:`TrlWatcher.run` for the duration of the block."""
-    task = asyncio.create_task(watcher.run())
+    task = asyncio.create_task(watcher.run(poll=poll))
     try:
         yield watcher
     finally:

@@ -16,13 +16,15 @@ input material's ``id``, ``contextId`` and Master Secret): a new token for the s
 key supersedes the old one and its OSCORE context. When the store is full,
 expired tokens are evicted first; if it is still full, the new token is refused
 with :class:`~keybound.core.errors.CapacityExceeded` (5.03) rather than evicting a
-live token, so one client cannot push out the others.
+live token, so one client cannot push out the others. Each stored token's RFC 9770
+token hash is computed once, when it is stored, and indexed: the tokens a TRL update
+lists are found in O(listed) (:meth:`TokenStore.key_ids_of`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -34,6 +36,7 @@ from .oscore_derivation import DerivedContext
 from .oscore_material import OscoreInputMaterial
 from .scope import AifScope, Scope, TextScope
 from .token import AccessToken
+from .trl import response_token_hash
 
 #: What a profile reads from ``cnf`` as the PoP key: OSCORE input material (RFC 9203)
 #: or an EDHOC authentication credential (draft-ietf-ace-edhoc-oscore-profile).
@@ -144,6 +147,10 @@ class TokenStore:
         self.capacity = capacity
         self._by_key: dict[bytes, StoredToken] = {}
         self._by_lookup: dict[tuple[bytes, bytes | None], bytes] = {}
+        # RFC 9770 token hash -> key: computed once per stored token, so a TRL update
+        # finds the tokens it lists in O(listed), not by hashing every stored token
+        self._by_hash: dict[bytes, bytes] = {}
+        self._hash_of: dict[bytes, bytes] = {}  # key -> its token's hash
         self._server_ids: dict[bytes, int] = {}  # Recipient ID -> number of contexts using it
         self._id_hint = 0  # where the search for a free Recipient ID resumes
 
@@ -168,6 +175,11 @@ class TokenStore:
 
     def get(self, key_id: bytes) -> StoredToken | None:
         return self._by_key.get(key_id)
+
+    def key_ids_of(self, token_hashes: Iterable[bytes]) -> list[bytes]:
+        """The keys of the stored tokens whose RFC 9770 token hash is in ``token_hashes``."""
+        found = (self._by_hash.get(h) for h in token_hashes)
+        return [key_id for key_id in found if key_id is not None]
 
     def find(self, recipient_id: bytes, id_context: bytes | None) -> StoredToken | None:
         key_id = self._by_lookup.get((recipient_id, id_context))
@@ -199,6 +211,9 @@ class TokenStore:
         if old is None and len(self._by_key) >= self.capacity:
             raise CapacityExceeded(f"the RS stores at most {self.capacity} tokens")
         self._by_key[entry.key_id] = entry
+        token_hash = response_token_hash(entry.verified.raw)
+        self._by_hash[token_hash] = entry.key_id
+        self._hash_of[entry.key_id] = token_hash
         lookup = entry.lookup
         if lookup is not None:
             self._by_lookup[lookup] = entry.key_id
@@ -207,6 +222,9 @@ class TokenStore:
 
     def remove(self, key_id: bytes) -> StoredToken | None:
         entry = self._by_key.pop(key_id, None)
+        token_hash = self._hash_of.pop(key_id, None)
+        if token_hash is not None and self._by_hash.get(token_hash) == key_id:
+            del self._by_hash[token_hash]
         lookup = None if entry is None else entry.lookup
         if lookup is not None:
             if self._by_lookup.get(lookup) == key_id:

@@ -17,7 +17,8 @@ database and serves them (``keybound.tools.authz_server``), the RS follows the T
   :class:`UpdateCollection` with the "Cursor" extension; errors are
   :class:`TrlQueryError`, rendered as Concise Problem Details (RFC 9290).
 - **The requester** (§10.1): :func:`read_response` decodes a 2.05 payload into the
-  hashes added and removed and the cursor to continue from.
+  hashes added and removed and the cursor to continue from; :func:`catch_up` is
+  the cursor-based follow-up both the CoAP and the HTTP followers run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -498,6 +499,38 @@ def read_response(payload: bytes) -> TrlUpdate:
     )
 
 
+#: diff queries one catch-up asks at most (each brings up to MAX_DIFF_BATCH entries)
+MAX_CATCH_UP_QUERIES = 64
+#: the Uri-Query of a full query (§7.1)
+FULL_QUERY: tuple[str, ...] = ()
+
+
+def catch_up(
+    cursor: int | None, *, full: bool = False
+) -> Generator[tuple[str, ...], TrlUpdate, None]:
+    """The queries a requester asks to bring what it knows up to date (§8.2.3), as a
+    sans-IO flow: yields the Uri-Query of each GET (:data:`FULL_QUERY` for a full
+    query) and is sent back the :func:`read_response` of its answer, once the caller
+    has taken that in.
+
+    Without a ``cursor`` (or with ``full``), one full query. With one, diff queries
+    from it while the AS says ``more`` (at most :data:`MAX_CATCH_UP_QUERIES`); a full
+    query when the AS says updates were lost (``cursor`` null and ``more`` true) or
+    has no update for the requester any more (``cursor`` null).
+    """
+    if full or cursor is None:
+        yield FULL_QUERY
+        return
+    for _ in range(MAX_CATCH_UP_QUERIES):
+        update = yield ("diff=0", f"cursor={cursor}")
+        if update.needs_full_query or update.cursor is None:
+            yield FULL_QUERY
+            return
+        cursor = update.cursor
+        if not update.more:
+            return
+
+
 class KnownHashes:
     """The token hashes a registered device keeps (RFC 9770 §10.1), bounded.
 
@@ -521,6 +554,9 @@ class KnownHashes:
 
     def __len__(self) -> int:
         return len(self._hashes)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(list(self._hashes))
 
     def add(self, token_hash: bytes, sequence: int | None = None) -> int | None:
         """Keep ``token_hash``; returns the sequence number of a hash dropped for room."""
@@ -587,6 +623,8 @@ class KnownHashes:
 
 
 __all__ = [
+    "FULL_QUERY",
+    "MAX_CATCH_UP_QUERIES",
     "MAX_RESPONSE_BYTES",
     "MAX_TOKEN_BYTES",
     "KnownHashes",
@@ -597,6 +635,7 @@ __all__ = [
     "TrlUpdate",
     "UpdateCollection",
     "answer",
+    "catch_up",
     "check_cwt_layout",
     "diff_query",
     "full_query",

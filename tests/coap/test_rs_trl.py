@@ -30,11 +30,12 @@ from tests.helpers.rs import run
 WAIT = 20.0  # the longest the test waits for the RS to act (never a sleep to wait)
 
 
-async def _scenario(workdir: Path) -> dict[str, object]:
+async def _scenario(workdir: Path, trl_table: str = 'mode = "observe"') -> dict[str, object]:
     as_port, rs_port = free_udp_port(), free_udp_port()
     rs_toml, device_path = provision(workdir, as_port, rs_port)
-    rs_toml.write_text(rs_toml.read_text() + '[trl]\nmode = "observe"\n')
+    rs_toml.write_text(rs_toml.read_text() + f"[trl]\n{trl_table}\n")
     config = load_config(rs_toml)
+    poll = config.trl_interval if config.trl == "poll" else None
     store = SqlAuthzStore.open(f"sqlite:///{workdir / 'as.db'}")
     authz = RunningServer(store, coap=("127.0.0.1", as_port), state_dir=workdir / "as-state")
     await authz.start()
@@ -45,7 +46,7 @@ async def _scenario(workdir: Path) -> dict[str, object]:
     coap = await aiocoap.Context.create_client_context()
     seen: dict[str, object] = {}
     try:
-        async with watching(watcher):
+        async with watching(watcher, poll=poll):
             device = DeviceBundle.read(device_path)
             client = CoapAceClient(
                 coap,
@@ -76,6 +77,11 @@ async def _scenario(workdir: Path) -> dict[str, object]:
             seen["repost"] = str((await coap.request(again).response).code).split()[0]
             seen["after"] = str(await client.request("GET", "temp"))  # starts over: new token
             seen["tokens"] = len(store.list_tokens("sensor-1"))
+            if poll is not None:  # the next polls ask from the cursor the revocation gave
+                async with asyncio.timeout(WAIT):
+                    while watcher.diff_queries < 2:
+                        await asyncio.sleep(0.01)
+            seen["queries"] = (watcher.full_queries, watcher.diff_queries)
         saved = config.state.with_name(config.state.name + ".trl.json")
         seen["saved"] = saved.exists() and saved.stat().st_mode & 0o077 == 0
     finally:
@@ -102,6 +108,42 @@ def test_a_revoked_token_stops_working_at_once_and_stays_refused(
     assert seen["tokens"] == 2
     assert seen["saved"] is True
     print(f"revocation to purge: {seen['revoke_to_purge_s']:.3f} s")
+
+
+def test_an_rs_that_polls_with_diff_queries_purges_a_revoked_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``[trl] mode = "poll"``: no observation, a diff query from the cursor each interval."""
+    caplog.set_level("INFO", logger="keybound")
+    seen = run(_scenario(tmp_path, 'mode = "poll"\ninterval = 0.1'), 90)
+    assert not [r for r in caplog.records if "TRL version" in r.getMessage()]  # no observer
+    assert [r.getMessage() for r in caplog.records if r.name == "keybound.rs.trl"] == []
+    full, diff = seen["queries"]  # type: ignore[misc]
+    assert full >= 1  # while the RS has no cursor (nothing listed for it yet)
+    assert diff >= 2  # from the first revocation on, diff queries from the cursor
+    assert seen["known"] is True
+    assert seen["repost"] == "4.01"
+    assert str(seen["after"]).startswith("2.05"), seen
+    assert seen["tokens"] == 2
+    print(f"revocation to purge (polling every 0.1 s): {seen['revoke_to_purge_s']:.3f} s")
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ('mode = "sometimes"', "trl.mode must be off, observe or poll"),
+        ('mode = "poll"\ninterval = 0.01', "trl.interval must be 0.1 to 3600 seconds"),
+        ('mode = "poll"\ninterval = "5"', "trl.interval must be 0.1 to 3600 seconds"),
+        ('mode = "poll"\nintervall = 5', "did you mean 'interval'"),
+    ],
+)
+def test_a_wrong_trl_table_is_refused(tmp_path: Path, table: str, says: str) -> None:
+    from keybound.tools.resource_server.daemon import ConfigError
+
+    rs_toml, _device = provision(tmp_path, free_udp_port(), free_udp_port())
+    rs_toml.write_text(rs_toml.read_text() + f"[trl]\n{table}\n")
+    with pytest.raises(ConfigError, match=says):
+        load_config(rs_toml)
 
 
 async def _offline_scenario(workdir: Path) -> dict[str, object]:

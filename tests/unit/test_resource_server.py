@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from keybound.core import cbor, cwt
+from keybound.core import cbor, cwt, trl
 from keybound.core.authz_info import AuthzInfoResponse
 from keybound.core.edhoc_profile import EDHOC_PROFILE
 from keybound.core.errors import (
@@ -299,6 +299,26 @@ def test_stored_token_is_refused_at_exactly_its_exp() -> None:
     with pytest.raises(ExpiredToken):
         rs.find(recipient_id, id_context, now=NOW + 300, monotonic=0)
     assert [e.key_id for e in rs.expire(now=NOW + 300, monotonic=0).removed] == [stored.key_id]
+
+
+def test_stored_tokens_are_found_by_their_rfc_9770_hash() -> None:
+    """The store's hash index: a TRL update finds exactly the tokens it lists, and a
+    superseded or removed token is no longer found."""
+    keys = Keys()
+    rs = make_rs(keys)
+    key = material(b"\x01")
+    first = mint(keys, key, now=NOW)
+    second = mint(keys, material(b"\x02"), now=NOW)
+    a, b = post(rs, first).stored, post(rs, second).stored
+    h1, h2 = trl.response_token_hash(first), trl.response_token_hash(second)
+    unknown = trl.response_token_hash(b"never stored")
+    assert rs.store.key_ids_of([h2, unknown, h1]) == [b.key_id, a.key_id]
+    again = mint(keys, key, now=NOW + 1)  # same PoP key: supersedes ``first``
+    post(rs, again)
+    assert rs.store.key_ids_of([h1]) == []
+    assert rs.store.key_ids_of([trl.response_token_hash(again)]) == [a.key_id]
+    rs.forget(b.key_id)
+    assert rs.store.key_ids_of([h2]) == []
 
 
 def test_capacity_evicts_expired_then_refuses() -> None:

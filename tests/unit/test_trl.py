@@ -524,6 +524,60 @@ def test_known_hashes_round_trip_and_refuse_a_damaged_state() -> None:
             trl.KnownHashes.from_json(bad)
 
 
+# -- catching up (§8.2.3)
+
+
+def _drive(
+    cursor: int | None, answers: list[dict[int, object]], *, full: bool = False
+) -> list[tuple[str, ...]]:
+    """The queries :func:`trl.catch_up` asks when the AS answers ``answers`` in turn."""
+    flow = trl.catch_up(cursor, full=full)
+    asked = [next(flow)]
+    for payload in answers:
+        try:
+            asked.append(flow.send(trl.read_response(cbor.dumps(payload))))
+        except StopIteration:
+            return asked
+    raise AssertionError(f"the flow asked more than {len(answers)} queries: {asked}")
+
+
+def test_catch_up_without_a_cursor_is_one_full_query() -> None:
+    assert _drive(None, [{FULL: [], CURSOR: 3}]) == [()]
+
+
+def test_catch_up_when_told_to_is_one_full_query_even_with_a_cursor() -> None:
+    assert _drive(2, [{FULL: [], CURSOR: 3}], full=True) == [()]
+
+
+def test_catch_up_from_a_cursor_follows_more() -> None:
+    asked = _drive(
+        4,
+        [
+            {DIFF: [[[], [h("t1")]]], CURSOR: 5, MORE: True},
+            {DIFF: [[[], [h("t2")]]], CURSOR: 6, MORE: False},
+        ],
+    )
+    assert asked == [("diff=0", "cursor=4"), ("diff=0", "cursor=5")]
+
+
+def test_catch_up_asks_a_full_query_when_updates_were_lost() -> None:
+    asked = _drive(4, [{DIFF: [], CURSOR: None, MORE: True}, {FULL: [], CURSOR: 9}])
+    assert asked == [("diff=0", "cursor=4"), ()]
+
+
+def test_catch_up_asks_a_full_query_when_the_as_has_no_update_left() -> None:
+    asked = _drive(4, [{DIFF: [], CURSOR: None, MORE: False}, {FULL: [], CURSOR: None}])
+    assert asked == [("diff=0", "cursor=4"), ()]
+
+
+def test_catch_up_is_bounded() -> None:
+    """An AS that always says ``more`` gets MAX_CATCH_UP_QUERIES diff queries, no more."""
+    more = {DIFF: [[[], [h("t")]]], CURSOR: 1, MORE: True}
+    asked = _drive(0, [more] * trl.MAX_CATCH_UP_QUERIES)
+    assert len(asked) == trl.MAX_CATCH_UP_QUERIES
+    assert asked[-1] == ("diff=0", "cursor=1")
+
+
 @pytest.mark.parametrize("kind", ["sign1", "mac0", "encrypt0", "nested"])
 def test_protect_all_gives_the_layout_and_decodes(kind: str) -> None:
     """What the AS issues (RFC 9770 §3) is still read by the CWT decoder."""

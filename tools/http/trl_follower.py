@@ -85,7 +85,8 @@ class TrlFollower:
             del self._revoked[next(iter(self._revoked))]
         self.cursor = update.cursor
 
-    async def _get(self, client: httpx.AsyncClient, params: dict[str, str]) -> trl.TrlUpdate:
+    async def _get(self, client: httpx.AsyncClient, query: tuple[str, ...]) -> trl.TrlUpdate:
+        params = {name: value for name, _, value in (q.partition("=") for q in query)}
         response = await client.get(self.trl_url, params=params, auth=self._auth)
         if response.status_code != 200:
             raise OSError(f"the TRL answered {response.status_code}")
@@ -101,19 +102,16 @@ class TrlFollower:
                 client = await stack.enter_async_context(httpx.AsyncClient(timeout=10.0))
             now = self._clock()
             due = self._last_full is None or now - self._last_full >= self.full_every
-            if due or self.cursor is None:
-                self._apply(await self._get(client, {}))
-                self._last_full = now
-            for _ in range(64):  # bounded: a batch per round trip
-                if self.cursor is None:  # nothing pertains to this RS yet
-                    break
-                update = await self._get(client, {"diff": "0", "cursor": str(self.cursor)})
-                if update.needs_full_query:
-                    self._apply(await self._get(client, {}))
-                    self._last_full = now
-                    break
+            flow = trl.catch_up(self.cursor, full=due)
+            query = next(flow)
+            while True:
+                update = await self._get(client, query)
                 self._apply(update)
-                if not update.more:
+                if query == trl.FULL_QUERY:
+                    self._last_full = now
+                try:
+                    query = flow.send(update)
+                except StopIteration:
                     break
         self.refreshes += 1
 

@@ -28,9 +28,10 @@ misspelt ``listen`` must not serve on the default address::
                                      # introspection block (RFC 9200 §5.9)
 
     [trl]                            # optional: follow the AS's token revocation list
-    mode = "observe"                 # off (default) or observe (RFC 9770): listed tokens
-                                     # are removed at once and refused when posted again;
-                                     # uses the bundle's introspection block
+    mode = "observe"                 # off (default), observe, or poll (RFC 9770): listed
+                                     # tokens are removed at once and refused when posted
+                                     # again; uses the bundle's introspection block
+    interval = 5.0                   # poll: seconds between diff queries (0.1 to 3600)
 
     [oscore]                         # optional
     sequence_chunk = 64              # sequence numbers reserved per write (RFC 8613 B.1.1)
@@ -134,7 +135,8 @@ class RsConfig:
     response_partial_iv: bool = False
     resources: tuple[ResourceSpec, ...] = ()
     introspection: str = "off"  # "off", "optional" or "required"
-    trl: str = "off"  # "off" or "observe" (RFC 9770)
+    trl: str = "off"  # "off", "observe" or "poll" (RFC 9770)
+    trl_interval: float = 5.0  # seconds between the diff queries of "poll"
     require_as_signature: bool = False
     profiles: tuple[int, ...] = (2,)
     edhoc: EdhocIdentity | None = None
@@ -158,7 +160,7 @@ KNOWN_KEYS: dict[str, frozenset[str] | None] = {
     "edhoc": frozenset({"private_key", "credential"}),
     "capacity": frozenset({"tokens"}),
     "introspection": frozenset({"mode"}),
-    "trl": frozenset({"mode"}),
+    "trl": frozenset({"mode", "interval"}),
     "oscore": frozenset({"sequence_chunk", "response_partial_iv"}),
     "resources": None,
 }
@@ -256,8 +258,11 @@ def load_config(path: Path) -> RsConfig:
     if not isinstance(trl_table, dict):
         raise ConfigError(f"{where}: [trl] must be a table")
     trl_mode = trl_table.get("mode", "off")
-    if trl_mode not in ("off", "observe"):
-        raise ConfigError(f"{where}: trl.mode must be off or observe")
+    if trl_mode not in ("off", "observe", "poll"):
+        raise ConfigError(f"{where}: trl.mode must be off, observe or poll")
+    trl_interval = trl_table.get("interval", 5.0)
+    if type(trl_interval) not in (int, float) or not 0.1 <= trl_interval <= 3600:
+        raise ConfigError(f"{where}: trl.interval must be 0.1 to 3600 seconds")
     if trl_mode != "off" and bundle.introspection_context is None:
         raise ConfigError(
             f"{where}: following the TRL needs a bundle with an introspection block "
@@ -302,6 +307,7 @@ def load_config(path: Path) -> RsConfig:
         resources=tuple(resources),
         introspection=introspection,
         trl=trl_mode,
+        trl_interval=float(trl_interval),
         require_as_signature=require_as_signature,
     )
 
@@ -480,7 +486,8 @@ def attach_trl_watcher(site: ResourceServerSite, config: RsConfig) -> TrlWatcher
         site, trl_uri(config.bundle), as_context(site, config), known,
         save=lambda k: _save_known(path, k),
     )  # fmt: skip
-    log.info("following the token revocation list at %s", watcher.uri)
+    how = f"every {config.trl_interval:g} s" if config.trl == "poll" else "by observation"
+    log.info("following the token revocation list at %s (%s)", watcher.uri, how)
     return watcher
 
 
@@ -532,7 +539,8 @@ async def run(config: RsConfig, *, stop: asyncio.Event | None = None) -> None:
         attach_introspector(site, config)
         watcher = attach_trl_watcher(site, config)
         if watcher is not None:
-            following = asyncio.create_task(watcher.run())
+            poll = config.trl_interval if config.trl == "poll" else None
+            following = asyncio.create_task(watcher.run(poll=poll))
         log.info(
             "RS %r (audience %r) listening on %s with %d resource(s)",
             config.bundle.name,
