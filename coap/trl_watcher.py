@@ -73,6 +73,9 @@ class TrlWatcher:
         self._coap: aiocoap.Context | None = None
         self.updates = 0
         self.purged = 0
+        #: an observation is registered and answered (logged when it starts, not at
+        #: each registration again)
+        self.observing = False
         # Tokens restored from the state file that were listed before a restart go now,
         # before the AS is reached again.
         self._purge(known)
@@ -150,6 +153,9 @@ class TrlWatcher:
         try:
             first = await asyncio.wait_for(request.response, TIMEOUT)
             self.apply(self._payload(first))
+            if not self.observing:
+                log.info("observing the token revocation list (cursor %s)", self.known.cursor)
+                self.observing = True
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.reregister):
                     async for notification in request.observation:
@@ -178,6 +184,7 @@ class TrlWatcher:
                 raise
             except (OSError, TimeoutError, aiocoap_error.Error, KeyboundError) as exc:
                 log.warning("cannot follow the token revocation list: %s", exc)
+                self.observing = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
 

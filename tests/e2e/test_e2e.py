@@ -17,17 +17,7 @@ from tests.helpers.processes import ServerGroup, run_keybound, wait_for_log
 
 class Fleet(ServerGroup):
     def provision(self, *, clock: bool = True) -> None:
-        as_base = f"coap://127.0.0.1:{self.as_port}"
-        self.keybound("as", "init", "--db", self.db, "--issuer", as_base)
-        self.keybound(
-            "as", "rs", "add", "temp-rs", "--db", self.db, "--audience", self.rs_uri,
-            "--scope", "temp.read", "--scope", "led.write", "--out", "rs-bundle.json",
-            "--as-base", as_base, *([] if clock else ["--no-clock"]),
-        )  # fmt: skip
-        self.keybound(
-            "as", "client", "add", "sensor-1", "--db", self.db, "--audience", self.rs_uri,
-            "--scope", "temp.read", "--out", ".", "--rs-uri", self.rs_uri, "--as-base", as_base,
-        )  # fmt: skip
+        self.register("--scope", "led.write", *([] if clock else ["--no-clock"]))
         (self.root / "rs.toml").write_text(
             f'bundle = "rs-bundle.json"\nlisten = "127.0.0.1:{self.rs_port}"\n'
             'state = "rs-state.db"\n[resources."/temp"]\nGET = ["temp.read"]\n'

@@ -138,6 +138,21 @@ class ServerGroup:
         assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
         return proc
 
+    def register(self, *rs_options: str) -> None:
+        """With the CLI: ``as init``, the RS ``temp-rs`` (scope ``temp.read`` and
+        ``rs_options``; bundle ``rs-bundle.json``) and the device ``sensor-1``
+        (``sensor-1.json``), all in ``root``."""
+        as_base = f"coap://127.0.0.1:{self.as_port}"
+        self.keybound("as", "init", "--db", self.db, "--issuer", as_base)
+        self.keybound(
+            "as", "rs", "add", "temp-rs", "--db", self.db, "--audience", self.rs_uri,
+            "--scope", "temp.read", *rs_options, "--out", "rs-bundle.json", "--as-base", as_base,
+        )  # fmt: skip
+        self.keybound(
+            "as", "client", "add", "sensor-1", "--db", self.db, "--audience", self.rs_uri,
+            "--scope", "temp.read", "--out", ".", "--rs-uri", self.rs_uri, "--as-base", as_base,
+        )  # fmt: skip
+
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         proc = start_server(list(args), self.root / f"{name}.log", cwd=self.root)
         self.procs.append(proc)

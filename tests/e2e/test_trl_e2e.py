@@ -1,0 +1,120 @@
+"""Token revocation (RFC 9770) with every part a real process: ``keybound as serve``, ``keybound
+rs serve`` following the list (``[trl]`` in ``rs.toml``), and ``keybound as revoke`` run while
+a client is mid-stream. The RS refuses that client's next request; the client starts over.
+
+The time from starting ``keybound as revoke`` to the first refused request is printed (the
+goal is under a second on loopback); it is a figure, not an assertion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import time
+from pathlib import Path
+
+import aiocoap
+import pytest
+
+from keybound.coap.client import CoapAceClient, Endpoints, client_context
+from keybound.core.client_flow import AceClient
+from keybound.tools.bundles import DeviceBundle
+from tests.helpers.paths import BIN
+from tests.helpers.processes import ServerGroup, wait_for_log
+
+WAIT = 30.0  # the longest any step waits (never a sleep to wait)
+
+
+class TrlFleet(ServerGroup):
+    def provision(self, trl_table: str) -> None:
+        self.register()
+        (self.root / "rs.toml").write_text(
+            f'bundle = "rs-bundle.json"\nlisten = "127.0.0.1:{self.rs_port}"\n'
+            f'state = "rs-state.db"\n[trl]\n{trl_table}\n'
+            '[resources."/temp"]\nGET = ["temp.read"]\n'
+        )
+
+
+async def _mid_stream(fleet: TrlFleet) -> dict[str, object]:
+    """A client reading /temp in a loop; ``keybound as revoke`` of its token meanwhile."""
+    device = DeviceBundle.read(fleet.root / "sensor-1.json")
+    coap = await aiocoap.Context.create_client_context()
+    seen: dict[str, object] = {}
+    try:
+        client = CoapAceClient(
+            coap,
+            AceClient(audience=device.audience, scope=device.scope, random_bytes=os.urandom),
+            Endpoints(device.as_uri, fleet.rs_uri, device.token_path, device.authz_info_path),
+            client_context(device.as_context),
+        )
+        first = await client.request("GET", "temp")
+        assert first.success, first
+        assert client.flow.grant is not None
+        token = client.flow.grant.access_token
+        text = base64.urlsafe_b64encode(token).rstrip(b"=").decode()
+        before = len(client.exchanges)
+        started = time.monotonic()
+        revoke = await asyncio.create_subprocess_exec(
+            str(BIN / "keybound"), "as", "revoke", text, "--db", fleet.db, "--json",
+            cwd=fleet.root, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        done = asyncio.ensure_future(revoke.communicate())
+        exits: list[float] = []
+        done.add_done_callback(lambda _: exits.append(time.monotonic()))
+        refused: float | None = None
+        async with asyncio.timeout(WAIT):
+            while refused is None:
+                reply = await client.request("GET", "temp")
+                assert reply.success, reply  # refused once, then the client started over
+                for send, answer in client.exchanges[before:]:
+                    if send.security == "rs" and answer.code == (4, 1):
+                        refused = time.monotonic()
+                        break
+                before = len(client.exchanges)
+            out, err = await done
+        assert revoke.returncode == 0, err
+        seen["revoked"] = json.loads(out)
+        seen["to_refusal_s"] = refused - started
+        seen["after_exit_s"] = refused - exits[0]  # negative: before the command returned
+        grant = client.flow.grant
+        seen["new_token"] = grant is not None and grant.access_token != token
+        seen["steps"] = [f"{s.peer} {s.path} -> {r}" for s, r in client.exchanges[-4:]]
+        again = await client.request("GET", "temp")
+        seen["continues"] = again.success
+    finally:
+        await coap.shutdown()
+    return seen
+
+
+@pytest.mark.parametrize(
+    "trl_table", ['mode = "observe"', 'mode = "poll"\ninterval = 0.2'], ids=["observe", "poll"]
+)
+def test_as_revoke_stops_the_client_mid_stream_at_the_rs(tmp_path: Path, trl_table: str) -> None:
+    fleet = TrlFleet(tmp_path)
+    fleet.provision(trl_table)
+    fleet.start_servers()
+    try:
+        rs_log = tmp_path / "rs.log"
+        rs = fleet.procs[1]
+        if "observe" in trl_table:
+            wait_for_log(rs_log, "observing the token revocation list", rs, timeout=WAIT)
+        seen = asyncio.run(_mid_stream(fleet))
+    finally:
+        fleet.stop()
+    revoked = seen["revoked"]
+    assert isinstance(revoked, dict)
+    assert revoked["revoked"] is True
+    assert revoked["on_trl"] is True
+    assert revoked["notified"] == ["client:sensor-1", "rs:temp-rs"]
+    assert seen["new_token"] is True, seen["steps"]
+    assert seen["continues"] is True
+    # The refusal came from the RS having removed the token (not from its expiry).
+    log = rs_log.read_text()
+    assert "token removed (revoked: on the AS's token revocation list)" in log
+    assert "cannot follow the token revocation list" not in log
+    print(
+        f"\n{trl_table.splitlines()[0]}: `as revoke` to the refused request "
+        f"{seen['to_refusal_s']:.3f} s ({seen['after_exit_s']:.3f} s after the command exited)"
+    )
