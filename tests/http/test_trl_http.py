@@ -5,12 +5,20 @@ without an introspection round trip per request."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import cbor2
 import httpx
 import pytest
+from joserfc.jwk import ECKey
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from keybound.core import jwt, trl
 from keybound.core.errors import InvalidToken
@@ -21,9 +29,11 @@ from keybound.core.numbers.trl import (
     ProblemDetail,
     TrlParameter,
 )
-from keybound.tools.http import jwt_token_verifier_from_bundle
+from keybound.tools.http import DPoPAuth, DPoPMiddleware, jwt_token_verifier_from_bundle
 from keybound.tools.http.trl_follower import TrlFollower, following
 from tests.helpers.authz import run_http_as
+from tests.helpers.ports import free_port
+from tests.http.test_dpop_flow import start_uvicorn, stop_uvicorn
 
 FULL, DIFF, CURSOR, MORE = (int(p) for p in TrlParameter)
 WAIT = 20.0  # the longest a test waits for the follower: never a sleep to wait
@@ -142,5 +152,70 @@ def test_a_revoked_jwt_is_refused_by_the_local_verifier(db_url: str, tmp_path: P
                     await asyncio.sleep(0.01)
             with pytest.raises(InvalidToken, match="revoked"):
                 verify(token)
+
+    run_http_as(db_url, tmp_path, scenario)
+
+
+async def _whoami(request: Request) -> JSONResponse:
+    return JSONResponse({"sub": request.state.keybound.claims.get("sub")})
+
+
+def test_a_revoked_dpop_jwt_is_refused_by_the_api_mid_stream(db_url: str, tmp_path: Path) -> None:
+    """End to end over HTTP: the real AS (uvicorn) issues a DPoP-bound JWT; an API behind
+    :class:`DPoPMiddleware` checks it locally, following the AS's TRL; the client calls it
+    in a loop, the token is revoked, the API answers 401 ``invalid_token`` within one
+    refresh of the follower, and a new token works. The time is printed, not asserted."""
+
+    async def scenario(client: httpx.AsyncClient, s: dict[str, Any]) -> None:
+        base = str(client.base_url).rstrip("/")
+        follower = TrlFollower(f"{base}/revoke/trl", *_rs_auth(s), interval=0.2)
+        verify = jwt_token_verifier_from_bundle(s["temp_bundle"], revoked=follower.is_revoked)
+        port = free_port(socket.SOCK_STREAM)
+        api_url = f"http://127.0.0.1:{port}"
+        api = DPoPMiddleware(
+            Starlette(routes=[Route("/whoami", _whoami)]), verify_token=verify, public_url=api_url
+        )
+        server = await start_uvicorn(api, port)
+        key = ECKey.generate_key("P-256")
+        auth, token_auth = DPoPAuth(key), DPoPAuth(key)  # at the API, at the AS
+
+        async def dpop_token() -> str:
+            """Basic client authentication, the key proven with DPoP (RFC 9449 §5)."""
+            basic = base64.b64encode(f"web-1:{s['web'].http_secret}".encode()).decode()
+            response = await client.post(
+                "/token",
+                data={"grant_type": "client_credentials", "audience": "temp", "scope": "read"},
+                headers={"Authorization": f"Basic {basic}"},
+                auth=token_auth,
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["token_type"] == "DPoP"
+            return str(response.json()["access_token"])
+
+        try:
+            async with following(follower), httpx.AsyncClient(base_url=api_url) as api_client:
+                auth.access_token = token = await dpop_token()
+                first = await api_client.get("/whoami", auth=auth)
+                assert first.status_code == 200, first.text
+                async with asyncio.timeout(WAIT):
+                    while follower.refreshes < 1:
+                        await asyncio.sleep(0.01)
+                started = time.monotonic()
+                await asyncio.to_thread(s["store"].revoke, _cti(s, token))
+                async with asyncio.timeout(WAIT):
+                    while True:
+                        reply = await api_client.get("/whoami", auth=auth)
+                        if reply.status_code != 200:
+                            break
+                refused = time.monotonic() - started
+                assert reply.status_code == 401, reply.text
+                assert 'error="invalid_token"' in reply.headers["www-authenticate"]
+                assert "revoked" in reply.headers["www-authenticate"]
+                auth.access_token = await dpop_token()  # the client starts over
+                again = await api_client.get("/whoami", auth=auth)
+                assert again.status_code == 200, again.text
+        finally:
+            await stop_uvicorn(*server)
+        print(f"\nDPoP JWT: revocation to the refused request {refused:.3f} s (refresh 0.2 s)")
 
     run_http_as(db_url, tmp_path, scenario)
