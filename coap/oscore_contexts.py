@@ -68,11 +68,18 @@ REPLAY_WINDOW = 32
 CREDENTIALS_PREFIX = ":keybound-rs:"
 
 
+#: aiocoap's AEAD algorithm objects by COSE algorithm number (aiocoap's registry is fixed).
+_AIOCOAP_AEADS: dict[int, Any] = {}
+for _alg in oscore.algorithms.values():
+    if isinstance(getattr(_alg, "value", None), int):
+        _AIOCOAP_AEADS.setdefault(_alg.value, _alg)
+
+
 def _aiocoap_algorithm(cose_id: int) -> Any:
-    for alg in oscore.algorithms.values():
-        if getattr(alg, "value", None) == cose_id:
-            return alg
-    raise ValueError(f"aiocoap lacks the OSCORE AEAD algorithm {cose_id}")
+    alg = _AIOCOAP_AEADS.get(cose_id)
+    if alg is None:
+        raise ValueError(f"aiocoap lacks the OSCORE AEAD algorithm {cose_id}")
+    return alg
 
 
 def credentials_key(recipient_id: bytes, id_context: bytes | None) -> str:

@@ -171,8 +171,12 @@ def _check_role(role: str) -> None:
 def kdf_info(
     id_: bytes, id_context: bytes | None, alg_aead: int, type_: Literal["Key", "IV"], length: int
 ) -> bytes:
-    """The CBOR ``info`` array [id, id_context, alg_aead, type, L] (RFC 8613 §3.2.1)."""
-    return cbor.dumps_ordered([id_, id_context, alg_aead, type_, length])
+    """The CBOR ``info`` array [id, id_context, alg_aead, type, L] (RFC 8613 §3.2.1).
+
+    An array of plain items holds no map to order, so the deterministic encoder
+    writes the bytes any CBOR encoder writes, without cbor2's encoder set-up.
+    """
+    return cbor.dumps([id_, id_context, alg_aead, type_, length])
 
 
 def _hkdf_expand(ctx: DerivedContext, info: bytes, length: int) -> bytes:
