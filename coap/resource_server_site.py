@@ -371,7 +371,8 @@ class ResourceServerSite:
             if outcome.delete:
                 self.writer.submit(self.writer.store.delete_contexts, list(outcome.delete))
             self.writer.submit(self._persist_token, outcome.persist, outcome.exi_mark)
-        log.info("token accepted in EDHOC EAD_3: %s", outcome.stored.verified.describe())
+        if log.isEnabledFor(logging.INFO):  # describe() is not free: only when logged
+            log.info("token accepted in EDHOC EAD_3: %s", outcome.stored.verified.describe())
         return outcome.stored
 
     async def post_token(self, payload: bytes, peer: str) -> aiocoap.Message:

@@ -14,11 +14,13 @@ import random
 
 import cbor2
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keybound.core import cbor
 from keybound.core.authz_info import AuthzInfoResponse
 from keybound.core.errors import InvalidScope
-from keybound.core.oscore_derivation import kdf_info
+from keybound.core.oscore_derivation import DerivedContext, derive_keys, kdf_info
 from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.resource_server import ResourceServer, RsPolicy
 from keybound.core.scope import ResourceScopes
@@ -59,6 +61,33 @@ def test_kdf_info_is_what_cbor2_writes() -> None:
         length = rng.choice([7, 13, 16, 32, 300])
         expected = cbor2.dumps([id_, id_context, alg, type_, length])
         assert kdf_info(id_, id_context, alg, type_, length) == expected  # type: ignore[arg-type]
+
+
+def test_one_extract_gives_the_keys_of_three_full_hkdfs() -> None:
+    """RFC 8613 §3.2.1 as written (HKDF three times) against one extract and three expands."""
+    rng = random.Random(45)
+    for _ in range(CASES // 3):
+        alg, key_bytes, iv_bytes = rng.choice([(10, 16, 13), (30, 16, 13), (1, 16, 12)])
+        ctx = DerivedContext(
+            master_secret=_bytes(rng, 1, 32),
+            master_salt=_bytes(rng, 0, 80),  # empty included: HKDF's zero salt
+            id_context=None if rng.random() < 0.5 else _bytes(rng, 0, 16),
+            sender_id=b"\x01" + _bytes(rng, 0, 5),
+            recipient_id=b"\x02" + _bytes(rng, 0, 5),
+            alg=alg,
+        )
+
+        def full(
+            id_: bytes, kind: str, length: int, c: DerivedContext = ctx, a: int = alg
+        ) -> bytes:
+            info = cbor2.dumps([id_, c.id_context, a, kind, length])
+            hkdf = HKDF(hashes.SHA256(), length, c.master_salt, info)
+            return hkdf.derive(c.master_secret)
+
+        keys = derive_keys(ctx)
+        assert keys.sender_key == full(ctx.sender_id, "Key", key_bytes)
+        assert keys.recipient_key == full(ctx.recipient_id, "Key", key_bytes)
+        assert keys.common_iv == full(b"", "IV", iv_bytes)
 
 
 def test_pop_key_ids_stay_what_they_were() -> None:
