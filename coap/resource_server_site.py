@@ -42,7 +42,6 @@ from typing import Any
 
 import aiocoap
 import aiocoap.resource
-from aiocoap import credentials
 from aiocoap.numbers.codes import Code
 
 from keybound.core import cbor
@@ -74,7 +73,12 @@ from .edhoc_responder import EdhocResponder, EdhocSession
 from .errors import error_response
 from .input_guards import StrictOscoreSiteWrapper, harden_message_decoding
 from .introspection import AsUnreachable, Introspector
-from .oscore_contexts import DEFAULT_SEQUENCE_CHUNK, ContextTable, DurableSecurityContext
+from .oscore_contexts import (
+    DEFAULT_SEQUENCE_CHUNK,
+    ContextTable,
+    DurableSecurityContext,
+    IndexedCredentialsMap,
+)
 from .profiles import ContextInstaller
 from .state_writer import RsStateStore, StateWriter
 
@@ -213,7 +217,8 @@ class ResourceServerSite:
         self.random = random
         self.max_payload = max_payload
         self.site = aiocoap.resource.Site()
-        self.server_credentials = credentials.CredentialsMap()
+        #: Server contexts, found by (kid, kid context) in a dict (RFC 8613 §8.2 step 2).
+        self.server_credentials = IndexedCredentialsMap()
         #: The OSCORE profile's security contexts of the stored tokens.
         self.contexts = ContextTable(
             self.server_credentials,
@@ -366,7 +371,8 @@ class ResourceServerSite:
             if outcome.delete:
                 self.writer.submit(self.writer.store.delete_contexts, list(outcome.delete))
             self.writer.submit(self._persist_token, outcome.persist, outcome.exi_mark)
-        log.info("token accepted in EDHOC EAD_3: %s", outcome.stored.verified.describe())
+        if log.isEnabledFor(logging.INFO):  # describe() is not free: only when logged
+            log.info("token accepted in EDHOC EAD_3: %s", outcome.stored.verified.describe())
         return outcome.stored
 
     async def post_token(self, payload: bytes, peer: str) -> aiocoap.Message:

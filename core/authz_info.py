@@ -77,6 +77,9 @@ _REQUEST_KEYS = frozenset(
     {AceParameter.ACCESS_TOKEN, AceParameter.NONCE1, AceParameter.ACE_CLIENT_RECIPIENTID}
 )
 _RESPONSE_KEYS = frozenset({AceParameter.NONCE2, AceParameter.ACE_SERVER_RECIPIENTID})
+#: A map of two items, then key 42 (nonce2); key 44 (ace_server_recipientId) sorts after it.
+_RESPONSE_HEAD = b"\xa2" + cbor.dumps(int(AceParameter.NONCE2))
+_SERVER_RECIPIENTID_KEY = cbor.dumps(int(AceParameter.ACE_SERVER_RECIPIENTID))
 
 
 @dataclass(frozen=True)
@@ -178,8 +181,18 @@ class AuthzInfoResponse:
         }
 
     def encode(self) -> bytes:
-        """The ``application/ace+cbor`` payload (deterministic CBOR)."""
-        return cbor.dumps(self.to_cbor_map())
+        """The ``application/ace+cbor`` payload (deterministic CBOR): ``{42: N2, 44: ID2}``.
+
+        Written head by head: a map of two, the keys in their deterministic order
+        (RFC 8949 §4.2.1), each value a byte string as :func:`keybound.core.cbor.dumps`
+        writes it; the same bytes as the map encoded whole.
+        """
+        return (
+            _RESPONSE_HEAD
+            + cbor.dumps(self.nonce2)
+            + _SERVER_RECIPIENTID_KEY
+            + cbor.dumps(self.server_recipient_id)
+        )
 
     @classmethod
     def from_cbor_map(cls, m: Mapping[object, object]) -> AuthzInfoResponse:

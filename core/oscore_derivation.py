@@ -17,7 +17,8 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.hmac import HMAC
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from . import cbor
 from .authz_info import (
@@ -171,37 +172,49 @@ def _check_role(role: str) -> None:
 def kdf_info(
     id_: bytes, id_context: bytes | None, alg_aead: int, type_: Literal["Key", "IV"], length: int
 ) -> bytes:
-    """The CBOR ``info`` array [id, id_context, alg_aead, type, L] (RFC 8613 §3.2.1)."""
-    return cbor.dumps_ordered([id_, id_context, alg_aead, type_, length])
+    """The CBOR ``info`` array [id, id_context, alg_aead, type, L] (RFC 8613 §3.2.1).
+
+    An array of plain items holds no map to order, so the deterministic encoder
+    writes the bytes any CBOR encoder writes, without cbor2's encoder set-up.
+    """
+    return cbor.dumps([id_, id_context, alg_aead, type_, length])
 
 
-def _hkdf_expand(ctx: DerivedContext, info: bytes, length: int) -> bytes:
-    kdf = HKDF(
-        algorithm=HKDF_HASHES[ctx.hkdf](),
-        length=length,
-        salt=ctx.master_salt,
-        info=info,
-    )
-    return kdf.derive(ctx.master_secret)
+def _hkdf_extract(ctx: DerivedContext) -> bytes:
+    """HKDF-Extract (RFC 5869 §2.2): PRK = HMAC-Hash(Master Salt, Master Secret).
+
+    The same for the three derivations of RFC 8613 §3.2.1 (each is HKDF with the
+    same salt and input keying material), so it is computed once.
+    """
+    mac = HMAC(ctx.master_salt, HKDF_HASHES[ctx.hkdf]())
+    mac.update(ctx.master_secret)
+    return mac.finalize()
+
+
+def _hkdf_expand(ctx: DerivedContext, prk: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-Expand (RFC 5869 §2.3) of ``prk`` to ``length`` bytes."""
+    return HKDFExpand(algorithm=HKDF_HASHES[ctx.hkdf](), length=length, info=info).derive(prk)
 
 
 def derive_keys(ctx: DerivedContext) -> DerivedKeys:
     """Sender Key, Recipient Key and Common IV by HKDF (RFC 8613 §3.2.1).
 
     The keys use the Sender/Recipient ID as ``id`` and the AEAD key length as ``L``;
-    the Common IV uses the empty ``id`` and the AEAD nonce length.
+    the Common IV uses the empty ``id`` and the AEAD nonce length. The three share
+    one HKDF-Extract (:func:`_hkdf_extract`).
     """
     aead = ctx.aead
+    prk = _hkdf_extract(ctx)
 
     def key(id_: bytes) -> bytes:
         info = kdf_info(id_, ctx.id_context, aead.id, "Key", aead.key_bytes)
-        return _hkdf_expand(ctx, info, aead.key_bytes)
+        return _hkdf_expand(ctx, prk, info, aead.key_bytes)
 
     iv_info = kdf_info(b"", ctx.id_context, aead.id, "IV", aead.iv_bytes)
     return DerivedKeys(
         sender_key=key(ctx.sender_id),
         recipient_key=key(ctx.recipient_id),
-        common_iv=_hkdf_expand(ctx, iv_info, aead.iv_bytes),
+        common_iv=_hkdf_expand(ctx, prk, iv_info, aead.iv_bytes),
     )
 
 

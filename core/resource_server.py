@@ -297,6 +297,7 @@ class ResourceServer:
         self.revoked: KnownHashes | None = None
         self.cnonces = CnonceCache(policy.cnonce_capacity, policy.cnonce_lifetime)
         self._keys: list[Key] = [*policy.token_keys, *policy.as_public_keys]
+        self._known_tokens: tuple[ResourceScopes, frozenset[str]] | None = None
 
     def declare(self, path: str, methods: Mapping[str, Iterable[str]]) -> None:
         """Declare which text scope tokens allow which method on ``path`` (adds to the policy)."""
@@ -396,13 +397,27 @@ class ResourceServer:
         if not table:
             return
         if isinstance(scope, TextScope):
-            known = {t for methods in table.values() for tokens in methods.values() for t in tokens}
-            if known.isdisjoint(scope.tokens):
+            if self._known_scope_tokens().isdisjoint(scope.tokens):
                 raise InvalidScope("no scope token of the token is known here", claim="scope")
         elif isinstance(scope, AifScope) and not any(
             e.path in table and e.permissions for e in scope.entries
         ):
             raise InvalidScope("no AIF entry of the token names a resource here", claim="scope")
+
+    def _known_scope_tokens(self) -> frozenset[str]:
+        """Every text scope token the RS's declarations name, gathered once per declaration.
+
+        Kept with the :class:`ResourceScopes` it was gathered from: a new declaration
+        (:meth:`declare`, or a new policy) is a new object and gathers them again.
+        """
+        resources = self.policy.resources
+        cached = self._known_tokens
+        if cached is None or cached[0] is not resources:
+            tokens = frozenset(
+                t for methods in resources.table.values() for ts in methods.values() for t in ts
+            )
+            cached = self._known_tokens = (resources, tokens)
+        return cached[1]
 
     def _check_sequence(self, verified: VerifiedToken) -> None:
         if verified.sequence is None:

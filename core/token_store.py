@@ -52,7 +52,7 @@ def pop_key_id(material: OscoreInputMaterial) -> bytes:
     key). It is a hash, so it can be stored and logged without revealing the secret.
     """
     parts = [material.id, material.context_id or b"", material.ms]
-    return hashlib.sha256(cbor.dumps_ordered(["keybound-pop-key", *parts])).digest()
+    return hashlib.sha256(cbor.dumps(["keybound-pop-key", *parts])).digest()
 
 
 @dataclass(frozen=True)

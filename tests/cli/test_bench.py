@@ -120,6 +120,7 @@ LOOPBACK_EXPECTED = {
         "oscore.rs_protected_get_rps",
         "oscore.bare_aiocoap_oscore_rps",
         "oscore.rs_get_rps_10000_contexts",
+        "oscore.rs_p99_200_clients_10000_contexts",
     ],
     "firmware": [
         "firmware.flow_ms",
@@ -131,7 +132,7 @@ LOOPBACK_EXPECTED = {
 }
 LOOPBACK_UNITS = {
     "as": {"tokens/s", "requests/s"},
-    "oscore": {"requests/s"},
+    "oscore": {"requests/s", "ms"},
     "firmware": {"ms", "bytes"},
 }
 MICROPYTHON = Path(sys.executable).parent / "micropython"
@@ -276,6 +277,10 @@ def test_loopback_baselines_are_named(loopback: dict[str, dict[str, Any]]) -> No
     assert loopback["oscore.bare_aiocoap_oscore_rps"]["baseline_name"] == "oscore.plain_get_rps"
     crowded = loopback["oscore.rs_get_rps_10000_contexts"]
     assert crowded["baseline_name"] == "oscore.rs_get_rps_few_contexts"
+    latency = loopback["oscore.rs_p99_200_clients_10000_contexts"]
+    assert latency["baseline_name"] == "oscore.rs_p99_200_clients_200_contexts"
+    assert latency["clock"] == "wall"
+    assert latency["rounds"] >= 5
     for f in loopback.values():
         if f["unit"] in ("tokens/s", "requests/s"):
             assert f["clock"] in ("thread_cpu", "process_cpu"), f["name"]

@@ -17,6 +17,11 @@ one event loop in this process:
   POSTed in process, then one client's over UDP), the clients' GETs going to
   the last ones installed, against the same RS holding the clients' contexts
   only.
+* latency at scale: :data:`CROWD` more clients, each with its own context and
+  socket, all sending at once (each :data:`CROWD_REQUESTS` GETs one after the
+  other) to the RS holding :data:`SCALE_CONTEXTS` contexts, against the same
+  clients sending to an RS holding their contexts only; the figure is the 99th
+  percentile of the wall-clock latencies of a round.
 
 The client's OSCORE context is the same class for every protected server
 (keybound's in-memory context), so the protected rates differ by the server
@@ -25,6 +30,9 @@ per second of the process's CPU time: ``oscore.rs_protected_get_rps`` against
 the bare aiocoap OSCORE server (a ratio below 1: keybound's RS is slower),
 ``oscore.bare_aiocoap_oscore_rps`` against the plain server and
 ``oscore.rs_get_rps_10000_contexts`` against the RS with few contexts.
+``oscore.rs_p99_200_clients_10000_contexts`` is timed in paired rounds too, on the
+wall clock (a latency is what a client waits), against
+``oscore.rs_p99_200_clients_200_contexts``.
 """
 
 from __future__ import annotations
@@ -35,9 +43,10 @@ import gc
 import itertools
 import json
 import os
+import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import aiocoap
@@ -64,13 +73,24 @@ from keybound.tools.bench.fixtures import (
     free_udp_port,
     sample_token,
 )
-from keybound.tools.bench.measure import REQUESTS_PER_SECOND, Figure, Group, Paired, Runner
+from keybound.tools.bench.measure import (
+    MILLISECONDS,
+    REQUESTS_PER_SECOND,
+    WALL,
+    Figure,
+    Group,
+    Measurement,
+    Paired,
+    Runner,
+    load_average,
+)
 from keybound.tools.bench.resource_server import drive, quiet_rs
 
 FIGURES = (
     "oscore.rs_protected_get_rps",
     "oscore.bare_aiocoap_oscore_rps",
     "oscore.rs_get_rps_10000_contexts",
+    "oscore.rs_p99_200_clients_10000_contexts",
 )
 CONCURRENCY = 8
 #: Clients, each with its own context, sharing the requests in flight.
@@ -78,6 +98,11 @@ CLIENTS = 4
 #: Contexts the RS holds for the scale figure.
 SCALE_CONTEXTS = 10_000
 PAYLOAD = b"21.50"
+#: Clients sending at once for the latency figure, and the GETs each sends per round.
+CROWD = 200
+CROWD_REQUESTS = 2
+#: The percentile of a round's latencies the latency figure reports.
+PERCENTILE = 99
 #: The RS's Recipient ID for the bare server (the RS picks its own).
 BARE_SERVER_ID = b"\x00"
 
@@ -218,10 +243,80 @@ async def _connect(clients: list[aiocoap.Context], rs_port: int, token_key: Key)
         client.client_credentials[f"coap://{HOST}:{rs_port}/*"] = client_oscore_context(derived)
 
 
+def _percentile(latencies: list[float]) -> float:
+    """The :data:`PERCENTILE` th percentile of ``latencies`` (exclusive method)."""
+    return statistics.quantiles(latencies, n=100)[PERCENTILE - 1]
+
+
+async def _crowd_round(clients: Sequence[aiocoap.Context], uri: str) -> float:
+    """Every client sends :data:`CROWD_REQUESTS` GETs to ``uri``, all clients at once;
+    the percentile of the latencies, in ms of wall time."""
+    latencies: list[float] = []
+
+    async def one(client: aiocoap.Context) -> None:
+        for _ in range(CROWD_REQUESTS):
+            start = time.perf_counter_ns()
+            response = await client.request(aiocoap.Message(code=aiocoap.GET, uri=uri)).response
+            latencies.append((time.perf_counter_ns() - start) / 1e6)
+            if response.code != aiocoap.CONTENT or response.payload != PAYLOAD:
+                raise RuntimeError(f"{uri}: {response.code} {response.payload!r}")
+
+    await asyncio.gather(*(one(client) for client in clients))
+    return _percentile(latencies)
+
+
+async def compare_latency(
+    clients: Sequence[aiocoap.Context], uri: str, baseline_uri: str, *, rounds: int
+) -> Paired:
+    """The latency percentile of ``clients`` at ``uri`` against ``baseline_uri``, paired.
+
+    One round of each warms up; then each round runs one crowd round on each side,
+    the order turning round by round; the same-round ratios are of the percentiles.
+    """
+    for where in (uri, baseline_uri):
+        await _crowd_round(clients, where)
+    sides: tuple[list[float], list[float]] = ([], [])
+    for r in range(rounds):
+        for side in (0, 1) if r % 2 == 0 else (1, 0):
+            sides[side].append(await _crowd_round(clients, (uri, baseline_uri)[side]))
+    return Paired(
+        Measurement.of_samples(sides[0]),
+        Measurement.of_samples(sides[1]),
+        tuple(a / b for a, b in zip(sides[0], sides[1], strict=True)),
+        WALL,
+        None,
+    )
+
+
+async def _crowd(runner: Runner, token_key: Key, crowded: ResourceServerSite, port: int) -> Paired:
+    """:data:`CROWD` clients, each with a context on ``crowded`` (already holding
+    :data:`SCALE_CONTEXTS` contexts) and on an RS holding theirs only, paired."""
+    few = resource_server((token_key,), capacity=CROWD)
+    few_port = free_udp_port()
+    await few.serve((HOST, few_port))
+    crowd = [await aiocoap.Context.create_client_context() for _ in range(CROWD)]
+    try:
+        await _connect(crowd, few_port, token_key)
+        await _connect(crowd, port, token_key)
+        runner.on_step("oscore.rs_p99_200_clients_10000_contexts")
+        pair = await compare_latency(
+            crowd,
+            f"coap://{HOST}:{port}/temp",
+            f"coap://{HOST}:{few_port}/temp",
+            rounds=runner.timer.rounds,
+        )
+    finally:
+        for client in crowd:
+            await client.shutdown()
+        await few.shutdown()
+    load = load_average()
+    return pair if load is None else dataclasses.replace(pair, load=load[0])
+
+
 async def _rates(runner: Runner, tmp: Path) -> dict[str, Paired]:
     token_key = Key.generate_symmetric(16, random_bytes=os.urandom, kid=b"rs1")
     rs = resource_server((token_key,))
-    crowded = resource_server((token_key,), capacity=SCALE_CONTEXTS + CLIENTS)
+    crowded = resource_server((token_key,), capacity=SCALE_CONTEXTS + CLIENTS + CROWD)
     ports = {name: free_udp_port() for name in ("rs", "crowded", "bare", "plain")}
     bare_credentials = CredentialsMap()
     pairs = [
@@ -266,6 +361,9 @@ async def _rates(runner: Runner, tmp: Path) -> dict[str, Paired]:
             "oscore.rs_get_rps_10000_contexts": await runner.compare_rates(
                 "oscore.rs_get_rps_10000_contexts", crowded_get, protected, concurrency=CONCURRENCY
             ),
+            "oscore.rs_p99_200_clients_10000_contexts": await _crowd(
+                runner, token_key, crowded, ports["crowded"]
+            ),
         }
     finally:
         for client in clients:
@@ -280,6 +378,10 @@ BASELINES = {
     "oscore.rs_protected_get_rps": "oscore.bare_aiocoap_oscore_rps",
     "oscore.bare_aiocoap_oscore_rps": "oscore.plain_get_rps",
     "oscore.rs_get_rps_10000_contexts": "oscore.rs_get_rps_few_contexts",
+    "oscore.rs_p99_200_clients_10000_contexts": "oscore.rs_p99_200_clients_200_contexts",
+}
+UNITS = dict.fromkeys(BASELINES, REQUESTS_PER_SECOND) | {
+    "oscore.rs_p99_200_clients_10000_contexts": MILLISECONDS
 }
 
 
@@ -287,29 +389,30 @@ def run(runner: Runner) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="keybound-bench-") as tmp:
         rates = asyncio.run(_rates(runner, Path(tmp)))
         gc.collect()  # aiocoap's file-backed context writes its sequence file when collected
-    return [
-        Figure.paired(name, rates[name], REQUESTS_PER_SECOND, BASELINES[name]) for name in FIGURES
-    ]
+    return [Figure.paired(name, rates[name], UNITS[name], BASELINES[name]) for name in FIGURES]
 
 
 GROUP = Group(
     name="oscore",
-    title="OSCORE GETs per second: keybound's RS, bare aiocoap OSCORE, plain CoAP",
+    title="OSCORE GETs: keybound's RS, bare aiocoap OSCORE, plain CoAP; 10,000 contexts",
     figures=FIGURES,
     run=run,
-    steps=4,
+    steps=5,
 )
 
 __all__ = [
     "BASELINES",
     "CLIENTS",
     "CONCURRENCY",
+    "CROWD",
+    "CROWD_REQUESTS",
     "FIGURES",
     "GROUP",
     "SCALE_CONTEXTS",
     "Temperature",
     "bare_oscore_pair",
     "bare_server_context",
+    "compare_latency",
     "establish",
     "resource_server",
     "temperature_site",
