@@ -35,7 +35,6 @@ map finds the context by ``(kid, kid context)`` in a dict and asks it alone.
 
 from __future__ import annotations
 
-import bisect
 import secrets
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeAlias
@@ -243,6 +242,10 @@ def oscore_lookup(item: object) -> OscoreLookup | str:
     return _ASKED
 
 
+class _Several(list[tuple[str, Any]]):
+    """The (label, item) pairs indexed under one (kid, kid context), in the map's order."""
+
+
 class IndexedCredentialsMap(credentials.CredentialsMap):  # type: ignore[misc]
     """A ``CredentialsMap`` whose :meth:`find_oscore` looks server contexts up in a dict.
 
@@ -257,81 +260,116 @@ class IndexedCredentialsMap(credentials.CredentialsMap):  # type: ignore[misc]
     The ``kid`` is sent in the clear, so the dict lookup reveals nothing the request
     did not carry.
 
-    An item's Recipient ID and ID Context must not change while it is in the map
-    (neither keybound's contexts nor aiocoap's EDHOC Responder context change them:
-    C_R is the Recipient ID from message_2 on). Every way of changing a dict
-    (``del``, ``pop``, ``update``, ``clear``, ...) keeps the index in step.
+    The index holds the item itself (no record per label): an item is found again
+    under its pair when it leaves. Two items under one pair, or any item whose
+    matcher is not known, take the slower, exact paths; keybound's contexts never
+    share a pair (the token store hands out distinct Recipient IDs). An item's
+    Recipient ID, ID Context and contextless kids must not change while it is in
+    the map (neither keybound's contexts nor aiocoap's EDHOC Responder context
+    change them: C_R is the Recipient ID from message_2 on). Every way of changing
+    a dict (``del``, ``pop``, ``update``, ``clear``, ...) keeps the index in step.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
-        #: (kid, kid context) -> (place in the map, label, item), in the map's order
-        self._index: dict[OscoreLookup, list[tuple[int, str, Any]]] = {}
-        #: items whose matcher is not known, by label, with their place in the map
-        self._asked: dict[str, tuple[int, Any]] = {}
-        #: label -> (place in the map, where it is indexed, its contextless kids)
-        self._placed: dict[str, tuple[int, OscoreLookup | str, frozenset[bytes]]] = {}
+        #: (kid, kid context) -> the one item indexed there, or :class:`_Several`
+        self._index: dict[OscoreLookup, Any] = {}
+        #: items whose matcher is not known, by label (asked in the map's order)
+        self._asked: dict[str, Any] = {}
+        #: the kids of contexts that take requests without a kid context, counted
         self._contextless: dict[bytes, int] = {}
-        self._next_place = 0
         self.update(*args, **kwargs)
 
     # -- the index --
 
-    def _add(self, label: str, item: Any, place: int) -> None:
+    def _add(self, label: str, item: Any) -> None:
+        """Index ``item``, already in the map under ``label``."""
         where = oscore_lookup(item)
-        kids: frozenset[bytes] = frozenset()
         if where == _ASKED:
-            self._asked[label] = (place, item)
-        elif not isinstance(where, str):
-            bisect.insort(self._index.setdefault(where, []), (place, label, item), key=_place)
-            kids = frozenset(item.find_all_used_contextless_oscore_kid())
-            for kid in kids:
-                self._contextless[kid] = self._contextless.get(kid, 0) + 1
-        self._placed[label] = (place, where, kids)
+            self._asked[label] = item
+            return
+        if isinstance(where, str):
+            return
+        held = self._index.get(where)
+        if held is None:
+            self._index[where] = item
+        else:  # a pair taken twice: kept in the map's order (found as aiocoap finds)
+            pairs = held if isinstance(held, _Several) else [(self._label_of(where, label), held)]
+            order = {name: n for n, name in enumerate(self)}
+            self._index[where] = _Several(
+                sorted([*pairs, (label, item)], key=lambda pair: order[pair[0]])
+            )
+        for kid in item.find_all_used_contextless_oscore_kid():
+            self._contextless[kid] = self._contextless.get(kid, 0) + 1
 
-    def _drop(self, label: str) -> int:
-        """Take ``label`` out of the index; its place in the map."""
-        place, where, kids = self._placed.pop(label)
+    def _label_of(self, where: OscoreLookup, other_than: str) -> str:
+        """The label of the one other item indexed under ``where`` (a rare, slow path)."""
+        for label, item in self.items():
+            if label != other_than and oscore_lookup(item) == where:
+                return str(label)
+        raise AssertionError("an indexed item is missing from the map")  # pragma: no cover
+
+    def _drop(self, label: str, item: Any) -> None:
+        """Take ``item``, no longer in the map under ``label``, out of the index."""
+        where = oscore_lookup(item)
         if where == _ASKED:
             del self._asked[label]
-        elif not isinstance(where, str):
-            held = [entry for entry in self._index[where] if entry[1] != label]
-            if held:
-                self._index[where] = held
+            return
+        if isinstance(where, str):
+            return
+        held = self._index[where]
+        if isinstance(held, _Several):
+            left = [pair for pair in held if pair[0] != label]
+            self._index[where] = left[0][1] if len(left) == 1 else _Several(left)
+        else:
+            del self._index[where]
+        for kid in item.find_all_used_contextless_oscore_kid():
+            count = self._contextless[kid] - 1
+            if count:
+                self._contextless[kid] = count
             else:
-                del self._index[where]
-            for kid in kids:
-                left = self._contextless[kid] - 1
-                if left:
-                    self._contextless[kid] = left
-                else:
-                    del self._contextless[kid]
-        return place
+                del self._contextless[kid]
 
     def indexed(self, kid: bytes, kid_context: bytes | None) -> list[Any]:
         """The items indexed under ``(kid, kid context)``, in the map's order."""
-        return [item for _at, _label, item in self._index.get((kid, kid_context), ())]
+        held = self._index.get((kid, kid_context))
+        if held is None:
+            return []
+        return [item for _label, item in held] if isinstance(held, _Several) else [held]
 
     # -- aiocoap's lookups --
 
     def find_oscore(self, unprotected: dict[int, Any]) -> Any:
         kid = unprotected.get(oscore.COSE_KID)
         kid_context = unprotected.get(oscore.COSE_KID_CONTEXT)
-        candidates: list[tuple[int, str, Any]] | tuple[()] = ()
+        held = None
         if isinstance(kid, bytes) and (kid_context is None or isinstance(kid_context, bytes)):
-            candidates = self._index.get((kid, kid_context), ())
-        if self._asked:  # none in keybound: asked in the map's order with the indexed ones
-            asked = [(place, label, item) for label, (place, item) in self._asked.items()]
-            candidates = sorted([*candidates, *asked], key=_place)
-        for _at, _label, item in candidates:
+            held = self._index.get((kid, kid_context))
+        if self._asked:  # none in keybound: every candidate asked in the map's order
+            candidates = [
+                item
+                for label, item in self.items()
+                if label in self._asked or (held is not None and self._holds(held, label, item))
+            ]
+        elif held is None:
+            candidates = []
+        else:
+            candidates = [item for _label, item in held] if isinstance(held, _Several) else [held]
+        for item in candidates:
             found = item.get_oscore_context_for(unprotected)
             if found is not None:
                 return found
         raise KeyError("no OSCORE context for this kid and kid context")
 
+    @staticmethod
+    def _holds(held: Any, label: str, item: Any) -> bool:
+        if isinstance(held, _Several):
+            return any(name == label for name, _item in held)
+        return held is item
+
     def find_all_used_contextless_oscore_kid(self) -> set[bytes]:
         used = set(self._contextless)
-        for _at, item in self._asked.values():
+        for item in self._asked.values():
             if hasattr(item, "find_all_used_contextless_oscore_kid"):
                 used |= item.find_all_used_contextless_oscore_kid()
         return used
@@ -340,16 +378,14 @@ class IndexedCredentialsMap(credentials.CredentialsMap):  # type: ignore[misc]
 
     def __setitem__(self, label: str, item: Any) -> None:
         if label in self:  # a dict keeps a replaced key in its place
-            place = self._drop(label)
-        else:
-            place = self._next_place
-            self._next_place += 1
+            self._drop(label, super().__getitem__(label))
         super().__setitem__(label, item)
-        self._add(label, item, place)
+        self._add(label, item)
 
     def __delitem__(self, label: str) -> None:
+        item = super().__getitem__(label)
         super().__delitem__(label)
-        self._drop(label)
+        self._drop(label, item)
 
     def pop(self, label: str, default: Any = _MISSING) -> Any:
         if label not in self:
@@ -357,12 +393,12 @@ class IndexedCredentialsMap(credentials.CredentialsMap):  # type: ignore[misc]
                 raise KeyError(label)
             return default
         item = super().pop(label)
-        self._drop(label)
+        self._drop(label, item)
         return item
 
     def popitem(self) -> tuple[str, Any]:
         label, item = super().popitem()
-        self._drop(label)
+        self._drop(label, item)
         return label, item
 
     def setdefault(self, label: str, default: Any = None) -> Any:
@@ -382,12 +418,7 @@ class IndexedCredentialsMap(credentials.CredentialsMap):  # type: ignore[misc]
         super().clear()
         self._index.clear()
         self._asked.clear()
-        self._placed.clear()
         self._contextless.clear()
-
-
-def _place(entry: tuple[int, str, Any]) -> int:
-    return entry[0]
 
 
 class ContextTable:

@@ -204,17 +204,18 @@ def derive_keys(ctx: DerivedContext) -> DerivedKeys:
     one HKDF-Extract (:func:`_hkdf_extract`).
     """
     aead = ctx.aead
+    alg, key_bytes, iv_bytes = aead.id, aead.key_bytes, aead.iv_bytes
     prk = _hkdf_extract(ctx)
 
     def key(id_: bytes) -> bytes:
-        info = kdf_info(id_, ctx.id_context, aead.id, "Key", aead.key_bytes)
-        return _hkdf_expand(ctx, prk, info, aead.key_bytes)
+        info = kdf_info(id_, ctx.id_context, alg, "Key", key_bytes)
+        return _hkdf_expand(ctx, prk, info, key_bytes)
 
-    iv_info = kdf_info(b"", ctx.id_context, aead.id, "IV", aead.iv_bytes)
+    iv_info = kdf_info(b"", ctx.id_context, alg, "IV", iv_bytes)
     return DerivedKeys(
         sender_key=key(ctx.sender_id),
         recipient_key=key(ctx.recipient_id),
-        common_iv=_hkdf_expand(ctx, prk, iv_info, aead.iv_bytes),
+        common_iv=_hkdf_expand(ctx, prk, iv_info, iv_bytes),
     )
 
 
