@@ -49,3 +49,12 @@ async def start_uvicorn(
 async def stop_uvicorn(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
     server.should_exit = True
     await task
+
+
+def assert_challenged(response: Any, scheme: str, description: str) -> None:
+    """A 401 whose ``WWW-Authenticate`` is ``scheme`` with ``invalid_token`` and ``description``."""
+    assert response.status_code == 401, response.text
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith(f"{scheme} "), challenge
+    assert 'error="invalid_token"' in challenge
+    assert description in challenge, challenge

@@ -44,7 +44,12 @@ from keybound.tools.http import (
 )
 from tests.helpers.authz import ISSUER, provision
 from tests.helpers.ports import free_port
-from tests.http.running import BackgroundLoop, start_uvicorn, stop_uvicorn
+from tests.http.running import (
+    BackgroundLoop,
+    assert_challenged,
+    start_uvicorn,
+    stop_uvicorn,
+)
 
 
 async def whoami(request: Request) -> JSONResponse:
@@ -112,11 +117,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def assert_refused(response: httpx.Response, description: str) -> None:
-    assert response.status_code == 401, response.text
-    challenge = response.headers["www-authenticate"]
-    assert challenge.startswith("PoP "), challenge
-    assert 'error="invalid_token"' in challenge
-    assert description in challenge, challenge
+    assert_challenged(response, "PoP", description)
 
 
 def signed_request(auth: HttpSignatureAuth, method: str, url: str, **kwargs: Any) -> httpx.Request:
