@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import socket
 import time
@@ -22,10 +23,6 @@ from typing import Any
 import httpx
 import pytest
 from joserfc.jwk import ECKey
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from keybound.core import jwt
 from keybound.core.http_signatures import RequestParts, SignatureParameters, sign_request
@@ -37,12 +34,10 @@ from keybound.tools.bundles import RsBundle, rs_bundle
 from keybound.tools.http import (
     DPoPAuth,
     HttpSignatureAuth,
-    InMemoryReplayCache,
     PoPMiddleware,
-    SignatureContext,
-    jwt_token_verifier_from_bundle,
 )
 from tests.helpers.authz import ISSUER, provision
+from tests.helpers.paths import ROOT
 from tests.helpers.ports import free_port
 from tests.http.running import (
     BackgroundLoop,
@@ -51,18 +46,14 @@ from tests.http.running import (
     stop_uvicorn,
 )
 
+EXAMPLE = re.compile(r"<!-- httpsig-example: ([\w-]+) -->\s*```python\n(.*?)```", re.DOTALL)
 
-async def whoami(request: Request) -> JSONResponse:
-    context: SignatureContext = request.state.keybound
-    body = await request.body()
-    return JSONResponse(
-        {
-            "key_id": context.key_id,
-            "components": list(context.signature.components),
-            "sub": context.claims["sub"],
-            "body": body.decode(),
-        }
-    )
+
+def documented_examples() -> dict[str, str]:
+    """The Python examples of the README's signature section, by name."""
+    found = dict(EXAMPLE.findall((ROOT / "README.md").read_text()))
+    assert set(found) == {"client", "api"}, sorted(found)
+    return found
 
 
 @dataclass
@@ -94,15 +85,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     issuer = store.get_issuer()
     setup["lamp_bundle"] = rs_bundle(lamp, issuer, as_base="coap://127.0.0.1:5683")
     bundle = RsBundle.from_json(setup["temp_bundle"])
+    bundle_path = where / "temp-rs.json"
+    bundle_path.write_text(json.dumps(setup["temp_bundle"]))
     as_port, api_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
     api_url = f"http://127.0.0.1:{api_port}"
-    api = PoPMiddleware(
-        Starlette(routes=[Route("/whoami", whoami, methods=["GET", "POST"])]),
-        verify_token=jwt_token_verifier_from_bundle(bundle),
-        public_url=api_url,
-        rs_token_keys=bundle.token_key,
-        replay_cache=InMemoryReplayCache(1024),
-    )
+    namespace: dict[str, Any] = {"__name__": "httpsig_example"}
+    with pytest.MonkeyPatch.context() as env:  # the README's API, as written
+        env.setenv("API_PUBLIC_URL", api_url)
+        env.setenv("KEYBOUND_RS_BUNDLE", str(bundle_path))
+        exec(compile(documented_examples()["api"], "README.md:httpsig-api", "exec"), namespace)
+    api = namespace["api"]
+    assert isinstance(api, PoPMiddleware)
     loop = BackgroundLoop()
     auth_server = RunningServer(store, http=("127.0.0.1", as_port), state_dir=where / "state")
     loop.run(auth_server.start())
@@ -293,3 +286,14 @@ def test_dpop_bound_token_with_the_pop_scheme_is_refused(world: World) -> None:
     auth = HttpSignatureAuth(fake_key, answer.json()["access_token"])
     response = httpx.get(f"{world.api_url}/whoami", auth=auth)
     assert_refused(response, "not bound to a symmetric key (no cnf.jwe)")
+
+
+def test_documented_client_example_runs(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("KEYBOUND_AS_URL", world.as_url)
+        env.setenv("API_PUBLIC_URL", world.api_url)
+        env.setenv("KEYBOUND_CLIENT_SECRET", world.setup["web"].http_secret)
+        code = compile(documented_examples()["client"], "README.md:httpsig-client", "exec")
+        exec(code, {"__name__": "httpsig_client"})
+    printed = capsys.readouterr().out
+    assert printed.startswith("200 ['@method', '@target-uri', 'authorization', 'content-digest']")
