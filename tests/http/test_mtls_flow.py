@@ -29,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from joserfc.jwk import ECKey
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -46,6 +47,8 @@ from keybound.tools.authz_server.server import RunningServer
 from keybound.tools.bundles import RsBundle
 from keybound.tools.http import (
     CertificateContext,
+    DPoPAuth,
+    HttpSignatureAuth,
     PoPMiddleware,
     TlsExtensionH11Protocol,
     jwt_token_verifier_from_bundle,
@@ -178,6 +181,10 @@ async def whoami(request: Request) -> JSONResponse:
     return JSONResponse({"x5t#S256": context.thumbprint, "sub": context.claims["sub"]})
 
 
+async def binding(request: Request) -> JSONResponse:
+    return JSONResponse({"context": type(request.state.keybound).__name__})
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     where = tmp_path_factory.mktemp("mtls")
@@ -222,11 +229,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     )
     routes = [Route("/whoami", whoami)]
     api_url = f"https://127.0.0.1:{api_port}"
-    api = PoPMiddleware(
-        Starlette(routes=routes),
+    api = PoPMiddleware(  # all three bindings at once
+        Starlette(routes=[Route("/whoami", whoami), Route("/any", binding)]),
         verify_token=jwt_token_verifier_from_bundle(bundle),
         public_url=api_url,
         client_certificate=tls_extension_certificate,
+        rs_token_keys=bundle.token_key,
     )
     header_url = f"http://127.0.0.1:{header_port}"
     header_api = PoPMiddleware(
@@ -435,3 +443,35 @@ def test_registration_round_trips_through_the_client_record() -> None:
     registration = TlsClientRegistration(method=PKI, san=("dns", "a.example"))
     assert TlsClientRegistration.decode(registration.encode()) == registration
     assert TlsClientRegistration.decode(b"\xa1\x01\x02") is None  # a CCS map is not one
+
+
+def test_one_middleware_takes_all_three_bindings(world: World) -> None:
+    """DPoP, a signature and a certificate, each against the real AS, at one API over TLS."""
+    basic = base64.b64encode(f"web-1:{world.setup['web'].http_secret}".encode()).decode()
+    form = {"grant_type": "client_credentials", "audience": "temp", "scope": "read"}
+    with world.client(None) as http:
+        dpop = DPoPAuth(ECKey.generate_key("P-256"))
+        answer = http.post(
+            f"{world.as_url}/token",
+            data=form,
+            headers={"Authorization": f"Basic {basic}"},
+            auth=dpop,
+        )
+        assert answer.status_code == 200, answer.text
+        dpop.access_token = answer.json()["access_token"]
+        assert http.get(f"{world.api_url}/any", auth=dpop).json() == {"context": "DPoPContext"}
+
+        answer = http.post(
+            f"{world.as_url}/token",
+            data={**form, "token_type": "pop"},
+            headers={"Authorization": f"Basic {basic}"},
+        )
+        assert answer.status_code == 200, answer.text
+        signed = HttpSignatureAuth.from_token_response(answer.json())
+        reply = http.get(f"{world.api_url}/any", auth=signed)
+        assert reply.json() == {"context": "SignatureContext"}
+
+    token = bound_token(world, "pki-1", world.pki)
+    with world.client(world.pki) as http:
+        reply = http.get(f"{world.api_url}/any", headers={"Authorization": f"Bearer {token}"})
+    assert reply.json() == {"context": "CertificateContext"}
