@@ -25,7 +25,9 @@ the bindings render:
 5. the PoP key (RFC 9200 §5.8.4.5, RFC 8747 §3): the client's public key
    (``req_cnf`` / ``key``), the thumbprint of a DPoP proof's key checked by
    the HTTP binding (``cnf.jkt``, RFC 9449 §5, §6.1; JWTs only, answered
-   with ``token_type`` ``DPoP``), OSCORE input material for the OSCORE
+   with ``token_type`` ``DPoP``), the thumbprint of the TLS client certificate
+   the client authenticated with (``cnf`` ``x5t#S256``, RFC 8705 §3; JWTs only,
+   answered with ``token_type`` ``Bearer``), OSCORE input material for the OSCORE
    profile (RFC 9203 §3.2), a fresh symmetric key, or, only when the AS is
    configured for it, a key pair the AS generates. Anything else is
    :class:`UnsupportedPopKey`. The ACE profile decides the key when the client
@@ -98,7 +100,7 @@ from .numbers.grant_types import GrantType
 from .numbers.token_types import TOKEN_TYPE_NAMES, TokenType
 from .oscore_material import OscoreInputMaterial
 from .scope import TextScope
-from .token import AccessToken, Cnf, CnfEncryptedKey, CnfJkt, CnfKey
+from .token import AccessToken, Cnf, CnfEncryptedKey, CnfJkt, CnfKey, CnfX5tS256
 
 __all__ = [
     "MAX_REQUEST_BYTES",
@@ -138,8 +140,14 @@ _DPOP = TOKEN_TYPE_NAMES["dpop"]
 
 
 def _token_type(token: AccessToken) -> str:
-    """``DPoP`` for a token bound with ``cnf.jkt`` (RFC 9449 §5, §6.2), else ``pop``."""
-    return _DPOP if isinstance(token.cnf, CnfJkt) else _POP
+    """``DPoP`` for a token bound with ``cnf.jkt`` (RFC 9449 §5, §6.2), ``Bearer`` for a
+    certificate-bound one (RFC 8705 §3: presented as a bearer token over mutual TLS),
+    else ``pop``."""
+    if isinstance(token.cnf, CnfJkt):
+        return _DPOP
+    if isinstance(token.cnf, CnfX5tS256):
+        return "Bearer"
+    return _POP
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,9 @@ class TokenRequest:
     dpop_jkt: str | None = None
     """The RFC 7638 thumbprint of a verified DPoP proof's key: the token is bound to it
     with ``cnf.jkt`` (RFC 9449 §5, §6.1). Set only by a binding that checked the proof."""
+    tls_x5t: str | None = None
+    """The ``x5t#S256`` of the TLS client certificate the client authenticated with
+    (RFC 8705 §2): the token is bound to it (§3.1). Set only by a binding that checked it."""
 
 
 @dataclass(frozen=True)
@@ -342,6 +353,7 @@ def parse_form_token_request(
     *,
     token_format: TokenFormat = _JWT,
     dpop_jkt: str | None = None,
+    tls_x5t: str | None = None,
 ) -> TokenRequest:
     """A form-encoded token request (RFC 6749 §4.4.2) with the PoP parameters of
     draft-ietf-oauth-pop-key-distribution §4 (``token_type=pop``, ``alg``, ``key``,
@@ -354,6 +366,11 @@ def parse_form_token_request(
     verified (RFC 9449 §5): the token is bound to that key, and the PoP
     parameters ``token_type``, ``alg`` and ``key``, which would name another
     key, are refused alongside it.
+
+    ``tls_x5t`` is the thumbprint of the TLS client certificate the client
+    authenticated with (RFC 8705 §2). Without a DPoP proof and without the PoP
+    parameters the token is bound to that certificate (§3); a client that asks
+    for a PoP key of another kind gets that one instead.
     """
     if dpop_jkt is not None:
         for name in ("token_type", "alg", "key"):
@@ -383,8 +400,11 @@ def parse_form_token_request(
             pop = "symmetric"
         else:
             raise UnsupportedPopKey(f"PoP algorithm {alg!r} is not supported", claim="alg")
-    elif dpop_jkt is None:
+    elif dpop_jkt is None and (tls_x5t is None or token_type is not None):
         pop = "symmetric"
+    bound_to_certificate = (
+        tls_x5t is not None and dpop_jkt is None and req_cnf is None and pop == "auto"
+    )
     client = form.get("client_id")
     if client is not None and client != client_id:
         raise InvalidClient("client_id does not match the authenticated client")
@@ -397,6 +417,7 @@ def parse_form_token_request(
         pop_key=pop,
         token_format=token_format,
         dpop_jkt=dpop_jkt,
+        tls_x5t=tls_x5t if bound_to_certificate else None,
     )
 
 
@@ -465,6 +486,8 @@ def _profile(rs: RsRecord, requested: int | None) -> int:
 
 
 def _check_pop_request(config: AuthzServerConfig, request: TokenRequest) -> None:
+    if request.tls_x5t is not None and request.token_format != _JWT:
+        raise InvalidRequest("a certificate-bound access token is a JWT (RFC 8705 §3.1)")
     if request.dpop_jkt is not None:
         if request.token_format != _JWT:
             raise InvalidRequest("a DPoP-bound access token is a JWT (RFC 9449 §6.1)")
@@ -560,6 +583,10 @@ def _pop_binding(
     if request.dpop_jkt is not None:
         return PopBinding(
             cnf=CnfJkt(request.dpop_jkt), encrypt=False, cnf_id=b64u_decode(request.dpop_jkt)
+        )
+    if request.tls_x5t is not None:
+        return PopBinding(
+            cnf=CnfX5tS256(request.tls_x5t), encrypt=False, cnf_id=b64u_decode(request.tls_x5t)
         )
     profile = as_profile(grant.profile)
     if profile is not None:

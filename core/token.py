@@ -77,6 +77,13 @@ class CnfJkt:
 
 
 @dataclass(frozen=True)
+class CnfX5tS256:
+    """The SHA-256 thumbprint of an X.509 client certificate (RFC 8705 §3.1, ``x5t#S256``)."""
+
+    x5t: str
+
+
+@dataclass(frozen=True)
 class CnfCkt:
     """A COSE key thumbprint (RFC 9679 §5.1)."""
 
@@ -102,7 +109,7 @@ class CnfKccs:
     ccs: bytes
 
 
-Cnf: TypeAlias = CnfKey | CnfEncryptedKey | CnfKid | CnfJkt | CnfCkt | CnfOsc | CnfKccs
+Cnf: TypeAlias = CnfKey | CnfEncryptedKey | CnfKid | CnfJkt | CnfX5tS256 | CnfCkt | CnfOsc | CnfKccs
 
 
 def _cnf_to_cwt(cnf: Cnf) -> dict[int, Any]:
@@ -123,6 +130,8 @@ def _cnf_to_cwt(cnf: Cnf) -> dict[int, Any]:
         return {int(CnfMethod.OSC): cnf.material.to_cbor_map()}
     if isinstance(cnf, CnfKccs):
         return {CNF_KCCS: cbor2.loads(cnf.ccs)}
+    if isinstance(cnf, CnfX5tS256):
+        raise UnsupportedConversion("a certificate thumbprint has no CWT cnf method", claim="cnf")
     raise UnsupportedConversion("a JWK thumbprint (jkt) has no CWT cnf method", claim="cnf")
 
 
@@ -171,6 +180,8 @@ def _cnf_to_jwt(cnf: Cnf) -> dict[str, Any]:
             raise UnsupportedConversion("a binary cnf kid has no JWT form", claim="cnf") from None
     if isinstance(cnf, CnfJkt):
         return {JwtCnfMethod.JKT: cnf.jkt}
+    if isinstance(cnf, CnfX5tS256):
+        return {JwtCnfMethod.X5T_S256: cnf.x5t}
     if isinstance(cnf, CnfOsc):
         return {"osc": cnf.material.to_dict()}
     if isinstance(cnf, CnfKccs):
@@ -200,6 +211,10 @@ def _cnf_from_jwt(value: Any) -> Cnf:
         if not isinstance(body, str) or len(b64u_decode(body)) != 32:
             raise InvalidClaim("cnf jkt must be a base64url SHA-256 thumbprint", claim="cnf")
         return CnfJkt(body)
+    if method == JwtCnfMethod.X5T_S256:
+        if not isinstance(body, str) or len(b64u_decode(body)) != 32:
+            raise InvalidClaim("cnf x5t#S256 must be a base64url SHA-256 thumbprint", claim="cnf")
+        return CnfX5tS256(body)
     if method == "osc":
         if not isinstance(body, dict):
             raise InvalidClaim("cnf osc must be an object", claim="cnf")
@@ -505,6 +520,8 @@ def describe_cnf(cnf: Cnf) -> dict[str, Any]:
         return {"method": "kid", "kid": cnf.kid.hex()}
     if isinstance(cnf, CnfJkt):
         return {"method": "jkt", "jkt": cnf.jkt}
+    if isinstance(cnf, CnfX5tS256):
+        return {"method": "x5t#S256", "x5t#S256": cnf.x5t}
     if isinstance(cnf, CnfCkt):
         return {"method": "ckt", "ckt": cnf.ckt.hex()}
     if isinstance(cnf, CnfKccs):
@@ -615,5 +632,6 @@ __all__ = [
     "CnfKey",
     "CnfKid",
     "CnfOsc",
+    "CnfX5tS256",
     "describe_cnf",
 ]

@@ -15,10 +15,11 @@ class CnfMethod(IntEnum):
 
 
 class JwtCnfMethod:
-    """JWT ``cnf`` member names (RFC 7800 §3.1, RFC 9449 §6.1)."""
+    """JWT ``cnf`` member names (RFC 7800 §3.1, RFC 9449 §6.1, RFC 8705 §3.1)."""
 
     JWK = "jwk"
     JWE = "jwe"
     KID = "kid"
     JKU = "jku"
     JKT = "jkt"
+    X5T_S256 = "x5t#S256"

@@ -36,7 +36,7 @@ from keybound.tools.bench.measure import (
 )
 from tests.helpers.require import require
 
-GROUPS = ("size", "codec", "dpop")
+GROUPS = ("size", "codec", "dpop", "httpsig")
 #: The stable names of the groups run here; renaming one breaks users' dashboards.
 EXPECTED = {
     "size": [
@@ -68,6 +68,7 @@ EXPECTED = {
         "codec.floor.jwt_verify",
     ],
     "dpop": ["dpop.verify", "dpop.create"],
+    "httpsig": ["httpsig.verify", "httpsig.sign"],
 }
 FIGURE_KEYS = {
     "name", "value", "unit", "baseline", "baseline_name", "ratio", "ratio_min", "ratio_max",
@@ -215,6 +216,7 @@ def test_ratios_read_against_floors_and_keybound(figures: dict[str, dict[str, An
             assert figures[f"codec.{op}.{peer}"]["baseline_name"] == f"codec.{op}.keybound"
     assert figures["codec.floor.verify"]["baseline_name"] == "ecdsa_p256.verify"
     assert figures["dpop.verify"]["baseline_name"] == "es256.verify"
+    assert figures["httpsig.verify"]["baseline_name"] == "hmac_sha256"
     assert figures["codec.jwt_sign.joserfc"]["baseline_name"] == "codec.jwt_sign.keybound"
     assert figures["size.cwt_over_jwt"]["baseline"] == figures["size.jwt_es256"]["value"]
 

@@ -19,9 +19,8 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,6 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-import uvicorn
 from joserfc.jwk import ECKey, OKPKey
 
 from keybound.core import jwt
@@ -47,6 +45,7 @@ from tests.helpers.paths import BIN, ROOT
 from tests.helpers.pg import database_url
 from tests.helpers.ports import free_port
 from tests.helpers.processes import wait_for_log
+from tests.http.running import BackgroundLoop, start_uvicorn, stop_uvicorn
 
 T = TypeVar("T")
 
@@ -58,40 +57,6 @@ def documented_examples() -> dict[str, str]:
     found = dict(EXAMPLE.findall((ROOT / "README.md").read_text()))
     assert set(found) == {"client", "api", "api-introspection"}, sorted(found)
     return found
-
-
-class BackgroundLoop:
-    """An asyncio loop in a daemon thread; :meth:`run` waits for a coroutine there."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
-
-async def start_uvicorn(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise OSError(f"the API on port {port} did not start")
-        await asyncio.sleep(0.01)
-    return server, task
-
-
-async def stop_uvicorn(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
-    server.should_exit = True
-    await task
 
 
 @dataclass

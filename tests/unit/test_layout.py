@@ -257,6 +257,7 @@ ALL_EXCEPTIONS: dict[str, tuple[str, str]] = {
     "keybound.tools.bench.authz_server": ("run", _BENCH),
     "keybound.tools.bench.codec": ("run", _BENCH),
     "keybound.tools.bench.dpop": ("run", _BENCH),
+    "keybound.tools.bench.http_sig": ("run", _BENCH),
     "keybound.tools.bench.firmware": ("run firmware_sources", _BENCH + "; the firmware's sources"),
     "keybound.tools.bench.oscore": ("run", _BENCH),
     "keybound.tools.bench.resource_server": ("run", _BENCH),
@@ -264,8 +265,8 @@ ALL_EXCEPTIONS: dict[str, tuple[str, str]] = {
     "keybound.tools.bench.startup": ("run", _BENCH),
     "keybound.tools.cli.app": ("demo_command key_generate main_callback package_version", _TYPER),
     "keybound.tools.cli.as_commands": (
-        "client_add client_rekey init list_all remove revoke rotate_key rs_add serve show "
-        "trl_command",
+        "client_add client_add_tls client_rekey init list_all remove revoke rotate_key rs_add "
+        "serve show trl_command",
         _TYPER,
     ),
     "keybound.tools.cli.device_commands": ("bundle_command flash_command", _TYPER),

@@ -12,7 +12,12 @@
   header), single use and, when configured, a server nonce (§8); a bad proof
   is 400 ``invalid_dpop_proof``, a missing or stale nonce 400
   ``use_dpop_nonce`` with ``DPoP-Nonce`` (see
-  :mod:`keybound.core.dpop_token_endpoint`). No refresh tokens are issued. A
+  :mod:`keybound.core.dpop_token_endpoint`). With a :class:`MutualTlsPolicy`
+  (HTTPS with client certificates) a client registered for mutual-TLS
+  authentication (RFC 8705 §2.1 PKI, §2.2 self-signed) authenticates with its
+  TLS certificate and ``client_id`` instead of Basic, and gets a JWT bound to
+  that certificate (``cnf`` ``x5t#S256``, ``token_type`` ``Bearer``, §3); a
+  bad certificate is 401 ``invalid_client``. No refresh tokens are issued. A
   :data:`TokenRequestHook` lets a deployment rewrite the parsed request
   before it is issued.
 * ``POST /introspect`` — RFC 7662, with ``cnf``. Callers authenticate with HTTP
@@ -22,7 +27,9 @@
   audience). The RS's token key is not a credential here: it is a different
   secret, stored hashed (scrypt), replaced on its own.
 * ``GET /.well-known/oauth-authorization-server`` — RFC 8414 §2, with
-  ``dpop_signing_alg_values_supported`` (RFC 9449 §5.1) and ``jwks_uri``.
+  ``dpop_signing_alg_values_supported`` (RFC 9449 §5.1), ``jwks_uri`` and, with
+  mutual TLS, ``tls_client_certificate_bound_access_tokens`` (RFC 8705 §3.3) and
+  the two TLS authentication methods (§2.1.1, §2.2.1).
 * ``GET /jwks`` — the AS's public signing key as a JWK Set (RFC 7517 §5), for
   resource servers that check JWT access tokens themselves.
 * ``GET /revoke/trl`` — the token revocation list (RFC 9770 §6) in
@@ -43,9 +50,11 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote_plus
 
+from cryptography import x509
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -59,7 +68,7 @@ from keybound.core.authz_server import (
     TokenRequest,
     parse_form_token_request,
 )
-from keybound.core.authz_store import AuthzStore, TrlStore, trl_requester
+from keybound.core.authz_store import AuthzStore, Client, TrlStore, trl_requester
 from keybound.core.dpop import DEFAULT_ALGS
 from keybound.core.dpop_token_endpoint import (
     DPoPTokenEndpointPolicy,
@@ -72,12 +81,15 @@ from keybound.core.errors import (
     PayloadTooLarge,
 )
 from keybound.core.numbers.trl import MEDIA_TYPE_ACE_TRL_CBOR, MEDIA_TYPE_CONCISE_PROBLEM_DETAILS
+from keybound.core.tls_client_auth import PKI, SELF_SIGNED, TlsClientRegistration
 from keybound.tools.http.errors import INTROSPECTION_RULES, TOKEN_ENDPOINT_RULES, render_http_error
 from keybound.tools.http.replay_cache import InMemoryReplayCache
+from keybound.tools.http.tls import tls_extension_certificate
 
 __all__ = [
     "DPOP_SIGNING_ALGS",
     "DPoPTokenEndpointPolicy",
+    "MutualTlsPolicy",
     "TokenRequestHook",
     "check_listen",
     "create_app",
@@ -98,10 +110,31 @@ says otherwise."""
 _FORM = "application/x-www-form-urlencoded"
 
 
+@dataclass(frozen=True)
+class MutualTlsPolicy:
+    """Mutual-TLS client authentication at the token endpoint (RFC 8705 §2).
+
+    The server must ask for client certificates (uvicorn ``ssl_cert_reqs``
+    ``CERT_OPTIONAL``, ``ssl_ca_certs`` trusting the PKI CAs and each
+    self-signed client certificate) and hand them over in the ASGI ``tls``
+    extension (:class:`keybound.tools.http.tls.TlsExtensionH11Protocol`).
+    ``trust_anchors`` are the CA certificates a PKI client's certificate must
+    chain to (§2.1); the leaf must be signed by one of them directly, since the
+    TLS layer hands over the client's certificate only.
+    """
+
+    trust_anchors: tuple[x509.Certificate, ...] = ()
+
+
 def metadata(
-    issuer: str, base_url: str, *, dpop_algs: Sequence[str] | None = None
+    issuer: str,
+    base_url: str,
+    *,
+    dpop_algs: Sequence[str] | None = None,
+    mutual_tls: bool = False,
 ) -> dict[str, Any]:
-    """Authorization server metadata (RFC 8414 §2; RFC 9449 §5.1 for DPoP)."""
+    """Authorization server metadata (RFC 8414 §2; RFC 9449 §5.1 for DPoP; RFC 8705 §2.1.1,
+    §2.2.1, §3.3 for mutual TLS)."""
     out: dict[str, Any] = {
         "issuer": issuer,
         "token_endpoint": f"{base_url}/token",
@@ -116,6 +149,10 @@ def metadata(
             DPOP_SIGNING_ALGS if dpop_algs is None else dpop_algs
         ),
     }
+    if mutual_tls:
+        out["token_endpoint_auth_methods_supported"] += [PKI, SELF_SIGNED]
+        out["token_types_supported"] = [*out["token_types_supported"], "Bearer"]
+        out["tls_client_certificate_bound_access_tokens"] = True
     return out
 
 
@@ -165,6 +202,7 @@ def create_app(
     clock: Callable[[], int] = lambda: int(time.time()),
     random_bytes: Callable[[int], bytes] = secrets.token_bytes,
     service: AuthzService | None = None,
+    mutual_tls: MutualTlsPolicy | None = None,
 ) -> Starlette:
     """The Starlette app.
 
@@ -176,6 +214,8 @@ def create_app(
     in an :class:`~keybound.tools.http.replay_cache.InMemoryReplayCache`. ``service`` answers the
     requests (one may be shared with the CoAP site); by default one on ``store``
     and ``config``. Store work runs in worker threads, off the event loop.
+    ``mutual_tls`` turns on client authentication with TLS certificates and
+    certificate-bound tokens (RFC 8705).
     """
     answering = service if service is not None else AuthzService(store, config)
     token_endpoint = f"{base_url.rstrip('/')}/token"
@@ -186,11 +226,19 @@ def create_app(
     async def token(request: Request) -> Response:
         headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
         try:
-            client_id, secret = _basic(request)
-            # scrypt and the database block: run them off the event loop.
-            client = await asyncio.to_thread(store.verify_client_secret, client_id, secret)
-            form = await _form(request)
             now = clock()
+            certificate = None if mutual_tls is None else tls_extension_certificate(request.scope)
+            x5t: str | None = None
+            if certificate is not None and "authorization" not in request.headers:
+                form = await _form(request)
+                client, x5t = await asyncio.to_thread(
+                    _tls_client, form.get("client_id"), certificate, now
+                )
+            else:
+                client_id, secret = _basic(request)
+                # scrypt and the database block: run them off the event loop.
+                client = await asyncio.to_thread(store.verify_client_secret, client_id, secret)
+                form = await _form(request)
             # The replay cache may be the database (tools.dpop_replay_cache): off the loop too.
             proof = await asyncio.to_thread(
                 check_token_request_proof,
@@ -201,7 +249,10 @@ def create_app(
                 now=now,
             )
             parsed = parse_form_token_request(
-                form, client.client_id, dpop_jkt=None if proof is None else proof.jkt
+                form,
+                client.client_id,
+                dpop_jkt=None if proof is None else proof.jkt,
+                tls_x5t=x5t,
             )
             if token_request_hook is not None:
                 parsed = await token_request_hook(request, parsed)
@@ -223,9 +274,24 @@ def create_app(
             record.client_id,
             record.audience,
             record.scope,
-            "" if proof is None else ", DPoP-bound",
+            ", DPoP-bound" if proof is not None else ", certificate-bound" if x5t else "",
         )
         return JSONResponse(response.to_json(), headers=headers)
+
+    def _tls_client(client_id: str | None, certificate: bytes, now: int) -> tuple[Client, str]:
+        """The client a TLS certificate authenticates (RFC 8705 §2) and the certificate's
+        ``x5t#S256``; ``client_id`` is required (§2)."""
+        assert mutual_tls is not None
+        if not client_id:
+            raise InvalidClient("client_id is required with TLS client authentication")
+        client = store.get_client(client_id)
+        registration = None if client is None else TlsClientRegistration.decode(client.credential)
+        if client is None or registration is None:
+            raise InvalidClient("client authentication failed")
+        x5t = registration.authenticate(
+            certificate, trust_anchors=mutual_tls.trust_anchors, now=now
+        )
+        return client, x5t
 
     def _caller(user: str, password: str) -> tuple[str, str]:
         if store.get_resource_server(user) is not None:
@@ -283,7 +349,12 @@ def create_app(
 
     async def well_known(request: Request) -> Response:
         return JSONResponse(
-            metadata(config.issuer, base_url.rstrip("/"), dpop_algs=dpop_policy.allowed_algs)
+            metadata(
+                config.issuer,
+                base_url.rstrip("/"),
+                dpop_algs=dpop_policy.allowed_algs,
+                mutual_tls=mutual_tls is not None,
+            )
         )
 
     async def jwks(request: Request) -> Response:

@@ -568,6 +568,8 @@ def serve(
     insecure: bool,
     public_url: str | None,
     dpop_nonce: bool,
+    mutual_tls: bool = False,
+    client_ca: Path | None = None,
 ) -> None:
     """Run the AS until Ctrl-C or SIGTERM (see :func:`run_authorization_server`)."""
     from keybound.tools.authz_server.server import run_authorization_server  # noqa: PLC0415
@@ -584,5 +586,7 @@ def serve(
                 insecure=insecure,
                 public_url=public_url,
                 dpop_nonce=dpop_nonce,
+                mutual_tls=mutual_tls,
+                client_ca=None if client_ca is None else os.fspath(client_ca),
             )
         )

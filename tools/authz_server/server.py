@@ -12,6 +12,7 @@ import contextlib
 import logging
 import secrets
 import signal
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -27,9 +28,11 @@ from keybound.core.authz_store import AuthzStore, TrlStore
 from keybound.core.dpop_state import NonceIssuer
 from keybound.core.dpop_token_endpoint import DPoPTokenEndpointPolicy
 from keybound.tools.authz_server.http import TokenRequestHook, check_listen, create_app
+from keybound.tools.authz_server.mutual_tls import mutual_tls_trust
 from keybound.tools.authz_server.provision import as_config
 from keybound.tools.authz_server.storage import SqlAuthzStore
 from keybound.tools.http.replay_cache import InMemoryReplayCache, SqlReplayCache
+from keybound.tools.http.tls import TlsExtensionH11Protocol
 from keybound.tools.server_ready import announce_ready, check_port_free, url_for
 
 __all__ = ["RunningServer", "default_state_dir", "run_authorization_server"]
@@ -58,6 +61,9 @@ class RunningServer:
     ``https://as.example.com``); it defaults to the listening address. DPoP
     proofs at the token endpoint must name ``{public_url}/token`` (RFC 9449
     §4.3). ``dpop`` sets nonces, replay cache and algorithms (RFC 9449 §5, §8).
+    ``mutual_tls`` (HTTPS only) asks for client certificates and lets clients
+    registered for it authenticate with them (RFC 8705 §2); ``client_ca`` is the
+    PEM file of the CAs PKI clients chain to (:mod:`~keybound.tools.authz_server.mutual_tls`).
     """
 
     store: AuthzStore
@@ -70,6 +76,8 @@ class RunningServer:
     token_request_hook: TokenRequestHook | None = None
     public_url: str | None = None
     dpop: DPoPTokenEndpointPolicy | None = None
+    mutual_tls: bool = False
+    client_ca: str | None = None
     _coap_context: aiocoap.Context | None = field(default=None, init=False, repr=False)
     _credentials: AsServerCredentials | None = field(default=None, init=False, repr=False)
     _uvicorn: uvicorn.Server | None = field(default=None, init=False, repr=False)
@@ -105,6 +113,19 @@ class RunningServer:
         if self.http is not None:
             host, port = self.http
             scheme = "https" if tls else "http"
+            tls_options: dict[str, Any] = {}
+            policy = None
+            if self.mutual_tls:
+                if not tls:
+                    raise ValueError("mutual TLS needs HTTPS: give a certificate and a key")
+                policy, trust = await asyncio.to_thread(
+                    mutual_tls_trust, self.store, self.client_ca, self.state_dir
+                )
+                tls_options = {
+                    "ssl_cert_reqs": ssl.CERT_OPTIONAL,
+                    "ssl_ca_certs": str(trust),
+                    "http": TlsExtensionH11Protocol,
+                }
             app = create_app(
                 self.store,
                 config,
@@ -112,6 +133,7 @@ class RunningServer:
                 token_request_hook=self.token_request_hook,
                 dpop=self.dpop,
                 service=service,
+                mutual_tls=policy,
             )
             uv_config = uvicorn.Config(
                 app,
@@ -121,6 +143,7 @@ class RunningServer:
                 ssl_keyfile=self.keyfile,
                 log_level="warning",
                 lifespan="off",
+                **tls_options,
             )
             self._uvicorn = uvicorn.Server(uv_config)
             self._http_task = asyncio.create_task(self._uvicorn.serve())
@@ -172,6 +195,8 @@ async def run_authorization_server(
     insecure: bool = False,
     public_url: str | None = None,
     dpop_nonce: bool = False,
+    mutual_tls: bool = False,
+    client_ca: str | None = None,
 ) -> None:
     """Serve until cancelled (Ctrl-C).
 
@@ -198,6 +223,8 @@ async def run_authorization_server(
         insecure=insecure,
         public_url=public_url,
         dpop=dpop,
+        mutual_tls=mutual_tls,
+        client_ca=client_ca,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,7 +1,7 @@
 """``keybound bench``: what keybound costs, each figure against a baseline from the same run.
 
 The groups live in their own modules (``bench_size``, ``bench_codec``,
-``bench_dpop``, ``bench_rs``, ``bench_as``, ``bench_oscore``,
+``bench_dpop``, ``bench_httpsig``, ``bench_rs``, ``bench_as``, ``bench_oscore``,
 ``bench_firmware``, ``bench_startup``); :data:`GROUPS` lists them in report order. To add a
 group, write a module with a :class:`~keybound.tools.bench.measure.Group`
 (stable figure names, a ``run`` function) and put it in :data:`GROUPS`, in
@@ -36,6 +36,9 @@ from keybound.tools.bench import (
     firmware as bench_firmware,
 )
 from keybound.tools.bench import (
+    http_sig as bench_httpsig,
+)
+from keybound.tools.bench import (
     oscore as bench_oscore,
 )
 from keybound.tools.bench import (
@@ -65,6 +68,7 @@ GROUPS: tuple[Group, ...] = (
     bench_size.GROUP,
     bench_codec.GROUP,
     bench_dpop.GROUP,
+    bench_httpsig.GROUP,
     bench_rs.GROUP,
     bench_as.GROUP,
     bench_oscore.GROUP,

@@ -269,6 +269,61 @@ def client_add(
         sys.stdout.write(f"{secret}\n")
 
 
+@client_app.command("add-tls")
+@_clean
+def client_add_tls(
+    name: Annotated[str, typer.Argument(help="client_id")],
+    audience: Annotated[str, typer.Option("--audience", help="resource server audience")],
+    scope: Annotated[list[str], typer.Option("--scope", help="a scope it may be given")],
+    self_signed: Annotated[
+        Path | None,
+        typer.Option(
+            "--self-signed", help="its self-signed certificate, PEM or DER (RFC 8705 §2.2)"
+        ),
+    ] = None,
+    subject_dn: Annotated[
+        str | None,
+        typer.Option("--subject-dn", help="PKI: its certificate's subject DN, RFC 4514 (§2.1)"),
+    ] = None,
+    san: Annotated[
+        str | None,
+        typer.Option("--san", help="PKI: a SAN of its certificate, dns=|uri=|ip=|email=VALUE"),
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register an HTTP client that authenticates with a TLS certificate (RFC 8705 §2).
+
+    Its tokens from the HTTPS token endpoint (``as serve --mtls``) are bound to
+    that certificate (``cnf`` ``x5t#S256``). A self-signed client is trusted by
+    a running AS after its restart.
+    """
+    from keybound.tools.authz_server.mutual_tls import (  # noqa: PLC0415 - import time
+        add_tls_client,
+        tls_registration,
+    )
+
+    try:
+        registration = tls_registration(
+            self_signed=None if self_signed is None else self_signed.read_bytes(),
+            subject_dn=subject_dn,
+            san=san,
+        )
+    except (OSError, ValueError) as err:
+        raise fail(f"cannot register the client: {err}") from None
+    with operations.open_store(db) as store:
+        client = add_tls_client(store, name, {audience: list(scope)}, registration)
+    row = {
+        **operations.client_row(client),
+        "tls_client_auth": registration.method,
+        "x5t#S256": registration.thumbprint,
+    }
+    if as_json:
+        _emit(row)
+    else:
+        console.print(f"client {name} added ({registration.method})")
+
+
 @client_app.command("rekey")
 @_clean
 def client_rekey(
@@ -486,6 +541,16 @@ def serve(
         bool,
         typer.Option("--dpop-nonce", help="require server nonces in DPoP proofs (RFC 9449 §8)"),
     ] = False,
+    mtls: Annotated[
+        bool,
+        typer.Option(
+            "--mtls", help="HTTPS: client certificates, certificate-bound tokens (RFC 8705)"
+        ),
+    ] = False,
+    client_ca: Annotated[
+        Path | None,
+        typer.Option("--client-ca", help="with --mtls: CA certificates (PEM) of PKI clients"),
+    ] = None,
     db: DbOption = None,
     log_level: LogLevelOption = "info",
 ) -> None:
@@ -499,6 +564,10 @@ def serve(
 
     if (cert is None) != (keyfile is None):
         raise fail("--cert and --keyfile go together")
+    if mtls and (cert is None or http is None):
+        raise fail("--mtls needs --http with --cert and --keyfile")
+    if client_ca is not None and not mtls:
+        raise fail("--client-ca needs --mtls")
     public = None if public_url is None else operations.check_public_url(public_url)
     coap_addr = operations.parse_address(coap, 5683) if coap else None
     http_addr = operations.parse_address(http, 8080) if http else None
@@ -518,6 +587,8 @@ def serve(
         insecure=insecure,
         public_url=public,
         dpop_nonce=dpop_nonce,
+        mutual_tls=mtls,
+        client_ca=client_ca,
     )
 
 

@@ -1,4 +1,4 @@
-"""DPoP for httpx clients (RFC 9449): a fresh proof on every request.
+"""Proof of possession for httpx clients: DPoP (RFC 9449) and HTTP message signatures (RFC 9421).
 
 :class:`DPoPAuth` is an :class:`httpx.Auth`; its ``auth_flow`` generator yields
 requests and receives responses, so one flow serves ``httpx.Client`` and
@@ -19,6 +19,17 @@ endpoint (§8) — the request is sent once more with a new proof carrying that
 nonce. Nonces are remembered per origin, since a nonce is only good at the
 server that issued it (§9), and the newest one seen in any response is used
 next (§8.2).
+
+:class:`HttpSignatureAuth` signs every request with the symmetric PoP key the
+AS returned in ``key`` (draft-ietf-oauth-pop-key-distribution §4.2), with
+``hmac-sha256`` (RFC 9421 §3.3.3) under the label ``sig``: it covers
+``@method``, ``@target-uri``, ``authorization`` and, when there is content,
+``content-digest`` (RFC 9530, ``sha-256``, added to the request), names the key
+in ``keyid``, and sets ``created`` and a fresh random ``nonce``; the token goes
+in ``Authorization: PoP <token>``::
+
+    answer = httpx.post(token_url, data={..., "token_type": "pop"}, auth=basic).json()
+    httpx.post(resource_url, json={...}, auth=HttpSignatureAuth.from_token_response(answer))
 """
 
 from __future__ import annotations
@@ -28,15 +39,18 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import Any
 
 import httpx
 from joserfc.jwk import ECKey, OKPKey
 
+from keybound.core.content_digest import content_digest
 from keybound.core.dpop import create_proof
+from keybound.core.http_signatures import RequestParts, SignatureParameters, sign_request
+from keybound.core.keys import Key, b64u_encode
 
-__all__ = ["DPoPAuth"]
+__all__ = ["DPoPAuth", "HttpSignatureAuth"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _USE_DPOP_NONCE = re.compile(r"""\berror\s*=\s*"?use_dpop_nonce"?""", re.IGNORECASE)
@@ -185,3 +199,68 @@ class DPoPAuth(httpx.Auth):
                 request = flow.send(response)
             except StopIteration:
                 break
+
+
+class HttpSignatureAuth(httpx.Auth):
+    """Sign every request with ``hmac-sha256`` (RFC 9421) and send the token as ``PoP``.
+
+    :param key: the symmetric PoP key the AS returned in ``key`` (a JWK with a
+        ``kid``, which is the signature's ``keyid``).
+    :param access_token: sent as ``Authorization: PoP <token>``.
+    :param clock: seconds since the epoch, for ``created``.
+    :param label: the signature's label in ``Signature-Input`` and ``Signature``.
+    """
+
+    requires_request_body = True  # the content is digested (RFC 9530) and covered
+
+    def __init__(
+        self,
+        key: Key | Mapping[str, Any],
+        access_token: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        label: str = "sig",
+    ) -> None:
+        pop_key = key if isinstance(key, Key) else Key.from_jwk(dict(key))
+        if not pop_key.is_symmetric or not pop_key.secret:
+            raise ValueError("HttpSignatureAuth needs the symmetric PoP key")
+        keyid = pop_key.to_jwk(include_private=True).get("kid")
+        if keyid is None:
+            raise ValueError("the PoP key has no kid to name it by in keyid")
+        self._secret = pop_key.secret
+        self.keyid = keyid
+        self.access_token = access_token
+        self.clock = clock
+        self.label = label
+
+    @classmethod
+    def from_token_response(
+        cls, answer: Mapping[str, Any], *, clock: Callable[[], float] = time.time
+    ) -> HttpSignatureAuth:
+        """From the AS's JSON token response: ``access_token`` and the ``key`` it made."""
+        key = answer.get("key")
+        token = answer.get("access_token")
+        if not isinstance(key, Mapping) or not isinstance(token, str):
+            raise ValueError("the token response has no symmetric key and access token")
+        return cls(key, token, clock=clock)
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Add Content-Digest, Authorization, Signature-Input and Signature; send once."""
+        body = request.content
+        components = ["@method", "@target-uri", "authorization"]
+        if body:
+            request.headers["Content-Digest"] = content_digest(body)
+            components.append("content-digest")
+        request.headers["Authorization"] = f"PoP {self.access_token}"
+        parts = RequestParts.from_pairs(
+            request.method, str(request.url), request.headers.multi_items()
+        )
+        parameters = SignatureParameters(
+            created=int(self.clock()), keyid=self.keyid, nonce=b64u_encode(secrets.token_bytes(16))
+        )
+        signature_input, signature = sign_request(
+            parts, self._secret, components, parameters, label=self.label
+        )
+        request.headers["Signature-Input"] = signature_input
+        request.headers["Signature"] = signature
+        yield request

@@ -12,7 +12,8 @@ differently is what their RFCs say, held as data in :class:`HttpErrorRules`:
   :data:`TOKEN_ENDPOINT_RULES`, :data:`INTROSPECTION_RULES`;
 - a resource server (RFC 6750 §3, RFC 9449 §7.1): a resource access error code
   (:data:`keybound.core.errors.CHALLENGE_STATUS`) gets that code's status and a
-  ``DPoP`` challenge with ``error`` and ``error_description``; a request without
+  challenge of the scheme the request used (``DPoP``, ``PoP`` or ``Bearer``) with
+  ``error`` and ``error_description``; a request without
   credentials gets the challenge without them and no body (RFC 6750 §3.1); other
   codes (a 503 of a full or unreachable store) keep their own status and go in the
   JSON body only: :func:`resource_server_rules`.
@@ -114,15 +115,19 @@ TOKEN_ENDPOINT_RULES = HttpErrorRules(
 INTROSPECTION_RULES = HttpErrorRules(challenged=frozenset({InvalidClient.error}), realm="keybound")
 
 
-def resource_server_rules(*, realm: str | None, algs: Collection[str]) -> HttpErrorRules:
-    """A DPoP resource server's rules (RFC 6750 §3.1, RFC 9449 §7.1)."""
+def resource_server_rules(
+    *, realm: str | None, algs: Collection[str] | None, scheme: str = "DPoP"
+) -> HttpErrorRules:
+    """A resource server's rules (RFC 6750 §3.1, RFC 9449 §7.1) for one authentication
+    scheme: ``DPoP``, ``PoP`` (HTTP message signatures) or ``Bearer`` (certificate-bound
+    tokens, RFC 8705 §3); ``algs`` None leaves the challenge's ``algs`` out."""
     return HttpErrorRules(
         statuses=CHALLENGE_STATUS,
         challenged=frozenset(CHALLENGE_STATUS),
-        scheme="DPoP",
+        scheme=scheme,
         realm=realm,
         describe=True,
-        algs=tuple(algs),
+        algs=None if algs is None else tuple(algs),
     )
 
 
