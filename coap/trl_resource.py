@@ -57,8 +57,15 @@ def _requester(request: aiocoap.Message) -> str | None:
 class TrlResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
     """``/revoke/trl`` for registered devices, with full and diff queries and Observe."""
 
-    def __init__(self, store: TrlStore, *, clock: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        store: TrlStore,
+        *,
+        clock: Callable[[], int] | None = None,
+        max_observers: int = MAX_OBSERVERS,
+    ) -> None:
         super().__init__()
+        self.max_observers = max_observers
         self.store = store
         self.clock = clock or (lambda: int(time.time()))
         self._observers: dict[Any, str] = {}
@@ -96,7 +103,7 @@ class TrlResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
 
     async def add_observation(self, request: aiocoap.Message, serverobservation: Any) -> None:
         requester = _requester(request)
-        if requester is None or len(self._observers) >= MAX_OBSERVERS:
+        if requester is None or len(self._observers) >= self.max_observers:
             return  # answered once, without Observe
         self._observers[serverobservation] = requester
         if requester not in self._marks:

@@ -19,10 +19,12 @@ from keybound.coap.authz_service import AuthzService
 from keybound.coap.client import CoapAceClient, Endpoints, client_context
 from keybound.coap.resource_server_site import ResourceServerSite
 from keybound.coap.trl_watcher import TrlWatcher, watching
-from keybound.core import trl
+from keybound.core import cbor, trl
 from keybound.core.authz_info import AuthzInfoRequest
 from keybound.core.authz_server import TokenRequest
+from keybound.core.authz_store import IssuedToken
 from keybound.core.client_flow import AceClient
+from keybound.core.errors import KeyboundError
 from keybound.tools.authz_server.provision import as_config
 from keybound.tools.authz_server.server import RunningServer
 from keybound.tools.authz_server.storage import SqlAuthzStore
@@ -210,8 +212,13 @@ class _World:
 
 
 @contextlib.asynccontextmanager
-async def _world(workdir: Path, limits: trl.TrlLimits | None = None) -> AsyncIterator[_World]:
-    """An AS and an RS observing its TRL, in this process over UDP, for the block."""
+async def _world(
+    workdir: Path,
+    limits: trl.TrlLimits | None = None,
+    before: Callable[[SqlAuthzStore, RsConfig], None] | None = None,
+) -> AsyncIterator[_World]:
+    """An AS and an RS observing its TRL, in this process over UDP, for the block;
+    ``before`` changes the AS database before either starts."""
     as_port, rs_port = free_udp_port(), free_udp_port()
     rs_toml, _device = provision(workdir, as_port, rs_port)
     rs_toml.write_text(rs_toml.read_text() + '[trl]\nmode = "observe"\n')
@@ -219,6 +226,8 @@ async def _world(workdir: Path, limits: trl.TrlLimits | None = None) -> AsyncIte
     store = SqlAuthzStore.open(f"sqlite:///{workdir / 'as.db'}")
     if limits is not None:
         store.trl_limits = limits
+    if before is not None:
+        before(store, config)
     site = build_site(config)
     coap = await aiocoap.Context.create_client_context()
     watcher = attach_trl_watcher(site, config)
@@ -297,3 +306,78 @@ def test_observation_keeps_up_beyond_max_diff_batch_and_with_bursts(tmp_path: Pa
     seen = run(_many_scenario(tmp_path), 120)
     assert seen["known"] == 9
     assert seen["burst_queries"] in (1, 2)  # the gap is caught up from the cursor
+
+
+async def _lost_history_scenario(workdir: Path) -> dict[str, object]:
+    """The AS keeps MAX_N = 2 updates per device; the RS misses three while offline."""
+    async with _world(workdir, trl.TrlLimits(max_n=2, max_diff_batch=2)) as w:
+        w.watcher.reregister = 0.5
+        site, store, watcher = w.site, w.store, w.watcher
+        await _post_tokens(w.service, w.coap, w.config, w.rs_port, 4)
+        await w.until(lambda: watcher.observing)
+        first, *others = store.list_tokens("sensor-1")
+        store.revoke(first.cti)
+        await w.until(lambda: len(site.rs.store) == 3)
+        await w.authz.stop()
+        for record in others:  # three updates: the one after the RS's cursor is gone
+            store.revoke(record.cti)
+        before = (watcher.full_queries, watcher.diff_queries)
+        w.authz = w.new_as()
+        await w.authz.start()
+        await w.until(lambda: not len(site.rs.store))
+        return {
+            "full": watcher.full_queries - before[0],
+            "diff": watcher.diff_queries - before[1],
+            "known": len(watcher.known),
+        }
+
+
+def test_beyond_the_history_kept_the_rs_catches_up_with_a_full_query(tmp_path: Path) -> None:
+    """The bound on the history for diff queries (MAX_N): a cursor older than what the AS
+    keeps gets ``cursor`` null and ``more`` true, and the RS asks a full query (§8.2.3)."""
+    seen = run(_lost_history_scenario(tmp_path), 120)
+    assert seen["known"] == 4
+    assert seen["diff"] >= 1  # from its cursor first
+    assert seen["full"] == 1  # then the whole list, once
+
+
+LARGE = 1000
+
+
+def _revoked_elsewhere(store: SqlAuthzStore, config: RsConfig) -> None:
+    """``LARGE`` revoked tokens of sensor-1 for this RS (hashes only: never posted)."""
+    now = int(time.time())
+    for n in range(LARGE):
+        cti = b"large-%d" % n
+        store.record_token(
+            IssuedToken(
+                cti=cti, client_id="sensor-1", audience=config.bundle.audience,
+                scope="temp.read", format="cwt", iat=now, exp=now + 3600,
+                token_hash=trl.response_token_hash(cti),
+            )
+        )  # fmt: skip
+        store.revoke(cti, now=now)
+
+
+async def _large_scenario(workdir: Path) -> dict[str, object]:
+    async with _world(workdir, before=_revoked_elsewhere) as w:
+        await w.until(lambda: w.watcher.observing)
+        seen: dict[str, object] = {"known": len(w.watcher.known), "full": w.watcher.full_queries}
+        too_large = cbor.dumps({0: [bytes(33)] * (trl.MAX_RESPONSE_BYTES // 35 + 1), 2: 0})
+        try:
+            w.watcher.apply(too_large)
+        except KeyboundError as exc:
+            seen["refused"] = exc.description
+        seen["known_after"] = len(w.watcher.known)
+        return seen
+
+
+def test_a_large_trl_reaches_the_rs_and_a_too_large_answer_is_refused(tmp_path: Path) -> None:
+    """The TRL's size: 1000 hashes for one RS come in one full query (about 35 KB, CoAP
+    block-wise under OSCORE); an answer above MAX_RESPONSE_BYTES is refused and what the
+    RS knew stays."""
+    seen = run(_large_scenario(tmp_path), 180)
+    assert seen["known"] == LARGE
+    assert seen["full"] == 1
+    assert "exceeds" in str(seen["refused"])
+    assert seen["known_after"] == LARGE
