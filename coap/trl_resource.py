@@ -62,10 +62,10 @@ class TrlResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
         store: TrlStore,
         *,
         clock: Callable[[], int] | None = None,
-        max_observers: int = MAX_OBSERVERS,
+        max_observers: int | None = None,
     ) -> None:
         super().__init__()
-        self.max_observers = max_observers
+        self.max_observers = MAX_OBSERVERS if max_observers is None else max_observers
         self.store = store
         self.clock = clock or (lambda: int(time.time()))
         self._observers: dict[Any, str] = {}

@@ -46,6 +46,9 @@ RETRY = 1.0
 RETRY_MAX = 60.0
 #: seconds an observation is trusted before it is registered again (after a catch-up)
 REREGISTER = 60.0
+#: seconds between diff queries while the AS answers without keeping the observation
+#: (it holds as many as it will: RFC 7641 §4.1)
+UNOBSERVED_POLL = 5.0
 #: the query observed: the newest update in each notification (see observe_once)
 OBSERVE_QUERY = ("diff=1",)
 
@@ -78,6 +81,9 @@ class TrlWatcher:
         #: an observation is registered and answered (logged when it starts, not at
         #: each registration again)
         self.observing = False
+        #: the AS answered the last registration without Observe
+        self.unobserved = False
+        self.unobserved_poll = UNOBSERVED_POLL
         # Tokens restored from the state file that were listed before a restart go now,
         # before the AS is reached again.
         self._purge(known)
@@ -164,7 +170,7 @@ class TrlWatcher:
             self.known.cursor = before
             await self.catch_up()
 
-    async def observe_once(self) -> None:
+    async def observe_once(self) -> bool:
         """Catch up, then observe diff notifications until the observation ends or
         ``reregister`` seconds have passed (an AS that restarted meanwhile has lost the
         observation without telling: RFC 7641 §3.3.1, register again).
@@ -173,13 +179,25 @@ class TrlWatcher:
         of this RS's part, whatever the AS's MAX_DIFF_BATCH (with ``diff=0`` an AS
         holding more than MAX_DIFF_BATCH updates would answer the eldest ones, §8.2.2);
         what came between two notifications is caught up with a diff query from the
-        cursor."""
+        cursor.
+
+        Returns False when the AS answered without Observe (it keeps no more
+        observations): the caller asks again later."""
         await self.catch_up()
         coap = await self._client()
         request = coap.request(self._request(OBSERVE_QUERY, True))
         try:
             first = await asyncio.wait_for(request.response, TIMEOUT)
             await self._take_notification(self._payload(first))
+            if first.opt.observe is None:
+                if self.observing or not self.unobserved:
+                    log.warning(
+                        "the AS keeps no more observations: asking every %g s",
+                        self.unobserved_poll,
+                    )
+                self.observing, self.unobserved = False, True
+                return False
+            self.unobserved = False
             if not self.observing:
                 log.info("observing the token revocation list (cursor %s)", self.known.cursor)
                 self.observing = True
@@ -187,6 +205,7 @@ class TrlWatcher:
                 async with asyncio.timeout(self.reregister):
                     async for notification in request.observation:
                         await self._take_notification(self._payload(notification))
+            return True
         finally:
             if not request.observation.cancelled:
                 request.observation.cancel()
@@ -198,8 +217,10 @@ class TrlWatcher:
         while True:
             try:
                 if poll is None:
-                    await self.observe_once()
+                    observed = await self.observe_once()
                     delay = RETRY
+                    if not observed:
+                        await asyncio.sleep(self.unobserved_poll)
                     continue  # time to register again: at once
                 await self.catch_up()
                 delay = RETRY

@@ -381,3 +381,34 @@ def test_a_large_trl_reaches_the_rs_and_a_too_large_answer_is_refused(tmp_path: 
     assert seen["full"] == 1
     assert "exceeds" in str(seen["refused"])
     assert seen["known_after"] == LARGE
+
+
+async def _unobserved_scenario(workdir: Path) -> dict[str, object]:
+    async with _world(workdir) as w:
+        w.watcher.unobserved_poll = 0.1
+        site, watcher = w.site, w.watcher
+        await _post_tokens(w.service, w.coap, w.config, w.rs_port, 1)
+        await w.until(lambda: watcher.unobserved)
+        (record,) = w.store.list_tokens("sensor-1")
+        w.store.revoke(record.cti)
+        await w.until(lambda: not len(site.rs.store))
+        asked = watcher.full_queries + watcher.diff_queries
+        await w.until(lambda: watcher.full_queries + watcher.diff_queries > asked)
+        return {"observing": watcher.observing, "asked": asked}
+
+
+def test_past_the_observer_bound_the_rs_asks_at_intervals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An AS that keeps no more observations (MAX_OBSERVERS, here 0) answers without
+    Observe: the RS says so once and asks again every ``unobserved_poll`` seconds, and a
+    revocation still reaches it."""
+    from keybound.coap import trl_resource
+
+    monkeypatch.setattr(trl_resource, "MAX_OBSERVERS", 0)
+    caplog.set_level("INFO", logger="keybound")
+    seen = run(_unobserved_scenario(tmp_path), 90)
+    assert seen["observing"] is False
+    assert seen["asked"] >= 2  # asked again at intervals, and it goes on asking
+    warned = [r.getMessage() for r in caplog.records if r.name == "keybound.rs.trl"]
+    assert warned == ["the AS keeps no more observations: asking every 0.1 s"]
