@@ -104,7 +104,11 @@ class TrlResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
     async def add_observation(self, request: aiocoap.Message, serverobservation: Any) -> None:
         requester = _requester(request)
         if requester is None or len(self._observers) >= self.max_observers:
-            return  # answered once, without Observe
+            # answered once, without Observe (aiocoap wants every observation accepted,
+            # then deregistered before the answer, to end it cleanly)
+            serverobservation.accept(lambda: None)
+            serverobservation.deregister()
+            return
         self._observers[serverobservation] = requester
         if requester not in self._marks:
             marks = await asyncio.to_thread(self.store.trl_marks, [requester])
