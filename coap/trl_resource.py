@@ -57,8 +57,15 @@ def _requester(request: aiocoap.Message) -> str | None:
 class TrlResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
     """``/revoke/trl`` for registered devices, with full and diff queries and Observe."""
 
-    def __init__(self, store: TrlStore, *, clock: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        store: TrlStore,
+        *,
+        clock: Callable[[], int] | None = None,
+        max_observers: int | None = None,
+    ) -> None:
         super().__init__()
+        self.max_observers = MAX_OBSERVERS if max_observers is None else max_observers
         self.store = store
         self.clock = clock or (lambda: int(time.time()))
         self._observers: dict[Any, str] = {}
@@ -96,8 +103,12 @@ class TrlResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
 
     async def add_observation(self, request: aiocoap.Message, serverobservation: Any) -> None:
         requester = _requester(request)
-        if requester is None or len(self._observers) >= MAX_OBSERVERS:
-            return  # answered once, without Observe
+        if requester is None or len(self._observers) >= self.max_observers:
+            # answered once, without Observe (aiocoap wants every observation accepted,
+            # then deregistered before the answer, to end it cleanly)
+            serverobservation.accept(lambda: None)
+            serverobservation.deregister()
+            return
         self._observers[serverobservation] = requester
         if requester not in self._marks:
             marks = await asyncio.to_thread(self.store.trl_marks, [requester])

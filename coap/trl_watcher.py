@@ -1,6 +1,6 @@
 """The RS follows the AS's token revocation list (RFC 9770) over CoAP and OSCORE.
 
-:class:`TrlWatcher` observes ``GET /revoke/trl?diff=0`` at the AS over the RS's OSCORE
+:class:`TrlWatcher` observes ``GET /revoke/trl?diff=1`` at the AS over the RS's OSCORE
 context with the AS (the one introspection uses; one context object, so its sequence
 numbers are never reused). On each answer it takes the hashes into the site's
 :class:`~keybound.core.trl.KnownHashes` (a token whose hash is known is refused at
@@ -12,9 +12,9 @@ Coming back after being offline, it asks a diff query from its cursor first (§8
 catching up in one exchange when nothing was lost), a full query when the AS says
 updates were lost or it has no cursor (:func:`keybound.core.trl.catch_up`), and then
 observes again. Where Observe is not wanted, :meth:`TrlWatcher.run` with ``poll``
-asks the same diff queries every ``poll`` seconds instead (``[trl] mode = "poll"``). While the
-AS cannot be reached it keeps what it knows and tries again (§10: no conclusion is
-drawn).
+asks the same diff queries every ``poll`` seconds instead (``[trl] mode = "poll"``).
+While the AS cannot be reached it keeps what it knows and tries again (§10: no
+conclusion is drawn).
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ RETRY = 1.0
 RETRY_MAX = 60.0
 #: seconds an observation is trusted before it is registered again (after a catch-up)
 REREGISTER = 60.0
+#: seconds between diff queries while the AS answers without keeping the observation
+#: (it holds as many as it will: RFC 7641 §4.1)
+UNOBSERVED_POLL = 5.0
+#: the query observed: the newest update in each notification (see observe_once)
+OBSERVE_QUERY = ("diff=1",)
 
 
 class TrlWatcher:
@@ -76,6 +81,9 @@ class TrlWatcher:
         #: an observation is registered and answered (logged when it starts, not at
         #: each registration again)
         self.observing = False
+        #: the AS answered the last registration without Observe
+        self.unobserved = False
+        self.unobserved_poll = UNOBSERVED_POLL
         # Tokens restored from the state file that were listed before a restart go now,
         # before the AS is reached again.
         self._purge(known)
@@ -91,7 +99,7 @@ class TrlWatcher:
     async def _client(self) -> aiocoap.Context:
         if self._coap is None:
             self._coap = await aiocoap.Context.create_client_context()
-            # every query of the endpoint (``?diff=0``, ``cursor``) goes under the context
+            # every query of the endpoint (``?diff=1``, ``cursor``) goes under the context
             self._coap.client_credentials[self.uri + "*"] = self.context
         return self._coap
 
@@ -143,25 +151,61 @@ class TrlWatcher:
             except StopIteration:
                 return
 
-    async def observe_once(self) -> None:
+    async def _take_notification(self, payload: bytes) -> None:
+        """Apply one answer of the observation; catch up when it does not bring
+        everything since the cursor: updates were lost (a full query), the AS has more
+        (``more``), or more updates came than the answer carries (a gap in the indexes:
+        several revocations between two notifications)."""
+        before = self.known.cursor
+        update = self.apply(payload)
+        if update.needs_full_query:
+            await self._ask(trl.FULL_QUERY)
+            return
+        after, carried = update.cursor, len(update.diffs)
+        if before is None:  # nothing was listed for this RS: the indexes start at 0
+            gap = after is not None and after + 1 > carried
+        else:
+            gap = after is None or after < before or after - before > carried
+        if update.more or gap:
+            self.known.cursor = before
+            await self.catch_up()
+
+    async def observe_once(self) -> bool:
         """Catch up, then observe diff notifications until the observation ends or
         ``reregister`` seconds have passed (an AS that restarted meanwhile has lost the
-        observation without telling: RFC 7641 §3.3.1, register again)."""
+        observation without telling: RFC 7641 §3.3.1, register again).
+
+        The observation asks ``diff=1``: each notification carries the newest update
+        of this RS's part, whatever the AS's MAX_DIFF_BATCH (with ``diff=0`` an AS
+        holding more than MAX_DIFF_BATCH updates would answer the eldest ones, §8.2.2);
+        what came between two notifications is caught up with a diff query from the
+        cursor.
+
+        Returns False when the AS answered without Observe (it keeps no more
+        observations): the caller asks again later."""
         await self.catch_up()
         coap = await self._client()
-        request = coap.request(self._request(("diff=0",), True))
+        request = coap.request(self._request(OBSERVE_QUERY, True))
         try:
             first = await asyncio.wait_for(request.response, TIMEOUT)
-            self.apply(self._payload(first))
+            await self._take_notification(self._payload(first))
+            if first.opt.observe is None:
+                if self.observing or not self.unobserved:
+                    log.warning(
+                        "the AS keeps no more observations: asking every %g s",
+                        self.unobserved_poll,
+                    )
+                self.observing, self.unobserved = False, True
+                return False
+            self.unobserved = False
             if not self.observing:
                 log.info("observing the token revocation list (cursor %s)", self.known.cursor)
                 self.observing = True
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.reregister):
                     async for notification in request.observation:
-                        update = self.apply(self._payload(notification))
-                        if update.needs_full_query:
-                            await self._ask(trl.FULL_QUERY)
+                        await self._take_notification(self._payload(notification))
+            return True
         finally:
             if not request.observation.cancelled:
                 request.observation.cancel()
@@ -173,8 +217,10 @@ class TrlWatcher:
         while True:
             try:
                 if poll is None:
-                    await self.observe_once()
+                    observed = await self.observe_once()
                     delay = RETRY
+                    if not observed:
+                        await asyncio.sleep(self.unobserved_poll)
                     continue  # time to register again: at once
                 await self.catch_up()
                 delay = RETRY

@@ -45,8 +45,10 @@ T = TypeVar("T")
 #: the largest token a hash is computed of (a token larger than this is refused
 #: before it is hashed or base64url-decoded: far above what ``/authz-info`` accepts)
 MAX_TOKEN_BYTES = 8192
-#: the largest TRL response payload a requester decodes
-MAX_RESPONSE_BYTES = 64 * 1024
+#: the largest TRL response payload a requester decodes: a full query of up to about
+#: 14,900 SHA-256 token hashes (35 bytes each in CBOR), above what an RS keeps
+#: (:class:`KnownHashes`' default capacity, 10,000); a larger answer is refused
+MAX_RESPONSE_BYTES = 512 * 1024
 #: digits of a ``diff`` or ``cursor`` query value: up to 2**64 - 1
 _MAX_QUERY_DIGITS = 20
 

@@ -56,14 +56,19 @@ async def _token(client: aiocoap.Context, base: str, audience: str) -> bytes:
     return token
 
 
-def _run(url: str, tmp_path: Path, scenario: Any, *, clock: Any = None) -> None:
+def _run(
+    url: str, tmp_path: Path, scenario: Any, *, clock: Any = None, max_observers: int | None = None
+) -> None:
     setup = provision(url)
     store: SqlAuthzStore = setup["store"]
     port = free_port()
     base = f"coap://127.0.0.1:{port}"
 
     async def main() -> None:
-        resource = TrlResource(store, **({} if clock is None else {"clock": clock}))
+        options: dict[str, Any] = {} if clock is None else {"clock": clock}
+        if max_observers is not None:
+            options["max_observers"] = max_observers
+        resource = TrlResource(store, **options)
         site, credentials = build_site(store, as_config(store), tmp_path / "state", trl=resource)
         server = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
         device = await aiocoap.Context.create_client_context()
@@ -227,3 +232,33 @@ def test_observers_are_notified_on_revocation_and_expiry(db_url: str, tmp_path: 
         other.observation.cancel()
 
     _run(db_url, tmp_path, scenario, clock=lambda: now[0])
+
+
+def test_past_the_observer_bound_a_get_is_answered_once_without_observe(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The bound on observations (MAX_OBSERVERS, here 1): a further GET with Observe gets
+    its answer without the Observe option and is not kept."""
+
+    async def scenario(
+        device: Any, rs: Any, base: str, s: dict[str, Any], resource: TrlResource
+    ) -> None:
+        def observe(client: Any) -> Any:
+            message = aiocoap.Message(code=aiocoap.GET, uri=f"{base}/revoke/trl?diff=1", observe=0)
+            return client.request(message)
+
+        first = observe(device)
+        answered = await first.response
+        assert answered.opt.observe is not None
+        async with asyncio.timeout(NOTIFY_TIMEOUT):
+            while resource.observer_count < 1:
+                await asyncio.sleep(0.01)
+        refused = observe(rs)
+        once = await refused.response
+        assert once.code == aiocoap.CONTENT
+        assert cbor2.loads(once.payload) == {DIFF: [], CURSOR: None, MORE: False}
+        assert once.opt.observe is None  # answered, not observed
+        assert resource.observer_count == 1
+        first.observation.cancel()
+
+    _run(db_url, tmp_path, scenario, max_observers=1)

@@ -219,3 +219,14 @@ def test_a_revoked_dpop_jwt_is_refused_by_the_api_mid_stream(db_url: str, tmp_pa
         print(f"\nDPoP JWT: revocation to the refused request {refused:.3f} s (refresh 0.2 s)")
 
     run_http_as(db_url, tmp_path, scenario)
+
+
+def test_the_follower_keeps_at_most_max_revoked_hashes_the_eldest_going_first() -> None:
+    """The follower's bound (MAX_REVOKED, here 2): past it the earliest hashes it learnt
+    are dropped (RFC 9770 §10.1 allows it under memory limits)."""
+    follower = TrlFollower("http://127.0.0.1:1/revoke/trl", "rs", "secret", max_revoked=2)
+    hashes = [trl.response_token_hash(name) for name in (b"t1", b"t2", b"t3")]
+    entries = [[[], [h]] for h in reversed(hashes)]  # newest first, as the AS sends them
+    follower._apply(trl.read_response(cbor2.dumps({DIFF: entries, CURSOR: 2, MORE: False})))
+    assert follower.revoked == frozenset(hashes[1:])
+    assert follower.cursor == 2

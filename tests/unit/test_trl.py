@@ -474,10 +474,19 @@ def test_read_response_refuses_malformed_payloads(payload: object) -> None:
 
 
 def test_read_response_is_bounded() -> None:
-    too_many = cbor2.dumps({FULL: [b"\x01" + bytes(32)] * 2000})
+    too_many = cbor2.dumps({FULL: [b"\x01" + bytes(32)] * (trl.MAX_RESPONSE_BYTES // 35 + 1)})
     assert len(too_many) > trl.MAX_RESPONSE_BYTES
     with pytest.raises(KeyboundError, match="exceeds"):
         trl.read_response(too_many)
+
+
+def test_a_full_answer_as_large_as_what_an_rs_keeps_is_read() -> None:
+    """The bound leaves room for a full list of KnownHashes' default capacity."""
+    capacity = trl.KnownHashes().capacity
+    hashes = [trl.token_hash(n.to_bytes(4, "big")) for n in range(capacity)]
+    update = trl.read_response(trl.full_query(hashes, UpdateCollection()))
+    assert update.full_set is not None
+    assert len(update.full_set) == capacity
 
 
 # -- what a registered device keeps (§10.1)

@@ -2,11 +2,11 @@
 
 The groups live in their own modules (``bench_size``, ``bench_codec``,
 ``bench_dpop``, ``bench_httpsig``, ``bench_rs``, ``bench_as``, ``bench_oscore``,
-``bench_firmware``, ``bench_startup``); :data:`GROUPS` lists them in report order. To add a
-group, write a module with a :class:`~keybound.tools.bench.measure.Group`
-(stable figure names, a ``run`` function) and put it in :data:`GROUPS`, in
-place of its pending entry if it has one. The figures and their JSON form are
-described in :mod:`keybound.tools.bench.measure`.
+``bench_edhoc``, ``bench_trl``, ``bench_firmware``, ``bench_startup``);
+:data:`GROUPS` lists them in report order. To add a group, write a module with a
+:class:`~keybound.tools.bench.measure.Group` (stable figure names, a ``run``
+function) and put it in :data:`GROUPS`, in place of its pending entry if it has one.
+The figures and their JSON form are described in :mod:`keybound.tools.bench.measure`.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ from keybound.tools.bench import (
 from keybound.tools.bench import (
     startup as bench_startup,
 )
+from keybound.tools.bench import (
+    trl as bench_trl,
+)
 from keybound.tools.bench.measure import (
     FULL_BUDGET,
     FULL_ROUNDS,
@@ -73,6 +76,7 @@ GROUPS: tuple[Group, ...] = (
     bench_as.GROUP,
     bench_oscore.GROUP,
     bench_edhoc.GROUP,
+    bench_trl.GROUP,
     bench_firmware.GROUP,
     bench_startup.GROUP,
 )

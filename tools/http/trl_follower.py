@@ -9,7 +9,9 @@ a requester should not rely on diff queries alone). :meth:`TrlFollower.is_revoke
 answers for a token from both of its RFC 9770 hashes (§4.3.2).
 
 What it knows is bounded (:data:`MAX_REVOKED` hashes, the oldest dropped first, as
-§10.1 allows under memory limits); while the AS cannot be reached it keeps what it
+§10.1 allows under memory limits), and so is each answer it reads
+(:data:`keybound.core.trl.MAX_RESPONSE_BYTES`: a full query of up to about 14,900
+hashes). While the AS cannot be reached, or answers more than that, it keeps what it
 had and tries again (§10: no conclusion is drawn from a failed request).
 """
 
@@ -47,7 +49,9 @@ class TrlFollower:
         full_every: float = 3600.0,
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_revoked: int = MAX_REVOKED,
     ) -> None:
+        self.max_revoked = max_revoked
         self.trl_url = trl_url
         self._auth = httpx.BasicAuth(name, secret)
         self.interval = interval
@@ -81,7 +85,7 @@ class TrlFollower:
                     self._revoked.pop(h, None)
                 for h in added:
                     self._revoked.setdefault(h, None)
-        while len(self._revoked) > MAX_REVOKED:
+        while len(self._revoked) > self.max_revoked:
             del self._revoked[next(iter(self._revoked))]
         self.cursor = update.cursor
 
