@@ -68,6 +68,7 @@ __all__ = [
     "metadata",
     "oscore_columns",
     "oscore_from_row",
+    "oscore_sequences_table",
     "resource_server_from_rows",
     "resource_servers_table",
     "sequences_table",
@@ -78,7 +79,7 @@ __all__ = [
     "trl_updates_table",
 ]
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """Bumped whenever a table or a stored format changes. An older database is migrated
 in place by :func:`check_schema` (:data:`_MIGRATIONS`); a newer or unknown one is refused.
 
@@ -92,6 +93,10 @@ in place by :func:`check_schema` (:data:`_MIGRATIONS`); a newer or unknown one i
   (``trl_state``); the TRL's updates and each requester's update collection get tables.
 - 3 -> 4: clients and resource servers get a ``credential`` column: an EDHOC
   authentication credential (an encoded CCS, RFC 9528 §3.5.2), empty for the existing ones.
+- 4 -> 5: the OSCORE Sender Sequence Numbers the AS's CoAP site reserved for each of its
+  contexts (RFC 8613 Appendix B.1.1) get a table, ``keybound_oscore_sequences``; they were
+  kept in a state directory with a file and a lock per context, which the site still reads
+  once for a context the table does not have yet.
 """
 
 
@@ -251,6 +256,16 @@ trl_series_table = Table(
     Column("added", JSON, nullable=False),
 )
 
+#: Per OSCORE context of the AS's CoAP site (by a fingerprint of its parameters): every
+#: Sender Sequence Number at or above ``reserved`` is unused (RFC 8613 Appendix B.1.1).
+#: Rows outlive their client: new keys make a new fingerprint, never an old number again.
+oscore_sequences_table = Table(
+    "keybound_oscore_sequences",
+    metadata,
+    Column("context", String(64), primary_key=True),
+    Column("reserved", BigInteger, nullable=False),
+)
+
 ALL_TABLES: Final = frozenset(metadata.tables)
 
 
@@ -361,11 +376,16 @@ def _migrate_3_to_4(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN credential {blob}"))
 
 
+def _migrate_4_to_5(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[oscore_sequences_table])
+
+
 #: The step from each schema version to the next, run in one transaction.
 _MIGRATIONS: Final[dict[int, Callable[[Connection], None]]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
     3: _migrate_3_to_4,
+    4: _migrate_4_to_5,
 }
 
 
