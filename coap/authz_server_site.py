@@ -339,7 +339,11 @@ class AsServerCredentials(CredentialsMap):  # type: ignore[misc]
         except Exception:
             log.exception("cannot load the OSCORE context of %s %s", *principal)
             return
-        if ctx is not None and not self._closed and self._index.get(kid) == principal:
+        if self._closed or self._index.get(kid) != principal:
+            return
+        if ctx is None:  # removed or re-keyed: unknown until the next (rate-limited) read
+            del self._index[kid]
+        else:
             self._loaded.setdefault(kid, ctx)
 
     async def _ensure_loaded(self, kid: _Kid) -> None:

@@ -255,6 +255,23 @@ def test_contexts_are_derived_on_their_first_request_only(tmp_path: Path) -> Non
         store.close()
 
 
+def test_a_removed_client_is_dropped_from_the_index_at_its_next_request(tmp_path: Path) -> None:
+    """A kid whose record went since the index was read is not looked up again on every
+    request: it becomes unknown, so only the rate-limited read of the index can bring it."""
+    setup = provision(f"sqlite:///{tmp_path / 'as.db'}")
+    store = setup["store"]
+    kid = setup["sensor"].oscore.sender_id
+    _site, credentials = build_site(store, as_config(store), tmp_path / "state")
+    try:
+        store.remove_client("sensor-1")
+        asyncio.run(credentials._ensure_loaded((kid, None)))
+        assert credentials.loaded == {}
+        assert (kid, None) not in credentials._index
+    finally:
+        credentials.close()
+        store.close()
+
+
 def test_a_fresh_context_has_an_empty_window_a_known_one_asks_for_echo(tmp_path: Path) -> None:
     """RFC 8613 Appendix B.1.2: only a context never used before may start with an empty
     replay window; after a restart the window is unknown and the first request gets Echo."""
