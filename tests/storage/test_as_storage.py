@@ -218,9 +218,13 @@ def test_schema_4_gains_the_oscore_sequences_table(db_url: str) -> None:
     with SqlAuthzStore.init(db_url) as store:
         store.add_client(ClientRegistration("dev", oscore=_oscore()), now=NOW)
     _raw_execute(db_url, "DROP TABLE keybound_oscore_sequences")
+    _raw_execute(db_url, "DROP TABLE keybound_config_version")
     _raw_execute(db_url, "UPDATE keybound_meta SET schema_version = 4")
     with SqlAuthzStore.open(db_url) as store:
         assert [(kind, name) for kind, name, _ in store.list_oscore_peers()] == [("client", "dev")]
+        before = store.config_version()
+        store.remove_client("dev")
+        assert store.config_version() == before + 1
         assert store.start_oscore_state("ctx", mark=7)
         assert store.reserve_oscore_sequence("ctx", 3) == 10
     version = _schema_version(db_url)
@@ -229,8 +233,9 @@ def test_schema_4_gains_the_oscore_sequences_table(db_url: str) -> None:
 
 def _downgrade_to_schema_2(db_url: str) -> None:
     """Take away what schemas 3 to 5 added (token hashes, the TRL tables, credentials,
-    OSCORE sequence state)."""
+    OSCORE sequence state, the configuration version)."""
     _raw_execute(db_url, "DROP TABLE keybound_oscore_sequences")
+    _raw_execute(db_url, "DROP TABLE keybound_config_version")
     _drop_credential_columns(db_url)
     _raw_execute(db_url, "DROP TABLE keybound_trl_series")
     _raw_execute(db_url, "DROP TABLE keybound_trl_updates")
@@ -773,6 +778,40 @@ def test_oscore_peers_are_clients_and_resource_servers_with_a_context(
         ("client", "with", _oscore()),
         ("rs", "introspecting", _oscore(b"\x02" * 16)),
     ]
+
+
+def test_every_change_of_the_configuration_bumps_its_version(with_rs: SqlAuthzStore) -> None:
+    """What issuing caches (clients, grants, RSs, keys) changes only with a new version."""
+    store = with_rs
+    changes = [
+        lambda: store.add_client(ClientRegistration("c", oscore=_oscore()), now=NOW),
+        lambda: store.set_grants("c", {"coap://gw.example": ["temp"]}),
+        lambda: store.set_client_oscore("c", _oscore(b"\x03" * 16)),
+        lambda: store.rotate_token_key("gateway", TOKEN_KEY_2, b"k2", now=NOW),
+        lambda: store.set_rs_credential("gateway", b"\xa0"),
+        lambda: store.set_introspection_secret("gateway", "pw"),
+        lambda: store.remove_client("c"),
+        lambda: store.remove_resource_server("clockless"),
+        lambda: store.add_resource_server(
+            "again", "coap://a.example", scopes=["x"], token_key=TOKEN_KEY_1, token_kid=b"1"
+        ),
+        lambda: store.set_issuer("coap://as.example", SIGNING_KEY, now=NOW),
+    ]
+    for change in changes:
+        before = store.config_version()
+        change()
+        assert store.config_version() == before + 1
+    before = store.config_version()
+    store.record_token(_token(b"\x09", exp=NOW + 60))  # issuing is no configuration change
+    store.next_sequence("coap://a.example")
+    assert store.config_version() == before
+
+
+def test_a_refused_change_leaves_the_version(with_rs: SqlAuthzStore) -> None:
+    before = with_rs.config_version()
+    with pytest.raises(UnknownRecord):
+        with_rs.remove_client("nobody")
+    assert with_rs.config_version() == before
 
 
 def test_oscore_sequence_state_starts_once(store: SqlAuthzStore) -> None:

@@ -62,6 +62,7 @@ __all__ = [
     "check_schema",
     "client_from_rows",
     "clients_table",
+    "config_version_table",
     "grants_table",
     "issuer_table",
     "meta_table",
@@ -96,7 +97,9 @@ in place by :func:`check_schema` (:data:`_MIGRATIONS`); a newer or unknown one i
 - 4 -> 5: the OSCORE Sender Sequence Numbers the AS's CoAP site reserved for each of its
   contexts (RFC 8613 Appendix B.1.1) get a table, ``keybound_oscore_sequences``; they were
   kept in a state directory with a file and a lock per context, which the site still reads
-  once for a context the table does not have yet.
+  once for a context the table does not have yet. A one-row ``keybound_config_version``
+  counts the changes of clients, resource servers, grants and keys, so the records an
+  AS process caches for issuing are dropped when another process changes them.
 """
 
 
@@ -266,6 +269,14 @@ oscore_sequences_table = Table(
     Column("reserved", BigInteger, nullable=False),
 )
 
+#: One row: bumped in every transaction that changes the configuration (clients, RSs,
+#: grants, keys, issuer), read by AS processes to know when their cached records are stale.
+config_version_table = Table(
+    "keybound_config_version",
+    metadata,
+    Column("version", BigInteger, nullable=False),
+)
+
 ALL_TABLES: Final = frozenset(metadata.tables)
 
 
@@ -292,6 +303,7 @@ def check_schema(engine: Engine, url: URL, *, create: bool) -> None:
                         schema_version=SCHEMA_VERSION, created=int(time.time())
                     )
                 )
+                conn.execute(insert(config_version_table).values(version=0))
                 return
             if meta_table.name not in tables:
                 shown = ", ".join(sorted(tables)[:5])
@@ -377,7 +389,8 @@ def _migrate_3_to_4(conn: Connection) -> None:
 
 
 def _migrate_4_to_5(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[oscore_sequences_table])
+    metadata.create_all(conn, tables=[oscore_sequences_table, config_version_table])
+    conn.execute(insert(config_version_table).values(version=0))
 
 
 #: The step from each schema version to the next, run in one transaction.

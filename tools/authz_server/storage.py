@@ -66,6 +66,7 @@ from keybound.tools.authz_server.schema import (
     check_schema,
     client_from_rows,
     clients_table,
+    config_version_table,
     grants_table,
     issuer_table,
     oscore_columns,
@@ -185,6 +186,24 @@ class SqlAuthzStore:
             raise StorageError(f"database error: {exc.orig}") from None
 
     @contextmanager
+    def _admin(self) -> Iterator[Connection]:
+        """A write transaction that changes the configuration: clients, resource servers,
+        grants, keys or the issuer. It bumps the configuration version, so every AS
+        process sharing the database drops the records it cached
+        (:meth:`config_version`)."""
+        with self._write() as conn:
+            yield conn
+            conn.execute(
+                update(config_version_table).values(version=config_version_table.c.version + 1)
+            )
+
+    def config_version(self) -> int:
+        """A number that changes with every change of the configuration (any process)."""
+        with self._read() as conn:
+            version = conn.execute(select(config_version_table.c.version)).scalar_one()
+        return int(version)
+
+    @contextmanager
     def _read(self) -> Iterator[Connection]:
         try:
             with self._engine.connect() as conn:
@@ -216,7 +235,7 @@ class SqlAuthzStore:
             raise InvalidRecord("the signing key must not be empty")
         created = _now(now)
         values = {"issuer": issuer, "signing_key": signing_key, "created": created}
-        with self._write() as conn:
+        with self._admin() as conn:
             changed = conn.execute(
                 update(issuer_table).where(issuer_table.c.id == 1).values(**values)
             )
@@ -258,7 +277,7 @@ class SqlAuthzStore:
         if not token_key or not token_kid:
             raise InvalidRecord(f"{what}: the token key and its kid must not be empty")
         created = _now(now)
-        with self._write() as conn:
+        with self._admin() as conn:
             clash = conn.execute(
                 select(resource_servers_table.c.name).where(
                     (resource_servers_table.c.name == name)
@@ -338,7 +357,7 @@ class SqlAuthzStore:
 
         The sequence counter of its audience is kept (RFC 9200 §5.10.3).
         """
-        with self._write() as conn:
+        with self._admin() as conn:
             audience = conn.execute(
                 select(resource_servers_table.c.audience).where(
                     resource_servers_table.c.name == name
@@ -374,7 +393,7 @@ class SqlAuthzStore:
         if not token_key or not token_kid:
             raise InvalidRecord("the token key and its kid must not be empty")
         when = _now(now)
-        with self._write() as conn:
+        with self._admin() as conn:
             versions = conn.execute(
                 select(token_keys_table.c.version, token_keys_table.c.kid)
                 .where(token_keys_table.c.rs_name == name)
@@ -441,7 +460,7 @@ class SqlAuthzStore:
             }
             for r in registrations
         ]
-        with self._write() as conn:
+        with self._admin() as conn:
             existing = self._existing_client_ids(conn, ids)
             if existing:
                 names = ", ".join(sorted(existing)[:10]) + (", ..." if len(existing) > 10 else "")
@@ -534,7 +553,7 @@ class SqlAuthzStore:
 
     def remove_client(self, client_id: str) -> None:
         """Forget a client and its grants; tokens issued to it stay on record."""
-        with self._write() as conn:
+        with self._admin() as conn:
             conn.execute(delete(grants_table).where(grants_table.c.client_id == client_id))
             gone = conn.execute(delete(clients_table).where(clients_table.c.client_id == client_id))
             if gone.rowcount == 0:
@@ -542,7 +561,7 @@ class SqlAuthzStore:
 
     def set_grants(self, client_id: str, grants: Mapping[str, Sequence[str]]) -> Client:
         """Replace a client's grants (RFC 9200 §5.8.2: what the AS may issue to it)."""
-        with self._write() as conn:
+        with self._admin() as conn:
             found = conn.execute(
                 select(clients_table.c.client_id).where(clients_table.c.client_id == client_id)
             ).first()
@@ -562,7 +581,7 @@ class SqlAuthzStore:
         The AS finds a context by its ``kid``, so ``context.sender_id`` must not be one
         another peer receives with (``provision.new_client_context`` makes such a one).
         """
-        with self._write() as conn:
+        with self._admin() as conn:
             changed = conn.execute(
                 update(clients_table)
                 .where(clients_table.c.client_id == client_id)
@@ -602,7 +621,7 @@ class SqlAuthzStore:
         return stored
 
     def _update_rs(self, name: str, **values: object) -> None:
-        with self._write() as conn:
+        with self._admin() as conn:
             changed = conn.execute(
                 update(resource_servers_table)
                 .where(resource_servers_table.c.name == name)
