@@ -672,13 +672,12 @@ class SqlAuthzStore:
     # -- tokens
 
     def record_token(self, token: IssuedToken) -> None:
-        """Remember an issued token (RFC 9200 §5.9: what introspection answers from)."""
+        """Remember an issued token (RFC 9200 §5.9: what introspection answers from).
+
+        One ``INSERT``: a ``cti`` on record already fails on the primary key
+        (:class:`DuplicateRecord`), without a look first.
+        """
         with self._write() as conn:
-            taken = conn.execute(
-                select(tokens_table.c.cti).where(tokens_table.c.cti == token.cti)
-            ).first()
-            if taken is not None:
-                raise DuplicateRecord(f"a token with cti {token.cti.hex()} is on record")
             conn.execute(
                 insert(tokens_table).values(
                     cti=token.cti,
