@@ -14,19 +14,33 @@ oversized body). An unknown audience, ``access_denied`` over HTTP, is sent as
 ``invalid_request`` here: the ACE error registry (RFC 9200 §8.4) has no
 ``access_denied``.
 
-The contexts are kept in :class:`AsServerCredentials`, looked up by ``kid`` in a
-dict. A request naming a ``kid`` it does not hold makes it read the store again
-(at most once a second, for peers provisioned while the AS runs); that reading,
-and the lock files of new contexts, run in a worker thread, never on the event
-loop. The requests' own store work (:class:`~keybound.coap.authz_service.AuthzService`)
-runs in worker threads too.
+The contexts are derived lazily (:class:`AsServerCredentials`): start-up reads only
+an index of every peer's ``kid`` (one query, no file per peer); a context is derived
+on the first request that names its ``kid``, in a worker thread. A request naming a
+``kid`` the index does not hold makes it read the store again (at most once a
+second, for peers provisioned while the AS runs), never on the event loop. The
+requests' own store work (:class:`~keybound.coap.authz_service.AuthzService`) runs
+in worker threads too.
 
-Sequence numbers (RFC 8613 Appendix B.1): each server context is an
-:class:`aiocoap.oscore.FilesystemSecurityContext` whose keys come from the
-store (no secrets are written to disk) while its ``sequence.json`` (next
-sender sequence number, persisted ahead in growing chunks, and the replay
-window) lives in ``STATE_DIR/oscore/<fingerprint>``. The fingerprint hashes
-the context's parameters, so a re-provisioned client starts a fresh window.
+Sequence numbers (RFC 8613 Appendix B.1) are kept in the AS's database
+(:class:`~keybound.core.authz_store.OscoreStateStore`), per context by a
+fingerprint of its parameters (a re-provisioned client starts afresh):
+
+* Sender Sequence Numbers are taken from blocks the database reserves and commits
+  before any number of a block is used (:class:`~keybound.core.oscore_sequence.SequenceBlocks`);
+  blocks of AS processes sharing the database never overlap, and a restart, even after
+  ``kill -9``, starts above every block reserved before. The AS's answers mostly reuse
+  the request's nonce; its own numbers protect Observe notifications, one write per block.
+* Replay windows (RFC 8613 §7.4) live in memory only. A context never used before
+  starts with an empty window; any other context (after a restart, or while another
+  process holds it) starts without one, and its first request is answered 4.01 with
+  an Echo option (RFC 8613 Appendix B.1.2, RFC 9175), which aiocoap's client and the
+  firmware answer by sending again: one round trip per peer and restart, and no write
+  per request.
+
+Contexts of a state directory of an earlier keybound (``STATE_DIR/oscore/<fingerprint>``,
+a ``sequence.json`` and a lock file per context) are read once, when the database has
+no row for the context yet: the database starts at the file's next number.
 """
 
 from __future__ import annotations
@@ -37,7 +51,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -58,7 +71,7 @@ from keybound.core.authz_server import (
     parse_cbor_introspection_request,
     parse_cbor_token_request,
 )
-from keybound.core.authz_store import AuthzStore, OscoreContext
+from keybound.core.authz_store import AuthzStore, OscoreContext, OscoreStateStore
 from keybound.core.errors import (
     InvalidClient,
     InvalidRequest,
@@ -66,6 +79,7 @@ from keybound.core.errors import (
     PayloadTooLarge,
 )
 from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR
+from keybound.core.oscore_sequence import SequenceBlocks
 
 from .errors import error_response
 from .input_guards import StrictOscoreSiteWrapper, harden_message_decoding
@@ -85,23 +99,35 @@ log = logging.getLogger("keybound.as.coap")
 _REFRESH_INTERVAL_S = 1.0
 
 
-class StoredServerContext(oscore.FilesystemSecurityContext):  # type: ignore[misc]
+class StoredServerContext(
+    oscore.CanProtect,  # type: ignore[misc]
+    oscore.CanUnprotect,  # type: ignore[misc]
+    oscore.SecurityContextUtils,  # type: ignore[misc]
+):
     """An AS-side OSCORE context whose parameters come from the store.
 
     The AS sends with the record's ``recipient_id`` and receives with its
     ``sender_id`` (the record names the peer's side, see
     :class:`keybound.core.authz_store.OscoreContext`). ``principal`` is who
-    the peer is: ``("client", client_id)`` or ``("rs", name)``.
+    the peer is: ``("client", client_id)`` or ``("rs", name)``. ``key`` names
+    its sequence state in ``state``; ``fresh`` says nothing was ever received
+    under these keys (the replay window starts empty; otherwise through Echo).
     """
 
-    def __init__(self, basedir: Path, record: OscoreContext, principal: tuple[str, str]) -> None:
-        self._record = record
+    def __init__(
+        self,
+        record: OscoreContext,
+        principal: tuple[str, str],
+        *,
+        key: str,
+        state: OscoreStateStore,
+        fresh: bool,
+    ) -> None:
+        self.record = record
         self.principal = principal
-        basedir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        super().__init__(str(basedir))
-
-    def _load(self) -> None:
-        record = self._record
+        self.key = key
+        self._state = state
+        self._blocks = SequenceBlocks()
         self.alg_aead = oscore.algorithms[oscore.DEFAULT_ALGORITHM]
         self.hashfun = oscore.hashfunctions[oscore.DEFAULT_HASHFUNCTION]
         self.sender_id = record.recipient_id
@@ -109,23 +135,33 @@ class StoredServerContext(oscore.FilesystemSecurityContext):  # type: ignore[mis
         self.id_context = record.id_context
         self.derive_keys(record.master_salt, record.master_secret)
         self.recipient_replay_window = oscore.ReplayWindow(
-            oscore.DEFAULT_WINDOWSIZE, self._replay_window_changed
+            oscore.DEFAULT_WINDOWSIZE, _window_changed
         )
-        state = Path(self.basedir) / "sequence.json"
-        try:
-            persisted = json.loads(state.read_text())
-        except FileNotFoundError:
-            self.sender_sequence_number = 0
+        if fresh:
             self.recipient_replay_window.initialize_empty()
-            self.replay_window_persisted = True
-            return
-        self.sender_sequence_number = int(persisted["next-to-send"])
-        received = persisted.get("received", "unknown")
-        if received == "unknown":
-            self.replay_window_persisted = False  # Echo recovery, RFC 8613 Appendix B.1.2
-        else:
-            self.recipient_replay_window.initialize_from_persisted(received)
-            self.replay_window_persisted = True
+        self.echo_recovery = secrets.token_bytes(8)
+
+    @property
+    def sender_sequence_number(self) -> int:
+        """The number the next message sent with this context would take."""
+        return self._blocks.peek
+
+    def new_sequence_number(self) -> int:
+        """A Sender Sequence Number never used before, also by another process or before
+        a crash: a new block is reserved and committed first when the current one is
+        used up (RFC 8613 Appendix B.1.1). That write blocks, once per block."""
+        seqno = self._blocks.next()
+        if seqno is None:
+            count = self._blocks.chunk
+            self._blocks.add_block(self._state.reserve_oscore_sequence(self.key, count), count)
+            seqno = self._blocks.next()
+            assert seqno is not None
+        if seqno >= oscore.MAX_SEQNO:
+            raise oscore.ContextUnavailable("Sequence number too large, context is exhausted.")
+        return seqno
+
+    def post_seqnoincrease(self) -> None:
+        """Unused: :meth:`new_sequence_number` reserves before it hands a number out."""
 
     def unprotect(self, protected_message: Any, request_id: Any = None) -> Any:
         """aiocoap's unprotection; a request refused as a replay is logged (see
@@ -137,10 +173,9 @@ class StoredServerContext(oscore.FilesystemSecurityContext):  # type: ignore[mis
                 _log_replay(self, protected_message, exc)
             raise
 
-    def close(self) -> None:
-        """Persist the sequence number and replay window and release the lock."""
-        if self.lockfile is not None:
-            self._destroy()
+
+def _window_changed() -> None:
+    """The replay window is not persisted (see the module's text): nothing to write."""
 
 
 #: One replay line per peer at most this often; the others are counted into it.
@@ -187,7 +222,7 @@ def _log_replay(ctx: StoredServerContext, message: Any, exc: Exception) -> None:
 
 
 def context_fingerprint(record: OscoreContext) -> str:
-    """A directory name that changes whenever any parameter of the context changes."""
+    """A name of the context's state that changes whenever any parameter changes."""
     material = cbor.dumps(
         [
             record.master_secret,
@@ -200,7 +235,7 @@ def context_fingerprint(record: OscoreContext) -> str:
     return hashlib.sha256(b"keybound-as-oscore\x00" + material).hexdigest()[:24]
 
 
-_Wanted = dict[str, tuple[OscoreContext, tuple[str, str]]]
+_Kid = tuple[bytes, bytes | None]
 
 
 def _kid_of(unprotected: dict[int, Any]) -> tuple[Any, Any]:
@@ -208,136 +243,158 @@ def _kid_of(unprotected: dict[int, Any]) -> tuple[Any, Any]:
     return unprotected.get(oscore.COSE_KID), unprotected.get(oscore.COSE_KID_CONTEXT)
 
 
-class AsServerCredentials(CredentialsMap):  # type: ignore[misc]
-    """The AS's server contexts, looked up by ``kid`` (and ``kid context``) in a dict.
+def _legacy_mark(state_dir: Path, fingerprint: str) -> int | None:
+    """The next number of an earlier keybound's ``sequence.json`` for the context, if any."""
+    try:
+        persisted = json.loads((state_dir / fingerprint / "sequence.json").read_text())
+    except FileNotFoundError:
+        return None
+    mark = int(persisted["next-to-send"])
+    if mark < 0:
+        raise ValueError(f"{fingerprint}: a negative next-to-send")
+    return mark
 
-    Contexts of clients and resource servers added while the AS runs are
-    picked up on the first request that names an unknown ``kid`` (at most once
-    a second): :meth:`ensure` reads the store and opens the new contexts in a
-    worker thread before the request is unprotected; :meth:`find_oscore` only
-    looks up.
+
+class AsServerCredentials(CredentialsMap):  # type: ignore[misc]
+    """The AS's server contexts, looked up by ``kid`` (and ``kid context``), derived lazily.
+
+    :meth:`ensure` runs before a request is unprotected: for a ``kid`` of the index
+    it derives the context in a worker thread (once; concurrent requests share the
+    work); for a ``kid`` the index lacks it reads the store's index again (at most
+    once a second), which is how peers added while the AS runs are found, and
+    changed or removed ones dropped. :meth:`find_oscore` only looks up.
     """
 
-    def __init__(self, store: AuthzStore, state_dir: Path) -> None:
+    def __init__(self, store: AuthzStore, state: OscoreStateStore, state_dir: Path) -> None:
         super().__init__()
         self._store = store
-        self._state_dir = state_dir / "oscore"
-        self._by_kid: dict[tuple[bytes, bytes | None], StoredServerContext] = {}
-        self._by_fingerprint: dict[str, StoredServerContext] = {}
+        self._state = state
+        self._legacy_dir = state_dir / "oscore"
+        self._index: dict[_Kid, tuple[str, str]] = {}
+        self._loaded: dict[_Kid, StoredServerContext] = {}
+        self._loading: dict[_Kid, asyncio.Future[None]] = {}
         self._last_refresh = 0.0
         self._refreshing: asyncio.Future[None] | None = None
         self._closed = False
         self.refresh()
 
-    def _wanted(self) -> _Wanted:
-        """The contexts the store holds, by fingerprint (reads the store: blocks)."""
-        wanted: _Wanted = {}
-        for client in self._store.list_clients():
-            if client.oscore is not None:
-                wanted[context_fingerprint(client.oscore)] = (
-                    client.oscore,
-                    ("client", client.client_id),
-                )
-        for rs in self._store.list_resource_servers():
-            if rs.introspection_context is not None:
-                wanted[context_fingerprint(rs.introspection_context)] = (
-                    rs.introspection_context,
-                    ("rs", rs.name),
-                )
-        return wanted
+    @property
+    def loaded(self) -> dict[_Kid, StoredServerContext]:
+        """The contexts derived so far, by ``kid`` and ``kid context`` (a copy)."""
+        return dict(self._loaded)
 
-    def _open(self, wanted: _Wanted, held: frozenset[str]) -> dict[str, StoredServerContext]:
-        """Open the contexts of ``wanted`` not in ``held`` (state files and locks: blocks)."""
-        opened: dict[str, StoredServerContext] = {}
-        for fingerprint, (record, who) in wanted.items():
-            if fingerprint in held:
-                continue
-            try:
-                opened[fingerprint] = StoredServerContext(
-                    self._state_dir / fingerprint, record, who
-                )
-            except Exception as exc:  # a locked or damaged state directory: skip this peer
-                log.error("cannot load the OSCORE context of %s %s: %s", *who, exc)
-        return opened
+    def _read_index(self) -> tuple[dict[_Kid, tuple[str, str]], set[_Kid]]:
+        """The store's index, and the held contexts it changed (reads the store: blocks)."""
+        index: dict[_Kid, tuple[str, str]] = {}
+        changed: set[_Kid] = set()
+        held = self._loaded
+        for kind, name, record in self._state.list_oscore_peers():
+            kid = (record.sender_id, record.id_context)
+            index[kid] = (kind, name)
+            ctx = held.get(kid)
+            if ctx is not None and (ctx.record != record or ctx.principal != (kind, name)):
+                changed.add(kid)
+        return index, changed
 
-    def _install(
-        self, wanted: _Wanted, opened: dict[str, StoredServerContext]
-    ) -> list[StoredServerContext]:
-        """Put the new contexts in place; returns the removed ones, still to close."""
-        if self._closed:  # a refresh that ended after close(): keep nothing open
-            return list(opened.values())
-        stale = [
-            self._by_fingerprint.pop(fingerprint)
-            for fingerprint in list(self._by_fingerprint)
-            if fingerprint not in wanted
-        ]
-        for fingerprint, ctx in self._by_fingerprint.items():
-            ctx.principal = wanted[fingerprint][1]
-        self._by_fingerprint.update(opened)
-        self._by_kid = {
-            (ctx.recipient_id, ctx.id_context): ctx for ctx in self._by_fingerprint.values()
-        }
-        self.clear()
-        for fingerprint, ctx in self._by_fingerprint.items():
-            self[":" + fingerprint] = ctx
-        return stale
+    def _install_index(self, index: dict[_Kid, tuple[str, str]], changed: set[_Kid]) -> None:
+        self._index = index
+        for kid in [k for k in self._loaded if k in changed or k not in index]:
+            del self._loaded[kid]  # nothing to release: the state is in the database
 
     def refresh(self) -> None:
-        """Bring the contexts in line with the store (new, changed, removed peers); blocks."""
+        """Read the store's index again (new, changed, removed peers); blocks."""
         self._last_refresh = time.monotonic()
-        wanted = self._wanted()
-        opened = self._open(wanted, frozenset(self._by_fingerprint))
-        for ctx in self._install(wanted, opened):
-            ctx.close()
+        self._install_index(*self._read_index())
 
     async def _refresh_off_loop(self) -> None:
         self._last_refresh = time.monotonic()
-        wanted = await asyncio.to_thread(self._wanted)
-        opened = await asyncio.to_thread(self._open, wanted, frozenset(self._by_fingerprint))
-        stale = self._install(wanted, opened)
-        for ctx in stale:
-            await asyncio.to_thread(ctx.close)
+        self._install_index(*await asyncio.to_thread(self._read_index))
 
     async def _refresh_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
         await self._refresh_off_loop()
 
-    async def ensure(self, unprotected: dict[int, Any]) -> None:
-        """Before a request is unprotected: for an unknown ``kid``, read the store again
-        without blocking the event loop, at most once a second and one refresh at a time.
+    def _derive(self, kid: _Kid, principal: tuple[str, str]) -> StoredServerContext | None:
+        """The context of ``kid`` from the store, its sequence state started (blocks)."""
+        kind, name = principal
+        record: OscoreContext | None
+        if kind == "client":
+            client = self._store.get_client(name)
+            record = None if client is None else client.oscore
+        else:
+            rs = self._store.get_resource_server(name)
+            record = None if rs is None else rs.introspection_context
+        if record is None or (record.sender_id, record.id_context) != kid:
+            return None  # changed since the index was read: the next refresh sees it
+        key = context_fingerprint(record)
+        legacy = _legacy_mark(self._legacy_dir, key)
+        created = self._state.start_oscore_state(key, mark=legacy or 0)
+        return StoredServerContext(
+            record, principal, key=key, state=self._state, fresh=created and legacy is None
+        )
 
-        Within a second of the last refresh the request waits for the next one (shared
+    async def _load(self, kid: _Kid, principal: tuple[str, str]) -> None:
+        try:
+            ctx = await asyncio.to_thread(self._derive, kid, principal)
+        except Exception:
+            log.exception("cannot load the OSCORE context of %s %s", *principal)
+            return
+        if self._closed or self._index.get(kid) != principal:
+            return
+        if ctx is None:  # removed or re-keyed: unknown until the next (rate-limited) read
+            del self._index[kid]
+        else:
+            self._loaded.setdefault(kid, ctx)
+
+    async def _ensure_loaded(self, kid: _Kid) -> None:
+        principal = self._index.get(kid)
+        if principal is None or kid in self._loaded:
+            return
+        loading = self._loading.get(kid)
+        if loading is None or loading.done():
+            loading = self._loading[kid] = asyncio.ensure_future(self._load(kid, principal))
+            loading.add_done_callback(lambda _done: self._loading.pop(kid, None))
+        await asyncio.shield(loading)
+
+    async def ensure(self, unprotected: dict[int, Any]) -> None:
+        """Before a request is unprotected: derive the context of a ``kid`` of the index
+        off the event loop; for an unknown ``kid``, read the store again first, at most
+        once a second and one read at a time.
+
+        Within a second of the last read the request waits for the next one (shared
         by every request waiting): a device registered a moment ago is served on its
         first request, and unknown kids still cost one store read a second at most.
         """
-        if _kid_of(unprotected) in self._by_kid:
+        kid = _kid_of(unprotected)
+        if kid in self._loaded:
             return
-        if self._refreshing is None or self._refreshing.done():
-            wait = _REFRESH_INTERVAL_S - (time.monotonic() - self._last_refresh)
-            self._refreshing = asyncio.ensure_future(
-                self._refresh_after(wait) if wait > 0 else self._refresh_off_loop()
-            )
-        try:
-            await asyncio.shield(self._refreshing)
-        except Exception:
-            log.exception("cannot read the OSCORE contexts from the store")
+        if kid not in self._index:
+            if self._refreshing is None or self._refreshing.done():
+                wait = _REFRESH_INTERVAL_S - (time.monotonic() - self._last_refresh)
+                self._refreshing = asyncio.ensure_future(
+                    self._refresh_after(wait) if wait > 0 else self._refresh_off_loop()
+                )
+            try:
+                await asyncio.shield(self._refreshing)
+            except Exception:
+                log.exception("cannot read the OSCORE contexts from the store")
+                return
+        await self._ensure_loaded(kid)
 
     def find_oscore(self, unprotected: dict[int, Any]) -> StoredServerContext:
-        found = self._by_kid.get(_kid_of(unprotected))
+        found = self._loaded.get(_kid_of(unprotected))
         if found is None:
             raise KeyError("no OSCORE context for this kid")
         return found
 
     def find_all_used_contextless_oscore_kid(self) -> set[bytes]:
-        return {kid for kid, context in self._by_kid if context is None}
+        return {kid for kid, context in self._index if context is None}
 
     def close(self) -> None:
-        """Persist every context's state (RFC 8613 Appendix B.1) and release the locks."""
+        """Forget the contexts; their sequence state is already durable in the store."""
         self._closed = True
-        for ctx in self._by_fingerprint.values():
-            ctx.close()
-        self._by_fingerprint.clear()
-        self._by_kid.clear()
+        self._loaded.clear()
+        self._index.clear()
         self.clear()
 
 
@@ -481,14 +538,15 @@ def build_site(
 
     ``service`` answers the requests (one may be shared with the HTTP front, so
     both use one key ring); by default one on ``store`` and ``config``. This
-    reads the store and opens the OSCORE state: call it before serving, or in a
-    worker thread.
+    reads the store's index of OSCORE peers (one query; contexts are derived on
+    their first request): call it before serving, or in a worker thread.
     """
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    if not isinstance(store, OscoreStateStore):
+        raise TypeError("the AS's CoAP site needs a store that keeps OSCORE sequence state")
     kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
     answering = service if service is not None else AuthzService(store, config)
     site = aiocoap.resource.Site()
-    credentials = AsServerCredentials(store, Path(state_dir))
+    credentials = AsServerCredentials(store, store, Path(state_dir))
     harden_message_decoding()
     root = AsOscoreSite(site, credentials)
     # Bodies are bounded while blocks arrive, not after reassembly (RFC 7959 §2.9.3);

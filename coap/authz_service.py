@@ -23,8 +23,10 @@ process or another one sharing the store).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar, runtime_checkable
 
 from keybound.core.authz_server import (
     AuthzServerConfig,
@@ -40,7 +42,82 @@ from keybound.core.authz_store import AuthzStore, Client, RsRecord, TokenKey
 from keybound.core.errors import KeyboundError
 from keybound.core.keys import Key
 
-__all__ = ["AuthzService", "KeyRing"]
+__all__ = [
+    "CONFIG_CHECK_INTERVAL_S",
+    "MAX_CACHED_RECORDS",
+    "AuthzService",
+    "KeyRing",
+    "RecordCache",
+]
+
+R = TypeVar("R")
+
+#: How long issuing may use cached client and RS records without looking at the
+#: configuration version: a client removed, or a grant taken away, by any process
+#: sharing the store gets no token from a request that starts later than this after
+#: the change is committed.
+CONFIG_CHECK_INTERVAL_S = 0.1
+#: Records kept at most (clients and RSs together); past it the cache starts afresh.
+MAX_CACHED_RECORDS = 100_000
+
+
+@runtime_checkable
+class _Versioned(Protocol):
+    def config_version(self) -> int: ...
+
+
+class RecordCache:
+    """Client and RS records for issuing, kept while the store's configuration version
+    stays the same, looked at every :data:`CONFIG_CHECK_INTERVAL_S` at most.
+
+    Only records found are kept (client IDs and audiences come from requests); at most
+    :data:`MAX_CACHED_RECORDS`. ``monotonic`` is the clock (a parameter for tests).
+    """
+
+    def __init__(
+        self, store: _Versioned, *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._store = store
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._version: int | None = None
+        self._checked = float("-inf")
+        self._clients: dict[str, Client] = {}
+        self._servers: dict[str, RsRecord] = {}
+
+    def _fresh(self) -> None:
+        now = self._monotonic()
+        with self._lock:
+            if now - self._checked < CONFIG_CHECK_INTERVAL_S:
+                return
+        version = self._store.config_version()
+        with self._lock:
+            self._checked = now
+            if version != self._version:
+                self._version = version
+                self._clients.clear()
+                self._servers.clear()
+
+    def _get(self, table: dict[str, R], key: str, load: Callable[[str], R | None]) -> R | None:
+        self._fresh()
+        found = table.get(key)
+        if found is None:
+            found = load(key)
+            if found is not None:
+                with self._lock:
+                    if len(self._clients) + len(self._servers) >= MAX_CACHED_RECORDS:
+                        self._clients.clear()
+                        self._servers.clear()
+                    table[key] = found
+        return found
+
+    def client(self, client_id: str, load: Callable[[str], Client | None]) -> Client | None:
+        """The client's record, cached, or from ``load``."""
+        return self._get(self._clients, client_id, load)
+
+    def server(self, audience: str, load: Callable[[str], RsRecord | None]) -> RsRecord | None:
+        """The RS of ``audience``, cached, or from ``load``."""
+        return self._get(self._servers, audience, load)
 
 
 class KeyRing:
@@ -97,10 +174,15 @@ class AuthzService:
     store: AuthzStore
     config: AuthzServerConfig
     keys: KeyRing = field(default_factory=KeyRing)
+    #: Cached client and RS records (:class:`RecordCache`); made for a store that has a
+    #: configuration version, otherwise every request reads the records.
+    records: RecordCache | None = None
     _public_key: Key = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._public_key = self.config.public_key
+        if self.records is None and isinstance(self.store, _Versioned):
+            self.records = RecordCache(self.store)
 
     def issue_token(
         self,
@@ -115,11 +197,20 @@ class AuthzService:
         ``client`` is the record of the client a binding has just authenticated
         (HTTP ``client_secret_basic``), so it is not read again.
         """
+        records = self.records
         if client is None or client.client_id != request.client_id:
-            client = self.store.get_client(request.client_id)
+            client = (
+                self.store.get_client(request.client_id)
+                if records is None
+                else records.client(request.client_id, self.store.get_client)
+            )
         rs = None
         if client is not None and request.audience is not None:
-            rs = self.store.get_resource_server_by_audience(request.audience)
+            rs = (
+                self.store.get_resource_server_by_audience(request.audience)
+                if records is None
+                else records.server(request.audience, self.store.get_resource_server_by_audience)
+            )
         grant = authorize(self.config, request, client=client, rs=rs)
         sequence = self.store.next_sequence(grant.rs.audience) if grant.needs_sequence else None
         response = mint_token(

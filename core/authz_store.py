@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from .numbers.ace_profiles import AceProfile
 from .trl import TrlLimits, UpdateCollection
@@ -45,6 +45,7 @@ __all__ = [
     "IssuedToken",
     "IssuerSettings",
     "OscoreContext",
+    "OscoreStateStore",
     "RsRecord",
     "TokenFormat",
     "TokenKey",
@@ -438,6 +439,33 @@ class AuthzStore(Protocol):
         Strictly increasing per audience and never handed out twice, also when
         several AS processes share the store; durable before it is returned.
         """
+        ...
+
+
+@runtime_checkable
+class OscoreStateStore(Protocol):
+    """What the AS's CoAP site needs to derive OSCORE contexts lazily, and keep their
+    Sender Sequence Numbers safe across restarts and processes (RFC 8613 Appendix B.1.1).
+
+    A context's state is keyed by a fingerprint of its parameters (``key``), so
+    new keys start afresh. Every write is committed durably before it returns.
+    """
+
+    def list_oscore_peers(self) -> list[tuple[str, str, OscoreContext]]:
+        """Every peer with an OSCORE context: ``(kind, name, context)``, kind ``"client"``
+        (token requests) or ``"rs"`` (introspection)."""
+        ...
+
+    def start_oscore_state(self, key: str, *, mark: int = 0) -> bool:
+        """Make the state of context ``key`` if there is none, with no number at or above
+        ``mark`` used; ``True`` if this call made it (nothing was ever received or sent
+        under these keys through this store), ``False`` if it existed."""
+        ...
+
+    def reserve_oscore_sequence(self, key: str, count: int) -> int:
+        """Reserve the next ``count`` Sender Sequence Numbers of context ``key``:
+        returns ``end``, the block being ``[end - count, end)``, above every block
+        reserved before by any process; durable before it returns."""
         ...
 
 

@@ -15,6 +15,12 @@ numbers are skipped. This is the Appendix B.1.1 procedure with the stored value
 already advanced by ``K`` (so ``F`` is 0). Until a returned mark is confirmed, no
 further number is issued: a failed write can never lead to reuse.
 
+:class:`SequenceBlocks` is the same rule for numbers reserved in blocks by a shared
+store (several processes may hold one context, as AS processes sharing a database
+do): the store hands out ``[end - count, end)`` atomically and durably, every block
+above every block reserved before, and numbers are taken from the current block
+only; past its end, :meth:`~SequenceBlocks.next` asks for another one.
+
 The replay window of a received Partial IV is aiocoap's own (RFC 8613 §7.4);
 :mod:`keybound.coap.oscore_contexts` saves and restores it.
 """
@@ -102,8 +108,60 @@ class SequenceNumberReservation:
         self._pending = None
 
 
+class SequenceBlocks:
+    """Sender Sequence Numbers taken from blocks a store reserved durably (RFC 8613 B.1.1).
+
+    Nothing is issued before the first block arrives. :meth:`next` returns the
+    next number of the current block, or ``None`` when it is used up: the caller
+    then reserves a block (durably, committed before it returns) and hands it to
+    :meth:`add_block`. Block sizes double from ``first_chunk`` to ``max_chunk``,
+    so a busy context writes rarely and a restart skips at most ``max_chunk``.
+    """
+
+    def __init__(self, first_chunk: int = 16, max_chunk: int = 4096) -> None:
+        if not 1 <= first_chunk <= max_chunk <= MAX_CHUNK:
+            raise ValueError(f"chunks must satisfy 1 <= first <= max <= {MAX_CHUNK}")
+        self._next = 0
+        self._end = 0
+        self._chunk = first_chunk
+        self._max_chunk = max_chunk
+
+    @property
+    def chunk(self) -> int:
+        """How many numbers the next block should hold."""
+        return self._chunk
+
+    @property
+    def peek(self) -> int:
+        """The number :meth:`next` returns next, if the current block has one."""
+        return self._next
+
+    def next(self) -> int | None:
+        """The next number of the current block, ``None`` once it is used up."""
+        if self._next >= self._end:
+            return None
+        seqno = self._next
+        if seqno > MAX_SEQUENCE_NUMBER:
+            raise SequenceNumberExhausted()
+        self._next = seqno + 1
+        return seqno
+
+    def add_block(self, end: int, count: int) -> None:
+        """Take ``[end - count, end)``, durably reserved, as the current block.
+
+        A block must lie above every number issued before: a store that handed
+        out an overlapping one is refused, never used.
+        """
+        start = end - count
+        if isinstance(end, bool) or not isinstance(end, int) or count < 1 or start < self._next:
+            raise RuntimeError(f"block [{start}, {end}) overlaps numbers already used")
+        self._next, self._end = start, end
+        self._chunk = min(self._chunk * 2, self._max_chunk)
+
+
 __all__ = [
     "MAX_SEQUENCE_NUMBER",
+    "SequenceBlocks",
     "SequenceNumberExhausted",
     "SequenceNumberReservation",
 ]

@@ -116,6 +116,7 @@ LOOPBACK_EXPECTED = {
         "as.floor",
         "as.coap_token_rps",
         "as.startup_10000_clients",
+        "as.startup_100000_clients",
     ],
     "oscore": [
         "oscore.rs_protected_get_rps",
@@ -250,8 +251,8 @@ def test_loopback_groups_are_measured_not_pending(loopback_report: dict[str, Any
     expected = [name for group in LOOPBACK_GROUPS for name in LOOPBACK_EXPECTED[group]]
     assert sorted(measured + skipped) == sorted(expected)
     assert measured == [name for name in expected if name not in skipped]
-    # provisioning 10,000 clients is for full runs only
-    quick_only = ["as.startup_10000_clients"]
+    # provisioning 10,000 and 100,000 clients is for full runs only
+    quick_only = ["as.startup_10000_clients", "as.startup_100000_clients"]
     if MICROPYTHON.exists():
         assert skipped == quick_only
     else:

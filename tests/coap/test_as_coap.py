@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -194,33 +197,156 @@ def test_introspection_by_rs(db_url: str, tmp_path: Path) -> None:
     run_as(db_url, tmp_path, scenario)
 
 
+def _loaded_client_context(
+    credentials: authz_server_site.AsServerCredentials, kid: bytes
+) -> authz_server_site.StoredServerContext:
+    """The AS's context of the client sending with ``kid``, derived as a request would."""
+    asyncio.run(credentials.ensure({oscore.COSE_KID: kid}))
+    return credentials.find_oscore({oscore.COSE_KID: kid})
+
+
 def test_sequence_numbers_survive_restart(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'as.db'}"
     state = tmp_path / "state"
     setup = provision(url)
     store = setup["store"]
-    port = free_port()
-
-    async def once() -> tuple[str, int]:
-        site, credentials = build_site(store, as_config(store), state)
-        server = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
-        fingerprint, ctx = next(
-            (f, c) for f, c in credentials._by_fingerprint.items() if c.principal[0] == "client"
-        )
-        for _ in range(3):
-            ctx.new_sequence_number()
-        number = int(ctx.sender_sequence_number)
-        await server.shutdown()
-        credentials.close()
-        return fingerprint, number
-
-    fingerprint, first = asyncio.run(once())
-    assert first == 3
-    # a fresh process starts at or beyond what the previous one used
+    kid = setup["sensor"].oscore.sender_id
     _site, credentials = build_site(store, as_config(store), state)
-    assert credentials._by_fingerprint[fingerprint].sender_sequence_number >= first
+    ctx = _loaded_client_context(credentials, kid)
+    used = [ctx.new_sequence_number() for _ in range(3)]
+    assert used == [0, 1, 2]
+    credentials.close()
+    # a fresh start takes numbers above every one reserved before, never one used
+    _site, credentials = build_site(store, as_config(store), state)
+    again = _loaded_client_context(credentials, kid)
+    assert again.key == ctx.key
+    assert again.new_sequence_number() > max(used)
     credentials.close()
     store.close()
+
+
+def test_no_per_client_file_is_made(tmp_path: Path) -> None:
+    """Start-up and a context's first use write to the database, not to the state directory."""
+    setup = provision(f"sqlite:///{tmp_path / 'as.db'}")
+    store = setup["store"]
+    state = tmp_path / "state"
+    _site, credentials = build_site(store, as_config(store), state)
+    ctx = _loaded_client_context(credentials, setup["sensor"].oscore.sender_id)
+    ctx.new_sequence_number()
+    credentials.close()
+    store.close()
+    assert not state.exists()
+
+
+def test_contexts_are_derived_on_their_first_request_only(tmp_path: Path) -> None:
+    setup = provision(f"sqlite:///{tmp_path / 'as.db'}")
+    store = setup["store"]
+    _site, credentials = build_site(store, as_config(store), tmp_path / "state")
+    try:
+        assert credentials.loaded == {}
+        kid = setup["sensor"].oscore.sender_id
+        with pytest.raises(KeyError):
+            credentials.find_oscore({oscore.COSE_KID: kid})
+        ctx = _loaded_client_context(credentials, kid)
+        assert ctx.principal == ("client", "sensor-1")
+        assert list(credentials.loaded) == [(kid, None)]
+    finally:
+        credentials.close()
+        store.close()
+
+
+def test_a_removed_client_is_dropped_from_the_index_at_its_next_request(tmp_path: Path) -> None:
+    """A kid whose record went since the index was read is not looked up again on every
+    request: it becomes unknown, so only the rate-limited read of the index can bring it."""
+    setup = provision(f"sqlite:///{tmp_path / 'as.db'}")
+    store = setup["store"]
+    kid = setup["sensor"].oscore.sender_id
+    _site, credentials = build_site(store, as_config(store), tmp_path / "state")
+    try:
+        store.remove_client("sensor-1")
+        asyncio.run(credentials._ensure_loaded((kid, None)))
+        assert credentials.loaded == {}
+        assert (kid, None) not in credentials._index
+    finally:
+        credentials.close()
+        store.close()
+
+
+def test_a_fresh_context_has_an_empty_window_a_known_one_asks_for_echo(tmp_path: Path) -> None:
+    """RFC 8613 Appendix B.1.2: only a context never used before may start with an empty
+    replay window; after a restart the window is unknown and the first request gets Echo."""
+    setup = provision(f"sqlite:///{tmp_path / 'as.db'}")
+    store = setup["store"]
+    kid = setup["sensor"].oscore.sender_id
+    _site, credentials = build_site(store, as_config(store), tmp_path / "state")
+    assert _loaded_client_context(credentials, kid).recipient_replay_window.is_initialized()
+    credentials.close()
+    _site, credentials = build_site(store, as_config(store), tmp_path / "state")
+    again = _loaded_client_context(credentials, kid)
+    assert not again.recipient_replay_window.is_initialized()
+    credentials.close()
+    store.close()
+
+
+def test_an_earlier_state_directory_is_read_once(tmp_path: Path) -> None:
+    """A context an earlier keybound kept in STATE_DIR/oscore/<fingerprint>/sequence.json
+    continues above the file's next number; its window is unknown (Echo)."""
+    setup = provision(f"sqlite:///{tmp_path / 'as.db'}")
+    store = setup["store"]
+    state = tmp_path / "state"
+    fingerprint = authz_server_site.context_fingerprint(setup["sensor"].oscore)
+    legacy = state / "oscore" / fingerprint
+    legacy.mkdir(parents=True)
+    (legacy / "sequence.json").write_text('{"next-to-send": 5000, "received": "unknown"}')
+    _site, credentials = build_site(store, as_config(store), state)
+    ctx = _loaded_client_context(credentials, setup["sensor"].oscore.sender_id)
+    assert ctx.new_sequence_number() >= 5000
+    assert not ctx.recipient_replay_window.is_initialized()
+    credentials.close()
+    store.close()
+
+
+_USER = """
+import asyncio, sys
+from aiocoap import oscore
+from keybound.coap.authz_server_site import build_site
+from keybound.tools.authz_server.provision import as_config
+from keybound.tools.authz_server.storage import SqlAuthzStore
+
+store = SqlAuthzStore.open(sys.argv[1])
+_site, credentials = build_site(store, as_config(store), sys.argv[2])
+kid = {oscore.COSE_KID: bytes.fromhex(sys.argv[3])}
+asyncio.run(credentials.ensure(kid))
+ctx = credentials.find_oscore(kid)
+while True:  # every number is printed only after new_sequence_number handed it out
+    print(ctx.new_sequence_number(), flush=True)
+"""
+
+
+def test_a_killed_as_never_reuses_a_sequence_number(tmp_path: Path) -> None:
+    """RFC 8613 Appendix B.1.1 across SIGKILL: an AS process using its context with a
+    client is killed mid-stream, twice; no number any of them took is taken again."""
+    url = f"sqlite:///{tmp_path / 'as.db'}"
+    setup = provision(url)
+    setup["store"].close()
+    kid = setup["sensor"].oscore.sender_id.hex()
+    seen: list[int] = []
+    for _ in range(3):
+        process = subprocess.Popen(
+            [sys.executable, "-c", _USER, url, str(tmp_path / "state"), kid],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        numbers = [int(process.stdout.readline()) for _ in range(150)]  # past several blocks
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        numbers += [int(line) for line in process.stdout.read().split()]
+        process.stdout.close()
+        assert numbers == sorted(set(numbers))
+        assert min(numbers) > max(seen, default=-1)
+        seen += numbers
+    assert len(seen) == len(set(seen)) >= 450
 
 
 # ---- errors -------------------------------------------------------------------------------------
@@ -320,25 +446,36 @@ def test_a_client_added_while_running_is_found_without_store_work_on_the_loop(
     unprotected = {oscore.COSE_KID: late.oscore.sender_id}
     with pytest.raises(KeyError):
         credentials.find_oscore(unprotected)  # no refresh inside the lookup
-    reads: list[str] = []
-    list_clients = store.list_clients
+    reads: list[tuple[str, str]] = []
 
-    def recording_list_clients() -> Any:
-        reads.append(threading.current_thread().name)
-        return list_clients()
+    def recording(name: str) -> None:
+        original = getattr(store, name)
 
-    monkeypatch.setattr(store, "list_clients", recording_list_clients)
+        def read(*args: Any, **kwargs: Any) -> Any:
+            reads.append((name, threading.current_thread().name))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, read)
+
+    for name in ("list_oscore_peers", "get_client", "start_oscore_state"):
+        recording(name)
 
     async def main() -> None:
         await credentials.ensure(unprotected)
-        reads.append("loop:" + threading.current_thread().name)
+        reads.append(("loop", threading.current_thread().name))
 
     try:
         asyncio.run(main())
         found = credentials.find_oscore(unprotected)
         assert found.principal == ("client", "late-1")
-        assert len(reads) == 2
-        assert reads[0] != reads[1].removeprefix("loop:")  # the store was read off the loop
+        assert [name for name, _thread in reads] == [
+            "list_oscore_peers",
+            "get_client",
+            "start_oscore_state",
+            "loop",
+        ]
+        loop_thread = reads[-1][1]
+        assert all(thread != loop_thread for _name, thread in reads[:-1])  # off the loop
     finally:
         credentials.close()
         store.close()

@@ -80,6 +80,15 @@ def with_rs(store: SqlAuthzStore) -> SqlAuthzStore:
     return store
 
 
+def _schema_version(db_url: str) -> int:
+    engine = create_engine(resolve_database_url(db_url))
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT schema_version FROM keybound_meta")).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def _raw_execute(db_url: str, sql: str) -> None:
     engine = create_engine(resolve_database_url(db_url))
     try:
@@ -168,13 +177,8 @@ def test_schema_1_sequence_token_records_are_migrated(db_url: str) -> None:
         assert store.get_token(b"door#6168") is None
         assert store.get_token(b"\x01\x02") is not None
         assert len(store.list_tokens("dev")) == 5
-    engine = create_engine(resolve_database_url(db_url))
-    try:
-        with engine.connect() as conn:
-            version = conn.execute(text("SELECT schema_version FROM keybound_meta")).scalar_one()
-    finally:
-        engine.dispose()
-    assert version == SCHEMA_VERSION == 4
+    version = _schema_version(db_url)
+    assert version == SCHEMA_VERSION == 5
 
 
 def _drop_credential_columns(db_url: str) -> None:
@@ -209,8 +213,29 @@ def test_schema_3_gains_credential_columns(db_url: str) -> None:
         assert door.credential == b"\xa1\x08\xa0"
 
 
+def test_schema_4_gains_the_oscore_sequences_table(db_url: str) -> None:
+    """4 -> 5: the CoAP site's OSCORE sequence state gets a table; the rest is kept."""
+    with SqlAuthzStore.init(db_url) as store:
+        store.add_client(ClientRegistration("dev", oscore=_oscore()), now=NOW)
+    _raw_execute(db_url, "DROP TABLE keybound_oscore_sequences")
+    _raw_execute(db_url, "DROP TABLE keybound_config_version")
+    _raw_execute(db_url, "UPDATE keybound_meta SET schema_version = 4")
+    with SqlAuthzStore.open(db_url) as store:
+        assert [(kind, name) for kind, name, _ in store.list_oscore_peers()] == [("client", "dev")]
+        before = store.config_version()
+        store.remove_client("dev")
+        assert store.config_version() == before + 1
+        assert store.start_oscore_state("ctx", mark=7)
+        assert store.reserve_oscore_sequence("ctx", 3) == 10
+    version = _schema_version(db_url)
+    assert version == 5
+
+
 def _downgrade_to_schema_2(db_url: str) -> None:
-    """Take away what schemas 3 and 4 added (token hashes, the TRL tables, credentials)."""
+    """Take away what schemas 3 to 5 added (token hashes, the TRL tables, credentials,
+    OSCORE sequence state, the configuration version)."""
+    _raw_execute(db_url, "DROP TABLE keybound_oscore_sequences")
+    _raw_execute(db_url, "DROP TABLE keybound_config_version")
     _drop_credential_columns(db_url)
     _raw_execute(db_url, "DROP TABLE keybound_trl_series")
     _raw_execute(db_url, "DROP TABLE keybound_trl_updates")
@@ -691,28 +716,22 @@ _ALLOCATOR = textwrap.dedent(
 )
 
 
-def test_sequence_numbers_from_two_processes(
-    with_rs: SqlAuthzStore, db_url: str, tmp_path: Path
-) -> None:
-    store = with_rs
-    audience = "coap://sensor.example"
-    first = store.next_sequence(audience)
+def _two_processes(tmp_path: Path, script: str, *args: str) -> list[list[int]]:
+    """Run ``script ARGS... READY GO`` in two processes started together; their numbers."""
     go = tmp_path / "go"
-    per_process = 200
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _ALLOCATOR, db_url, audience, str(per_process),
-             str(tmp_path / f"ready-{i}"), str(go)],
+            [sys.executable, "-c", script, *args, str(tmp_path / f"ready-{i}"), str(go)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for i in range(2)
-    ]  # fmt: skip
+    ]
     deadline = time.monotonic() + 60
     while not all((tmp_path / f"ready-{i}").exists() for i in range(2)):
         assert all(p.poll() is None for p in processes), [p.communicate() for p in processes]
-        assert time.monotonic() < deadline, "allocator processes did not start"
+        assert time.monotonic() < deadline, "the processes did not start"
         time.sleep(0.01)
     go.touch()
     results: list[list[int]] = []
@@ -720,7 +739,17 @@ def test_sequence_numbers_from_two_processes(
         out, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
         results.append([int(n) for n in out.split()])
+    return results
 
+
+def test_sequence_numbers_from_two_processes(
+    with_rs: SqlAuthzStore, db_url: str, tmp_path: Path
+) -> None:
+    store = with_rs
+    audience = "coap://sensor.example"
+    first = store.next_sequence(audience)
+    per_process = 200
+    results = _two_processes(tmp_path, _ALLOCATOR, db_url, audience, str(per_process))
     for numbers in results:
         assert len(numbers) == per_process
         assert all(a < b for a, b in itertools.pairwise(numbers))
@@ -728,6 +757,105 @@ def test_sequence_numbers_from_two_processes(
     assert len(set(everything)) == 2 * per_process
     assert set(everything) == set(range(first + 1, first + 1 + 2 * per_process))
     assert store.next_sequence(audience) == first + 2 * per_process + 1
+
+
+def test_oscore_peers_are_clients_and_resource_servers_with_a_context(
+    with_rs: SqlAuthzStore,
+) -> None:
+    store = with_rs
+    store.add_client(ClientRegistration("with", oscore=_oscore()), now=NOW)
+    store.add_client(ClientRegistration("without", secret="s3cret"), now=NOW)
+    store.add_resource_server(
+        "introspecting",
+        "coap://i.example",
+        scopes=["read"],
+        token_key=TOKEN_KEY_1,
+        token_kid=b"k1",
+        introspection_context=_oscore(b"\x02" * 16),
+        now=NOW,
+    )
+    assert sorted(store.list_oscore_peers(), key=lambda p: p[0]) == [
+        ("client", "with", _oscore()),
+        ("rs", "introspecting", _oscore(b"\x02" * 16)),
+    ]
+
+
+def test_every_change_of_the_configuration_bumps_its_version(with_rs: SqlAuthzStore) -> None:
+    """What issuing caches (clients, grants, RSs, keys) changes only with a new version."""
+    store = with_rs
+    changes = [
+        lambda: store.add_client(ClientRegistration("c", oscore=_oscore()), now=NOW),
+        lambda: store.set_grants("c", {"coap://gw.example": ["temp"]}),
+        lambda: store.set_client_oscore("c", _oscore(b"\x03" * 16)),
+        lambda: store.rotate_token_key("gateway", TOKEN_KEY_2, b"k2", now=NOW),
+        lambda: store.set_rs_credential("gateway", b"\xa0"),
+        lambda: store.set_introspection_secret("gateway", "pw"),
+        lambda: store.remove_client("c"),
+        lambda: store.remove_resource_server("clockless"),
+        lambda: store.add_resource_server(
+            "again", "coap://a.example", scopes=["x"], token_key=TOKEN_KEY_1, token_kid=b"1"
+        ),
+        lambda: store.set_issuer("coap://as.example", SIGNING_KEY, now=NOW),
+    ]
+    for change in changes:
+        before = store.config_version()
+        change()
+        assert store.config_version() == before + 1
+    before = store.config_version()
+    store.record_token(_token(b"\x09", exp=NOW + 60))  # issuing is no configuration change
+    store.next_sequence("coap://a.example")
+    assert store.config_version() == before
+
+
+def test_a_refused_change_leaves_the_version(with_rs: SqlAuthzStore) -> None:
+    before = with_rs.config_version()
+    with pytest.raises(UnknownRecord):
+        with_rs.remove_client("nobody")
+    assert with_rs.config_version() == before
+
+
+def test_oscore_sequence_state_starts_once(store: SqlAuthzStore) -> None:
+    assert store.start_oscore_state("ctx", mark=100)
+    assert not store.start_oscore_state("ctx", mark=0)  # the second start changes nothing
+    assert store.reserve_oscore_sequence("ctx", 16) == 116  # [100, 116)
+    assert store.reserve_oscore_sequence("ctx", 32) == 148  # [116, 148)
+
+
+def test_oscore_sequence_of_an_unstarted_context_is_refused(store: SqlAuthzStore) -> None:
+    with pytest.raises(UnknownRecord):
+        store.reserve_oscore_sequence("never-started", 16)
+
+
+@pytest.mark.parametrize("count", [0, -1, 2**20 + 1])
+def test_oscore_sequence_block_size_is_bounded(store: SqlAuthzStore, count: int) -> None:
+    store.start_oscore_state("ctx")
+    with pytest.raises(ValueError):
+        store.reserve_oscore_sequence("ctx", count)
+
+
+_RESERVER = textwrap.dedent(
+    """
+    import pathlib, sys, time
+    from keybound.tools.authz_server.storage import SqlAuthzStore
+    url, count, ready, go = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    with SqlAuthzStore.open(url) as store:
+        store.start_oscore_state("shared")
+        pathlib.Path(ready).touch()
+        while not pathlib.Path(go).exists():
+            time.sleep(0.001)
+        for _ in range(count):
+            print(store.reserve_oscore_sequence("shared", 4))
+    """
+)
+
+
+def test_oscore_sequence_blocks_of_two_processes_never_overlap(
+    store: SqlAuthzStore, db_url: str, tmp_path: Path
+) -> None:
+    """Two AS processes sharing one client context (one database): disjoint blocks."""
+    ends = [end for out in _two_processes(tmp_path, _RESERVER, db_url, "100") for end in out]
+    numbers = [n for end in ends for n in range(end - 4, end)]
+    assert sorted(numbers) == list(range(800))
 
 
 def test_is_an_authz_store(store: SqlAuthzStore) -> None:

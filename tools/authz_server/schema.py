@@ -62,12 +62,14 @@ __all__ = [
     "check_schema",
     "client_from_rows",
     "clients_table",
+    "config_version_table",
     "grants_table",
     "issuer_table",
     "meta_table",
     "metadata",
     "oscore_columns",
     "oscore_from_row",
+    "oscore_sequences_table",
     "resource_server_from_rows",
     "resource_servers_table",
     "sequences_table",
@@ -78,7 +80,7 @@ __all__ = [
     "trl_updates_table",
 ]
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """Bumped whenever a table or a stored format changes. An older database is migrated
 in place by :func:`check_schema` (:data:`_MIGRATIONS`); a newer or unknown one is refused.
 
@@ -92,6 +94,12 @@ in place by :func:`check_schema` (:data:`_MIGRATIONS`); a newer or unknown one i
   (``trl_state``); the TRL's updates and each requester's update collection get tables.
 - 3 -> 4: clients and resource servers get a ``credential`` column: an EDHOC
   authentication credential (an encoded CCS, RFC 9528 §3.5.2), empty for the existing ones.
+- 4 -> 5: the OSCORE Sender Sequence Numbers the AS's CoAP site reserved for each of its
+  contexts (RFC 8613 Appendix B.1.1) get a table, ``keybound_oscore_sequences``; they were
+  kept in a state directory with a file and a lock per context, which the site still reads
+  once for a context the table does not have yet. A one-row ``keybound_config_version``
+  counts the changes of clients, resource servers, grants and keys, so the records an
+  AS process caches for issuing are dropped when another process changes them.
 """
 
 
@@ -251,6 +259,24 @@ trl_series_table = Table(
     Column("added", JSON, nullable=False),
 )
 
+#: Per OSCORE context of the AS's CoAP site (by a fingerprint of its parameters): every
+#: Sender Sequence Number at or above ``reserved`` is unused (RFC 8613 Appendix B.1.1).
+#: Rows outlive their client: new keys make a new fingerprint, never an old number again.
+oscore_sequences_table = Table(
+    "keybound_oscore_sequences",
+    metadata,
+    Column("context", String(64), primary_key=True),
+    Column("reserved", BigInteger, nullable=False),
+)
+
+#: One row: bumped in every transaction that changes the configuration (clients, RSs,
+#: grants, keys, issuer), read by AS processes to know when their cached records are stale.
+config_version_table = Table(
+    "keybound_config_version",
+    metadata,
+    Column("version", BigInteger, nullable=False),
+)
+
 ALL_TABLES: Final = frozenset(metadata.tables)
 
 
@@ -277,6 +303,7 @@ def check_schema(engine: Engine, url: URL, *, create: bool) -> None:
                         schema_version=SCHEMA_VERSION, created=int(time.time())
                     )
                 )
+                conn.execute(insert(config_version_table).values(version=0))
                 return
             if meta_table.name not in tables:
                 shown = ", ".join(sorted(tables)[:5])
@@ -361,11 +388,17 @@ def _migrate_3_to_4(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN credential {blob}"))
 
 
+def _migrate_4_to_5(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[oscore_sequences_table, config_version_table])
+    conn.execute(insert(config_version_table).values(version=0))
+
+
 #: The step from each schema version to the next, run in one transaction.
 _MIGRATIONS: Final[dict[int, Callable[[Connection], None]]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
     3: _migrate_3_to_4,
+    4: _migrate_4_to_5,
 }
 
 

@@ -45,7 +45,8 @@ TRL_POLL_INTERVAL = 0.2
 
 
 def default_state_dir() -> Path:
-    """Where OSCORE sequence numbers are persisted: the per-user state directory."""
+    """Where an earlier keybound kept OSCORE sequence numbers (the per-user state
+    directory): read once per context; they are now kept in the AS's database."""
     return Path(platformdirs.user_state_dir("keybound")) / "as"
 
 
@@ -89,7 +90,7 @@ class RunningServer:
         """Bind the endpoints; raises if a port is taken or TLS is missing.
 
         A taken port is :class:`~keybound.tools.server_ready.AddressInUse`,
-        found before the OSCORE state directory is touched.
+        found before the store is read.
         """
         config = await asyncio.to_thread(as_config, self.store)
         service = AuthzService(self.store, config)
@@ -100,7 +101,7 @@ class RunningServer:
         if self.coap is not None:
             check_port_free("coap", *self.coap)
         if self.coap is not None:
-            # Reads the store and takes the OSCORE state's locks: off the event loop.
+            # Reads the store's index of OSCORE peers: off the event loop.
             if hasattr(self.store, "trl_view"):  # a store that keeps the TRL (RFC 9770)
                 self._trl = TrlResource(cast(TrlStore, self.store))
             site, self._credentials = await asyncio.to_thread(
@@ -169,7 +170,7 @@ class RunningServer:
         return self._http_task
 
     async def stop(self) -> None:
-        """Close the endpoints and persist the OSCORE state."""
+        """Close the endpoints (the OSCORE sequence state is durable all along)."""
         if self._trl_task is not None:
             self._trl_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -36,12 +36,13 @@ AS's answer. Server and client share one event loop in this process, on
 loopback, with :data:`CONCURRENCY` requests in flight; the rates are per
 second of the process's CPU time, in paired rounds.
 
-``as.startup_10000_clients`` is the wall time until the AS's CoAP site is built
-(``build_site``: every client's OSCORE context and its state loaded) over a store
-with :data:`STARTUP_CLIENTS` OSCORE clients, against the same over the store with
-one client, one start-up each. Provisioning that many clients and starting
-over them takes many seconds, so ``--quick`` skips it; an AS that cannot start
-(too many open files) is reported as a skip with the error.
+``as.startup_10000_clients`` and ``as.startup_100000_clients`` are the wall time
+until the AS's CoAP site is built (``build_site``: the index of every peer's ``kid``
+read; contexts are derived on their first request) over a store with that many
+OSCORE clients (:data:`STARTUP_CLIENTS`, written by one bulk ``INSERT``), against
+the same over the store with one client, one start-up each. Provisioning that many
+clients takes seconds, so ``--quick`` skips them; an AS that cannot start is
+reported as a skip with the error.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+from sqlalchemy import insert
 
 from keybound.coap.authz_server_site import build_site
 from keybound.coap.authz_service import AuthzService
@@ -81,6 +83,7 @@ from keybound.tools.authz_server.provision import (
     as_config,
     init_issuer,
 )
+from keybound.tools.authz_server.schema import clients_table, oscore_columns
 from keybound.tools.authz_server.storage import SqlAuthzStore
 from keybound.tools.bench.fixtures import (
     AUDIENCE,
@@ -111,9 +114,10 @@ FIGURES = (
     "as.floor",
     "as.coap_token_rps",
     "as.startup_10000_clients",
+    "as.startup_100000_clients",
 )
-#: Clients provisioned for ``as.startup_10000_clients`` (a full run only: it takes seconds).
-STARTUP_CLIENTS = 10_000
+#: Clients provisioned for the ``as.startup_*_clients`` figures (a full run only: seconds).
+STARTUP_CLIENTS = (10_000, 100_000)
 #: The audience of the benchmark's RS without a clock.
 NO_CLOCK_AUDIENCE = "rs-no-clock.example"
 #: The scope the benchmark's client is granted and asks for.
@@ -331,32 +335,55 @@ def _startup_ms(store: SqlAuthzStore, where: Path) -> float:
     return elapsed
 
 
-def _startup(runner: Runner, tmp: Path) -> Figure | None:
-    """``as.startup_10000_clients`` against a start-up with one client; None in ``--quick``."""
-    name = FIGURES[-1]
+def _bulk_clients(store: SqlAuthzStore, count: int) -> None:
+    """``count`` OSCORE clients (distinct IDs, random keys) in one multi-row INSERT:
+    the fixture, not the figure, so it skips what ``add_clients`` checks one by one."""
+    now = int(time.time())
+    rows = []
+    for i in range(count):
+        context = OscoreContext(
+            master_secret=os.urandom(16),
+            sender_id=b"c" + i.to_bytes(4, "big"),
+            recipient_id=b"AS",
+            master_salt=os.urandom(8),
+        )
+        rows.append({"client_id": f"client-{i}", "created": now, **oscore_columns(context)})
+    with store.engine.begin() as conn:
+        conn.execute(insert(clients_table), rows)
+
+
+def _startup(runner: Runner, tmp: Path) -> list[Figure]:
+    """The ``as.startup_*_clients`` figures against a start-up with one client; none in
+    ``--quick``."""
+    names = FIGURES[-len(STARTUP_CLIENTS) :]
     if runner.quick:
-        runner.skip(name, f"a full run only: provisioning {STARTUP_CLIENTS:,} clients takes long")
-        return None
-    runner.on_step(name)
-    stores = []
-    for count in (STARTUP_CLIENTS, 1):
-        store = SqlAuthzStore.init(f"sqlite:///{tmp / f'startup-{count}.db'}")
-        init_issuer(store, ISSUER)
-        add_resource_server(store, "bench-rs", AUDIENCE, [AS_SCOPE])
-        add_clients(store, [f"client-{i}" for i in range(count)], {AUDIENCE: [AS_SCOPE]})
-        stores.append(store)
+        for name in names:
+            runner.skip(name, "a full run only: provisioning the clients takes seconds")
+        return []
+    figures = []
+    stores: list[SqlAuthzStore] = []
     try:
-        one = _startup_ms(stores[1], tmp / "state-1")
-        many = _startup_ms(stores[0], tmp / "state-many")
-    except OSError as err:  # e.g. "Too many open files": one lock file per client
-        runner.skipped.append(Skipped(name, f"the AS did not start: {err}"))
-        return None
+        for name, count in [("as.startup_1_client", 1), *zip(names, STARTUP_CLIENTS, strict=True)]:
+            if count > 1:
+                runner.on_step(name)
+            store = SqlAuthzStore.init(f"sqlite:///{tmp / f'startup-{count}.db'}")
+            stores.append(store)
+            init_issuer(store, ISSUER)
+            add_resource_server(store, "bench-rs", AUDIENCE, [AS_SCOPE])
+            _bulk_clients(store, count)
+        one = Measurement.exact(_startup_ms(stores[0], tmp / "state-1"))
+        for name, store in zip(names, stores[1:], strict=True):
+            many = _startup_ms(store, tmp / f"state-{name}")
+            figures.append(
+                Figure.of(name, Measurement.exact(many), MILLISECONDS, one, "as.startup_1_client")
+            )
+    except OSError as err:  # e.g. "Too many open files"
+        for name in names[len(figures) :]:
+            runner.skipped.append(Skipped(name, f"the AS did not start: {err}"))
     finally:
         for store in stores:
             store.close()
-    return Figure.of(
-        name, Measurement.exact(many), MILLISECONDS, Measurement.exact(one), "as.startup_1_client"
-    )
+    return figures
 
 
 def run(runner: Runner) -> list[Figure]:
@@ -404,8 +431,8 @@ def run(runner: Runner) -> list[Figure]:
                 "as.coap_token_rps", rates, REQUESTS_PER_SECOND, "as.coap_bare_oscore_rps"
             )
         )
-        startup = _startup(runner, Path(tmp))
-    return figures if startup is None else [*figures, startup]
+        figures += _startup(runner, Path(tmp))
+    return figures
 
 
 GROUP = Group(
@@ -413,7 +440,7 @@ GROUP = Group(
     title="the Authorization Server: tokens per second in process and over CoAP+OSCORE",
     figures=FIGURES,
     run=run,
-    steps=7,
+    steps=8,
 )
 
 __all__ = [

@@ -527,7 +527,12 @@ def serve(
         bool, typer.Option("--insecure", help="allow plain HTTP beyond loopback")
     ] = False,
     state_dir: Annotated[
-        Path | None, typer.Option("--state-dir", help="where OSCORE sequence numbers are kept")
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="an earlier keybound's OSCORE state directory, read once per context "
+            "(sequence numbers are now kept in the database)",
+        ),
     ] = None,
     public_url: Annotated[
         str | None,
