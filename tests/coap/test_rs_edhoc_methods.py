@@ -95,3 +95,33 @@ def test_a_token_over_256_bytes_in_ead_3_is_taken() -> None:
             assert site.edhoc.session(dev.ccs.fingerprint) is not None
 
     run(body())
+
+
+def test_method_0_with_signature_credentials_on_both_sides_completes() -> None:
+    keys = Keys()
+    rs, dev = _signing_party(b"\x32", "rs.example"), _signing_party(b"\x2b", "dev-sig")
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            await post_token(client, port, mint_edhoc(keys, dev.ccs))
+            answer = await _handshake(client, port, dev, rs, 0, [])
+            assert _code(answer) == "2.04", answer.payload
+            assert site.edhoc is not None
+            assert site.edhoc.session(dev.ccs.fingerprint) is not None
+
+    run(body())
+
+
+def test_method_0_credential_bound_to_no_token_is_refused() -> None:
+    keys = Keys()
+    rs, dev = _signing_party(b"\x32", "rs.example"), _signing_party(b"\x2b", "dev-sig")
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            answer = await _handshake(client, port, dev, rs, 0, [])
+            assert _code(answer) == "4.00"
+            assert b"no valid access token" in answer.payload
+            assert site.edhoc is not None
+            assert site.edhoc.session(dev.ccs.fingerprint) is None
+
+    run(body())
