@@ -8,6 +8,7 @@ access token of more than 256 bytes in EAD_3 (beyond what lakers-python 0.6 take
 from __future__ import annotations
 
 import aiocoap
+import pytest
 
 from keybound.core.edhoc import AuthKey, EadItem, Initiator, encode_connection_id
 from keybound.core.edhoc_credentials import Ccs
@@ -46,15 +47,20 @@ def _signing_party(kid: bytes, subject: str) -> Party:
     return Party(key, Ccs.make(key, subject=subject, signing=True))
 
 
-def test_method_1_with_a_signature_credential_completes() -> None:
+@pytest.mark.parametrize(
+    ("method", "rs_signs"), [(1, False), (0, True)], ids=["method_1", "method_0"]
+)
+def test_a_client_with_a_signature_credential_completes(method: int, rs_signs: bool) -> None:
+    """Method 1 (the RS proves a static DH key), method 0 (both sign, ES256)."""
     keys = Keys()
-    rs, dev = Party.make(b"\x32", "rs.example"), _signing_party(b"\x2b", "dev-sig")
+    rs = _signing_party(b"\x32", "rs.example") if rs_signs else Party.make(b"\x32", "rs.example")
+    dev = _signing_party(b"\x2b", "dev-sig")
     assert dev.ccs.signs
 
     async def body() -> None:
         async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
             await post_token(client, port, mint_edhoc(keys, dev.ccs))
-            answer = await _handshake(client, port, dev, rs, 1, [])
+            answer = await _handshake(client, port, dev, rs, method, [])
             assert _code(answer) == "2.04", answer.payload
             assert site.edhoc is not None
             assert site.edhoc.session(dev.ccs.fingerprint) is not None
@@ -91,21 +97,6 @@ def test_a_token_over_256_bytes_in_ead_3_is_taken() -> None:
             answer = await _handshake(client, port, dev, rs, 3, ead)
             assert _code(answer) == "2.04", answer.payload
             assert site.rs.store.get(dev.ccs.fingerprint) is not None
-            assert site.edhoc is not None
-            assert site.edhoc.session(dev.ccs.fingerprint) is not None
-
-    run(body())
-
-
-def test_method_0_with_signature_credentials_on_both_sides_completes() -> None:
-    keys = Keys()
-    rs, dev = _signing_party(b"\x32", "rs.example"), _signing_party(b"\x2b", "dev-sig")
-
-    async def body() -> None:
-        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
-            await post_token(client, port, mint_edhoc(keys, dev.ccs))
-            answer = await _handshake(client, port, dev, rs, 0, [])
-            assert _code(answer) == "2.04", answer.payload
             assert site.edhoc is not None
             assert site.edhoc.session(dev.ccs.fingerprint) is not None
 
