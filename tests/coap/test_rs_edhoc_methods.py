@@ -10,13 +10,14 @@ from __future__ import annotations
 import aiocoap
 import pytest
 
+from keybound.coap.edhoc_client import OwnEdhocCredentials, method_for
 from keybound.core.edhoc import AuthKey, EadItem, Initiator, encode_connection_id
 from keybound.core.edhoc_credentials import Ccs
 from keybound.core.edhoc_suites import SUITE_2
 from keybound.core.keys import Key
 from keybound.core.numbers.edhoc_profile import EAD_ACCESS_TOKEN
-from tests.helpers.edhoc import Party, mint_edhoc, post_token, serving_edhoc
-from tests.helpers.rs import Keys, client_ctx, run
+from tests.helpers.edhoc import Party, mint_edhoc, post_token, serving_edhoc, use_edhoc
+from tests.helpers.rs import Keys, client_ctx, request, run
 
 
 def _code(message: aiocoap.Message) -> str:
@@ -47,14 +48,22 @@ def _signing_party(kid: bytes, subject: str) -> Party:
     return Party(key, Ccs.make(key, subject=subject, signing=True))
 
 
-@pytest.mark.parametrize(
+def _signing_parties(*, rs_signs: bool) -> tuple[Party, Party]:
+    """(the RS, a device with an ES256 credential); the RS's key signs or is static DH."""
+    rs = _signing_party(b"\x32", "rs.example") if rs_signs else Party.make(b"\x32", "rs.example")
+    return rs, _signing_party(b"\x2b", "dev-sig")
+
+
+SIGNATURE_METHODS = pytest.mark.parametrize(
     ("method", "rs_signs"), [(1, False), (0, True)], ids=["method_1", "method_0"]
 )
+
+
+@SIGNATURE_METHODS
 def test_a_client_with_a_signature_credential_completes(method: int, rs_signs: bool) -> None:
     """Method 1 (the RS proves a static DH key), method 0 (both sign, ES256)."""
     keys = Keys()
-    rs = _signing_party(b"\x32", "rs.example") if rs_signs else Party.make(b"\x32", "rs.example")
-    dev = _signing_party(b"\x2b", "dev-sig")
+    rs, dev = _signing_parties(rs_signs=rs_signs)
     assert dev.ccs.signs
 
     async def body() -> None:
@@ -114,5 +123,27 @@ def test_method_0_credential_bound_to_no_token_is_refused() -> None:
             assert b"no valid access token" in answer.payload
             assert site.edhoc is not None
             assert site.edhoc.session(dev.ccs.fingerprint) is None
+
+    run(body())
+
+
+@SIGNATURE_METHODS
+def test_the_cpython_client_runs_signature_methods_then_oscore(method: int, rs_signs: bool) -> None:
+    """keybound's client credentials (own Initiator) with aiocoap: EDHOC, then OSCORE GETs."""
+    keys = Keys()
+    rs, dev = _signing_parties(rs_signs=rs_signs)
+    assert method_for(dev.ccs, rs.ccs) == method
+
+    async def body() -> None:
+        async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
+            await post_token(client, port, mint_edhoc(keys, dev.ccs))
+            own = OwnEdhocCredentials(AuthKey(SUITE_2, dev.ccs.edhoc(), dev.d), rs.ccs, method)
+            use_edhoc(client, port, own)
+            response = await request(client, port, aiocoap.GET, "/temp")
+            assert _code(response) == "2.05"
+            assert response.payload == b"21.50"
+            assert _code(await request(client, port, aiocoap.GET, "/led")) == "4.03"
+            assert site.edhoc is not None
+            assert site.edhoc.session(dev.ccs.fingerprint) is not None
 
     run(body())
