@@ -19,17 +19,20 @@ left it and that the AS knows by its credential only:
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiocoap
 from aiocoap import error as aiocoap_error
-from aiocoap.edhoc import EdhocCredentials
+from aiocoap.edhoc import EdhocCredentials, EdhocInitiatorContext
 
 from keybound.core import cbor
 from keybound.core.client_flow import Reply
+from keybound.core.edhoc import AuthKey, Credential, Initiator
 from keybound.core.edhoc_credentials import Ccs
+from keybound.core.edhoc_suites import SUITE_2
 from keybound.core.errors import DecodeError, KeyboundError
 from keybound.core.numbers.ace_parameters import CONTENT_FORMAT_ACE_CBOR, AceParameter
 from keybound.core.numbers.ace_profiles import AceProfile
@@ -70,6 +73,69 @@ def read_token_response(payload: bytes, *, now: float) -> EdhocGrant:
         raise DecodeError("expires_in must be a positive integer")
     rs_credential = Ccs.decode(cbor.dumps_ordered(rs_cnf[CNF_KCCS]))
     return EdhocGrant(token, rs_credential, now + expires_in)
+
+
+class _OwnInitiatorContext(EdhocInitiatorContext):  # type: ignore[misc]
+    """aiocoap's OSCORE context of an EDHOC Initiator, made by keybound's own EDHOC.
+
+    message_3 goes with the first OSCORE request (the combined request, RFC 9668 §3).
+    """
+
+    def __init__(self, initiator: Initiator, c_i: bytes, c_r: bytes, logger: object) -> None:
+        self.log = logger
+        self._message_3 = initiator.message_3()
+        self._make_ready(initiator, c_i, c_r)
+        self._incomplete = False
+        self._init_details = None
+
+
+class OwnEdhocCredentials(EdhocCredentials):  # type: ignore[misc]
+    """aiocoap client credentials that run keybound's own EDHOC as Initiator.
+
+    For the methods lakers does not run: the client's or the RS's credential is an
+    ES256 signature key (methods 0, 1, 2; RFC 9528 §3.2). ``peer`` is the RS's
+    credential (``rs_cnf``); ID_CRED_R must name it.
+    """
+
+    def __init__(self, key: AuthKey, peer: Ccs, method: int) -> None:
+        super().__init__(suite=CIPHER_SUITE_2, method=method)
+        self._key = key
+        self._peer = peer
+        self._peer_credential: Credential = peer.edhoc()
+
+    async def establish_context(
+        self,
+        wire: object,
+        underlying_address: object,
+        underlying_proxy_scheme: object,
+        underlying_uri_host: object,
+        logger: object,
+    ) -> _OwnInitiatorContext:
+        c_i = bytes((secrets.randbelow(24),))
+        initiator = Initiator(self._key, method=self.method, c_i=c_i)
+        request = aiocoap.Message(
+            code=aiocoap.POST,
+            proxy_scheme=underlying_proxy_scheme,
+            uri_host=underlying_uri_host,
+            uri_path=[".well-known", "edhoc"],
+            payload=b"\xf5" + initiator.message_1(),
+        )
+        request.remote = underlying_address
+        answer = await wire.request(request).response_raising  # type: ignore[attr-defined]
+        c_r, id_cred_r, ead_2 = initiator.parse_message_2(answer.payload)
+        if any(item.critical for item in ead_2):
+            raise aiocoap_error.BadRequest("a critical EAD_2 item is not supported")
+        if not self._peer.matches_id_cred(id_cred_r):
+            raise aiocoap_error.Unauthorized("ID_CRED_R does not name the RS's credential")
+        initiator.verify_message_2(self._peer_credential)
+        return _OwnInitiatorContext(initiator, c_i, c_r, logger)
+
+
+def method_for(own: Ccs, peer: Ccs) -> int:
+    """The EDHOC method two credentials make (RFC 9528 §3.2): who signs, who uses DH."""
+    return {(True, True): 0, (True, False): 1, (False, True): 2, (False, False): 3}[
+        (own.signs, peer.signs)
+    ]
 
 
 class EdhocAceClient:
@@ -170,7 +236,18 @@ class EdhocAceClient:
             raise KeyboundError(f"the RS refused the token: {response.code}")
 
     def use_edhoc(self, grant: EdhocGrant) -> None:
-        """Run EDHOC with the RS of ``grant``'s ``rs_cnf`` for requests to it."""
+        """Run EDHOC with the RS of ``grant``'s ``rs_cnf`` for requests to it.
+
+        Method 3 (two static DH credentials) by aiocoap's EDHOC on lakers, any other
+        method by keybound's own (:class:`OwnEdhocCredentials`).
+        """
+        method = method_for(self.credential, grant.rs_credential)
+        if method != METHOD_STATIC_DH:
+            key = AuthKey(SUITE_2, self.credential.edhoc(), self._private_key)
+            self.coap.client_credentials[f"{self.rs_uri}/*"] = OwnEdhocCredentials(
+                key, grant.rs_credential, method
+            )
+            return
         self.coap.client_credentials[f"{self.rs_uri}/*"] = EdhocCredentials(
             suite=CIPHER_SUITE_2,
             method=METHOD_STATIC_DH,
@@ -199,4 +276,10 @@ class EdhocAceClient:
         )
 
 
-__all__ = ["EdhocAceClient", "EdhocGrant", "read_token_response"]
+__all__ = [
+    "EdhocAceClient",
+    "EdhocGrant",
+    "OwnEdhocCredentials",
+    "method_for",
+    "read_token_response",
+]

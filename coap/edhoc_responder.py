@@ -1,8 +1,10 @@
 """The RS as EDHOC Responder for the EDHOC and OSCORE profile of ACE (RFC 9528, RFC 9668).
 
 :class:`EdhocResponder` serves ``/.well-known/edhoc`` (RFC 9528 Appendix A.2.1, the
-forward message flow: the client is the Initiator) with lakers (method 3, cipher
-suite 2), and is the profile's :class:`~keybound.coap.profiles.ContextInstaller`: a
+forward message flow: the client is the Initiator) with keybound's own EDHOC
+(:mod:`keybound.core.edhoc`, cipher suite 2; method 3, or method 1 for an Initiator
+whose credential is a signature key; methods 0 and 2 when the RS's own credential is
+one), and is the profile's :class:`~keybound.coap.profiles.ContextInstaller`: a
 stored token of the profile installs nothing by itself, it lets an EDHOC session
 authenticate with the credential the token binds (draft-ietf-ace-edhoc-oscore-profile-11
 §4.2). The session's OSCORE context (RFC 9528 Appendix A.1) is bound to that token:
@@ -43,13 +45,14 @@ from typing import Any, ClassVar, TypeVar
 
 import aiocoap
 import cbor2
-import lakers
 from aiocoap import credentials, error
 from aiocoap.edhoc import EdhocResponderContext
 from aiocoap.numbers.codes import Code
 
 from keybound.core import cbor
+from keybound.core.edhoc import AuthKey, EdhocError, Responder
 from keybound.core.edhoc_credentials import Ccs
+from keybound.core.edhoc_suites import SUITE_2
 from keybound.core.errors import KeyboundError
 from keybound.core.numbers.ace_profiles import AceProfile
 from keybound.core.numbers.edhoc_profile import (
@@ -58,6 +61,7 @@ from keybound.core.numbers.edhoc_profile import (
     EAD_ACCESS_TOKEN,
     ERR_UNSPECIFIED,
     ERR_WRONG_SELECTED_CIPHER_SUITE,
+    METHOD_SIGNATURE,
     METHOD_STATIC_DH,
 )
 from keybound.core.resource_server import ResourceServer
@@ -66,11 +70,12 @@ from keybound.core.token_store import ShutdownRecord, StoredToken
 log = logging.getLogger("keybound.rs.edhoc")
 T = TypeVar("T")
 
-#: Bound on an EDHOC message (C_R before message_3 not counted): lakers-python 0.6's
-#: message buffer is 256 bytes, and a longer message_3 makes its decryption panic
-#: (a Rust panic, not a Python error), so anything longer is refused before lakers
-#: sees it. Method 3 with a CCS by value is about 140 bytes.
-MAX_EDHOC_MESSAGE = 255
+#: Bound on an EDHOC message (C_R before message_3 not counted), checked before any
+#: cryptography, and under the site's 1024-byte bound on a request body: room for an
+#: access token of about 850 bytes in EAD_3 (lakers-python
+#: 0.6, which the RS ran before, stopped at 256 bytes). Method 3 with a CCS by value is
+#: about 140 bytes.
+MAX_EDHOC_MESSAGE = 1000
 #: Sessions that sent message_2 and wait for message_3, at most.
 MAX_PENDING = 16
 #: One-byte connection identifiers (CBOR ints -24..23, RFC 9528 §3.3.2): all lakers takes.
@@ -92,6 +97,8 @@ def lakers_call(what: str, call: Callable[[], T]) -> T:
         return call()
     except (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError):
         raise
+    except EdhocError as exc:
+        raise EdhocRefused(exc.code, f"{what}: {exc.info}") from None
     except BaseException as exc:
         reason = str(exc) if isinstance(exc, ValueError) else "malformed (lakers panicked)"
         raise EdhocRefused(ERR_UNSPECIFIED, f"{what}: {reason}") from None
@@ -176,6 +183,9 @@ class EdhocResponder:
         self.credentials = server_credentials
         self._private_key = private_key
         self.credential = credential
+        self._key = AuthKey(SUITE_2, credential.edhoc(), private_key)
+        #: The methods whose Responder side fits the RS's credential (RFC 9528 §3.2).
+        self.methods = (METHOD_SIGNATURE, 2) if credential.signs else (METHOD_STATIC_DH, 1)
         self.times = times
         #: Verifies and stores a token from EAD_3 as ``/authz-info`` would; None: refused.
         self.accept_token = accept_token
@@ -249,21 +259,23 @@ class EdhocResponder:
             raise EdhocRefused(ERR_UNSPECIFIED, "message_3 is too long")
         responder = session._responder
         id_cred_i, ead_3 = lakers_call("message_3", lambda: responder.parse_message_3(message_3))
-        tokens = [item for item in ead_3 if item.label() == EAD_ACCESS_TOKEN]
-        if any(item.is_critical() for item in ead_3 if item.label() != EAD_ACCESS_TOKEN):
+        tokens = [item for item in ead_3 if item.label == EAD_ACCESS_TOKEN]
+        if any(item.critical for item in ead_3 if item.label != EAD_ACCESS_TOKEN):
             raise EdhocRefused(ERR_UNSPECIFIED, "a critical EAD_3 item is not supported")
         if len(tokens) > 1:
             raise EdhocRefused(ERR_UNSPECIFIED, "more than one access token in EAD_3")
-        in_ead = self._accept_ead_token(bytes(tokens[0].value())) if tokens else None
+        if tokens and tokens[0].value is None:
+            raise EdhocRefused(ERR_UNSPECIFIED, "an access token item without a token")
+        in_ead = self._accept_ead_token(tokens[0].value or b"") if tokens else None
         key_id, credential = self.bound_credential(id_cred_i)
         if in_ead is not None and in_ead != key_id:
             raise EdhocRefused(
                 ERR_UNSPECIFIED, "ID_CRED_I is not the credential the EAD_3 token binds"
             )
         lakers_call(
-            "message_3 not verified", lambda: responder.verify_message_3(credential.encoded)
+            "message_3 not verified", lambda: responder.verify_message_3(credential.edhoc())
         )
-        message_4: bytes = lakers_call("message_4", responder.prepare_message_4)
+        message_4: bytes = lakers_call("message_4", responder.message_4)
         session._make_ready(responder, session.recipient_id, session.sender_id)
         session._incomplete = False
         session.key_id = key_id
@@ -315,13 +327,13 @@ class EdhocResponder:
         if len(message_1) > self.max_message:
             raise EdhocRefused(ERR_UNSPECIFIED, "message_1 is too long")
         method, suites = _method_and_suites(message_1)
-        if method != METHOD_STATIC_DH:
+        if method not in self.methods:
             raise EdhocRefused(ERR_UNSPECIFIED, f"EDHOC method {method} is not supported")
         if suites[-1] != CIPHER_SUITE_2:
             raise EdhocRefused(ERR_WRONG_SELECTED_CIPHER_SUITE, CIPHER_SUITE_2)
-        responder = lakers.EdhocResponder(r=self._private_key, cred_r=self.credential.encoded)
-        c_i, ead_1 = lakers_call("message_1", lambda: responder.process_message_1(message_1))
-        if any(item.is_critical() for item in ead_1):
+        responder = Responder(self._key, max_message=self.max_message)
+        _, c_i, ead_1 = lakers_call("message_1", lambda: responder.process_message_1(message_1))
+        if any(item.critical for item in ead_1):
             raise EdhocRefused(ERR_UNSPECIFIED, "a critical EAD_1 item is not supported")
         self._make_room()
         used = self.credentials.find_all_used_contextless_oscore_kid() | {bytes(c_i)}
@@ -332,8 +344,7 @@ class EdhocResponder:
                 ERR_UNSPECIFIED, "no free connection identifier", Code.SERVICE_UNAVAILABLE
             )
         c_r = free[0]
-        by_kid = lakers.CredentialTransfer.ByReference
-        message_2 = lakers_call("message_2", lambda: responder.prepare_message_2(by_kid, c_r, None))
+        message_2 = lakers_call("message_2", lambda: responder.message_2(c_r))
         session = EdhocSession(responder, bytes(c_i), c_r, self, log)
         self._sessions[c_r] = session
         self.rs.store.hold_server_id(c_r)

@@ -11,6 +11,12 @@ it is sent by value in ID_CRED_x as ``{14: CCS}`` or by reference as
 Only EC2 P-256 keys are taken: cipher suite 2 (RFC 9528 §3.6), the suite
 keybound runs. A key without ``kid`` is refused because ID_CRED_x by reference
 needs one.
+
+What the key is for is said by the COSE_Key's ``alg`` (RFC 9052 §7.1): ES256 (-7)
+makes it a signature key (the side signs: EDHOC methods 0, and 1 or 2), no ``alg``
+a static DH key (methods 3, and 1 or 2), as ``keybound key generate --ccs`` has
+always written it. Any other ``alg`` is refused, so one key is never used both
+to sign and for Diffie-Hellman.
 """
 
 from __future__ import annotations
@@ -23,15 +29,18 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from . import cbor
+from .edhoc import Credential
 from .errors import DecodeError, KeyboundError, UnsupportedPopKey
 from .keys import Key
 from .numbers.cnf_methods import CnfMethod
+from .numbers.cose_algorithms import Algorithm
 from .numbers.cose_keys import Curve, KeyType
 from .numbers.cwt_claims import CWTClaim
 from .numbers.edhoc_profile import COSE_HEADER_KCCS, COSE_HEADER_KID
 
 #: Bound on an encoded CCS: a P-256 COSE_Key with kid and subject is about 100 bytes.
 MAX_CCS_BYTES = 512
+_ES256 = -7
 #: Bound on a kid in a CCS, so that ID_CRED_x by reference stays small.
 MAX_KID_BYTES = 16
 
@@ -45,6 +54,8 @@ class Ccs:
     key: Key
     """The public key of ``cnf``, with its kid."""
     subject: str | None = None
+    signs: bool = False
+    """Whether the key signs (COSE_Key ``alg`` ES256), else it is a static DH key."""
 
     @property
     def kid(self) -> bytes:
@@ -75,6 +86,12 @@ class Ccs:
         by_value = hmac.compare_digest(id_cred, self.id_cred_by_value())
         by_kid = hmac.compare_digest(id_cred, self.id_cred_by_kid())
         return by_value or by_kid
+
+    def edhoc(self, *, by_value: bool = False) -> Credential:
+        """This CCS as keybound's EDHOC takes it: CRED_x, ID_CRED_x, the public key."""
+        cose = self.key.to_cose_key()
+        id_cred = self.id_cred_by_value() if by_value else self.id_cred_by_kid()
+        return Credential(self.encoded, id_cred, cose[-2] + cose[-3], self.signs)
 
     def same(self, other: Ccs) -> bool:
         """Whether ``other`` is the same credential, byte for byte."""
@@ -108,14 +125,20 @@ class Ccs:
         subject = claims.get(int(CWTClaim.SUB))
         if subject is not None and not isinstance(subject, str):
             raise UnsupportedPopKey("the CCS subject must be text")
-        return cls(encoded, key, subject)
+        alg = body.get(3)
+        if alg not in (None, _ES256):
+            raise UnsupportedPopKey("the credential's alg is ES256 (signing) or absent (static DH)")
+        return cls(encoded, key, subject, signs=alg == _ES256)
 
     @classmethod
-    def make(cls, key: Key, *, subject: str | None = None) -> Ccs:
-        """The CCS of ``key``'s public part (kid required), deterministically encoded."""
+    def make(cls, key: Key, *, subject: str | None = None, signing: bool = False) -> Ccs:
+        """The CCS of ``key``'s public part (kid required), deterministically encoded.
+
+        ``signing``: an ES256 signature key (``alg`` -7), else a static DH key (no ``alg``).
+        """
         if key.kid is None:
             raise ValueError("an EDHOC credential's key needs a kid")
-        cose_key = key.public_key().with_alg(None).to_cose_key()
+        cose_key = key.public_key().with_alg(Algorithm.ES256 if signing else None).to_cose_key()
         claims: dict[int, object] = {int(CWTClaim.CNF): {int(CnfMethod.COSE_KEY): cose_key}}
         if subject is not None:
             claims[int(CWTClaim.SUB)] = subject

@@ -11,12 +11,16 @@ NAMES = [
     "edhoc.token_bytes",
     "edhoc.message_bytes",
     "edhoc.handshake_us",
+    "edhoc.own_handshake_us",
+    "edhoc.method_0_message_bytes",
     "edhoc.rs_protected_get_rps",
 ]
 UNITS = {
     "edhoc.token_bytes": "bytes",
     "edhoc.message_bytes": "bytes",
     "edhoc.handshake_us": "µs",
+    "edhoc.own_handshake_us": "µs",
+    "edhoc.method_0_message_bytes": "bytes",
     "edhoc.rs_protected_get_rps": "requests/s",
 }
 
@@ -42,5 +46,6 @@ def test_edhoc_group_measures_its_figures_against_their_baselines() -> None:
     # method 3, credentials by kid, no EAD: lakers' published 101 bytes, through the RS too
     assert figures["edhoc.message_bytes"]["value"] == 101
     assert figures["edhoc.message_bytes"]["baseline"] == 101
+    assert figures["edhoc.method_0_message_bytes"]["baseline"] == 101  # method 3, own EDHOC
     assert figures["edhoc.token_bytes"]["baseline_name"] == "oscore_profile_token_bytes"
     assert figures["edhoc.rs_protected_get_rps"]["baseline_name"] == "bare_aiocoap_oscore_rps"

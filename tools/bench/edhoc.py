@@ -11,6 +11,11 @@
 * ``edhoc.handshake_us``: one EDHOC handshake with keybound's RS over loopback CoAP
   (lakers as Initiator), against lakers Initiator and Responder in one process;
   measured in alternating rounds so that both see the same machine state.
+* ``edhoc.own_handshake_us``: one method 3 handshake between keybound's own EDHOC
+  Initiator and Responder (:mod:`keybound.core.edhoc`) in one process, against lakers
+  Initiator and Responder alone, in the same alternating rounds.
+* ``edhoc.method_0_message_bytes``: message_1 + message_2 + message_3 of method 0
+  (ES256 signatures, credentials by kid) by keybound's EDHOC, against method 3.
 * ``edhoc.rs_protected_get_rps``: GETs per second over an EDHOC-derived OSCORE
   context at keybound's RS (the session bound to its token, scope checked; the
   client's context is the one lakers exported), against a bare aiocoap OSCORE
@@ -35,7 +40,9 @@ from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from keybound.coap.resource_server_site import EdhocIdentity, ResourceServerSite
 from keybound.core import cbor, cwt
+from keybound.core.edhoc import AuthKey, Initiator, Responder
 from keybound.core.edhoc_credentials import Ccs, private_key_map
+from keybound.core.edhoc_suites import SUITE_2
 from keybound.core.keys import Key
 from keybound.core.numbers.ace_profiles import AceProfile
 from keybound.core.numbers.edhoc_profile import CLAIM_EDHOC_INFO
@@ -72,6 +79,8 @@ FIGURES = (
     "edhoc.token_bytes",
     "edhoc.message_bytes",
     "edhoc.handshake_us",
+    "edhoc.own_handshake_us",
+    "edhoc.method_0_message_bytes",
     "edhoc.rs_protected_get_rps",
 )
 #: Alternating rounds of the handshake timing (each round times both sides).
@@ -80,12 +89,29 @@ EDHOC = int(AceProfile.COAP_EDHOC_OSCORE)
 
 
 class _Party:
-    def __init__(self, kid: bytes, subject: str) -> None:
+    def __init__(self, kid: bytes, subject: str, *, signing: bool = False) -> None:
         key = Key.generate_ec2(kid=kid)
-        self.ccs = Ccs.make(key, subject=subject)
+        self.ccs = Ccs.make(key, subject=subject, signing=signing)
         d = private_key_map(key)[-4]
         assert isinstance(d, bytes)
         self.d = d
+        self.auth = AuthKey(SUITE_2, self.ccs.edhoc(), d)
+
+
+def own_alone(client: _Party, rs: _Party, method: int = 3) -> int:
+    """One handshake between keybound's own Initiator and Responder; its message bytes."""
+    initiator = Initiator(client.auth, method=method, c_i=b"\x0e")
+    responder = Responder(rs.auth)
+    message_1 = initiator.message_1()
+    responder.process_message_1(message_1)
+    message_2 = responder.message_2(b"\x05")
+    initiator.parse_message_2(message_2)
+    initiator.verify_message_2(rs.auth.credential)
+    message_3 = initiator.message_3()
+    responder.parse_message_3(message_3)
+    responder.verify_message_3(client.auth.credential)
+    initiator.process_message_4(responder.message_4())
+    return len(message_1) + len(message_2) + len(message_3)
 
 
 def token_sizes() -> tuple[int, int]:
@@ -228,20 +254,23 @@ async def _measure(runner: Runner, tmp: Path) -> list[Figure]:
         async def alone() -> None:
             lakers_alone(dev, rs)
 
+        async def own() -> None:
+            own_alone(dev, rs)
+
         through_rs: list[Measurement] = []
         by_lakers: list[Measurement] = []
+        by_own: list[Measurement] = []
         for _round in range(ROUNDS):
             through_rs.append(await runner.rate("edhoc.handshake_us", handshake))
             by_lakers.append(await runner.rate("edhoc.lakers_handshake_us", alone))
-        rs_rate = Measurement(
-            statistics.median(m.median for m in through_rs),
-            min(m.low for m in through_rs),
-            max(m.high for m in through_rs),
-        )
-        lakers_rate = Measurement(
-            statistics.median(m.median for m in by_lakers),
-            min(m.low for m in by_lakers),
-            max(m.high for m in by_lakers),
+            by_own.append(await runner.rate("edhoc.own_handshake_us", own))
+        rs_rate, lakers_rate, own_rate = (
+            Measurement(
+                statistics.median(m.median for m in rounds),
+                min(m.low for m in rounds),
+                max(m.high for m in rounds),
+            )
+            for rounds in (through_rs, by_lakers, by_own)
         )
         # The context of the last handshake, as lakers exported it, serves the GETs (aiocoap
         # 0.4.17's EDHOC client would run EDHOC again for every request).
@@ -300,6 +329,26 @@ async def _measure(runner: Runner, tmp: Path) -> list[Figure]:
             "lakers_alone_handshake_us",
         ),
         Figure.of(
+            "edhoc.own_handshake_us",
+            _as_microseconds(own_rate),
+            MICROSECONDS,
+            _as_microseconds(lakers_rate),
+            "lakers_alone_handshake_us",
+        ),
+        Figure.of(
+            "edhoc.method_0_message_bytes",
+            Measurement.exact(
+                own_alone(
+                    _Party(b"\x2b", "dev-1", signing=True),
+                    _Party(b"\x32", "rs.example", signing=True),
+                    0,
+                )
+            ),
+            BYTES,
+            Measurement.exact(own_alone(dev, rs)),
+            "method_3_message_bytes",
+        ),
+        Figure.of(
             "edhoc.rs_protected_get_rps",
             get_rate,
             REQUESTS_PER_SECOND,
@@ -321,7 +370,7 @@ GROUP = Group(
     title="The EDHOC and OSCORE profile: token and message bytes, handshake, GET rate",
     figures=FIGURES,
     run=run,
-    steps=2 * ROUNDS + 2,
+    steps=3 * ROUNDS + 2,
 )
 
-__all__ = ["FIGURES", "GROUP", "lakers_alone", "run", "token_sizes"]
+__all__ = ["FIGURES", "GROUP", "lakers_alone", "own_alone", "run", "token_sizes"]
