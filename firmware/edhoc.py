@@ -211,7 +211,8 @@ class Initiator:
         ead2 = pt2[ends[2] :]  # EAD_2: what follows MAC_2
         salt = kdf(prk2e, 1, th2, 32)
         prk3e2m = oscore._hmac(salt, g_rx)
-        mac2 = kdf(prk3e2m, 2, id_cred_r + _bstr(th2) + self.cred_r + ead2, _MAC_LEN)
+        # context_2 = << C_R, ID_CRED_R, TH_2, CRED_R, ? EAD_2 >> (§5.3.2)
+        mac2 = kdf(prk3e2m, 2, conn_id(c_r) + id_cred_r + _bstr(th2) + self.cred_r + ead2, _MAC_LEN)
         diff = 0
         for i in range(_MAC_LEN):
             diff |= mac2[i] ^ items[2][i]
