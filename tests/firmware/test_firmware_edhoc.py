@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -190,3 +191,44 @@ def test_a_bundle_of_the_edhoc_profile_needs_the_key(fleet: EdhocFleet, deployed
     assert "no EDHOC key" in proc.stdout + proc.stderr
     assert "keybound device keygen" in proc.stdout + proc.stderr
     assert json.loads(bundle.read_text())["profile"] == "edhoc"
+
+
+def board_as_mpremote(tmp_path: Path, deployed: Path, board: Path) -> Path:
+    """An mpremote stand-in whose ``exec CODE`` runs CODE on the unix port in ``board``:
+    the serial line is the one part that is not real."""
+    board.mkdir(exist_ok=True)
+    fake = tmp_path / "mpremote"
+    fake.write_text(
+        f"#!{sys.executable}\nimport os, subprocess, sys\n"
+        "assert sys.argv[1:2] == ['connect'] and sys.argv[3] == 'exec', sys.argv\n"
+        f"env = dict(os.environ, MICROPYPATH={str(deployed)!r})\n"
+        f"sys.exit(subprocess.run([{str(MICROPYTHON)!r}, '-c', sys.argv[4]], "
+        f"cwd={str(board)!r}, env=env).returncode)\n"
+    )
+    fake.chmod(0o700)
+    return fake
+
+
+def test_device_keygen_fetches_the_ccs_for_as_client_add(
+    fleet: EdhocFleet, deployed: Path, tmp_path: Path
+) -> None:
+    board = tmp_path / "board-k"
+    fake = board_as_mpremote(tmp_path, deployed, board)
+    out = fleet.root / "k.ccs"
+    args = ["device", "keygen", "--port", "/dev/ttyUSB0", "--out", str(out), "--kid", "0a0b",
+            "--subject", "sensor-k", "--mpremote", str(fake)]  # fmt: skip
+    fleet.keybound(*args)
+    ccs = Ccs.decode(out.read_bytes())
+    assert ccs.kid == b"\x0a\x0b"
+    assert ccs.subject == "sensor-k"
+    assert (board / "state" / "edhoc.key").exists()
+    assert (board / "state" / "edhoc.ccs").read_bytes() == ccs.encoded
+    key = (board / "state" / "edhoc.key").read_text()
+    fleet.keybound(*args)  # again: the same key, not a new one
+    assert (board / "state" / "edhoc.key").read_text() == key
+    assert out.read_bytes() == ccs.encoded
+    fleet.keybound(
+        "as", "client", "add", "sensor-k", "--db", fleet.db, "--audience", fleet.rs_uri,
+        "--scope", "temp.read", "--out", ".", "--rs-uri", fleet.rs_uri,
+        "--as-base", fleet.as_base, "--credential", str(out),
+    )  # fmt: skip
