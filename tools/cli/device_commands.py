@@ -62,6 +62,11 @@ AudienceOption = Annotated[
     str | None,
     typer.Option("--audience", help="which of the client's audiences (when it has several)"),
 ]
+MpremoteOption = Annotated[
+    str | None,
+    typer.Option("--mpremote", envvar="KEYBOUND_MPREMOTE", help="the mpremote executable"),
+]
+PortOption = Annotated[str, typer.Option("--port", "-p", help="serial port, e.g. /dev/ttyUSB0")]
 AsBaseOption = Annotated[
     str | None,
     typer.Option("--as-base", help="the AS's CoAP address, coap://HOST:PORT"),
@@ -105,7 +110,7 @@ def bundle_command(
 @clean_errors
 def flash_command(
     name: Annotated[str, typer.Argument(help="the client_id registered at the AS")],
-    port: Annotated[str, typer.Option("--port", "-p", help="serial port, e.g. /dev/ttyUSB0")],
+    port: PortOption,
     bundle: Annotated[
         Path | None,
         typer.Option("--bundle", help="device bundle file (default: made from the AS database)"),
@@ -132,10 +137,7 @@ def flash_command(
         Path | None,
         typer.Option("--build-dir", help="where to compile (default: a new private directory)"),
     ] = None,
-    mpremote: Annotated[
-        str | None,
-        typer.Option("--mpremote", envvar="KEYBOUND_MPREMOTE", help="the mpremote executable"),
-    ] = None,
+    mpremote: MpremoteOption = None,
     mpy_cross: Annotated[
         str | None, typer.Option("--mpy-cross", help="the mpy-cross executable")
     ] = None,
@@ -207,7 +209,7 @@ def _copy(commands: list[list[str]]) -> None:
 @app.command("keygen")
 @clean_errors
 def keygen_command(
-    port: Annotated[str, typer.Option("--port", "-p", help="the board's serial port")],
+    port: PortOption,
     out: Annotated[Path, typer.Option("--out", "-o", help="file for the credential (CCS)")],
     kid: Annotated[
         str | None,
@@ -216,10 +218,7 @@ def keygen_command(
     subject: Annotated[
         str | None, typer.Option("--subject", help="the credential's sub claim")
     ] = None,
-    mpremote: Annotated[
-        str | None,
-        typer.Option("--mpremote", envvar="KEYBOUND_MPREMOTE", help="the mpremote executable"),
-    ] = None,
+    mpremote: MpremoteOption = None,
 ) -> None:
     """Make the EDHOC key on the board (once) and fetch its public credential into OUT."""
     from keybound.core.edhoc_credentials import Ccs  # noqa: PLC0415 - import time
