@@ -31,9 +31,11 @@ from tests.firmware.test_firmware_e2e import (
 __all__ = ["deployed"]  # the board's filesystem fixture, shared with test_firmware_e2e
 
 pytestmark = pytest.mark.micropython
-#: The EDHOC flow's heap for these tests; its floor is a bench figure
-#: (keybound bench --only firmware), not asserted here.
-EDHOC_HEAP = "128K"
+#: The EDHOC flow's heap, a guard: the flow test below (token, /authz-info, EDHOC, GETs,
+#: an RS restart and a second token and handshake, with the mp_device.py driver loaded)
+#: was bisected to a floor of 70-71 KB on pip's 64-bit unix port; a change that needs more
+#: fails here. The goal (48 KB) is not met.
+EDHOC_HEAP = "73K"
 
 
 class EdhocDevice(Device):
