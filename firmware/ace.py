@@ -171,9 +171,6 @@ class Session:
             raise ACEError("token: access token too large")
         if body.get(38, 2) != 2:
             raise ACEError("token: ace_profile %r is not coap_oscore (2)" % (body.get(38),))
-        life = body.get(2)
-        if life is not None and (not isinstance(life, int) or life <= 0):
-            raise ACEError("token: bad expires_in")
         osc = body.get(8)
         osc = osc.get(4) if isinstance(osc, dict) else None
         if not isinstance(osc, dict):
@@ -183,14 +180,33 @@ class Session:
         for k, want, name in ((1, 1, "version"), (3, 5, "hkdf (5)"), (4, 10, "alg (10)")):
             if osc.get(k, want) != want:
                 raise ACEError("cnf.osc: unsupported " + name)
+        self._granted(body, token)
+        self.osc = osc
+
+    def _granted(self, body, token):
+        # A new token (either profile): an older context is void; renew
+        # before expires_in runs out.
+        life = body.get(2)
+        if life is not None and (not isinstance(life, int) or life <= 0):
+            raise ACEError("token: bad expires_in")
         self.tokens_requested += 1
         self.token = token
-        self.osc = osc
         self.ctx = None  # a context derived from an older token is void
         self.deadline_ms = None
         if life is not None:
             life = min(life, _MAX_EXPIRY_S)
             self.deadline_ms = self.clock_ms() + 1000 * max(life - _EXPIRY_MARGIN_S, life // 2)
+
+    def _ready(self):
+        # True while the context stands; else a token is at hand (either
+        # profile): an expired one is dropped, a missing one requested.
+        if self.deadline_ms is not None and self.clock_ms() >= self.deadline_ms:
+            self.forget()
+        if self.ctx is not None:
+            return True
+        if self.token is None:
+            self.request_token()
+        return False
 
     def ensure(self):
         """Make sure a valid token and client-RS context exist.
@@ -199,12 +215,8 @@ class Session:
         43: ID1}, answered {42: N2, 44: ID2}), then the context.  Once the
         context stands, the token and its input material are dropped.
         """
-        if self.deadline_ms is not None and self.clock_ms() >= self.deadline_ms:
-            self.forget()
-        if self.ctx is not None:
+        if self._ready():
             return
-        if self.token is None:
-            self.request_token()
         nonce1 = self.rand(_NONCE_LEN)
         id1 = self.rand(1)
         body = cbor.dumps(cbor.Map([(1, self.token), (40, nonce1), (43, id1)]))

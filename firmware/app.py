@@ -82,6 +82,11 @@ def build_session(cfg, client=None):
         oscore.SequenceStore(state + "/as.seq"),
     )
     send_as, send_rs = _senders(cfg, client or coap.Client())
+    if cfg["profile"] == "edhoc":
+        # Loaded only here: an OSCORE-profile device never imports EDHOC.
+        import edhoc_ace
+
+        return edhoc_ace.build(cfg, as_ctx, send_as, send_rs)
     return ace.Session(
         as_ctx,
         send_as,

@@ -158,9 +158,13 @@ def _ext(buf, n):
 
 
 def encode_options(buf, options):
-    """Append options, sorted by number (stable), with deltas (§3.1)."""
+    """Append options, sorted by number, with deltas (§3.1).
+
+    Repeated options (Uri-Path segments) keep their order: MicroPython's
+    sort is not stable, so the index is part of the key.
+    """
     last = 0
-    for number, value in sorted(options, key=lambda o: o[0]):
+    for number, _, value in sorted([(o[0], i, o[1]) for i, o in enumerate(options)]):
         at = len(buf)
         buf.append(0)
         d = _ext(buf, number - last)

@@ -91,11 +91,15 @@ def parse(d):
     wifi = d.get("wifi")
     if wifi is not None and (not isinstance(wifi, dict) or "ssid" not in wifi):
         raise ConfigError("bundle: wifi must be an object with ssid (and password)")
+    profile = d.get("profile", "oscore")
+    if profile not in ("oscore", "edhoc"):
+        raise ConfigError("bundle: profile must be oscore or edhoc")
     method = d.get("method", "GET")
     if method not in ("GET", "POST"):
         raise ConfigError("bundle: method must be GET or POST")
     out = {
         "method": method,
+        "profile": profile,
         "client_id": _text(d, "client_id"),
         "as_uri": _uri(d, "as_uri"),
         "rs_uri": _uri(d, "rs_uri"),

@@ -18,3 +18,8 @@ module("ace.py")
 module("config.py")
 module("wifi.py")
 module("app.py")
+# The EDHOC profile (imported only when the bundle says "profile": "edhoc").
+module("p256.py")
+module("edhoc.py")
+module("edhoc_ace.py")
+module("keygen.py")

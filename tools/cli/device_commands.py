@@ -14,6 +14,11 @@ when the compiled files carry another version in their header.
 ``--dry-run`` compiles, keeps the build directory and lists what would be
 copied (source, destination, size) without touching a board.
 
+``keygen --port PORT --out FILE`` makes the device's EDHOC key pair on the board
+(``firmware/keygen.py``: ``os.urandom``, the private key in the board's state
+folder, written once and never replaced) and writes the public credential (CCS)
+it sends back to FILE, for ``keybound as client add NAME --credential FILE``.
+
 The work is done by :mod:`keybound.tools.device`.
 """
 
@@ -57,6 +62,11 @@ AudienceOption = Annotated[
     str | None,
     typer.Option("--audience", help="which of the client's audiences (when it has several)"),
 ]
+MpremoteOption = Annotated[
+    str | None,
+    typer.Option("--mpremote", envvar="KEYBOUND_MPREMOTE", help="the mpremote executable"),
+]
+PortOption = Annotated[str, typer.Option("--port", "-p", help="serial port, e.g. /dev/ttyUSB0")]
 AsBaseOption = Annotated[
     str | None,
     typer.Option("--as-base", help="the AS's CoAP address, coap://HOST:PORT"),
@@ -100,7 +110,7 @@ def bundle_command(
 @clean_errors
 def flash_command(
     name: Annotated[str, typer.Argument(help="the client_id registered at the AS")],
-    port: Annotated[str, typer.Option("--port", "-p", help="serial port, e.g. /dev/ttyUSB0")],
+    port: PortOption,
     bundle: Annotated[
         Path | None,
         typer.Option("--bundle", help="device bundle file (default: made from the AS database)"),
@@ -127,10 +137,7 @@ def flash_command(
         Path | None,
         typer.Option("--build-dir", help="where to compile (default: a new private directory)"),
     ] = None,
-    mpremote: Annotated[
-        str | None,
-        typer.Option("--mpremote", envvar="KEYBOUND_MPREMOTE", help="the mpremote executable"),
-    ] = None,
+    mpremote: MpremoteOption = None,
     mpy_cross: Annotated[
         str | None, typer.Option("--mpy-cross", help="the mpy-cross executable")
     ] = None,
@@ -197,3 +204,32 @@ def _copy(commands: list[list[str]]) -> None:
             bar.update(task, description=f"{flash.command_label(cmd):<16}")
             flash.run_board_command(cmd)
             bar.advance(task)
+
+
+@app.command("keygen")
+@clean_errors
+def keygen_command(
+    port: PortOption,
+    out: Annotated[Path, typer.Option("--out", "-o", help="file for the credential (CCS)")],
+    kid: Annotated[
+        str | None,
+        typer.Option("--kid", help="the credential's kid, hex (default: 4 random bytes)"),
+    ] = None,
+    subject: Annotated[
+        str | None, typer.Option("--subject", help="the credential's sub claim")
+    ] = None,
+    mpremote: MpremoteOption = None,
+) -> None:
+    """Make the EDHOC key on the board (once) and fetch its public credential into OUT."""
+    from keybound.core.edhoc_credentials import Ccs  # noqa: PLC0415 - import time
+
+    kid_bytes = bytes.fromhex(kid) if kid else None
+    ccs, created = flash.board_keygen(
+        flash.find_tool("mpremote", mpremote), port, kid=kid_bytes, subject=subject
+    )
+    credential = Ccs.decode(ccs)  # what the AS will take, checked before it is written
+    out.write_bytes(ccs)
+    state = "made on the board" if created else "the board's existing key"
+    console.print(
+        f"wrote the credential of {state} to {out} ({len(ccs)} bytes, kid {credential.kid.hex()})"
+    )

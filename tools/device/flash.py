@@ -221,3 +221,31 @@ def run_board_command(cmd: list[str]) -> None:
         raise OSError(
             f"mpremote failed on {command_label(cmd)}: {detail[-1] if detail else proc.returncode}"
         )
+
+
+#: The board's answer to ``keygen.main()`` (firmware/keygen.py): ``CCS <hex> [existing]``.
+_KEYGEN_CALL = "import keygen; keygen.main({state!r}, {kid!r}, {subject!r})"
+
+
+def board_keygen(
+    mpremote: str, port: str, *, state: str = "state", kid: bytes | None, subject: str | None
+) -> tuple[bytes, bool]:
+    """Run keygen on the board (``mpremote connect PORT exec``); its CCS and whether it is new.
+
+    The board makes its P-256 key with ``os.urandom`` and keeps it in its state folder; only
+    the public credential comes back over the serial line.
+    """
+    code = _KEYGEN_CALL.format(state=state, kid=kid.hex() if kid else None, subject=subject)
+    proc = subprocess.run(  # noqa: S603 - mpremote with our own arguments
+        [mpremote, "connect", port, "exec", code],
+        capture_output=True, text=True, timeout=_TOOL_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    lines = [line.split() for line in proc.stdout.splitlines() if line.startswith("CCS ")]
+    if proc.returncode != 0 or len(lines) != 1 or len(lines[0]) not in (2, 3):
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise OSError(f"keygen on the board failed: {detail[-1] if detail else proc.returncode}")
+    try:
+        ccs = bytes.fromhex(lines[0][1])
+    except ValueError:
+        raise OSError("the board sent a credential that is not hex") from None
+    return ccs, len(lines[0]) == 2
