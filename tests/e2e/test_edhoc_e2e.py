@@ -8,43 +8,9 @@ runs EDHOC with the RS and reads a protected resource; the RS serves both profil
 from __future__ import annotations
 
 import signal
-import subprocess
 from pathlib import Path
 
-from tests.helpers.processes import ServerGroup, run_keybound
-
-
-class EdhocFleet(ServerGroup):
-    """An AS and an RS of both profiles, provisioned with the CLI in ``root``."""
-
-    def provision(self) -> None:
-        as_base = f"coap://127.0.0.1:{self.as_port}"
-        self.keybound("key", "generate", "rs.key", "--ccs", "--subject", "temp-rs")
-        self.keybound("key", "generate", "dev.key", "--ccs", "--subject", "dev-1")
-        self.keybound("as", "init", "--db", self.db, "--issuer", as_base)
-        self.keybound(
-            "as", "rs", "add", "temp-rs", "--db", self.db, "--audience", self.rs_uri,
-            "--scope", "temp.read", "--profile", "edhoc", "--profile", "oscore",
-            "--credential", "rs.key.ccs", "--out", "rs-bundle.json", "--as-base", as_base,
-        )  # fmt: skip
-        self.keybound(
-            "as", "client", "add", "dev-1", "--db", self.db, "--audience", self.rs_uri,
-            "--scope", "temp.read", "--credential", "dev.key.ccs", "--out", ".",
-            "--rs-uri", self.rs_uri, "--as-base", as_base,
-        )  # fmt: skip
-        (self.root / "rs.toml").write_text(
-            f'bundle = "rs-bundle.json"\nlisten = "127.0.0.1:{self.rs_port}"\n'
-            'state = "rs-state.db"\nprofiles = ["oscore", "edhoc"]\n'
-            '[edhoc]\nprivate_key = "rs.key"\ncredential = "rs.key.ccs"\n'
-            '[resources."/temp"]\nGET = ["temp.read"]\n'
-            '[resources."/led"]\nkind = "switch"\nGET = ["led.read"]\n'
-        )
-
-    def client(self, method: str, path: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        return run_keybound(
-            "client", method, f"{self.rs_uri}{path}", "--bundle", "dev-1.json",
-            "--state", "client-state", "--edhoc-key", "dev.key", *extra, cwd=self.root,
-        )  # fmt: skip
+from tests.helpers.processes import EdhocFleet, run_keybound
 
 
 def test_device_known_only_by_its_credential_reads_a_resource_through_edhoc(

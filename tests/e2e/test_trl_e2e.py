@@ -23,9 +23,8 @@ from keybound.coap.edhoc_client import EdhocAceClient
 from keybound.core.client_flow import AceClient
 from keybound.tools.bundles import DeviceBundle
 from keybound.tools.keyfiles import credential_path, read_ccs, read_edhoc_private_key
-from tests.e2e.test_edhoc_e2e import EdhocFleet
 from tests.helpers.paths import BIN
-from tests.helpers.processes import ServerGroup, wait_for_log
+from tests.helpers.processes import EdhocFleet, ServerGroup, wait_for_log
 
 WAIT = 30.0  # the longest any step waits (never a sleep to wait)
 

@@ -33,7 +33,7 @@ from keybound.tools.http import DPoPAuth, DPoPMiddleware, jwt_token_verifier_fro
 from keybound.tools.http.trl_follower import TrlFollower, following
 from tests.helpers.authz import run_http_as
 from tests.helpers.ports import free_port
-from tests.http.test_dpop_flow import start_uvicorn, stop_uvicorn
+from tests.http.running import start_uvicorn, stop_uvicorn
 
 FULL, DIFF, CURSOR, MORE = (int(p) for p in TrlParameter)
 WAIT = 20.0  # the longest a test waits for the follower: never a sleep to wait

@@ -321,4 +321,4 @@ GROUP = Group(
     steps=3,
 )
 
-__all__ = ["FIGURES", "GROUP", "run", "size_figures"]
+__all__ = ["FIGURES", "GROUP", "purge_figure", "refusal_figure", "run", "size_figures"]
