@@ -31,6 +31,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 from keybound.core.authz_server import (
     AuthzServerConfig,
     IntrospectionResult,
+    TokenGrant,
     TokenRequest,
     TokenResponse,
     authorize,
@@ -191,11 +192,15 @@ class AuthzService:
         now: int,
         random_bytes: Callable[[int], bytes],
         client: Client | None = None,
+        check_grant: Callable[[TokenGrant], None] | None = None,
     ) -> TokenResponse:
         """Validate, authorize and answer a token request, and record the token.
 
         ``client`` is the record of the client a binding has just authenticated
-        (HTTP ``client_secret_basic``), so it is not read again.
+        (HTTP ``client_secret_basic``), so it is not read again. ``check_grant``
+        may refuse the authorized grant (raise a KeyboundError) before anything is
+        minted or recorded: a binding's own rule, such as no OSCORE input material
+        over plain HTTP.
         """
         records = self.records
         if client is None or client.client_id != request.client_id:
@@ -212,6 +217,8 @@ class AuthzService:
                 else records.server(request.audience, self.store.get_resource_server_by_audience)
             )
         grant = authorize(self.config, request, client=client, rs=rs)
+        if check_grant is not None:
+            check_grant(grant)
         sequence = self.store.next_sequence(grant.rs.audience) if grant.needs_sequence else None
         response = mint_token(
             self.config,

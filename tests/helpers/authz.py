@@ -81,18 +81,29 @@ def client_context_dir(oscore: dict[str, Any], where: Path) -> Path:
 HttpScenario = Callable[[httpx.AsyncClient, dict[str, Any]], Awaitable[None]]
 
 
-def run_http_as(url: str, tmp_path: Path, scenario: HttpScenario) -> None:
-    """Provision an AS at ``url``, serve its HTTP front on a free port (a real uvicorn),
-    run ``scenario(client, setup)`` with an httpx client on it, and stop it."""
+def run_http_as(
+    url: str,
+    tmp_path: Path,
+    scenario: HttpScenario,
+    *,
+    provisioner: Callable[[str], dict[str, Any]] | None = None,
+    **options: Any,
+) -> None:
+    """Provision an AS at ``url`` (with ``provisioner``, by default :func:`provision`),
+    serve its HTTP front on a free port of 127.0.0.1 (a real uvicorn; ``options`` for
+    :class:`RunningServer`), run ``scenario(client, setup)`` with an httpx client on it,
+    and stop it."""
     from keybound.tools.authz_server.server import RunningServer
     from tests.helpers.ports import free_port
 
-    setup = provision(url)
+    setup = (provisioner or provision)(url)
     store = setup["store"]
     port = free_port(socket.SOCK_STREAM)
 
     async def main() -> None:
-        server = RunningServer(store, http=("127.0.0.1", port), state_dir=tmp_path / "state")
+        server = RunningServer(
+            store, http=("127.0.0.1", port), state_dir=tmp_path / "state", **options
+        )
         await server.start()
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:

@@ -20,6 +20,21 @@
   bad certificate is 401 ``invalid_client``. No refresh tokens are issued. A
   :data:`TokenRequestHook` lets a deployment rewrite the parsed request
   before it is issued.
+
+  The same endpoint takes ACE token requests (RFC 9200 §5.8) in
+  ``application/ace+cbor`` (§8.16): a CBOR map with the abbreviations of §8.10,
+  parsed as the CoAP ``/token`` parses it, the client authenticated with
+  ``client_secret_basic``, issued by the same :class:`AuthzService`. The answer
+  is 201 Created (the HTTP equivalent of §5.8.2's 2.01) with the CBOR response
+  the CoAP endpoint sends (``access_token``, ``expires_in``, ``ace_profile``,
+  ``rs_cnf`` and ``edhoc_info`` for draft-ietf-ace-edhoc-oscore-profile-11,
+  ``cnf`` ``osc`` for RFC 9203); an error is the §5.8.3 CBOR map (``error`` as
+  its abbreviation of §8.4) with the status of RFC 6749 §5.2. The body is
+  bounded by ``MAX_REQUEST_BYTES`` (413 past it). An OSCORE-profile token
+  carries the master secret to the client: over plain HTTP it is issued only when
+  the AS's published URL is ``https`` (TLS in front) or on loopback, or when the
+  AS runs ``--insecure`` (400 ``invalid_request`` otherwise, before anything is
+  minted or recorded).
 * ``POST /introspect`` — RFC 7662, with ``cnf``. Callers authenticate with HTTP
   Basic: a client with its secret (it learns about its own tokens), or a
   resource server with its name and its introspection secret from the RS
@@ -52,7 +67,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote_plus
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 from cryptography import x509
 from starlette.applications import Starlette
@@ -61,11 +76,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keybound.coap.authz_service import AuthzService
-from keybound.core import trl
+from keybound.core import cbor, trl
 from keybound.core.authz_server import (
     MAX_REQUEST_BYTES,
     AuthzServerConfig,
+    TokenGrant,
     TokenRequest,
+    TokenResponse,
+    parse_cbor_token_request,
     parse_form_token_request,
 )
 from keybound.core.authz_store import AuthzStore, Client, TrlStore, trl_requester
@@ -80,6 +98,7 @@ from keybound.core.errors import (
     KeyboundError,
     PayloadTooLarge,
 )
+from keybound.core.numbers.ace_profiles import AceProfile
 from keybound.core.numbers.trl import MEDIA_TYPE_ACE_TRL_CBOR, MEDIA_TYPE_CONCISE_PROBLEM_DETAILS
 from keybound.core.tls_client_auth import PKI, SELF_SIGNED, TlsClientRegistration
 from keybound.tools.http.errors import INTROSPECTION_RULES, TOKEN_ENDPOINT_RULES, render_http_error
@@ -108,6 +127,15 @@ algorithms the token endpoint accepts unless its :class:`DPoPTokenEndpointPolicy
 says otherwise."""
 
 _FORM = "application/x-www-form-urlencoded"
+_ACE_CBOR = "application/ace+cbor"
+"""RFC 9200 §8.16: ACE requests and responses in CBOR (CoAP Content-Format 19)."""
+
+ACE_PROFILES_SUPPORTED: tuple[str, ...] = (
+    AceProfile.COAP_OSCORE.text,
+    AceProfile.COAP_EDHOC_OSCORE.text,
+)
+"""The ACE profiles this AS issues tokens for (RFC 9200 §8.8 names, ``ace_profiles_supported``
+of RFC 9200 §5.1); the EDHOC one under the name of draft-ietf-ace-edhoc-oscore-profile-11."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +172,7 @@ def metadata(
         "token_endpoint_auth_methods_supported": ["client_secret_basic"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
         "token_types_supported": ["pop", "DPoP"],
-        "ace_profiles_supported": ["coap_oscore"],
+        "ace_profiles_supported": list(ACE_PROFILES_SUPPORTED),
         "dpop_signing_alg_values_supported": list(
             DPOP_SIGNING_ALGS if dpop_algs is None else dpop_algs
         ),
@@ -154,6 +182,19 @@ def metadata(
         out["token_types_supported"] = [*out["token_types_supported"], "Bearer"]
         out["tls_client_certificate_bound_access_tokens"] = True
     return out
+
+
+def _log_issued(kind: str, response: TokenResponse, note: str) -> None:
+    record = response.record
+    log.info(
+        "issued %s %s to %s for %s, scope %r%s",
+        kind,
+        record.cti.hex(),
+        record.client_id,
+        record.audience,
+        record.scope,
+        note,
+    )
 
 
 def _basic(request: Request) -> tuple[str, str]:
@@ -172,14 +213,26 @@ def _basic(request: Request) -> tuple[str, str]:
     return unquote_plus(user), unquote_plus(password)
 
 
-async def _form(request: Request) -> dict[str, str]:
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != _FORM:
-        raise InvalidRequest(f"the body must be {_FORM}")
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _bounded_body(request: Request) -> bytes:
+    """The request body, refused past :data:`MAX_REQUEST_BYTES` as it arrives."""
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_REQUEST_BYTES:
-            raise PayloadTooLarge(f"request body larger than {MAX_REQUEST_BYTES} bytes")
+            raise PayloadTooLarge(
+                f"request body larger than {MAX_REQUEST_BYTES} bytes", limit=MAX_REQUEST_BYTES
+            )
+    return body
+
+
+async def _form(request: Request) -> dict[str, str]:
+    if _media_type(request) != _FORM:
+        raise InvalidRequest(f"the body must be {_FORM}")
+    body = await _bounded_body(request)
     try:
         parsed = parse_qs(body.decode("utf-8"), keep_blank_values=False, strict_parsing=bool(body))
     except (UnicodeDecodeError, ValueError):
@@ -203,6 +256,7 @@ def create_app(
     random_bytes: Callable[[int], bytes] = secrets.token_bytes,
     service: AuthzService | None = None,
     mutual_tls: MutualTlsPolicy | None = None,
+    insecure: bool = False,
 ) -> Starlette:
     """The Starlette app.
 
@@ -215,17 +269,74 @@ def create_app(
     requests (one may be shared with the CoAP site); by default one on ``store``
     and ``config``. Store work runs in worker threads, off the event loop.
     ``mutual_tls`` turns on client authentication with TLS certificates and
-    certificate-bound tokens (RFC 8705).
+    certificate-bound tokens (RFC 8705). ``insecure`` (the AS's ``--insecure``) lets
+    OSCORE-profile tokens, whose answer carries the OSCORE master secret, go out
+    over plain HTTP beyond loopback.
     """
     answering = service if service is not None else AuthzService(store, config)
     token_endpoint = f"{base_url.rstrip('/')}/token"
+    published = urlsplit(base_url)
+    published_safely = published.scheme == "https" or _is_loopback(published.hostname or "")
     dpop_policy = (
         dpop if dpop is not None else DPoPTokenEndpointPolicy(replay_cache=InMemoryReplayCache())
     )
 
-    async def token(request: Request) -> Response:
+    def _secrets_may_go(request: Request) -> Callable[[TokenGrant], None]:
+        """Refuse a grant whose answer carries OSCORE input material (RFC 9203 §3.2) over
+        plain HTTP beyond loopback: the secret would cross the network in clear. The
+        published ``base_url`` says where clients reach the AS: ``https`` (TLS here or in
+        front of it) or a loopback host is safe; a request over TLS is safe."""
+        protected = published_safely or insecure or request.url.scheme == "https"
+
+        def check(grant: TokenGrant) -> None:
+            if grant.profile == AceProfile.COAP_OSCORE and not protected:
+                raise InvalidRequest(
+                    "an OSCORE-profile token carries the master secret: request it over HTTPS"
+                )
+
+        return check
+
+    async def ace_token(request: Request) -> Response:
+        """``POST /token`` in ``application/ace+cbor`` (RFC 9200 §5.8)."""
         headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
         try:
+            client_id, secret = _basic(request)
+            client = await asyncio.to_thread(store.verify_client_secret, client_id, secret)
+            parsed = parse_cbor_token_request(await _bounded_body(request), client.client_id)
+            if token_request_hook is not None:
+                parsed = await token_request_hook(request, parsed)
+            response = await asyncio.to_thread(
+                answering.issue_token,
+                parsed,
+                now=clock(),
+                random_bytes=random_bytes,
+                client=client,
+                check_grant=_secrets_may_go(request),
+            )
+        except KeyboundError as err:
+            log.info("ACE token request refused: %s", err)
+            rendered = render_http_error(err, TOKEN_ENDPOINT_RULES)
+            return Response(
+                cbor.dumps(err.to_cbor_map()),
+                status_code=rendered.status,
+                headers=dict(rendered.headers),
+                media_type=_ACE_CBOR,
+            )
+        _log_issued("token", response, f", profile {response.ace_profile}")
+        return Response(
+            cbor.dumps(response.to_cbor_map()),
+            status_code=201,  # RFC 9200 §5.8.2: the equivalent of 2.01 (Created)
+            headers=headers,
+            media_type=_ACE_CBOR,
+        )
+
+    async def token(request: Request) -> Response:
+        if _media_type(request) == _ACE_CBOR:
+            return await ace_token(request)
+        headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+        try:
+            if _media_type(request) != _FORM:
+                raise InvalidRequest(f"the body must be {_FORM} (OAuth) or {_ACE_CBOR} (ACE)")
             now = clock()
             certificate = None if mutual_tls is None else tls_extension_certificate(request.scope)
             x5t: str | None = None
@@ -267,13 +378,9 @@ def create_app(
             current = nonces.issue(now)
             if proof.claims.get("nonce") != current:
                 headers["DPoP-Nonce"] = current  # RFC 9449 §8.2: the next nonce
-        record = response.record
-        log.info(
-            "issued JWT %s to %s for %s, scope %r%s",
-            record.cti.hex(),
-            record.client_id,
-            record.audience,
-            record.scope,
+        _log_issued(
+            "JWT",
+            response,
             ", DPoP-bound" if proof is not None else ", certificate-bound" if x5t else "",
         )
         return JSONResponse(response.to_json(), headers=headers)
@@ -378,17 +485,20 @@ def create_app(
     )
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_listen(host: str, *, tls: bool, insecure: bool) -> None:
     """Refuse plain HTTP beyond loopback (RFC 6749 §2.3.1 requires TLS) unless ``insecure``."""
     if tls or insecure:
         return
-    if host == "localhost":
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not _is_loopback(host):
         raise ValueError(
             f"refusing to serve HTTP on {host} without TLS: give --cert and --keyfile, "
             "or --insecure for a test network"

@@ -135,6 +135,7 @@ class RunningServer:
                 dpop=self.dpop,
                 service=service,
                 mutual_tls=policy,
+                insecure=self.insecure,
             )
             uv_config = uvicorn.Config(
                 app,
