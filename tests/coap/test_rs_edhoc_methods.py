@@ -1,7 +1,8 @@
 """The RS's EDHOC responder with keybound's own EDHOC: signature credentials, big EAD_3.
 
 Each case its own test: method 1 (the client signs with ES256, the RS proves its
-static DH key), a signature credential used with the static DH method refused, and an
+static DH key), method 0 (both sign), method 2 (the RS signs, the client proves its
+static DH key; RFC 9528 §3.2), a signature credential used with the static DH method refused, and an
 access token of more than 256 bytes in EAD_3 (beyond what lakers-python 0.6 takes).
 """
 
@@ -48,23 +49,30 @@ def _signing_party(kid: bytes, subject: str) -> Party:
     return Party(key, Ccs.make(key, subject=subject, signing=True))
 
 
-def _signing_parties(*, rs_signs: bool) -> tuple[Party, Party]:
-    """(the RS, a device with an ES256 credential); the RS's key signs or is static DH."""
+def _signing_parties(*, rs_signs: bool, dev_signs: bool) -> tuple[Party, Party]:
+    """(the RS, a device); each one's key signs (ES256) or is static DH."""
     rs = _signing_party(b"\x32", "rs.example") if rs_signs else Party.make(b"\x32", "rs.example")
-    return rs, _signing_party(b"\x2b", "dev-sig")
+    dev = _signing_party(b"\x2b", "dev-sig") if dev_signs else Party.make(b"\x2b", "dev-dh")
+    return rs, dev
 
 
 SIGNATURE_METHODS = pytest.mark.parametrize(
-    ("method", "rs_signs"), [(1, False), (0, True)], ids=["method_1", "method_0"]
+    ("method", "rs_signs", "dev_signs"),
+    [(1, False, True), (0, True, True), (2, True, False)],
+    ids=["method_1", "method_0", "method_2"],
 )
 
 
 @SIGNATURE_METHODS
-def test_a_client_with_a_signature_credential_completes(method: int, rs_signs: bool) -> None:
-    """Method 1 (the RS proves a static DH key), method 0 (both sign, ES256)."""
+def test_a_client_with_a_signature_credential_completes(
+    method: int, rs_signs: bool, dev_signs: bool
+) -> None:
+    """Method 1 (the RS proves a static DH key), method 0 (both sign, ES256), method 2
+    (the RS signs, the client proves a static DH key)."""
     keys = Keys()
-    rs, dev = _signing_parties(rs_signs=rs_signs)
-    assert dev.ccs.signs
+    rs, dev = _signing_parties(rs_signs=rs_signs, dev_signs=dev_signs)
+    assert dev.ccs.signs is dev_signs
+    assert rs.ccs.signs is rs_signs
 
     async def body() -> None:
         async with serving_edhoc(keys, rs) as (site, port), client_ctx() as client:
@@ -128,10 +136,12 @@ def test_method_0_credential_bound_to_no_token_is_refused() -> None:
 
 
 @SIGNATURE_METHODS
-def test_the_cpython_client_runs_signature_methods_then_oscore(method: int, rs_signs: bool) -> None:
+def test_the_cpython_client_runs_signature_methods_then_oscore(
+    method: int, rs_signs: bool, dev_signs: bool
+) -> None:
     """keybound's client credentials (own Initiator) with aiocoap: EDHOC, then OSCORE GETs."""
     keys = Keys()
-    rs, dev = _signing_parties(rs_signs=rs_signs)
+    rs, dev = _signing_parties(rs_signs=rs_signs, dev_signs=dev_signs)
     assert method_for(dev.ccs, rs.ccs) == method
 
     async def body() -> None:
