@@ -106,6 +106,7 @@ from keybound.tools.http.replay_cache import InMemoryReplayCache
 from keybound.tools.http.tls import tls_extension_certificate
 
 __all__ = [
+    "ACE_PROFILES_SUPPORTED",
     "DPOP_SIGNING_ALGS",
     "DPoPTokenEndpointPolicy",
     "MutualTlsPolicy",
