@@ -31,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from keybound.core import jwt
-from keybound.core.errors import InvalidClient
+from keybound.core import cbor, jwt
+from keybound.core.errors import AceErrorCode, InvalidClient
 from keybound.core.tls_client_auth import (
     PKI,
     TlsClientRegistration,
@@ -386,3 +386,38 @@ def test_one_middleware_takes_all_three_bindings(world: World) -> None:
     with world.client(world.pki) as http:
         reply = http.get(f"{world.api_url}/any", headers={"Authorization": f"Bearer {token}"})
     assert reply.json() == {"context": "CertificateContext"}
+
+
+def _ace_token(world: World, pair: Pair, request: dict[int, object]) -> httpx.Response:
+    with world.client(pair) as http:
+        return http.post(
+            f"{world.as_url}/token",
+            content=cbor.dumps(request),
+            headers={"Content-Type": "application/ace+cbor"},
+        )
+
+
+def test_an_ace_cbor_request_authenticates_with_the_certificate(world: World) -> None:
+    """RFC 9200 §5.8 over HTTPS: the certificate and ``client_id`` (24) authenticate; the
+    OSCORE-profile token is bound to its OSCORE input material, not to the certificate."""
+    answer = _ace_token(world, world.self_signed, {5: "temp", 24: "self-1"})
+    assert answer.status_code == 201, answer.content
+    assert answer.headers["content-type"] == "application/ace+cbor"
+    body = cbor.loads(answer.content)
+    assert body[38] == 2  # coap_oscore (RFC 9203)
+    assert set(body[8]) == {4}  # cnf: osc, sent over TLS
+
+
+def test_an_ace_cbor_request_with_a_certificate_and_no_client_id_is_refused(
+    world: World,
+) -> None:
+    answer = _ace_token(world, world.self_signed, {5: "temp"})
+    assert answer.status_code == 401, answer.content
+    assert answer.headers["content-type"] == "application/ace+cbor"
+    assert cbor.loads(answer.content)[30] == int(AceErrorCode.INVALID_CLIENT)
+
+
+def test_an_ace_cbor_request_with_another_clients_certificate_is_refused(world: World) -> None:
+    answer = _ace_token(world, world.stranger, {5: "temp", 24: "self-1"})
+    assert answer.status_code == 401, answer.content
+    assert cbor.loads(answer.content)[30] == int(AceErrorCode.INVALID_CLIENT)

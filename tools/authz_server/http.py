@@ -24,7 +24,9 @@
   The same endpoint takes ACE token requests (RFC 9200 §5.8) in
   ``application/ace+cbor`` (§8.16): a CBOR map with the abbreviations of §8.10,
   parsed as the CoAP ``/token`` parses it, the client authenticated with
-  ``client_secret_basic``, issued by the same :class:`AuthzService`. The answer
+  ``client_secret_basic`` or, with a :class:`MutualTlsPolicy`, its TLS certificate
+  and the map's ``client_id`` (the token is then bound as its profile says, not
+  to the certificate), issued by the same :class:`AuthzService`. The answer
   is 201 Created (the HTTP equivalent of §5.8.2's 2.01) with the CBOR response
   the CoAP endpoint sends (``access_token``, ``expires_in``, ``ace_profile``,
   ``rs_cnf`` and ``edhoc_info`` for draft-ietf-ace-edhoc-oscore-profile-11,
@@ -98,6 +100,7 @@ from keybound.core.errors import (
     KeyboundError,
     PayloadTooLarge,
 )
+from keybound.core.numbers.ace_parameters import AceParameter
 from keybound.core.numbers.ace_profiles import AceProfile
 from keybound.core.numbers.trl import MEDIA_TYPE_ACE_TRL_CBOR, MEDIA_TYPE_CONCISE_PROBLEM_DETAILS
 from keybound.core.tls_client_auth import PKI, SELF_SIGNED, TlsClientRegistration
@@ -183,6 +186,14 @@ def metadata(
         out["token_types_supported"] = [*out["token_types_supported"], "Bearer"]
         out["tls_client_certificate_bound_access_tokens"] = True
     return out
+
+
+def _cbor_client_id(body: bytes) -> str | None:
+    """The ``client_id`` (24) of a CBOR token request, for TLS client authentication
+    (RFC 8705 §2 requires it); the request is parsed in full afterwards."""
+    decoded = cbor.loads(body, max_size=MAX_REQUEST_BYTES)
+    claimed = decoded.get(AceParameter.CLIENT_ID.value) if isinstance(decoded, dict) else None
+    return claimed if isinstance(claimed, str) else None
 
 
 def _log_issued(kind: str, response: TokenResponse, note: str) -> None:
@@ -301,9 +312,17 @@ def create_app(
         """``POST /token`` in ``application/ace+cbor`` (RFC 9200 §5.8)."""
         headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
         try:
-            client_id, secret = _basic(request)
-            client = await asyncio.to_thread(store.verify_client_secret, client_id, secret)
-            parsed = parse_cbor_token_request(await _bounded_body(request), client.client_id)
+            certificate = None if mutual_tls is None else tls_extension_certificate(request.scope)
+            if certificate is not None and "authorization" not in request.headers:
+                body = await _bounded_body(request)
+                client, _ = await asyncio.to_thread(
+                    _tls_client, _cbor_client_id(body), certificate, clock()
+                )
+            else:
+                client_id, secret = _basic(request)
+                client = await asyncio.to_thread(store.verify_client_secret, client_id, secret)
+                body = await _bounded_body(request)
+            parsed = parse_cbor_token_request(body, client.client_id)
             if token_request_hook is not None:
                 parsed = await token_request_hook(request, parsed)
             response = await asyncio.to_thread(
