@@ -23,7 +23,8 @@ authenticate with the credential the token binds (draft-ietf-ace-edhoc-oscore-pr
 * requests over the context are authorized against the token's scope by the site.
 
 Bounds and errors, all before any cryptography: an EDHOC message longer than
-:data:`MAX_EDHOC_MESSAGE` bytes is 4.13; a method other than 3 is refused, and a
+:data:`MAX_EDHOC_MESSAGE` bytes is 4.13; a method the RS's credential does not fit is
+refused (ERR_CODE 1), and a
 selected cipher suite other than 2 gets the EDHOC error "Wrong selected cipher suite"
 (ERR_CODE 2, SUITES_R 2; RFC 9528 §6.3), each as an EDHOC error message in a 4.00
 with Content-Format application/edhoc+cbor-seq (RFC 9528 Appendix A.2.3). At most
@@ -284,7 +285,8 @@ class EdhocResponder:
             self.discard(previous)  # one session per token (draft §4.2)
         self._current[key_id] = session
         log.info(
-            "EDHOC session completed, C_R=%s, bound to token key %s",
+            "EDHOC session completed, method %d, C_R=%s, bound to token key %s",
+            responder.method,
             session.recipient_id.hex(),
             key_id[:6].hex(),
         )

@@ -127,14 +127,18 @@ def write_edhoc_key(
     kid: bytes | None = None,
     subject: str | None = None,
     overwrite: bool = False,
+    signing: bool = False,
 ) -> EdhocKeyFiles:
     """Generate a P-256 EDHOC key: the private COSE_Key (kty, crv, d) at ``path`` (0600)
     and the public credential, a CCS (RFC 9528 §3.5.2), at ``path.ccs``.
 
     Without ``kid`` a random one byte is chosen (ID_CRED_x by reference, RFC 9528 §3.5.3).
+    ``signing``: the credential names an ES256 signature key (``alg`` -7), for the EDHOC
+    methods in which this party signs (0, and 1 or 2 by its role); else a static DH key
+    (methods 3, and 1 or 2 by role). One key is never used both ways.
     """
     key = Key.generate_ec2(Curve.P_256, kid=kid if kid else secrets.token_bytes(1))
-    ccs = Ccs.make(key, subject=subject)
+    ccs = Ccs.make(key, subject=subject, signing=signing)
     public = credential_path(path)
     if not overwrite and public.exists():
         raise FileExistsError(

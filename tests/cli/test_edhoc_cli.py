@@ -6,7 +6,9 @@ import json
 import stat
 from pathlib import Path
 
-from keybound.core.edhoc_credentials import Ccs
+import cbor2
+
+from keybound.core.edhoc_credentials import Ccs, holds
 from keybound.tools.authz_server.storage import SqlAuthzStore
 from keybound.tools.keyfiles import read_edhoc_private_key
 from tests.helpers.processes import run_keybound
@@ -36,6 +38,24 @@ def test_key_generate_ccs_writes_a_private_key_0600_and_its_public_credential(
     wrong = run_keybound("key", "generate", str(tmp_path / "x"), "--type", "ed25519", "--ccs")
     assert wrong.returncode == 2
     assert "p256" in wrong.stderr
+
+
+def test_key_generate_signing_writes_a_signature_credential(tmp_path: Path) -> None:
+    key = tmp_path / "rs.key"
+    signing = _generate(key, "--signing", "--kid", "r1")
+    assert signing.signs
+    assert cbor2.loads(signing.encoded)[8][1][3] == -7  # cnf COSE_Key alg ES256
+    assert holds(read_edhoc_private_key(key), signing)
+    static = _generate(tmp_path / "dev.key", "--kid", "d1")
+    assert not static.signs
+    assert 3 not in cbor2.loads(static.encoded)[8][1]  # no alg: a static DH key
+
+
+def test_signing_without_ccs_is_refused(tmp_path: Path) -> None:
+    refused = run_keybound("key", "generate", str(tmp_path / "k"), "--signing")
+    assert refused.returncode == 2
+    assert "--signing needs --ccs" in refused.stderr
+    assert not (tmp_path / "k").exists()
 
 
 def test_as_registers_a_client_and_an_rs_by_their_credentials(tmp_path: Path) -> None:

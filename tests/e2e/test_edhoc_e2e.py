@@ -10,6 +10,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import cbor2
+
 from tests.helpers.processes import EdhocFleet, run_keybound
 
 
@@ -54,6 +56,25 @@ def test_the_rs_restarts_and_the_device_runs_edhoc_again(tmp_path: Path) -> None
         again = fleet.client("get", "/temp")
         assert again.returncode == 0, again.stderr
         assert again.stdout.startswith("2.05 ")
+    finally:
+        fleet.stop()
+
+
+def test_signature_credentials_from_the_cli_run_method_0_end_to_end(tmp_path: Path) -> None:
+    """``key generate --ccs --signing`` for the RS and the device: the client signs, the RS
+    signs (EDHOC method 0, RFC 9528 §3.2), and the device reads through the context."""
+    fleet = EdhocFleet(tmp_path)
+    fleet.provision("--signing")
+    for name in ("rs.key.ccs", "dev.key.ccs"):
+        ccs = cbor2.loads((tmp_path / name).read_bytes())
+        assert ccs[8][1][3] == -7  # cnf COSE_Key alg ES256: a signature key
+    fleet.start_servers()
+    try:
+        got = fleet.client("get", "/temp", "--verbose")
+        assert got.returncode == 0, got.stderr
+        assert got.stdout.startswith("2.05 ")
+        assert "[OSCORE (EDHOC)] -> 2.05" in got.stderr
+        assert "EDHOC session completed, method 0," in (tmp_path / "rs.log").read_text()
     finally:
         fleet.stop()
 

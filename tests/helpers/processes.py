@@ -181,10 +181,11 @@ class ServerGroup:
 class EdhocFleet(ServerGroup):
     """An AS and an RS of both profiles, provisioned with the CLI in ``root``."""
 
-    def provision(self) -> None:
+    def provision(self, *key_options: str) -> None:
+        """``key_options`` go to both ``key generate --ccs`` (``--signing``: EDHOC method 0)."""
         as_base = f"coap://127.0.0.1:{self.as_port}"
-        self.keybound("key", "generate", "rs.key", "--ccs", "--subject", "temp-rs")
-        self.keybound("key", "generate", "dev.key", "--ccs", "--subject", "dev-1")
+        self.keybound("key", "generate", "rs.key", "--ccs", "--subject", "temp-rs", *key_options)
+        self.keybound("key", "generate", "dev.key", "--ccs", "--subject", "dev-1", *key_options)
         self.keybound("as", "init", "--db", self.db, "--issuer", as_base)
         self.keybound(
             "as", "rs", "add", "temp-rs", "--db", self.db, "--audience", self.rs_uri,

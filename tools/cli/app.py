@@ -121,6 +121,13 @@ def key_generate(
     subject: Annotated[
         str | None, typer.Option("--subject", help="with --ccs: the credential's sub claim")
     ] = None,
+    signing: Annotated[
+        bool,
+        typer.Option(
+            "--signing",
+            help="with --ccs: a signature key (ES256, EDHOC method 0) instead of static DH",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Generate a key and write it (with its private part) to OUT, readable by you only.
@@ -128,15 +135,23 @@ def key_generate(
     An existing OUT is never replaced without ``--force``. With ``--ccs`` OUT holds the
     private key as a COSE_Key (kty, crv, d) and OUT.ccs the public EDHOC credential, a
     CWT Claims Set with the COSE_Key in ``cnf`` (RFC 8392, RFC 9528 §3.5.2): give that
-    one to the AS (``keybound as client add --credential``).
+    one to the AS (``keybound as client add --credential``). The key is a static DH key
+    (EDHOC method 3) unless ``--signing`` makes it an ES256 signature key (method 0 when
+    both parties sign; 1 or 2 when one does).
     """
+    if signing and not ccs:
+        raise ValueError("--signing needs --ccs")
     if ccs:
         from keybound.tools.keyfiles import write_edhoc_key  # noqa: PLC0415 - import time
 
         if kind != "p256":
             raise ValueError("--ccs needs --type p256 (EDHOC cipher suite 2)")
         written = write_edhoc_key(
-            out, kid=kid.encode() if kid else None, subject=subject, overwrite=force
+            out,
+            kid=kid.encode() if kid else None,
+            subject=subject,
+            overwrite=force,
+            signing=signing,
         )
         if as_json:
             import json  # noqa: PLC0415 - import time
@@ -147,11 +162,13 @@ def key_generate(
                 "type": kind,
                 "kid": written.ccs.kid.hex(),
                 "credential_bytes": len(written.ccs.encoded),
+                "signing": signing,
             }
             print(json.dumps(info, indent=2, sort_keys=True))
             return
         console.print(
-            f"wrote p256 EDHOC key to {out} (mode 0600) and its credential to {written.path} "
+            f"wrote p256 EDHOC {'signature' if signing else 'static DH'} key to {out} "
+            f"(mode 0600) and its credential to {written.path} "
             f"({len(written.ccs.encoded)} bytes, kid {written.ccs.kid.hex()})"
         )
         return
