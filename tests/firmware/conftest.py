@@ -1,16 +1,18 @@
-"""Fixtures of the firmware tests (plain code: :mod:`tests.helpers.firmware_fleet`)."""
+"""Fixtures of the firmware tests (plain code: :mod:`tests.helpers.firmware_fleet`).
+
+No ``fleet`` here: that name is the soak fleet of ``tests/conftest.py`` (which
+test_firmware_heap.py uses); test_firmware_e2e.py and test_firmware_edhoc.py each make
+their own servers under that name."""
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from keybound.tools.device.flash import compile_firmware
 from tests.helpers.firmware import MP_TESTS, MPY_CROSS
-from tests.helpers.firmware_fleet import Fleet
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +26,3 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=60,
     )
     return out
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    fleet = Fleet(tmp_path)
-    fleet.provision()
-    fleet.start_as()
-    fleet.start_rs()
-    try:
-        yield fleet
-    finally:
-        fleet.stop()

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,18 @@ from tests.helpers.require import require
 pytestmark = pytest.mark.micropython
 require(MICROPYTHON.exists(), f"the MicroPython unix port is not installed ({MICROPYTHON})")
 require(MPY_CROSS.exists(), f"mpy-cross is not installed ({MPY_CROSS})")
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    fleet = Fleet(tmp_path)
+    fleet.provision()
+    fleet.start_as()
+    fleet.start_rs()
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
 
 
 def _field(line: str, name: str) -> int:
