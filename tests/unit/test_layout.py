@@ -269,7 +269,7 @@ ALL_EXCEPTIONS: dict[str, tuple[str, str]] = {
         "serve show trl_command",
         _TYPER,
     ),
-    "keybound.tools.cli.device_commands": ("bundle_command flash_command", _TYPER),
+    "keybound.tools.cli.device_commands": ("bundle_command flash_command keygen_command", _TYPER),
     "keybound.tools.cli.token_commands": ("inspect_command mint_command", _TYPER),
     "keybound.tools.tokens.inspection": (
         "inspect_cwt inspect_jwt",

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import shutil
 import statistics
 import subprocess
@@ -610,7 +611,11 @@ class EdhocDevice:
 
     def answer(self, want: str) -> str:
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()  # the device answers or exits
+        # one line per command: nothing is left buffered when the device is waiting
+        if not select.select([self.proc.stdout], [], [], TIMEOUT)[0]:
+            self.proc.kill()
+            raise RuntimeError(f"the device said nothing for {TIMEOUT} s")
+        line = self.proc.stdout.readline().strip()
         if not line.startswith(want):
             self.proc.kill()
             raise RuntimeError(f"the device said {line!r}: {self.proc.stdout.read()[-2000:]}")

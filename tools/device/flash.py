@@ -26,6 +26,7 @@ __all__ = [
     "BUNDLE_NAME",
     "NOT_DEPLOYED",
     "Upload",
+    "board_keygen",
     "board_mpy_version",
     "build",
     "check_mpy_version",
