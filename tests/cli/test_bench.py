@@ -130,6 +130,9 @@ LOOPBACK_EXPECTED = {
         "firmware.peak_heap_bytes",
         "firmware.heap_floor_bytes",
         "firmware.mpy_bytes",
+        "firmware.edhoc_handshake_ms",
+        "firmware.p256_mul_ms",
+        "firmware.edhoc_mpy_bytes",
     ],
 }
 LOOPBACK_UNITS = {
@@ -297,7 +300,8 @@ def test_firmware_figures(loopback: dict[str, dict[str, Any]]) -> None:
     flow = loopback["firmware.flow_ms"]
     assert flow["baseline_name"] == "3 x firmware.plain_get_ms"
     assert flow["baseline"] == pytest.approx(3 * request["baseline"], rel=1e-12)
-    for name in ("firmware.peak_heap_bytes", "firmware.heap_floor_bytes", "firmware.mpy_bytes"):
+    bytes_figures = ("peak_heap_bytes", "heap_floor_bytes", "mpy_bytes", "edhoc_mpy_bytes")
+    for name in (f"firmware.{figure}" for figure in bytes_figures):
         f = loopback[name]
         assert f["unit"] == "bytes"
         assert f["min"] == f["max"] == f["value"]
@@ -308,6 +312,21 @@ def test_firmware_figures(loopback: dict[str, dict[str, Any]]) -> None:
     assert floor["baseline_name"] == "firmware.heap_goal_bytes"
     assert floor["baseline"] == 40 * 1024
     assert floor["value"] % 256 == 0
+    # EDHOC: the Initiator on the device against core's, one ECDH against cryptography's,
+    # in paired rounds on wall clocks; the EDHOC modules against the others.
+    handshake = loopback["firmware.edhoc_handshake_ms"]
+    assert handshake["baseline_name"] == "firmware.cpython_edhoc_handshake_ms"
+    mul = loopback["firmware.p256_mul_ms"]
+    assert mul["baseline_name"] == "firmware.cpython_ecdh_ms"
+    for f in (handshake, mul):
+        assert f["unit"] == "ms"
+        assert f["clock"] == "wall"
+        assert f["rounds"] >= 5
+        assert f["ratio_min"] <= f["ratio"] <= f["ratio_max"]
+    edhoc = loopback["firmware.edhoc_mpy_bytes"]
+    assert edhoc["baseline_name"] == "firmware.oscore_profile_mpy_bytes"
+    mpy = loopback["firmware.mpy_bytes"]["value"]
+    assert edhoc["value"] + edhoc["baseline"] == mpy
 
 
 # ---- sizes, encoded here on their own -------------------------------------------------------

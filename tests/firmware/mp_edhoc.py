@@ -1,103 +1,72 @@
 # RFC 9529 §3 (method 3, cipher suite 2, CCS by kid) on the firmware's
-# P-256 and EDHOC Initiator, every intermediate value byte for byte, then
-# the refusals: tampered, malformed or invalid messages.
-# Usage: micropython mp_edhoc.py tests/firmware/rfc9529_trace_method3.json
+# P-256 and EDHOC Initiator: the published trace (RFC 9528 as published,
+# C_R in context_2) from tests/vectors/rfc9529_traces.json, the file the
+# CPython EDHOC is checked against; the Initiator object runs the whole
+# trace byte for byte, then the refusals: tampered, malformed or invalid
+# messages.
+# Usage: micropython mp_edhoc.py tests/vectors/rfc9529_traces.json
 
 import json
 import sys
 
 import cbor
 import edhoc
-import oscore
 import p256
 from mptest import check, done, eq, raises
 
 h = bytes.fromhex
 
 with open(sys.argv[1]) as f:
-    V = json.load(f)
-B = {k: h(v) for k, v in V.items() if isinstance(v, str) and k != "source"}
-
-
-def bstr(b):
-    return cbor.dumps(b)
-
+    T = next(t for t in json.load(f)["traces"] if t["section"] == "RFC 9529 Section 3")
+B = {k: h(v) for k, v in T.items() if isinstance(v, str) and k != "section"}
+M = {k: h(v) for k, v in T["intermediate"].items()}
+check("trace of method 3, suite 2", T["method"] == 3 and T["suite"] == 2)
 
 # ---- P-256 --------------------------------------------------------------
-eq("G_X = X * G", p256.public(B["X"])[0].to_bytes(32, "big"), B["G_X"])
-eq("G_Y = Y * G", p256.public(B["Y"])[0].to_bytes(32, "big"), B["G_Y"])
-g_y = p256.decompress(B["G_Y"])
-g_x = p256.decompress(B["G_X"])
-eq("G_XY = X * G_Y", p256.ecdh(B["X"], *g_y), B["G_XY"])
-eq("G_XY = Y * G_X", p256.ecdh(B["Y"], *g_x), B["G_XY"])
+G_X = B["message_1"][6:38]  # 0x03, [6, 2] (0x82 0x06 0x02), 0x58 0x20 G_X, C_I
+G_Y = cbor.loads(B["message_2"])[:32]
+eq("G_X = X * G", p256.public(B["X"])[0].to_bytes(32, "big"), G_X)
+eq("G_Y = Y * G", p256.public(B["Y"])[0].to_bytes(32, "big"), G_Y)
+g_y = p256.decompress(G_Y)
+g_x = p256.decompress(G_X)
+eq("X * G_Y = Y * G_X", p256.ecdh(B["X"], *g_y), p256.ecdh(B["Y"], *g_x))
 kid_r, xr, yr = edhoc.credential_key(B["CRED_R"])
 kid_i, xi, yi = edhoc.credential_key(B["CRED_I"])
 eq("kid of CRED_R", kid_r, b"\x32")
 eq("kid of CRED_I", kid_i, b"\x2b")
+eq("ID_CRED_R = {4: kid}", cbor.dumps({4: kid_r}), B["ID_CRED_R"])
+eq("ID_CRED_I = {4: kid}", cbor.dumps({4: kid_i}), B["ID_CRED_I"])
+eq("PK_R = (x, y) of CRED_R", xr.to_bytes(32, "big") + yr.to_bytes(32, "big"), B["PK_R"])
+eq("PK_I = (x, y) of CRED_I", xi.to_bytes(32, "big") + yi.to_bytes(32, "big"), B["PK_I"])
 check("G_R = SK_R * G", p256.public(B["SK_R"]) == (xr, yr))
 check("G_I = SK_I * G", p256.public(B["SK_I"]) == (xi, yi))
-eq("G_RX = X * G_R", p256.ecdh(B["X"], xr, yr), B["G_RX"])
-eq("G_IY = SK_I * G_Y", p256.ecdh(B["SK_I"], *g_y), B["G_IY"])
-
-# ---- key schedule, step by step (RFC 9528 §4) --------------------------
-eq("H(message_1)", edhoc._h(B["message_1"]), B["H_message_1"])
-th2 = edhoc._h(bstr(B["G_Y"]), bstr(B["H_message_1"]))
-eq("TH_2", th2, B["TH_2"])
-prk2e = oscore._hmac(th2, B["G_XY"])
-eq("PRK_2e", prk2e, B["PRK_2e"])
-eq("KEYSTREAM_2", edhoc.kdf(prk2e, 0, th2, 11), B["KEYSTREAM_2"])
-salt = edhoc.kdf(prk2e, 1, th2, 32)
-eq("SALT_3e2m", salt, B["SALT_3e2m"])
-prk3e2m = oscore._hmac(salt, B["G_RX"])
-eq("PRK_3e2m", prk3e2m, B["PRK_3e2m"])
-eq("ID_CRED_R", cbor.dumps({4: kid_r}), B["ID_CRED_R"])
-ctx2 = B["ID_CRED_R"] + bstr(th2) + B["CRED_R"]
-eq("MAC_2", edhoc.kdf(prk3e2m, 2, ctx2, 8), B["MAC_2"])
-eq(
-    "CIPHERTEXT_2",
-    bytes(B["PLAINTEXT_2"][i] ^ B["KEYSTREAM_2"][i] for i in range(11)),
-    B["CIPHERTEXT_2"],
-)
-th3 = edhoc._h(bstr(th2), B["PLAINTEXT_2"], B["CRED_R"])
-eq("TH_3", th3, B["TH_3"])
-salt4 = edhoc.kdf(prk3e2m, 5, th3, 32)
-eq("SALT_4e3m", salt4, B["SALT_4e3m"])
-prk4e3m = oscore._hmac(salt4, B["G_IY"])
-eq("PRK_4e3m", prk4e3m, B["PRK_4e3m"])
-ctx3 = B["ID_CRED_I"] + bstr(th3) + B["CRED_I"]
-eq("MAC_3", edhoc.kdf(prk4e3m, 6, ctx3, 8), B["MAC_3"])
-eq("K_3", edhoc.kdf(prk3e2m, 3, th3, 16), B["K_3"])
-eq("IV_3", edhoc.kdf(prk3e2m, 4, th3, 13), B["IV_3"])
-a3 = cbor.dumps(["Encrypt0", b"", th3])
-eq("CIPHERTEXT_3", oscore.ccm(B["K_3"], B["IV_3"], a3, B["PLAINTEXT_3"]), B["CIPHERTEXT_3"])
-th4 = edhoc._h(bstr(th3), B["PLAINTEXT_3"], B["CRED_I"])
-eq("TH_4", th4, B["TH_4"])
-eq("K_4", edhoc.kdf(prk4e3m, 8, th4, 16), B["K_4"])
-eq("IV_4", edhoc.kdf(prk4e3m, 9, th4, 13), B["IV_4"])
-a4 = cbor.dumps(["Encrypt0", b"", th4])
-eq("CIPHERTEXT_4", oscore.ccm(B["K_4"], B["IV_4"], a4, b""), B["CIPHERTEXT_4"])
-prk_out = edhoc.kdf(prk4e3m, 7, th4, 32)
-eq("PRK_out", prk_out, B["PRK_out"])
-eq("PRK_exporter", edhoc.kdf(prk_out, 10, b"", 32), B["PRK_exporter"])
+eq("X * G_R = SK_R * G_X", p256.ecdh(B["X"], xr, yr), p256.ecdh(B["SK_R"], *g_x))
+eq("SK_I * G_Y = Y * G_I", p256.ecdh(B["SK_I"], *g_y), p256.ecdh(B["Y"], xi, yi))
 
 
-# ---- the Initiator, message by message ---------------------------------
-# The Initiator follows RFC 9528 as published: context_2 begins with C_R.
-# The trace's MAC_2 (a draft without it) does not verify there, so the
-# Initiator is run on the trace up to message_2, and the published MAC_2
-# rule is checked by the RS (lakers) in test_firmware_edhoc.py.
-eq("MAC_2 with C_R in context_2", len(edhoc.kdf(prk3e2m, 2, B["C_R"] + ctx2, 8)), 8)
-
-
+# ---- the Initiator through the whole trace (RFC 9528 §5) ---------------
 def initiator():
     return edhoc.Initiator(B["SK_I"], B["CRED_I"], B["CRED_R"], B["C_I"], x=B["X"], suites=[6, 2])
 
 
 ini = initiator()
 eq("message_1", ini.message_1(), B["message_1"])
-raises(
-    "draft MAC_2 refused", edhoc.EDHOCError, ini.process_message_2, B["message_2"], contains="MAC_2"
-)
+# MAC_2 over context_2 = << C_R, ID_CRED_R, TH_2, CRED_R >> (§5.3.2)
+eq("message_2: C_R", ini.process_message_2(B["message_2"]), B["C_R"])
+eq("TH_3", ini.th, M["TH_3"])
+eq("PRK_3e2m", ini.prk, M["PRK_3e2m"])
+eq("message_3", ini.message_3(), B["message_3"])
+eq("TH_4", ini.th, M["TH_4"])
+eq("PRK_4e3m", ini.prk, M["PRK_4e3m"])
+check("message_4 verifies", ini.process_message_4(B["message_4"]) is None)
+prk_out = edhoc.kdf(ini.prk, 7, ini.th, 32)
+eq("PRK_out", prk_out, B["PRK_out"])
+eq("PRK_exporter", edhoc.kdf(prk_out, 10, b"", 32), M["PRK_exporter"])
+eq("OSCORE Master Secret = exporter(0, 16)", ini.exporter(0, 16), M["OSCORE_Master_Secret"])
+eq("OSCORE Master Salt = exporter(1, 8)", ini.exporter(1, 8), M["OSCORE_Master_Salt"])
+ctx = ini.oscore_context()
+eq("OSCORE Sender ID = C_R", ctx.sender_id, B["C_R"])
+eq("OSCORE Recipient ID = C_I", ctx.recipient_id, B["C_I"])
 one = edhoc.Initiator(B["SK_I"], B["CRED_I"], B["CRED_R"], B["C_I"], x=B["X"])
 eq("message_1, suite 2 alone", one.message_1()[:2], b"\x03\x02")
 
@@ -117,9 +86,13 @@ def flip(b, i):
     return bytes(b)
 
 
+# The untampered message_2 verifies above; each of these changes one bit.
+# message_2 = 0x58 0x2b, G_Y (32), CIPHERTEXT_2 = PLAINTEXT_2 xor KEYSTREAM_2,
+# PLAINTEXT_2 = C_R (1), ID_CRED_R (1), bstr MAC_2 (1 + 8).
 raises("MAC_2 tampered", edhoc.EDHOCError, after_m1, flip(m2, len(m2) - 1), contains="MAC_2")
-# C_R is not under MAC_2 but under TH_3: a changed C_R changes message_3,
-# which the Responder then refuses (MAC_3, RFC 9528 §5.4.3).
+raises("MAC_2 first byte tampered", edhoc.EDHOCError, after_m1, flip(m2, 37), contains="MAC_2")
+# C_R is under MAC_2 (context_2 begins with C_R, RFC 9528 §5.3.2).
+raises("C_R tampered", edhoc.EDHOCError, after_m1, flip(m2, 34), contains="MAC_2")
 raises("G_Y not on the curve", edhoc.EDHOCError, after_m1, b"\x58\x2b" + bytes(32) + m2[34:])
 pbytes = p256.P.to_bytes(32, "big")
 raises("G_Y x >= p", edhoc.EDHOCError, after_m1, b"\x58\x2b" + pbytes + m2[34:], contains="below p")
@@ -138,6 +111,23 @@ raises(
     m2,
     contains="ID_CRED_R",
 )
+
+
+def at_m4(m4x):
+    i = initiator()
+    i.message_1()
+    i.process_message_2(m2)
+    i.message_3()
+    return i.process_message_4(m4x)
+
+
+m4 = B["message_4"]  # 0x48, CIPHERTEXT_4: the CCM tag of an empty PLAINTEXT_4
+check("message_4 untampered verifies again", at_m4(m4) is None)
+raises("message_4 tag tampered", edhoc.EDHOCError, at_m4, flip(m4, len(m4) - 1), contains="verify")
+raises("message_4 first byte tampered", edhoc.EDHOCError, at_m4, flip(m4, 1), contains="verify")
+raises("message_4 truncated", edhoc.EDHOCError, at_m4, b"\x47" + m4[1:-1], contains="verify")
+raises("message_4 not a bstr", edhoc.EDHOCError, at_m4, b"\x01", contains="CIPHERTEXT_4")
+raises("message_4 two items", edhoc.EDHOCError, at_m4, m4 + b"\x40", contains="CIPHERTEXT_4")
 raises("critical EAD", edhoc.EDHOCError, edhoc._ead, [-3, b"x"], "EAD_2", contains="critical")
 check("non-critical EAD ignored", edhoc._ead([3, b"x", 5], "EAD_2") is None)
 raises(

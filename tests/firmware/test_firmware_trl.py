@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.firmware.test_firmware_e2e import Device, Fleet, deployed  # noqa: F401 - a fixture
+from tests.helpers.firmware_fleet import Device, Fleet
 from tests.helpers.processes import run_keybound, wait_for_log
 
 pytestmark = pytest.mark.micropython
@@ -42,7 +42,7 @@ def _tokens(fleet: Fleet, client: str) -> list[dict[str, object]]:
 
 def test_a_revoked_token_makes_the_device_fetch_a_new_one(
     trl_fleet: Fleet,
-    deployed: Path,  # noqa: F811 - the imported fixture
+    deployed: Path,
 ) -> None:
     fleet = trl_fleet
     device = Device(deployed, fleet.device_bundle("sensor-1"), fleet.root)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import shutil
 import statistics
 import subprocess
@@ -47,23 +48,33 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from time import perf_counter_ns
 
 import aiocoap
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from keybound.coap.authz_server_site import build_site
 from keybound.core.authz_store import OscoreContext
+from keybound.core.edhoc import AuthKey, Initiator, Responder
+from keybound.core.edhoc_credentials import Ccs, key_from_private_d
+from keybound.core.edhoc_suites import SUITES
 from keybound.tools.bench.authz_server import AS_SCOPE, ProvisionedAs, provisioned_as
 from keybound.tools.bench.fixtures import AUDIENCE, HOST, free_udp_port
 from keybound.tools.bench.measure import (
     BYTES,
     EXACT,
     MILLISECONDS,
+    MIN_WARMUP_CALLS,
+    WALL,
     Figure,
     Group,
     Measurement,
+    Paired,
     Runner,
+    load_average,
 )
 from keybound.tools.bench.oscore import resource_server, temperature_site
 from keybound.tools.device.flash import NOT_DEPLOYED
@@ -74,6 +85,9 @@ FIGURES = (
     "firmware.peak_heap_bytes",
     "firmware.heap_floor_bytes",
     "firmware.mpy_bytes",
+    "firmware.edhoc_handshake_ms",
+    "firmware.p256_mul_ms",
+    "firmware.edhoc_mpy_bytes",
 )
 #: The device's heap cap (``micropython -X heapsize=``).
 HEAP = "96K"
@@ -451,6 +465,265 @@ async def _device_run(
         credentials.close()
 
 
+# ---- EDHOC on the device --------------------------------------------------------------------
+
+#: The device side of the EDHOC figures: ``micropython edhoc_bench.py HANDSHAKE.json`` with
+#: the compiled firmware on MICROPYPATH, driven line by line on stdin. ``edhoc N`` runs N
+#: whole Initiator handshakes against the recorded messages (each checked byte for byte),
+#: ``mul N`` N P-256 scalar multiplications (an ECDH); each answers ``T <microseconds>``.
+EDHOC_SCRIPT = """\
+import json
+import sys
+import time
+
+import edhoc
+import p256
+
+h = bytes.fromhex
+with open(sys.argv[1]) as f:
+    R = {k: h(v) for k, v in json.load(f).items()}
+g_peer = p256.decompress(R["G_Y"])
+
+
+def handshake():
+    ini = edhoc.Initiator(R["SK_I"], R["CRED_I"], R["CRED_R"], R["C_I"], x=R["X"])
+    if ini.message_1() != R["message_1"]:
+        raise ValueError("message_1")
+    ini.process_message_2(R["message_2"])
+    if ini.message_3() != R["message_3"]:
+        raise ValueError("message_3")
+    ini.process_message_4(R["message_4"])
+    ctx = ini.oscore_context()
+    if ini.exporter(0, 16) != R["master_secret"] or ctx.sender_id != R["C_R"]:
+        raise ValueError("OSCORE context")
+
+
+def mul():
+    if p256.ecdh(R["SK_I"], *g_peer) != R["G_IY"]:
+        raise ValueError("ECDH")
+
+
+work = {"edhoc": handshake, "mul": mul}
+print("READY")
+while True:
+    line = sys.stdin.readline().split()
+    if not line or line[0] == "quit":
+        break
+    fn, n = work[line[0]], int(line[1])
+    t = time.ticks_us()
+    for _ in range(n):
+        fn()
+    print("T", time.ticks_diff(time.ticks_us(), t))
+"""
+#: Calls per device batch (a handshake takes tens of ms on the unix port, a scalar
+#: multiplication about ten): handshakes, scalar multiplications.
+EDHOC_BATCH = (2, 5)
+#: A CPython batch lasts at least this long (ns), for the clock's sake.
+CPYTHON_BATCH_NS = 20_000_000
+#: The EDHOC profile's modules, loaded only by a device of that profile.
+EDHOC_MODULES = ("p256", "edhoc", "edhoc_ace", "keygen")
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """One method-3, suite-2 handshake of core's EDHOC, recorded for the device to replay."""
+
+    values: dict[str, bytes]
+    initiator: Callable[[], bytes]  # the same handshake by core's Initiator: its Master Secret
+    ecdh: Callable[[], bytes]  # cryptography's ECDH of SK_I and G_Y
+
+
+def record_handshake() -> Handshake:
+    """Fresh keys; core's Initiator and Responder run once, their messages recorded."""
+    suite = SUITES[2]
+
+    def scalar() -> bytes:
+        d = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value
+        return d.to_bytes(32, "big")
+
+    def ccs(d: bytes, kid: bytes) -> Ccs:
+        return Ccs.make(key_from_private_d(d, kid=kid), subject=kid.hex())
+
+    sk_i, sk_r, x, y = scalar(), scalar(), scalar(), scalar()
+    ccs_i, ccs_r = ccs(sk_i, b"\x2b"), ccs(sk_r, b"\x32")
+    c_i, c_r = b"\x37", b"\x27"
+
+    def initiator() -> Initiator:
+        key = AuthKey(suite, ccs_i.edhoc(), sk_i)
+        return Initiator(key, method=3, c_i=c_i, ephemeral=x)
+
+    ini = initiator()
+    responder = Responder(AuthKey(suite, ccs_r.edhoc(), sk_r), ephemeral=y)
+    m1 = ini.message_1()
+    responder.process_message_1(m1)
+    m2 = responder.message_2(c_r)
+    ini.parse_message_2(m2)
+    ini.verify_message_2(ccs_r.edhoc())
+    m3 = ini.message_3()
+    responder.parse_message_3(m3)
+    responder.verify_message_3(ccs_i.edhoc())
+    m4 = responder.message_4()
+    ini.process_message_4(m4)
+    secret = ini.oscore()[0]
+    if responder.oscore()[0] != secret:
+        raise RuntimeError("core's Initiator and Responder disagree")
+    g_y = suite.public_dh(suite.private_key(y, signing=False))
+    private_i = ec.derive_private_key(int.from_bytes(sk_i, "big"), ec.SECP256R1())
+    # G_Y is an x-coordinate; either point of it gives the same ECDH x-coordinate
+    peer = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x02" + g_y)
+
+    def again() -> bytes:
+        one = initiator()
+        one.message_1()
+        one.parse_message_2(m2)
+        one.verify_message_2(ccs_r.edhoc())
+        one.message_3()
+        one.process_message_4(m4)
+        return one.oscore()[0]
+
+    def ecdh() -> bytes:
+        return private_i.exchange(ec.ECDH(), peer)
+
+    values = {
+        "SK_I": sk_i, "CRED_I": ccs_i.encoded, "CRED_R": ccs_r.encoded, "C_I": c_i,
+        "C_R": c_r, "X": x, "G_Y": g_y, "G_IY": ecdh(), "message_1": m1, "message_2": m2,
+        "message_3": m3, "message_4": m4, "master_secret": secret,
+    }  # fmt: skip
+    return Handshake(values, again, ecdh)
+
+
+class EdhocDevice:
+    """EDHOC_SCRIPT on the unix port, one command and one answer at a time."""
+
+    def __init__(self, micropython: Path, board: Path, handshake: Path) -> None:
+        script = board.parent / "edhoc_bench.py"
+        script.write_text(EDHOC_SCRIPT)
+        self.proc = subprocess.Popen(  # noqa: S603 - the unix port on our own files
+            [str(micropython), "-X", f"heapsize={HEAP}", str(script), str(handshake)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, MICROPYPATH=str(board)),
+            cwd=board.parent,
+            text=True,
+        )
+        self.answer("READY")
+
+    def answer(self, want: str) -> str:
+        assert self.proc.stdout is not None
+        # one line per command: nothing is left buffered when the device is waiting
+        if not select.select([self.proc.stdout], [], [], TIMEOUT)[0]:
+            self.proc.kill()
+            raise RuntimeError(f"the device said nothing for {TIMEOUT} s")
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith(want):
+            self.proc.kill()
+            raise RuntimeError(f"the device said {line!r}: {self.proc.stdout.read()[-2000:]}")
+        return line
+
+    def run(self, work: str, calls: int) -> float:
+        """µs per call of ``calls`` calls of ``work``, on the device's clock."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{work} {calls}\n")
+        self.proc.stdin.flush()
+        return int(self.answer("T ").split()[1]) / calls
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def paired_with_device(
+    device: EdhocDevice, work: str, calls: int, baseline: Callable[[], object], rounds: int
+) -> Paired:
+    """``work`` on the device against ``baseline`` in this process, in paired rounds.
+
+    Each round runs one device batch of ``calls`` (timed on the device) and one batch of
+    ``baseline`` (timed here, sized to last :data:`CPYTHON_BATCH_NS`), the order turning
+    round by round; both on wall clocks, as the device's ``ticks_us`` is one. A warm-up
+    of each side comes first. The values are µs per call.
+    """
+    device.run(work, 1)
+    start = perf_counter_ns()
+    for _ in range(MIN_WARMUP_CALLS):
+        baseline()
+    cost = max((perf_counter_ns() - start) / MIN_WARMUP_CALLS, 1.0)
+    batch = max(1, int(CPYTHON_BATCH_NS / cost))
+
+    def here() -> float:
+        start = perf_counter_ns()
+        for _ in range(batch):
+            baseline()
+        return (perf_counter_ns() - start) / batch / 1000
+
+    times: tuple[list[float], list[float]] = ([], [])
+    for r in range(rounds):
+        for side in (0, 1) if r % 2 == 0 else (1, 0):
+            times[side].append(device.run(work, calls) if side == 0 else here())
+    ratios = tuple(a / b for a, b in zip(times[0], times[1], strict=True))
+    load = load_average()
+    return Paired(
+        Measurement.of_samples(times[0]),
+        Measurement.of_samples(times[1]),
+        ratios,
+        WALL,
+        None,
+        None if load is None else load[0],
+    )
+
+
+def count_figure(name: str, value: float, baseline: float, baseline_name: str) -> Figure:
+    """A figure in bytes, counted (not timed), against a baseline in bytes."""
+    return Figure.of(
+        name,
+        Measurement.exact(float(value)),
+        BYTES,
+        Measurement.exact(float(baseline)),
+        baseline_name,
+        clock=EXACT,
+    )
+
+
+def edhoc_figures(runner: Runner, micropython: Path, board: Path) -> list[Figure]:
+    """firmware.edhoc_handshake_ms, firmware.p256_mul_ms and firmware.edhoc_mpy_bytes."""
+    recorded = record_handshake()
+    path = board.parent / "handshake.json"
+    path.write_text(json.dumps({k: v.hex() for k, v in recorded.values.items()}))
+    device = EdhocDevice(micropython, board, path)
+    try:
+        runner.on_step("firmware.edhoc_handshake_ms")
+        rounds = runner.timer.rounds
+        handshake = paired_with_device(device, "edhoc", EDHOC_BATCH[0], recorded.initiator, rounds)
+        runner.on_step("firmware.p256_mul_ms")
+        mul = paired_with_device(device, "mul", EDHOC_BATCH[1], recorded.ecdh, rounds)
+    finally:
+        device.close()
+    sizes = {p.stem: p.stat().st_size for p in board.glob("*.mpy")}
+    edhoc_bytes = sum(sizes[name] for name in EDHOC_MODULES)
+    modules = [name[:-3] for name, _text in firmware_sources()]
+    rest = sum(sizes[name] for name in modules if name not in EDHOC_MODULES)
+    return [
+        Figure.paired(
+            "firmware.edhoc_handshake_ms",
+            handshake.scaled(1 / 1000),
+            MILLISECONDS,
+            "firmware.cpython_edhoc_handshake_ms",
+        ),
+        Figure.paired(
+            "firmware.p256_mul_ms", mul.scaled(1 / 1000), MILLISECONDS, "firmware.cpython_ecdh_ms"
+        ),
+        count_figure(
+            "firmware.edhoc_mpy_bytes", edhoc_bytes, rest, "firmware.oscore_profile_mpy_bytes"
+        ),
+    ]
+
+
 def run(runner: Runner) -> list[Figure]:
     mpy_cross, micropython = tool("mpy-cross"), tool("micropython")
     if mpy_cross is None or micropython is None:
@@ -467,6 +740,7 @@ def run(runner: Runner) -> list[Figure]:
         runner.on_step("firmware.flow_ms")
         counts = QUICK_COUNTS if runner.quick else FULL_COUNTS
         lines, floor = asyncio.run(_device_run(setup, micropython, work / "board", counts))
+        edhoc = edhoc_figures(runner, micropython, work / "board")
     plain = _samples(lines, "PLAIN")
     round_trips = 3 * statistics.median(plain)
     return [
@@ -484,13 +758,11 @@ def run(runner: Runner) -> list[Figure]:
             Measurement.of_samples(plain),
             "firmware.plain_get_ms",
         ),
-        Figure.of(
+        count_figure(
             "firmware.peak_heap_bytes",
-            Measurement.exact(_value(lines, "HEAP_FLOW")),
-            BYTES,
-            Measurement.exact(_value(lines, "HEAP_PLAIN")),
+            _value(lines, "HEAP_FLOW"),
+            _value(lines, "HEAP_PLAIN"),
             "firmware.plain_get_peak_heap_bytes",
-            clock=EXACT,
         ),
         Figure.of(
             "firmware.heap_floor_bytes",
@@ -499,40 +771,42 @@ def run(runner: Runner) -> list[Figure]:
             Measurement.exact(float(HEAP_GOAL)),
             "firmware.heap_goal_bytes",
         ),
-        Figure.of(
-            "firmware.mpy_bytes",
-            Measurement.exact(float(compiled)),
-            BYTES,
-            Measurement.exact(float(source)),
-            "firmware.source_bytes",
-            clock=EXACT,
-        ),
+        count_figure("firmware.mpy_bytes", compiled, source, "firmware.source_bytes"),
+        *edhoc,
     ]
 
 
 GROUP = Group(
     name="firmware",
-    title="the MicroPython client on the unix port: flow time, OSCORE cost, heap, code size",
+    title="the MicroPython client on the unix port: flow time, OSCORE cost, heap, code size, EDHOC",
     figures=FIGURES,
     run=run,
-    steps=2,
+    steps=4,
 )
 
 __all__ = [
     "DEVICE_SCRIPT",
+    "EDHOC_MODULES",
+    "EDHOC_SCRIPT",
     "FIGURES",
     "FLOOR_OK",
     "FLOOR_SCRIPT",
     "GROUP",
     "HEAP",
     "HEAP_GOAL",
+    "EdhocDevice",
+    "Handshake",
     "compile_firmware",
     "compile_floor_script",
     "context_hex",
+    "count_figure",
     "device_bundle",
+    "edhoc_figures",
     "flow_at",
     "flow_ok",
     "heap_floor",
+    "paired_with_device",
+    "record_handshake",
     "run_flow",
     "tool",
 ]
