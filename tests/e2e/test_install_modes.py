@@ -41,6 +41,9 @@ FIRMWARE_FIGURES = {
     "firmware.peak_heap_bytes",
     "firmware.heap_floor_bytes",
     "firmware.mpy_bytes",
+    "firmware.edhoc_handshake_ms",
+    "firmware.p256_mul_ms",
+    "firmware.edhoc_mpy_bytes",
 }
 
 
