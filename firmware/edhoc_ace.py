@@ -149,6 +149,11 @@ class Session(ace.Session):
 
     def ensure(self):
         """Steps 2 and 3: the token to /authz-info, then EDHOC."""
+        if self.ctx is None:
+            # Loaded before the token's messages, onto a collected heap: the
+            # code lands in the free runs before their garbage splits them.
+            gc.collect()
+            _load_edhoc()
         try:
             self._ensure()
         finally:
