@@ -167,6 +167,7 @@ class Session(ace.Session):
         if resp.code != coap.CREATED:
             raise ace.ACEError("authz-info: %d.%02d" % (resp.code >> 5, resp.code & 31))
         self.authz_posts += 1
+        body = resp = None  # the token's copies go before the handshake
         # C_I: one byte, a CBOR int -24..23 (RFC 9528 §3.3.2), later the
         # device's OSCORE Recipient ID.
         b = self.rand(1)[0] % 48
@@ -175,8 +176,7 @@ class Session(ace.Session):
         ini = edhoc.Initiator(
             self.sk, self.ccs, self.cred_r, bytes((b if b < 24 else b + 8,)), self.rand
         )
-        m2 = self._edhoc(b"\xf5" + ini.message_1(), "message_1")
-        c_r = ini.process_message_2(m2)
+        c_r = ini.process_message_2(self._edhoc(b"\xf5" + ini.message_1(), "message_1"))
         ini.process_message_4(self._edhoc(edhoc.conn_id(c_r) + ini.message_3(), "message_3"))
         self.ctx = ini.oscore_context()
         self.handshakes += 1
