@@ -254,3 +254,4 @@ class Session:
                 if e.response.code != coap.UNAUTHORIZED or attempt:
                     raise
                 self.forget()
+            send = None  # the old context goes before the next ensure()

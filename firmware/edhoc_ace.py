@@ -17,9 +17,11 @@
 # The device's private key and its CCS live in the state folder, written
 # once by keygen.py; they are read here and never leave the board.
 
+import gc
+import sys
+
 import ace
 import cbor
-import edhoc
 from micropython import const
 
 import coap
@@ -57,6 +59,23 @@ def value_bytes(data, key):
     return None
 
 
+def _load_edhoc():
+    # edhoc.py and p256.py are loaded for a handshake (or a credential
+    # check) and dropped after it (_unload): their code, about 14 KB of heap
+    # on the 64-bit unix port, is not held while the OSCORE requests run.
+    import edhoc
+
+    return edhoc
+
+
+def _unload():
+    if "edhoc" in sys.modules:
+        del sys.modules["edhoc"]
+        if "p256" in sys.modules:
+            del sys.modules["p256"]
+        gc.collect()
+
+
 def load_key(state):
     """(private key, CCS) that keygen.py wrote to the state folder."""
     try:
@@ -90,7 +109,10 @@ class Session(ace.Session):
         super().__init__(as_ctx, send_as, send_rs, audience, scope, **kw)
         self.sk = sk
         self.ccs = ccs
-        edhoc.credential_key(ccs)  # a bad stored credential fails at boot
+        try:
+            _load_edhoc().credential_key(ccs)  # a bad stored credential fails at boot
+        finally:
+            _unload()
         self.cred_r = None
         self.handshakes = 0
 
@@ -117,6 +139,7 @@ class Session(ace.Session):
         cred_r = value_bytes(value_bytes(resp.payload, _RS_CNF), _KCCS)
         if len(cred_r) > _MAX_CCS:
             raise ace.ACEError("token: rs_cnf credential too large")
+        edhoc = _load_edhoc()  # unloaded again by ensure(), which called this
         try:
             edhoc.credential_key(cred_r)
         except edhoc.EDHOCError as e:
@@ -126,6 +149,17 @@ class Session(ace.Session):
 
     def ensure(self):
         """Steps 2 and 3: the token to /authz-info, then EDHOC."""
+        if self.ctx is None:
+            # Loaded before the token's messages, onto a collected heap: the
+            # code lands in the free runs before their garbage splits them.
+            gc.collect()
+            _load_edhoc()
+        try:
+            self._ensure()
+        finally:
+            _unload()
+
+    def _ensure(self):
         if self._ready():
             return
         body = cbor.dumps(cbor.Map([(1, self.token)]))
@@ -133,14 +167,16 @@ class Session(ace.Session):
         if resp.code != coap.CREATED:
             raise ace.ACEError("authz-info: %d.%02d" % (resp.code >> 5, resp.code & 31))
         self.authz_posts += 1
+        body = resp = None  # the token's copies go before the handshake
         # C_I: one byte, a CBOR int -24..23 (RFC 9528 §3.3.2), later the
         # device's OSCORE Recipient ID.
         b = self.rand(1)[0] % 48
+        edhoc = _load_edhoc()
+        gc.collect()  # one free run for the handshake after the module loaded
         ini = edhoc.Initiator(
             self.sk, self.ccs, self.cred_r, bytes((b if b < 24 else b + 8,)), self.rand
         )
-        m2 = self._edhoc(b"\xf5" + ini.message_1(), "message_1")
-        c_r = ini.process_message_2(m2)
+        c_r = ini.process_message_2(self._edhoc(b"\xf5" + ini.message_1(), "message_1"))
         ini.process_message_4(self._edhoc(edhoc.conn_id(c_r) + ini.message_3(), "message_3"))
         self.ctx = ini.oscore_context()
         self.handshakes += 1
@@ -150,6 +186,7 @@ class Session(ace.Session):
         req = coap.request(coap.POST, "/.well-known/edhoc", payload, _CF_EDHOC_CID)
         resp = self.send_rs(req)
         if resp.code != coap.CHANGED:
+            edhoc = _load_edhoc()
             why = edhoc.read_error(bytes(resp.payload)) or bytes(resp.payload[:40])
             raise edhoc.EDHOCError(
                 "%s refused: %d.%02d %s" % (what, resp.code >> 5, resp.code & 31, why)

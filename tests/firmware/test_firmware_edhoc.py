@@ -20,29 +20,33 @@ from pathlib import Path
 import pytest
 
 from keybound.core.edhoc_credentials import Ccs
+from keybound.tools.bench.firmware import FLOOR_STEP, heap_floor
 from tests.helpers.firmware import MICROPYTHON
 from tests.helpers.firmware_fleet import Device, Fleet, edit_bundle
 
 pytestmark = pytest.mark.micropython
 #: The EDHOC flow's heap, a guard: the flow test below (token, /authz-info, EDHOC, GETs,
 #: an RS restart and a second token and handshake, with the mp_device.py driver loaded)
-#: was bisected to a floor of 70-71 KB on pip's 64-bit unix port; a change that needs more
-#: fails here. The goal (48 KB) is not met.
-EDHOC_HEAP = "73K"
+#: was bisected to floors of 67,750-68,608 bytes on pip's 64-bit unix port (70,400-71,000
+#: before edhoc and p256 were loaded per handshake); this leaves a margin of about 2 KB for
+#: the floor's moves between runs, and a change that needs more fails here.
+EDHOC_HEAP = 69 * 1024
+#: The goal of issue 15 for the EDHOC flow on the 64-bit unix port.
+EDHOC_GOAL = 48 * 1024
 
 
 class EdhocDevice(Device):
-    """mp_device.py as Device runs it, under EDHOC_HEAP."""
+    """mp_device.py as Device runs it, under EDHOC_HEAP unless told; ``ready`` is its
+    first line (READY, or the error that ended it at boot)."""
 
-    def __init__(self, board: Path, bundle: Path, cwd: Path) -> None:
+    def __init__(self, board: Path, bundle: Path, cwd: Path, heap: int = EDHOC_HEAP) -> None:
         self.proc = subprocess.Popen(
-            [str(MICROPYTHON), "-X", f"heapsize={EDHOC_HEAP}", "-m", "mp_device", str(bundle)],
+            [str(MICROPYTHON), "-X", f"heapsize={heap}", "-m", "mp_device", str(bundle)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             cwd=cwd, env=dict(os.environ, MICROPYPATH=str(board)),
         )  # fmt: skip
         self.lines: list[str] = []
         self.ready = self.read_line(30)
-        assert self.ready.startswith("READY"), self.ready
 
 
 def on_board(deployed: Path, board: Path, code: str) -> subprocess.CompletedProcess[str]:
@@ -127,26 +131,55 @@ def test_keygen_never_replaces_a_key(deployed: Path, tmp_path: Path) -> None:
     assert (tmp_path / "b" / "state" / "edhoc.key").read_text() == key
 
 
+def edhoc_flow(fleet: EdhocFleet, deployed: Path, bundle: Path, heap: int) -> list[str]:
+    """The device's answers to the whole flow under ``heap``: two GETs, a refused scope,
+    and a GET after the RS forgot everything (a second token and handshake), then its
+    heap line; fewer when it ended early (its boot line first then)."""
+    device = EdhocDevice(deployed, bundle, bundle.parent / bundle.stem, heap)
+    try:
+        if not device.ready.startswith("READY"):
+            return [device.ready]
+        got = [device.cmd("get /temp", timeout=60), device.cmd("get /temp")]
+        got.append(device.cmd("get /led"))
+        fleet.kill("rs")
+        (fleet.root / "rs-state.db").unlink(missing_ok=True)
+        fleet.start_rs()
+        got.append(device.cmd("get /temp", timeout=60))
+        got.append(device.cmd("heap"))
+        return got
+    finally:
+        device.quit()
+
+
+def flow_ok(got: list[str]) -> bool:
+    """The answers edhoc_flow gives when the whole flow ran."""
+    return (
+        len(got) == 5
+        and got[0].startswith("RESP 2.05 ")
+        and got[1].startswith("RESP 2.05 ")
+        and got[2].startswith("RESP 4.03 ")
+        and got[3].startswith("RESP 2.05 ")
+        and "tokens=2 posts=2" in got[3]
+    )
+
+
+def started(fleet: EdhocFleet, deployed: Path, name: str) -> Path:
+    """The AS and RS running, and the bundle of a device NAME whose key the board made."""
+    ccs = board_keygen(deployed, fleet.root / name, name)
+    bundle = fleet.edhoc_device(name, ccs)
+    fleet.start_as()
+    fleet.start_rs()
+    return bundle
+
+
 def test_the_edhoc_flow_against_the_real_servers(fleet: EdhocFleet, deployed: Path) -> None:
     """Token (req_cnf kccs), /authz-info, EDHOC, OSCORE GETs; a refused scope; an RS that
     forgot everything makes the device start over with a new token and handshake."""
-    ccs = board_keygen(deployed, fleet.root / "sensor-e", "sensor-e")
-    bundle = fleet.edhoc_device("sensor-e", ccs)
-    fleet.start_as()
-    fleet.start_rs()
-    device = EdhocDevice(deployed, bundle, fleet.root / "sensor-e")
-    try:
-        first = device.cmd("get /temp", timeout=60)
-        second = device.cmd("get /temp")
-        refused = device.cmd("get /led")
-        fleet.kill("rs")
-        (fleet.root / "rs-state.db").unlink()
-        fleet.start_rs()
-        again = device.cmd("get /temp", timeout=60)
-        heap = device.cmd("heap")
-    finally:
-        device.quit()
-    assert first.startswith("RESP 2.05 "), (first, device.lines)
+    bundle = started(fleet, deployed, "sensor-e")
+    got = edhoc_flow(fleet, deployed, bundle, EDHOC_HEAP)
+    assert len(got) == 5, got
+    first, second, refused, again, heap = got
+    assert first.startswith("RESP 2.05 "), got
     float(bytes.fromhex(first.split()[2]))
     assert "tokens=1 posts=1" in first
     assert second.startswith("RESP 2.05 "), second
@@ -154,9 +187,36 @@ def test_the_edhoc_flow_against_the_real_servers(fleet: EdhocFleet, deployed: Pa
     assert refused.startswith("RESP 4.03 "), refused
     assert again.startswith("RESP 2.05 "), again
     assert "tokens=2 posts=2" in again, again
+    assert flow_ok(got)
     rs_log = (fleet.root / "rs.log").read_text()
     assert "EDHOC session completed" in rs_log, rs_log[-2000:]
     print(f"\n{heap}")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="not met yet: the EDHOC flow's floor on pip's 64-bit unix port is about 68 KB",
+)
+def test_the_edhoc_flow_runs_in_the_goal_heap(fleet: EdhocFleet, deployed: Path) -> None:
+    got = edhoc_flow(fleet, deployed, started(fleet, deployed, "sensor-g"), EDHOC_GOAL)
+    assert flow_ok(got), got
+
+
+def test_the_edhoc_heap_floor_is_bisected_and_binds(fleet: EdhocFleet, deployed: Path) -> None:
+    """The EDHOC flow's floor is found by bisection (at most EDHOC_HEAP, the guard); 1 KB
+    below it the device runs out of memory. Not one FLOOR_STEP as for the OSCORE flow:
+    the ephemeral key and C_I are new each run, and the floor moves by up to about
+    512 bytes between runs of the same build."""
+    bundle = started(fleet, deployed, "sensor-f")
+    floor = heap_floor(
+        lambda heap: flow_ok(edhoc_flow(fleet, deployed, bundle, heap)),
+        low=EDHOC_GOAL - FLOOR_STEP,
+        high=EDHOC_HEAP,
+    )
+    print(f"\nheap floor of the EDHOC flow: {floor} bytes (goal {EDHOC_GOAL})")
+    below = edhoc_flow(fleet, deployed, bundle, floor - 1024)
+    assert not flow_ok(below)
+    assert any("MemoryError" in line for line in below), below
 
 
 def test_a_credential_the_as_does_not_know_is_refused(fleet: EdhocFleet, deployed: Path) -> None:
