@@ -97,6 +97,28 @@ def _now(now: int | None) -> int:
     return int(time.time()) if now is None else now
 
 
+#: The token record's INSERT, built once: SQLAlchemy caches its compiled form.
+_INSERT_TOKEN = insert(tokens_table)
+
+
+def _token_row(token: IssuedToken) -> dict[str, object]:
+    return {
+        "cti": token.cti,
+        "client_id": token.client_id,
+        "audience": token.audience,
+        "scope": token.scope,
+        "format": token.format,
+        "iat": token.iat,
+        "exp": token.exp,
+        "exi": token.exi,
+        "sequence": token.sequence,
+        "cnf_id": token.cnf_id,
+        "revoked": token.revoked,
+        "revoked_at": token.revoked_at,
+        "token_hash": token.token_hash,
+    }
+
+
 # ---- the store -------------------------------------------------------------------------------
 
 
@@ -677,24 +699,18 @@ class SqlAuthzStore:
         One ``INSERT``: a ``cti`` on record already fails on the primary key
         (:class:`DuplicateRecord`), without a look first.
         """
+        self.record_tokens([token])
+
+    def record_tokens(self, tokens: Sequence[IssuedToken]) -> None:
+        """Remember issued tokens in one transaction: every row is committed, or none.
+
+        One ``INSERT`` of all rows (the statement compiled once and cached); what the
+        AS's group commit (:class:`keybound.coap.token_writer.TokenWriter`) calls.
+        """
+        if not tokens:
+            return
         with self._write() as conn:
-            conn.execute(
-                insert(tokens_table).values(
-                    cti=token.cti,
-                    client_id=token.client_id,
-                    audience=token.audience,
-                    scope=token.scope,
-                    format=token.format,
-                    iat=token.iat,
-                    exp=token.exp,
-                    exi=token.exi,
-                    sequence=token.sequence,
-                    cnf_id=token.cnf_id,
-                    revoked=token.revoked,
-                    revoked_at=token.revoked_at,
-                    token_hash=token.token_hash,
-                )
-            )
+            conn.execute(_INSERT_TOKEN, [_token_row(token) for token in tokens])
 
     def get_token(self, cti: bytes) -> IssuedToken | None:
         """An issued token by ``cti`` (RFC 8392 §3.1.7), or ``None``."""
@@ -935,6 +951,12 @@ class SqlAuthzStore:
         One ``UPDATE ... RETURNING`` in its own transaction, committed before
         the number is returned: strictly increasing and never handed out twice,
         whichever process of those sharing the database asks. The first is 1.
+
+        Numbers are taken one per commit on purpose, never reserved in blocks: an RS
+        without a clock refuses a number not above the highest it has seen, so blocks
+        held by two AS processes would interleave and one process's tokens would be
+        refused. SQLite commits with ``synchronous=FULL`` (:mod:`.database`), so a
+        number that was returned survives a power cut and is never handed out again.
         """
         registered = exists().where(resource_servers_table.c.audience == audience)
         with self._write() as conn:
