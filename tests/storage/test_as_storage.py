@@ -14,7 +14,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from keybound.tools.authz_server.database import (
 )
 from keybound.tools.authz_server.schema import SCHEMA_VERSION
 from keybound.tools.authz_server.storage import SqlAuthzStore
+from tests.helpers.authz import gated_writer
 
 # Key material is opaque to the store; these stand in for COSE_Key bytes.
 SIGNING_KEY = bytes.fromhex("a5010202412a2001215820") + bytes(range(32))
@@ -677,25 +678,6 @@ def test_list_and_purge_tokens(with_rs: SqlAuthzStore) -> None:
 # ---- group commit of token records (keybound.coap.token_writer) ---------------------------
 
 
-def _gated_writer(store: SqlAuthzStore, queued: int) -> TokenWriter:
-    """A writer on ``store`` whose first commit starts once ``queued`` more rows wait,
-    so the rows of the concurrent callers behind it meet in the next commit."""
-    writer: TokenWriter
-    first = threading.Event()
-
-    def write_many(tokens: Sequence[IssuedToken]) -> None:
-        if not first.is_set():
-            first.set()
-            deadline = time.monotonic() + 30
-            while writer.waiting < queued:
-                assert time.monotonic() < deadline, "the other callers did not queue"
-                time.sleep(0.001)
-        store.record_tokens(tokens)
-
-    writer = TokenWriter(write_many)
-    return writer
-
-
 def _record_concurrently(writer: TokenWriter, tokens: list[IssuedToken]) -> list[str | None]:
     """Record ``tokens[0]`` first, then the rest from one thread each; each one's error."""
     errors: list[str | None] = [None] * len(tokens)
@@ -721,7 +703,7 @@ def _record_concurrently(writer: TokenWriter, tokens: list[IssuedToken]) -> list
 
 def test_concurrent_token_records_share_commits(with_rs: SqlAuthzStore) -> None:
     count = 40
-    writer = _gated_writer(with_rs, count - 1)
+    writer = gated_writer(with_rs, count - 1)
     tokens = [_token(i.to_bytes(2, "big"), exp=NOW + 60) for i in range(count)]
     assert _record_concurrently(writer, tokens) == [None] * count
     assert writer.commits == 2  # the first row, then the 39 that queued behind it
@@ -731,7 +713,7 @@ def test_concurrent_token_records_share_commits(with_rs: SqlAuthzStore) -> None:
 
 def test_a_failing_commit_fails_every_request_in_it(with_rs: SqlAuthzStore) -> None:
     count = 10
-    writer = _gated_writer(with_rs, count - 1)
+    writer = gated_writer(with_rs, count - 1)
     first = _token(b"\x00\x00", exp=NOW + 60)
     # The last row repeats the first's cti: the second commit fails on the primary key.
     rest = [_token(i.to_bytes(2, "big"), exp=NOW + 60) for i in range(1, count - 1)]
