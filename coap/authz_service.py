@@ -39,9 +39,11 @@ from keybound.core.authz_server import (
     mint_token,
     on_record_as,
 )
-from keybound.core.authz_store import AuthzStore, Client, RsRecord, TokenKey
+from keybound.core.authz_store import AuthzStore, Client, IssuedToken, RsRecord, TokenKey
 from keybound.core.errors import KeyboundError
 from keybound.core.keys import Key
+
+from .token_writer import TokenWriter
 
 __all__ = [
     "CONFIG_CHECK_INTERVAL_S",
@@ -65,6 +67,11 @@ MAX_CACHED_RECORDS = 100_000
 @runtime_checkable
 class _Versioned(Protocol):
     def config_version(self) -> int: ...
+
+
+@runtime_checkable
+class _RecordsInBatches(Protocol):
+    def record_tokens(self, tokens: Sequence[IssuedToken]) -> None: ...
 
 
 class RecordCache:
@@ -178,12 +185,15 @@ class AuthzService:
     #: Cached client and RS records (:class:`RecordCache`); made for a store that has a
     #: configuration version, otherwise every request reads the records.
     records: RecordCache | None = None
+    writer: TokenWriter | None = None
     _public_key: Key = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._public_key = self.config.public_key
         if self.records is None and isinstance(self.store, _Versioned):
             self.records = RecordCache(self.store)
+        if self.writer is None and isinstance(self.store, _RecordsInBatches):
+            self.writer = TokenWriter(self.store.record_tokens)
 
     def issue_token(
         self,
@@ -228,7 +238,10 @@ class AuthzService:
             random_bytes=random_bytes,
             sequence=sequence,
         )
-        self.store.record_token(response.record)
+        if self.writer is None:
+            self.store.record_token(response.record)
+        else:
+            self.writer.record(response.record)
         return response
 
     def introspect(

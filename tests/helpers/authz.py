@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Awaitable, Callable
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from keybound.coap.token_writer import TokenWriter
+from keybound.core.authz_store import IssuedToken
 from keybound.tools.authz_server.provision import (
     add_clients,
     add_resource_server,
@@ -115,3 +119,22 @@ def run_http_as(
         asyncio.run(main())
     finally:
         store.close()
+
+
+def gated_writer(store: SqlAuthzStore, queued: int) -> TokenWriter:
+    """A writer on ``store`` whose first commit starts once ``queued`` more rows wait,
+    so the rows of the concurrent callers behind it meet in the next commit."""
+    writer: TokenWriter
+    first = threading.Event()
+
+    def write_many(tokens: Sequence[IssuedToken]) -> None:
+        if not first.is_set():
+            first.set()
+            deadline = time.monotonic() + 30
+            while writer.waiting < queued:
+                assert time.monotonic() < deadline, "the other callers did not queue"
+                time.sleep(0.001)
+        store.record_tokens(tokens)
+
+    writer = TokenWriter(write_many)
+    return writer

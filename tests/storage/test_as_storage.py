@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from keybound.coap.token_writer import TokenNotRecorded, TokenWriter
 from keybound.core.authz_store import (
     AuthzStore,
     ClientRegistration,
@@ -37,6 +39,7 @@ from keybound.tools.authz_server.database import (
 )
 from keybound.tools.authz_server.schema import SCHEMA_VERSION
 from keybound.tools.authz_server.storage import SqlAuthzStore
+from tests.helpers.authz import gated_writer
 
 # Key material is opaque to the store; these stand in for COSE_Key bytes.
 SIGNING_KEY = bytes.fromhex("a5010202412a2001215820") + bytes(range(32))
@@ -672,6 +675,75 @@ def test_list_and_purge_tokens(with_rs: SqlAuthzStore) -> None:
     assert [t.cti for t in store.list_tokens("dev")] == [b"\x04", b"\x03", b"\x02", b"\xfe"]
 
 
+# ---- group commit of token records (keybound.coap.token_writer) ---------------------------
+
+
+def _record_concurrently(writer: TokenWriter, tokens: list[IssuedToken]) -> list[str | None]:
+    """Record ``tokens[0]`` first, then the rest from one thread each; each one's error."""
+    errors: list[str | None] = [None] * len(tokens)
+
+    def record(i: int) -> None:
+        try:
+            writer.record(tokens[i])
+        except TokenNotRecorded as exc:
+            errors[i] = str(exc)
+
+    leader = threading.Thread(target=record, args=(0,))
+    leader.start()
+    while writer.commits == 0 and not writer.committing:
+        time.sleep(0.001)
+    others = [threading.Thread(target=record, args=(i,)) for i in range(1, len(tokens))]
+    for thread in others:
+        thread.start()
+    for thread in [leader, *others]:
+        thread.join(60)
+        assert not thread.is_alive()
+    return errors
+
+
+def test_concurrent_token_records_share_commits(with_rs: SqlAuthzStore) -> None:
+    count = 40
+    writer = gated_writer(with_rs, count - 1)
+    tokens = [_token(i.to_bytes(2, "big"), exp=NOW + 60) for i in range(count)]
+    assert _record_concurrently(writer, tokens) == [None] * count
+    assert writer.commits == 2  # the first row, then the 39 that queued behind it
+    assert all(with_rs.get_token(t.cti) == t for t in tokens)
+    assert len(with_rs.list_tokens("dev")) == count
+
+
+def test_a_failing_commit_fails_every_request_in_it(with_rs: SqlAuthzStore) -> None:
+    count = 10
+    writer = gated_writer(with_rs, count - 1)
+    first = _token(b"\x00\x00", exp=NOW + 60)
+    # The last row repeats the first's cti: the second commit fails on the primary key.
+    rest = [_token(i.to_bytes(2, "big"), exp=NOW + 60) for i in range(1, count - 1)]
+    errors = _record_concurrently(writer, [first, *rest, first])
+    assert errors[0] is None
+    for error in errors[1:]:
+        assert error is not None
+        assert error.startswith("the token was not recorded, so it is not issued:")
+    assert writer.commits == 2
+    assert [t.cti for t in with_rs.list_tokens("dev")] == [first.cti]  # none of the batch
+    later = _token(b"\x01\x00", exp=NOW + 60)
+    writer.record(later)  # the writer goes on after a failed commit
+    assert with_rs.get_token(later.cti) == later
+
+
+def test_no_row_is_left_waiting_after_a_commit(with_rs: SqlAuthzStore) -> None:
+    writer = TokenWriter(with_rs.record_tokens)
+    tokens = [_token(i.to_bytes(2, "big"), exp=NOW + 60) for i in range(300)]
+    threads = [threading.Thread(target=writer.record, args=(t,)) for t in tokens]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive()
+    assert writer.waiting == 0
+    assert not writer.committing
+    assert 1 <= writer.commits <= len(tokens)
+    assert len(with_rs.list_tokens("dev")) == len(tokens)
+
+
 # ---- sequence numbers (RFC 9200 §5.10.3) ----------------------------------------------------
 
 
@@ -695,6 +767,26 @@ def test_sequence_numbers(with_rs: SqlAuthzStore) -> None:
         has_clock=False,
     )
     assert store.next_sequence("coap://sensor.example") == 4
+
+
+def test_two_stores_on_one_database_never_hand_out_the_same_sequence_number(
+    with_rs: SqlAuthzStore, db_url: str
+) -> None:
+    # Two AS stores on one database, taking numbers in turn: no block is held by either,
+    # so the numbers the RS sees increase in the order they were issued.
+    first, second = with_rs, SqlAuthzStore.open(db_url)
+    audience = "coap://sensor.example"
+    with second:
+        taken = [(first if i % 3 else second).next_sequence(audience) for i in range(30)]
+    assert taken == list(range(1, 31))
+
+
+def test_a_returned_sequence_number_is_committed(with_rs: SqlAuthzStore, db_url: str) -> None:
+    audience = "coap://sensor.example"
+    assert with_rs.next_sequence(audience) == 1
+    with_rs.close()  # no further statement after the return: the number was committed
+    with SqlAuthzStore.open(db_url) as reopened:
+        assert reopened.next_sequence(audience) == 2
 
 
 _ALLOCATOR = textwrap.dedent(

@@ -8,6 +8,7 @@ the change was committed. The clock is a parameter here, so no test sleeps.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from keybound.core.authz_server import TokenRequest
 from keybound.core.errors import InvalidClient, KeyboundError
 from keybound.tools.authz_server.provision import as_config
 from keybound.tools.authz_server.storage import SqlAuthzStore
-from tests.helpers.authz import provision
+from tests.helpers.authz import gated_writer, provision
 
 REQUEST = TokenRequest(client_id="sensor-1", audience="temp", scope="read")
 
@@ -122,3 +123,26 @@ def test_the_cache_is_bounded(setup: dict[str, Any], monkeypatch: pytest.MonkeyP
     cache.server("temp", store.get_resource_server_by_audience)  # third record: afresh
     assert cache.client("sensor-1", load) is not None
     assert loads == ["sensor-1", "web-1", "sensor-1"]
+
+
+def test_concurrent_issuances_share_commits_and_every_token_is_recorded(
+    setup: dict[str, Any],
+) -> None:
+    store: SqlAuthzStore = setup["store"]
+    count = 12
+    writer = gated_writer(store, count - 1)
+    service = AuthzService(store, as_config(store), writer=writer)
+    responses: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: responses.append(_issue(service))) for _ in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive()
+    assert len(responses) == count
+    assert writer.commits == 2  # the first token's row, then the other 11 together
+    for response in responses:
+        assert store.get_token(response.record.cti) == response.record
+    assert len(store.list_tokens("sensor-1")) == count

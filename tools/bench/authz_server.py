@@ -219,6 +219,9 @@ class _StubbedStore:
     def record_token(self, record: object) -> None:
         """Not recorded: the storage is what is left out."""
 
+    def record_tokens(self, records: object) -> None:
+        """Not recorded either (the group commit's write, :mod:`keybound.coap.token_writer`)."""
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
