@@ -27,10 +27,11 @@ from tests.helpers.firmware_fleet import Device, Fleet, edit_bundle
 pytestmark = pytest.mark.micropython
 #: The EDHOC flow's heap, a guard: the flow test below (token, /authz-info, EDHOC, GETs,
 #: an RS restart and a second token and handshake, with the mp_device.py driver loaded)
-#: was bisected to floors of 67,750-68,608 bytes on pip's 64-bit unix port (70,400-71,000
-#: before edhoc and p256 were loaded per handshake); this leaves a margin of about 2 KB for
-#: the floor's moves between runs, and a change that needs more fails here.
-EDHOC_HEAP = 69 * 1024
+#: was bisected to floors of 67,750-69,376 bytes on pip's 64-bit unix port (70,400-71,000
+#: before edhoc and p256 were loaded per handshake); this leaves a margin of about 4 KB for
+#: the floor's moves between runs (random keys and C_I), and a change that needs more fails
+#: here.
+EDHOC_HEAP = 72 * 1024
 #: The goal of issue 15 for the EDHOC flow on the 64-bit unix port.
 EDHOC_GOAL = 48 * 1024
 
@@ -216,7 +217,10 @@ def test_the_edhoc_heap_floor_is_bisected_and_binds(fleet: EdhocFleet, deployed:
     print(f"\nheap floor of the EDHOC flow: {floor} bytes (goal {EDHOC_GOAL})")
     below = edhoc_flow(fleet, deployed, bundle, floor - 1024)
     assert not flow_ok(below)
-    assert any("MemoryError" in line for line in below), below
+    # Out of memory shows as MemoryError or, when not even the traceback's lines can be
+    # allocated, as a traceback cut off after its first line.
+    cut_off = below[-1:] == ["Traceback (most recent call last):"]
+    assert cut_off or any("MemoryError" in line for line in below), below
 
 
 def test_a_credential_the_as_does_not_know_is_refused(fleet: EdhocFleet, deployed: Path) -> None:
