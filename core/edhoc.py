@@ -341,6 +341,20 @@ class _Session:
         """EDHOC_KDF (RFC 9528 §4.1.2): HKDF-Expand with info = (label, context, length)."""
         return hkdf_expand(prk, _int(label) + _bstr(context) + _int(length), length)
 
+    def _next_prk(
+        self, prk: bytes, label: int, th: bytes, signs: bool, private: PrivateKey, public: bytes
+    ) -> bytes:
+        """PRK_3e2m (label 1, TH_2) or PRK_4e3m (label 5, TH_3), RFC 9528 §4.1.1.2-3: the
+        previous PRK when that side signs, else HKDF-Extract(SALT, its static DH secret).
+        A public key that is not a point of the suite's curve is refused."""
+        if signs:
+            return prk
+        salt = self._kdf(prk, label, th, self.suite.hash_length)
+        try:
+            return hkdf_extract(salt, self.suite.dh(private, public))
+        except SuiteError as exc:
+            raise _refuse(str(exc)) from None
+
     def _check_size(self, message: bytes, what: str) -> None:
         if len(message) > self.max_message:
             raise _refuse(f"{what} is longer than {self.max_message} bytes")
@@ -515,14 +529,7 @@ class Initiator(_Session):
         if peer.signs != _signs(self.method)[1]:
             raise _refuse(f"the Responder's credential does not fit method {self.method}")
         suite = self.suite
-        if peer.signs:
-            prk_3e2m = prk_2e
-        else:
-            salt = self._kdf(prk_2e, 1, th_2, suite.hash_length)
-            try:
-                prk_3e2m = hkdf_extract(salt, suite.dh(self._x, peer.public_key))
-            except SuiteError as exc:
-                raise _refuse(str(exc)) from None
+        prk_3e2m = self._next_prk(prk_2e, 1, th_2, peer.signs, self._x, peer.public_key)
         self._state = "failed"
         self._check_sign_or_mac(
             peer, id_cred_r, prk_3e2m, 2, encode_connection_id(c_r), th_2, self._ead_2, received
@@ -537,13 +544,9 @@ class Initiator(_Session):
         if self._state != "verified_2":
             raise RuntimeError("message_2 was not verified")
         suite, th_3, prk_3e2m = self.suite, self._th_3, self._prk_3e2m
-        if self.key.credential.signs:
-            prk_4e3m = prk_3e2m
-        else:
-            salt = self._kdf(prk_3e2m, 5, th_3, suite.hash_length)
-            prk_4e3m = hkdf_extract(salt, suite.dh(self.key.private, self._g_y))
-        ead = _encode_ead(ead_3)
         own = self.key.credential
+        prk_4e3m = self._next_prk(prk_3e2m, 5, th_3, own.signs, self.key.private, self._g_y)
+        ead = _encode_ead(ead_3)
         signature_or_mac_3 = self._sign_or_mac(self.key, prk_4e3m, 6, b"", th_3, ead)
         plaintext_3 = compact_id_cred(own.id_cred) + _bstr(signature_or_mac_3) + ead
         k_3 = self._kdf(prk_3e2m, 3, th_3, suite.key_length)
@@ -634,11 +637,7 @@ class Responder(_Session):
         except SuiteError as exc:
             raise _refuse(str(exc)) from None
         prk_2e = hkdf_extract(th_2, g_xy)
-        if own.signs:
-            prk_3e2m = prk_2e
-        else:
-            salt = self._kdf(prk_2e, 1, th_2, suite.hash_length)
-            prk_3e2m = hkdf_extract(salt, suite.dh(self.key.private, self._g_x))
+        prk_3e2m = self._next_prk(prk_2e, 1, th_2, own.signs, self.key.private, self._g_x)
         ead = _encode_ead(ead_2)
         c_r_encoded = encode_connection_id(c_r)
         signature_or_mac_2 = self._sign_or_mac(self.key, prk_3e2m, 2, c_r_encoded, th_2, ead)
@@ -690,14 +689,7 @@ class Responder(_Session):
         if peer.signs != _signs(self.method)[0]:
             raise _refuse(f"the Initiator's credential does not fit method {self.method}")
         suite, th_3, prk_3e2m = self.suite, self._th_3, self._prk_3e2m
-        if peer.signs:
-            prk_4e3m = prk_3e2m
-        else:
-            salt = self._kdf(prk_3e2m, 5, th_3, suite.hash_length)
-            try:
-                prk_4e3m = hkdf_extract(salt, suite.dh(self._y, peer.public_key))
-            except SuiteError as exc:
-                raise _refuse(str(exc)) from None
+        prk_4e3m = self._next_prk(prk_3e2m, 5, th_3, peer.signs, self._y, peer.public_key)
         self._check_sign_or_mac(peer, id_cred_i, prk_4e3m, 6, b"", th_3, ead, received)
         th_4 = suite.hash(_bstr(th_3) + plaintext_3 + peer.cred)
         self._th_4, self._prk_4e3m = th_4, prk_4e3m

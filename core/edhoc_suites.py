@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -58,7 +59,7 @@ def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
 
 
 @dataclass(frozen=True)
-class CipherSuite:
+class CipherSuite(ABC):
     """One EDHOC cipher suite: its number, sizes, and operations (subclassed per curve)."""
 
     value: int
@@ -85,26 +86,26 @@ class CipherSuite:
             raise SuiteError("the ciphertext does not decrypt (AES-CCM tag)") from None
 
     # per curve
-    def generate(self) -> PrivateKey:
-        raise NotImplementedError
+    @abstractmethod
+    def generate(self) -> PrivateKey: ...
 
-    def private_key(self, raw: bytes, *, signing: bool) -> PrivateKey:
-        raise NotImplementedError
+    @abstractmethod
+    def private_key(self, raw: bytes, *, signing: bool) -> PrivateKey: ...
 
-    def public_dh(self, key: PrivateKey) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def public_dh(self, key: PrivateKey) -> bytes: ...
 
-    def public_signing(self, key: PrivateKey) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def public_signing(self, key: PrivateKey) -> bytes: ...
 
-    def dh(self, key: PrivateKey, public: bytes) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def dh(self, key: PrivateKey, public: bytes) -> bytes: ...
 
-    def sign(self, key: PrivateKey, message: bytes) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def sign(self, key: PrivateKey, message: bytes) -> bytes: ...
 
-    def verify(self, public: bytes, message: bytes, signature: bytes) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def verify(self, public: bytes, message: bytes, signature: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
