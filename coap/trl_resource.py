@@ -39,6 +39,9 @@ log = logging.getLogger("keybound.as.trl")
 TRL_PATH = ("revoke", "trl")
 #: observations kept at once; more GETs are answered without Observe
 MAX_OBSERVERS = 1000
+#: observations kept for one requester; a further one ends that requester's eldest (an
+#: RS or device that restarted leaves its old registration behind, unanswered)
+MAX_OBSERVATIONS_PER_REQUESTER = 2
 #: Uri-Query options read from a TRL request (the rest is not looked at)
 MAX_QUERY_OPTIONS = 8
 
@@ -63,9 +66,11 @@ class TrlResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
         *,
         clock: Callable[[], int] | None = None,
         max_observers: int | None = None,
+        max_per_requester: int = MAX_OBSERVATIONS_PER_REQUESTER,
     ) -> None:
         super().__init__()
         self.max_observers = MAX_OBSERVERS if max_observers is None else max_observers
+        self.max_per_requester = max_per_requester
         self.store = store
         self.clock = clock or (lambda: int(time.time()))
         self._observers: dict[Any, str] = {}
@@ -103,6 +108,8 @@ class TrlResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
 
     async def add_observation(self, request: aiocoap.Message, serverobservation: Any) -> None:
         requester = _requester(request)
+        if requester is not None:
+            self._end_eldest_beyond(requester, self.max_per_requester - 1)
         if requester is None or len(self._observers) >= self.max_observers:
             # answered once, without Observe (aiocoap wants every observation accepted,
             # then deregistered before the answer, to end it cleanly)
@@ -120,6 +127,16 @@ class TrlResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
                 self._marks.pop(requester, None)
 
         serverobservation.accept(cancel)
+
+    def _end_eldest_beyond(self, requester: str, keep: int) -> None:
+        """End ``requester``'s eldest observations until ``keep`` are left: each gets a
+        last notification, the current TRL without Observe (RFC 7641 §3.2), so a peer
+        still listening learns it ended and may register again."""
+        mine = [o for o, r in self._observers.items() if r == requester]  # oldest first
+        for observation in mine[: max(0, len(mine) - keep)]:
+            self._observers.pop(observation, None)
+            observation.trigger(is_last=True)
+            log.info("TRL observation by %s ended: a newer one took its place", requester)
 
     @property
     def observer_count(self) -> int:

@@ -262,3 +262,36 @@ def test_past_the_observer_bound_a_get_is_answered_once_without_observe(
         first.observation.cancel()
 
     _run(db_url, tmp_path, scenario, max_observers=1)
+
+
+def test_a_requesters_third_observation_ends_its_eldest(db_url: str, tmp_path: Path) -> None:
+    """The bound per requester (MAX_OBSERVATIONS_PER_REQUESTER, 2): a device that
+    registers again, as after a restart, ends its eldest observation with a last
+    notification without Observe, so abandoned ones don't fill MAX_OBSERVERS."""
+
+    async def scenario(
+        device: Any, rs: Any, base: str, s: dict[str, Any], resource: TrlResource
+    ) -> None:
+        def observe() -> Any:
+            message = aiocoap.Message(code=aiocoap.GET, uri=f"{base}/revoke/trl?diff=1", observe=0)
+            return device.request(message)
+
+        requests = []
+        for held in (1, 2, 2):
+            request = observe()
+            answered = await request.response
+            assert answered.opt.observe is not None
+            requests.append(request)
+            async with asyncio.timeout(NOTIFY_TIMEOUT):
+                while resource.observer_count != held:
+                    await asyncio.sleep(0.01)
+        eldest = requests[0].observation
+        async with asyncio.timeout(NOTIFY_TIMEOUT):
+            last = [m async for m in eldest]  # ends: the final answer had no Observe
+        assert all(m.code == aiocoap.CONTENT for m in last)
+        assert resource.observer_count == 2
+        assert not requests[1].observation.cancelled
+        for request in requests[1:]:
+            request.observation.cancel()
+
+    _run(db_url, tmp_path, scenario)
