@@ -582,6 +582,31 @@ _NO_EXTRA = _frozen(None)
 _MISSING: Any = object()
 
 
+#: Scopes already read, by their claim (a text or byte string); at most
+#: :data:`MAX_CACHED_SCOPES`, the oldest dropped first.
+_SCOPES: dict[str | bytes, Scope] = {}
+MAX_CACHED_SCOPES = 256
+
+
+def _scope(value: Any) -> Scope:
+    """:meth:`Scope.from_claim`, the scopes of text and byte strings kept once read.
+
+    Tokens for one RS carry few distinct scopes; a scope is immutable, so the one
+    read first serves every later claim equal to it (and of the same type). Only a
+    scope that was read is kept: a refused claim is refused again, the same way.
+    """
+    kind = type(value)
+    if kind is not str and kind is not bytes:
+        return Scope.from_claim(value)
+    scope = _SCOPES.get(value)  # a text and a byte string are never equal keys
+    if scope is None:
+        scope = Scope.from_claim(value)
+        if len(_SCOPES) >= MAX_CACHED_SCOPES:
+            del _SCOPES[next(iter(_SCOPES))]
+        _SCOPES[value] = scope
+    return scope
+
+
 def _plain_claims(claims: dict[Any, Any]) -> dict[str, Any] | None:
     """The fields of the token of ``claims`` when every simple claim has the plain form
     the full checks accept (None otherwise, for the full path to say what is wrong).
@@ -623,7 +648,7 @@ def _plain_claims(claims: dict[Any, Any]) -> dict[str, Any] | None:
         else:
             cnf = value
     if scope is not _MISSING:
-        built["scope"] = Scope.from_claim(scope)
+        built["scope"] = _scope(scope)
     if cnf is not _MISSING:
         built["cnf"] = _cnf_from_cwt(cnf)
     built["extra"] = _NO_EXTRA if extra is None else _frozen(extra)
