@@ -457,6 +457,20 @@ class Report:
 def compare_cbor(report: Report, data: bytes) -> None:
     report.check("cbor.loads", data, lambda: cbor.loads(data), lambda: ref_cbor.loads(data))
     report.check("cbor.check", data, lambda: cbor.check(data), lambda: ref_cbor.check(data))
+    # other bounds, picked from the input so that a run stays reproducible
+    depth, size = _BOUNDS[(sum(data[:4]) + len(data)) % len(_BOUNDS)]
+    size = {-2: len(data), -3: len(data) - 1}.get(size, size)
+    report.check(
+        "cbor.loads(bounds)", data,
+        lambda: cbor.loads(data, max_depth=depth, max_size=size),
+        lambda: ref_cbor.loads(data, max_depth=depth, max_size=size),
+    )  # fmt: skip
+
+
+#: (max_depth, max_size) pairs for :func:`compare_cbor`; -2 is the input's length, -3 one
+#: less (a max_depth above 256 is a ValueError of the caller, new since the reference).
+_BOUNDS = ((-1, 4096), (0, 4096), (1, 4096), (2, 4096), (3, -2), (256, -3),
+           (16, 0), (16, -1), (4, -2), (16, -3), (16, 4096))  # fmt: skip
 
 
 def compare_cwt(report: Report, data: bytes, mat: Material, key: Key | None = None) -> None:
