@@ -283,7 +283,17 @@ def loads(
     data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: int = DEFAULT_MAX_DEPTH
 ) -> Any:
     """Decode untrusted CBOR after :func:`check`; raise only keybound errors."""
-    check(data, max_size=max_size, max_depth=max_depth)
+    if type(data) is bytes and 0 < len(data) <= max_size and 0 <= max_depth <= MAX_DEPTH_LIMIT:
+        # check()'s walk, called directly; anything but one whole item goes through
+        # check() again, which raises its own error for it
+        try:
+            end = _item_end(data, 0, 0, max_depth)
+        except IndexError:
+            end = -1
+        if end != len(data):
+            check(data, max_size=max_size, max_depth=max_depth)
+    else:
+        check(data, max_size=max_size, max_depth=max_depth)
     try:
         return cbor2.loads(bytes(data))
     except Exception as exc:  # cbor2 raises its own errors, ValueError, RecursionError, ...

@@ -405,6 +405,37 @@ def _bstr_span(data: bytes, pos: int, n: int) -> tuple[int, int]:
     return -1, -1
 
 
+#: The unprotected header labels :func:`_small_unprotected` reads: kid and IV.
+_KID_OR_IV = (_KID, _IV)
+
+
+def _small_unprotected(data: bytes, pos: int, n: int) -> tuple[dict[int, Any] | None, int]:
+    """The unprotected map at ``pos`` and its end when it is empty or holds one or two
+    short byte strings under ``kid`` or ``IV`` (the headers of keybound's tokens), else
+    (None, -1). These are what the bounded walk and cbor2 give for those bytes; no item
+    of them nests, so no depth bound is met.
+    """
+    initial = data[pos]
+    if initial == 0xA0:
+        return {}, pos + 1
+    if initial not in (0xA1, 0xA2):
+        return None, -1
+    headers: dict[int, Any] = {}
+    pos += 1
+    for _ in range(initial - 0xA0):
+        if pos + 1 >= n:
+            return None, -1
+        label, head = data[pos], data[pos + 1]
+        if label not in _KID_OR_IV or label in headers or not 0x40 <= head < 0x58:
+            return None, -1
+        end = pos + 2 + head - 0x40
+        if end > n:
+            return None, -1
+        headers[label] = data[pos + 2 : end]
+        pos = end
+    return headers, pos
+
+
 def split(
     data: bytes, pos: int = 0, level: int = 0, *, expected: CoseTag | None = None
 ) -> tuple[CoseTag, bool, list[Any]] | None:
@@ -436,8 +467,10 @@ def split(
     start, end = _bstr_span(data, pos + 1, n)
     if end < 0 or end >= n or data[end] >> 5 != 5:
         return None
-    map_end = cbor.item_end(data, end, level + 1)
-    items: list[Any] = [data[start:end], None]
+    headers, map_end = _small_unprotected(data, end, n)
+    if map_end < 0:
+        map_end = cbor.item_end(data, end, level + 1)
+    items: list[Any] = [data[start:end], headers]
     pos = map_end
     for _ in range(count - 2):
         start, pos = _bstr_span(data, pos, n)
@@ -446,9 +479,7 @@ def split(
         items.append(data[start:pos])
     if pos != n:
         return None
-    if map_end == end + 1:  # the empty map, 0xa0
-        items[1] = {}
-    else:
+    if headers is None:
         try:
             items[1] = cbor2.loads(data[end:map_end])
         except Exception as exc:  # as cbor.loads would for the whole message

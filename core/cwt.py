@@ -228,6 +228,8 @@ def open_layers(
         layers.append(
             Layer(kind, message.alg, kid if isinstance(kid, bytes) else None, message.tagged)
         )
+        if payload and 0xA0 <= payload[0] <= 0xBF:  # a map: the claims, neither tag nor layer
+            return OpenedCwt(tuple(layers), cwt_tag, cbor.loads(payload, max_size=max_size))
         parts = _nested_parts(payload)
         if parts is not None:
             if kind != CoseTag.ENCRYPT0 or len(layers) > 1:

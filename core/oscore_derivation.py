@@ -13,9 +13,10 @@ Recipient IDs).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from cryptography.hazmat.primitives.hmac import HMAC
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
@@ -50,14 +51,15 @@ class DerivedContext:
     hkdf: int = HKDF_SHA256
 
     def __post_init__(self) -> None:
-        aead = aead_algorithm(self.alg)
-        hkdf_algorithm(self.hkdf)
+        aead = _aead(self.alg)
+        if type(self.hkdf) is not int or self.hkdf != HKDF_SHA256:
+            hkdf_algorithm(self.hkdf)
         for name in ("master_secret", "master_salt", "sender_id", "recipient_id"):
             if not isinstance(getattr(self, name), bytes):
                 raise InvalidRequest(f"{name} must be a byte string")
         if self.id_context is not None and not isinstance(self.id_context, bytes):
             raise InvalidRequest("id_context must be a byte string")
-        limit = aead.iv_bytes - 6
+        limit = _AEAD_SIZES[aead][1] - 6
         check_recipient_id(self.sender_id, "sender_id", limit)
         check_recipient_id(self.recipient_id, "recipient_id", limit)
         if self.sender_id == self.recipient_id:
@@ -85,7 +87,24 @@ class DerivedContext:
 
     @property
     def aead(self) -> Algorithm:
-        return aead_algorithm(self.alg)
+        return _aead(self.alg)
+
+
+#: The AEAD algorithms by their integer COSE value, with their key and nonce sizes, read
+#: once (an Enum member's ``value`` is a property).
+_AEAD_BY_ID: dict[int, Algorithm] = {alg.id: alg for alg in Algorithm if alg.kind == "aead"}
+_AEAD_SIZES: dict[Algorithm, tuple[int, int]] = {
+    alg: (alg.key_bytes, alg.iv_bytes) for alg in _AEAD_BY_ID.values()
+}
+
+
+def _aead(value: object) -> Algorithm:
+    """:func:`aead_algorithm` of ``value``, without its checks for an integer it knows."""
+    if type(value) is int:
+        alg = _AEAD_BY_ID.get(value)
+        if alg is not None:
+            return alg
+    return aead_algorithm(value)
 
 
 class DerivedKeys(NamedTuple):
@@ -104,7 +123,10 @@ def build_master_salt(salt: bytes | None, nonce1: bytes, nonce2: bytes) -> bytes
 
     An absent salt is the empty byte string, so it contributes ``0x40``.
     """
-    return b"".join(cbor.dumps(part) for part in (salt or b"", nonce1, nonce2))
+    salt = salt or b""
+    if type(salt) is bytes and type(nonce1) is bytes and type(nonce2) is bytes:
+        return _bstr(salt) + _bstr(nonce1) + _bstr(nonce2)
+    return b"".join(cbor.dumps(part) for part in (salt, nonce1, nonce2))
 
 
 def derive_context_parameters(
@@ -146,8 +168,8 @@ def context_parameters(
     other.
     """
     _check_role(role)
-    aead = material.aead
-    limit = aead.iv_bytes - 6
+    aead = _aead(OSCORE_DEFAULT_AEAD if material.alg is None else material.alg)
+    limit = _AEAD_SIZES[aead][1] - 6
     id1 = check_recipient_id(client_recipient_id, "ace_client_recipientId", limit)
     id2 = check_recipient_id(server_recipient_id, "ace_server_recipientId", limit)
     if id1 == id2:
@@ -169,15 +191,77 @@ def _check_role(role: str) -> None:
         raise ValueError(f"role must be 'client' or 'rs', not {role!r}")
 
 
+def _bstr(data: bytes) -> bytes:
+    """A definite-length CBOR byte string (RFC 8949 §3.1, major type 2): head, then ``data``."""
+    size = len(data)
+    return (_BSTR_HEADS[size] if size < 0x100 else cbor.head(2, size)) + data
+
+
+#: The heads of byte strings shorter than 256 bytes.
+_BSTR_HEADS = tuple(cbor.head(2, size) for size in range(0x100))
+#: The end of an ``info`` array, ``alg_aead, type, L``, per such triple met (few exist).
+_INFO_TAILS: dict[tuple[int, str, int], bytes] = {}
+
+
 def kdf_info(
     id_: bytes, id_context: bytes | None, alg_aead: int, type_: Literal["Key", "IV"], length: int
 ) -> bytes:
     """The CBOR ``info`` array [id, id_context, alg_aead, type, L] (RFC 8613 §3.2.1).
 
-    An array of plain items holds no map to order, so the deterministic encoder
-    writes the bytes any CBOR encoder writes, without cbor2's encoder set-up.
+    An array of plain items holds no map to order, so the bytes are those any CBOR
+    encoder writes; they are put together here from the items' encodings.
     """
-    return cbor.dumps([id_, id_context, alg_aead, type_, length])
+    if type(id_) is not bytes or not (id_context is None or type(id_context) is bytes):
+        return cbor.dumps([id_, id_context, alg_aead, type_, length])
+    return (
+        b"\x85"
+        + _bstr(id_)
+        + (b"\xf6" if id_context is None else _bstr(id_context))
+        + _info_tail(alg_aead, type_, length)
+    )
+
+
+def _info_tail(alg_aead: int, type_: str, length: int) -> bytes:
+    """The encoding of ``alg_aead, type, L``, kept for the triples met (bounded: few exist)."""
+    key = (alg_aead, type_, length)
+    tail = _INFO_TAILS.get(key) if type(alg_aead) is int and type(length) is int else None
+    if tail is None:
+        tail = cbor.dumps(alg_aead) + cbor.dumps(type_) + cbor.dumps(length)
+        if type(alg_aead) is int and type(length) is int and len(_INFO_TAILS) < 64:
+            _INFO_TAILS[key] = tail
+    return tail
+
+
+#: HMAC's inner and outer pads (RFC 2104 §2): a key padded to the block is XORed with each
+#: byte value through these tables, as the standard library's own HMAC does.
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+_SHA256_BLOCK = 64
+_SHA256_SIZE = 32
+
+
+def _hmac_sha256_pads(key: bytes) -> tuple[Any, Any]:
+    """The SHA-256 states after HMAC's inner and outer padded keys (RFC 2104 §2).
+
+    HMAC-SHA-256(K, m) is then SHA-256(opad state | SHA-256(ipad state | m)), each
+    state copied per message: the keys of RFC 8613 §3.2.1 are three messages under
+    one PRK. (OpenSSL 3's one-shot HMAC sets up a MAC context per call, which costs
+    more than the two hashes of a short message.)
+    """
+    if len(key) > _SHA256_BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_SHA256_BLOCK, b"\x00")
+    return hashlib.sha256(key.translate(_IPAD)), hashlib.sha256(key.translate(_OPAD))
+
+
+def _hmac_sha256(pads: tuple[Any, Any], message: bytes) -> bytes:
+    """HMAC-SHA-256 of ``message`` under the key of ``pads`` (:func:`_hmac_sha256_pads`)."""
+    inner = pads[0].copy()
+    inner.update(message)
+    outer = pads[1].copy()
+    outer.update(inner.digest())
+    digest: bytes = outer.digest()
+    return digest
 
 
 def _hkdf_extract(ctx: DerivedContext) -> bytes:
@@ -186,7 +270,9 @@ def _hkdf_extract(ctx: DerivedContext) -> bytes:
     The same for the three derivations of RFC 8613 §3.2.1 (each is HKDF with the
     same salt and input keying material), so it is computed once.
     """
-    mac = HMAC(ctx.master_salt, HKDF_HASHES[ctx.hkdf]())
+    if ctx.hkdf == HKDF_SHA256:
+        return _hmac_sha256(_hmac_sha256_pads(ctx.master_salt), ctx.master_secret)
+    mac = HMAC(ctx.master_salt, HKDF_HASHES[ctx.hkdf]())  # pragma: no cover - SHA-256 only
     mac.update(ctx.master_secret)
     return mac.finalize()
 
@@ -201,22 +287,38 @@ def derive_keys(ctx: DerivedContext) -> DerivedKeys:
 
     The keys use the Sender/Recipient ID as ``id`` and the AEAD key length as ``L``;
     the Common IV uses the empty ``id`` and the AEAD nonce length. The three share
-    one HKDF-Extract (:func:`_hkdf_extract`).
+    one HKDF-Extract (:func:`_hkdf_extract`). Every OSCORE key and nonce fits in one
+    SHA-256 output, so HKDF-Expand is its first block, T(1) = HMAC-Hash(PRK, info |
+    0x01), cut to ``L`` (RFC 5869 §2.3), the three under one PRK's HMAC pads.
     """
-    aead = ctx.aead
-    alg, key_bytes, iv_bytes = aead.id, aead.key_bytes, aead.iv_bytes
-    prk = _hkdf_extract(ctx)
-
-    def key(id_: bytes) -> bytes:
-        info = kdf_info(id_, ctx.id_context, alg, "Key", key_bytes)
-        return _hkdf_expand(ctx, prk, info, key_bytes)
-
-    iv_info = kdf_info(b"", ctx.id_context, alg, "IV", iv_bytes)
-    return DerivedKeys(
-        sender_key=key(ctx.sender_id),
-        recipient_key=key(ctx.recipient_id),
-        common_iv=_hkdf_expand(ctx, prk, iv_info, iv_bytes),
+    aead = _aead(ctx.alg)
+    alg = aead.id
+    key_bytes, iv_bytes = _AEAD_SIZES[aead]
+    id_context = ctx.id_context
+    key_tail = _info_tail(alg, "Key", key_bytes)
+    infos = (
+        _info(ctx.sender_id, id_context, key_tail),
+        _info(ctx.recipient_id, id_context, key_tail),
+        _info(b"", id_context, _info_tail(alg, "IV", iv_bytes)),
     )
+    lengths = (key_bytes, key_bytes, iv_bytes)
+    prk = _hkdf_extract(ctx)
+    if ctx.hkdf == HKDF_SHA256 and max(lengths) <= _SHA256_SIZE:
+        pads = _hmac_sha256_pads(prk)
+        out = [
+            _hmac_sha256(pads, info + b"\x01")[:size]
+            for info, size in zip(infos, lengths, strict=True)
+        ]
+    else:  # pragma: no cover - every AEAD's key and nonce fit in one SHA-256 block
+        out = [
+            _hkdf_expand(ctx, prk, info, size) for info, size in zip(infos, lengths, strict=True)
+        ]
+    return DerivedKeys(sender_key=out[0], recipient_key=out[1], common_iv=out[2])
+
+
+def _info(id_: bytes, id_context: bytes | None, tail: bytes) -> bytes:
+    """:func:`kdf_info` of byte strings, with the encoded ``alg_aead, type, L`` given."""
+    return b"\x85" + _bstr(id_) + (b"\xf6" if id_context is None else _bstr(id_context)) + tail
 
 
 __all__ = [

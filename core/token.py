@@ -140,7 +140,7 @@ def _cnf_from_cwt(value: Any) -> Cnf:
         raise InvalidClaim("cnf must be a map with exactly one confirmation method", claim="cnf")
     ((method, body),) = value.items()
     if method == CnfMethod.COSE_KEY and type(method) is int:
-        return CnfKey(Key.from_cose_key(body))
+        return CnfKey(_public_cose_key(body))
     if method == CnfMethod.ENCRYPTED_COSE_KEY:
         if not isinstance(body, list | cbor2.CBORTag):
             raise InvalidClaim("Encrypted_COSE_Key must be a COSE_Encrypt0", claim="cnf")
@@ -162,6 +162,41 @@ def _cnf_from_cwt(value: Any) -> Cnf:
             raise InvalidClaim("cnf kccs must be a CCS map", claim="cnf")
         return CnfKccs(cbor2.dumps(body))
     raise InvalidClaim(f"unsupported cnf method {method!r}", claim="cnf")
+
+
+#: Public ``cnf`` keys already imported, by their COSE_Key items; at most
+#: :data:`MAX_CACHED_CNF_KEYS`, the oldest dropped first.
+_CNF_KEYS: dict[tuple[tuple[int, int | bytes], ...], Key] = {}
+MAX_CACHED_CNF_KEYS = 1024
+#: COSE_Key labels (RFC 9052 §7.1, RFC 9053 §7): kty, and the private parts d (EC2, OKP).
+_KTY, _D = 1, -4
+
+
+def _public_cose_key(body: Any) -> Key:
+    """:meth:`Key.from_cose_key` of a ``cnf`` COSE_Key, public EC2/OKP keys from a cache.
+
+    A client binds the same key to many tokens; importing it (with the check that an
+    EC2 point lies on its curve) is the dearest step of reading the claims. A key is
+    kept only when its map holds integer labels with integer or byte-string values
+    (so equal items mean the same input, type for type), of key type EC2 or OKP and
+    without a private part: no secret is kept here. Only a key that imported is kept,
+    so a refused map is refused again, with the same error.
+    """
+    if type(body) is not dict or type(body.get(_KTY)) is not int or _D in body:
+        return Key.from_cose_key(body)
+    for label, item in body.items():
+        if type(label) is not int or (type(item) is not bytes and type(item) is not int):
+            return Key.from_cose_key(body)
+    cache_key = tuple(body.items())
+    key = _CNF_KEYS.get(cache_key)
+    if key is None:
+        key = Key.from_cose_key(body)
+        if key.is_symmetric or key.private is not None:  # a symmetric key (kty 4) is a secret
+            return key
+        if len(_CNF_KEYS) >= MAX_CACHED_CNF_KEYS:
+            del _CNF_KEYS[next(iter(_CNF_KEYS))]
+        _CNF_KEYS[cache_key] = key
+    return key
 
 
 def _cnf_to_jwt(cnf: Cnf) -> dict[str, Any]:
@@ -358,7 +393,23 @@ class AccessToken:
 
     @classmethod
     def from_cwt_claims(cls, claims: Mapping[Any, Any]) -> AccessToken:
-        """Build the model from a decoded CWT claims map, checking each claim's type."""
+        """Build the model from a decoded CWT claims map, checking each claim's type.
+
+        A map whose claims all pass the checks at a glance (:func:`_plain_claims`) is
+        built without the per-claim calls; anything else takes the full path, which
+        raises the error of the first claim in the fields' order.
+        """
+        if cls is AccessToken and _DIRECT_BUILD and type(claims) is dict:
+            built = _plain_claims(claims)
+            if built is not None:
+                token = object.__new__(cls)
+                token.__dict__.update(built)
+                return token
+        return cls._checked_from_cwt_claims(claims)
+
+    @classmethod
+    def _checked_from_cwt_claims(cls, claims: Mapping[Any, Any]) -> AccessToken:
+        """:meth:`from_cwt_claims` claim by claim, each through its own check."""
         if not isinstance(claims, Mapping):
             raise DecodeError("the CWT payload must be a map of claims")
         values: dict[str, Any] = {}
@@ -505,6 +556,103 @@ _DIRECT_BUILD = {f.name for f in fields(AccessToken)} == {
     "iss", "sub", "aud", "exp", "nbf", "iat", "cti", "scope", "ace_profile", "cnonce", "exi",
     "cnf", "extra",
 }  # fmt: skip
+
+
+#: What :func:`_plain_claims` checks of each modelled claim but ``aud``, ``scope`` and
+#: ``cnf``, by CWT key: the field, and the exact type it takes (str and bytes up to
+#: MAX_TEXT, a time claim an int from 0 to MAX_TIME_CLAIM, ``ace_profile`` any int).
+_TEXT, _BYTES, _TIME, _INT = range(4)
+_PLAIN_CLAIMS: dict[int, tuple[str, int]] = {
+    int(CWTClaim.ISS): ("iss", _TEXT),
+    int(CWTClaim.SUB): ("sub", _TEXT),
+    int(CWTClaim.EXP): ("exp", _TIME),
+    int(CWTClaim.NBF): ("nbf", _TIME),
+    int(CWTClaim.IAT): ("iat", _TIME),
+    int(CWTClaim.CTI): ("cti", _BYTES),
+    int(CWTClaim.ACE_PROFILE): ("ace_profile", _INT),
+    int(CWTClaim.CNONCE): ("cnonce", _BYTES),
+    int(CWTClaim.EXI): ("exi", _TIME),
+}
+_AUD, _SCOPE, _CNF = int(CWTClaim.AUD), int(CWTClaim.SCOPE), int(CWTClaim.CNF)
+#: The model's fields in order, each absent: what :func:`_plain_claims` starts from.
+_ABSENT: dict[str, Any] = {f.name: None for f in fields(AccessToken)} | {"aud": ()}
+#: The ``extra`` of a token without unmodelled claims (read-only, so one serves all).
+_NO_EXTRA = _frozen(None)
+#: A claim not met (None is a value a claim can have).
+_MISSING: Any = object()
+
+
+#: Scopes already read, by their claim (a text or byte string); at most
+#: :data:`MAX_CACHED_SCOPES`, the oldest dropped first.
+_SCOPES: dict[str | bytes, Scope] = {}
+MAX_CACHED_SCOPES = 256
+
+
+def _scope(value: Any) -> Scope:
+    """:meth:`Scope.from_claim`, the scopes of text and byte strings kept once read.
+
+    Tokens for one RS carry few distinct scopes; a scope is immutable, so the one
+    read first serves every later claim equal to it (and of the same type). Only a
+    scope that was read is kept: a refused claim is refused again, the same way.
+    """
+    kind = type(value)
+    if kind is not str and kind is not bytes:
+        return Scope.from_claim(value)
+    scope = _SCOPES.get(value)  # a text and a byte string are never equal keys
+    if scope is None:
+        scope = Scope.from_claim(value)
+        if len(_SCOPES) >= MAX_CACHED_SCOPES:
+            del _SCOPES[next(iter(_SCOPES))]
+        _SCOPES[value] = scope
+    return scope
+
+
+def _plain_claims(claims: dict[Any, Any]) -> dict[str, Any] | None:
+    """The fields of the token of ``claims`` when every simple claim has the plain form
+    the full checks accept (None otherwise, for the full path to say what is wrong).
+
+    Only ``scope`` and then ``cnf`` can raise here, through the functions the full path
+    calls, after every other claim passed: the full path would raise the same first.
+    """
+    built = _ABSENT.copy()
+    extra: dict[Any, Any] | None = None
+    scope: Any = _MISSING
+    cnf: Any = _MISSING
+    plain = _PLAIN_CLAIMS
+    for key, value in claims.items():
+        spec = plain.get(key) if type(key) is int else None
+        if spec is not None:
+            kind = spec[1]
+            if kind == _TIME:
+                if type(value) is not int or not 0 <= value <= MAX_TIME_CLAIM:
+                    return None
+            elif kind == _TEXT:
+                if type(value) is not str or len(value) > MAX_TEXT:
+                    return None
+            elif kind == _BYTES:
+                if type(value) is not bytes or len(value) > MAX_TEXT:
+                    return None
+            elif type(value) is not int:
+                return None
+            built[spec[0]] = value
+        elif type(key) is not int or key not in (_AUD, _SCOPE, _CNF):
+            if extra is None:
+                extra = {}
+            extra[key] = value
+        elif key == _AUD:
+            if type(value) is not str or len(value) > MAX_TEXT:
+                return None
+            built["aud"] = (value,)
+        elif key == _SCOPE:
+            scope = value
+        else:
+            cnf = value
+    if scope is not _MISSING:
+        built["scope"] = _scope(scope)
+    if cnf is not _MISSING:
+        built["cnf"] = _cnf_from_cwt(cnf)
+    built["extra"] = _NO_EXTRA if extra is None else _frozen(extra)
+    return built
 
 
 def describe_cnf(cnf: Cnf) -> dict[str, Any]:

@@ -38,12 +38,15 @@ def validate(
         if token.iat is not None and token.iat > now + leeway + 300:
             raise InvalidClaim("the token was issued in the future", claim="iat")
     if audience is not None:
-        wanted = {audience} if isinstance(audience, str) else set(audience)
-        if not wanted.intersection(token.aud):
+        if isinstance(audience, str):
+            meant = audience in token.aud
+        else:
+            meant = not set(audience).isdisjoint(token.aud)
+        if not meant:
             raise InvalidAudience("the token is not meant for this audience", claim="aud")
     if issuer is not None:
-        trusted = {issuer} if isinstance(issuer, str) else set(issuer)
-        if token.iss not in trusted:
+        trusted = token.iss == issuer if isinstance(issuer, str) else token.iss in set(issuer)
+        if not trusted:
             raise InvalidIssuer("the token's issuer is not trusted", claim="iss")
     return token
 

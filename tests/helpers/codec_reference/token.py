@@ -1,5 +1,8 @@
 """The CWT claims codec of keybound 0.1.0 (``AccessToken`` to and from a claims map).
 
+One addition since: the ``kccs`` confirmation method of the EDHOC profile, which
+0.1.0 refused as unknown.
+
 Kept as the reference the current codec is compared with (tests/unit/test_codec_differential.py).
 """
 
@@ -15,6 +18,7 @@ from keybound.core.errors import DecodeError, InvalidClaim, UnsupportedConversio
 from keybound.core.keys import Key
 from keybound.core.numbers.cnf_methods import CnfMethod
 from keybound.core.numbers.cwt_claims import CWTClaim
+from keybound.core.numbers.edhoc_profile import CNF_KCCS
 from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.scope import Scope
 from keybound.core.token import (
@@ -25,6 +29,7 @@ from keybound.core.token import (
     Cnf,
     CnfCkt,
     CnfEncryptedKey,
+    CnfKccs,
     CnfKey,
     CnfKid,
     CnfOsc,
@@ -73,6 +78,11 @@ def _cnf_from_cwt(value: Any) -> Cnf:
         if not isinstance(body, dict):
             raise InvalidClaim("cnf osc must be a map", claim="cnf")
         return CnfOsc(OscoreInputMaterial.from_cbor_map(body))
+    # Not in 0.1.0: the EDHOC profile's kccs method, read as keybound reads it since.
+    if method == CNF_KCCS and type(method) is int:
+        if not isinstance(body, dict):
+            raise InvalidClaim("cnf kccs must be a CCS map", claim="cnf")
+        return CnfKccs(cbor2.dumps(body))
     raise InvalidClaim(f"unsupported cnf method {method!r}", claim="cnf")
 
 
