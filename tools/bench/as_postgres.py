@@ -256,12 +256,15 @@ def bench_schema(base_url: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def postgres_server(given: str | None) -> Iterator[str]:
-    """The server's URL: ``given``, else a throwaway cluster (see the module's text)."""
+def postgres_server(
+    given: str | None, *, path: str | None = None, pattern: str = PG_BIN_GLOB
+) -> Iterator[str]:
+    """The server's URL: ``given``, else a throwaway cluster (see the module's text) of
+    the binaries :func:`find_pg_bin` finds on ``path`` or by ``pattern``."""
     if given:
         yield given
         return
-    bin_dir = find_pg_bin()
+    bin_dir = find_pg_bin(path, pattern)
     if bin_dir is None:
         raise Unavailable(
             f"no PostgreSQL: give --postgres URL or {PG_URL_VARIABLE}, or install the server "
