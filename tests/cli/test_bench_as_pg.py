@@ -35,7 +35,7 @@ from tests.helpers.pg import pg_base_url
 from tests.helpers.require import require
 
 KEYBOUND = Path(sys.executable).parent / "keybound"
-RATE, LOAD = FIGURES
+RATE, CPUS, LOAD = FIGURES
 
 
 def _bench(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -60,12 +60,16 @@ def _check_measured(report: dict[str, Any]) -> None:
     assert rate["unit"] == "tokens/s"
     assert rate["baseline_name"] == "as_pg.coap_token_rps_1_process"
     assert rate["clock"] == "wall"
+    cpus = figures[CPUS]
+    assert cpus["unit"] == "CPUs"
+    assert cpus["baseline_name"] == "as_pg.as_cpus_1_process"
+    assert cpus["clock"] == "process_cpu"
     load = figures[LOAD]
     assert load["unit"] == "µs"
     assert load["baseline_name"] == "as_pg.as_cpu_per_token"
     assert load["clock"] == "process_cpu"
     assert load["cpu_share"] > 0
-    for f in (rate, load):
+    for f in (rate, cpus, load):
         assert f["value"] > 0, f["name"]
         assert f["baseline"] > 0, f["name"]
         assert f["min"] <= f["value"] <= f["max"], f["name"]

@@ -30,6 +30,12 @@ so that it costs a small part of what the AS spends per token:
 time per token (from ``/proc``) in the same rounds; its ``cpu_share`` is the load
 generator's share of one CPU.
 
+``as_pg.as_cpus_2_processes`` is the CPU time the two AS processes got together
+per second of wall time in the 2-process rounds, against
+``as_pg.as_cpus_1_process``, the one process's in the 1-process rounds: when the
+token rate grows by the same ratio as the CPU the processes got, the processes do
+not wait for each other (row locks, commits); they wait for a CPU.
+
 Rates are per second of wall time (the figure is about using more CPUs, which a
 CPU clock cannot show). Each round runs a batch of each side, the order turning
 round by round; the ratio is the median of the same-round ratios. The recorded
@@ -63,6 +69,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -103,9 +110,13 @@ from keybound.tools.server_ready import READY_PREFIX
 
 RATE = "as_pg.coap_token_rps_2_processes"
 RATE_BASELINE = "as_pg.coap_token_rps_1_process"
+CPUS = "as_pg.as_cpus_2_processes"
+CPUS_BASELINE = "as_pg.as_cpus_1_process"
 LOAD = "as_pg.load_generator_cpu_per_token"
 LOAD_BASELINE = "as_pg.as_cpu_per_token"
-FIGURES = (RATE, LOAD)
+FIGURES = (RATE, CPUS, LOAD)
+#: The unit of ``as_pg.as_cpus_*``: CPU seconds of the AS processes per second of wall time.
+CPUS_UNIT = "CPUs"
 #: ``keybound bench --postgres URL`` reads its default from this variable.
 PG_URL_VARIABLE = "KEYBOUND_BENCH_PG_URL"
 #: Where PostgreSQL's server binaries are looked for after ``PATH`` (Debian's layout).
@@ -502,6 +513,12 @@ async def measure(url: str, where: Path, *, rounds: int, batch_s: float) -> Roun
         transport.close()
 
 
+def _cpus(batch: _Batch) -> float:
+    """CPU seconds of the AS processes per second of wall time in ``batch``."""
+    assert batch.as_cpu is not None
+    return batch.as_cpu / batch.wall
+
+
 def _figures(measured: Rounds, runner: Runner) -> list[Figure]:
     two, one = measured.two, measured.one
     rates = ([b.tokens / b.wall for b in two], [b.tokens / b.wall for b in one])
@@ -514,11 +531,22 @@ def _figures(measured: Rounds, runner: Runner) -> list[Figure]:
         measured.load,
     )
     figures = [Figure.paired(RATE, pair, TOKENS_PER_SECOND, RATE_BASELINE)]
-    if any(b.as_cpu is None or b.as_cpu <= 0 for b in two):
-        runner.skip(LOAD, "the AS processes' CPU time cannot be read (no /proc)")
+    if any(b.as_cpu is None or b.as_cpu <= 0 for b in (*two, *one)):
+        for name in (CPUS, LOAD):
+            runner.skip(name, "the AS processes' CPU time cannot be read (no /proc)")
         return figures
+    used = ([_cpus(b) for b in two], [_cpus(b) for b in one])
+    cpus = Paired(
+        Measurement.of_samples(used[0]),
+        Measurement.of_samples(used[1]),
+        tuple(a / b for a, b in zip(used[0], used[1], strict=True)),
+        PROCESS_CPU,
+        statistics.median(used[0]),
+        measured.load,
+    )
+    figures.append(Figure.paired(CPUS, cpus, CPUS_UNIT, CPUS_BASELINE))
     client = [b.client_cpu / b.tokens * 1e6 for b in two]
-    servers = [b.as_cpu / b.tokens * 1e6 for b in two if b.as_cpu is not None]
+    servers = [_cpus(b) * b.wall / b.tokens * 1e6 for b in two]
     load = Paired(
         Measurement.of_samples(client),
         Measurement.of_samples(servers),
