@@ -246,7 +246,10 @@ def bench_schema(base_url: str) -> Iterator[str]:
     if not url.drivername.startswith("postgresql"):
         raise Unavailable(f"{url.drivername} is not PostgreSQL")
     schema = f"keybound_bench_{secrets.token_hex(6)}"
-    admin = create_engine(url, pool_pre_ping=True)
+    try:
+        admin = create_engine(url, pool_pre_ping=True)
+    except ImportError as err:  # the driver is an extra
+        raise Unavailable(f"{err.name or err}: pip install keybound[postgres]") from None
     try:
         try:
             with admin.begin() as conn:
