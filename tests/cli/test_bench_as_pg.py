@@ -35,7 +35,7 @@ from tests.helpers.pg import pg_base_url
 from tests.helpers.require import require
 
 KEYBOUND = Path(sys.executable).parent / "keybound"
-RATE, CPUS, LOAD = FIGURES
+RATE, NO_CLOCK, CPUS, LOAD = FIGURES
 
 
 def _bench(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -60,6 +60,10 @@ def _check_measured(report: dict[str, Any]) -> None:
     assert rate["unit"] == "tokens/s"
     assert rate["baseline_name"] == "as_pg.coap_token_rps_1_process"
     assert rate["clock"] == "wall"
+    no_clock = figures[NO_CLOCK]
+    assert no_clock["unit"] == "tokens/s"
+    assert no_clock["baseline_name"] == "as_pg.coap_token_rps_1_process_no_clock"
+    assert no_clock["clock"] == "wall"
     cpus = figures[CPUS]
     assert cpus["unit"] == "CPUs"
     assert cpus["baseline_name"] == "as_pg.as_cpus_1_process"
@@ -69,7 +73,7 @@ def _check_measured(report: dict[str, Any]) -> None:
     assert load["baseline_name"] == "as_pg.as_cpu_per_token"
     assert load["clock"] == "process_cpu"
     assert load["cpu_share"] > 0
-    for f in (rate, cpus, load):
+    for f in (rate, no_clock, cpus, load):
         assert f["value"] > 0, f["name"]
         assert f["baseline"] > 0, f["name"]
         assert f["min"] <= f["value"] <= f["max"], f["name"]

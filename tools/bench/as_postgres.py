@@ -7,11 +7,14 @@ of them alone, under the same offered load, in paired rounds of one run.
 
 The path is the one devices use and an operator would scale: POST ``/token`` over
 CoAP+OSCORE (RFC 9200 §5.8, RFC 9203 §3.1), each request from its own provisioned
-client-AS context, for an RS with a clock (an RS without one takes its ``exi``
-numbers from one issuer, see the README). Each token the AS issues goes through
+client-AS context, for an RS with a clock. Each token the AS issues goes through
 the real database: the durable token record (group commit), the
 configuration-version reads behind the record cache, the OSCORE sequence rows of
-each context as it is first derived.
+each context as it is first derived. ``as_pg.coap_token_rps_2_processes_no_clock``
+is the same (same processes, rounds of their own after those) for an RS without a
+clock, against ``as_pg.coap_token_rps_1_process_no_clock``: each token also takes
+the audience's next ``exi`` sequence number (RFC 9200 §5.10.3), one committed
+``UPDATE`` of one row that both processes share.
 
 The AS processes are real ``keybound as serve --coap 127.0.0.1:PORT --db URL``
 children of this process, started on free ports, read once they print their ready
@@ -23,7 +26,8 @@ each keeping one request outstanding (at most :data:`IN_FLIGHT` in all, each
 waited for at most :data:`RESPONSE_TIMEOUT` seconds): in a 2-process round half
 of them send to each process, in a 1-process round all to the first. It builds
 the OSCORE messages with aiocoap's security contexts and sends them as
-non-confirmable CoAP over one UDP socket, without aiocoap's request machinery,
+non-confirmable CoAP, each worker on a UDP socket of its own, without aiocoap's
+request machinery,
 so that it costs a small part of what the AS spends per token:
 ``as_pg.load_generator_cpu_per_token`` is this process's CPU time per token in the
 2-process rounds against ``as_pg.as_cpu_per_token``, the two AS processes' CPU
@@ -90,7 +94,11 @@ from keybound.coap.oscore_contexts import DurableSecurityContext
 from keybound.core.numbers.ace_parameters import AceParameter
 from keybound.tools.authz_server.provision import add_clients, add_resource_server, init_issuer
 from keybound.tools.authz_server.storage import SqlAuthzStore
-from keybound.tools.bench.authz_server import AS_SCOPE, client_security_context
+from keybound.tools.bench.authz_server import (
+    AS_SCOPE,
+    NO_CLOCK_AUDIENCE,
+    client_security_context,
+)
 from keybound.tools.bench.fixtures import AUDIENCE, HOST, ISSUER, free_udp_port
 from keybound.tools.bench.measure import (
     MAX_REQUESTS,
@@ -110,11 +118,13 @@ from keybound.tools.server_ready import READY_PREFIX
 
 RATE = "as_pg.coap_token_rps_2_processes"
 RATE_BASELINE = "as_pg.coap_token_rps_1_process"
+NO_CLOCK = "as_pg.coap_token_rps_2_processes_no_clock"
+NO_CLOCK_BASELINE = "as_pg.coap_token_rps_1_process_no_clock"
 CPUS = "as_pg.as_cpus_2_processes"
 CPUS_BASELINE = "as_pg.as_cpus_1_process"
 LOAD = "as_pg.load_generator_cpu_per_token"
 LOAD_BASELINE = "as_pg.as_cpu_per_token"
-FIGURES = (RATE, CPUS, LOAD)
+FIGURES = (RATE, NO_CLOCK, CPUS, LOAD)
 #: The unit of ``as_pg.as_cpus_*``: CPU seconds of the AS processes per second of wall time.
 CPUS_UNIT = "CPUs"
 #: ``keybound bench --postgres URL`` reads its default from this variable.
@@ -381,21 +391,30 @@ class _Responses(asyncio.DatagramProtocol):
             future.set_result(message)
 
 
-class LoadGenerator:
-    """Token requests over OSCORE on one UDP socket, each from its worker's context."""
+class Sender:
+    """One worker of the load generator: token requests over OSCORE on a UDP socket of
+    its own, so that its Message IDs (one per request) are its own too and never come
+    round within the run (a peer drops a repeated Message ID as a duplicate for
+    EXCHANGE_LIFETIME, RFC 7252 §4.5)."""
 
     def __init__(self, transport: asyncio.DatagramTransport, responses: _Responses) -> None:
         self.transport = transport
         self.responses = responses
-        self.body = cbor2.dumps(
-            {AceParameter.AUDIENCE.value: AUDIENCE, AceParameter.SCOPE.value: AS_SCOPE}
-        )
-        self._mid = 0
+        self._mid = secrets.randbelow(0x10000)
 
-    async def token(self, context: DurableSecurityContext, port: int) -> None:
-        """One POST /token; raises unless the AS answers 2.01."""
+    @classmethod
+    async def open(cls) -> Sender:
+        loop = asyncio.get_running_loop()
+        transport, responses = await loop.create_datagram_endpoint(_Responses, local_addr=(HOST, 0))
+        return cls(transport, responses)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    async def token(self, context: DurableSecurityContext, port: int, body: bytes) -> None:
+        """One POST /token with ``body``; raises unless the AS answers 2.01."""
         request = aiocoap.Message(
-            code=aiocoap.POST, uri_path=("token",), payload=self.body, content_format=ACE_CBOR
+            code=aiocoap.POST, uri_path=("token",), payload=body, content_format=ACE_CBOR
         )
         request.direction = Direction.OUTGOING
         protected, request_id = context.protect(request)
@@ -404,17 +423,26 @@ class LoadGenerator:
         protected.mtype = aiocoap.NON
         protected.mid = self._mid
         protected.token = secrets.token_bytes(8)
-        future: asyncio.Future[aiocoap.Message] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[aiocoap.Message] = loop.create_future()
         self.responses.waiting[protected.token] = future
+        # a timer, not asyncio.wait_for: no task per request in the load generator
+        timer = loop.call_later(RESPONSE_TIMEOUT, _expire, future)
         self.transport.sendto(protected.encode(), (HOST, port))
         try:
-            answer = await asyncio.wait_for(future, RESPONSE_TIMEOUT)
+            answer = await future
         finally:
+            timer.cancel()
             self.responses.waiting.pop(protected.token, None)
         answer.direction = Direction.INCOMING
         response, _ = context.unprotect(answer, request_id)
         if response.code != aiocoap.CREATED:
             raise RuntimeError(f"/token answered {response.code}: {response.payload!r}")
+
+
+def _expire(future: asyncio.Future[aiocoap.Message]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError(f"no answer to /token in {RESPONSE_TIMEOUT} s"))
 
 
 @dataclass(frozen=True)
@@ -425,21 +453,31 @@ class _Batch:
     as_cpu: float | None
 
 
-async def _batch(
-    generator: LoadGenerator,
-    routes: Sequence[tuple[DurableSecurityContext, int]],
-    per_worker: int,
-    servers: Sequence[AsProcess],
-) -> _Batch:
-    """``per_worker`` requests from each route (context and port) at once."""
+@dataclass(frozen=True)
+class Route:
+    """Where one worker sends: its socket, the client context it uses, the AS's port."""
 
-    async def worker(context: DurableSecurityContext, port: int) -> None:
+    sender: Sender
+    context: DurableSecurityContext
+    port: int
+
+
+def _body(audience: str) -> bytes:
+    return cbor2.dumps({AceParameter.AUDIENCE.value: audience, AceParameter.SCOPE.value: AS_SCOPE})
+
+
+async def _batch(
+    routes: Sequence[Route], body: bytes, per_worker: int, servers: Sequence[AsProcess]
+) -> _Batch:
+    """``per_worker`` requests with ``body`` along each route, all routes at once."""
+
+    async def worker(route: Route) -> None:
         for _ in range(per_worker):
-            await generator.token(context, port)
+            await route.sender.token(route.context, route.port, body)
 
     as_before = _cpu_seconds(servers)
     wall, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(worker(context, port) for context, port in routes))
+    await asyncio.gather(*(worker(route) for route in routes))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     as_after = _cpu_seconds(servers)
     as_cpu = None if as_before is None or as_after is None else as_after - as_before
@@ -466,15 +504,48 @@ class Rounds:
     load: float | None
 
 
-async def measure(url: str, where: Path, *, rounds: int, batch_s: float) -> Rounds:
-    """Provision the AS in ``url``, start the processes, run the paired rounds."""
+async def _paired(
+    sides: tuple[Sequence[Route], Sequence[Route]],
+    audience: str,
+    servers: Sequence[AsProcess],
+    *,
+    rounds: int,
+    batch_s: float,
+) -> Rounds:
+    """Tokens for ``audience``: a warm-up, then ``rounds`` paired rounds of the two sides,
+    the order turning round by round."""
+    body = _body(audience)
+    # every context of both sides derived, records cached, before anything is timed
+    for routes in sides:
+        await _batch(routes, body, WARMUP_PER_WORKER, servers)
+    sizes = []
+    for routes in sides:
+        probe = await _batch(routes, body, WARMUP_PER_WORKER, servers)
+        wanted = int(batch_s * probe.tokens / probe.wall / len(routes))
+        cap = MAX_REQUESTS // (rounds * len(routes))
+        sizes.append(max(1, min(wanted, cap)))
+    before = load_average()
+    batches: tuple[list[_Batch], list[_Batch]] = ([], [])
+    for r in range(rounds):
+        for side in (0, 1) if r % 2 == 0 else (1, 0):
+            batches[side].append(await _batch(sides[side], body, sizes[side], servers))
+    return Rounds(batches[0], batches[1], None if before is None else before[0])
+
+
+async def measure(url: str, where: Path, *, rounds: int, batch_s: float) -> tuple[Rounds, Rounds]:
+    """Provision the AS in ``url``, start the processes, run the paired rounds: tokens
+    for the RS with a clock, then for the RS without one."""
     store = SqlAuthzStore.init(url)
     try:
         init_issuer(store, ISSUER)
         add_resource_server(store, "bench-rs", AUDIENCE, [AS_SCOPE], has_clock=True)
+        add_resource_server(
+            store, "bench-rs-no-clock", NO_CLOCK_AUDIENCE, [AS_SCOPE], has_clock=False
+        )
         # one client per worker and process: a context only ever meets one process
         ids = [f"bench-client-{i}" for i in range(IN_FLIGHT * PROCESSES)]
-        made = add_clients(store, ids, {AUDIENCE: [AS_SCOPE]})
+        grants = {AUDIENCE: [AS_SCOPE], NO_CLOCK_AUDIENCE: [AS_SCOPE]}
+        made = add_clients(store, ids, grants)
     finally:
         store.close()
     contexts = []
@@ -482,38 +553,31 @@ async def measure(url: str, where: Path, *, rounds: int, batch_s: float) -> Roun
         assert client.oscore is not None
         contexts.append(client_security_context(client.oscore))
     servers: list[AsProcess] = []
-    loop = asyncio.get_running_loop()
-    transport, responses = await loop.create_datagram_endpoint(_Responses, local_addr=(HOST, 0))
+    senders: list[Sender] = []
     try:
         for index in range(PROCESSES):
             servers.append(await start_as(url, where, index))
-        generator = LoadGenerator(transport, responses)
+        for _ in range(IN_FLIGHT):
+            senders.append(await Sender.open())
 
         def context(worker: int, process: int) -> DurableSecurityContext:
             return contexts[worker * PROCESSES + process]
 
-        two = [(context(w, w % PROCESSES), servers[w % PROCESSES].port) for w in range(IN_FLIGHT)]
-        one = [(context(w, 0), servers[0].port) for w in range(IN_FLIGHT)]
-        # every context of both sides derived, records cached, before anything is timed
-        for routes in (two, one):
-            await _batch(generator, routes, WARMUP_PER_WORKER, servers)
-        sizes = []
-        for routes in (two, one):
-            probe = await _batch(generator, routes, WARMUP_PER_WORKER, servers)
-            wanted = int(batch_s * probe.tokens / probe.wall / len(routes))
-            cap = MAX_REQUESTS // (rounds * len(routes))
-            sizes.append(max(1, min(wanted, cap)))
-        before = load_average()
-        sides: tuple[list[_Batch], list[_Batch]] = ([], [])
-        for r in range(rounds):
-            for side in (0, 1) if r % 2 == 0 else (1, 0):
-                routes = (two, one)[side]
-                sides[side].append(await _batch(generator, routes, sizes[side], servers))
-        return Rounds(sides[0], sides[1], None if before is None else before[0])
+        two = [
+            Route(senders[w], context(w, w % PROCESSES), servers[w % PROCESSES].port)
+            for w in range(IN_FLIGHT)
+        ]
+        one = [Route(senders[w], context(w, 0), servers[0].port) for w in range(IN_FLIGHT)]
+        measured = [
+            await _paired((two, one), audience, servers, rounds=rounds, batch_s=batch_s)
+            for audience in (AUDIENCE, NO_CLOCK_AUDIENCE)
+        ]
+        return measured[0], measured[1]
     finally:
         for server in servers:
             await stop_as(server)
-        transport.close()
+        for sender in senders:
+            sender.close()
 
 
 def _cpus(batch: _Batch) -> float:
@@ -522,10 +586,13 @@ def _cpus(batch: _Batch) -> float:
     return batch.as_cpu / batch.wall
 
 
-def _figures(measured: Rounds, runner: Runner) -> list[Figure]:
-    two, one = measured.two, measured.one
-    rates = ([b.tokens / b.wall for b in two], [b.tokens / b.wall for b in one])
-    pair = Paired(
+def _rates(measured: Rounds) -> Paired:
+    """Tokens per second of wall time, 2 processes against 1, same rounds."""
+    rates = (
+        [b.tokens / b.wall for b in measured.two],
+        [b.tokens / b.wall for b in measured.one],
+    )
+    return Paired(
         Measurement.of_samples(rates[0]),
         Measurement.of_samples(rates[1]),
         tuple(a / b for a, b in zip(rates[0], rates[1], strict=True)),
@@ -533,7 +600,14 @@ def _figures(measured: Rounds, runner: Runner) -> list[Figure]:
         None,
         measured.load,
     )
-    figures = [Figure.paired(RATE, pair, TOKENS_PER_SECOND, RATE_BASELINE)]
+
+
+def _figures(measured: Rounds, no_clock: Rounds, runner: Runner) -> list[Figure]:
+    two, one = measured.two, measured.one
+    figures = [
+        Figure.paired(RATE, _rates(measured), TOKENS_PER_SECOND, RATE_BASELINE),
+        Figure.paired(NO_CLOCK, _rates(no_clock), TOKENS_PER_SECOND, NO_CLOCK_BASELINE),
+    ]
     if any(b.as_cpu is None or b.as_cpu <= 0 for b in (*two, *one)):
         for name in (CPUS, LOAD):
             runner.skip(name, "the AS processes' CPU time cannot be read (no /proc)")
@@ -563,7 +637,7 @@ def _figures(measured: Rounds, runner: Runner) -> list[Figure]:
 
 
 def run(runner: Runner) -> list[Figure]:
-    runner.on_step(RATE)
+    runner.on_step(RATE)  # one step: both rates come from the same processes
     batch_s = QUICK_BATCH_S if runner.quick else FULL_BATCH_S
     try:
         with (
@@ -571,14 +645,14 @@ def run(runner: Runner) -> list[Figure]:
             bench_schema(server) as url,
             tempfile.TemporaryDirectory(prefix="keybound-bench-") as tmp,
         ):
-            measured = asyncio.run(
+            measured, no_clock = asyncio.run(
                 measure(url, Path(tmp), rounds=runner.timer.rounds, batch_s=batch_s)
             )
     except Unavailable as why:
         for name in FIGURES:
             runner.skipped.append(Skipped(name, f"not measured: {why}"))
         return []
-    return _figures(measured, runner)
+    return _figures(measured, no_clock, runner)
 
 
 GROUP = Group(
