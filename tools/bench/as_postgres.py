@@ -27,8 +27,7 @@ waited for at most :data:`RESPONSE_TIMEOUT` seconds): in a 2-process round half
 of them send to each process, in a 1-process round all to the first. It builds
 the OSCORE messages with aiocoap's security contexts and sends them as
 non-confirmable CoAP, each worker on a UDP socket of its own, without aiocoap's
-request machinery,
-so that it costs a small part of what the AS spends per token:
+request machinery, so that it costs a small part of what the AS spends per token:
 ``as_pg.load_generator_cpu_per_token`` is this process's CPU time per token in the
 2-process rounds against ``as_pg.as_cpu_per_token``, the two AS processes' CPU
 time per token (from ``/proc``) in the same rounds; its ``cpu_share`` is the load
@@ -218,7 +217,7 @@ def throwaway_cluster(bin_dir: Path) -> Iterator[str]:
     tmp = Path(tempfile.mkdtemp(prefix="keybound-bench-pg-"))
     data = tmp / "data"
     pg_ctl = bin_dir / "pg_ctl"
-    started = False
+    made = False
     try:
         if prefix:
             shutil.chown(tmp, user="postgres")
@@ -226,6 +225,7 @@ def throwaway_cluster(bin_dir: Path) -> Iterator[str]:
             prefix, bin_dir / "initdb", "-D", str(data), "-U", "postgres", "--auth=trust",
             "-E", "UTF8", "--no-sync",
         )  # fmt: skip
+        made = True
         port = _free_tcp_port()
         options = f"-p {port} -k {tmp} -c listen_addresses={HOST}"
         log = str(tmp / "log")
@@ -233,11 +233,10 @@ def throwaway_cluster(bin_dir: Path) -> Iterator[str]:
         _pg_tool(
             prefix, pg_ctl, "-D", str(data), "-o", options, "-l", log, "-w", "-t", timeout, "start"
         )
-        started = True
         yield f"postgresql+psycopg://postgres@{HOST}:{port}/postgres"
     finally:
-        if started:
-            subprocess.run(  # noqa: S603 - pg_ctl on the cluster started here
+        if made:  # also after a failed start: a server may be up all the same
+            subprocess.run(  # noqa: S603 - pg_ctl on the cluster made here
                 [*prefix, str(pg_ctl), "-D", str(data), "-m", "fast", "-w", "stop"],
                 capture_output=True,
                 timeout=START_TIMEOUT,
@@ -395,7 +394,9 @@ class Sender:
     """One worker of the load generator: token requests over OSCORE on a UDP socket of
     its own, so that its Message IDs (one per request) are its own too and never come
     round within the run (a peer drops a repeated Message ID as a duplicate for
-    EXCHANGE_LIFETIME, RFC 7252 §4.5)."""
+    EXCHANGE_LIFETIME, RFC 7252 §4.5): a worker sends at most ``MAX_REQUESTS /
+    IN_FLIGHT`` (1,250) requests per side and audience, about 5,000 in a run, of
+    65,536 IDs."""
 
     def __init__(self, transport: asyncio.DatagramTransport, responses: _Responses) -> None:
         self.transport = transport
