@@ -985,13 +985,22 @@ class SqlAuthzStore:
         number that was returned survives a power cut and is never handed out again.
         """
         registered = exists().where(resource_servers_table.c.audience == audience)
-        with self._write() as conn:
-            value = conn.execute(
-                update(sequences_table)
-                .where(sequences_table.c.audience == audience, registered)
-                .values(value=sequences_table.c.value + 1)
-                .returning(sequences_table.c.value)
-            ).scalar_one_or_none()
+        take = (
+            update(sequences_table)
+            .where(sequences_table.c.audience == audience, registered)
+            .values(value=sequences_table.c.value + 1)
+            .returning(sequences_table.c.value)
+        )
+        if self._engine.dialect.name == "postgresql":
+            # One round trip: the statement commits as it ends (before the server says it
+            # is ready), so the row lock every AS process sharing the database queues for
+            # is held for the commit alone, not across a second round trip for COMMIT.
+            with _store_errors(), self._engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                value = conn.execute(take).scalar_one_or_none()
+        else:
+            with self._write() as conn:
+                value = conn.execute(take).scalar_one_or_none()
         if value is None:
             raise UnknownRecord(f"no resource server with audience {audience!r}")
         return int(value)

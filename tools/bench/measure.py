@@ -316,12 +316,15 @@ class Skipped:
 
 @dataclass
 class Runner:
-    """What a group's ``run`` gets: the timer, and a place to note progress and skips."""
+    """What a group's ``run`` gets: the timer, a place to note progress and skips, and
+    the PostgreSQL server given for the figures that need one."""
 
     timer: Timer
     quick: bool
     on_step: Callable[[str], None] = lambda _name: None
     skipped: list[Skipped] = field(default_factory=list)
+    #: the PostgreSQL server for the figures that need one (``keybound bench --postgres``)
+    postgres: str | None = None
 
     def time(self, name: str, fn: Callable[[], object], *, per: int = 1) -> Measurement:
         """Time ``fn`` alone on this thread's CPU clock: µs per call, or per ``per``-th of one.

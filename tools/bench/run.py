@@ -1,7 +1,7 @@
 """``keybound bench``: what keybound costs, each figure against a baseline from the same run.
 
 The groups live in their own modules (``bench_size``, ``bench_codec``,
-``bench_dpop``, ``bench_httpsig``, ``bench_rs``, ``bench_as``, ``bench_oscore``,
+``bench_dpop``, ``bench_httpsig``, ``bench_rs``, ``bench_as``, ``bench_as_pg``, ``bench_oscore``,
 ``bench_edhoc``, ``bench_trl``, ``bench_firmware``, ``bench_startup``);
 :data:`GROUPS` lists them in report order. To add a group, write a module with a
 :class:`~keybound.tools.bench.measure.Group` (stable figure names, a ``run``
@@ -20,6 +20,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from keybound.tools.bench import (
+    as_postgres as bench_as_pg,
+)
 from keybound.tools.bench import (
     authz_server as bench_as,
 )
@@ -74,6 +77,7 @@ GROUPS: tuple[Group, ...] = (
     bench_httpsig.GROUP,
     bench_rs.GROUP,
     bench_as.GROUP,
+    bench_as_pg.GROUP,
     bench_oscore.GROUP,
     bench_edhoc.GROUP,
     bench_trl.GROUP,
@@ -183,8 +187,13 @@ def run(
     *,
     quick: bool = False,
     on_step: Callable[[str], None] = lambda _name: None,
+    postgres: str | None = None,
 ) -> Report:
     """Measure ``groups``; every declared figure is measured or skipped with a reason.
+
+    ``postgres`` is the URL of a PostgreSQL server for the figures that need one
+    (``as_pg``; without it they start a throwaway cluster, see
+    :mod:`keybound.tools.bench.as_postgres`).
 
     Each figure carries the load average at its end (or its group's) and, when
     the machine was too busy for it, the reason (:func:`~keybound.tools.bench.measure.busy_reason`).
@@ -192,7 +201,7 @@ def run(
     timer = Timer(
         QUICK_BUDGET if quick else FULL_BUDGET, rounds=QUICK_ROUNDS if quick else FULL_ROUNDS
     )
-    runner = Runner(timer, quick, on_step)
+    runner = Runner(timer, quick, on_step, postgres=postgres)
     report = Report(machine_info(), load_start=load_average())
     cpus = os.cpu_count() or 1
     for group in groups:

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from keybound.tools.bench import run as bench
+from keybound.tools.bench.as_postgres import PG_URL_VARIABLE
 from keybound.tools.bench.measure import BYTES, MICROSECONDS, Figure
 from keybound.tools.cli.support import clean_errors, console, err_console, fail
 
@@ -245,6 +246,17 @@ def bench_command(
         Path | None,
         typer.Option("--plot", metavar="FILE.png", help=f"draw sizes and ratios ({PLOT_HINT})"),
     ] = None,
+    postgres: Annotated[
+        str | None,
+        typer.Option(
+            "--postgres",
+            metavar="URL",
+            envvar=PG_URL_VARIABLE,
+            help="PostgreSQL server for the as_pg group (postgresql+psycopg://user@host:port/db; "
+            "it works in a schema of its own, dropped at the end); default: a throwaway "
+            "cluster from initdb and pg_ctl",
+        ),
+    ] = None,
     markdown: Annotated[
         Path | None,
         typer.Option(
@@ -270,7 +282,7 @@ def bench_command(
         raise fail("groups are named with --only GROUP [GROUP...]")
     groups = bench.select(_split_groups(only, more))
     with _progress(bench.total_steps(groups)) as step:
-        report = bench.run(groups, quick=quick, on_step=step)
+        report = bench.run(groups, quick=quick, on_step=step, postgres=postgres)
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
     else:
