@@ -329,7 +329,7 @@ async def _coap_rates(setup: ProvisionedAs, runner: Runner, tmp: Path) -> Paired
     in flight each.
     """
     contexts = _coap_clients(setup)
-    as_port, bare_port = free_udp_port(), free_udp_port()
+    as_port = free_udp_port()
     site, credentials = build_site(setup.store, setup.config, setup.state_dir)
     bind = HOST
     as_server = await aiocoap.Context.create_server_context(site, bind=(bind, as_port))
@@ -346,6 +346,7 @@ async def _coap_rates(setup: ProvisionedAs, runner: Runner, tmp: Path) -> Paired
         )
         token = _pooled(clients, f"{base}/token", body, aiocoap.CREATED)
         answers = await asyncio.gather(*(token() for _ in clients))  # each must succeed first
+        bare_port = free_udp_port()  # asked for just before its bind: less time to lose it
         bare_credentials = CredentialsMap()
         bare_site = aiocoap.resource.Site()
         bare_site.add_resource(["token"], _Answer(bytes(len(answers[0]))))
