@@ -490,6 +490,10 @@ class _AceResource(aiocoap.resource.Resource):  # type: ignore[misc]
 #: of their records); requests past it wait for the next batch.
 MAX_TOKEN_BATCH = 64
 
+#: Event-loop turns a batch waits at most for more requests before it starts, as long
+#: as every turn brings one (a group commit's delay, counted in turns, not seconds).
+GATHER_TURNS = 16
+
 #: A token request waiting for its batch: the client, the body, where its answer goes.
 _Pending = tuple[tuple[str, str], bytes, "asyncio.Future[aiocoap.Message]"]
 
@@ -516,7 +520,10 @@ class TokenResource(_AceResource):
 
     Requests are answered in batches, in a worker thread: the requests that arrive
     while a batch is being answered wait and form the next one (at most
-    :data:`MAX_TOKEN_BATCH`; a request alone is a batch of one). A batch issues its
+    :data:`MAX_TOKEN_BATCH`; a request alone is a batch of one). Before a batch
+    starts, the event loop runs on while each of its turns brings another request,
+    :data:`GATHER_TURNS` turns at most, so that requests already received (their
+    datagrams read, unprotected) join it rather than wait for the next. A batch issues its
     tokens one after the other, commits all their records in one transaction, and
     only then are its answers sent: no token is answered before its record is
     committed, and when that commit fails none of the batch's tokens is answered
@@ -543,11 +550,24 @@ class TokenResource(_AceResource):
             self._drainer = asyncio.ensure_future(self._drain())
         return await answer
 
+    async def _gather(self) -> None:
+        """Let the event loop run while each of its turns brings more requests (at most
+        :data:`GATHER_TURNS` turns, until a batch is full): the requests already on
+        their way join this batch instead of the next. A request alone waits one turn."""
+        for _turn in range(GATHER_TURNS):
+            before = len(self._waiting)
+            if before >= MAX_TOKEN_BATCH:
+                return
+            await asyncio.sleep(0)  # one turn of the loop: datagrams received, unprotected
+            if len(self._waiting) == before:
+                return
+
     async def _drain(self) -> None:
         """Answer the waiting requests, batch after batch, until none waits."""
         batch: list[_Pending] = []
         try:
             while self._waiting:
+                await self._gather()
                 batch = self._waiting[:MAX_TOKEN_BATCH]
                 del self._waiting[:MAX_TOKEN_BATCH]
                 work = [(principal, payload) for principal, payload, _answer in batch]

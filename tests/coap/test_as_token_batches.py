@@ -22,7 +22,12 @@ import aiocoap
 import cbor2
 import pytest
 
-from keybound.coap.authz_server_site import MAX_TOKEN_BATCH, TokenResource, build_site
+from keybound.coap.authz_server_site import (
+    GATHER_TURNS,
+    MAX_TOKEN_BATCH,
+    TokenResource,
+    build_site,
+)
 from keybound.coap.authz_service import AuthzService
 from keybound.coap.errors import error_response
 from keybound.core import cbor, cwt
@@ -221,6 +226,40 @@ def test_batch_past_the_bound_waits_for_the_next(tmp_path: Path, setup: dict[str
     assert sum(store.transactions) == MAX_TOKEN_BATCH + 3
     assert max(store.transactions) <= MAX_TOKEN_BATCH
     assert len(store.transactions) == site.batches >= 2
+
+
+def test_requests_on_their_way_join_the_batch_for_a_bounded_time(setup: dict[str, Any]) -> None:
+    """A request arriving on every turn of the event loop keeps a batch gathering for
+    :data:`GATHER_TURNS` turns at most; the requests after that form later batches."""
+    store = setup["store"]
+    site = resource(store)
+    arrivals = 4 * GATHER_TURNS
+
+    async def main() -> list[aiocoap.Message]:
+        pending = [asyncio.ensure_future(site.answer(SENSOR, GOOD_BODY))]
+        for _ in range(arrivals - 1):
+            await asyncio.sleep(0)  # one request per turn of the loop
+            pending.append(asyncio.ensure_future(site.answer(SENSOR, GOOD_BODY)))
+        return list(await asyncio.gather(*pending))
+
+    answers = asyncio.run(main())
+    assert all(answer.code == aiocoap.CREATED for answer in answers)
+    assert sum(store.transactions) == arrivals
+    # it gathered, and stopped: one request per turn, and those before the first turn
+    assert 2 <= store.transactions[0] <= GATHER_TURNS + 2
+    assert len(store.transactions) >= 2
+
+
+def test_a_lone_request_is_a_batch_of_one(setup: dict[str, Any]) -> None:
+    store = setup["store"]
+    site = resource(store)
+
+    async def main() -> aiocoap.Message:
+        return await site.answer(SENSOR, GOOD_BODY)
+
+    assert asyncio.run(main()).code == aiocoap.CREATED
+    assert store.transactions == [1]
+    assert site.batches == 1
 
 
 # ---- a commit that fails: none of its tokens is answered ----------------------------------------
