@@ -20,7 +20,8 @@ on the first request that names its ``kid``, in a worker thread. A request namin
 ``kid`` the index does not hold makes it read the store again (at most once a
 second, for peers provisioned while the AS runs), never on the event loop. The
 requests' own store work (:class:`~keybound.coap.authz_service.AuthzService`) runs
-in worker threads too.
+in worker threads too: token requests in batches (:class:`TokenResource`), one
+thread hop and one commit of their records per batch.
 
 Sequence numbers (RFC 8613 Appendix B.1) are kept in the AS's database
 (:class:`~keybound.core.authz_store.OscoreStateStore`), per context by a
