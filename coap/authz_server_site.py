@@ -620,6 +620,9 @@ class TokenResource(_AceResource):
         return [_internal_error() if answer is None else answer for answer in answers]
 
     def _commit(self, rows: Sequence[IssuedToken]) -> None:
+        """Record ``rows``: in one transaction on a store that has ``record_tokens``,
+        else one by one (a failure then leaves the rows before it recorded, never
+        answered: a token on record that no client holds)."""
         store = self.service.store
         if isinstance(store, _RecordsInBatches):
             store.record_tokens(rows)  # one transaction: every row, or none
