@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiocoap
 import cbor2
@@ -210,6 +210,36 @@ def test_issued_answer_is_the_same_as_before(tmp_path: Path, setup: dict[str, An
     assert record.audience == "temp"
     # the same row, but for the hash of the token's bytes (RFC 9770), as above
     assert replace(record, token_hash=None) == replace(old_record, token_hash=None)
+
+
+class OneByOneStore:
+    """The AS's SQL store without ``record_tokens``: rows recorded one at a time."""
+
+    def __init__(self, store: SqlAuthzStore) -> None:
+        self._store = store
+        self.recorded: list[bytes] = []
+
+    def record_token(self, token: IssuedToken) -> None:
+        self.recorded.append(token.cti)
+        self._store.record_token(token)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "record_tokens":
+            raise AttributeError(name)
+        return getattr(self._store, name)
+
+
+def test_a_store_without_batches_records_each_row(setup: dict[str, Any]) -> None:
+    store = setup["store"]
+    one_by_one = OneByOneStore(store)
+    service = AuthzService(cast(SqlAuthzStore, one_by_one), as_config(store))
+    site = TokenResource(service, clock=lambda: NOW)
+    answers = site.answer_batch([(SENSOR, GOOD_BODY)] * 3)
+    assert [answer.code for answer in answers] == [aiocoap.CREATED] * 3
+    assert len(one_by_one.recorded) == 3
+    assert store.transactions == [1, 1, 1]  # one transaction per row
+    for cti in one_by_one.recorded:
+        assert store.get_token(cti) is not None
 
 
 def test_batch_past_the_bound_waits_for_the_next(tmp_path: Path, setup: dict[str, Any]) -> None:
