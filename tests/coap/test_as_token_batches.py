@@ -37,6 +37,7 @@ from keybound.core.errors import InvalidClient, KeyboundError
 from keybound.core.keys import Key
 from keybound.tools.authz_server.provision import add_clients, as_config
 from keybound.tools.authz_server.storage import SqlAuthzStore
+from keybound.tools.bench.authz_server import client_security_context
 from tests.helpers.authz import provision
 from tests.helpers.ports import free_port
 
@@ -348,8 +349,6 @@ def test_concurrent_clients_over_oscore(tmp_path: Path, setup: dict[str, Any]) -
     keys = rs_keys(setup)
 
     async def main() -> None:
-        from keybound.tools.bench.authz_server import client_security_context
-
         site, credentials = build_site(store, as_config(store), tmp_path / "state")
         server = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
         clients = [await aiocoap.Context.create_client_context() for _ in names]
