@@ -20,7 +20,8 @@ on the first request that names its ``kid``, in a worker thread. A request namin
 ``kid`` the index does not hold makes it read the store again (at most once a
 second, for peers provisioned while the AS runs), never on the event loop. The
 requests' own store work (:class:`~keybound.coap.authz_service.AuthzService`) runs
-in worker threads too.
+in worker threads too: token requests in batches (:class:`TokenResource`), one
+thread hop and one commit of their records per batch.
 
 Sequence numbers (RFC 8613 Appendix B.1) are kept in the AS's database
 (:class:`~keybound.core.authz_store.OscoreStateStore`), per context by a
@@ -53,9 +54,9 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import aiocoap
 import aiocoap.resource
@@ -68,10 +69,11 @@ from keybound.core import cbor
 from keybound.core.authz_server import (
     MAX_REQUEST_BYTES,
     AuthzServerConfig,
+    TokenResponse,
     parse_cbor_introspection_request,
     parse_cbor_token_request,
 )
-from keybound.core.authz_store import AuthzStore, OscoreContext, OscoreStateStore
+from keybound.core.authz_store import AuthzStore, IssuedToken, OscoreContext, OscoreStateStore
 from keybound.core.errors import (
     InvalidClient,
     InvalidRequest,
@@ -443,6 +445,10 @@ def _check_body(request: aiocoap.Message) -> bytes:
     return bytes(request.payload)
 
 
+def _internal_error() -> aiocoap.Message:
+    return aiocoap.Message(code=aiocoap.INTERNAL_SERVER_ERROR)
+
+
 class _AceResource(aiocoap.resource.Resource):  # type: ignore[misc]
     """An ACE endpoint behind OSCORE; aiocoap's Resource is already an ABC."""
 
@@ -463,33 +469,43 @@ class _AceResource(aiocoap.resource.Resource):  # type: ignore[misc]
         if principal is None:
             return error_response(InvalidClient("the request must be protected with OSCORE"))
         try:
-            # The store may block (SQLite commits, a PostgreSQL round trip): keep the
-            # event loop free for other requests while it works.
-            return await asyncio.to_thread(self.handle, principal, _check_body(request))
+            return await self.answer(principal, _check_body(request))
         except KeyboundError as err:
             log.info("%s %s refused: %s", principal[0], principal[1], err)
             return error_response(err)
         except Exception:
             log.exception("internal error answering %s %s", *principal)
-            return aiocoap.Message(code=aiocoap.INTERNAL_SERVER_ERROR)
+            return _internal_error()
+
+    async def answer(self, principal: tuple[str, str], payload: bytes) -> aiocoap.Message:
+        """:meth:`handle` in a worker thread: the store may block (SQLite commits, a
+        PostgreSQL round trip), the event loop stays free for other requests."""
+        return await asyncio.to_thread(self.handle, principal, payload)
 
     @abc.abstractmethod
     def handle(self, principal: tuple[str, str], payload: bytes) -> aiocoap.Message:
         """Answer an OSCORE-authenticated request from ``principal`` (kind, name)."""
 
 
-class TokenResource(_AceResource):
-    """``/token`` (RFC 9200 §5.8) for clients authenticated by their OSCORE context."""
+#: Token requests answered in one batch at most (one hop to a worker thread, one commit
+#: of their records); requests past it wait for the next batch.
+MAX_TOKEN_BATCH = 64
 
-    def handle(self, principal: tuple[str, str], payload: bytes) -> aiocoap.Message:
-        kind, client_id = principal
-        if kind != "client":
-            raise InvalidClient("this context does not belong to a client")
-        request = parse_cbor_token_request(payload, client_id)
-        response = self.service.issue_token(
-            request, now=self.clock(), random_bytes=self.random_bytes
-        )
-        record = response.record
+#: Event-loop turns a batch waits at most for more requests before it starts, as long
+#: as every turn brings one (a group commit's delay, counted in turns, not seconds).
+GATHER_TURNS = 16
+
+#: A token request waiting for its batch: the client, the body, where its answer goes.
+_Pending = tuple[tuple[str, str], bytes, "asyncio.Future[aiocoap.Message]"]
+
+
+@runtime_checkable
+class _RecordsInBatches(Protocol):
+    def record_tokens(self, tokens: Sequence[IssuedToken]) -> None: ...
+
+
+def _log_issued(client_id: str, record: IssuedToken) -> None:
+    if log.isEnabledFor(logging.INFO):  # the line's arguments cost more than the check
         log.info(
             "issued token %s to %s for %s, scope %r, %s",
             record.cti.hex(),
@@ -498,7 +514,140 @@ class TokenResource(_AceResource):
             record.scope,
             f"exp {record.exp}" if record.exp is not None else f"exi {record.exi}",
         )
-        return _ace_response(aiocoap.CREATED, response.to_cbor_map())
+
+
+class TokenResource(_AceResource):
+    """``/token`` (RFC 9200 §5.8) for clients authenticated by their OSCORE context.
+
+    Requests are answered in batches, in a worker thread: the requests that arrive
+    while a batch is being answered wait and form the next one (at most
+    :data:`MAX_TOKEN_BATCH`; a request alone is a batch of one). Before a batch
+    starts, the event loop runs on while each of its turns brings another request,
+    :data:`GATHER_TURNS` turns at most, so that requests already received (their
+    datagrams read, unprotected) join it rather than wait for the next. A batch issues its
+    tokens one after the other, commits all their records in one transaction, and
+    only then are its answers sent: no token is answered before its record is
+    committed, and when that commit fails none of the batch's tokens is answered
+    (5.00, as for any internal error). Refusals are answered as before, each with its
+    own error. One thread hop and one commit per batch, where each request took one
+    of each (the event loop then reached the group commit of
+    :class:`~keybound.coap.token_writer.TokenWriter` one request at a time).
+    """
+
+    def __init__(self, service: AuthzService, **kwargs: Any) -> None:
+        super().__init__(service, **kwargs)
+        self._waiting: list[_Pending] = []
+        self._draining = False
+        self._drainer: asyncio.Future[None] | None = None
+        #: batches answered so far (each one thread hop and at most one commit)
+        self.batches = 0
+
+    async def answer(self, principal: tuple[str, str], payload: bytes) -> aiocoap.Message:
+        """The answer to ``principal``'s request ``payload``, from the batch it joins."""
+        answer: asyncio.Future[aiocoap.Message] = asyncio.get_running_loop().create_future()
+        self._waiting.append((principal, payload, answer))
+        if not self._draining:
+            self._draining = True
+            self._drainer = asyncio.ensure_future(self._drain())
+        return await answer
+
+    async def _gather(self) -> None:
+        """Let the event loop run while each of its turns brings more requests (at most
+        :data:`GATHER_TURNS` turns, until a batch is full): the requests already on
+        their way join this batch instead of the next. A request alone waits one turn."""
+        for _turn in range(GATHER_TURNS):
+            before = len(self._waiting)
+            if before >= MAX_TOKEN_BATCH:
+                return
+            await asyncio.sleep(0)  # one turn of the loop: datagrams received, unprotected
+            if len(self._waiting) == before:
+                return
+
+    async def _drain(self) -> None:
+        """Answer the waiting requests, batch after batch, until none waits."""
+        batch: list[_Pending] = []
+        try:
+            while self._waiting:
+                await self._gather()
+                batch = self._waiting[:MAX_TOKEN_BATCH]
+                del self._waiting[:MAX_TOKEN_BATCH]
+                work = [(principal, payload) for principal, payload, _answer in batch]
+                try:
+                    answers = await asyncio.to_thread(self.answer_batch, work)
+                except Exception:  # answer_batch answers its own errors: not expected
+                    log.exception("internal error answering %d token requests", len(batch))
+                    answers = [_internal_error() for _ in batch]
+                for (_principal, _payload, answer), message in zip(batch, answers, strict=True):
+                    if not answer.done():  # its request may have been cancelled
+                        answer.set_result(message)
+                batch = []
+        finally:
+            self._draining = False
+            for _principal, _payload, answer in [*batch, *self._waiting]:
+                answer.cancel()  # only when the event loop itself cancelled this task
+            self._waiting.clear()
+
+    def answer_batch(self, batch: Sequence[tuple[tuple[str, str], bytes]]) -> list[aiocoap.Message]:
+        """The answers to ``batch`` (client, body) in order; records committed first (blocks)."""
+        answers: list[aiocoap.Message | None] = []
+        issued: list[tuple[int, str, TokenResponse]] = []
+        rows: list[IssuedToken] = []
+        for principal, payload in batch:
+            recorded: list[IssuedToken] = []
+            try:
+                response = self.issue(principal, payload, recorded.append)
+            except KeyboundError as err:
+                log.info("%s %s refused: %s", principal[0], principal[1], err)
+                answers.append(error_response(err))
+                continue
+            except Exception:
+                log.exception("internal error answering %s %s", *principal)
+                answers.append(_internal_error())
+                continue
+            issued.append((len(answers), principal[1], response))
+            answers.append(None)
+            rows += recorded
+        if rows:
+            try:
+                self._commit(rows)
+            except Exception:
+                log.exception("cannot record %d issued tokens: none of them is answered", len(rows))
+                issued = []
+        for where, client_id, response in issued:
+            _log_issued(client_id, response.record)
+            answers[where] = _ace_response(aiocoap.CREATED, response.to_cbor_map())
+        self.batches += 1
+        return [_internal_error() if answer is None else answer for answer in answers]
+
+    def _commit(self, rows: Sequence[IssuedToken]) -> None:
+        """Record ``rows``: in one transaction on a store that has ``record_tokens``,
+        else one by one (a failure then leaves the rows before it recorded, never
+        answered: a token on record that no client holds)."""
+        store = self.service.store
+        if isinstance(store, _RecordsInBatches):
+            store.record_tokens(rows)  # one transaction: every row, or none
+        else:
+            for row in rows:
+                store.record_token(row)
+
+    def issue(
+        self,
+        principal: tuple[str, str],
+        payload: bytes,
+        record: Callable[[IssuedToken], None],
+    ) -> TokenResponse:
+        """The token for ``principal``'s request ``payload``; its record goes to ``record``."""
+        kind, client_id = principal
+        if kind != "client":
+            raise InvalidClient("this context does not belong to a client")
+        request = parse_cbor_token_request(payload, client_id)
+        return self.service.issue_token(
+            request, now=self.clock(), random_bytes=self.random_bytes, record=record
+        )
+
+    def handle(self, principal: tuple[str, str], payload: bytes) -> aiocoap.Message:
+        """One request as a batch of its own (its answer, an error map or a 5.00)."""
+        return self.answer_batch([(principal, payload)])[0]
 
 
 class IntrospectResource(_AceResource):

@@ -203,6 +203,7 @@ class AuthzService:
         random_bytes: Callable[[int], bytes],
         client: Client | None = None,
         check_grant: Callable[[TokenGrant], None] | None = None,
+        record: Callable[[IssuedToken], None] | None = None,
     ) -> TokenResponse:
         """Validate, authorize and answer a token request, and record the token.
 
@@ -210,7 +211,9 @@ class AuthzService:
         (HTTP ``client_secret_basic``), so it is not read again. ``check_grant``
         may refuse the authorized grant (raise a KeyboundError) before anything is
         minted or recorded: a binding's own rule, such as no OSCORE input material
-        over plain HTTP.
+        over plain HTTP. ``record`` takes the token's record instead of the store: the
+        caller commits it before it answers (the CoAP site, one commit per batch of
+        requests).
         """
         records = self.records
         if client is None or client.client_id != request.client_id:
@@ -238,7 +241,9 @@ class AuthzService:
             random_bytes=random_bytes,
             sequence=sequence,
         )
-        if self.writer is None:
+        if record is not None:
+            record(response.record)
+        elif self.writer is None:
             self.store.record_token(response.record)
         else:
             self.writer.record(response.record)

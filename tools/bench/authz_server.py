@@ -27,14 +27,19 @@ waits for the disk is not counted, the figure's ``cpu_share`` shows how much
 of the wall time that left.
 
 Over CoAP, ``as.coap_token_rps`` is POST ``/token`` through the AS's real
-site (``keybound.coap.authz_server_site``, OSCORE-protected with the client's
-provisioned context, the token as in ``as.issue_osc``), against
-``as.coap_bare_oscore_rps``: a bare aiocoap OSCORE server
-(:class:`aiocoap.oscore_sitewrapper.OscoreSiteWrapper`, one context) whose
-resource answers a POST of the same payload with 2.01 and as many bytes as the
-AS's answer. Server and client share one event loop in this process, on
-loopback, with :data:`CONCURRENCY` requests in flight; the rates are per
-second of the process's CPU time, in paired rounds.
+site (``keybound.coap.authz_server_site``: contexts derived on first use by
+``kid``, sequence state in the database, the token records committed before the
+answers), from :data:`CONCURRENCY` clients, each a provisioned client of the AS
+with its own client-AS OSCORE context and its own socket, the token as in
+``as.issue_osc``; against ``as.coap_bare_oscore_rps``: a bare aiocoap OSCORE
+server (:class:`aiocoap.oscore_sitewrapper.OscoreSiteWrapper`, one static
+context per client in aiocoap's ``CredentialsMap``) whose resource answers a POST
+of the same payload with 2.01 and as many bytes as the AS's answer, from the same
+clients. aiocoap's client keeps one confirmable exchange per server at a time
+(NSTART = 1, RFC 7252 §4.7), so one client, as before, put one request in flight
+however many callers it had: here each client has one in flight, :data:`CONCURRENCY`
+in all. Servers and clients share one event loop in this process, on loopback;
+the rates are per second of the process's CPU time, in paired rounds.
 
 ``as.startup_10000_clients`` and ``as.startup_100000_clients`` are the wall time
 until the AS's CoAP site is built (``build_site``: the index of every peer's ``kid``
@@ -123,7 +128,7 @@ NO_CLOCK_AUDIENCE = "rs-no-clock.example"
 #: The scope the benchmark's client is granted and asks for.
 AS_SCOPE = "read"
 CLIENT = "bench-client"
-#: CoAP requests in flight at once, for the token and the plain rates alike.
+#: CoAP clients, each with one request in flight, for the token and the bare rates alike.
 CONCURRENCY = 8
 ACE_CBOR = 19
 _ECDSA = ec.ECDSA(hashes.SHA256())
@@ -277,52 +282,92 @@ def _issue(service: AuthzService, request: TokenRequest) -> Callable[[], object]
     return run
 
 
+def _coap_clients(setup: ProvisionedAs) -> list[OscoreContext]:
+    """The OSCORE contexts of :data:`CONCURRENCY` clients of the AS: the benchmark's
+    client and more provisioned like it (each client its own context at the AS)."""
+    grants = {AUDIENCE: [AS_SCOPE], NO_CLOCK_AUDIENCE: [AS_SCOPE]}
+    names = [f"{CLIENT}-coap-{i}" for i in range(1, CONCURRENCY)]
+    added = [new.oscore for new in add_clients(setup.store, names, grants)]
+    contexts = [setup.client, *(ctx for ctx in added if ctx is not None)]
+    assert len(contexts) == CONCURRENCY
+    return contexts
+
+
+def _pooled(
+    clients: list[aiocoap.Context], uri: str, body: bytes, expected: aiocoap.numbers.codes.Code
+) -> Callable[[], Awaitable[bytes]]:
+    """POST ``body`` to ``uri`` from a client of ``clients`` that has no request under way.
+
+    aiocoap's client keeps one confirmable exchange per server at a time (NSTART = 1,
+    RFC 7252 §4.7), so the requests in flight at once are as many as the clients
+    sending: with no more callers at once than clients, every caller finds one free.
+    """
+    free = list(clients)
+
+    async def send() -> bytes:
+        client = free.pop()
+        try:
+            message = aiocoap.Message(
+                code=aiocoap.POST, uri=uri, payload=body, content_format=ACE_CBOR
+            )
+            response = await client.request(message).response
+        finally:
+            free.append(client)
+        if response.code != expected:
+            raise RuntimeError(f"{uri}: {response.code} {response.payload!r}")
+        answer: bytes = response.payload
+        return answer
+
+    return send
+
+
 async def _coap_rates(setup: ProvisionedAs, runner: Runner, tmp: Path) -> Paired:
-    """POST /token over OSCORE against POST to a bare aiocoap OSCORE resource, per CPU second."""
-    as_port, bare_port = free_udp_port(), free_udp_port()
+    """POST /token over OSCORE against POST to a bare aiocoap OSCORE resource, per CPU second.
+
+    :data:`CONCURRENCY` clients, each with its own socket and OSCORE context (at the AS,
+    a provisioned client each; at the bare server, a static context each), one request
+    in flight each.
+    """
+    contexts = _coap_clients(setup)
+    as_port = free_udp_port()
     site, credentials = build_site(setup.store, setup.config, setup.state_dir)
     bind = HOST
     as_server = await aiocoap.Context.create_server_context(site, bind=(bind, as_port))
     bare_server: aiocoap.Context | None = None
-    client = await aiocoap.Context.create_client_context()
+    clients: list[aiocoap.Context] = []
     try:
+        for _ in range(CONCURRENCY):
+            clients.append(await aiocoap.Context.create_client_context())
         base = f"coap://{bind}:{as_port}"
-        client.client_credentials[f"{base}/*"] = client_security_context(setup.client)
+        for client, context in zip(clients, contexts, strict=True):
+            client.client_credentials[f"{base}/*"] = client_security_context(context)
         body = cbor2.dumps(
             {AceParameter.AUDIENCE.value: AUDIENCE, AceParameter.SCOPE.value: AS_SCOPE}
         )
-
-        def post(uri: str, expected: aiocoap.numbers.codes.Code) -> Callable[[], Awaitable[bytes]]:
-            async def send() -> bytes:
-                message = aiocoap.Message(
-                    code=aiocoap.POST, uri=uri, payload=body, content_format=ACE_CBOR
-                )
-                response = await client.request(message).response
-                if response.code != expected:
-                    raise RuntimeError(f"{uri}: {response.code} {response.payload!r}")
-                answer: bytes = response.payload
-                return answer
-
-            return send
-
-        token = post(f"{base}/token", aiocoap.CREATED)
-        answer = await token()  # the request must succeed before it is timed
-        bare_context, bare_client = bare_oscore_pair(tmp / "bare")
+        token = _pooled(clients, f"{base}/token", body, aiocoap.CREATED)
+        answers = await asyncio.gather(*(token() for _ in clients))  # each must succeed first
+        bare_port = free_udp_port()  # asked for just before its bind: less time to lose it
         bare_credentials = CredentialsMap()
-        bare_credentials[":client"] = bare_context
         bare_site = aiocoap.resource.Site()
-        bare_site.add_resource(["token"], _Answer(bytes(len(answer))))
+        bare_site.add_resource(["token"], _Answer(bytes(len(answers[0]))))
+        for n, client in enumerate(clients):
+            # the server tells its contexts apart by their Recipient IDs: ID2 (RFC 9203 §4.3)
+            bare_context, bare_client = bare_oscore_pair(
+                tmp / f"bare-{n}", server_id=b"s" + bytes([n])
+            )
+            bare_credentials[f":client-{n}"] = bare_context
+            client.client_credentials[f"coap://{bind}:{bare_port}/*"] = bare_client
         bare_server = await aiocoap.Context.create_server_context(
             OscoreSiteWrapper(bare_site, bare_credentials), bind=(bind, bare_port)
         )
-        client.client_credentials[f"coap://{bind}:{bare_port}/*"] = bare_client
-        bare = post(f"coap://{bind}:{bare_port}/token", aiocoap.CREATED)
-        await bare()
+        bare = _pooled(clients, f"coap://{bind}:{bare_port}/token", body, aiocoap.CREATED)
+        await asyncio.gather(*(bare() for _ in clients))
         return await runner.compare_rates(
             "as.coap_token_rps", token, bare, concurrency=CONCURRENCY, waits=True
         )
     finally:
-        await client.shutdown()
+        for client in clients:
+            await client.shutdown()
         if bare_server is not None:
             await bare_server.shutdown()
         await as_server.shutdown()
