@@ -111,6 +111,9 @@ FIGURES = (
     "as.issue_osc",
     "as.issue_osc_no_clock",
     "as.issue_durable_over_stubbed",
+    "as.issue_durable_over_stubbed_concurrent",
+    "as.issue_no_clock_durable_over_stubbed",
+    "as.issue_no_clock_durable_over_stubbed_concurrent",
     "as.floor",
     "as.coap_token_rps",
     "as.startup_10000_clients",
@@ -123,7 +126,8 @@ NO_CLOCK_AUDIENCE = "rs-no-clock.example"
 #: The scope the benchmark's client is granted and asks for.
 AS_SCOPE = "read"
 CLIENT = "bench-client"
-#: CoAP requests in flight at once, for the token and the plain rates alike.
+#: CoAP requests in flight at once, for the token and the plain rates alike; also the
+#: in-process issuances at once of the ``*_concurrent`` figures.
 CONCURRENCY = 8
 ACE_CBOR = 19
 _ECDSA = ec.ECDSA(hashes.SHA256())
@@ -277,6 +281,39 @@ def _issue(service: AuthzService, request: TokenRequest) -> Callable[[], object]
     return run
 
 
+def _issue_in_thread(
+    service: AuthzService, request: TokenRequest
+) -> Callable[[], Awaitable[object]]:
+    """One issuance off the event loop, as the CoAP and HTTP sites run it."""
+    issue = _issue(service, request)
+
+    async def run() -> object:
+        return await asyncio.to_thread(issue)
+
+    return run
+
+
+async def _concurrent_issuing(
+    runner: Runner,
+    sides: list[tuple[str, str, TokenRequest]],
+    durable: AuthzService,
+    stubbed: AuthzService,
+) -> list[Figure]:
+    """For each ``(name, baseline name, request)``: tokens per second of the process's CPU
+    time with :data:`CONCURRENCY` issuances in flight, ``durable`` against ``stubbed``."""
+    figures = []
+    for name, baseline_name, request in sides:
+        rate = await runner.compare_rates(
+            name,
+            _issue_in_thread(durable, request),
+            _issue_in_thread(stubbed, request),
+            concurrency=CONCURRENCY,
+            waits=True,
+        )
+        figures.append(Figure.paired(name, rate, TOKENS_PER_SECOND, baseline_name))
+    return figures
+
+
 async def _coap_rates(setup: ProvisionedAs, runner: Runner, tmp: Path) -> Paired:
     """POST /token over OSCORE against POST to a bare aiocoap OSCORE resource, per CPU second."""
     as_port, bare_port = free_udp_port(), free_udp_port()
@@ -407,7 +444,8 @@ def run(runner: Runner) -> list[Figure]:
         stubbed = AuthzService(_StubbedStore(setup.store), setup.config)
         es256, osc = _issue(service, key_request), _issue(service, osc_request)
         no_clock, osc_stubbed = _issue(service, no_clock_request), _issue(stubbed, osc_request)
-        for issue in (es256, osc, no_clock, osc_stubbed):
+        no_clock_stubbed = _issue(stubbed, no_clock_request)
+        for issue in (es256, osc, no_clock, osc_stubbed, no_clock_stubbed):
             issue()  # each must succeed before it is timed
         figures = []
         floor = runner.compare("as.floor", floor_fn, sign_fn, waits=True).per_second()
@@ -419,12 +457,34 @@ def run(runner: Runner) -> list[Figure]:
         ):
             issued = runner.compare(name, issue, floor_fn, waits=True).per_second()
             figures.append(Figure.paired(name, issued, TOKENS_PER_SECOND, "as.floor"))
-        durable = runner.compare(
-            "as.issue_durable_over_stubbed", osc, osc_stubbed, waits=True
-        ).per_second()
-        figures.append(
-            Figure.paired(
-                "as.issue_durable_over_stubbed", durable, TOKENS_PER_SECOND, "as.issue_osc_stubbed"
+        for name, issue, baseline, baseline_name in (
+            ("as.issue_durable_over_stubbed", osc, osc_stubbed, "as.issue_osc_stubbed"),
+            (
+                "as.issue_no_clock_durable_over_stubbed",
+                no_clock,
+                no_clock_stubbed,
+                "as.issue_osc_no_clock_stubbed",
+            ),
+        ):
+            durable = runner.compare(name, issue, baseline, waits=True).per_second()
+            figures.append(Figure.paired(name, durable, TOKENS_PER_SECOND, baseline_name))
+        figures += asyncio.run(
+            _concurrent_issuing(
+                runner,
+                [
+                    (
+                        "as.issue_durable_over_stubbed_concurrent",
+                        "as.issue_osc_stubbed_concurrent",
+                        osc_request,
+                    ),
+                    (
+                        "as.issue_no_clock_durable_over_stubbed_concurrent",
+                        "as.issue_osc_no_clock_stubbed_concurrent",
+                        no_clock_request,
+                    ),
+                ],
+                service,
+                stubbed,
             )
         )
         rates = asyncio.run(_coap_rates(setup, runner, Path(tmp)))
@@ -443,7 +503,7 @@ GROUP = Group(
     title="the Authorization Server: tokens per second in process and over CoAP+OSCORE",
     figures=FIGURES,
     run=run,
-    steps=8,
+    steps=11,
 )
 
 __all__ = [
