@@ -190,9 +190,12 @@ def test_the_postgresql_connection_commits_synchronously(pg_url: str) -> None:
     with SqlAuthzStore.init(pg_url) as store:
         hot = HotPath(store.engine)
         try:
-            assert hot.settings()["synchronous_commit"] == "on"
+            settings = hot.settings()
         finally:
             hot.close()
+    # each statement alone is committed when it returns; several rows, in one transaction
+    assert settings["synchronous_commit"] == "on"
+    assert settings["autocommit"] is True
 
 
 def test_a_lost_postgresql_connection_fails_its_write_and_the_next_one_reconnects(

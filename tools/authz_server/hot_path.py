@@ -103,24 +103,44 @@ class HotPath:
 
     def insert_tokens(self, tokens: Sequence[IssuedToken]) -> None:
         """Insert the records of ``tokens`` in one transaction: all committed, or none."""
+        if len(tokens) == 1:
+            self._statement(self._insert, token_row(tokens[0]))
+            return
         rows = [token_row(token) for token in tokens]
-        with self._transaction() as cursor:
-            if len(rows) == 1:
-                self._execute(cursor, self._insert, rows[0])
-            else:
-                cursor.executemany(self._insert, rows)
+        with self._lock:
+            raw = self._connection()
+            with self._errors(raw):
+                if self._sqlite:
+                    # take the write lock up front, as every write transaction of the store
+                    raw.execute("BEGIN IMMEDIATE")
+                    raw.executemany(self._insert, rows)
+                    raw.execute("COMMIT")
+                else:
+                    with raw.transaction(), raw.cursor() as cursor:
+                        cursor.executemany(self._insert, rows)
 
     def next_sequence(self, audience: str) -> int | None:
         """``audience``'s counter plus one, committed; ``None`` for an unknown audience."""
-        with self._transaction() as cursor:
-            self._execute(cursor, self._bump, (audience, audience))
-            found = cursor.fetchone()
+        found = self._statement(self._bump, (audience, audience))
         return None if found is None else int(found[0])
+
+    def _statement(self, sql: str, params: tuple[object, ...]) -> Any:
+        """Run one statement as a transaction of its own (the driver in autocommit mode:
+        the statement is committed when it returns) and return its first row, if any."""
+        with self._lock:
+            raw = self._connection()
+            with self._errors(raw):
+                if self._sqlite:
+                    return raw.execute(sql, params).fetchone()
+                with raw.cursor() as cursor:
+                    cursor.execute(sql, params, prepare=True)
+                    return cursor.fetchone() if cursor.description else None
 
     def settings(self) -> dict[str, object]:
         """What the kept connection commits with: on SQLite its ``synchronous``,
         ``journal_mode`` and ``foreign_keys`` pragmas, on PostgreSQL its
-        ``synchronous_commit`` and server process id (``backend_pid``)."""
+        ``synchronous_commit``, whether it is in autocommit mode and its server process
+        id (``backend_pid``)."""
         with self._lock:
             raw = self._connection()
             if self._sqlite:
@@ -131,60 +151,49 @@ class HotPath:
             with raw.cursor() as cursor:
                 cursor.execute("SHOW synchronous_commit")
                 found = cursor.fetchone()
-            raw.rollback()
-            return {"synchronous_commit": found[0], "backend_pid": raw.info.backend_pid}
+            return {
+                "synchronous_commit": found[0],
+                "autocommit": raw.autocommit,
+                "backend_pid": raw.info.backend_pid,
+            }
 
     def _connection(self) -> Any:
-        """The kept DBAPI connection (taken from the engine if there is none); under the lock."""
+        """The kept DBAPI connection, in autocommit mode (taken from the engine if there
+        is none); under the lock."""
         if self._fairy is None:
             try:
-                self._fairy = self._engine.raw_connection()
+                fairy = self._engine.raw_connection()
             except DBAPIError as exc:
                 raise StorageError(f"database error: {exc.orig}") from None
+            if not self._sqlite:
+                # the engine's SQLite connections have no implicit BEGIN already
+                driver: Any = fairy.driver_connection
+                driver.autocommit = True
+            self._fairy = fairy
         return self._fairy.driver_connection
 
-    def _execute(self, cursor: Any, sql: str, params: tuple[object, ...]) -> None:
-        if self._sqlite:
-            cursor.execute(sql, params)
-        else:
-            cursor.execute(sql, params, prepare=True)
-
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        with self._lock:
-            raw = self._connection()
-            try:
-                cursor = raw.cursor()
-                try:
-                    if self._sqlite:
-                        # the engine leaves BEGIN to its caller; take the write lock up
-                        # front, as every write transaction of the store does
-                        cursor.execute("BEGIN IMMEDIATE")
-                    yield cursor
-                finally:
-                    cursor.close()
-                if self._sqlite:
-                    raw.execute("COMMIT")
-                else:
-                    raw.commit()
-            except self._dbapi.IntegrityError as exc:
-                self._roll_back(raw)
-                raise DuplicateRecord(
-                    f"conflicts with an existing record or a concurrent change: {exc}"
-                ) from None
-            except self._dbapi.Error as exc:
-                self._roll_back(raw)
-                raise StorageError(f"database error: {exc}") from None
-            except BaseException:
-                self._roll_back(raw)
-                raise
+    def _errors(self, raw: Any) -> Iterator[None]:
+        """The store's errors for the driver's, after rolling back what is open."""
+        try:
+            yield
+        except self._dbapi.IntegrityError as exc:
+            self._roll_back(raw)
+            raise DuplicateRecord(
+                f"conflicts with an existing record or a concurrent change: {exc}"
+            ) from None
+        except self._dbapi.Error as exc:
+            self._roll_back(raw)
+            raise StorageError(f"database error: {exc}") from None
+        except BaseException:
+            self._roll_back(raw)
+            raise
 
     def _roll_back(self, raw: Any) -> None:
-        """Undo what the failed transaction did; a connection that cannot is dropped."""
+        """End what the failed statements left open; a connection that cannot is dropped.
+        (psycopg's ``transaction()`` block has rolled back already.)"""
         try:
-            if not self._sqlite:
-                raw.rollback()
-            elif raw.in_transaction:
+            if self._sqlite and raw.in_transaction:
                 raw.execute("ROLLBACK")
         except Exception:
             self._drop()
@@ -198,8 +207,11 @@ class HotPath:
             fairy.invalidate()
 
     def close(self) -> None:
-        """Give the connection back to the engine's pool."""
+        """Give the SQLite connection back to the engine's pool; close the PostgreSQL
+        one (it is in autocommit mode, which the engine's other users do not expect)."""
         with self._lock:
-            fairy, self._fairy = self._fairy, None
-        if fairy is not None:
-            fairy.close()
+            if self._sqlite and self._fairy is not None:
+                fairy, self._fairy = self._fairy, None
+                fairy.close()
+            else:
+                self._drop()
