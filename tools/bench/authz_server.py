@@ -21,10 +21,19 @@ write of the token's record (one SQLite ``INSERT`` and ``COMMIT``, WAL and
 ``synchronous=FULL``, in the same temporary directory). The floor itself is
 read against the bare ECDSA signature. ``as.issue_durable_over_stubbed`` is
 ``as.issue_osc`` against the same AS whose store is stubbed (records read once
-and kept, sequence numbers counted in memory, tokens not recorded). All of
-these are timed in paired rounds on the thread's CPU clock: what ``fsync``
-waits for the disk is not counted, the figure's ``cpu_share`` shows how much
-of the wall time that left.
+and kept, sequence numbers counted in memory, tokens not recorded), one request
+at a time, so every token is a commit of its own; ``as.issue_no_clock_durable_over_stubbed``
+is the same for ``as.issue_osc_no_clock`` (one more commit per token: its ``exi``
+number). All of these are timed in paired rounds on the thread's CPU clock: what
+``fsync`` waits for the disk is not counted, the figure's ``cpu_share`` shows how
+much of the wall time that left.
+
+``as.issue_durable_over_stubbed_concurrent`` and
+``as.issue_no_clock_durable_over_stubbed_concurrent`` are the same two pairs with
+:data:`CONCURRENCY` issuances in flight, each run off the event loop with
+``asyncio.to_thread`` as the CoAP and HTTP sites run them, so the rows of requests
+that meet share a commit (:mod:`keybound.coap.token_writer`); tokens per second
+of the process's CPU time (every thread), in paired rounds.
 
 Over CoAP, ``as.coap_token_rps`` is POST ``/token`` through the AS's real
 site (``keybound.coap.authz_server_site``, OSCORE-protected with the client's
