@@ -8,6 +8,9 @@ same rows, value for value and, on SQLite, storage class for storage class.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from keybound.tools.authz_server.hot_path import (
 )
 from keybound.tools.authz_server.schema import tokens_table
 from keybound.tools.authz_server.storage import SqlAuthzStore
+from tests.helpers.authz import provision
 
 NOW = 1_700_000_000
 AUDIENCE = "coap://gw.example"
@@ -219,3 +223,55 @@ def test_a_lost_postgresql_connection_fails_its_write_and_the_next_one_reconnect
         assert store.get_token(first.cti) == first
         assert store.get_token(second.cti) is None
         assert store.get_token(third.cti) == third
+
+
+#: A child AS process: 4 threads issue tokens for the clock RS ``temp`` and the no-clock
+#: RS ``door`` through AuthzService and print each token's ``cti`` (hex) and ``exi``
+#: number (or -) once ``issue_token`` has returned it, that is, once it may be answered.
+_ISSUER = r"""
+import os, sys, threading
+from keybound.coap.authz_service import AuthzService
+from keybound.core.authz_server import TokenRequest
+from keybound.tools.authz_server.provision import as_config
+from keybound.tools.authz_server.storage import SqlAuthzStore
+
+store = SqlAuthzStore.open(sys.argv[1])
+service = AuthzService(store, as_config(store))
+lock = threading.Lock()
+
+def issue(audience, scope):
+    request = TokenRequest(client_id="sensor-1", audience=audience, scope=scope)
+    while True:
+        record = service.issue_token(request, now=1_700_000_000, random_bytes=os.urandom).record
+        with lock:
+            print(record.cti.hex(), "-" if record.sequence is None else record.sequence, flush=True)
+
+kinds = [("temp", "read"), ("door", "open")] * 2
+threads = [threading.Thread(target=issue, args=kind) for kind in kinds]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+"""
+
+
+def test_every_token_answered_before_a_kill_is_on_record(db_url: str) -> None:
+    provision(db_url)["store"].close()
+    process = subprocess.Popen(
+        [sys.executable, "-c", _ISSUER, db_url], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    lines = [process.stdout.readline() for _ in range(300)]  # several commits of each kind
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    lines += process.stdout.read().splitlines()
+    process.stdout.close()
+    issued = [line.split() for line in lines if line.strip()]
+    numbers = [int(seq) for _, seq in issued if seq != "-"]
+    assert numbers  # both kinds were issued
+    assert len(numbers) < len(issued)
+    with SqlAuthzStore.open(db_url) as store:
+        for cti, _ in issued:
+            assert store.get_token(bytes.fromhex(cti)) is not None, cti
+        assert store.next_sequence("door") > max(numbers)  # none of them is handed out again
+    assert len(set(numbers)) == len(numbers)

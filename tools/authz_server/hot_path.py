@@ -131,7 +131,9 @@ class HotPath:
             raw = self._connection()
             with self._errors(raw):
                 if self._sqlite:
-                    return raw.execute(sql, params).fetchone()
+                    # every row read: the statement runs to its end, which commits it
+                    rows = raw.execute(sql, params).fetchall()
+                    return rows[0] if rows else None
                 with raw.cursor() as cursor:
                     cursor.execute(sql, params, prepare=True)
                     return cursor.fetchone() if cursor.description else None
