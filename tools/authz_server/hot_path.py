@@ -11,10 +11,17 @@ out in this module, on the driver itself: the stdlib ``sqlite3`` module, whose
 statement cache keeps them prepared, or psycopg 3, which prepares them on the server
 (``prepare=True``).
 
+A single row, or an ``exi`` number, is one statement run in the driver's autocommit
+mode (SQLite's implicit transaction, psycopg's ``autocommit``): no ``BEGIN`` and
+``COMMIT`` round trips, and a lone write statement takes SQLite's write lock at once,
+so it cannot fail on a lock upgrade. Several rows (a group commit) are one
+transaction, ``BEGIN IMMEDIATE`` on SQLite as the store's other writes.
+
 Durability is the store's as before: a write returns only once its transaction is
-committed; a failed one is rolled back and raises, having written nothing. One write
-at a time (a lock): SQLite takes one writer at a time anyway, and queueing here costs
-no busy-timeout sleeps.
+committed; a failed one is rolled back and raises, having written nothing; a
+PostgreSQL connection found broken is dropped, and the next write takes a new one. One
+write at a time (a lock): SQLite takes one writer at a time anyway, and queueing here
+costs no busy-timeout sleeps.
 """
 
 from __future__ import annotations
@@ -168,7 +175,8 @@ class HotPath:
             except DBAPIError as exc:
                 raise StorageError(f"database error: {exc.orig}") from None
             if not self._sqlite:
-                # the engine's SQLite connections have no implicit BEGIN already
+                # each statement its own transaction; the engine's SQLite connections are
+                # so already (``isolation_level = None``, :mod:`.database`)
                 driver: Any = fairy.driver_connection
                 driver.autocommit = True
             self._fairy = fairy
