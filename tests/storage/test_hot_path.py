@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import exists, insert, select, text, update
 
 from keybound.core.authz_store import DuplicateRecord, IssuedToken
 from keybound.tools.authz_server.database import StorageError
@@ -27,7 +27,11 @@ from keybound.tools.authz_server.hot_path import (
     HotPath,
     token_row,
 )
-from keybound.tools.authz_server.schema import tokens_table
+from keybound.tools.authz_server.schema import (
+    resource_servers_table,
+    sequences_table,
+    tokens_table,
+)
 from keybound.tools.authz_server.storage import SqlAuthzStore
 from tests.helpers.authz import provision
 
@@ -168,6 +172,44 @@ def test_sequence_numbers_share_the_connection_with_token_rows(
     with SqlAuthzStore.open(db_url) as other:
         assert other.next_sequence(NO_CLOCK) == 3  # committed: the other store sees 2
     assert store.next_sequence(NO_CLOCK) == 4
+
+
+def _sqlalchemy_next_sequence(store: SqlAuthzStore, audience: str) -> int | None:
+    """The store's sequence statement before the fixed SQL, through SQLAlchemy."""
+    registered = exists().where(resource_servers_table.c.audience == audience)
+    with store.engine.begin() as conn:
+        value = conn.execute(
+            update(sequences_table)
+            .where(sequences_table.c.audience == audience, registered)
+            .values(value=sequences_table.c.value + 1)
+            .returning(sequences_table.c.value)
+        ).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def _counter(store: SqlAuthzStore, audience: str) -> int:
+    with store.engine.connect() as conn:
+        query = select(sequences_table.c.value).where(sequences_table.c.audience == audience)
+        return int(conn.execute(query).scalar_one())
+
+
+def test_sequence_numbers_are_those_the_sqlalchemy_update_gave(store: SqlAuthzStore) -> None:
+    hot = HotPath(store.engine)
+    try:
+        taken = [
+            hot.next_sequence(NO_CLOCK) if i % 2 else _sqlalchemy_next_sequence(store, NO_CLOCK)
+            for i in range(10)
+        ]
+        assert taken == list(range(1, 11))  # one counter, whichever statement moves it
+        # A removed RS keeps its counter row; neither statement moves it or gives a number.
+        store.remove_resource_server("door")
+        assert _sqlalchemy_next_sequence(store, NO_CLOCK) is None
+        assert hot.next_sequence(NO_CLOCK) is None
+        assert _counter(store, NO_CLOCK) == 10
+        assert hot.next_sequence("coap://nobody.example") is None
+        assert _sqlalchemy_next_sequence(store, "coap://nobody.example") is None
+    finally:
+        hot.close()
 
 
 def test_an_unknown_audience_gets_no_number_and_none_is_made(store: SqlAuthzStore) -> None:
