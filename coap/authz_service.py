@@ -95,9 +95,10 @@ class RecordCache:
 
     def _fresh(self) -> None:
         now = self._monotonic()
-        with self._lock:
-            if now - self._checked < CONFIG_CHECK_INTERVAL_S:
-                return
+        # read without the lock (one attribute, one float): at worst a thread that saw
+        # an older time reads the version once more
+        if now - self._checked < CONFIG_CHECK_INTERVAL_S:
+            return
         version = self._store.config_version()
         with self._lock:
             self._checked = now
@@ -141,9 +142,8 @@ class KeyRing:
         Parsed once; parsed again when the record's key versions differ from
         those parsed (a rotation).
         """
-        with self._lock:
-            cached = self._parsed.get(rs.name)
-        if cached is not None and cached[0] == rs.token_keys:
+        cached = self._parsed.get(rs.name)  # one dict read: no lock needed for it
+        if cached is not None and (cached[0] is rs.token_keys or cached[0] == rs.token_keys):
             return cached[1]
         parsed = tuple(
             Key.from_cose_key(version.key).with_kid(version.kid) for version in rs.token_keys

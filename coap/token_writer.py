@@ -36,7 +36,9 @@ class _Waiter:
 
     def __init__(self, token: IssuedToken) -> None:
         self.token = token
-        self.woken = threading.Event()
+        #: set when its commit is over or the lead is handed to it; made only for a
+        #: request that waits (a request that leads at once never needs one)
+        self.woken: threading.Event | None = None
         self.done = False
         self.error: BaseException | None = None
 
@@ -74,8 +76,10 @@ class TokenWriter:
             lead = not self._leading
             if lead:
                 self._leading = True
+            else:
+                waiter.woken = woken = threading.Event()
         if not lead:
-            waiter.woken.wait()
+            woken.wait()
         if not waiter.done:  # it leads: first in, or handed the lead
             self._commit_batch()
         if waiter.error is not None:
@@ -100,8 +104,10 @@ class TokenWriter:
         for w in batch:
             w.error = error
             w.done = True
-            w.woken.set()
+            if w.woken is not None:
+                w.woken.set()
         if following is not None:
+            assert following.woken is not None  # it queued behind a lead: it waits
             following.woken.set()
         if not isinstance(error, Exception | None):
             raise error  # KeyboardInterrupt and the like, after every waiter was woken

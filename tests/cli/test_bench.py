@@ -113,6 +113,9 @@ LOOPBACK_EXPECTED = {
         "as.issue_osc",
         "as.issue_osc_no_clock",
         "as.issue_durable_over_stubbed",
+        "as.issue_durable_over_stubbed_concurrent",
+        "as.issue_no_clock_durable_over_stubbed",
+        "as.issue_no_clock_durable_over_stubbed_concurrent",
         "as.floor",
         "as.coap_token_rps",
         "as.startup_10000_clients",
@@ -276,6 +279,16 @@ def test_loopback_baselines_are_named(loopback: dict[str, dict[str, Any]]) -> No
         assert loopback[name]["baseline_name"] == "as.floor"
     assert loopback["as.floor"]["baseline_name"] == "ecdsa_p256.sign"
     assert loopback["as.issue_durable_over_stubbed"]["baseline_name"] == "as.issue_osc_stubbed"
+    for name, baseline in (
+        ("as.issue_durable_over_stubbed_concurrent", "as.issue_osc_stubbed_concurrent"),
+        ("as.issue_no_clock_durable_over_stubbed", "as.issue_osc_no_clock_stubbed"),
+        (
+            "as.issue_no_clock_durable_over_stubbed_concurrent",
+            "as.issue_osc_no_clock_stubbed_concurrent",
+        ),
+    ):
+        assert loopback[name]["baseline_name"] == baseline
+        assert loopback[name]["unit"] == "tokens/s"
     # the AS answers over OSCORE: its baseline is a bare aiocoap OSCORE resource
     assert loopback["as.coap_token_rps"]["baseline_name"] == "as.coap_bare_oscore_rps"
     rs = loopback["oscore.rs_protected_get_rps"]

@@ -19,7 +19,6 @@ one holding other tables but no ``keybound_meta``, rather than guess.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,7 +26,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from sqlalchemy import Connection, Engine, Row, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -61,6 +60,7 @@ from keybound.tools.authz_server.database import (
     build_engine,
     resolve_database_url,
 )
+from keybound.tools.authz_server.hot_path import HotPath
 from keybound.tools.authz_server.schema import (
     TRL_LEFT,
     TRL_LISTED,
@@ -111,28 +111,6 @@ def _store_errors() -> Iterator[None]:
         raise StorageError(f"database error: {exc.orig}") from None
 
 
-#: The token record's INSERT, built once: SQLAlchemy caches its compiled form.
-_INSERT_TOKEN = insert(tokens_table)
-
-
-def _token_row(token: IssuedToken) -> dict[str, object]:
-    return {
-        "cti": token.cti,
-        "client_id": token.client_id,
-        "audience": token.audience,
-        "scope": token.scope,
-        "format": token.format,
-        "iat": token.iat,
-        "exp": token.exp,
-        "exi": token.exi,
-        "sequence": token.sequence,
-        "cnf_id": token.cnf_id,
-        "revoked": token.revoked,
-        "revoked_at": token.revoked_at,
-        "token_hash": token.token_hash,
-    }
-
-
 # ---- the store -------------------------------------------------------------------------------
 
 
@@ -146,9 +124,8 @@ class SqlAuthzStore:
     def __init__(self, engine: Engine) -> None:
         """Wrap an engine whose schema was checked; use :meth:`open` or :meth:`init`."""
         self._engine = engine
-        #: the connection token records are written on (:meth:`record_tokens`)
-        self._token_conn: Connection | None = None
-        self._token_lock = threading.Lock()
+        #: token records and sequence numbers, on a connection of their own
+        self._hot = HotPath(engine)
         #: RFC 9770 §6.2 constants of the TRL endpoint (MAX_N series items are kept)
         self.trl_limits = TrlLimits()
 
@@ -189,10 +166,7 @@ class SqlAuthzStore:
 
     def close(self) -> None:
         """Close all pooled connections."""
-        with self._token_lock:
-            if self._token_conn is not None:
-                self._token_conn.close()
-                self._token_conn = None
+        self._hot.close()
         self._engine.dispose()
 
     def __enter__(self) -> Self:
@@ -718,25 +692,12 @@ class SqlAuthzStore:
     def record_tokens(self, tokens: Sequence[IssuedToken]) -> None:
         """Remember issued tokens in one transaction: every row is committed, or none.
 
-        One ``INSERT`` of all rows (the statement compiled once and cached); what the
-        AS's group commit (:class:`keybound.coap.token_writer.TokenWriter`) calls. It
-        runs on a connection of its own, kept open (no pool checkout per commit: about
-        1.4x the rate of a pooled connection per commit on SQLite), one commit at a time.
+        What the AS's group commit (:class:`keybound.coap.token_writer.TokenWriter`)
+        calls: one fixed ``INSERT`` on the driver's connection kept for issuing
+        (:class:`~keybound.tools.authz_server.hot_path.HotPath`), not through SQLAlchemy.
         """
-        if not tokens:
-            return
-        rows = [_token_row(token) for token in tokens]
-        with self._token_lock:
-            if self._token_conn is None:
-                self._token_conn = self._engine.connect()
-            conn = self._token_conn
-            try:
-                with _store_errors(), conn.begin():
-                    conn.execute(_INSERT_TOKEN, rows)
-            finally:
-                if conn.invalidated:  # the database went away: a new one for the next rows
-                    conn.close()
-                    self._token_conn = None
+        if tokens:
+            self._hot.insert_tokens(tokens)
 
     def get_token(self, cti: bytes) -> IssuedToken | None:
         """An issued token by ``cti`` (RFC 8392 §3.1.7), or ``None``."""
@@ -974,8 +935,9 @@ class SqlAuthzStore:
     def next_sequence(self, audience: str) -> int:
         """The next sequence number for ``audience`` (RFC 9200 §5.10.3).
 
-        One ``UPDATE ... RETURNING`` in its own transaction, committed before
-        the number is returned: strictly increasing and never handed out twice,
+        One ``UPDATE ... RETURNING`` in its own transaction (fixed SQL on the
+        connection kept for issuing, :mod:`.hot_path`), committed before the number
+        is returned: strictly increasing and never handed out twice,
         whichever process of those sharing the database asks. The first is 1.
 
         Numbers are taken one per commit on purpose, never reserved in blocks: an RS
@@ -984,26 +946,10 @@ class SqlAuthzStore:
         refused. SQLite commits with ``synchronous=FULL`` (:mod:`.database`), so a
         number that was returned survives a power cut and is never handed out again.
         """
-        registered = exists().where(resource_servers_table.c.audience == audience)
-        take = (
-            update(sequences_table)
-            .where(sequences_table.c.audience == audience, registered)
-            .values(value=sequences_table.c.value + 1)
-            .returning(sequences_table.c.value)
-        )
-        if self._engine.dialect.name == "postgresql":
-            # One round trip: the statement commits as it ends (before the server says it
-            # is ready), so the row lock every AS process sharing the database queues for
-            # is held for the commit alone, not across a second round trip for COMMIT.
-            with _store_errors(), self._engine.connect() as conn:
-                conn.execution_options(isolation_level="AUTOCOMMIT")
-                value = conn.execute(take).scalar_one_or_none()
-        else:
-            with self._write() as conn:
-                value = conn.execute(take).scalar_one_or_none()
+        value = self._hot.next_sequence(audience)
         if value is None:
             raise UnknownRecord(f"no resource server with audience {audience!r}")
-        return int(value)
+        return value
 
     # -- the OSCORE contexts of the CoAP site (RFC 8613 Appendix B.1.1)
 

@@ -21,10 +21,19 @@ write of the token's record (one SQLite ``INSERT`` and ``COMMIT``, WAL and
 ``synchronous=FULL``, in the same temporary directory). The floor itself is
 read against the bare ECDSA signature. ``as.issue_durable_over_stubbed`` is
 ``as.issue_osc`` against the same AS whose store is stubbed (records read once
-and kept, sequence numbers counted in memory, tokens not recorded). All of
-these are timed in paired rounds on the thread's CPU clock: what ``fsync``
-waits for the disk is not counted, the figure's ``cpu_share`` shows how much
-of the wall time that left.
+and kept, sequence numbers counted in memory, tokens not recorded), one request
+at a time, so every token is a commit of its own; ``as.issue_no_clock_durable_over_stubbed``
+is the same for ``as.issue_osc_no_clock`` (one more commit per token: its ``exi``
+number). All of these are timed in paired rounds on the thread's CPU clock: what
+``fsync`` waits for the disk is not counted, the figure's ``cpu_share`` shows how
+much of the wall time that left.
+
+``as.issue_durable_over_stubbed_concurrent`` and
+``as.issue_no_clock_durable_over_stubbed_concurrent`` are the same two pairs with
+:data:`CONCURRENCY` issuances in flight, each run off the event loop with
+``asyncio.to_thread`` as the CoAP and HTTP sites run them, so the rows of requests
+that meet share a commit (:mod:`keybound.coap.token_writer`); tokens per second
+of the process's CPU time (every thread), in paired rounds.
 
 Over CoAP, ``as.coap_token_rps`` is POST ``/token`` through the AS's real
 site (``keybound.coap.authz_server_site``: contexts derived on first use by
@@ -116,6 +125,9 @@ FIGURES = (
     "as.issue_osc",
     "as.issue_osc_no_clock",
     "as.issue_durable_over_stubbed",
+    "as.issue_durable_over_stubbed_concurrent",
+    "as.issue_no_clock_durable_over_stubbed",
+    "as.issue_no_clock_durable_over_stubbed_concurrent",
     "as.floor",
     "as.coap_token_rps",
     "as.startup_10000_clients",
@@ -128,7 +140,8 @@ NO_CLOCK_AUDIENCE = "rs-no-clock.example"
 #: The scope the benchmark's client is granted and asks for.
 AS_SCOPE = "read"
 CLIENT = "bench-client"
-#: CoAP clients, each with one request in flight, for the token and the bare rates alike.
+#: CoAP clients, each with one request in flight, for the token and the bare rates alike;
+#: also the in-process issuances at once of the ``*_concurrent`` figures.
 CONCURRENCY = 8
 ACE_CBOR = 19
 _ECDSA = ec.ECDSA(hashes.SHA256())
@@ -321,6 +334,39 @@ def _pooled(
     return send
 
 
+def _issue_in_thread(
+    service: AuthzService, request: TokenRequest
+) -> Callable[[], Awaitable[object]]:
+    """One issuance off the event loop, as the CoAP and HTTP sites run it."""
+    issue = _issue(service, request)
+
+    async def run() -> object:
+        return await asyncio.to_thread(issue)
+
+    return run
+
+
+async def _concurrent_issuing(
+    runner: Runner,
+    sides: list[tuple[str, str, TokenRequest]],
+    durable: AuthzService,
+    stubbed: AuthzService,
+) -> list[Figure]:
+    """For each ``(name, baseline name, request)``: tokens per second of the process's CPU
+    time with :data:`CONCURRENCY` issuances in flight, ``durable`` against ``stubbed``."""
+    figures = []
+    for name, baseline_name, request in sides:
+        rate = await runner.compare_rates(
+            name,
+            _issue_in_thread(durable, request),
+            _issue_in_thread(stubbed, request),
+            concurrency=CONCURRENCY,
+            waits=True,
+        )
+        figures.append(Figure.paired(name, rate, TOKENS_PER_SECOND, baseline_name))
+    return figures
+
+
 async def _coap_rates(setup: ProvisionedAs, runner: Runner, tmp: Path) -> Paired:
     """POST /token over OSCORE against POST to a bare aiocoap OSCORE resource, per CPU second.
 
@@ -452,7 +498,8 @@ def run(runner: Runner) -> list[Figure]:
         stubbed = AuthzService(_StubbedStore(setup.store), setup.config)
         es256, osc = _issue(service, key_request), _issue(service, osc_request)
         no_clock, osc_stubbed = _issue(service, no_clock_request), _issue(stubbed, osc_request)
-        for issue in (es256, osc, no_clock, osc_stubbed):
+        no_clock_stubbed = _issue(stubbed, no_clock_request)
+        for issue in (es256, osc, no_clock, osc_stubbed, no_clock_stubbed):
             issue()  # each must succeed before it is timed
         figures = []
         floor = runner.compare("as.floor", floor_fn, sign_fn, waits=True).per_second()
@@ -464,12 +511,34 @@ def run(runner: Runner) -> list[Figure]:
         ):
             issued = runner.compare(name, issue, floor_fn, waits=True).per_second()
             figures.append(Figure.paired(name, issued, TOKENS_PER_SECOND, "as.floor"))
-        durable = runner.compare(
-            "as.issue_durable_over_stubbed", osc, osc_stubbed, waits=True
-        ).per_second()
-        figures.append(
-            Figure.paired(
-                "as.issue_durable_over_stubbed", durable, TOKENS_PER_SECOND, "as.issue_osc_stubbed"
+        for name, issue, baseline, baseline_name in (
+            ("as.issue_durable_over_stubbed", osc, osc_stubbed, "as.issue_osc_stubbed"),
+            (
+                "as.issue_no_clock_durable_over_stubbed",
+                no_clock,
+                no_clock_stubbed,
+                "as.issue_osc_no_clock_stubbed",
+            ),
+        ):
+            durable = runner.compare(name, issue, baseline, waits=True).per_second()
+            figures.append(Figure.paired(name, durable, TOKENS_PER_SECOND, baseline_name))
+        figures += asyncio.run(
+            _concurrent_issuing(
+                runner,
+                [
+                    (
+                        "as.issue_durable_over_stubbed_concurrent",
+                        "as.issue_osc_stubbed_concurrent",
+                        osc_request,
+                    ),
+                    (
+                        "as.issue_no_clock_durable_over_stubbed_concurrent",
+                        "as.issue_osc_no_clock_stubbed_concurrent",
+                        no_clock_request,
+                    ),
+                ],
+                service,
+                stubbed,
             )
         )
         rates = asyncio.run(_coap_rates(setup, runner, Path(tmp)))
@@ -488,7 +557,7 @@ GROUP = Group(
     title="the Authorization Server: tokens per second in process and over CoAP+OSCORE",
     figures=FIGURES,
     run=run,
-    steps=8,
+    steps=11,
 )
 
 __all__ = [
