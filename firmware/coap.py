@@ -118,7 +118,7 @@ class Message:
         With view the payload is a memoryview of data (see decode_options).
         """
         if len(data) < 4 or data[0] >> 6 != 1:
-            raise CoAPError("not a CoAP 1 message")
+            raise CoAPError("not CoAP")
         tkl = data[0] & 0x0F
         if tkl > 8 or len(data) < 4 + tkl:
             raise CoAPError("bad token length")
@@ -199,12 +199,12 @@ def decode_options(data, pos, view=False):
         pos += 1
         if b == 0xFF:
             if pos == end:
-                raise CoAPError("payload marker without payload")
+                raise CoAPError("0xFF, no payload")
             return options, mv[pos:] if view else bytes(mv[pos:])
         delta, pos = _nibble(data, pos, b >> 4)
         length, pos = _nibble(data, pos, b & 0x0F)
         if pos + length > end or len(options) >= _MAX_OPTIONS:
-            raise CoAPError("truncated option or too many options")
+            raise CoAPError("bad options")
         number += delta
         options.append((number, bytes(mv[pos : pos + length])))
         pos += length
@@ -345,7 +345,7 @@ class Client:
                 if acked:
                     raise CoAPTimeout("no separate response in %d ms" % self.separate_wait_ms)
                 if attempt >= self.max_retransmit:
-                    raise CoAPTimeout("no response after %d retransmissions" % attempt)
+                    raise CoAPTimeout("no response (%d retransmissions)" % attempt)
                 attempt += 1
                 self.retransmissions += 1
                 timeout *= 2  # exponential back-off (§4.2)
@@ -376,7 +376,7 @@ class Client:
             t = resp.mtype
             if t >= ACK and resp.mid == mid:
                 if t == _RST:
-                    raise CoAPError("request reset by the peer")
+                    raise CoAPError("reset by peer")
                 if resp.code == 0:
                     # Empty ACK: the response will come separately (§5.2.2).
                     if not acked:

@@ -130,18 +130,26 @@ def parse(d):
 
 
 def load(path="keybound.json"):
-    """Read and validate the bundle file at path."""
+    """Read and validate the bundle file at path.
+
+    The size is checked with os.stat and the JSON parsed from the open
+    file: no 4 KB buffer for the text, which needs a contiguous block of a
+    heap that already holds the code.
+    """
     import json
+    import os
 
     try:
-        with open(path) as f:
-            text = f.read(_MAX_BUNDLE + 1)
+        size = os.stat(path)[6]
     except OSError:
         raise ConfigError("bundle: cannot read %s" % path) from None
-    if len(text) > _MAX_BUNDLE:
-        raise ConfigError("bundle: %s is longer than %d characters" % (path, _MAX_BUNDLE))
+    if size > _MAX_BUNDLE:
+        raise ConfigError("bundle: %s is longer than %d bytes" % (path, _MAX_BUNDLE))
     try:
-        d = json.loads(text)
+        with open(path) as f:
+            d = json.load(f)
+    except OSError:
+        raise ConfigError("bundle: cannot read %s" % path) from None
     except ValueError:
         raise ConfigError("bundle: %s is not valid JSON" % path) from None
     return parse(d)
