@@ -37,6 +37,12 @@ from micropython import const
 import coap
 
 _RESET_EXIT = const(75)
+# A collection after every GC_THRESHOLD bytes allocated (gc.threshold), not
+# only when the heap is full: garbage then goes before the next objects land
+# between its pieces, and the heap fragments less.  Measured on pip's 64-bit
+# unix port: the whole flow's heap floor 45.8 -> 43.3 KB, the EDHOC flow's
+# 66.6 -> 61.2 KB; the collections cost time (firmware/README.md, "Limits").
+GC_THRESHOLD = const(2048)
 
 
 def boot(path="keybound.json"):
@@ -45,6 +51,7 @@ def boot(path="keybound.json"):
     The bundle reader is needed once: the module is dropped again so its
     code does not occupy the heap while running.
     """
+    gc.threshold(GC_THRESHOLD)
     gc.collect()  # one free run for the bundle's text after the code loaded
     import config
 

@@ -61,10 +61,6 @@ class CoAPError(Exception):
     """A CoAP-level failure: malformed message, reset, or no answer."""
 
 
-class CoAPTimeout(CoAPError):
-    """No acknowledgement or response arrived in time (RFC 7252 §4.2)."""
-
-
 class Message:
     """A CoAP message (RFC 7252 §3): type, code, message ID, token,
     options as a list of (number, bytes) pairs, and payload."""
@@ -343,9 +339,9 @@ class Client:
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0:
                 if acked:
-                    raise CoAPTimeout("no separate response in %d ms" % self.separate_wait_ms)
+                    raise CoAPError("no separate response in %d ms" % self.separate_wait_ms)
                 if attempt >= self.max_retransmit:
-                    raise CoAPTimeout("no response (%d retransmissions)" % attempt)
+                    raise CoAPError("no response (%d retransmissions)" % attempt)
                 attempt += 1
                 self.retransmissions += 1
                 timeout *= 2  # exponential back-off (§4.2)

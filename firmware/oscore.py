@@ -49,11 +49,8 @@ class UnprotectedResponse(OSCOREError):
 
     A resource server that lost or never had the security context answers
     this way, typically 4.01 Unauthorized (RFC 8613 §8.4, RFC 9200 §5.3).
+    Made by Context.unprotect (no __init__ of its own: a method costs heap).
     """
-
-    def __init__(self, response):
-        super().__init__("unprotected %d.%02d" % (response.code >> 5, response.code & 31))
-        self.response = response
 
 
 # ------------------------------------------------------------ HMAC, HKDF
@@ -423,7 +420,9 @@ class Context:
         """
         value = resp.get(_OSCORE)
         if value is None:
-            raise UnprotectedResponse(resp)
+            e = UnprotectedResponse("unprotected %d.%02d" % (resp.code >> 5, resp.code & 31))
+            e.response = resp
+            raise e
         piv = decode_option(value)[0]
         nonce = state[2]
         if piv is not None:

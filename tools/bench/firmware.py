@@ -120,9 +120,12 @@ import sys
 import time
 
 import ace
+import app
 import oscore
 
 import coap
+
+gc.threshold(app.GC_THRESHOLD)  # as app.boot() sets it on a board
 
 a = sys.argv
 h = bytes.fromhex
