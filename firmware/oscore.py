@@ -238,7 +238,9 @@ class SequenceStore:
             if self.path:
                 n = self.counter + 1
                 rec = "%d %s %d" % (n, self.fingerprint, limit)
-                with open(self.path + (".1" if n & 1 else ""), "w") as f:
+                # "%s%s" makes a new string for either slot (path + "" would not): the
+                # heap a write takes does not change with the slot, run after run.
+                with open("%s%s" % (self.path, ".1" if n & 1 else ""), "w") as f:
                     f.write("%s %s\n" % (rec, _check(rec)))
                 self.counter = n
                 self.writes += 1
