@@ -163,7 +163,7 @@ class Session:
         Checks the 2.01 token response (RFC 9200 §5.8.2, RFC 9203 §3.2):
         {1: access_token, ? 2: expires_in, 8: {4: osc}, ? 38: 2}.
         """
-        body = cbor.dumps(cbor.Map([(5, self.audience), (9, self.scope)]))
+        body = cbor.dumps({5: self.audience, 9: self.scope}, True)
         req = coap.request(coap.POST, self.token_path, body, _CF_ACE_CBOR)
         body = _body(oscore.request(self.as_ctx, self.send_as, req), "token")
         token = _bstr(body, 1, "token")
@@ -219,7 +219,7 @@ class Session:
             return
         nonce1 = self.rand(_NONCE_LEN)
         id1 = self.rand(1)
-        body = cbor.dumps(cbor.Map([(1, self.token), (40, nonce1), (43, id1)]))
+        body = cbor.dumps({1: self.token, 40: nonce1, 43: id1}, True)
         req = coap.request(coap.POST, self.authz_info_path, body, _CF_ACE_CBOR)
         body = _body(self.send_rs(req), "authz-info")
         nonce2 = _bstr(body, 42, "authz-info")

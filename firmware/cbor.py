@@ -7,11 +7,12 @@
 # ACE / OSCORE messages this client exchanges uses them.
 #
 # Encoding is deterministic in the sense of RFC 8949 §4.2.1 for everything
-# but map order: heads are always the shortest form, and a map is written in
-# the order the caller gives.  MicroPython's dict does not keep insertion
-# order, so pass a Map (a list of (key, value) pairs) when order matters,
-# or use dumps(obj, sort_keys=True) to get the core deterministic order
-# (keys sorted by their encoded bytes, RFC 8949 §4.2.1).
+# but map order: heads are always the shortest form, and a dict is written
+# in its own iteration order, which MicroPython does not keep as inserted.
+# When order matters, use dumps(obj, sort_keys=True) for the core
+# deterministic order (keys sorted by their encoded bytes, RFC 8949 §4.2.1):
+# the ACE requests' maps, whose integer keys are then in ascending order.
+# (There is no ordered-map type: a class costs heap on the board.)
 #
 # Decoding is bounded: input length, nesting depth and item counts are capped;
 # truncated input, trailing bytes, reserved additional-information values,
@@ -35,13 +36,6 @@ class Tag:
     def __init__(self, tag, value):
         self.tag = tag
         self.value = value
-
-
-class Map:
-    """A map whose pairs are encoded in the order given (a list of pairs)."""
-
-    def __init__(self, pairs):
-        self.pairs = pairs
 
 
 # ---------------------------------------------------------------- encoding
@@ -90,8 +84,8 @@ def _enc(buf, obj, sort_keys, depth):
         _head(buf, 4, len(obj))
         for item in obj:
             _enc(buf, item, sort_keys, depth)
-    elif isinstance(obj, (dict, Map)):
-        pairs = obj.pairs if isinstance(obj, Map) else list(obj.items())
+    elif isinstance(obj, dict):
+        pairs = list(obj.items())
         _head(buf, 5, len(pairs))
         if sort_keys:
             # RFC 8949 §4.2.1: sort by the bytewise lexicographic order of
@@ -118,7 +112,7 @@ def _enc(buf, obj, sort_keys, depth):
 def dumps(obj, sort_keys=False):
     """Encode obj as CBOR (RFC 8949 §4.2.1 preferred serialisation).
 
-    Maps are written in the order given; with sort_keys=True in the core
+    Maps are written in dict order; with sort_keys=True in the core
     deterministic order (keys sorted by their encoded bytes).
     """
     buf = bytearray()

@@ -164,7 +164,7 @@ class Session(ace.Session):
     def _ensure(self):
         if self._ready():
             return
-        body = cbor.dumps(cbor.Map([(1, self.token)]))
+        body = cbor.dumps({1: self.token})
         resp = self.send_rs(coap.request(coap.POST, self.authz_info_path, body, coap.CF_ACE_CBOR))
         if resp.code != coap.CREATED:
             raise ace.ACEError("authz-info: %d.%02d" % (resp.code >> 5, resp.code & 31))
