@@ -64,8 +64,8 @@ def boot(path="keybound.json"):
 def _senders(cfg, client):
     # getaddrinfo runs here: again after every failed round.
     return (
-        client.sender(*coap.parse_uri(cfg["as_uri"])[:2]),
-        client.sender(*coap.parse_uri(cfg["rs_uri"])[:2]),
+        client.sender(*cfg["as_addr"]),
+        client.sender(*cfg["rs_addr"]),
     )
 
 

@@ -207,28 +207,6 @@ def decode_options(data, pos, view=False):
     return options, b""
 
 
-def parse_uri(uri):
-    """Split "coap://host:port/a/b" into (host, port, ["a", "b"]).
-
-    Only the coap scheme is accepted; no query or fragment (RFC 7252 §6.4
-    in the small).
-    """
-    if not uri.startswith("coap://"):
-        raise CoAPError("not a coap:// URI: %s" % uri)
-    host = uri[7:]
-    path = ""
-    i = host.find("/")
-    if i >= 0:
-        host, path = host[:i], host[i + 1 :]
-    port = ""
-    i = host.rfind(":")
-    if i > host.rfind("]"):  # not inside an IPv6 literal
-        host, port = host[:i], host[i + 1 :]
-    if host.startswith("["):
-        host = host[1:-1]
-    return host, int(port) if port else 5683, [s for s in path.split("/") if s]
-
-
 def request(code, path, payload=b"", content_format=None):
     """A request Message for a path such as "/authz-info" or ["a", "b"]."""
     msg = Message(code, None, payload)

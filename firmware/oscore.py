@@ -204,7 +204,10 @@ class SequenceStore:
         for i, name in enumerate((self.path, self.path + ".1", self.path + ".tmp")):
             try:
                 with open(name) as f:
-                    parts = f.read(200).split()
+                    # The longest record is 54 characters (a 13-digit counter
+                    # and limit); a longer file cannot be whole.  64, not
+                    # more: the read's block is the renewal's largest.
+                    parts = f.read(64).split()
             except OSError:
                 continue  # absent
             rec = None
