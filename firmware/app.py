@@ -109,28 +109,19 @@ def build_session(cfg, client=None):
 
 def _guard(send, feed, session=None, name=None):
     # Feeds the watchdog before each exchange; for the AS (session given) an
-    # unprotected 4.01 "Replay detected" (RFC 8613 §7.4) sets session.lost.
+    # unprotected 4.01 "Replay detected" (RFC 8613 §7.4) sets session.lost
+    # (lost.py, loaded only for an unprotected 4.01).
     def f(msg):
         if feed:
             feed()
         resp = send(msg)
-        if (
-            session
-            and resp.code == coap.UNAUTHORIZED
-            and resp.get(coap.OSCORE) is None
-            and bytes(resp.payload[:15]) == b"Replay detected"
-        ):
-            ctx = session.as_ctx
-            session.lost = (
-                "AS refused seq %d as a replay%s; stopped so no nonce is reused; "
-                "new keys: keybound as client rekey %s"
-                % (
-                    ctx.seq - 1,
-                    " (no state at boot: flash erased?)" if ctx.store.fresh else "",
-                    name,
-                )
-            )
-            raise ace.ACEError(session.lost)
+        if session and resp.code == coap.UNAUTHORIZED and resp.get(coap.OSCORE) is None:
+            import lost
+
+            try:
+                lost.check(session, resp, name)
+            finally:
+                del sys.modules["lost"]
         return resp
 
     return f
