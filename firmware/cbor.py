@@ -7,11 +7,12 @@
 # ACE / OSCORE messages this client exchanges uses them.
 #
 # Encoding is deterministic in the sense of RFC 8949 §4.2.1 for everything
-# but map order: heads are always the shortest form, and a map is written in
-# the order the caller gives.  MicroPython's dict does not keep insertion
-# order, so pass a Map (a list of (key, value) pairs) when order matters,
-# or use dumps(obj, sort_keys=True) to get the core deterministic order
-# (keys sorted by their encoded bytes, RFC 8949 §4.2.1).
+# but map order: heads are always the shortest form, and a dict is written
+# in its own iteration order, which MicroPython does not keep as inserted.
+# When order matters, use dumps(obj, sort_keys=True) for the core
+# deterministic order (keys sorted by their encoded bytes, RFC 8949 §4.2.1):
+# the ACE requests' maps, whose integer keys are then in ascending order.
+# (There is no ordered-map type: a class costs heap on the board.)
 #
 # Decoding is bounded: input length, nesting depth and item counts are capped;
 # truncated input, trailing bytes, reserved additional-information values,
@@ -35,13 +36,6 @@ class Tag:
     def __init__(self, tag, value):
         self.tag = tag
         self.value = value
-
-
-class Map:
-    """A map whose pairs are encoded in the order given (a list of pairs)."""
-
-    def __init__(self, pairs):
-        self.pairs = pairs
 
 
 # ---------------------------------------------------------------- encoding
@@ -68,7 +62,7 @@ def _head(buf, major, n):
 def _enc(buf, obj, sort_keys, depth):
     if depth > 4 * _MAX_DEPTH:
         # A generous guard against self-referencing containers.
-        raise CBORError("too deep to encode")
+        raise CBORError("too deep")
     depth += 1
     # bool before int: True and False are ints in Python.
     if obj is False:
@@ -90,8 +84,8 @@ def _enc(buf, obj, sort_keys, depth):
         _head(buf, 4, len(obj))
         for item in obj:
             _enc(buf, item, sort_keys, depth)
-    elif isinstance(obj, (dict, Map)):
-        pairs = obj.pairs if isinstance(obj, Map) else list(obj.items())
+    elif isinstance(obj, dict):
+        pairs = list(obj.items())
         _head(buf, 5, len(pairs))
         if sort_keys:
             # RFC 8949 §4.2.1: sort by the bytewise lexicographic order of
@@ -102,7 +96,7 @@ def _enc(buf, obj, sort_keys, depth):
         for k, v in pairs:
             if sort_keys:
                 if k == prev:
-                    raise CBORError("duplicate map key")
+                    raise CBORError("duplicate key")
                 prev = k
                 buf.extend(k)
             else:
@@ -118,7 +112,7 @@ def _enc(buf, obj, sort_keys, depth):
 def dumps(obj, sort_keys=False):
     """Encode obj as CBOR (RFC 8949 §4.2.1 preferred serialisation).
 
-    Maps are written in the order given; with sort_keys=True in the core
+    Maps are written in dict order; with sort_keys=True in the core
     deterministic order (keys sorted by their encoded bytes).
     """
     buf = bytearray()
@@ -132,9 +126,9 @@ def dumps(obj, sort_keys=False):
 def _dec(d, p, depth, max_depth):
     # One data item at d[p]; returns (value, position after it).
     if depth > max_depth:
-        raise CBORError("nesting deeper than %d" % max_depth)
+        raise CBORError("nesting over %d" % max_depth)
     if p >= len(d):
-        raise CBORError("truncated input")
+        raise CBORError("truncated")
     major = d[p] >> 5
     info = d[p] & 0x1F
     p += 1
@@ -142,46 +136,46 @@ def _dec(d, p, depth, max_depth):
         if 20 <= info <= 22:
             return (False, True, None)[info - 20], p
         if 25 <= info <= 27:
-            raise CBORError("floating-point values are not supported")
+            raise CBORError("floating-point")
         if info == 31:
-            raise CBORError("unexpected break code")
+            raise CBORError("lone break")
         if info > 27:
-            raise CBORError("reserved additional information %d" % info)
+            raise CBORError("reserved info %d" % info)
         raise CBORError("unsupported simple value")
     # The argument (RFC 8949 §3): info itself, or the next 1, 2, 4 or 8
     # bytes, which must not fit a shorter head.
     n = info
     if info == 31:
-        raise CBORError("indefinite-length items are not supported")
+        raise CBORError("indefinite length")
     if info > 27:
-        raise CBORError("reserved additional information %d" % info)
+        raise CBORError("reserved info %d" % info)
     if info > 23:
         k = 1 << (info - 24)
         if p + k > len(d):
-            raise CBORError("truncated input")
+            raise CBORError("truncated")
         n = int.from_bytes(d[p : p + k], "big")
         p += k
         if n < (24 if k == 1 else 1 << 4 * k):
-            raise CBORError("non-shortest head (argument %d)" % n)
+            raise CBORError("non-shortest head")
     if major == 0:
         return n, p
     if major == 1:
         return -1 - n, p
     if major < 4:
         if p + n > len(d):
-            raise CBORError("truncated input")
+            raise CBORError("truncated")
         v = d[p : p + n]
         if major == 2:
             return bytes(v), p + n
         try:
             return str(v, "utf-8"), p + n
         except UnicodeError:
-            raise CBORError("text string is not valid UTF-8") from None
+            raise CBORError("bad UTF-8") from None
     if major == 6:
         v, p = _dec(d, p, depth + 1, max_depth)
         return Tag(n, v), p
     if n > _MAX_ITEMS:
-        raise CBORError("%d items is too long" % n)
+        raise CBORError("too long: %d items" % n)
     if major == 4:
         out = []
         for _ in range(n):
@@ -192,10 +186,10 @@ def _dec(d, p, depth, max_depth):
     for _ in range(n):
         k, p = _dec(d, p, depth + 1, max_depth)
         if isinstance(k, (list, dict, Tag)):
-            raise CBORError("unsupported map key type")
+            raise CBORError("bad map key")
         v, p = _dec(d, p, depth + 1, max_depth)
         if k in out:
-            raise CBORError("duplicate map key %r" % (k,))
+            raise CBORError("duplicate key %r" % (k,))
         out[k] = v
     return out, p
 
@@ -208,11 +202,11 @@ def loads(data, max_len=_MAX_INPUT, max_depth=_MAX_DEPTH):
     reserved values, non-shortest heads and duplicate map keys.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise CBORError("input must be bytes")
+        raise CBORError("not bytes")
     if len(data) > max_len:
-        raise CBORError("input over the %d-byte limit" % max_len)
+        raise CBORError("over the %d-byte limit" % max_len)
     if not len(data):
-        raise CBORError("empty input")
+        raise CBORError("empty")
     # Strings are copied once, out of a view, not sliced (a copy) and then
     # copied again into bytes.
     value, p = _dec(memoryview(data), 0, 0, max_depth)

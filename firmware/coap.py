@@ -61,10 +61,6 @@ class CoAPError(Exception):
     """A CoAP-level failure: malformed message, reset, or no answer."""
 
 
-class CoAPTimeout(CoAPError):
-    """No acknowledgement or response arrived in time (RFC 7252 §4.2)."""
-
-
 class Message:
     """A CoAP message (RFC 7252 §3): type, code, message ID, token,
     options as a list of (number, bytes) pairs, and payload."""
@@ -118,7 +114,7 @@ class Message:
         With view the payload is a memoryview of data (see decode_options).
         """
         if len(data) < 4 or data[0] >> 6 != 1:
-            raise CoAPError("not a CoAP 1 message")
+            raise CoAPError("not CoAP")
         tkl = data[0] & 0x0F
         if tkl > 8 or len(data) < 4 + tkl:
             raise CoAPError("bad token length")
@@ -199,38 +195,16 @@ def decode_options(data, pos, view=False):
         pos += 1
         if b == 0xFF:
             if pos == end:
-                raise CoAPError("payload marker without payload")
+                raise CoAPError("0xFF, no payload")
             return options, mv[pos:] if view else bytes(mv[pos:])
         delta, pos = _nibble(data, pos, b >> 4)
         length, pos = _nibble(data, pos, b & 0x0F)
         if pos + length > end or len(options) >= _MAX_OPTIONS:
-            raise CoAPError("truncated option or too many options")
+            raise CoAPError("bad options")
         number += delta
         options.append((number, bytes(mv[pos : pos + length])))
         pos += length
     return options, b""
-
-
-def parse_uri(uri):
-    """Split "coap://host:port/a/b" into (host, port, ["a", "b"]).
-
-    Only the coap scheme is accepted; no query or fragment (RFC 7252 §6.4
-    in the small).
-    """
-    if not uri.startswith("coap://"):
-        raise CoAPError("not a coap:// URI: %s" % uri)
-    host = uri[7:]
-    path = ""
-    i = host.find("/")
-    if i >= 0:
-        host, path = host[:i], host[i + 1 :]
-    port = ""
-    i = host.rfind(":")
-    if i > host.rfind("]"):  # not inside an IPv6 literal
-        host, port = host[:i], host[i + 1 :]
-    if host.startswith("["):
-        host = host[1:-1]
-    return host, int(port) if port else 5683, [s for s in path.split("/") if s]
 
 
 def request(code, path, payload=b"", content_format=None):
@@ -343,9 +317,9 @@ class Client:
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0:
                 if acked:
-                    raise CoAPTimeout("no separate response in %d ms" % self.separate_wait_ms)
+                    raise CoAPError("no separate response in %d ms" % self.separate_wait_ms)
                 if attempt >= self.max_retransmit:
-                    raise CoAPTimeout("no response after %d retransmissions" % attempt)
+                    raise CoAPError("no response (%d retransmissions)" % attempt)
                 attempt += 1
                 self.retransmissions += 1
                 timeout *= 2  # exponential back-off (§4.2)
@@ -376,7 +350,7 @@ class Client:
             t = resp.mtype
             if t >= ACK and resp.mid == mid:
                 if t == _RST:
-                    raise CoAPError("request reset by the peer")
+                    raise CoAPError("reset by peer")
                 if resp.code == 0:
                     # Empty ACK: the response will come separately (§5.2.2).
                     if not acked:

@@ -51,14 +51,23 @@ def _text(d, name, required=True):
 
 
 def _uri(d, name):
-    import coap
-
+    # "coap://host:port/..." -> (host, port), the address app.py resolves:
+    # parsed here at boot, so the parser is not in RAM while the device runs.
+    # Only the coap scheme; no query or fragment (RFC 7252 §6.4 in the small).
     v = _text(d, name)
     try:
-        coap.parse_uri(v)
-    except (coap.CoAPError, ValueError):
+        if not v.startswith("coap://"):
+            raise ValueError
+        host = v[7:].split("/", 1)[0]
+        port = ""
+        i = host.rfind(":")
+        if i > host.rfind("]"):  # not inside an IPv6 literal
+            host, port = host[:i], host[i + 1 :]
+        if host.startswith("["):
+            host = host[1:-1]
+        return host, int(port) if port else 5683
+    except ValueError:
         raise ConfigError("bundle: %s must look like coap://host:port" % name) from None
-    return v
 
 
 def _int(d, name, default, low):
@@ -101,8 +110,10 @@ def parse(d):
         "method": method,
         "profile": profile,
         "client_id": _text(d, "client_id"),
-        "as_uri": _uri(d, "as_uri"),
-        "rs_uri": _uri(d, "rs_uri"),
+        "as_uri": _text(d, "as_uri"),
+        "rs_uri": _text(d, "rs_uri"),
+        "as_addr": _uri(d, "as_uri"),
+        "rs_addr": _uri(d, "rs_uri"),
         "audience": _text(d, "audience"),
         "scope": _text(d, "scope"),
         "resource": _text(d, "resource", False) or "/temp",
@@ -130,18 +141,26 @@ def parse(d):
 
 
 def load(path="keybound.json"):
-    """Read and validate the bundle file at path."""
+    """Read and validate the bundle file at path.
+
+    The size is checked with os.stat and the JSON parsed from the open
+    file: no 4 KB buffer for the text, which needs a contiguous block of a
+    heap that already holds the code.
+    """
     import json
+    import os
 
     try:
-        with open(path) as f:
-            text = f.read(_MAX_BUNDLE + 1)
+        size = os.stat(path)[6]
     except OSError:
         raise ConfigError("bundle: cannot read %s" % path) from None
-    if len(text) > _MAX_BUNDLE:
-        raise ConfigError("bundle: %s is longer than %d characters" % (path, _MAX_BUNDLE))
+    if size > _MAX_BUNDLE:
+        raise ConfigError("bundle: %s is longer than %d bytes" % (path, _MAX_BUNDLE))
     try:
-        d = json.loads(text)
+        with open(path) as f:
+            d = json.load(f)
+    except OSError:
+        raise ConfigError("bundle: cannot read %s" % path) from None
     except ValueError:
         raise ConfigError("bundle: %s is not valid JSON" % path) from None
     return parse(d)

@@ -104,11 +104,11 @@ def _ead(items, what):
     # EAD items (label, ? bstr value) (§3.8): a critical one (negative
     # label) is not supported and aborts; others are ignored.
     if len(items) > 2 * _MAX_EAD:
-        raise EDHOCError("%s: too many EAD items" % what)
+        raise EDHOCError("%s: too many EAD" % what)
     for v in items:
         if isinstance(v, int) and not isinstance(v, bool):
             if v < 0:
-                raise EDHOCError("%s: critical EAD item %d not supported" % (what, -v))
+                raise EDHOCError("%s: critical EAD %d" % (what, -v))
         elif not isinstance(v, bytes):
             raise EDHOCError("%s: malformed EAD" % what)
 
@@ -131,11 +131,11 @@ def credential_key(ccs):
         key = claims[8][1]
         kid, x, y = key[2], key[-2], key[-3]
     except (cbor.CBORError, KeyError, TypeError):
-        raise EDHOCError("credential is not a CCS with a COSE_Key") from None
+        raise EDHOCError("credential: not a CCS") from None
     if key.get(1) != 2 or key.get(-1) != 1 or not isinstance(kid, bytes):
-        raise EDHOCError("credential is not an EC2 P-256 key with a kid")
+        raise EDHOCError("credential: not P-256 with kid")
     if not isinstance(x, bytes) or not isinstance(y, bytes) or len(x) != 32 or len(y) != 32:
-        raise EDHOCError("credential coordinates are not 32 bytes")
+        raise EDHOCError("credential: bad coordinates")
     x = int.from_bytes(x, "big")
     y = int.from_bytes(y, "big")
     try:
@@ -178,7 +178,7 @@ class Initiator:
         """Verify message_2 (§5.3.3); returns C_R (raw bytes)."""
         items = _items(m2, "message_2")
         if len(items) != 1 or not isinstance(items[0], bytes) or len(items[0]) < 34:
-            raise EDHOCError("message_2 is not G_Y_CIPHERTEXT_2")
+            raise EDHOCError("bad message_2")
         gc = items[0]
         try:
             g_y = p256.decompress(gc[:32])

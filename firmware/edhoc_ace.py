@@ -108,16 +108,19 @@ class Session(ace.Session):
     def __init__(self, as_ctx, send_as, send_rs, audience, scope, sk, ccs, **kw):
         super().__init__(as_ctx, send_as, send_rs, audience, scope, **kw)
         self.sk = sk
-        self.ccs = ccs
-        try:
-            _load_edhoc().credential_key(ccs)  # a bad stored credential fails at boot
-        finally:
-            _unload()
+        self.ccs = ccs  # checked before each token request (request_token)
         self.cred_r = None
         self.handshakes = 0
 
     def request_token(self):
         """Step 1 (draft §3.1-3.3): {1: token, ? 2: expires_in, 38: 4, 41: {11: CCS}}."""
+        edhoc = _load_edhoc()  # unloaded again by ensure(), which called this
+        # The device's own credential, checked here rather than at boot: edhoc.py
+        # is not loaded at boot, when the heap holds the most besides it.
+        try:
+            edhoc.credential_key(self.ccs)
+        except edhoc.EDHOCError as e:
+            raise ace.ACEError("stored edhoc.ccs: %s" % e) from None
         # {4 (req_cnf): {11 (kccs): CCS}, 5: audience, 9: scope, 38: 4}, the
         # CCS spliced in as stored.
         body = bytearray(b"\xa4\x04\xa1\x0b")
@@ -130,16 +133,15 @@ class Session(ace.Session):
         got = ace._body(resp, "token")
         token = ace._bstr(got, 1, "token")
         if len(token) > _MAX_TOKEN:
-            raise ace.ACEError("token: access token too large")
+            raise ace.ACEError("token: too large")
         if got.get(38) != _PROFILE:
-            raise ace.ACEError("token: ace_profile %r is not coap_edhoc_oscore" % (got.get(38),))
+            raise ace.ACEError("token: profile %r not coap_edhoc_oscore" % (got.get(38),))
         rs_cnf = got.get(_RS_CNF)
         if not isinstance(rs_cnf, dict) or list(rs_cnf) != [_KCCS]:
-            raise ace.ACEError("token: rs_cnf is not a kccs")
+            raise ace.ACEError("token: rs_cnf not kccs")
         cred_r = value_bytes(value_bytes(resp.payload, _RS_CNF), _KCCS)
         if len(cred_r) > _MAX_CCS:
-            raise ace.ACEError("token: rs_cnf credential too large")
-        edhoc = _load_edhoc()  # unloaded again by ensure(), which called this
+            raise ace.ACEError("token: rs_cnf too large")
         try:
             edhoc.credential_key(cred_r)
         except edhoc.EDHOCError as e:
@@ -162,7 +164,7 @@ class Session(ace.Session):
     def _ensure(self):
         if self._ready():
             return
-        body = cbor.dumps(cbor.Map([(1, self.token)]))
+        body = cbor.dumps({1: self.token})
         resp = self.send_rs(coap.request(coap.POST, self.authz_info_path, body, coap.CF_ACE_CBOR))
         if resp.code != coap.CREATED:
             raise ace.ACEError("authz-info: %d.%02d" % (resp.code >> 5, resp.code & 31))
@@ -173,11 +175,19 @@ class Session(ace.Session):
         b = self.rand(1)[0] % 48
         edhoc = _load_edhoc()
         gc.collect()  # one free run for the handshake after the module loaded
-        ini = edhoc.Initiator(
-            self.sk, self.ccs, self.cred_r, bytes((b if b < 24 else b + 8,)), self.rand
-        )
-        c_r = ini.process_message_2(self._edhoc(b"\xf5" + ini.message_1(), "message_1"))
-        ini.process_message_4(self._edhoc(edhoc.conn_id(c_r) + ini.message_3(), "message_3"))
+        # No collection every app.GC_THRESHOLD bytes while P-256 runs: its integer
+        # arithmetic allocates about a megabyte per scalar multiplication, and
+        # those collections made a handshake five times slower.
+        threshold = gc.threshold()
+        gc.threshold(-1)
+        try:
+            ini = edhoc.Initiator(
+                self.sk, self.ccs, self.cred_r, bytes((b if b < 24 else b + 8,)), self.rand
+            )
+            c_r = ini.process_message_2(self._edhoc(b"\xf5" + ini.message_1(), "message_1"))
+            ini.process_message_4(self._edhoc(edhoc.conn_id(c_r) + ini.message_3(), "message_3"))
+        finally:
+            gc.threshold(threshold)
         self.ctx = ini.oscore_context()
         self.handshakes += 1
         self.token = None

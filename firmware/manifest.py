@@ -18,6 +18,7 @@ module("ace.py")
 module("config.py")
 module("wifi.py")
 module("app.py")
+module("lost.py")
 # The EDHOC profile (imported only when the bundle says "profile": "edhoc").
 module("p256.py")
 module("edhoc.py")

@@ -49,11 +49,8 @@ class UnprotectedResponse(OSCOREError):
 
     A resource server that lost or never had the security context answers
     this way, typically 4.01 Unauthorized (RFC 8613 §8.4, RFC 9200 §5.3).
+    Made by Context.unprotect (no __init__ of its own: a method costs heap).
     """
-
-    def __init__(self, response):
-        super().__init__("unprotected %d.%02d" % (response.code >> 5, response.code & 31))
-        self.response = response
 
 
 # ------------------------------------------------------------ HMAC, HKDF
@@ -106,15 +103,13 @@ def ccm(key, nonce, aad, data, decrypt=False):
     accumulating XOR differences, in the same time for every input).  key
     is the 16-byte key; both results are bytearrays.
     """
-    if len(nonce) != _NONCE_LEN:
-        raise OSCOREError("nonce must be 13 bytes")
     n = len(data) - (_TAG_LEN if decrypt else 0)
     if n < 0:
         raise OSCOREError("ciphertext shorter than the tag")
+    if len(nonce) != _NONCE_LEN or len(key) != _KEY_LEN:
+        raise OSCOREError("CCM: bad key or nonce length")
     if n > _MAX_CCM_DATA or len(aad) >= 0xFF00:
-        raise OSCOREError("message too long for AES-CCM")
-    if len(key) != _KEY_LEN:
-        raise OSCOREError("AES-CCM needs a 16-byte key")
+        raise OSCOREError("too long for CCM")
     import cryptolib
 
     aes = cryptolib.aes(key, 1)  # mode 1: ECB
@@ -187,7 +182,7 @@ class SequenceStore:
 
     def __init__(self, path=None, chunk=_CHUNK):
         if chunk < 1:
-            raise OSCOREError("chunk must be positive")
+            raise OSCOREError("bad chunk")
         self.path = path
         self.chunk = chunk
         self.limit = 0
@@ -209,7 +204,10 @@ class SequenceStore:
         for i, name in enumerate((self.path, self.path + ".1", self.path + ".tmp")):
             try:
                 with open(name) as f:
-                    parts = f.read(200).split()
+                    # The longest record is 54 characters (a 13-digit counter
+                    # and limit); a longer file cannot be whole.  64, not
+                    # more: the read's block is the renewal's largest.
+                    parts = f.read(64).split()
             except OSError:
                 continue  # absent
             rec = None
@@ -237,13 +235,15 @@ class SequenceStore:
     def use(self, seq):
         """Called before seq is used; persists a new limit when needed."""
         if seq > _MAX_SEQ:
-            raise OSCOREError("sequence numbers exhausted; rekey")
+            raise OSCOREError("seq exhausted: rekey")
         if seq >= self.limit:
             limit = min(seq + self.chunk, _MAX_SEQ + 1)
             if self.path:
                 n = self.counter + 1
                 rec = "%d %s %d" % (n, self.fingerprint, limit)
-                with open(self.path + (".1" if n & 1 else ""), "w") as f:
+                # "%s%s" makes a new string for either slot (path + "" would not): the
+                # heap a write takes does not change with the slot, run after run.
+                with open("%s%s" % (self.path, ".1" if n & 1 else ""), "w") as f:
                     f.write("%s %s\n" % (rec, _check(rec)))
                 self.counter = n
                 self.writes += 1
@@ -277,17 +277,17 @@ def decode_option(value):
     kid_context = None
     if flags & 0x10:
         if pos >= len(value):
-            raise OSCOREError("truncated OSCORE option")
+            raise OSCOREError("bad OSCORE option")
         s = value[pos]
         kid_context = bytes(value[pos + 1 : pos + 1 + s])
         pos += 1 + s
     if pos > len(value):
-        raise OSCOREError("truncated OSCORE option")
+        raise OSCOREError("bad OSCORE option")
     kid = None
     if flags & 8:
         kid = bytes(value[pos:])
     elif pos != len(value):
-        raise OSCOREError("trailing bytes in OSCORE option")
+        raise OSCOREError("bad OSCORE option")
     return piv, kid_context, kid
 
 
@@ -333,11 +333,11 @@ class Context:
         store=None,
     ):
         if alg != _ALG:
-            raise OSCOREError("unsupported AEAD algorithm %r" % (alg,))
+            raise OSCOREError("unsupported alg %r" % (alg,))
         if len(sender_id) > _MAX_ID_LEN or len(recipient_id) > _MAX_ID_LEN:
-            raise OSCOREError("Sender/Recipient ID over 7 bytes")
+            raise OSCOREError("ID over 7 bytes")
         if sender_id == recipient_id:
-            raise OSCOREError("Sender ID and Recipient ID must differ")
+            raise OSCOREError("Sender ID = Recipient ID")
         self.alg = alg
         self.sender_id = sender_id = bytes(sender_id)
         self.recipient_id = bytes(recipient_id)
@@ -425,7 +425,9 @@ class Context:
         """
         value = resp.get(_OSCORE)
         if value is None:
-            raise UnprotectedResponse(resp)
+            e = UnprotectedResponse("unprotected %d.%02d" % (resp.code >> 5, resp.code & 31))
+            e.response = resp
+            raise e
         piv = decode_option(value)[0]
         nonce = state[2]
         if piv is not None:
@@ -435,7 +437,7 @@ class Context:
                 raise OSCOREError("replayed response (Partial IV %d)" % seq)
             nonce = self.nonce(self.recipient_id, piv)
         if not resp.payload:
-            raise OSCOREError("protected response without payload")
+            raise OSCOREError("no ciphertext")
         pt = ccm(self.recipient_key, nonce, aad(self.alg, state[0], state[1]), resp.payload, 1)
         if piv is not None:
             # Only a verified Partial IV enters the window.
@@ -452,7 +454,7 @@ class Context:
             raise OSCOREError("bad inner message: %s" % e) from None
         for o in options:
             if o[0] == _OSCORE:
-                raise OSCOREError("OSCORE option inside the plaintext")
+                raise OSCOREError("inner OSCORE option")
         code = pt[0]
         # The payload is the tail of the plaintext: moved to its front in
         # place rather than copied (a bytearray, as block.rest() returns).
@@ -474,7 +476,7 @@ def request(ctx, send, req):
     echo = inner.get(_ECHO)
     if inner.code == _UNAUTHORIZED and echo is not None:
         if not 1 <= len(echo) <= _MAX_ECHO_LEN:
-            raise OSCOREError("bad Echo option length")
+            raise OSCOREError("bad Echo")
         opts = [o for o in req.options if o[0] != _ECHO]
         opts.append((_ECHO, echo))
         outer, state = ctx.protect(coap.Message(req.code, opts, req.payload))

