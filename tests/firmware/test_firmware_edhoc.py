@@ -23,6 +23,7 @@ from keybound.core.edhoc_credentials import Ccs
 from keybound.tools.bench.firmware import FLOOR_STEP, heap_floor
 from tests.helpers.firmware import MICROPYTHON
 from tests.helpers.firmware_fleet import Device, Fleet, edit_bundle
+from tests.helpers.processes import edhoc_rs_toml
 
 pytestmark = pytest.mark.micropython
 #: The EDHOC flow's heap, a guard: the flow test below (token, /authz-info, EDHOC, GETs,
@@ -81,13 +82,7 @@ class EdhocFleet(Fleet):
             "--as-base", self.as_base, "--profile", "edhoc", "--profile", "oscore",
             "--credential", "rs.key.ccs",
         )  # fmt: skip
-        (self.root / "rs.toml").write_text(
-            f'bundle = "rs-bundle.json"\nlisten = "127.0.0.1:{self.rs_port}"\n'
-            'state = "rs-state.db"\nprofiles = ["oscore", "edhoc"]\n'
-            '[edhoc]\nprivate_key = "rs.key"\ncredential = "rs.key.ccs"\n'
-            '[resources."/temp"]\nGET = ["temp.read"]\n'
-            '[resources."/led"]\nkind = "switch"\nGET = ["led.read"]\nPUT = ["led.write"]\n'
-        )
+        (self.root / "rs.toml").write_text(edhoc_rs_toml(self.rs_port))
 
     def edhoc_device(self, name: str, ccs: bytes) -> Path:
         (self.root / f"{name}.ccs").write_bytes(ccs)

@@ -120,6 +120,18 @@ def start_server(
     return proc
 
 
+def edhoc_rs_toml(rs_port: int) -> str:
+    """An ``rs.toml`` serving ``/temp`` and a ``/led`` switch with the OSCORE and EDHOC
+    profiles, its EDHOC key ``rs.key`` (CCS ``rs.key.ccs``) and bundle ``rs-bundle.json``."""
+    return (
+        f'bundle = "rs-bundle.json"\nlisten = "127.0.0.1:{rs_port}"\n'
+        'state = "rs-state.db"\nprofiles = ["oscore", "edhoc"]\n'
+        '[edhoc]\nprivate_key = "rs.key"\ncredential = "rs.key.ccs"\n'
+        '[resources."/temp"]\nGET = ["temp.read"]\n'
+        '[resources."/led"]\nkind = "switch"\nGET = ["led.read"]\nPUT = ["led.write"]\n'
+    )
+
+
 class ServerGroup:
     """An AS and an RS as processes in ``root``: ports, database URL, start and stop."""
 
@@ -197,13 +209,7 @@ class EdhocFleet(ServerGroup):
             "--scope", "temp.read", "--credential", "dev.key.ccs", "--out", ".",
             "--rs-uri", self.rs_uri, "--as-base", as_base,
         )  # fmt: skip
-        (self.root / "rs.toml").write_text(
-            f'bundle = "rs-bundle.json"\nlisten = "127.0.0.1:{self.rs_port}"\n'
-            'state = "rs-state.db"\nprofiles = ["oscore", "edhoc"]\n'
-            '[edhoc]\nprivate_key = "rs.key"\ncredential = "rs.key.ccs"\n'
-            '[resources."/temp"]\nGET = ["temp.read"]\n'
-            '[resources."/led"]\nkind = "switch"\nGET = ["led.read"]\n'
-        )
+        (self.root / "rs.toml").write_text(edhoc_rs_toml(self.rs_port))
 
     def client(self, method: str, path: str, *extra: str) -> subprocess.CompletedProcess[str]:
         return run_keybound(
