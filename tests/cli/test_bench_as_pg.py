@@ -29,13 +29,14 @@ from keybound.tools.bench.as_postgres import (
     PG_URL_VARIABLE,
     Unavailable,
     find_pg_bin,
+    machine_busy_seconds,
     postgres_server,
 )
 from tests.helpers.pg import pg_base_url
 from tests.helpers.require import require
 
 KEYBOUND = Path(sys.executable).parent / "keybound"
-RATE, NO_CLOCK, CPUS, LOAD = FIGURES
+RATE, NO_CLOCK, CPUS, LOAD, MACHINE = FIGURES
 
 
 def _bench(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -73,7 +74,15 @@ def _check_measured(report: dict[str, Any]) -> None:
     assert load["baseline_name"] == "as_pg.as_cpu_per_token"
     assert load["clock"] == "process_cpu"
     assert load["cpu_share"] > 0
-    for f in (rate, no_clock, cpus, load):
+    machine = figures[MACHINE]
+    assert machine["unit"] == "CPUs"
+    assert machine["baseline_name"] == "as_pg.machine_cpus_1_process"
+    assert machine["clock"] == "process_cpu"
+    # the whole machine's busy CPUs include the AS processes' own, and no more CPUs than it has
+    cpus_here = len(os.sched_getaffinity(0))
+    assert cpus["value"] * 0.9 <= machine["value"] <= cpus_here * 1.05
+    assert cpus["baseline"] * 0.9 <= machine["baseline"] <= cpus_here * 1.05
+    for f in (rate, no_clock, cpus, load, machine):
         assert f["value"] > 0, f["name"]
         assert f["baseline"] > 0, f["name"]
         assert f["min"] <= f["value"] <= f["max"], f["name"]
@@ -189,3 +198,30 @@ def test_without_a_server_or_binaries_the_reason_names_both_ways(tmp_path: Path)
         postgres_server(None, path=str(tmp_path), pattern=str(tmp_path / "*" / "bin")),
     ):
         pytest.fail("no server can be had here")
+
+
+def test_the_machines_busy_time_leaves_out_idle_and_iowait(tmp_path: Path) -> None:
+    stat_file = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat_file.write_text("cpu  100 20 30 5000 400 5 6 7 50 0\ncpu0 1 2 3 4 5 6 7 8 9 0\n")
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert machine_busy_seconds(stat_file) == pytest.approx((100 + 20 + 30 + 5 + 6 + 7) / ticks)
+
+
+def test_the_machines_busy_time_grows_with_work() -> None:
+    before = machine_busy_seconds()
+    assert before is not None
+    deadline = os.times().elapsed + 0.2
+    while os.times().elapsed < deadline:
+        pass
+    after = machine_busy_seconds()
+    assert after is not None
+    assert after > before
+
+
+@pytest.mark.parametrize("content", ["", "intr 1 2 3\n", "cpu 1 2 3\n"])
+def test_an_unreadable_proc_stat_is_none(tmp_path: Path, content: str) -> None:
+    stat_file = tmp_path / "stat"
+    stat_file.write_text(content)
+    assert machine_busy_seconds(stat_file) is None
+    assert machine_busy_seconds(tmp_path / "missing") is None

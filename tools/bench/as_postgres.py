@@ -39,6 +39,15 @@ per second of wall time in the 2-process rounds, against
 token rate grows by the same ratio as the CPU the processes got, the processes do
 not wait for each other (row locks, commits); they wait for a CPU.
 
+``as_pg.machine_cpus_2_processes`` is how many CPUs of the whole machine were busy
+(``/proc/stat``: the AS processes, PostgreSQL's backends, the load generator, the
+kernel, and anything else running) per second of wall time in the 2-process rounds,
+against ``as_pg.machine_cpus_1_process`` in the 1-process rounds. Next to the
+machine's CPU count it says whether the second process found idle CPUs: when the
+2-process rounds keep every CPU busy, the token rate cannot grow further whatever
+the AS does, short of less CPU per token. On a machine running other work the
+figure counts that work too.
+
 Rates are per second of wall time (the figure is about using more CPUs, which a
 CPU clock cannot show). Each round runs a batch of each side, the order turning
 round by round; the ratio is the median of the same-round ratios. The recorded
@@ -123,7 +132,9 @@ CPUS = "as_pg.as_cpus_2_processes"
 CPUS_BASELINE = "as_pg.as_cpus_1_process"
 LOAD = "as_pg.load_generator_cpu_per_token"
 LOAD_BASELINE = "as_pg.as_cpu_per_token"
-FIGURES = (RATE, NO_CLOCK, CPUS, LOAD)
+MACHINE = "as_pg.machine_cpus_2_processes"
+MACHINE_BASELINE = "as_pg.machine_cpus_1_process"
+FIGURES = (RATE, NO_CLOCK, CPUS, LOAD, MACHINE)
 #: The unit of ``as_pg.as_cpus_*``: CPU seconds of the AS processes per second of wall time.
 CPUS_UNIT = "CPUs"
 #: ``keybound bench --postgres URL`` reads its default from this variable.
@@ -452,6 +463,8 @@ class _Batch:
     wall: float
     client_cpu: float
     as_cpu: float | None
+    #: busy CPU seconds of the whole machine (``/proc/stat``) during the batch
+    machine_cpu: float | None
 
 
 @dataclass(frozen=True)
@@ -476,13 +489,30 @@ async def _batch(
         for _ in range(per_worker):
             await route.sender.token(route.context, route.port, body)
 
-    as_before = _cpu_seconds(servers)
+    as_before, machine_before = _cpu_seconds(servers), machine_busy_seconds()
     wall, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker(route) for route in routes))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    as_after = _cpu_seconds(servers)
+    as_after, machine_after = _cpu_seconds(servers), machine_busy_seconds()
     as_cpu = None if as_before is None or as_after is None else as_after - as_before
-    return _Batch(per_worker * len(routes), wall, cpu, as_cpu)
+    machine_cpu = (
+        None if machine_before is None or machine_after is None else machine_after - machine_before
+    )
+    return _Batch(per_worker * len(routes), wall, cpu, as_cpu, machine_cpu)
+
+
+def machine_busy_seconds(stat: Path = Path("/proc/stat")) -> float | None:
+    """Busy CPU seconds of the whole machine since boot, all CPUs together: every
+    state of the first line of ``/proc/stat`` but idle and iowait (guest time is
+    already in user time), or None where it cannot be read."""
+    try:
+        first = stat.read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if not first or first[0] != "cpu" or len(first) < 9:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_seconds(servers: Sequence[AsProcess]) -> float | None:
@@ -587,16 +617,29 @@ def _cpus(batch: _Batch) -> float:
     return batch.as_cpu / batch.wall
 
 
+def _same_rounds(
+    candidate: list[float],
+    baseline: list[float],
+    clock: str,
+    cpu_share: float | None,
+    load: float | None,
+) -> Paired:
+    """Per-round values of both sides as a paired figure: the same-round ratios."""
+    return Paired(
+        Measurement.of_samples(candidate),
+        Measurement.of_samples(baseline),
+        tuple(a / b for a, b in zip(candidate, baseline, strict=True)),
+        clock,
+        cpu_share,
+        load,
+    )
+
+
 def _rates(measured: Rounds) -> Paired:
     """Tokens per second of wall time, 2 processes against 1, same rounds."""
-    rates = (
+    return _same_rounds(
         [b.tokens / b.wall for b in measured.two],
         [b.tokens / b.wall for b in measured.one],
-    )
-    return Paired(
-        Measurement.of_samples(rates[0]),
-        Measurement.of_samples(rates[1]),
-        tuple(a / b for a, b in zip(rates[0], rates[1], strict=True)),
         WALL,
         None,
         measured.load,
@@ -610,30 +653,33 @@ def _figures(measured: Rounds, no_clock: Rounds, runner: Runner) -> list[Figure]
         Figure.paired(NO_CLOCK, _rates(no_clock), TOKENS_PER_SECOND, NO_CLOCK_BASELINE),
     ]
     if any(b.as_cpu is None or b.as_cpu <= 0 for b in (*two, *one)):
-        for name in (CPUS, LOAD):
+        for name in (CPUS, LOAD, MACHINE):
             runner.skip(name, "the AS processes' CPU time cannot be read (no /proc)")
         return figures
-    used = ([_cpus(b) for b in two], [_cpus(b) for b in one])
-    cpus = Paired(
-        Measurement.of_samples(used[0]),
-        Measurement.of_samples(used[1]),
-        tuple(a / b for a, b in zip(used[0], used[1], strict=True)),
-        PROCESS_CPU,
-        statistics.median(used[0]),
-        measured.load,
+    used = [_cpus(b) for b in two]
+    cpus = _same_rounds(
+        used, [_cpus(b) for b in one], PROCESS_CPU, statistics.median(used), measured.load
     )
     figures.append(Figure.paired(CPUS, cpus, CPUS_UNIT, CPUS_BASELINE))
-    client = [b.client_cpu / b.tokens * 1e6 for b in two]
-    servers = [_cpus(b) * b.wall / b.tokens * 1e6 for b in two]
-    load = Paired(
-        Measurement.of_samples(client),
-        Measurement.of_samples(servers),
-        tuple(a / b for a, b in zip(client, servers, strict=True)),
+    load = _same_rounds(
+        [b.client_cpu / b.tokens * 1e6 for b in two],
+        [_cpus(b) * b.wall / b.tokens * 1e6 for b in two],
         PROCESS_CPU,
         sum(b.client_cpu for b in two) / sum(b.wall for b in two),
         measured.load,
     )
     figures.append(Figure.paired(LOAD, load, MICROSECONDS, LOAD_BASELINE))
+    busy = {
+        side: [b.machine_cpu / b.wall for b in batches if b.machine_cpu]
+        for side, batches in (("two", two), ("one", one))
+    }
+    if len(busy["two"]) != len(two) or len(busy["one"]) != len(one):
+        runner.skip(MACHINE, "the machine's CPU time cannot be read (no /proc/stat)")
+        return figures
+    machine = _same_rounds(
+        busy["two"], busy["one"], PROCESS_CPU, statistics.median(busy["two"]), measured.load
+    )
+    figures.append(Figure.paired(MACHINE, machine, CPUS_UNIT, MACHINE_BASELINE))
     return figures
 
 
@@ -679,6 +725,7 @@ __all__ = [
     "bench_schema",
     "find_pg_bin",
     "keybound_argv",
+    "machine_busy_seconds",
     "measure",
     "postgres_server",
     "run",
