@@ -80,20 +80,6 @@ _A = bytearray(16)
 _S = bytearray(16)
 
 
-def _mac(aes, data, j):
-    # CBC-MAC: XOR data into X from offset j on, encrypting every full
-    # block, then the last one padded with zeros (RFC 3610 §2.2).
-    x = _X
-    for b in data:
-        x[j] ^= b
-        j += 1
-        if j == 16:
-            aes.encrypt(x, x)
-            j = 0
-    if j:
-        aes.encrypt(x, x)
-
-
 def ccm(key, nonce, aad, data, decrypt=False):
     """AES-CCM-16-64-128 (RFC 3610 with M = 8, L = 2).
 
@@ -104,11 +90,11 @@ def ccm(key, nonce, aad, data, decrypt=False):
     is the 16-byte key; both results are bytearrays.
     """
     n = len(data) - (_TAG_LEN if decrypt else 0)
-    if n < 0:
+    # The ciphertext holds the tag; L = 2 bounds the message, the AAD's
+    # length prefix is 2 bytes.
+    if not 0 <= n <= _MAX_CCM_DATA or len(aad) >= 0xFF00:
         raise OSCOREError("bad length")
     if len(nonce) != _NONCE_LEN or len(key) != _KEY_LEN:
-        raise OSCOREError("bad length")
-    if n > _MAX_CCM_DATA or len(aad) >= 0xFF00:
         raise OSCOREError("bad length")
     import cryptolib
 
@@ -138,8 +124,21 @@ def ccm(key, nonce, aad, data, decrypt=False):
     if aad:
         x[0] ^= len(aad) >> 8
         x[1] ^= len(aad) & 0xFF
-        _mac(aes, aad, 2)
-    _mac(aes, memoryview(out if decrypt else data)[:n], 0)
+    # XOR the AAD into X after its length, then the plaintext from offset
+    # 0, encrypting every full block, then the last one padded with zeros
+    # (in the loop, not a function of its own: each costs heap).
+    j = 2
+    for d in (aad, memoryview(out if decrypt else data)[:n]):
+        if d:
+            for b in d:
+                x[j] ^= b
+                j += 1
+                if j == 16:
+                    aes.encrypt(x, x)
+                    j = 0
+            if j:
+                aes.encrypt(x, x)
+        j = 0
     a[14] = a[15] = 0
     aes.encrypt(a, s)
     diff = 0
