@@ -64,7 +64,7 @@ def _body(resp, what):
     except cbor.CBORError as e:
         raise ACEError("%s: %s" % (what, e)) from None
     if not isinstance(body, dict):
-        raise ACEError("%s: not a map" % what)
+        raise ACEError("%s: no map" % what)
     return body
 
 
@@ -72,7 +72,7 @@ def _bstr(d, key, what, required=True):
     v = d.get(key)
     if v is None:
         if required:
-            raise ACEError("%s: missing %d" % (what, key))
+            raise ACEError("%s: no %d" % (what, key))
     elif not isinstance(v, bytes):
         raise ACEError("%s: %d not a byte string" % (what, key))
     return v
@@ -168,18 +168,18 @@ class Session:
         body = _body(oscore.request(self.as_ctx, self.send_as, req), "token")
         token = _bstr(body, 1, "token")
         if len(token) > _MAX_TOKEN:
-            raise ACEError("token: too large")
+            raise ACEError("big token")
         if body.get(38, 2) != 2:
             raise ACEError("token: profile %r not coap_oscore" % (body.get(38),))
         osc = body.get(8)
         osc = osc.get(4) if isinstance(osc, dict) else None
         if not isinstance(osc, dict):
-            raise ACEError("token: no cnf.osc")
+            raise ACEError("no cnf.osc")
         for k in (0, 2, 5, 6):
             _bstr(osc, k, "cnf.osc", k < 5)
         for k, want, name in ((1, 1, "version"), (3, 5, "hkdf"), (4, 10, "alg")):
             if osc.get(k, want) != want:
-                raise ACEError("cnf.osc: bad " + name)
+                raise ACEError("bad cnf " + name)
         self._granted(body, token)
         self.osc = osc
 
@@ -188,7 +188,7 @@ class Session:
         # before expires_in runs out.
         life = body.get(2)
         if life is not None and (not isinstance(life, int) or life <= 0):
-            raise ACEError("token: bad expires_in")
+            raise ACEError("bad expiry")
         self.tokens_requested += 1
         self.token = token
         self.ctx = None  # a context derived from an older token is void

@@ -78,16 +78,9 @@ def build_session(cfg, client=None):
         os.stat(state)
     except OSError:
         os.mkdir(state)
-    c = cfg["as_context"]
-    as_ctx = oscore.Context(
-        c["master_secret"],
-        c["master_salt"],
-        c["sender_id"],
-        c["recipient_id"],
-        c["id_context"],
-        c["alg"],
-        oscore.SequenceStore(state + "/as.seq"),
-    )
+    # as_context's keys (config.parse) are oscore.Context's parameter names:
+    # no string of its own for each.
+    as_ctx = oscore.Context(store=oscore.SequenceStore(state + "/as.seq"), **cfg["as_context"])
     send_as, send_rs = _senders(cfg, client or coap.Client())
     if cfg["profile"] == "edhoc":
         # Loaded only here: an OSCORE-profile device never imports EDHOC.

@@ -96,7 +96,7 @@ def _enc(buf, obj, sort_keys, depth):
         for k, v in pairs:
             if sort_keys:
                 if k == prev:
-                    raise CBORError("duplicate key")
+                    raise CBORError("duplicate")
                 prev = k
                 buf.extend(k)
             else:
@@ -126,7 +126,7 @@ def dumps(obj, sort_keys=False):
 def _dec(d, p, depth, max_depth):
     # One data item at d[p]; returns (value, position after it).
     if depth > max_depth:
-        raise CBORError("nesting over %d" % max_depth)
+        raise CBORError("nesting>%d" % max_depth)
     if p >= len(d):
         raise CBORError("truncated")
     major = d[p] >> 5
@@ -136,19 +136,19 @@ def _dec(d, p, depth, max_depth):
         if 20 <= info <= 22:
             return (False, True, None)[info - 20], p
         if 25 <= info <= 27:
-            raise CBORError("floating-point")
+            raise CBORError("floating")
         if info == 31:
             raise CBORError("lone break")
         if info > 27:
-            raise CBORError("reserved info %d" % info)
+            raise CBORError("reserved")
         raise CBORError("unsupported simple value")
     # The argument (RFC 8949 §3): info itself, or the next 1, 2, 4 or 8
     # bytes, which must not fit a shorter head.
     n = info
     if info == 31:
-        raise CBORError("indefinite length")
+        raise CBORError("indefinite")
     if info > 27:
-        raise CBORError("reserved info %d" % info)
+        raise CBORError("reserved")
     if info > 23:
         k = 1 << (info - 24)
         if p + k > len(d):
@@ -175,7 +175,7 @@ def _dec(d, p, depth, max_depth):
         v, p = _dec(d, p, depth + 1, max_depth)
         return Tag(n, v), p
     if n > _MAX_ITEMS:
-        raise CBORError("too long: %d items" % n)
+        raise CBORError("too long")
     if major == 4:
         out = []
         for _ in range(n):
@@ -186,10 +186,10 @@ def _dec(d, p, depth, max_depth):
     for _ in range(n):
         k, p = _dec(d, p, depth + 1, max_depth)
         if isinstance(k, (list, dict, Tag)):
-            raise CBORError("bad map key")
+            raise CBORError("map key")
         v, p = _dec(d, p, depth + 1, max_depth)
         if k in out:
-            raise CBORError("duplicate key %r" % (k,))
+            raise CBORError("duplicate")
         out[k] = v
     return out, p
 
@@ -204,12 +204,12 @@ def loads(data, max_len=_MAX_INPUT, max_depth=_MAX_DEPTH):
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CBORError("not bytes")
     if len(data) > max_len:
-        raise CBORError("over the %d-byte limit" % max_len)
+        raise CBORError("over limit")
     if not len(data):
         raise CBORError("empty")
     # Strings are copied once, out of a view, not sliced (a copy) and then
     # copied again into bytes.
     value, p = _dec(memoryview(data), 0, 0, max_depth)
     if p != len(data):
-        raise CBORError("%d trailing bytes" % (len(data) - p))
+        raise CBORError("trailing")
     return value

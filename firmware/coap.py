@@ -98,7 +98,7 @@ class Message:
         """The message in RFC 7252 §3 wire format."""
         tkl = len(self.token)
         if tkl > 8:
-            raise CoAPError("token over 8 bytes")
+            raise CoAPError("bad token")
         buf = bytearray((0x40 | self.mtype << 4 | tkl, self.code, self.mid >> 8, self.mid & 0xFF))
         buf.extend(self.token)
         encode_options(buf, self.options)
@@ -117,7 +117,7 @@ class Message:
             raise CoAPError("not CoAP")
         tkl = data[0] & 0x0F
         if tkl > 8 or len(data) < 4 + tkl:
-            raise CoAPError("bad token length")
+            raise CoAPError("bad token")
         options, payload = decode_options(data, 4 + tkl, view)
         mv = memoryview(data)
         return Message(
@@ -150,7 +150,7 @@ def _ext(buf, n):
     if n < 65805:
         buf.extend((n - 269).to_bytes(2, "big"))
         return 14
-    raise CoAPError("option too large")
+    raise CoAPError("bad option")
 
 
 def encode_options(buf, options):
@@ -177,7 +177,7 @@ def _nibble(data, pos, n):
         return data[pos] + 13, pos + 1
     if n == 14 and pos + 2 <= len(data):
         return (data[pos] << 8 | data[pos + 1]) + 269, pos + 2
-    raise CoAPError("bad option nibble")
+    raise CoAPError("bad option")
 
 
 def decode_options(data, pos, view=False):
@@ -195,12 +195,12 @@ def decode_options(data, pos, view=False):
         pos += 1
         if b == 0xFF:
             if pos == end:
-                raise CoAPError("0xFF, no payload")
+                raise CoAPError("no payload")
             return options, mv[pos:] if view else bytes(mv[pos:])
         delta, pos = _nibble(data, pos, b >> 4)
         length, pos = _nibble(data, pos, b & 0x0F)
         if pos + length > end or len(options) >= _MAX_OPTIONS:
-            raise CoAPError("bad options")
+            raise CoAPError("bad option")
         number += delta
         options.append((number, bytes(mv[pos : pos + length])))
         pos += length
@@ -350,7 +350,7 @@ class Client:
             t = resp.mtype
             if t >= ACK and resp.mid == mid:
                 if t == _RST:
-                    raise CoAPError("reset by peer")
+                    raise CoAPError("peer reset")
                 if resp.code == 0:
                     # Empty ACK: the response will come separately (§5.2.2).
                     if not acked:

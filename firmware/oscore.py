@@ -80,20 +80,6 @@ _A = bytearray(16)
 _S = bytearray(16)
 
 
-def _mac(aes, data, j):
-    # CBC-MAC: XOR data into X from offset j on, encrypting every full
-    # block, then the last one padded with zeros (RFC 3610 §2.2).
-    x = _X
-    for b in data:
-        x[j] ^= b
-        j += 1
-        if j == 16:
-            aes.encrypt(x, x)
-            j = 0
-    if j:
-        aes.encrypt(x, x)
-
-
 def ccm(key, nonce, aad, data, decrypt=False):
     """AES-CCM-16-64-128 (RFC 3610 with M = 8, L = 2).
 
@@ -104,12 +90,12 @@ def ccm(key, nonce, aad, data, decrypt=False):
     is the 16-byte key; both results are bytearrays.
     """
     n = len(data) - (_TAG_LEN if decrypt else 0)
-    if n < 0:
-        raise OSCOREError("ciphertext shorter than the tag")
+    # The ciphertext holds the tag; L = 2 bounds the message, the AAD's
+    # length prefix is 2 bytes.
+    if not 0 <= n <= _MAX_CCM_DATA or len(aad) >= 0xFF00:
+        raise OSCOREError("bad length")
     if len(nonce) != _NONCE_LEN or len(key) != _KEY_LEN:
-        raise OSCOREError("CCM: bad key or nonce length")
-    if n > _MAX_CCM_DATA or len(aad) >= 0xFF00:
-        raise OSCOREError("too long for CCM")
+        raise OSCOREError("bad length")
     import cryptolib
 
     aes = cryptolib.aes(key, 1)  # mode 1: ECB
@@ -138,8 +124,21 @@ def ccm(key, nonce, aad, data, decrypt=False):
     if aad:
         x[0] ^= len(aad) >> 8
         x[1] ^= len(aad) & 0xFF
-        _mac(aes, aad, 2)
-    _mac(aes, memoryview(out if decrypt else data)[:n], 0)
+    # XOR the AAD into X after its length, then the plaintext from offset
+    # 0, encrypting every full block, then the last one padded with zeros
+    # (in the loop, not a function of its own: each costs heap).
+    j = 2
+    for d in (aad, memoryview(out if decrypt else data)[:n]):
+        if d:
+            for b in d:
+                x[j] ^= b
+                j += 1
+                if j == 16:
+                    aes.encrypt(x, x)
+                    j = 0
+            if j:
+                aes.encrypt(x, x)
+        j = 0
     a[14] = a[15] = 0
     aes.encrypt(a, s)
     diff = 0
@@ -271,23 +270,23 @@ def decode_option(value):
     flags = value[0]
     n = flags & 7
     if flags & 0xE0 or n > _MAX_PIV_LEN:
-        raise OSCOREError("reserved OSCORE flags")
+        raise OSCOREError("bad option")
     pos = 1 + n
     piv = bytes(value[1:pos]) if n else None
     kid_context = None
     if flags & 0x10:
         if pos >= len(value):
-            raise OSCOREError("bad OSCORE option")
+            raise OSCOREError("bad option")
         s = value[pos]
         kid_context = bytes(value[pos + 1 : pos + 1 + s])
         pos += 1 + s
     if pos > len(value):
-        raise OSCOREError("bad OSCORE option")
+        raise OSCOREError("bad option")
     kid = None
     if flags & 8:
         kid = bytes(value[pos:])
     elif pos != len(value):
-        raise OSCOREError("bad OSCORE option")
+        raise OSCOREError("bad option")
     return piv, kid_context, kid
 
 
@@ -333,11 +332,11 @@ class Context:
         store=None,
     ):
         if alg != _ALG:
-            raise OSCOREError("unsupported alg %r" % (alg,))
+            raise OSCOREError("bad alg")
         if len(sender_id) > _MAX_ID_LEN or len(recipient_id) > _MAX_ID_LEN:
-            raise OSCOREError("ID over 7 bytes")
+            raise OSCOREError("long ID")
         if sender_id == recipient_id:
-            raise OSCOREError("Sender ID = Recipient ID")
+            raise OSCOREError("same IDs")
         self.alg = alg
         self.sender_id = sender_id = bytes(sender_id)
         self.recipient_id = bytes(recipient_id)
@@ -437,7 +436,7 @@ class Context:
                 raise OSCOREError("replayed response (Partial IV %d)" % seq)
             nonce = self.nonce(self.recipient_id, piv)
         if not resp.payload:
-            raise OSCOREError("no ciphertext")
+            raise OSCOREError("no payload")
         pt = ccm(self.recipient_key, nonce, aad(self.alg, state[0], state[1]), resp.payload, 1)
         if piv is not None:
             # Only a verified Partial IV enters the window.
@@ -447,14 +446,14 @@ class Context:
             else:
                 self.bits |= 1 << off
         if not pt:
-            raise OSCOREError("empty plaintext")
+            raise OSCOREError("bad inner")
         try:
             options, payload = coap.decode_options(pt, 1, True)
-        except coap.CoAPError as e:
-            raise OSCOREError("bad inner message: %s" % e) from None
+        except coap.CoAPError:
+            raise OSCOREError("bad inner") from None
         for o in options:
             if o[0] == _OSCORE:
-                raise OSCOREError("inner OSCORE option")
+                raise OSCOREError("bad inner")
         code = pt[0]
         # The payload is the tail of the plaintext: moved to its front in
         # place rather than copied (a bytearray, as block.rest() returns).
