@@ -124,27 +124,6 @@ def read_error(payload):
     return "EDHOC error %d: %r" % (items[0], items[1] if len(items) > 1 else None)
 
 
-def credential_key(ccs):
-    """(kid, x, y) of a CCS with an EC2 P-256 COSE_Key in cnf (RFC 9528 §3.5.2)."""
-    try:
-        claims = cbor.loads(ccs, 512)
-        key = claims[8][1]
-        kid, x, y = key[2], key[-2], key[-3]
-    except (cbor.CBORError, KeyError, TypeError):
-        raise EDHOCError("credential: not a CCS") from None
-    if key.get(1) != 2 or key.get(-1) != 1 or not isinstance(kid, bytes):
-        raise EDHOCError("credential: not P-256 with kid")
-    if not isinstance(x, bytes) or not isinstance(y, bytes) or len(x) != 32 or len(y) != 32:
-        raise EDHOCError("credential: bad coordinates")
-    x = int.from_bytes(x, "big")
-    y = int.from_bytes(y, "big")
-    try:
-        p256.check_point(x, y)
-    except p256.CurveError as e:
-        raise EDHOCError("credential: %s" % e) from None
-    return kid, x, y
-
-
 class Initiator:
     """One EDHOC session as Initiator, method 3, cipher suite 2.
 
@@ -158,9 +137,12 @@ class Initiator:
     def __init__(self, sk_i, cred_i, cred_r, c_i, rand=None, x=None, suites=_SUITE):
         self.sk_i = sk_i
         self.cred_i = cred_i
-        self.kid_i = credential_key(cred_i)[0]
+        try:
+            self.kid_i = p256.credential_key(cred_i)[0]
+            self.kid_r, gx_r, gy_r = p256.credential_key(cred_r)
+        except p256.CurveError as e:
+            raise EDHOCError(str(e)) from None
         self.cred_r = cred_r
-        self.kid_r, gx_r, gy_r = credential_key(cred_r)
         self.g_r = (gx_r, gy_r)
         self.c_i = bytes(c_i)
         self.suites = suites
