@@ -9,6 +9,9 @@
 #   ini.process_message_4(m4)             key confirmation (§5.5)
 #   ini.oscore_context()                  RFC 9528 Appendix A.1
 #
+# The module is on the heap only for a handshake (edhoc_ace.py loads it and
+# drops it again), and its error messages are short: a string constant of
+# ten characters or more is an object of its own on the heap.
 # EDHOC_KDF(PRK, label, context, length) = HKDF-Expand(PRK, info, length),
 # info the CBOR sequence (label, bstr context, length) (§4.1.2), on
 # oscore._hmac; the AEAD is oscore.ccm.  Every received message is bounded
@@ -110,7 +113,7 @@ def _ead(items, what):
             if v < 0:
                 raise EDHOCError("%s: critical EAD %d" % (what, -v))
         elif not isinstance(v, bytes):
-            raise EDHOCError("%s: malformed EAD" % what)
+            raise EDHOCError("%s: bad EAD" % what)
 
 
 def read_error(payload):
@@ -176,19 +179,19 @@ class Initiator:
         ends = []
         items = _items(pt2, "PLAINTEXT_2", ends)
         if len(items) < 3 or not isinstance(items[2], bytes) or len(items[2]) != _MAC_LEN:
-            raise EDHOCError("PLAINTEXT_2 is not C_R, ID_CRED_R, MAC_2")
+            raise EDHOCError("bad PLAINTEXT_2")
         c_r = _id_bytes(items[0], "C_R")
         id_cred = items[1]
         if isinstance(id_cred, dict):
             # by value {14: CCS} must be the expected credential; {4: kid} in
             # full form is not allowed: a kid alone is always compact (§3.5.3.2)
             if id_cred != {14: cbor.loads(self.cred_r, 512)}:
-                raise EDHOCError("ID_CRED_R names another credential")
+                raise EDHOCError("wrong ID_CRED_R")
             id_cred_r = b"\xa1\x0e" + self.cred_r
         elif _id_bytes(id_cred, "ID_CRED_R") == self.kid_r:
             id_cred_r = cbor.dumps({4: self.kid_r})
         else:
-            raise EDHOCError("ID_CRED_R names another credential")
+            raise EDHOCError("wrong ID_CRED_R")
         _ead(items[3:], "EAD_2")
         ead2 = pt2[ends[2] :]  # EAD_2: what follows MAC_2
         salt = kdf(prk2e, 1, th2, 32)
@@ -199,9 +202,9 @@ class Initiator:
         for i in range(_MAC_LEN):
             diff |= mac2[i] ^ items[2][i]
         if diff:
-            raise EDHOCError("MAC_2 does not verify")
+            raise EDHOCError("bad MAC_2")
         if c_r == self.c_i:
-            raise EDHOCError("C_R equals C_I")
+            raise EDHOCError("C_R = C_I")
         self.th = _h(_bstr(th2), pt2, self.cred_r)  # TH_3
         self.prk = prk3e2m
         self.g_y = g_y
@@ -231,7 +234,7 @@ class Initiator:
         """Verify message_4 (§5.5.3): key confirmation from the Responder."""
         items = _items(m4, "message_4")
         if len(items) != 1 or not isinstance(items[0], bytes):
-            raise EDHOCError("message_4 is not CIPHERTEXT_4")
+            raise EDHOCError("no CIPHERTEXT_4")
         th4 = self.th
         try:
             pt4 = oscore.ccm(
