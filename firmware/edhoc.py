@@ -131,21 +131,20 @@ class Initiator:
     """One EDHOC session as Initiator, method 3, cipher suite 2.
 
     sk_i is the device's private key (32 bytes), cred_i its CCS (CRED_I,
-    byte for byte as the AS and RS hold it), cred_r the RS's CCS (from
-    rs_cnf), c_i the connection identifier (raw bytes, the device's OSCORE
-    Recipient ID later); x, the ephemeral key, is drawn from rand unless
-    given (tests), as is suites, SUITES_I (the selected suite 2 last).
+    byte for byte as the AS and RS hold it) and kid_i that CCS's kid;
+    cred_r the RS's CCS (from rs_cnf) and key_r its (kid, x, y), from
+    keygen.credential_key, which checked the point; c_i the connection
+    identifier (raw bytes, the device's OSCORE Recipient ID later); x, the
+    ephemeral key, is drawn from rand unless given (tests), as is suites,
+    SUITES_I (the selected suite 2 last).
     """
 
-    def __init__(self, sk_i, cred_i, cred_r, c_i, rand=None, x=None, suites=_SUITE):
+    def __init__(self, sk_i, cred_i, kid_i, cred_r, key_r, c_i, rand=None, x=None, suites=_SUITE):
         self.sk_i = sk_i
         self.cred_i = cred_i
-        try:
-            self.kid_i = p256.credential_key(cred_i)[0]
-            self.kid_r, gx_r, gy_r = p256.credential_key(cred_r)
-        except p256.CurveError as e:
-            raise EDHOCError(str(e)) from None
+        self.kid_i = kid_i
         self.cred_r = cred_r
+        self.kid_r, gx_r, gy_r = key_r
         self.g_r = (gx_r, gy_r)
         self.c_i = bytes(c_i)
         self.suites = suites

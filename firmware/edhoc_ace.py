@@ -74,7 +74,7 @@ class Session(ace.Session):
         super().__init__(as_ctx, send_as, send_rs, audience, scope, **kw)
         self.sk = sk
         self.ccs = ccs  # checked before each token request (request_token)
-        self.cred_r = None
+        self.cred_r = self.key_r = self.kid_i = None  # keygen.request_token
         self.handshakes = 0
 
     def request_token(self):
@@ -115,8 +115,9 @@ class Session(ace.Session):
         gc.threshold(-1)
         try:
             ini = edhoc.Initiator(
-                self.sk, self.ccs, self.cred_r, bytes((b if b < 24 else b + 8,)), self.rand
-            )
+                self.sk, self.ccs, self.kid_i, self.cred_r, self.key_r,
+                bytes((b if b < 24 else b + 8,)), self.rand,
+            )  # fmt: skip
             c_r = ini.process_message_2(self._edhoc(b"\xf5" + ini.message_1(), "message_1"))
             ini.process_message_4(self._edhoc(edhoc.conn_id(c_r) + ini.message_3(), "message_3"))
         finally:
@@ -138,4 +139,4 @@ class Session(ace.Session):
 
     def forget(self):
         super().forget()
-        self.cred_r = None
+        self.cred_r = self.key_r = None

@@ -15,7 +15,9 @@
 # For edhoc_ace.py, which loads this module only for these steps and drops
 # it after them (its code is not held through a handshake): load_key reads
 # the pair at boot, request_token is step 1 of the EDHOC profile, the token
-# request with the CCS as req_cnf and the RS's CCS out of rs_cnf.  ace.py,
+# request with the CCS as req_cnf and the RS's CCS out of rs_cnf, both
+# credentials read and checked by credential_key (the handshake takes the
+# kid and the point from there).  ace.py,
 # coap.py and p256.py are imported where they are used: keygen()
 # on a board needs none of them but p256.
 
@@ -73,6 +75,33 @@ def keygen(state="state", kid=None, subject=None, rand=os.urandom):
     return ccs, True
 
 
+def credential_key(ccs):
+    """(kid, x, y) of a CCS with an EC2 P-256 COSE_Key in cnf (RFC 9528 §3.5.2).
+
+    The point is checked to be on P-256 (p256.check_point); p256.CurveError
+    for anything else.  edhoc.Initiator takes the kid and the point from
+    here (its caller keeps them with the credential).
+    """
+    import p256
+
+    try:
+        key = cbor.loads(ccs, 512)[8][1]
+        kid, x, y = key[2], key[-2], key[-3]
+    except (cbor.CBORError, KeyError, TypeError):
+        raise p256.CurveError("credential: not a CCS") from None
+    if key.get(1) != 2 or key.get(-1) != 1 or not isinstance(kid, bytes):
+        raise p256.CurveError("credential: no P-256 kid")
+    if not isinstance(x, bytes) or not isinstance(y, bytes) or len(x) != 32 or len(y) != 32:
+        raise p256.CurveError("credential: bad coordinates")
+    x = int.from_bytes(x, "big")
+    y = int.from_bytes(y, "big")
+    try:
+        p256.check_point(x, y)
+    except p256.CurveError as e:
+        raise p256.CurveError("credential: %s" % e) from None
+    return kid, x, y
+
+
 def load_key(state):
     """(private key, CCS) that keygen wrote to the state folder."""
     import ace
@@ -117,7 +146,8 @@ def value_bytes(data, key):
 def request_token(session):
     """Step 1 of edhoc_ace.Session (draft §3.1-3.3): POST /token with req_cnf
     {11: the device's CCS}; the answer is {1: token, ? 2: expires_in, 38: 4,
-    41: {11: CCS}}, the RS's credential checked and kept as session.cred_r.
+    41: {11: CCS}}, the RS's credential checked and kept as session.cred_r,
+    its kid and point as session.key_r, the device's kid as session.kid_i.
     p256.py (loaded here) is dropped again by edhoc_ace.Session.ensure."""
     import ace
     import p256
@@ -127,7 +157,7 @@ def request_token(session):
     # The device's own credential, checked here rather than at boot: p256.py
     # is not loaded at boot, when the heap holds the most besides it.
     try:
-        p256.credential_key(session.ccs)
+        kid_i = credential_key(session.ccs)[0]
     except p256.CurveError as e:
         raise ace.ACEError("stored edhoc.ccs: %s" % e) from None
     # {4 (req_cnf): {11 (kccs): CCS}, 5: audience, 9: scope, 38: 4}, the
@@ -152,11 +182,13 @@ def request_token(session):
     if len(cred_r) > _MAX_CCS:
         raise ace.ACEError("token: rs_cnf too large")
     try:
-        p256.credential_key(cred_r)
+        key_r = credential_key(cred_r)
     except p256.CurveError as e:
         raise ace.ACEError("token: rs_cnf: %s" % e) from None
     session._granted(got, token)
     session.cred_r = cred_r
+    session.kid_i = kid_i
+    session.key_r = key_r
 
 
 def main(state="state", kid=None, subject=None):

@@ -20,11 +20,6 @@
 # Every point received from a peer goes through decompress() or
 # check_point(): coordinates below p, on the curve (y^2 = x^3 - 3x + b);
 # infinity has no 32-byte encoding, and results at infinity are refused.
-# credential_key() reads and checks the P-256 key of a CCS here, not in
-# edhoc.py: the token request checks both credentials with this module
-# loaded and edhoc.py not (edhoc_ace.py, keygen.request_token).
-
-import cbor
 
 # Module globals, not const(): a const() integer this large is a constant of
 # every function that uses it, and the module's heap grew by 220 bytes.
@@ -36,8 +31,7 @@ GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 
 
 class CurveError(ValueError):
-    """A point not on P-256, a scalar out of range, a result at infinity, or
-    a credential without a P-256 key."""
+    """A point not on P-256, a scalar out of range, or a result at infinity."""
 
 
 def _add(p1, p2):
@@ -107,26 +101,6 @@ def check_point(x, y):
     """Raise CurveError unless (x, y) is a finite point of P-256."""
     if not (0 <= x < P and 0 <= y < P) or y * y % P != _rhs(x):
         raise CurveError("not on P-256")
-
-
-def credential_key(ccs):
-    """(kid, x, y) of a CCS with an EC2 P-256 COSE_Key in cnf (RFC 9528 §3.5.2)."""
-    try:
-        key = cbor.loads(ccs, 512)[8][1]
-        kid, x, y = key[2], key[-2], key[-3]
-    except (cbor.CBORError, KeyError, TypeError):
-        raise CurveError("credential: not a CCS") from None
-    if key.get(1) != 2 or key.get(-1) != 1 or not isinstance(kid, bytes):
-        raise CurveError("credential: no P-256 kid")
-    if not isinstance(x, bytes) or not isinstance(y, bytes) or len(x) != 32 or len(y) != 32:
-        raise CurveError("credential: bad coordinates")
-    x = int.from_bytes(x, "big")
-    y = int.from_bytes(y, "big")
-    try:
-        check_point(x, y)
-    except CurveError as e:
-        raise CurveError("credential: %s" % e) from None
-    return kid, x, y
 
 
 def decompress(xb):
