@@ -17,9 +17,9 @@
 # The device's private key and its CCS live in the state folder, written
 # once by keygen.py; they are read (keygen.load_key) and never leave the
 # board.  Step 1 is keygen.request_token.  This module stays loaded while
-# the device runs; keygen.py (at boot and for each token request) and
-# edhoc.py with p256.py (for each token request and handshake) are loaded
-# only for those steps and dropped after them.
+# the device runs; keygen.py (at boot and for each token request), p256.py
+# (for each token request and handshake) and edhoc.py (for each handshake)
+# are loaded only for those steps and dropped after them.
 
 import gc
 import sys

@@ -17,9 +17,8 @@
 # the pair at boot, request_token is step 1 of the EDHOC profile, the token
 # request with the CCS as req_cnf and the RS's CCS out of rs_cnf, both
 # credentials read and checked by credential_key (the handshake takes the
-# kid and the point from there).  ace.py,
-# coap.py and p256.py are imported where they are used: keygen()
-# on a board needs none of them but p256.
+# kids and the RS's point from there).  ace.py, coap.py and p256.py are
+# imported where they are used: keygen() on a board needs only p256.
 
 import binascii
 import os
@@ -107,9 +106,9 @@ def load_key(state):
     import ace
 
     try:
-        with open(state + "/edhoc.key") as f:
+        with open(state + KEY) as f:
             sk = bytes.fromhex(f.read(64))
-        with open(state + "/edhoc.ccs", "rb") as f:
+        with open(state + CCS, "rb") as f:
             ccs = f.read(_MAX_CCS)
     except OSError:
         raise ace.ACEError("no EDHOC key in %s: run keybound device keygen" % state) from None
