@@ -9,6 +9,9 @@
 #   ini.process_message_4(m4)             key confirmation (§5.5)
 #   ini.oscore_context()                  RFC 9528 Appendix A.1
 #
+# The module is on the heap only for a handshake (edhoc_ace.py loads it and
+# drops it again), and its error messages are short: a string constant of
+# ten characters or more is an object of its own on the heap.
 # EDHOC_KDF(PRK, label, context, length) = HKDF-Expand(PRK, info, length),
 # info the CBOR sequence (label, bstr context, length) (§4.1.2), on
 # oscore._hmac; the AEAD is oscore.ccm.  Every received message is bounded
@@ -110,7 +113,7 @@ def _ead(items, what):
             if v < 0:
                 raise EDHOCError("%s: critical EAD %d" % (what, -v))
         elif not isinstance(v, bytes):
-            raise EDHOCError("%s: malformed EAD" % what)
+            raise EDHOCError("%s: bad EAD" % what)
 
 
 def read_error(payload):
@@ -124,43 +127,24 @@ def read_error(payload):
     return "EDHOC error %d: %r" % (items[0], items[1] if len(items) > 1 else None)
 
 
-def credential_key(ccs):
-    """(kid, x, y) of a CCS with an EC2 P-256 COSE_Key in cnf (RFC 9528 §3.5.2)."""
-    try:
-        claims = cbor.loads(ccs, 512)
-        key = claims[8][1]
-        kid, x, y = key[2], key[-2], key[-3]
-    except (cbor.CBORError, KeyError, TypeError):
-        raise EDHOCError("credential: not a CCS") from None
-    if key.get(1) != 2 or key.get(-1) != 1 or not isinstance(kid, bytes):
-        raise EDHOCError("credential: not P-256 with kid")
-    if not isinstance(x, bytes) or not isinstance(y, bytes) or len(x) != 32 or len(y) != 32:
-        raise EDHOCError("credential: bad coordinates")
-    x = int.from_bytes(x, "big")
-    y = int.from_bytes(y, "big")
-    try:
-        p256.check_point(x, y)
-    except p256.CurveError as e:
-        raise EDHOCError("credential: %s" % e) from None
-    return kid, x, y
-
-
 class Initiator:
     """One EDHOC session as Initiator, method 3, cipher suite 2.
 
     sk_i is the device's private key (32 bytes), cred_i its CCS (CRED_I,
-    byte for byte as the AS and RS hold it), cred_r the RS's CCS (from
-    rs_cnf), c_i the connection identifier (raw bytes, the device's OSCORE
-    Recipient ID later); x, the ephemeral key, is drawn from rand unless
-    given (tests), as is suites, SUITES_I (the selected suite 2 last).
+    byte for byte as the AS and RS hold it) and kid_i that CCS's kid;
+    cred_r the RS's CCS (from rs_cnf) and key_r its (kid, x, y), from
+    keygen.credential_key, which checked the point; c_i the connection
+    identifier (raw bytes, the device's OSCORE Recipient ID later); x, the
+    ephemeral key, is drawn from rand unless given (tests), as is suites,
+    SUITES_I (the selected suite 2 last).
     """
 
-    def __init__(self, sk_i, cred_i, cred_r, c_i, rand=None, x=None, suites=_SUITE):
+    def __init__(self, sk_i, cred_i, kid_i, cred_r, key_r, c_i, rand=None, x=None, suites=_SUITE):
         self.sk_i = sk_i
         self.cred_i = cred_i
-        self.kid_i = credential_key(cred_i)[0]
+        self.kid_i = kid_i
         self.cred_r = cred_r
-        self.kid_r, gx_r, gy_r = credential_key(cred_r)
+        self.kid_r, gx_r, gy_r = key_r
         self.g_r = (gx_r, gy_r)
         self.c_i = bytes(c_i)
         self.suites = suites
@@ -194,19 +178,19 @@ class Initiator:
         ends = []
         items = _items(pt2, "PLAINTEXT_2", ends)
         if len(items) < 3 or not isinstance(items[2], bytes) or len(items[2]) != _MAC_LEN:
-            raise EDHOCError("PLAINTEXT_2 is not C_R, ID_CRED_R, MAC_2")
+            raise EDHOCError("bad PLAINTEXT_2")
         c_r = _id_bytes(items[0], "C_R")
         id_cred = items[1]
         if isinstance(id_cred, dict):
             # by value {14: CCS} must be the expected credential; {4: kid} in
             # full form is not allowed: a kid alone is always compact (§3.5.3.2)
             if id_cred != {14: cbor.loads(self.cred_r, 512)}:
-                raise EDHOCError("ID_CRED_R names another credential")
+                raise EDHOCError("wrong ID_CRED_R")
             id_cred_r = b"\xa1\x0e" + self.cred_r
         elif _id_bytes(id_cred, "ID_CRED_R") == self.kid_r:
             id_cred_r = cbor.dumps({4: self.kid_r})
         else:
-            raise EDHOCError("ID_CRED_R names another credential")
+            raise EDHOCError("wrong ID_CRED_R")
         _ead(items[3:], "EAD_2")
         ead2 = pt2[ends[2] :]  # EAD_2: what follows MAC_2
         salt = kdf(prk2e, 1, th2, 32)
@@ -217,9 +201,9 @@ class Initiator:
         for i in range(_MAC_LEN):
             diff |= mac2[i] ^ items[2][i]
         if diff:
-            raise EDHOCError("MAC_2 does not verify")
+            raise EDHOCError("bad MAC_2")
         if c_r == self.c_i:
-            raise EDHOCError("C_R equals C_I")
+            raise EDHOCError("C_R = C_I")
         self.th = _h(_bstr(th2), pt2, self.cred_r)  # TH_3
         self.prk = prk3e2m
         self.g_y = g_y
@@ -249,7 +233,7 @@ class Initiator:
         """Verify message_4 (§5.5.3): key confirmation from the Responder."""
         items = _items(m4, "message_4")
         if len(items) != 1 or not isinstance(items[0], bytes):
-            raise EDHOCError("message_4 is not CIPHERTEXT_4")
+            raise EDHOCError("no CIPHERTEXT_4")
         th4 = self.th
         try:
             pt4 = oscore.ccm(

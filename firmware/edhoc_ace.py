@@ -15,7 +15,11 @@
 #      expired token or an unprotected 4.01 starts over from 1 (ace.Session).
 #
 # The device's private key and its CCS live in the state folder, written
-# once by keygen.py; they are read here and never leave the board.
+# once by keygen.py; they are read (keygen.load_key) and never leave the
+# board.  Step 1 is keygen.request_token.  This module stays loaded while
+# the device runs; keygen.py (at boot and for each token request), p256.py
+# (for each token request and handshake) and edhoc.py (for each handshake)
+# are loaded only for those steps and dropped after them.
 
 import gc
 import sys
@@ -26,66 +30,22 @@ from micropython import const
 
 import coap
 
-_PROFILE = const(4)  # coap_edhoc_oscore, provisional (core/numbers/edhoc_profile.py)
-_KCCS = const(11)  # cnf method kccs, provisional
-_RS_CNF = const(41)
 _CF_EDHOC_CID = const(65)  # application/cid-edhoc+cbor-seq (RFC 9528 §10.9)
-_MAX_CCS = const(512)
-_MAX_TOKEN = const(1024)  # as ace.py (consts do not cross modules)
-
-
-def value_bytes(data, key):
-    """The encoded bytes of the value of integer key in the CBOR map data.
-
-    A credential is used byte for byte (CRED_R, RFC 9528 §5.3.2), so it is
-    cut out of the response rather than decoded and encoded again (the map
-    order would not survive MicroPython's dict).  data was decoded once
-    already (bounded); None when the key is absent.
-    """
-    d = memoryview(data)
-    n = d[0] & 31
-    p = 1
-    if d[0] >> 5 != 5 or n > 24:
-        raise ace.ACEError("not a small CBOR map")
-    if n == 24:
-        n = d[1]
-        p = 2
-    for _ in range(n):
-        k, p = cbor._dec(d, p, 0, 8)
-        start = p
-        p = cbor._dec(d, p, 0, 8)[1]
-        if k == key:
-            return bytes(d[start:p])
-    return None
 
 
 def _load_edhoc():
-    # edhoc.py and p256.py are loaded for a handshake (or a credential
-    # check) and dropped after it (_unload): their code, about 14 KB of heap
-    # on the 64-bit unix port, is not held while the OSCORE requests run.
+    # edhoc.py and p256.py are loaded for a handshake (p256.py alone for a
+    # token request, keygen.request_token) and dropped after it (_unload):
+    # their code is not held while the OSCORE requests run.
     import edhoc
 
     return edhoc
 
 
 def _unload():
-    if "edhoc" in sys.modules:
-        del sys.modules["edhoc"]
-        if "p256" in sys.modules:
-            del sys.modules["p256"]
+    edhoc = sys.modules.pop("edhoc", None)
+    if sys.modules.pop("p256", None) or edhoc:
         gc.collect()
-
-
-def load_key(state):
-    """(private key, CCS) that keygen.py wrote to the state folder."""
-    try:
-        with open(state + "/edhoc.key") as f:
-            sk = bytes.fromhex(f.read(64))
-        with open(state + "/edhoc.ccs", "rb") as f:
-            ccs = f.read(_MAX_CCS)
-    except OSError:
-        raise ace.ACEError("no EDHOC key in %s: run keybound device keygen" % state) from None
-    return sk, ccs
 
 
 def build(cfg, as_ctx, send_as, send_rs):
@@ -94,7 +54,12 @@ def build(cfg, as_ctx, send_as, send_rs):
     EDHOC contexts are new keys every time: their sequence numbers need no
     flash (edhoc.Initiator.oscore_context).
     """
-    sk, ccs = load_key(cfg["state_dir"])
+    import keygen
+
+    try:
+        sk, ccs = keygen.load_key(cfg["state_dir"])
+    finally:
+        sys.modules.pop("keygen", None)
     return Session(
         as_ctx, send_as, send_rs, cfg["audience"], cfg["scope"], sk, ccs,
         token_path=cfg["token_path"], authz_info_path=cfg["authz_info_path"],
@@ -109,53 +74,21 @@ class Session(ace.Session):
         super().__init__(as_ctx, send_as, send_rs, audience, scope, **kw)
         self.sk = sk
         self.ccs = ccs  # checked before each token request (request_token)
-        self.cred_r = None
+        self.cred_r = self.key_r = self.kid_i = None  # keygen.request_token
         self.handshakes = 0
 
     def request_token(self):
-        """Step 1 (draft §3.1-3.3): {1: token, ? 2: expires_in, 38: 4, 41: {11: CCS}}."""
-        edhoc = _load_edhoc()  # unloaded again by ensure(), which called this
-        # The device's own credential, checked here rather than at boot: edhoc.py
-        # is not loaded at boot, when the heap holds the most besides it.
+        """Step 1 (draft §3.1-3.3), keygen.request_token: keygen.py is loaded for it
+        and dropped again, so its code is not held through the handshake."""
+        import keygen
+
         try:
-            edhoc.credential_key(self.ccs)
-        except edhoc.EDHOCError as e:
-            raise ace.ACEError("stored edhoc.ccs: %s" % e) from None
-        # {4 (req_cnf): {11 (kccs): CCS}, 5: audience, 9: scope, 38: 4}, the
-        # CCS spliced in as stored.
-        body = bytearray(b"\xa4\x04\xa1\x0b")
-        body.extend(self.ccs)
-        body.extend(cbor.dumps(5) + cbor.dumps(self.audience))
-        body.extend(cbor.dumps(9) + cbor.dumps(self.scope))
-        body.extend(cbor.dumps(38) + cbor.dumps(_PROFILE))
-        req = coap.request(coap.POST, self.token_path, bytes(body), coap.CF_ACE_CBOR)
-        resp = ace.oscore.request(self.as_ctx, self.send_as, req)
-        got = ace._body(resp, "token")
-        token = ace._bstr(got, 1, "token")
-        if len(token) > _MAX_TOKEN:
-            raise ace.ACEError("token: too large")
-        if got.get(38) != _PROFILE:
-            raise ace.ACEError("token: profile %r not coap_edhoc_oscore" % (got.get(38),))
-        rs_cnf = got.get(_RS_CNF)
-        if not isinstance(rs_cnf, dict) or list(rs_cnf) != [_KCCS]:
-            raise ace.ACEError("token: rs_cnf not kccs")
-        cred_r = value_bytes(value_bytes(resp.payload, _RS_CNF), _KCCS)
-        if len(cred_r) > _MAX_CCS:
-            raise ace.ACEError("token: rs_cnf too large")
-        try:
-            edhoc.credential_key(cred_r)
-        except edhoc.EDHOCError as e:
-            raise ace.ACEError("token: rs_cnf: %s" % e) from None
-        self._granted(got, token)
-        self.cred_r = cred_r
+            keygen.request_token(self)
+        finally:
+            sys.modules.pop("keygen", None)
 
     def ensure(self):
         """Steps 2 and 3: the token to /authz-info, then EDHOC."""
-        if self.ctx is None:
-            # Loaded before the token's messages, onto a collected heap: the
-            # code lands in the free runs before their garbage splits them.
-            gc.collect()
-            _load_edhoc()
         try:
             self._ensure()
         finally:
@@ -182,8 +115,9 @@ class Session(ace.Session):
         gc.threshold(-1)
         try:
             ini = edhoc.Initiator(
-                self.sk, self.ccs, self.cred_r, bytes((b if b < 24 else b + 8,)), self.rand
-            )
+                self.sk, self.ccs, self.kid_i, self.cred_r, self.key_r,
+                bytes((b if b < 24 else b + 8,)), self.rand,
+            )  # fmt: skip
             c_r = ini.process_message_2(self._edhoc(b"\xf5" + ini.message_1(), "message_1"))
             ini.process_message_4(self._edhoc(edhoc.conn_id(c_r) + ini.message_3(), "message_3"))
         finally:
@@ -205,4 +139,4 @@ class Session(ace.Session):
 
     def forget(self):
         super().forget()
-        self.cred_r = None
+        self.cred_r = self.key_r = None

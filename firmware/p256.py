@@ -21,13 +21,13 @@
 # check_point(): coordinates below p, on the curve (y^2 = x^3 - 3x + b);
 # infinity has no 32-byte encoding, and results at infinity are refused.
 
-from micropython import const
-
-P = const(0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF)
-N = const(0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551)
-B = const(0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B)
-GX = const(0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296)
-GY = const(0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5)
+# Module globals, not const(): a const() integer this large is a constant of
+# every function that uses it, and the module's heap grew by 220 bytes.
+P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
+N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
+GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
+GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 
 
 class CurveError(ValueError):
@@ -100,7 +100,7 @@ def _rhs(x):
 def check_point(x, y):
     """Raise CurveError unless (x, y) is a finite point of P-256."""
     if not (0 <= x < P and 0 <= y < P) or y * y % P != _rhs(x):
-        raise CurveError("point is not on P-256")
+        raise CurveError("not on P-256")
 
 
 def decompress(xb):
@@ -111,14 +111,14 @@ def decompress(xb):
     is on no point of the curve.
     """
     if len(xb) != 32:
-        raise CurveError("coordinate not 32 bytes")
+        raise CurveError("x: not 32 bytes")
     x = int.from_bytes(xb, "big")
     if x >= P:
-        raise CurveError("x-coordinate not below p")
+        raise CurveError("x not below p")
     a = _rhs(x)
     y = pow(a, (P + 1) // 4, P)  # p = 3 mod 4
     if y * y % P != a:
-        raise CurveError("x of no P-256 point")
+        raise CurveError("x of no point")
     return x, y
 
 
@@ -126,7 +126,7 @@ def scalar(db):
     """The private scalar of 32 bytes; CurveError unless 1 <= d <= n - 1."""
     d = int.from_bytes(db, "big")
     if len(db) != 32 or not 0 < d < N:
-        raise CurveError("private key out of range")
+        raise CurveError("bad private key")
     return d
 
 

@@ -11,6 +11,7 @@ import sys
 
 import cbor
 import edhoc
+import keygen
 import p256
 from mptest import check, done, eq, raises
 
@@ -30,8 +31,8 @@ eq("G_Y = Y * G", p256.public(B["Y"])[0].to_bytes(32, "big"), G_Y)
 g_y = p256.decompress(G_Y)
 g_x = p256.decompress(G_X)
 eq("X * G_Y = Y * G_X", p256.ecdh(B["X"], *g_y), p256.ecdh(B["Y"], *g_x))
-kid_r, xr, yr = edhoc.credential_key(B["CRED_R"])
-kid_i, xi, yi = edhoc.credential_key(B["CRED_I"])
+kid_r, xr, yr = keygen.credential_key(B["CRED_R"])
+kid_i, xi, yi = keygen.credential_key(B["CRED_I"])
 eq("kid of CRED_R", kid_r, b"\x32")
 eq("kid of CRED_I", kid_i, b"\x2b")
 eq("ID_CRED_R = {4: kid}", cbor.dumps({4: kid_r}), B["ID_CRED_R"])
@@ -45,8 +46,13 @@ eq("SK_I * G_Y = Y * G_I", p256.ecdh(B["SK_I"], *g_y), p256.ecdh(B["Y"], xi, yi)
 
 
 # ---- the Initiator through the whole trace (RFC 9528 §5) ---------------
+KEY_R = (kid_r, xr, yr)
+
+
 def initiator():
-    return edhoc.Initiator(B["SK_I"], B["CRED_I"], B["CRED_R"], B["C_I"], x=B["X"], suites=[6, 2])
+    return edhoc.Initiator(
+        B["SK_I"], B["CRED_I"], kid_i, B["CRED_R"], KEY_R, B["C_I"], x=B["X"], suites=[6, 2]
+    )
 
 
 ini = initiator()
@@ -67,7 +73,7 @@ eq("OSCORE Master Salt = exporter(1, 8)", ini.exporter(1, 8), M["OSCORE_Master_S
 ctx = ini.oscore_context()
 eq("OSCORE Sender ID = C_R", ctx.sender_id, B["C_R"])
 eq("OSCORE Recipient ID = C_I", ctx.recipient_id, B["C_I"])
-one = edhoc.Initiator(B["SK_I"], B["CRED_I"], B["CRED_R"], B["C_I"], x=B["X"])
+one = edhoc.Initiator(B["SK_I"], B["CRED_I"], kid_i, B["CRED_R"], KEY_R, B["C_I"], x=B["X"])
 eq("message_1, suite 2 alone", one.message_1()[:2], b"\x03\x02")
 
 # ---- refusals ----------------------------------------------------------
@@ -102,7 +108,10 @@ raises("message_2 not a bstr", edhoc.EDHOCError, after_m1, b"\x01")
 raises("message_2 two items", edhoc.EDHOCError, after_m1, m2 + b"\x01")
 # Another responder credential (kid 0x33): ID_CRED_R names the wrong one.
 other = B["CRED_R"].replace(b"\x02\x41\x32", b"\x02\x41\x33")
-i2 = edhoc.Initiator(B["SK_I"], B["CRED_I"], other, B["C_I"], x=B["X"], suites=[6, 2])
+i2 = edhoc.Initiator(
+    B["SK_I"], B["CRED_I"], kid_i, other, keygen.credential_key(other), B["C_I"], x=B["X"],
+    suites=[6, 2],
+)  # fmt: skip
 i2.message_1()
 raises(
     "ID_CRED_R of another credential",
@@ -132,8 +141,8 @@ raises("critical EAD", edhoc.EDHOCError, edhoc._ead, [-3, b"x"], "EAD_2", contai
 check("non-critical EAD ignored", edhoc._ead([3, b"x", 5], "EAD_2") is None)
 raises(
     "credential off the curve",
-    edhoc.EDHOCError,
-    edhoc.credential_key,
+    p256.CurveError,
+    keygen.credential_key,
     B["CRED_R"].replace(b"\x45\x19", b"\x45\x18"),
 )
 raises("scalar 0", p256.CurveError, p256.scalar, bytes(32))

@@ -497,16 +497,21 @@ import sys
 import time
 
 import edhoc
+import keygen
 import p256
 
 h = bytes.fromhex
 with open(sys.argv[1]) as f:
     R = {k: h(v) for k, v in json.load(f).items()}
 g_peer = p256.decompress(R["G_Y"])
+# The credentials' kids and the RS's point, read once as keygen.request_token does
+# per token, not per handshake.
+KID_I = keygen.credential_key(R["CRED_I"])[0]
+KEY_R = keygen.credential_key(R["CRED_R"])
 
 
 def handshake():
-    ini = edhoc.Initiator(R["SK_I"], R["CRED_I"], R["CRED_R"], R["C_I"], x=R["X"])
+    ini = edhoc.Initiator(R["SK_I"], R["CRED_I"], KID_I, R["CRED_R"], KEY_R, R["C_I"], x=R["X"])
     if ini.message_1() != R["message_1"]:
         raise ValueError("message_1")
     ini.process_message_2(R["message_2"])
