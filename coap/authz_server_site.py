@@ -56,7 +56,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import aiocoap
 import aiocoap.resource
@@ -85,6 +85,7 @@ from keybound.core.oscore_sequence import SequenceBlocks
 
 from .errors import error_response
 from .input_guards import StrictOscoreSiteWrapper, harden_message_decoding
+from .token_writer import DEFAULT_GATHER_TURNS, DEFAULT_MAX_BATCH, Batches
 from .trl_resource import TRL_PATH, TrlResource
 
 __all__ = [
@@ -489,19 +490,11 @@ class _AceResource(aiocoap.resource.Resource):  # type: ignore[misc]
 
 #: Token requests answered in one batch at most (one hop to a worker thread, one commit
 #: of their records); requests past it wait for the next batch.
-MAX_TOKEN_BATCH = 64
+MAX_TOKEN_BATCH = DEFAULT_MAX_BATCH
 
 #: Event-loop turns a batch waits at most for more requests before it starts, as long
 #: as every turn brings one (a group commit's delay, counted in turns, not seconds).
-GATHER_TURNS = 16
-
-#: A token request waiting for its batch: the client, the body, where its answer goes.
-_Pending = tuple[tuple[str, str], bytes, "asyncio.Future[aiocoap.Message]"]
-
-
-@runtime_checkable
-class _RecordsInBatches(Protocol):
-    def record_tokens(self, tokens: Sequence[IssuedToken]) -> None: ...
+GATHER_TURNS = DEFAULT_GATHER_TURNS
 
 
 def _log_issued(client_id: str, record: IssuedToken) -> None:
@@ -536,56 +529,18 @@ class TokenResource(_AceResource):
 
     def __init__(self, service: AuthzService, **kwargs: Any) -> None:
         super().__init__(service, **kwargs)
-        self._waiting: list[_Pending] = []
-        self._draining = False
-        self._drainer: asyncio.Future[None] | None = None
+        self._batches: Batches[tuple[tuple[str, str], bytes], aiocoap.Message] = Batches(
+            self.answer_batch, max_batch=MAX_TOKEN_BATCH, gather_turns=GATHER_TURNS
+        )
         #: batches answered so far (each one thread hop and at most one commit)
         self.batches = 0
 
     async def answer(self, principal: tuple[str, str], payload: bytes) -> aiocoap.Message:
-        """The answer to ``principal``'s request ``payload``, from the batch it joins."""
-        answer: asyncio.Future[aiocoap.Message] = asyncio.get_running_loop().create_future()
-        self._waiting.append((principal, payload, answer))
-        if not self._draining:
-            self._draining = True
-            self._drainer = asyncio.ensure_future(self._drain())
-        return await answer
-
-    async def _gather(self) -> None:
-        """Let the event loop run while each of its turns brings more requests (at most
-        :data:`GATHER_TURNS` turns, until a batch is full): the requests already on
-        their way join this batch instead of the next. A request alone waits one turn."""
-        for _turn in range(GATHER_TURNS):
-            before = len(self._waiting)
-            if before >= MAX_TOKEN_BATCH:
-                return
-            await asyncio.sleep(0)  # one turn of the loop: datagrams received, unprotected
-            if len(self._waiting) == before:
-                return
-
-    async def _drain(self) -> None:
-        """Answer the waiting requests, batch after batch, until none waits."""
-        batch: list[_Pending] = []
-        try:
-            while self._waiting:
-                await self._gather()
-                batch = self._waiting[:MAX_TOKEN_BATCH]
-                del self._waiting[:MAX_TOKEN_BATCH]
-                work = [(principal, payload) for principal, payload, _answer in batch]
-                try:
-                    answers = await asyncio.to_thread(self.answer_batch, work)
-                except Exception:  # answer_batch answers its own errors: not expected
-                    log.exception("internal error answering %d token requests", len(batch))
-                    answers = [_internal_error() for _ in batch]
-                for (_principal, _payload, answer), message in zip(batch, answers, strict=True):
-                    if not answer.done():  # its request may have been cancelled
-                        answer.set_result(message)
-                batch = []
-        finally:
-            self._draining = False
-            for _principal, _payload, answer in [*batch, *self._waiting]:
-                answer.cancel()  # only when the event loop itself cancelled this task
-            self._waiting.clear()
+        """The answer to ``principal``'s request ``payload``, from the batch it joins
+        (:class:`~keybound.coap.token_writer.Batches`: the requests received while a
+        batch is answered, and those each turn of the event loop brings before it
+        starts, :data:`GATHER_TURNS` turns at most)."""
+        return await self._batches.submit((principal, payload))
 
     def answer_batch(self, batch: Sequence[tuple[tuple[str, str], bytes]]) -> list[aiocoap.Message]:
         """The answers to ``batch`` (client, body) in order; records committed first (blocks)."""
@@ -609,7 +564,7 @@ class TokenResource(_AceResource):
             rows += recorded
         if rows:
             try:
-                self._commit(rows)
+                self.service.commit_records(rows)
             except Exception:
                 log.exception("cannot record %d issued tokens: none of them is answered", len(rows))
                 issued = []
@@ -618,17 +573,6 @@ class TokenResource(_AceResource):
             answers[where] = _ace_response(aiocoap.CREATED, response.to_cbor_map())
         self.batches += 1
         return [_internal_error() if answer is None else answer for answer in answers]
-
-    def _commit(self, rows: Sequence[IssuedToken]) -> None:
-        """Record ``rows``: in one transaction on a store that has ``record_tokens``,
-        else one by one (a failure then leaves the rows before it recorded, never
-        answered: a token on record that no client holds)."""
-        store = self.service.store
-        if isinstance(store, _RecordsInBatches):
-            store.record_tokens(rows)  # one transaction: every row, or none
-        else:
-            for row in rows:
-                store.record_token(row)
 
     def issue(
         self,

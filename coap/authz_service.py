@@ -10,7 +10,11 @@ resource servers and the token's record. Store reads come before the
 cryptography and the one write after it.
 
 Its calls block (a database round trip, an SQLite commit): the bindings run
-them off the event loop (``asyncio.to_thread``). It is safe to share between
+them off the event loop (``asyncio.to_thread``). Token requests go through
+:meth:`AuthzService.issue_token_batched`: the requests that meet on the event loop
+share one hop to a worker thread and one commit of their records
+(:class:`~keybound.coap.token_writer.Batches`), each answered only once its record is
+committed. It is safe to share between
 threads, which is why it lives here and not in the sans-IO core. The CoAP site
 and the AS's HTTP front (``keybound.tools.authz_server.http``) share one.
 
@@ -43,12 +47,13 @@ from keybound.core.authz_store import AuthzStore, Client, IssuedToken, RsRecord,
 from keybound.core.errors import KeyboundError
 from keybound.core.keys import Key
 
-from .token_writer import TokenWriter
+from .token_writer import Batches, TokenNotRecorded, TokenWriter
 
 __all__ = [
     "CONFIG_CHECK_INTERVAL_S",
     "MAX_CACHED_RECORDS",
     "AuthzService",
+    "IssueRequest",
     "KeyRing",
     "RecordCache",
 ]
@@ -175,6 +180,18 @@ class KeyRing:
                 self._parsed.pop(name, None)
 
 
+@dataclass(frozen=True)
+class IssueRequest:
+    """One token request of a batch (:meth:`AuthzService.issue_batch`), with the
+    arguments :meth:`AuthzService.issue_token` takes for it."""
+
+    request: TokenRequest
+    now: int
+    random_bytes: Callable[[int], bytes]
+    client: Client | None = None
+    check_grant: Callable[[TokenGrant], None] | None = None
+
+
 @dataclass
 class AuthzService:
     """Token and introspection requests (RFC 9200 §5.8, §5.9) answered from ``store``."""
@@ -187,6 +204,10 @@ class AuthzService:
     records: RecordCache | None = None
     writer: TokenWriter | None = None
     _public_key: Key = field(init=False, repr=False)
+    #: the batches of :meth:`issue_token_batched`, made on its first call
+    _batches: Batches[IssueRequest, TokenResponse | Exception] | None = field(
+        default=None, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         self._public_key = self.config.public_key
@@ -248,6 +269,73 @@ class AuthzService:
         else:
             self.writer.record(response.record)
         return response
+
+    def commit_records(self, rows: Sequence[IssuedToken]) -> None:
+        """Record ``rows``: in one transaction on a store that has ``record_tokens``,
+        else one by one (a failure then leaves the rows before it recorded, never
+        answered: a token on record that no client holds). Blocks."""
+        if isinstance(self.store, _RecordsInBatches):
+            self.store.record_tokens(rows)  # one transaction: every row, or none
+        else:
+            for row in rows:
+                self.store.record_token(row)
+
+    def issue_batch(self, batch: Sequence[IssueRequest]) -> list[TokenResponse | Exception]:
+        """:meth:`issue_token` for each request of ``batch``, in order, and one commit of
+        all their records before any response is returned (blocks).
+
+        Each result is the response or the exception its request raised (a refusal,
+        a KeyboundError, is its own); when the commit fails, every token of the batch
+        gets :class:`~keybound.coap.token_writer.TokenNotRecorded` instead: none of
+        them may be answered.
+        """
+        results: list[TokenResponse | Exception] = []
+        rows: list[IssuedToken] = []
+        for item in batch:
+            try:
+                results.append(
+                    self.issue_token(
+                        item.request,
+                        now=item.now,
+                        random_bytes=item.random_bytes,
+                        client=item.client,
+                        check_grant=item.check_grant,
+                        record=rows.append,
+                    )
+                )
+            except Exception as exc:  # this request's own failure: the others go on
+                results.append(exc)
+        if rows:
+            try:
+                self.commit_records(rows)
+            except Exception as exc:
+                lost = TokenNotRecorded(f"the token was not recorded, so it is not issued: {exc}")
+                lost.__cause__ = exc
+                results = [lost if isinstance(r, TokenResponse) else r for r in results]
+        return results
+
+    async def issue_token_batched(
+        self,
+        request: TokenRequest,
+        *,
+        now: int,
+        random_bytes: Callable[[int], bytes],
+        client: Client | None = None,
+        check_grant: Callable[[TokenGrant], None] | None = None,
+    ) -> TokenResponse:
+        """:meth:`issue_token` off the event loop, in a batch with the requests that meet
+        it there (:meth:`issue_batch` in a worker thread: one thread hop and one commit
+        for them all); returns once its record is committed, raises what
+        :meth:`issue_token` would, or :class:`~keybound.coap.token_writer.TokenNotRecorded`
+        when the batch's commit failed. Call it from one event loop."""
+        if self._batches is None:
+            self._batches = Batches(self.issue_batch)
+        result = await self._batches.submit(
+            IssueRequest(request, now, random_bytes, client, check_grant)
+        )
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def introspect(
         self,

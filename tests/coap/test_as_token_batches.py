@@ -13,7 +13,7 @@ import asyncio
 import os
 import random
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -38,7 +38,7 @@ from keybound.core.keys import Key
 from keybound.tools.authz_server.provision import add_clients, as_config
 from keybound.tools.authz_server.storage import SqlAuthzStore
 from keybound.tools.bench.authz_server import client_security_context
-from tests.helpers.authz import provision
+from tests.helpers.authz import provision_counting, refuse_inserts
 from tests.helpers.ports import free_port
 
 ACE = 19
@@ -62,16 +62,6 @@ BAD_BODIES: dict[str, bytes] = {
 }
 GOOD_BODY = cbor2.dumps({5: "temp", 9: "read"})
 SENSOR = ("client", "sensor-1")
-
-
-class CountingStore(SqlAuthzStore):
-    """The AS's SQL store, counting the transactions that record tokens."""
-
-    transactions: list[int]
-
-    def record_tokens(self, tokens: Sequence[IssuedToken]) -> None:
-        self.transactions.append(len(tokens))  # the attempt, before the commit
-        super().record_tokens(tokens)
 
 
 def seeded(seed: int) -> Callable[[int], bytes]:
@@ -98,13 +88,9 @@ def one_at_a_time(
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Any:
-    setup = provision(f"sqlite:///{tmp_path / 'as.db'}")
-    setup["store"].close()
-    store = CountingStore.open(f"sqlite:///{tmp_path / 'as.db'}")
-    store.transactions = []
-    setup["store"] = store
+    setup = provision_counting(f"sqlite:///{tmp_path / 'as.db'}")
     yield setup
-    store.close()
+    setup["store"].close()
 
 
 def resource(store: SqlAuthzStore, random_bytes: Any = None) -> TokenResource:
@@ -294,14 +280,6 @@ def test_a_lone_request_is_a_batch_of_one(setup: dict[str, Any]) -> None:
 
 
 # ---- a commit that fails: none of its tokens is answered ----------------------------------------
-
-
-def refuse_inserts(store: SqlAuthzStore) -> None:
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TRIGGER refuse_tokens BEFORE INSERT ON keybound_tokens "
-            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-        )
 
 
 def test_failed_commit_answers_no_token(setup: dict[str, Any]) -> None:

@@ -121,6 +121,36 @@ def run_http_as(
         store.close()
 
 
+class CountingStore(SqlAuthzStore):
+    """The AS's SQL store, counting the transactions that record tokens."""
+
+    transactions: list[int]
+
+    def record_tokens(self, tokens: Sequence[IssuedToken]) -> None:
+        self.transactions.append(len(tokens))  # the attempt, before the commit
+        super().record_tokens(tokens)
+
+
+def provision_counting(url: str) -> dict[str, Any]:
+    """:func:`provision` at ``url``, its ``store`` reopened as a :class:`CountingStore`
+    (no transaction counted yet); the caller closes it."""
+    setup = provision(url)
+    setup["store"].close()
+    store = CountingStore.open(url)
+    store.transactions = []
+    setup["store"] = store
+    return setup
+
+
+def refuse_inserts(store: SqlAuthzStore) -> None:
+    """Make every token INSERT of ``store`` fail (an SQLite trigger ``refuse_tokens``)."""
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_tokens BEFORE INSERT ON keybound_tokens "
+            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+
+
 def gated_writer(store: SqlAuthzStore, queued: int) -> TokenWriter:
     """A writer on ``store`` whose first commit starts once ``queued`` more rows wait,
     so the rows of the concurrent callers behind it meet in the next commit."""

@@ -9,6 +9,7 @@ same rows, value for value and, on SQLite, storage class for storage class.
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from keybound.tools.authz_server.hot_path import (
     RECORD_INSERT_SQL,
     TOKEN_COLUMNS,
     HotPath,
+    insert_sql,
     token_row,
 )
 from keybound.tools.authz_server.schema import (
@@ -55,6 +57,17 @@ def store(db_url: str) -> Iterator[SqlAuthzStore]:
                 now=NOW,
             )
         yield opened
+
+
+@pytest.fixture
+def sqlite_hot(tmp_path: Path) -> Iterator[tuple[SqlAuthzStore, HotPath]]:
+    """A store on an SQLite file and a :class:`HotPath` of its engine."""
+    with SqlAuthzStore.init(f"sqlite:///{tmp_path / 'as.db'}") as store:
+        hot = HotPath(store.engine)
+        try:
+            yield store, hot
+        finally:
+            hot.close()
 
 
 def _records(prefix: bytes) -> list[IssuedToken]:
@@ -141,6 +154,67 @@ def test_rows_are_those_the_sqlalchemy_insert_wrote(store: SqlAuthzStore) -> Non
     assert _rows(store, b"H") == _rows(store, b"R")
     for record in _records(b"H"):
         assert store.get_token(record.cti) == record
+
+
+def test_the_multi_row_insert_lists_one_values_tuple_per_row() -> None:
+    assert insert_sql(1) == RECORD_INSERT_SQL
+    three = insert_sql(3, "%s")
+    assert three.startswith(RECORD_INSERT_SQL.split(" VALUES ")[0] + " VALUES (")
+    assert three.count("%s") == 3 * len(TOKEN_COLUMNS)
+    assert "?" not in three
+    assert three.count("), (") == 2
+    with pytest.raises(ValueError, match="one row"):
+        insert_sql(0)
+
+
+def test_the_rows_of_a_group_commit_are_one_statement(
+    sqlite_hot: tuple[SqlAuthzStore, HotPath],
+) -> None:
+    """One ``INSERT`` in autocommit mode: no ``BEGIN`` and ``COMMIT`` around it."""
+    store, hot = sqlite_hot
+    hot.insert_tokens(_records(b"W")[:1])  # the connection made first
+    ran: list[str] = []
+    hot._connection().set_trace_callback(ran.append)
+    hot.insert_tokens(_records(b"S"))
+    assert len(ran) == 1
+    assert ran[0].startswith("INSERT INTO keybound_tokens")
+    assert ran[0].count("), (") == 2
+    hot._connection().set_trace_callback(None)
+    assert {store.get_token(r.cti) for r in _records(b"S")} == set(_records(b"S"))
+
+
+def test_rows_past_the_drivers_bound_values_are_one_transaction(
+    sqlite_hot: tuple[SqlAuthzStore, HotPath],
+) -> None:
+    """Where SQLite binds fewer values than the rows need, the rows are still written
+    in one transaction, every row or none."""
+    store, hot = sqlite_hot
+    raw = hot._connection()
+    raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 2 * len(TOKEN_COLUMNS))
+    hot._max_values = 2 * len(TOKEN_COLUMNS)  # as read from a connection so set
+    first, second, third = _records(b"L")
+    hot.insert_tokens([second])
+    with pytest.raises(DuplicateRecord):
+        hot.insert_tokens([first, second, third])
+    assert store.get_token(first.cti) is None
+    assert store.get_token(third.cti) is None
+    ran: list[str] = []
+    raw.set_trace_callback(ran.append)
+    hot.insert_tokens([first, third, *_records(b"M")])
+    raw.set_trace_callback(None)
+    assert ran[0] == "BEGIN IMMEDIATE"
+    assert ran[-1] == "COMMIT"
+    assert store.get_token(first.cti) == first
+    assert store.get_token(_records(b"M")[2].cti) == _records(b"M")[2]
+
+
+def test_the_bound_is_read_from_the_sqlite_connection(
+    sqlite_hot: tuple[SqlAuthzStore, HotPath],
+) -> None:
+    _store, hot = sqlite_hot
+    hot.insert_tokens(_records(b"B")[:1])
+    raw = hot._connection()
+    assert hot._max_values == min(32_766, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
 
 
 def test_a_recorded_token_is_committed_when_the_call_returns(

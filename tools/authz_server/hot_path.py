@@ -11,11 +11,16 @@ out in this module, on the driver itself: the stdlib ``sqlite3`` module, whose
 statement cache keeps them prepared, or psycopg 3, which prepares them on the server
 (``prepare=True``).
 
-A single row, or an ``exi`` number, is one statement run in the driver's autocommit
-mode (SQLite's implicit transaction, psycopg's ``autocommit``): no ``BEGIN`` and
-``COMMIT`` round trips, and a lone write statement takes SQLite's write lock at once,
-so it cannot fail on a lock upgrade. Several rows (a group commit) are one
-transaction, ``BEGIN IMMEDIATE`` on SQLite as the store's other writes.
+The rows of a group commit, or an ``exi`` number, are one statement run in the
+driver's autocommit mode (SQLite's implicit transaction, psycopg's ``autocommit``):
+one ``INSERT`` with a ``VALUES`` list of every row (:func:`insert_sql`, kept per row
+count), no ``BEGIN`` and ``COMMIT`` round trips. A statement is atomic: when one row
+fails (a ``cti`` on record already) none of them is written. A lone write statement
+takes SQLite's write lock at once, so it cannot fail on a lock upgrade. Where the
+statement would bind more values than the driver takes
+(:data:`MAX_BOUND_VALUES`, SQLite's own limit when lower), the rows are one
+transaction of single-row ``INSERT`` statements instead, ``BEGIN IMMEDIATE`` on SQLite
+as the store's other writes.
 
 Durability is the store's as before: a write returns only once its transaction is
 committed; a failed one is rolled back and raises, having written nothing; a
@@ -40,7 +45,15 @@ from keybound.tools.authz_server.database import StorageError
 if TYPE_CHECKING:
     from sqlalchemy.pool import PoolProxiedConnection
 
-__all__ = ["NEXT_SEQUENCE_SQL", "RECORD_INSERT_SQL", "TOKEN_COLUMNS", "HotPath", "token_row"]
+__all__ = [
+    "MAX_BOUND_VALUES",
+    "NEXT_SEQUENCE_SQL",
+    "RECORD_INSERT_SQL",
+    "TOKEN_COLUMNS",
+    "HotPath",
+    "insert_sql",
+    "token_row",
+]
 
 #: The columns a token record is inserted with, in order (``trl_state`` takes its default).
 TOKEN_COLUMNS: Final = (
@@ -85,12 +98,33 @@ RECORD_INSERT_SQL: Final = (
     " sequence, cnf_id, revoked, revoked_at, token_hash)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+#: Values one multi-row ``INSERT`` binds at most (PostgreSQL's protocol takes 65,535;
+#: SQLite's limit is read from the connection, 32,766 by default since 3.32).
+MAX_BOUND_VALUES: Final = 32_766
+
+
+def insert_sql(rows: int, placeholder: str = "?") -> str:
+    """The token records' ``INSERT`` for ``rows`` rows: one ``VALUES`` list of them all."""
+    if rows < 1:
+        raise ValueError("at least one row")
+    head, _, values = RECORD_INSERT_SQL.partition(" VALUES ")
+    return f"{head} VALUES {', '.join([values] * rows)}".replace("?", placeholder)
+
+
 #: The next sequence number of an audience that has a resource server (RFC 9200 §5.10.3).
 NEXT_SEQUENCE_SQL: Final = (
     "UPDATE keybound_rs_sequences SET value = value + 1 WHERE audience = ?"
     " AND EXISTS (SELECT 1 FROM keybound_resource_servers WHERE audience = ?)"
     " RETURNING value"
 )
+
+
+def _flat(tokens: Sequence[IssuedToken]) -> tuple[object, ...]:
+    """The values of every record of ``tokens``, row after row, for :func:`insert_sql`."""
+    values: list[object] = []
+    for token in tokens:
+        values += token_row(token)
+    return tuple(values)
 
 
 class HotPath:
@@ -103,15 +137,29 @@ class HotPath:
         #: the driver's module (``sqlite3``, ``psycopg``): its PEP 249 error classes
         self._dbapi: Any = engine.dialect.dbapi
         placeholder = "?" if self._sqlite else "%s"
+        self._placeholder = placeholder
         self._insert = RECORD_INSERT_SQL.replace("?", placeholder)
         self._bump = NEXT_SEQUENCE_SQL.replace("?", placeholder)
         self._lock = threading.Lock()
         self._fairy: PoolProxiedConnection | None = None
+        #: the multi-row ``INSERT`` by row count (at most as many as a batch has rows)
+        self._inserts: dict[int, str] = {1: self._insert}
+        self._max_values = MAX_BOUND_VALUES
 
     def insert_tokens(self, tokens: Sequence[IssuedToken]) -> None:
         """Insert the records of ``tokens`` in one transaction: all committed, or none."""
-        if len(tokens) == 1:
-            self._statement(self._insert, token_row(tokens[0]))
+        count = len(tokens)
+        if not count:
+            return
+        if self._fairy is None:  # the first write: the connection tells its limit
+            with self._lock:
+                self._connection()
+        if count * len(TOKEN_COLUMNS) <= self._max_values:
+            sql = self._inserts.get(count)
+            if sql is None:
+                sql = self._inserts.setdefault(count, insert_sql(count, self._placeholder))
+            values = token_row(tokens[0]) if count == 1 else _flat(tokens)
+            self._statement(sql, values)
             return
         rows = [token_row(token) for token in tokens]
         with self._lock:
@@ -174,7 +222,11 @@ class HotPath:
                 fairy = self._engine.raw_connection()
             except DBAPIError as exc:
                 raise StorageError(f"database error: {exc.orig}") from None
-            if not self._sqlite:
+            if self._sqlite:
+                driver_sqlite: Any = fairy.driver_connection
+                limit = driver_sqlite.getlimit(self._dbapi.SQLITE_LIMIT_VARIABLE_NUMBER)
+                self._max_values = min(MAX_BOUND_VALUES, limit)
+            else:
                 # each statement its own transaction; the engine's SQLite connections are
                 # so already (``isolation_level = None``, :mod:`.database`)
                 driver: Any = fairy.driver_connection

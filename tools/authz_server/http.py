@@ -325,8 +325,7 @@ def create_app(
             parsed = parse_cbor_token_request(body, client.client_id)
             if token_request_hook is not None:
                 parsed = await token_request_hook(request, parsed)
-            response = await asyncio.to_thread(
-                answering.issue_token,
+            response = await answering.issue_token_batched(
                 parsed,
                 now=clock(),
                 random_bytes=random_bytes,
@@ -387,8 +386,8 @@ def create_app(
             )
             if token_request_hook is not None:
                 parsed = await token_request_hook(request, parsed)
-            response = await asyncio.to_thread(
-                answering.issue_token, parsed, now=now, random_bytes=random_bytes, client=client
+            response = await answering.issue_token_batched(
+                parsed, now=now, random_bytes=random_bytes, client=client
             )
         except KeyboundError as err:
             log.info("token request refused: %s", err)

@@ -30,10 +30,13 @@ much of the wall time that left.
 
 ``as.issue_durable_over_stubbed_concurrent`` and
 ``as.issue_no_clock_durable_over_stubbed_concurrent`` are the same two pairs with
-:data:`CONCURRENCY` issuances in flight, each run off the event loop with
-``asyncio.to_thread`` as the CoAP and HTTP sites run them, so the rows of requests
-that meet share a commit (:mod:`keybound.coap.token_writer`); tokens per second
-of the process's CPU time (every thread), in paired rounds.
+:data:`CONCURRENCY` issuances in flight on one event loop, each through
+:meth:`~keybound.coap.authz_service.AuthzService.issue_token_batched` as the HTTP
+front runs them (the CoAP site's ``/token`` batches the same way): the requests that
+meet there share one hop to a worker thread and one commit of their rows
+(:class:`keybound.coap.token_writer.Batches`), the stubbed side the same hops with
+nothing to write; tokens per second of the process's CPU time (every thread), in
+paired rounds.
 
 Over CoAP, ``as.coap_token_rps`` is POST ``/token`` through the AS's real
 site (``keybound.coap.authz_server_site``: contexts derived on first use by
@@ -334,14 +337,14 @@ def _pooled(
     return send
 
 
-def _issue_in_thread(
-    service: AuthzService, request: TokenRequest
-) -> Callable[[], Awaitable[object]]:
-    """One issuance off the event loop, as the CoAP and HTTP sites run it."""
-    issue = _issue(service, request)
+def _issue_batched(service: AuthzService, request: TokenRequest) -> Callable[[], Awaitable[object]]:
+    """One issuance off the event loop, in a batch with those that meet it, as the
+    sites run it."""
 
     async def run() -> object:
-        return await asyncio.to_thread(issue)
+        return await service.issue_token_batched(
+            request, now=int(time.time()), random_bytes=os.urandom
+        )
 
     return run
 
@@ -358,8 +361,8 @@ async def _concurrent_issuing(
     for name, baseline_name, request in sides:
         rate = await runner.compare_rates(
             name,
-            _issue_in_thread(durable, request),
-            _issue_in_thread(stubbed, request),
+            _issue_batched(durable, request),
+            _issue_batched(stubbed, request),
             concurrency=CONCURRENCY,
             waits=True,
         )
