@@ -143,8 +143,12 @@ PG_URL_VARIABLE = "KEYBOUND_BENCH_PG_URL"
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 #: AS processes of the candidate side (the baseline is the first of them alone).
 PROCESSES = 2
-#: Requests outstanding at once, on both sides: the load is bounded by this.
-IN_FLIGHT = 16
+#: Requests outstanding at once, on both sides: the load is bounded by this. Enough that
+#: one process is saturated (its CPU, not the requests' round trips, bounds its rate):
+#: with 16, one process's rounds kept 0.93 CPUs of it busy and 1.2 of the machine's two,
+#: and two processes split the same 16 requests, so the figure came out near 1.0 by
+#: construction (a closed loop's rate is its requests in flight over their latency).
+IN_FLIGHT = 64
 #: Seconds one token request may take before the figure fails.
 RESPONSE_TIMEOUT = 10.0
 #: Seconds for an AS process to print its ready line, or for PostgreSQL to start.
@@ -406,7 +410,7 @@ class Sender:
     its own, so that its Message IDs (one per request) are its own too and never come
     round within the run (a peer drops a repeated Message ID as a duplicate for
     EXCHANGE_LIFETIME, RFC 7252 §4.5): a worker sends at most ``MAX_REQUESTS /
-    IN_FLIGHT`` (1,250) requests per side and audience, about 5,000 in a run, of
+    IN_FLIGHT`` (312) requests per side and audience, about 1,250 in a run, of
     65,536 IDs."""
 
     def __init__(self, transport: asyncio.DatagramTransport, responses: _Responses) -> None:
