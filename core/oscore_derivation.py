@@ -51,7 +51,7 @@ class DerivedContext:
     hkdf: int = HKDF_SHA256
 
     def __post_init__(self) -> None:
-        aead = _aead(self.alg)
+        limit = _aead_sizes(self.alg)[2] - 6
         if type(self.hkdf) is not int or self.hkdf != HKDF_SHA256:
             hkdf_algorithm(self.hkdf)
         for name in ("master_secret", "master_salt", "sender_id", "recipient_id"):
@@ -59,7 +59,6 @@ class DerivedContext:
                 raise InvalidRequest(f"{name} must be a byte string")
         if self.id_context is not None and not isinstance(self.id_context, bytes):
             raise InvalidRequest("id_context must be a byte string")
-        limit = _AEAD_SIZES[aead][1] - 6
         check_recipient_id(self.sender_id, "sender_id", limit)
         check_recipient_id(self.recipient_id, "recipient_id", limit)
         if self.sender_id == self.recipient_id:
@@ -90,11 +89,12 @@ class DerivedContext:
         return _aead(self.alg)
 
 
-#: The AEAD algorithms by their integer COSE value, with their key and nonce sizes, read
-#: once (an Enum member's ``value`` is a property).
+#: The AEAD algorithms by their integer COSE value, read once (an Enum member's
+#: ``value`` is a property), and their ``(value, key size, nonce size)`` by the same
+#: integer: an Enum member hashes by a Python-level ``__hash__``, an int does not.
 _AEAD_BY_ID: dict[int, Algorithm] = {alg.id: alg for alg in Algorithm if alg.kind == "aead"}
-_AEAD_SIZES: dict[Algorithm, tuple[int, int]] = {
-    alg: (alg.key_bytes, alg.iv_bytes) for alg in _AEAD_BY_ID.values()
+_AEAD_SIZES: dict[int, tuple[int, int, int]] = {
+    alg.id: (alg.id, alg.key_bytes, alg.iv_bytes) for alg in _AEAD_BY_ID.values()
 }
 
 
@@ -105,6 +105,16 @@ def _aead(value: object) -> Algorithm:
         if alg is not None:
             return alg
     return aead_algorithm(value)
+
+
+def _aead_sizes(value: object) -> tuple[int, int, int]:
+    """``(COSE value, key size, nonce size)`` of the AEAD :func:`aead_algorithm` reads
+    from ``value`` (its checks run for anything but an integer it knows)."""
+    if type(value) is int:
+        sizes = _AEAD_SIZES.get(value)
+        if sizes is not None:
+            return sizes
+    return _AEAD_SIZES[aead_algorithm(value).id]
 
 
 class DerivedKeys(NamedTuple):
@@ -168,22 +178,30 @@ def context_parameters(
     other.
     """
     _check_role(role)
-    aead = _aead(OSCORE_DEFAULT_AEAD if material.alg is None else material.alg)
-    limit = _AEAD_SIZES[aead][1] - 6
+    alg, _key_bytes, iv_bytes = _aead_sizes(
+        OSCORE_DEFAULT_AEAD if material.alg is None else material.alg
+    )
+    limit = iv_bytes - 6
     id1 = check_recipient_id(client_recipient_id, "ace_client_recipientId", limit)
     id2 = check_recipient_id(server_recipient_id, "ace_server_recipientId", limit)
     if id1 == id2:
         raise InvalidRequest("ace_client_recipientId equals ace_server_recipientId")
     sender_id, recipient_id = (id2, id1) if role == "client" else (id1, id2)
-    return DerivedContext(
+    # Every check of DerivedContext.__post_init__ has been made: the AEAD and the
+    # Recipient IDs just above, the HKDF, Master Secret, salt and ID Context by
+    # OscoreInputMaterial; the Master Salt is built here as bytes. So the object is
+    # made without running them a second time.
+    ctx: DerivedContext = object.__new__(DerivedContext)
+    ctx.__dict__.update(
         master_secret=material.ms,
         master_salt=build_master_salt(material.salt, nonce1, nonce2),
         id_context=material.context_id,
         sender_id=sender_id,
         recipient_id=recipient_id,
-        alg=aead.id,
+        alg=alg,
         hkdf=material.hkdf_value,
     )
+    return ctx
 
 
 def _check_role(role: str) -> None:
@@ -291,9 +309,7 @@ def derive_keys(ctx: DerivedContext) -> DerivedKeys:
     SHA-256 output, so HKDF-Expand is its first block, T(1) = HMAC-Hash(PRK, info |
     0x01), cut to ``L`` (RFC 5869 §2.3), the three under one PRK's HMAC pads.
     """
-    aead = _aead(ctx.alg)
-    alg = aead.id
-    key_bytes, iv_bytes = _AEAD_SIZES[aead]
+    alg, key_bytes, iv_bytes = _aead_sizes(ctx.alg)
     id_context = ctx.id_context
     key_tail = _info_tail(alg, "Key", key_bytes)
     infos = (
