@@ -193,11 +193,11 @@ class AuthzInfoOutcome:
 
     ``persist`` holds Sender Sequence Number mark 0 for a new context; for a kept
     one (an update, RFC 9203 §4.4) the binding puts in the mark the installed
-    context has made durable, which only it knows.
+    context has made durable, which only it knows. It is made when asked for (a
+    binding without a state store never asks).
     """
 
     stored: StoredToken
-    persist: PersistedContext
     response: bytes = b""
     superseded: StoredToken | None = None
     evicted: tuple[StoredToken, ...] = ()
@@ -205,15 +205,22 @@ class AuthzInfoOutcome:
     keeps_context: bool = False
 
     @property
+    def persist(self) -> PersistedContext:
+        """The record of :attr:`stored` to persist (Sender Sequence Number mark 0)."""
+        return persisted(self.stored)
+
+    @property
     def drop(self) -> tuple[bytes, ...]:
         """The PoP key ids whose security contexts go: evicted and superseded tokens."""
-        superseded = () if self.superseded is None else (self.superseded.key_id,)
-        return (*self.delete, *superseded)
+        if self.superseded is None:
+            return self.delete
+        return (*self.delete, self.superseded.key_id)
 
     @property
     def delete(self) -> tuple[bytes, ...]:
         """The PoP key ids whose persisted rows go (a superseded row is replaced)."""
-        return tuple(entry.key_id for entry in self.evicted)
+        evicted = self.evicted
+        return tuple([entry.key_id for entry in evicted]) if evicted else ()
 
 
 @dataclass(frozen=True)
@@ -560,7 +567,6 @@ class ResourceServer:
         superseded = self.store.put(entry)
         return AuthzInfoOutcome(
             stored=entry,
-            persist=persisted(entry),
             response=profile.response(context),
             superseded=superseded,
             evicted=evicted,
@@ -591,7 +597,7 @@ class ResourceServer:
         entry = StoredToken(verified, current.context, received_at=now)
         self.store.put(entry)
         exi_mark = self._raise_mark(verified)
-        return AuthzInfoOutcome(entry, persisted(entry), exi_mark=exi_mark, keeps_context=True)
+        return AuthzInfoOutcome(entry, exi_mark=exi_mark, keeps_context=True)
 
     def _raise_mark(self, verified: VerifiedToken) -> int | None:
         """Raise the exi sequence number mark to ``verified``'s; the new mark if it moved.

@@ -51,8 +51,17 @@ def pop_key_id(material: OscoreInputMaterial) -> bytes:
     Two tokens with the same identifier are bound to the same key (one token per
     key). It is a hash, so it can be stored and logged without revealing the secret.
     """
-    parts = [material.id, material.context_id or b"", material.ms]
-    return hashlib.sha256(cbor.dumps(["keybound-pop-key", *parts])).digest()
+    digest = hashlib.sha256(_POP_KEY_HEAD)
+    for part in (material.id, material.context_id or b"", material.ms):  # byte strings, checked
+        digest.update(cbor.head(2, len(part)))
+        digest.update(part)
+    return digest.digest()
+
+
+#: The CBOR array ``["keybound-pop-key", id, contextId, ms]`` up to its three byte
+#: strings, which are hashed after it head by head: the same bytes as the array
+#: encoded whole.
+_POP_KEY_HEAD = cbor.head(4, 4) + cbor.dumps("keybound-pop-key")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keybound.core import cbor
-from keybound.core.authz_info import AuthzInfoResponse
+from keybound.core.authz_info import AuthzInfoRequest, AuthzInfoResponse
 from keybound.core.errors import InvalidScope, KeyboundError
 from keybound.core.oscore_derivation import (
     DerivedContext,
@@ -54,6 +54,20 @@ def test_the_response_with_long_values_is_the_map_encoded_whole() -> None:
     for size in (23, 24, 255, 256, 1000):
         response = AuthzInfoResponse(os.urandom(size), os.urandom(size))
         assert response.encode() == cbor2.dumps(response.to_cbor_map(), canonical=True)
+
+
+def test_a_request_read_is_the_request_the_checking_constructor_makes() -> None:
+    """read_exchange makes the request without __post_init__: the same request."""
+    rng = random.Random(48)
+    for _ in range(CASES // 3):
+        made = AuthzInfoRequest(_bytes(rng, 1, 300), _bytes(rng, 8, 32), _bytes(rng, 0, 7))
+        read = AuthzInfoRequest.decode(made.encode())
+        assert read == made
+        assert (read.access_token, read.nonce1, read.client_recipient_id) == (
+            made.access_token,
+            made.nonce1,
+            made.client_recipient_id,
+        )
 
 
 def test_kdf_info_is_what_cbor2_writes() -> None:
