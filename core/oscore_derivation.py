@@ -317,19 +317,19 @@ def derive_keys(ctx: DerivedContext) -> DerivedKeys:
         _info(ctx.recipient_id, id_context, key_tail),
         _info(b"", id_context, _info_tail(alg, "IV", iv_bytes)),
     )
-    lengths = (key_bytes, key_bytes, iv_bytes)
     prk = _hkdf_extract(ctx)
-    if ctx.hkdf == HKDF_SHA256 and max(lengths) <= _SHA256_SIZE:
+    if ctx.hkdf == HKDF_SHA256 and key_bytes <= _SHA256_SIZE and iv_bytes <= _SHA256_SIZE:
         pads = _hmac_sha256_pads(prk)
-        out = [
-            _hmac_sha256(pads, info + b"\x01")[:size]
-            for info, size in zip(infos, lengths, strict=True)
-        ]
-    else:  # pragma: no cover - every AEAD's key and nonce fit in one SHA-256 block
-        out = [
-            _hkdf_expand(ctx, prk, info, size) for info, size in zip(infos, lengths, strict=True)
-        ]
-    return DerivedKeys(sender_key=out[0], recipient_key=out[1], common_iv=out[2])
+        return DerivedKeys(
+            _hmac_sha256(pads, infos[0] + b"\x01")[:key_bytes],
+            _hmac_sha256(pads, infos[1] + b"\x01")[:key_bytes],
+            _hmac_sha256(pads, infos[2] + b"\x01")[:iv_bytes],
+        )
+    return DerivedKeys(  # pragma: no cover - every AEAD's key and nonce fit in one SHA-256 block
+        _hkdf_expand(ctx, prk, infos[0], key_bytes),
+        _hkdf_expand(ctx, prk, infos[1], key_bytes),
+        _hkdf_expand(ctx, prk, infos[2], iv_bytes),
+    )
 
 
 def _info(id_: bytes, id_context: bytes | None, tail: bytes) -> bytes:
