@@ -138,12 +138,22 @@ class DurableSecurityContext(oscore.CanProtect, oscore.CanUnprotect, oscore.Secu
             )
         elif replay_window_known:
             self.recipient_replay_window.initialize_empty()
-        self.echo_recovery = secrets.token_bytes(8)
+        self._echo_recovery: bytes | None = None
         self._reservation = reservation
         self._persist_mark = persist_mark
         self.sender_sequence_number = reservation.peek
         self.response_partial_iv = response_partial_iv
         self.removed = False
+
+    @property
+    def echo_recovery(self) -> bytes:
+        """The Echo value of this context's replay window recovery (RFC 8613 Appendix
+        B.1.2), 8 random bytes drawn when aiocoap first asks: a context whose window is
+        known may never need them."""
+        value = self._echo_recovery
+        if value is None:
+            value = self._echo_recovery = secrets.token_bytes(8)
+        return value
 
     def __repr__(self) -> str:
         return (
