@@ -112,6 +112,7 @@ from .token_store import (
     StoredToken,
     TokenStore,
     VerifiedToken,
+    frozen_record,
 )
 from .trl import KnownHashes, response_token_hash
 from .validation import validate
@@ -386,7 +387,8 @@ class ResourceServer:
         if profile.encrypted_token and not encrypted:  # an RS that also takes signed tokens
             raise InvalidToken(_NOT_ENCRYPTED)
         expires_monotonic = monotonic + token.exi if token.exi is not None else None
-        return VerifiedToken(
+        return frozen_record(
+            VerifiedToken,
             token=token,
             raw=raw,
             material=material,
@@ -565,12 +567,14 @@ class ResourceServer:
         if context is not None:  # refuses ID1 == ID2 and IDs too long for the AEAD, first
             derived_context(entry)
         superseded = self.store.put(entry)
-        return AuthzInfoOutcome(
+        return frozen_record(
+            AuthzInfoOutcome,
             stored=entry,
             response=profile.response(context),
             superseded=superseded,
             evicted=evicted,
             exi_mark=self._raise_mark(verified),
+            keeps_context=False,
         )
 
     def update(
