@@ -282,6 +282,17 @@ def _hmac_sha256(pads: tuple[Any, Any], message: bytes) -> bytes:
     return digest
 
 
+def _hmac_sha256_once(key: bytes, message: bytes) -> bytes:
+    """HMAC-SHA-256 of one message (RFC 2104 §2): each padded key hashed with what follows
+    it in one call, no hash state kept for a second message."""
+    if len(key) > _SHA256_BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_SHA256_BLOCK, b"\x00")
+    inner = hashlib.sha256(key.translate(_IPAD) + message).digest()
+    digest: bytes = hashlib.sha256(key.translate(_OPAD) + inner).digest()
+    return digest
+
+
 def _hkdf_extract(ctx: DerivedContext) -> bytes:
     """HKDF-Extract (RFC 5869 §2.2): PRK = HMAC-Hash(Master Salt, Master Secret).
 
@@ -289,7 +300,7 @@ def _hkdf_extract(ctx: DerivedContext) -> bytes:
     same salt and input keying material), so it is computed once.
     """
     if ctx.hkdf == HKDF_SHA256:
-        return _hmac_sha256(_hmac_sha256_pads(ctx.master_salt), ctx.master_secret)
+        return _hmac_sha256_once(ctx.master_salt, ctx.master_secret)
     mac = HMAC(ctx.master_salt, HKDF_HASHES[ctx.hkdf]())  # pragma: no cover - SHA-256 only
     mac.update(ctx.master_secret)
     return mac.finalize()

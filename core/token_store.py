@@ -232,7 +232,7 @@ class TokenStore:
 
     def put(self, entry: StoredToken) -> StoredToken | None:
         """Store ``entry``; return the entry it superseded (same PoP key), if any."""
-        old = self.remove(entry.key_id)
+        old = self.remove(entry.key_id) if entry.key_id in self._by_key else None
         if old is None and len(self._by_key) >= self.capacity:
             raise CapacityExceeded(f"the RS stores at most {self.capacity} tokens")
         self._by_key[entry.key_id] = entry
