@@ -36,7 +36,7 @@ map finds the context by ``(kid, kid context)`` in a dict and asks it alone.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypeAlias
 
 from aiocoap import credentials, oscore
@@ -81,6 +81,15 @@ def _aiocoap_algorithm(cose_id: int) -> Any:
     return alg
 
 
+#: The hash of every context's HKDF (RFC 8613 §3.2.1: HKDF SHA-256): an algorithm
+#: descriptor without state, one for all.
+_SHA256 = hashes.SHA256()
+
+
+def _strike_out_nothing() -> None:
+    """The replay window's strike-out callback: the sequence marks persist it instead."""
+
+
 def credentials_key(recipient_id: bytes, id_context: bytes | None) -> str:
     """The deterministic ``CredentialsMap`` key of an RS context."""
     context = "-" if id_context is None else id_context.hex()
@@ -116,11 +125,11 @@ class DurableSecurityContext(oscore.CanProtect, oscore.CanUnprotect, oscore.Secu
         self.recipient_id = derived.recipient_id
         self.id_context = derived.id_context
         self.alg_aead = _aiocoap_algorithm(derived.alg)
-        self.hashfun = hashes.SHA256()
+        self.hashfun = _SHA256
         self.sender_key = keys.sender_key
         self.recipient_key = keys.recipient_key
         self.common_iv = keys.common_iv
-        self.recipient_replay_window = oscore.ReplayWindow(REPLAY_WINDOW, lambda: None)
+        self.recipient_replay_window = oscore.ReplayWindow(REPLAY_WINDOW, _strike_out_nothing)
         if replay_window is not None:
             if replay_window.size != REPLAY_WINDOW:
                 raise ValueError("the saved replay window has another size")
@@ -129,12 +138,22 @@ class DurableSecurityContext(oscore.CanProtect, oscore.CanUnprotect, oscore.Secu
             )
         elif replay_window_known:
             self.recipient_replay_window.initialize_empty()
-        self.echo_recovery = secrets.token_bytes(8)
+        self._echo_recovery: bytes | None = None
         self._reservation = reservation
         self._persist_mark = persist_mark
         self.sender_sequence_number = reservation.peek
         self.response_partial_iv = response_partial_iv
         self.removed = False
+
+    @property
+    def echo_recovery(self) -> bytes:
+        """The Echo value of this context's replay window recovery (RFC 8613 Appendix
+        B.1.2), 8 random bytes drawn when aiocoap first asks: a context whose window is
+        known may never need them."""
+        value = self._echo_recovery
+        if value is None:
+            value = self._echo_recovery = secrets.token_bytes(8)
+        return value
 
     def __repr__(self) -> str:
         return (
@@ -228,6 +247,8 @@ def oscore_lookup(item: object) -> OscoreLookup | str:
     known matchers (a group context, anything else: it must be asked in turn), and
     :data:`_NOT_OSCORE` for an item without one.
     """
+    if type(item) is DurableSecurityContext:  # keybound's own: its matcher is exact
+        return (item.recipient_id, item.id_context)
     matcher = getattr(type(item), "get_oscore_context_for", None)
     if matcher is None:
         return _NOT_OSCORE
@@ -299,7 +320,11 @@ class IndexedCredentialsMap(credentials.CredentialsMap):  # type: ignore[misc]
             self._index[where] = _Several(
                 sorted([*pairs, (label, item)], key=lambda pair: order[pair[0]])
             )
-        for kid in item.find_all_used_contextless_oscore_kid():
+        if type(item) is DurableSecurityContext:  # its own method, without building a set
+            kids: Iterable[bytes] = (where[0],) if where[1] is None else ()
+        else:
+            kids = item.find_all_used_contextless_oscore_kid()
+        for kid in kids:
             self._contextless[kid] = self._contextless.get(kid, 0) + 1
 
     def _label_of(self, where: OscoreLookup, other_than: str) -> str:

@@ -406,18 +406,21 @@ class ResourceServerSite:
         durable, then a new context is installed. A kept context (an update)
         persists the Sender Sequence Number mark it has made durable.
         """
-        for key_id in outcome.drop:
-            if not (outcome.keeps_context and key_id == outcome.stored.key_id):
-                self._remove_contexts(key_id)
-        if outcome.delete and self.writer is not None:
-            self.writer.submit(self.writer.store.delete_contexts, list(outcome.delete))
-        record = outcome.persist
-        if outcome.keeps_context and isinstance(context, DurableSecurityContext):
-            record = replace(record, sender_mark=context.durable_mark)
-        if self.writer is not None:
-            await self.writer.run(self._persist_token, record, outcome.exi_mark)
-        if not outcome.keeps_context:
-            self._installer(outcome.stored.verified.profile).install(outcome.stored)
+        keeps_context = outcome.keeps_context
+        if outcome.evicted or outcome.superseded is not None:
+            for key_id in outcome.drop:
+                if not (keeps_context and key_id == outcome.stored.key_id):
+                    self._remove_contexts(key_id)
+        writer = self.writer
+        if writer is not None:
+            if outcome.evicted:
+                writer.submit(writer.store.delete_contexts, list(outcome.delete))
+            record = outcome.persist
+            if keeps_context and isinstance(context, DurableSecurityContext):
+                record = replace(record, sender_mark=context.durable_mark)
+            await writer.run(self._persist_token, record, outcome.exi_mark)
+        if not keeps_context:
+            self.installers[outcome.stored.verified.profile].install(outcome.stored)
 
     # -- protected resources --
 

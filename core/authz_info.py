@@ -80,6 +80,10 @@ _RESPONSE_KEYS = frozenset({AceParameter.NONCE2, AceParameter.ACE_SERVER_RECIPIE
 #: A map of two items, then key 42 (nonce2); key 44 (ace_server_recipientId) sorts after it.
 _RESPONSE_HEAD = b"\xa2" + cbor.dumps(int(AceParameter.NONCE2))
 _SERVER_RECIPIENTID_KEY = cbor.dumps(int(AceParameter.ACE_SERVER_RECIPIENTID))
+#: The request's labels as plain integers (an IntEnum member is a slower class lookup).
+_ACCESS_TOKEN = int(AceParameter.ACCESS_TOKEN)
+_NONCE1 = int(AceParameter.NONCE1)
+_ACE_CLIENT_RECIPIENTID = int(AceParameter.ACE_CLIENT_RECIPIENTID)
 
 
 @dataclass(frozen=True)
@@ -131,9 +135,9 @@ class AuthzInfoRequest:
     def read_token(cls, m: Mapping[object, object]) -> AuthzInfoRequest:
         """The access token of a decoded payload; unrecognised parameters are refused."""
         _refuse_unknown(m, _REQUEST_KEYS, "authz-info request")
-        if AceParameter.ACCESS_TOKEN not in m:
+        if _ACCESS_TOKEN not in m:
             raise InvalidRequest("authz-info request: access_token is missing")
-        token = m[AceParameter.ACCESS_TOKEN]
+        token = m[_ACCESS_TOKEN]
         if not isinstance(token, bytes):
             raise InvalidRequest("access_token must be a byte string")
         return cls(access_token=token)
@@ -143,20 +147,24 @@ class AuthzInfoRequest:
 
         RFC 9203 §4.1.1, §4.1.2: an unprotected POST carries both.
         """
-        if AceParameter.NONCE1 not in m:
+        if _NONCE1 not in m:
             raise InvalidRequest("authz-info request: nonce1 is missing", claim="nonce1")
-        if AceParameter.ACE_CLIENT_RECIPIENTID not in m:
+        if _ACE_CLIENT_RECIPIENTID not in m:
             raise InvalidRequest(
                 "authz-info request: ace_client_recipientId is missing",
                 claim="ace_client_recipientId",
             )
-        return AuthzInfoRequest(
-            access_token=self.access_token,
-            nonce1=check_nonce(m[AceParameter.NONCE1], "nonce1"),
-            client_recipient_id=check_recipient_id(
-                m[AceParameter.ACE_CLIENT_RECIPIENTID], "ace_client_recipientId"
-            ),
+        nonce1 = check_nonce(m[_NONCE1], "nonce1")
+        client_recipient_id = check_recipient_id(
+            m[_ACE_CLIENT_RECIPIENTID], "ace_client_recipientId"
         )
+        # The token was checked when this request was made, and nonce1 and the
+        # Recipient ID (both present) just now: __post_init__ has nothing left to check.
+        request: AuthzInfoRequest = object.__new__(AuthzInfoRequest)
+        request.__dict__.update(
+            access_token=self.access_token, nonce1=nonce1, client_recipient_id=client_recipient_id
+        )
+        return request
 
     @classmethod
     def decode(cls, payload: bytes, *, protected: bool = False) -> AuthzInfoRequest:
@@ -187,11 +195,16 @@ class AuthzInfoResponse:
         (RFC 8949 §4.2.1), each value a byte string as :func:`keybound.core.cbor.dumps`
         writes it; the same bytes as the map encoded whole.
         """
+        nonce2, server_id = self.nonce2, self.server_recipient_id
+        if type(nonce2) is not bytes or type(server_id) is not bytes:
+            return cbor.dumps(self.to_cbor_map())
         return (
             _RESPONSE_HEAD
-            + cbor.dumps(self.nonce2)
+            + cbor.head(2, len(nonce2))
+            + nonce2
             + _SERVER_RECIPIENTID_KEY
-            + cbor.dumps(self.server_recipient_id)
+            + cbor.head(2, len(server_id))
+            + server_id
         )
 
     @classmethod

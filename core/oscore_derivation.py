@@ -51,7 +51,7 @@ class DerivedContext:
     hkdf: int = HKDF_SHA256
 
     def __post_init__(self) -> None:
-        aead = _aead(self.alg)
+        limit = _aead_sizes(self.alg)[2] - 6
         if type(self.hkdf) is not int or self.hkdf != HKDF_SHA256:
             hkdf_algorithm(self.hkdf)
         for name in ("master_secret", "master_salt", "sender_id", "recipient_id"):
@@ -59,7 +59,6 @@ class DerivedContext:
                 raise InvalidRequest(f"{name} must be a byte string")
         if self.id_context is not None and not isinstance(self.id_context, bytes):
             raise InvalidRequest("id_context must be a byte string")
-        limit = _AEAD_SIZES[aead][1] - 6
         check_recipient_id(self.sender_id, "sender_id", limit)
         check_recipient_id(self.recipient_id, "recipient_id", limit)
         if self.sender_id == self.recipient_id:
@@ -90,11 +89,12 @@ class DerivedContext:
         return _aead(self.alg)
 
 
-#: The AEAD algorithms by their integer COSE value, with their key and nonce sizes, read
-#: once (an Enum member's ``value`` is a property).
+#: The AEAD algorithms by their integer COSE value, read once (an Enum member's
+#: ``value`` is a property), and their ``(value, key size, nonce size)`` by the same
+#: integer: an Enum member hashes by a Python-level ``__hash__``, an int does not.
 _AEAD_BY_ID: dict[int, Algorithm] = {alg.id: alg for alg in Algorithm if alg.kind == "aead"}
-_AEAD_SIZES: dict[Algorithm, tuple[int, int]] = {
-    alg: (alg.key_bytes, alg.iv_bytes) for alg in _AEAD_BY_ID.values()
+_AEAD_SIZES: dict[int, tuple[int, int, int]] = {
+    alg.id: (alg.id, alg.key_bytes, alg.iv_bytes) for alg in _AEAD_BY_ID.values()
 }
 
 
@@ -105,6 +105,16 @@ def _aead(value: object) -> Algorithm:
         if alg is not None:
             return alg
     return aead_algorithm(value)
+
+
+def _aead_sizes(value: object) -> tuple[int, int, int]:
+    """``(COSE value, key size, nonce size)`` of the AEAD :func:`aead_algorithm` reads
+    from ``value`` (its checks run for anything but an integer it knows)."""
+    if type(value) is int:
+        sizes = _AEAD_SIZES.get(value)
+        if sizes is not None:
+            return sizes
+    return _AEAD_SIZES[aead_algorithm(value).id]
 
 
 class DerivedKeys(NamedTuple):
@@ -168,22 +178,30 @@ def context_parameters(
     other.
     """
     _check_role(role)
-    aead = _aead(OSCORE_DEFAULT_AEAD if material.alg is None else material.alg)
-    limit = _AEAD_SIZES[aead][1] - 6
+    alg, _key_bytes, iv_bytes = _aead_sizes(
+        OSCORE_DEFAULT_AEAD if material.alg is None else material.alg
+    )
+    limit = iv_bytes - 6
     id1 = check_recipient_id(client_recipient_id, "ace_client_recipientId", limit)
     id2 = check_recipient_id(server_recipient_id, "ace_server_recipientId", limit)
     if id1 == id2:
         raise InvalidRequest("ace_client_recipientId equals ace_server_recipientId")
     sender_id, recipient_id = (id2, id1) if role == "client" else (id1, id2)
-    return DerivedContext(
+    # Every check of DerivedContext.__post_init__ has been made: the AEAD and the
+    # Recipient IDs just above, the HKDF, Master Secret, salt and ID Context by
+    # OscoreInputMaterial; the Master Salt is built here as bytes. So the object is
+    # made without running them a second time.
+    ctx: DerivedContext = object.__new__(DerivedContext)
+    ctx.__dict__.update(
         master_secret=material.ms,
         master_salt=build_master_salt(material.salt, nonce1, nonce2),
         id_context=material.context_id,
         sender_id=sender_id,
         recipient_id=recipient_id,
-        alg=aead.id,
+        alg=alg,
         hkdf=material.hkdf_value,
     )
+    return ctx
 
 
 def _check_role(role: str) -> None:
@@ -264,6 +282,17 @@ def _hmac_sha256(pads: tuple[Any, Any], message: bytes) -> bytes:
     return digest
 
 
+def _hmac_sha256_once(key: bytes, message: bytes) -> bytes:
+    """HMAC-SHA-256 of one message (RFC 2104 §2): each padded key hashed with what follows
+    it in one call, no hash state kept for a second message."""
+    if len(key) > _SHA256_BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_SHA256_BLOCK, b"\x00")
+    inner = hashlib.sha256(key.translate(_IPAD) + message).digest()
+    digest: bytes = hashlib.sha256(key.translate(_OPAD) + inner).digest()
+    return digest
+
+
 def _hkdf_extract(ctx: DerivedContext) -> bytes:
     """HKDF-Extract (RFC 5869 §2.2): PRK = HMAC-Hash(Master Salt, Master Secret).
 
@@ -271,7 +300,7 @@ def _hkdf_extract(ctx: DerivedContext) -> bytes:
     same salt and input keying material), so it is computed once.
     """
     if ctx.hkdf == HKDF_SHA256:
-        return _hmac_sha256(_hmac_sha256_pads(ctx.master_salt), ctx.master_secret)
+        return _hmac_sha256_once(ctx.master_salt, ctx.master_secret)
     mac = HMAC(ctx.master_salt, HKDF_HASHES[ctx.hkdf]())  # pragma: no cover - SHA-256 only
     mac.update(ctx.master_secret)
     return mac.finalize()
@@ -291,9 +320,7 @@ def derive_keys(ctx: DerivedContext) -> DerivedKeys:
     SHA-256 output, so HKDF-Expand is its first block, T(1) = HMAC-Hash(PRK, info |
     0x01), cut to ``L`` (RFC 5869 §2.3), the three under one PRK's HMAC pads.
     """
-    aead = _aead(ctx.alg)
-    alg = aead.id
-    key_bytes, iv_bytes = _AEAD_SIZES[aead]
+    alg, key_bytes, iv_bytes = _aead_sizes(ctx.alg)
     id_context = ctx.id_context
     key_tail = _info_tail(alg, "Key", key_bytes)
     infos = (
@@ -301,19 +328,19 @@ def derive_keys(ctx: DerivedContext) -> DerivedKeys:
         _info(ctx.recipient_id, id_context, key_tail),
         _info(b"", id_context, _info_tail(alg, "IV", iv_bytes)),
     )
-    lengths = (key_bytes, key_bytes, iv_bytes)
     prk = _hkdf_extract(ctx)
-    if ctx.hkdf == HKDF_SHA256 and max(lengths) <= _SHA256_SIZE:
+    if ctx.hkdf == HKDF_SHA256 and key_bytes <= _SHA256_SIZE and iv_bytes <= _SHA256_SIZE:
         pads = _hmac_sha256_pads(prk)
-        out = [
-            _hmac_sha256(pads, info + b"\x01")[:size]
-            for info, size in zip(infos, lengths, strict=True)
-        ]
-    else:  # pragma: no cover - every AEAD's key and nonce fit in one SHA-256 block
-        out = [
-            _hkdf_expand(ctx, prk, info, size) for info, size in zip(infos, lengths, strict=True)
-        ]
-    return DerivedKeys(sender_key=out[0], recipient_key=out[1], common_iv=out[2])
+        return DerivedKeys(
+            _hmac_sha256(pads, infos[0] + b"\x01")[:key_bytes],
+            _hmac_sha256(pads, infos[1] + b"\x01")[:key_bytes],
+            _hmac_sha256(pads, infos[2] + b"\x01")[:iv_bytes],
+        )
+    return DerivedKeys(  # pragma: no cover - every AEAD's key and nonce fit in one SHA-256 block
+        _hkdf_expand(ctx, prk, infos[0], key_bytes),
+        _hkdf_expand(ctx, prk, infos[1], key_bytes),
+        _hkdf_expand(ctx, prk, infos[2], iv_bytes),
+    )
 
 
 def _info(id_: bytes, id_context: bytes | None, tail: bytes) -> bytes:

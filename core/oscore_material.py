@@ -57,6 +57,14 @@ _PARAMETER_NAMES: dict[int, str] = {
     OscoreParameter.CONTEXT_ID: "contextId",
 }
 _JSON_NAMES = frozenset(_PARAMETER_NAMES.values())
+#: The parameters' labels as plain integers (an IntEnum member is a slower class lookup).
+_ID = int(OscoreParameter.ID)
+_VERSION = int(OscoreParameter.VERSION)
+_MS = int(OscoreParameter.MS)
+_HKDF = int(OscoreParameter.HKDF)
+_ALG = int(OscoreParameter.ALG)
+_SALT = int(OscoreParameter.SALT)
+_CONTEXT_ID = int(OscoreParameter.CONTEXT_ID)
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
@@ -228,39 +236,49 @@ class OscoreInputMaterial:
 
     @classmethod
     def from_cbor_map(cls, m: object) -> OscoreInputMaterial:
-        """Validate a decoded CBOR map (RFC 9203 §3.2.1); errors name the parameter."""
-        if not isinstance(m, Mapping):
+        """Validate a decoded CBOR map (RFC 9203 §3.2.1); errors name the parameter.
+
+        Each parameter is checked once, here, in the order :meth:`__post_init__`
+        would check it after the map's own checks, so the object is made without
+        running them a second time.
+        """
+        if type(m) is not dict and not isinstance(m, Mapping):  # a dict skips the ABC check
             raise InvalidRequest("OSCORE input material must be a CBOR map", claim="osc")
         for key in m:
             if isinstance(key, bool) or not isinstance(key, int) or key not in _PARAMETER_NAMES:
                 raise InvalidRequest(
                     f"OSCORE input material: unrecognised parameter {key!r}", claim="osc"
                 )
-        if OscoreParameter.MS not in m:
+        if _MS not in m:
             raise InvalidRequest("OSCORE input material: ms is missing", claim="ms")
-        if OscoreParameter.ID not in m:
+        if _ID not in m:
             raise InvalidRequest("OSCORE input material: id is missing", claim="id")
-        version = m.get(OscoreParameter.VERSION)
+        version = m.get(_VERSION)
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
             raise InvalidRequest(
                 "OSCORE input material: version must be an integer", claim="version"
             )
-        hkdf = m.get(OscoreParameter.HKDF)
-        alg = m.get(OscoreParameter.ALG)
-        return cls(
-            id=_bytes_param(m[OscoreParameter.ID], "id", low=0, high=MAX_MATERIAL_FIELD_BYTES),
-            ms=_bytes_param(
-                m[OscoreParameter.MS],
-                "ms",
-                low=MIN_MASTER_SECRET_BYTES,
-                high=MAX_MASTER_SECRET_BYTES,
-            ),
-            version=version,
-            hkdf=None if hkdf is None else hkdf_algorithm(hkdf),
-            alg=None if alg is None else aead_algorithm(alg).id,
-            salt=m.get(OscoreParameter.SALT),
-            context_id=m.get(OscoreParameter.CONTEXT_ID),
+        id_ = _bytes_param(m[_ID], "id", low=0, high=MAX_MATERIAL_FIELD_BYTES)
+        ms = _bytes_param(m[_MS], "ms", low=MIN_MASTER_SECRET_BYTES, high=MAX_MASTER_SECRET_BYTES)
+        hkdf = m.get(_HKDF)
+        if hkdf is not None:
+            hkdf = hkdf_algorithm(hkdf)
+        alg = m.get(_ALG)
+        if alg is not None:
+            alg = aead_algorithm(alg).id
+        if version is not None and version != OSCORE_VERSION:
+            raise UnsupportedPopKey(f"OSCORE version {version} is not supported", claim="version")
+        salt = m.get(_SALT)
+        if salt is not None:
+            _bytes_param(salt, "salt", low=0, high=MAX_MATERIAL_FIELD_BYTES)
+        context_id = m.get(_CONTEXT_ID)
+        if context_id is not None:
+            _bytes_param(context_id, "contextId", low=0, high=MAX_MATERIAL_FIELD_BYTES)
+        material: OscoreInputMaterial = object.__new__(cls)
+        material.__dict__.update(
+            id=id_, ms=ms, version=version, hkdf=hkdf, alg=alg, salt=salt, context_id=context_id
         )
+        return material
 
     # -- JSON (a JWT ``cnf``) --
 

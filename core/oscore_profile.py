@@ -23,7 +23,7 @@ from .numbers.ace_profiles import AceProfile
 from .oscore_derivation import DerivedContext, context_parameters
 from .oscore_material import OscoreInputMaterial
 from .token import AccessToken, CnfOsc
-from .token_store import ContextParameters, PersistedContext, PopKey, pop_key_id
+from .token_store import ContextParameters, PersistedContext, PopKey, frozen_record, pop_key_id
 
 
 def _material(material: PopKey) -> OscoreInputMaterial:
@@ -60,8 +60,12 @@ class OscoreProfile:
         """N1 and ID1 of ``request``, a fresh N2 from ``random`` and ID2 (RFC 9203 §4.2)."""
         if request.nonce1 is None or request.client_recipient_id is None:  # pragma: no cover
             raise InvalidRequest("nonce1 and ace_client_recipientId are required")
-        return ContextParameters(
-            request.nonce1, random(NONCE_BYTES), request.client_recipient_id, server_id
+        return frozen_record(
+            ContextParameters,
+            nonce1=request.nonce1,
+            nonce2=random(NONCE_BYTES),
+            client_id=request.client_recipient_id,
+            server_id=server_id,
         )
 
     def restored(self, record: PersistedContext) -> ContextParameters:

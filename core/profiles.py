@@ -114,7 +114,9 @@ def select_profile(ace_profile: int | None, accepted: Iterable[int]) -> Profile:
     if ace_profile is None:
         return PROFILES[DEFAULT_PROFILE]
     profile = PROFILES.get(ace_profile)
-    if profile is None or ace_profile not in set(accepted):
+    if not isinstance(accepted, set | frozenset):  # a policy's is a frozenset already
+        accepted = set(accepted)
+    if profile is None or ace_profile not in accepted:
         raise IncompatibleAceProfiles(f"ACE profile {ace_profile} is not supported here")
     return profile
 

@@ -112,6 +112,7 @@ from .token_store import (
     StoredToken,
     TokenStore,
     VerifiedToken,
+    frozen_record,
 )
 from .trl import KnownHashes, response_token_hash
 from .validation import validate
@@ -193,11 +194,11 @@ class AuthzInfoOutcome:
 
     ``persist`` holds Sender Sequence Number mark 0 for a new context; for a kept
     one (an update, RFC 9203 §4.4) the binding puts in the mark the installed
-    context has made durable, which only it knows.
+    context has made durable, which only it knows. It is made when asked for (a
+    binding without a state store never asks).
     """
 
     stored: StoredToken
-    persist: PersistedContext
     response: bytes = b""
     superseded: StoredToken | None = None
     evicted: tuple[StoredToken, ...] = ()
@@ -205,15 +206,22 @@ class AuthzInfoOutcome:
     keeps_context: bool = False
 
     @property
+    def persist(self) -> PersistedContext:
+        """The record of :attr:`stored` to persist (Sender Sequence Number mark 0)."""
+        return persisted(self.stored)
+
+    @property
     def drop(self) -> tuple[bytes, ...]:
         """The PoP key ids whose security contexts go: evicted and superseded tokens."""
-        superseded = () if self.superseded is None else (self.superseded.key_id,)
-        return (*self.delete, *superseded)
+        if self.superseded is None:
+            return self.delete
+        return (*self.delete, self.superseded.key_id)
 
     @property
     def delete(self) -> tuple[bytes, ...]:
         """The PoP key ids whose persisted rows go (a superseded row is replaced)."""
-        return tuple(entry.key_id for entry in self.evicted)
+        evicted = self.evicted
+        return tuple([entry.key_id for entry in evicted]) if evicted else ()
 
 
 @dataclass(frozen=True)
@@ -379,7 +387,8 @@ class ResourceServer:
         if profile.encrypted_token and not encrypted:  # an RS that also takes signed tokens
             raise InvalidToken(_NOT_ENCRYPTED)
         expires_monotonic = monotonic + token.exi if token.exi is not None else None
-        return VerifiedToken(
+        return frozen_record(
+            VerifiedToken,
             token=token,
             raw=raw,
             material=material,
@@ -558,13 +567,14 @@ class ResourceServer:
         if context is not None:  # refuses ID1 == ID2 and IDs too long for the AEAD, first
             derived_context(entry)
         superseded = self.store.put(entry)
-        return AuthzInfoOutcome(
+        return frozen_record(
+            AuthzInfoOutcome,
             stored=entry,
-            persist=persisted(entry),
             response=profile.response(context),
             superseded=superseded,
             evicted=evicted,
             exi_mark=self._raise_mark(verified),
+            keeps_context=False,
         )
 
     def update(
@@ -591,7 +601,7 @@ class ResourceServer:
         entry = StoredToken(verified, current.context, received_at=now)
         self.store.put(entry)
         exi_mark = self._raise_mark(verified)
-        return AuthzInfoOutcome(entry, persisted(entry), exi_mark=exi_mark, keeps_context=True)
+        return AuthzInfoOutcome(entry, exi_mark=exi_mark, keeps_context=True)
 
     def _raise_mark(self, verified: VerifiedToken) -> int | None:
         """Raise the exi sequence number mark to ``verified``'s; the new mark if it moved.

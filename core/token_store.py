@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from . import cbor
 from .authz_info import MAX_RECIPIENT_ID_BYTES
@@ -42,6 +42,22 @@ from .trl import response_token_hash
 #: or an EDHOC authentication credential (draft-ietf-ace-edhoc-oscore-profile).
 PopKey: TypeAlias = OscoreInputMaterial | Ccs
 
+_Frozen = TypeVar("_Frozen")
+
+
+def frozen_record(cls: type[_Frozen], **fields: Any) -> _Frozen:
+    """An instance of the frozen dataclass ``cls`` (one without ``__post_init__``)
+    holding ``fields``, every field given.
+
+    The object the generated ``__init__`` makes, without its ``object.__setattr__``
+    call per field (a frozen dataclass's ``__init__`` cannot assign): for records made
+    on every ``/authz-info`` POST.
+    """
+    record: _Frozen = object.__new__(cls)
+    record.__dict__.update(fields)
+    return record
+
+
 # ---- verified tokens and stored state ------------------------------------------------------
 
 
@@ -51,8 +67,17 @@ def pop_key_id(material: OscoreInputMaterial) -> bytes:
     Two tokens with the same identifier are bound to the same key (one token per
     key). It is a hash, so it can be stored and logged without revealing the secret.
     """
-    parts = [material.id, material.context_id or b"", material.ms]
-    return hashlib.sha256(cbor.dumps(["keybound-pop-key", *parts])).digest()
+    digest = hashlib.sha256(_POP_KEY_HEAD)
+    for part in (material.id, material.context_id or b"", material.ms):  # byte strings, checked
+        digest.update(cbor.head(2, len(part)))
+        digest.update(part)
+    return digest.digest()
+
+
+#: The CBOR array ``["keybound-pop-key", id, contextId, ms]`` up to its three byte
+#: strings, which are hashed after it head by head: the same bytes as the array
+#: encoded whole.
+_POP_KEY_HEAD = cbor.head(4, 4) + cbor.dumps("keybound-pop-key")
 
 
 @dataclass(frozen=True)
@@ -207,7 +232,7 @@ class TokenStore:
 
     def put(self, entry: StoredToken) -> StoredToken | None:
         """Store ``entry``; return the entry it superseded (same PoP key), if any."""
-        old = self.remove(entry.key_id)
+        old = self.remove(entry.key_id) if entry.key_id in self._by_key else None
         if old is None and len(self._by_key) >= self.capacity:
             raise CapacityExceeded(f"the RS stores at most {self.capacity} tokens")
         self._by_key[entry.key_id] = entry
@@ -321,5 +346,6 @@ __all__ = [
     "StoredToken",
     "TokenStore",
     "VerifiedToken",
+    "frozen_record",
     "pop_key_id",
 ]

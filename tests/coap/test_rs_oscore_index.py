@@ -400,3 +400,14 @@ def test_a_posted_token_over_a_crowded_rs_installs_one_indexed_context() -> None
             assert found is context
 
     run(body())
+
+
+def test_the_echo_recovery_value_is_drawn_once_per_context() -> None:
+    """Drawn when first asked (RFC 8613 Appendix B.1.2): fixed for the context, not shared."""
+    first = _context(_pair(b"\x07", None)[0], b"k1")
+    second = _context(_pair(b"\x08", None)[0], b"k2")
+    value = first.echo_recovery
+    assert isinstance(value, bytes)
+    assert len(value) == 8
+    assert first.echo_recovery == value
+    assert second.echo_recovery != value

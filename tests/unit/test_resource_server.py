@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Generator
 from typing import Any
@@ -691,3 +692,24 @@ def test_an_unknown_or_unaccepted_profile_is_incompatible(number: int, accepted:
         IncompatibleAceProfiles, match=f"ACE profile {number} is not supported here"
     ):
         rs.verify(mint(keys, material(), ace_profile=number, now=NOW), now=NOW, monotonic=0)
+
+
+def _as_constructed(record: Any) -> Any:
+    """``record`` made again by its dataclass constructor from its fields."""
+    return type(record)(**{f.name: getattr(record, f.name) for f in dataclasses.fields(record)})
+
+
+def test_the_records_of_a_post_hold_every_field_as_their_constructors_make_them() -> None:
+    """verify and the OSCORE profile fill their frozen records without __init__."""
+    keys = Keys()
+    rs = make_rs(keys)
+    _asked, outcome = finish(
+        flow_of(rs, payload(mint(keys, material(), now=NOW)), introspect=False)
+    )
+    verified, context = outcome.stored.verified, outcome.stored.context
+    for record in (outcome, verified, context):
+        names = {f.name for f in dataclasses.fields(record)}
+        assert set(vars(record)) == names
+        assert _as_constructed(record) == record
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(record, next(iter(names)), None)
