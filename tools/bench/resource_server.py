@@ -55,6 +55,7 @@ from keybound.core.authz_info import NONCE_BYTES, AuthzInfoRequest
 from keybound.core.oscore_material import OscoreInputMaterial
 from keybound.core.resource_server import ResourceServer, RsPolicy, scope_tokens
 from keybound.core.token import CnfOsc
+from keybound.core.token_store import pop_key_id
 from keybound.tools.bench.fixtures import (
     AUDIENCE,
     CLIENT_ID,
@@ -141,11 +142,13 @@ class _Site:
         self._pool: list[tuple[bytes, bytes]] = []
 
     def payload(self) -> tuple[bytes, bytes]:
-        """(PoP key id, ``/authz-info`` payload) of a token never posted before."""
+        """(PoP key id, ``/authz-info`` payload) of a token never posted before: the id
+        the token store keys it by (:func:`~keybound.core.token_store.pop_key_id`)."""
         material = OscoreInputMaterial(id=os.urandom(6), ms=os.urandom(16))
         token = dataclasses.replace(sample_token(CnfOsc(material), now=NOW), cti=os.urandom(16))
         raw = cwt.encode(token, cwt.Encrypt0(self.keys.as_rs), random_bytes=os.urandom)
-        return material.id, AuthzInfoRequest(raw, os.urandom(NONCE_BYTES), CLIENT_ID).encode()
+        request = AuthzInfoRequest(raw, os.urandom(NONCE_BYTES), CLIENT_ID).encode()
+        return pop_key_id(material), request
 
     def prepare(self, count: int) -> None:
         self._pool = [self.payload() for _ in range(count)]
@@ -160,8 +163,13 @@ class _Site:
         self.posted.append(key_id)
 
     def take_back(self) -> None:
-        """Remove the tokens POSTed since the last call, with their contexts."""
+        """Remove the tokens POSTed since the last call, with their contexts, so that the
+        site holds what it held before them; a token not found is an error (the figure
+        would otherwise time a site that grows round by round)."""
+        store = self.site.rs.store
         for key_id in self.posted:
+            if store.get(key_id) is None:
+                raise RuntimeError("a token POSTed in the benchmark is not in the RS's store")
             self.site.drop(key_id, reason="bench")
         self.posted.clear()
 
