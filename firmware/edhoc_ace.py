@@ -60,6 +60,11 @@ def build(cfg, as_ctx, send_as, send_rs):
         sk, ccs = keygen.load_key(cfg["state_dir"])
     finally:
         sys.modules.pop("keygen", None)
+    # The OSCORE profile's steps 1-3 in ace.py, which this profile replaces
+    # (keygen.request_token, Session.ensure below): a device runs one
+    # profile, so their code goes rather than be held through every handshake.
+    del ace.Session.request_token, ace.Session.ensure, ace.derive_context, ace.master_salt
+    gc.collect()
     return Session(
         as_ctx, send_as, send_rs, cfg["audience"], cfg["scope"], sk, ccs,
         token_path=cfg["token_path"], authz_info_path=cfg["authz_info_path"],
@@ -80,6 +85,7 @@ class Session(ace.Session):
     def request_token(self):
         """Step 1 (draft §3.1-3.3), keygen.request_token: keygen.py is loaded for it
         and dropped again, so its code is not held through the handshake."""
+        gc.collect()  # keygen's and p256's code onto a collected heap
         import keygen
 
         try:
@@ -102,10 +108,13 @@ class Session(ace.Session):
         if resp.code != coap.CREATED:
             raise ace.ACEError("authz-info: %d.%02d" % (resp.code >> 5, resp.code & 31))
         self.authz_posts += 1
-        body = resp = None  # the token's copies go before the handshake
+        # The token and its copies go before the handshake: the RS holds it now,
+        # and a round whose handshake fails starts with a new token.
+        body = resp = self.token = None
         # C_I: one byte, a CBOR int -24..23 (RFC 9528 §3.3.2), later the
         # device's OSCORE Recipient ID.
         b = self.rand(1)[0] % 48
+        gc.collect()  # edhoc's code onto a collected heap, below the exchange's garbage
         edhoc = _load_edhoc()
         gc.collect()  # one free run for the handshake after the module loaded
         # No collection every app.GC_THRESHOLD bytes while P-256 runs: its integer
