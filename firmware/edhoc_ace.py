@@ -33,21 +33,6 @@ import coap
 _CF_EDHOC_CID = const(65)  # application/cid-edhoc+cbor-seq (RFC 9528 §10.9)
 
 
-def _load_edhoc():
-    # edhoc.py and p256.py are loaded for a handshake (p256.py alone for a
-    # token request, keygen.request_token) and dropped after it (_unload):
-    # their code is not held while the OSCORE requests run.
-    import edhoc
-
-    return edhoc
-
-
-def _unload():
-    edhoc = sys.modules.pop("edhoc", None)
-    if sys.modules.pop("p256", None) or edhoc:
-        gc.collect()
-
-
 def build(cfg, as_ctx, send_as, send_rs):
     """The Session of app.build_session for a bundle of the EDHOC profile.
 
@@ -98,7 +83,12 @@ class Session(ace.Session):
         try:
             self._ensure()
         finally:
-            _unload()
+            # edhoc.py and p256.py are loaded for a handshake (p256.py alone
+            # for a token request, keygen.request_token) and dropped after it:
+            # their code is not held while the OSCORE requests run.
+            edhoc = sys.modules.pop("edhoc", None)
+            if sys.modules.pop("p256", None) or edhoc:
+                gc.collect()
 
     def _ensure(self):
         if self._ready():
@@ -115,7 +105,8 @@ class Session(ace.Session):
         # device's OSCORE Recipient ID.
         b = self.rand(1)[0] % 48
         gc.collect()  # edhoc's code onto a collected heap, below the exchange's garbage
-        edhoc = _load_edhoc()
+        import edhoc
+
         gc.collect()  # one free run for the handshake after the module loaded
         # No collection every app.GC_THRESHOLD bytes while P-256 runs: its integer
         # arithmetic allocates about a megabyte per scalar multiplication, and
@@ -133,13 +124,13 @@ class Session(ace.Session):
             gc.threshold(threshold)
         self.ctx = ini.oscore_context()
         self.handshakes += 1
-        self.token = None
 
     def _edhoc(self, payload, what):
         req = coap.request(coap.POST, "/.well-known/edhoc", payload, _CF_EDHOC_CID)
         resp = self.send_rs(req)
         if resp.code != coap.CHANGED:
-            edhoc = _load_edhoc()
+            import edhoc
+
             why = edhoc.read_error(bytes(resp.payload)) or bytes(resp.payload[:40])
             raise edhoc.EDHOCError(
                 "%s refused: %d.%02d %s" % (what, resp.code >> 5, resp.code & 31, why)
