@@ -96,7 +96,7 @@ class Session(ace.Session):
         body = cbor.dumps({1: self.token})
         resp = self.send_rs(coap.request(coap.POST, self.authz_info_path, body, coap.CF_ACE_CBOR))
         if resp.code != coap.CREATED:
-            raise ace.ACEError("authz-info: %d.%02d" % (resp.code >> 5, resp.code & 31))
+            raise ace.ACEError("authz-info" + ": %d.%02d" % (resp.code >> 5, resp.code & 31))
         self.authz_posts += 1
         # The token and its copies go before the handshake: the RS holds it now,
         # and a round whose handshake fails starts with a new token.
@@ -133,7 +133,7 @@ class Session(ace.Session):
 
             why = edhoc.read_error(bytes(resp.payload)) or bytes(resp.payload[:40])
             raise edhoc.EDHOCError(
-                "%s refused: %d.%02d %s" % (what, resp.code >> 5, resp.code & 31, why)
+                what + " refused: " + "%d.%02d %s" % (resp.code >> 5, resp.code & 31, why)
             )
         return bytes(resp.payload)
 
