@@ -10,8 +10,13 @@
 #   ini.oscore_context()                  RFC 9528 Appendix A.1
 #
 # The module is on the heap only for a handshake (edhoc_ace.py loads it and
-# drops it again), and its error messages are short: a string constant of
-# ten characters or more is an object of its own on the heap.
+# drops it again).  Its error messages are joined from pieces of at most ten
+# characters at the time they are raised: mpy-cross interns such a constant as
+# a name, while a longer one is a string object of its own on the heap (64
+# bytes or more on the 64-bit port).  The EDHOC modules' names need a fifth
+# pool of names anyway, which has room for the pieces; the OSCORE-profile
+# modules (cbor, coap, oscore, ace, app) do not split theirs, since the new
+# names would push that profile past its four pools.
 # EDHOC_KDF(PRK, label, context, length) = HKDF-Expand(PRK, info, length),
 # info the CBOR sequence (label, bstr context, length) (§4.1.2), on
 # oscore._hmac; the AEAD is oscore.ccm.  Every received message is bounded
@@ -64,14 +69,14 @@ def _items(data, what, ends=None):
     # A CBOR sequence (RFC 8742) -> list of items, bounded; the end offset
     # of each item is appended to ends when given.
     if len(data) > _MAX_MESSAGE:
-        raise EDHOCError("%s over %d bytes" % (what, _MAX_MESSAGE))
+        raise EDHOCError("%s over %d" % (what, _MAX_MESSAGE) + " bytes")
     d = memoryview(data)
     out = []
     p = 0
     try:
         while p < len(d):
             if len(out) > 2 * _MAX_EAD + 4:
-                raise EDHOCError("%s: too many items" % what)
+                raise EDHOCError(what + ": too many" + " items")
             v, p = cbor._dec(d, p, 0, 4)
             out.append(v)
             if ends is not None:
@@ -107,13 +112,13 @@ def _ead(items, what):
     # EAD items (label, ? bstr value) (§3.8): a critical one (negative
     # label) is not supported and aborts; others are ignored.
     if len(items) > 2 * _MAX_EAD:
-        raise EDHOCError("%s: too many EAD" % what)
+        raise EDHOCError(what + ": too many" + " EAD")
     for v in items:
         if isinstance(v, int) and not isinstance(v, bool):
             if v < 0:
-                raise EDHOCError("%s: critical EAD %d" % (what, -v))
+                raise EDHOCError(what + ": critical" + " EAD %d" % -v)
         elif not isinstance(v, bytes):
-            raise EDHOCError("%s: bad EAD" % what)
+            raise EDHOCError(what + ": bad EAD")
 
 
 def read_error(payload):
@@ -124,7 +129,7 @@ def read_error(payload):
         return None
     if not items or not isinstance(items[0], int):
         return None
-    return "EDHOC error %d: %r" % (items[0], items[1] if len(items) > 1 else None)
+    return "EDHOC " + "error " + "%d: %r" % (items[0], items[1] if len(items) > 1 else None)
 
 
 class Initiator:
@@ -162,35 +167,35 @@ class Initiator:
         """Verify message_2 (§5.3.3); returns C_R (raw bytes)."""
         items = _items(m2, "message_2")
         if len(items) != 1 or not isinstance(items[0], bytes) or len(items[0]) < 34:
-            raise EDHOCError("bad message_2")
+            raise EDHOCError("bad " + "message_2")
         gc = items[0]
         try:
             g_y = p256.decompress(gc[:32])
             g_xy = p256.ecdh(self.x, *g_y)
             g_rx = p256.ecdh(self.x, *self.g_r)
         except p256.CurveError as e:
-            raise EDHOCError("message_2: %s" % e) from None
+            raise EDHOCError("message_2" + ": %s" % e) from None
         th2 = _h(_bstr(gc[:32]), _bstr(self.h1))
         prk2e = oscore._hmac(th2, g_xy)
         ct = gc[32:]
         ks = kdf(prk2e, 0, th2, len(ct))
         pt2 = bytes(ct[i] ^ ks[i] for i in range(len(ct)))
         ends = []
-        items = _items(pt2, "PLAINTEXT_2", ends)
+        items = _items(pt2, "PLAINTEXT" + "_2", ends)
         if len(items) < 3 or not isinstance(items[2], bytes) or len(items[2]) != _MAC_LEN:
-            raise EDHOCError("bad PLAINTEXT_2")
+            raise EDHOCError("bad " + "PLAINTEXT" + "_2")
         c_r = _id_bytes(items[0], "C_R")
         id_cred = items[1]
         if isinstance(id_cred, dict):
             # by value {14: CCS} must be the expected credential; {4: kid} in
             # full form is not allowed: a kid alone is always compact (§3.5.3.2)
             if id_cred != {14: cbor.loads(self.cred_r, 512)}:
-                raise EDHOCError("wrong ID_CRED_R")
+                raise EDHOCError("wrong " + "ID_CRED_R")
             id_cred_r = b"\xa1\x0e" + self.cred_r
         elif _id_bytes(id_cred, "ID_CRED_R") == self.kid_r:
             id_cred_r = cbor.dumps({4: self.kid_r})
         else:
-            raise EDHOCError("wrong ID_CRED_R")
+            raise EDHOCError("wrong " + "ID_CRED_R")
         _ead(items[3:], "EAD_2")
         ead2 = pt2[ends[2] :]  # EAD_2: what follows MAC_2
         salt = kdf(prk2e, 1, th2, 32)
@@ -216,7 +221,7 @@ class Initiator:
         try:
             g_iy = p256.ecdh(self.sk_i, *self.g_y)
         except p256.CurveError as e:
-            raise EDHOCError("message_3: %s" % e) from None
+            raise EDHOCError("message_3" + ": %s" % e) from None
         prk4e3m = oscore._hmac(kdf(self.prk, 5, th3, 32), g_iy)
         id_cred_i = cbor.dumps({4: self.kid_i})
         mac3 = kdf(prk4e3m, 6, id_cred_i + _bstr(th3) + self.cred_i, _MAC_LEN)
@@ -233,7 +238,7 @@ class Initiator:
         """Verify message_4 (§5.5.3): key confirmation from the Responder."""
         items = _items(m4, "message_4")
         if len(items) != 1 or not isinstance(items[0], bytes):
-            raise EDHOCError("no CIPHERTEXT_4")
+            raise EDHOCError("no " + "CIPHERTEXT" + "_4")
         th4 = self.th
         try:
             pt4 = oscore.ccm(
@@ -244,8 +249,8 @@ class Initiator:
                 True,
             )
         except oscore.OSCOREError:
-            raise EDHOCError("message_4 does not verify") from None
-        _ead(_items(pt4, "PLAINTEXT_4"), "EAD_4")
+            raise EDHOCError("message_4" + " does not" + " verify") from None
+        _ead(_items(pt4, "PLAINTEXT" + "_4"), "EAD_4")
 
     def exporter(self, label, length):
         """EDHOC_Exporter(label, h'', length) (§4.2.1), after message_3."""

@@ -33,21 +33,6 @@ import coap
 _CF_EDHOC_CID = const(65)  # application/cid-edhoc+cbor-seq (RFC 9528 §10.9)
 
 
-def _load_edhoc():
-    # edhoc.py and p256.py are loaded for a handshake (p256.py alone for a
-    # token request, keygen.request_token) and dropped after it (_unload):
-    # their code is not held while the OSCORE requests run.
-    import edhoc
-
-    return edhoc
-
-
-def _unload():
-    edhoc = sys.modules.pop("edhoc", None)
-    if sys.modules.pop("p256", None) or edhoc:
-        gc.collect()
-
-
 def build(cfg, as_ctx, send_as, send_rs):
     """The Session of app.build_session for a bundle of the EDHOC profile.
 
@@ -60,6 +45,11 @@ def build(cfg, as_ctx, send_as, send_rs):
         sk, ccs = keygen.load_key(cfg["state_dir"])
     finally:
         sys.modules.pop("keygen", None)
+    # The OSCORE profile's steps 1-3 in ace.py, which this profile replaces
+    # (keygen.request_token, Session.ensure below): a device runs one
+    # profile, so their code goes rather than be held through every handshake.
+    del ace.Session.request_token, ace.Session.ensure, ace.derive_context, ace.master_salt
+    gc.collect()
     return Session(
         as_ctx, send_as, send_rs, cfg["audience"], cfg["scope"], sk, ccs,
         token_path=cfg["token_path"], authz_info_path=cfg["authz_info_path"],
@@ -80,6 +70,7 @@ class Session(ace.Session):
     def request_token(self):
         """Step 1 (draft §3.1-3.3), keygen.request_token: keygen.py is loaded for it
         and dropped again, so its code is not held through the handshake."""
+        gc.collect()  # keygen's and p256's code onto a collected heap
         import keygen
 
         try:
@@ -92,7 +83,12 @@ class Session(ace.Session):
         try:
             self._ensure()
         finally:
-            _unload()
+            # edhoc.py and p256.py are loaded for a handshake (p256.py alone
+            # for a token request, keygen.request_token) and dropped after it:
+            # their code is not held while the OSCORE requests run.
+            edhoc = sys.modules.pop("edhoc", None)
+            if sys.modules.pop("p256", None) or edhoc:
+                gc.collect()
 
     def _ensure(self):
         if self._ready():
@@ -100,13 +96,17 @@ class Session(ace.Session):
         body = cbor.dumps({1: self.token})
         resp = self.send_rs(coap.request(coap.POST, self.authz_info_path, body, coap.CF_ACE_CBOR))
         if resp.code != coap.CREATED:
-            raise ace.ACEError("authz-info: %d.%02d" % (resp.code >> 5, resp.code & 31))
+            raise ace.ACEError("authz-info" + ": %d.%02d" % (resp.code >> 5, resp.code & 31))
         self.authz_posts += 1
-        body = resp = None  # the token's copies go before the handshake
+        # The token and its copies go before the handshake: the RS holds it now,
+        # and a round whose handshake fails starts with a new token.
+        body = resp = self.token = None
         # C_I: one byte, a CBOR int -24..23 (RFC 9528 §3.3.2), later the
         # device's OSCORE Recipient ID.
         b = self.rand(1)[0] % 48
-        edhoc = _load_edhoc()
+        gc.collect()  # edhoc's code onto a collected heap, below the exchange's garbage
+        import edhoc
+
         gc.collect()  # one free run for the handshake after the module loaded
         # No collection every app.GC_THRESHOLD bytes while P-256 runs: its integer
         # arithmetic allocates about a megabyte per scalar multiplication, and
@@ -124,16 +124,16 @@ class Session(ace.Session):
             gc.threshold(threshold)
         self.ctx = ini.oscore_context()
         self.handshakes += 1
-        self.token = None
 
     def _edhoc(self, payload, what):
         req = coap.request(coap.POST, "/.well-known/edhoc", payload, _CF_EDHOC_CID)
         resp = self.send_rs(req)
         if resp.code != coap.CHANGED:
-            edhoc = _load_edhoc()
+            import edhoc
+
             why = edhoc.read_error(bytes(resp.payload)) or bytes(resp.payload[:40])
             raise edhoc.EDHOCError(
-                "%s refused: %d.%02d %s" % (what, resp.code >> 5, resp.code & 31, why)
+                what + " refused: " + "%d.%02d %s" % (resp.code >> 5, resp.code & 31, why)
             )
         return bytes(resp.payload)
 

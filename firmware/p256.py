@@ -21,6 +21,9 @@
 # check_point(): coordinates below p, on the curve (y^2 = x^3 - 3x + b);
 # infinity has no 32-byte encoding, and results at infinity are refused.
 
+# Error messages are joined from pieces of at most ten characters, as in
+# edhoc.py: no string object of its own on the heap for each.
+#
 # Module globals, not const(): a const() integer this large is a constant of
 # every function that uses it, and the module's heap grew by 220 bytes.
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
@@ -88,7 +91,7 @@ def mul(k, x, y):
         r[b] = _dbl(r[b])
     x, y, z = r[0]
     if not z:
-        raise CurveError("result at infinity")
+        raise CurveError("result at " + "infinity")
     z = pow(z, P - 2, P)  # the one inversion (Fermat)
     return x * z % P, y * z % P
 
@@ -100,7 +103,7 @@ def _rhs(x):
 def check_point(x, y):
     """Raise CurveError unless (x, y) is a finite point of P-256."""
     if not (0 <= x < P and 0 <= y < P) or y * y % P != _rhs(x):
-        raise CurveError("not on P-256")
+        raise CurveError("not on " + "P-256")
 
 
 def decompress(xb):
@@ -111,14 +114,14 @@ def decompress(xb):
     is on no point of the curve.
     """
     if len(xb) != 32:
-        raise CurveError("x: not 32 bytes")
+        raise CurveError("x: not 32 " + "bytes")
     x = int.from_bytes(xb, "big")
     if x >= P:
-        raise CurveError("x not below p")
+        raise CurveError("x not " + "below p")
     a = _rhs(x)
     y = pow(a, (P + 1) // 4, P)  # p = 3 mod 4
     if y * y % P != a:
-        raise CurveError("x of no point")
+        raise CurveError("x of no " + "point")
     return x, y
 
 
@@ -126,7 +129,7 @@ def scalar(db):
     """The private scalar of 32 bytes; CurveError unless 1 <= d <= n - 1."""
     d = int.from_bytes(db, "big")
     if len(db) != 32 or not 0 < d < N:
-        raise CurveError("bad private key")
+        raise CurveError("bad " + "private " + "key")
     return d
 
 
