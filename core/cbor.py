@@ -411,8 +411,8 @@ def loads(
         if 0xA0 < initial < 0xB8 and max_depth:
             try:
                 value, end = _build_map(data, 1, initial - 0xA0, 1, max_depth)
-            except (_Unusual, IndexError, UnicodeDecodeError):
-                pass
+            except (_Unusual, IndexError, UnicodeDecodeError, RecursionError):
+                pass  # the walk and cbor2 say what they always said
             else:
                 if end == len(data):
                     return value
