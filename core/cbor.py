@@ -279,11 +279,143 @@ def check(
         raise DecodeError(f"{len(data) - end} trailing bytes after the CBOR item")
 
 
+class _Unusual(Exception):
+    """An item :func:`_build` leaves to the walk and cbor2 (never leaves this module)."""
+
+
+# The builder below reads the common items of small maps (claims, COSE_Keys, headers)
+# straight into Python values: integers of up to eight bytes, definite byte and text
+# strings, false, true, null, and definite arrays and maps of up to 23 items whose keys
+# are small integers or short text strings. Anything else, and anything the walk would
+# refuse (duplicate keys, nesting past max_depth, bad UTF-8, truncation, trailing
+# bytes), raises _Unusual, IndexError or UnicodeDecodeError; loads then takes the walk
+# and cbor2, which give the value or the error they always gave. The builder advances
+# at least one byte per item and nests at most max_depth deep, as the walk does.
+
+
+def _build_map(
+    data: bytes, pos: int, count: int, level: int, max_depth: int
+) -> tuple[dict[Any, Any], int]:
+    """The ``count`` pairs of the map whose items (``level`` deep) start at ``pos``."""
+    out: dict[Any, Any] = {}
+    for _ in range(count):
+        initial = data[pos]
+        key: Any
+        if initial < 0x18:
+            key = initial
+            pos += 1
+        elif 0x20 <= initial < 0x38:
+            key = 0x1F - initial
+            pos += 1
+        elif initial == 0x18:
+            key = data[pos + 1]
+            pos += 2
+        elif 0x60 <= initial < 0x78:
+            end = pos + initial - 0x5F
+            key = data[pos + 1 : end].decode("utf-8")
+            pos = end
+        else:
+            raise _Unusual
+        # the values of claims and COSE_Keys, most frequent first; the rest in _build
+        initial = data[pos]
+        if initial < 0x18:
+            out[key] = initial
+            pos += 1
+        elif 0x60 <= initial < 0x78:
+            end = pos + initial - 0x5F
+            out[key] = data[pos + 1 : end].decode("utf-8")
+            pos = end
+        elif 0x40 <= initial < 0x58:
+            end = pos + initial - 0x3F
+            out[key] = data[pos + 1 : end]
+            pos = end
+        elif initial == 0x58:
+            end = pos + 2 + data[pos + 1]
+            out[key] = data[pos + 2 : end]
+            pos = end
+        elif initial == 0x1A:
+            end = pos + 5
+            out[key] = int.from_bytes(data[pos + 1 : end], "big")
+            pos = end
+        elif 0xA0 < initial < 0xB8:
+            if level >= max_depth:
+                raise _Unusual
+            out[key], pos = _build_map(data, pos + 1, initial - 0xA0, level + 1, max_depth)
+        elif 0x20 <= initial < 0x38:
+            out[key] = 0x1F - initial
+            pos += 1
+        else:
+            out[key], pos = _build(data, pos, level, max_depth)
+    if len(out) != count:  # a duplicate key: the walk says so
+        raise _Unusual
+    return out, pos
+
+
+#: The values of the simple values false, true and null (0xf4-0xf6).
+_SIMPLE = {20: False, 21: True, 22: None}
+
+
+def _build(data: bytes, pos: int, level: int, max_depth: int) -> tuple[Any, int]:
+    """The item at ``pos`` (nested ``level`` deep) and where it ends."""
+    initial = data[pos]
+    major, info = initial >> 5, initial & 0x1F
+    if info < 24:
+        arg = info
+        pos += 1
+    elif info < 28:
+        end = pos + 1 + (1 << (info - 24))
+        if end > len(data):
+            raise _Unusual
+        arg = int.from_bytes(data[pos + 1 : end], "big")
+        pos = end
+    else:
+        raise _Unusual
+    if major == 0:
+        return arg, pos
+    if major == 1:
+        return -1 - arg, pos
+    if major == 2:
+        end = pos + arg
+        return data[pos:end], end
+    if major == 3:
+        end = pos + arg
+        return data[pos:end].decode("utf-8"), end
+    if major in (4, 5):
+        if not arg:
+            return ({} if major == 5 else []), pos
+        if level >= max_depth or arg > 23:
+            raise _Unusual
+        if major == 5:
+            return _build_map(data, pos, arg, level + 1, max_depth)
+        items: list[Any] = []
+        level += 1
+        for _ in range(arg):
+            value, pos = _build(data, pos, level, max_depth)
+            items.append(value)
+        return items, pos
+    if initial in (0xF4, 0xF5, 0xF6):
+        return _SIMPLE[info], pos
+    raise _Unusual
+
+
 def loads(
     data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: int = DEFAULT_MAX_DEPTH
 ) -> Any:
-    """Decode untrusted CBOR after :func:`check`; raise only keybound errors."""
+    """Decode untrusted CBOR after :func:`check`; raise only keybound errors.
+
+    A small map of the usual items is built directly (:func:`_build_map`); any other
+    input, or any the checks would refuse, is walked and then decoded by cbor2.
+    """
     if type(data) is bytes and 0 < len(data) <= max_size and 0 <= max_depth <= MAX_DEPTH_LIMIT:
+        initial = data[0]
+        if 0xA0 < initial < 0xB8 and max_depth:
+            try:
+                value, end = _build_map(data, 1, initial - 0xA0, 1, max_depth)
+            except (_Unusual, IndexError, UnicodeDecodeError, RecursionError):
+                pass  # the walk and cbor2 say what they always said
+            else:
+                if end == len(data):
+                    return value
         # check()'s walk, called directly; anything but one whole item goes through
         # check() again, which raises its own error for it
         try:

@@ -21,10 +21,7 @@ import cbor2
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 
 from . import cbor
@@ -127,6 +124,20 @@ def _sign(alg: Algorithm, key: Key, data: bytes) -> bytes:
     return priv.sign(data)
 
 
+def _der_signature(signature: bytes, size: int) -> bytes:
+    """``encode_dss_signature(r, s)`` of the COSE signature ``r || s`` (RFC 9053 §2.1), each
+    ``size`` bytes, straight from the bytes: the DER ``SEQUENCE { r INTEGER, s INTEGER }``
+    (RFC 3279 §2.2.3), each INTEGER minimal and non-negative (X.690 §8.3). P-256 and P-384
+    fit one-byte lengths (at most 102 bytes in all)."""
+    r = signature[:size].lstrip(b"\x00")
+    s = signature[size:].lstrip(b"\x00")
+    if not r or r[0] & 0x80:
+        r = b"\x00" + r
+    if not s or s[0] & 0x80:
+        s = b"\x00" + s
+    return bytes((0x30, len(r) + len(s) + 4, 0x02, len(r))) + r + bytes((0x02, len(s))) + s
+
+
 def _verify(alg: Algorithm, key: Key, data: bytes, signature: bytes) -> None:
     _check_key(alg, key, signing=False)  # ES256/ES384 with an EC2 key, EdDSA with Ed25519
     pub = key.public
@@ -135,9 +146,7 @@ def _verify(alg: Algorithm, key: Key, data: bytes, signature: bytes) -> None:
             size = 32 if alg == Algorithm.ES256 else 48
             if len(signature) != 2 * size:
                 raise BadSignature("ECDSA signature of the wrong length")
-            der = encode_dss_signature(
-                int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
-            )
+            der = _der_signature(signature, size)
             ecdsa = _ECDSA_SHA256 if alg == Algorithm.ES256 else _ECDSA_SHA384
             cast(ec.EllipticCurvePublicKey, pub).verify(der, data, ecdsa)
             return
@@ -439,6 +448,47 @@ def _small_unprotected(data: bytes, pos: int, n: int) -> tuple[dict[int, Any] | 
 def split(
     data: bytes, pos: int = 0, level: int = 0, *, expected: CoseTag | None = None
 ) -> tuple[CoseTag, bool, list[Any]] | None:
+    """The parts of the COSE message that fills ``data`` from ``pos`` (:func:`_split`)."""
+    parts = _split(data, pos, level, expected)
+    return None if parts is None else parts[:3]
+
+
+#: ``{1: alg}`` protected headers, encoded -> (the algorithm's number, the algorithm).
+_ALG_ONLY_ALGS = {encoded: (alg.id, alg) for alg, encoded in _ALG_ONLY.items()}
+_new_tuple = tuple.__new__
+
+
+def parse_split(
+    data: bytes,
+    pos: int = 0,
+    level: int = 0,
+    *,
+    expected: CoseTag | None = None,
+    max_size: int = DEFAULT_MAX_SIZE,
+) -> Parsed | None:
+    """``parse_parts(*split(...))``, or ``None`` where :func:`split` gives ``None``.
+
+    A message whose protected header is only ``{1: alg}`` of an algorithm keybound
+    implements and whose unprotected header :func:`_small_unprotected` read (``kid``
+    and ``IV`` byte strings) passes every check of :func:`parse_parts`: its labels are
+    integers in disjoint buckets, there is no ``crit``, the other items are byte
+    strings (split bounds them by their heads), and the algorithm is known. Its
+    :class:`Parsed` is built directly; any other message goes through those checks.
+    """
+    parts = _split(data, pos, level, expected)
+    if parts is None:
+        return None
+    kind, tagged, items, small = parts
+    if small:
+        known = _ALG_ONLY_ALGS.get(items[0])
+        if known is not None:
+            return _new_tuple(Parsed, (kind, tagged, items, {1: known[0]}, items[1], known[1]))
+    return parse_parts(kind, tagged, items, max_size=max_size)
+
+
+def _split(
+    data: bytes, pos: int, level: int, expected: CoseTag | None
+) -> tuple[CoseTag, bool, list[Any], bool] | None:
     """The parts of the COSE message that fills ``data`` from ``pos``, when it has the usual
     shape: a one-byte COSE tag (or none, when ``expected`` names the kind), an array of
     definite-length byte strings around the unprotected map. ``None`` for anything else.
@@ -484,7 +534,7 @@ def split(
             items[1] = cbor2.loads(data[end:map_end])
         except Exception as exc:  # as cbor.loads would for the whole message
             raise DecodeError(f"invalid CBOR: {exc}") from exc
-    return kind, tagged, items
+    return kind, tagged, items, headers is not None
 
 
 def parse(
@@ -659,6 +709,7 @@ __all__ = [
     "mac0",
     "parse",
     "parse_parts",
+    "parse_split",
     "sign1",
     "split",
     "verified_payload",

@@ -9,7 +9,7 @@ and returns the model; claim checks are :func:`keybound.core.validation.validate
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import cbor2
@@ -184,6 +184,29 @@ class OpenedCwt:
     claims: dict[Any, Any]
 
 
+#: Whether Layer, OpenedCwt and DecodedCwt still have exactly the fields the direct
+#: builds below set; if one gains a field, they go through __init__ again.
+_DIRECT_BUILD = (
+    [f.name for f in fields(Layer)] == ["kind", "alg", "kid", "tagged"]
+    and [f.name for f in fields(OpenedCwt)] == ["layers", "cwt_tag", "claims"]
+    and [f.name for f in fields(DecodedCwt)] == ["token", "layers", "cwt_tag", "claims"]
+)
+_new = object.__new__
+
+
+def _layer(kind: CoseTag, alg: Algorithm, kid: bytes | None, tagged: bool) -> Layer:
+    """``Layer(kind, alg, kid, tagged)``, without the frozen dataclass's per-field setattr."""
+    if not _DIRECT_BUILD:  # pragma: no cover - guards a future field
+        return Layer(kind, alg, kid, tagged)
+    layer = _new(Layer)
+    values = layer.__dict__
+    values["kind"] = kind
+    values["alg"] = alg
+    values["kid"] = kid
+    values["tagged"] = tagged
+    return layer
+
+
 def open_layers(
     data: bytes,
     keys: Key | Sequence[Key] | Callable[[bytes | None, Algorithm], Key],
@@ -199,6 +222,17 @@ def open_layers(
     security wrapper (framing, algorithm, key, signature, decryption), which
     RFC 9200 §5.10.1.1 tells apart from malformed claims of an authentic token.
     """
+    return OpenedCwt(*_open(data, keys, allowed, max_size, external_aad))
+
+
+def _open(
+    data: bytes,
+    keys: Key | Sequence[Key] | Callable[[bytes | None, Algorithm], Key],
+    allowed: Collection[Algorithm],
+    max_size: int,
+    external_aad: bytes,
+) -> tuple[tuple[Layer, ...], bool, dict[Any, Any]]:
+    """:func:`open_layers` as (layers, cwt_tag, claims), for :func:`decode` to build on."""
     if not isinstance(data, bytes):
         raise DecodeError("a CWT must be bytes")
     if len(data) > max_size:
@@ -206,15 +240,15 @@ def open_layers(
     cwt_tag = data[:2] == CWT_TAG_PREFIX
     # The usual shape is split without decoding its byte strings (cose.split); anything
     # else is decoded whole first. Both give the same items to the same checks.
-    message: tuple[CoseTag, bool, list[Any]] | Any = (
-        cose.split(data, 2, 1) if cwt_tag else cose.split(data)
+    message: cose.Parsed | Any = (
+        cose.parse_split(data, 2, 1, max_size=max_size)
+        if cwt_tag
+        else cose.parse_split(data, max_size=max_size)
     )
     if message is None:
         obj = cbor.loads(data, max_size=max_size)
         cwt_tag = isinstance(obj, cbor2.CBORTag) and obj.tag == CWT_TAG
         message = obj.value if cwt_tag else obj
-    else:
-        message = cose.parse_parts(*message, max_size=max_size)
     finder = _key_finder(keys)
     layers: list[Layer] = []
     for _depth in range(2):
@@ -226,10 +260,10 @@ def open_layers(
         kid = message.protected.get(_KID, message.unprotected.get(_KID))
         kind = message.kind
         layers.append(
-            Layer(kind, message.alg, kid if isinstance(kid, bytes) else None, message.tagged)
+            _layer(kind, message.alg, kid if isinstance(kid, bytes) else None, message.tagged)
         )
         if payload and 0xA0 <= payload[0] <= 0xBF:  # a map: the claims, neither tag nor layer
-            return OpenedCwt(tuple(layers), cwt_tag, cbor.loads(payload, max_size=max_size))
+            return tuple(layers), cwt_tag, cbor.loads(payload, max_size=max_size)
         parts = _nested_parts(payload)
         if parts is not None:
             if kind != CoseTag.ENCRYPT0 or len(layers) > 1:
@@ -246,7 +280,7 @@ def open_layers(
             continue
         if not isinstance(inner, dict):
             raise DecodeError("the CWT payload must be a map of claims")
-        return OpenedCwt(tuple(layers), cwt_tag, inner)
+        return tuple(layers), cwt_tag, inner
     raise DecodeError("CWT nested too deeply")  # pragma: no cover - loop returns or raises
 
 
@@ -270,9 +304,17 @@ def decode(
     """Verify/decrypt a CWT and return its claims as the model (:func:`open_layers`, then
     :meth:`AccessToken.from_cwt_claims`). Does not validate claims.
     """
-    opened = open_layers(data, keys, allowed=allowed, max_size=max_size, external_aad=external_aad)
-    token = AccessToken.from_cwt_claims(opened.claims)
-    return DecodedCwt(token, opened.layers, opened.cwt_tag, opened.claims)
+    layers, cwt_tag, claims = _open(data, keys, allowed, max_size, external_aad)
+    token = AccessToken.from_cwt_claims(claims)
+    if not _DIRECT_BUILD:  # pragma: no cover - guards a future field
+        return DecodedCwt(token, layers, cwt_tag, claims)
+    decoded = _new(DecodedCwt)
+    values = decoded.__dict__
+    values["token"] = token
+    values["layers"] = layers
+    values["cwt_tag"] = cwt_tag
+    values["claims"] = claims
+    return decoded
 
 
 __all__ = [

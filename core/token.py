@@ -135,12 +135,23 @@ def _cnf_to_cwt(cnf: Cnf) -> dict[int, Any]:
     raise UnsupportedConversion("a JWK thumbprint (jkt) has no CWT cnf method", claim="cnf")
 
 
+_COSE_KEY_METHOD = int(CnfMethod.COSE_KEY)
+#: Whether CnfKey still has the one field :func:`_cnf_from_cwt` sets directly.
+_DIRECT_CNF_KEY = [f.name for f in fields(CnfKey)] == ["key"]
+_new = object.__new__
+
+
 def _cnf_from_cwt(value: Any) -> Cnf:
     if not isinstance(value, dict) or len(value) != 1:
         raise InvalidClaim("cnf must be a map with exactly one confirmation method", claim="cnf")
     ((method, body),) = value.items()
-    if method == CnfMethod.COSE_KEY and type(method) is int:
-        return CnfKey(_public_cose_key(body))
+    if method == _COSE_KEY_METHOD and type(method) is int:
+        key = _public_cose_key(body)
+        if not _DIRECT_CNF_KEY:  # pragma: no cover - guards a future field
+            return CnfKey(key)
+        cnf = _new(CnfKey)  # CnfKey(key) without the frozen dataclass's setattr
+        cnf.__dict__["key"] = key
+        return cnf
     if method == CnfMethod.ENCRYPTED_COSE_KEY:
         if not isinstance(body, list | cbor2.CBORTag):
             raise InvalidClaim("Encrypted_COSE_Key must be a COSE_Encrypt0", claim="cnf")

@@ -20,7 +20,7 @@ from keybound.core import cbor, cose
 from keybound.core.cose import _SIZES, _TAG_HEADS, _bstr_span
 from keybound.core.errors import DecodeError, KeyboundError
 from keybound.core.numbers.cose_headers import CoseTag
-from tests.helpers.codec_diff import mutate
+from tests.helpers.codec_diff import _same_value, mutate
 
 DEFAULT_INPUTS = 30_000
 INPUTS = int(os.environ.get("KEYBOUND_DIFF_SPLIT", DEFAULT_INPUTS))
@@ -152,3 +152,52 @@ def test_split_matches_its_reference() -> None:
     assert small > INPUTS // 20, small  # the fast path was taken
     assert fast > small, fast  # and so was the general one
     assert refused > INPUTS // 100, refused
+
+
+#: Protected headers for :func:`test_parse_split_matches_split_then_parse_parts`: the
+#: ``{1: alg}`` of every algorithm, and headers next to them that are not only that.
+_NEAR_ALG_ONLY: tuple[Any, ...] = (
+    {1: -7, 4: b"k"}, {1: -7, 5: bytes(13)}, {1: -7, 2: [4]}, {1: -7, 2: [99]}, {1: -999},
+    {1: "ES256"}, {4: b"k"}, {1: -7, 1.5: 1}, [1, -7], {1: 1.0}, {1: True},
+)  # fmt: skip
+_PROTECTED = (
+    *(bytes(cbor2.dumps(encoded)) for encoded in cose._ALG_ONLY.values()),
+    *(bytes(cbor2.dumps(cbor2.dumps(value))) for value in _NEAR_ALG_ONLY),
+    b"\x44\xa1\x01\x38\x06",  # {1: -7} with a longer head than it needs
+    b"\x40",
+    b"\x41\xa0",
+    b"\x44\xa1\x01\x26\x00",
+    b"\x43\xa1\x01\xff",
+)
+
+
+def _split_then_parse_parts(
+    data: bytes, pos: int, level: int, expected: CoseTag | None
+) -> cose.Parsed | None:
+    parts = reference_split(data, pos, level, expected=expected)
+    return None if parts is None else cose.parse_parts(*parts)
+
+
+def test_parse_split_matches_split_then_parse_parts() -> None:
+    """cose.parse_split against what the CWT decoder did before: split, then parse_parts."""
+    rng = random.Random(53)
+    direct = 0
+    for _ in range(INPUTS):
+        data, pos, expected = _message(rng)
+        protected = rng.choice(_PROTECTED)
+        if rng.random() < 0.7:  # the ES256 header, or another one
+            data = data.replace(b"\x43\xa1\x01\x26", protected, 1)
+        level = 1 if pos else 0
+
+        mine = _outcome(cose.parse_split, data, pos, level, expected=expected)
+        ref = _outcome(_split_then_parse_parts, data, pos, level, expected)
+        assert mine[0] == ref[0], (data.hex(), mine, ref)
+        if mine[0] == "ok":
+            assert _same_value(mine[1], ref[1]), (data.hex(), mine, ref)
+            if mine[1] is not None:
+                assert type(mine[1]) is cose.Parsed
+                assert type(mine[1].alg) is type(ref[1].alg)
+                direct += mine[1].protected.keys() == {1}
+        else:
+            assert mine == ref, (data.hex(), mine, ref)
+    assert direct > INPUTS // 40, direct  # the direct build was reached
