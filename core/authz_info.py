@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from . import cbor
 from .errors import DecodeError, InvalidRequest
 from .numbers.ace_parameters import AceParameter
+from .records import frozen_record
 
 #: Bounds on N1 and N2 (RFC 9203 §4.1, §4.2 recommend 8 bytes).
 MIN_NONCE_BYTES = 8
@@ -160,11 +161,12 @@ class AuthzInfoRequest:
         )
         # The token was checked when this request was made, and nonce1 and the
         # Recipient ID (both present) just now: __post_init__ has nothing left to check.
-        request: AuthzInfoRequest = object.__new__(AuthzInfoRequest)
-        request.__dict__.update(
-            access_token=self.access_token, nonce1=nonce1, client_recipient_id=client_recipient_id
+        return frozen_record(
+            AuthzInfoRequest,
+            access_token=self.access_token,
+            nonce1=nonce1,
+            client_recipient_id=client_recipient_id,
         )
-        return request
 
     @classmethod
     def decode(cls, payload: bytes, *, protected: bool = False) -> AuthzInfoRequest:

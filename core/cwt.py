@@ -21,6 +21,7 @@ from .numbers.cose_algorithms import Algorithm
 from .numbers.cose_headers import CoseTag, HeaderParameter
 from .numbers.cose_keys import KeyType
 from .numbers.cwt_claims import CWT_TAG
+from .records import frozen_record
 from .token import AccessToken
 
 DEFAULT_MAX_SIZE = 4096
@@ -184,27 +185,21 @@ class OpenedCwt:
     claims: dict[Any, Any]
 
 
-#: Whether Layer, OpenedCwt and DecodedCwt still have exactly the fields the direct
-#: builds below set; if one gains a field, they go through __init__ again.
-_DIRECT_BUILD = (
-    [f.name for f in fields(Layer)] == ["kind", "alg", "kid", "tagged"]
-    and [f.name for f in fields(OpenedCwt)] == ["layers", "cwt_tag", "claims"]
-    and [f.name for f in fields(DecodedCwt)] == ["token", "layers", "cwt_tag", "claims"]
-)
-_new = object.__new__
+#: Whether Layer and DecodedCwt still have exactly the fields the direct builds below
+#: set (:func:`~keybound.core.records.frozen_record`); if one gains a field, they go
+#: through __init__ again.
+_LAYER_FIELDS = ["kind", "alg", "kid", "tagged"]
+_DECODED_FIELDS = ["token", "layers", "cwt_tag", "claims"]
+_DIRECT_BUILD = [f.name for f in fields(Layer)] == _LAYER_FIELDS and [
+    f.name for f in fields(DecodedCwt)
+] == _DECODED_FIELDS
 
 
 def _layer(kind: CoseTag, alg: Algorithm, kid: bytes | None, tagged: bool) -> Layer:
     """``Layer(kind, alg, kid, tagged)``, without the frozen dataclass's per-field setattr."""
     if not _DIRECT_BUILD:  # pragma: no cover - guards a future field
         return Layer(kind, alg, kid, tagged)
-    layer = _new(Layer)
-    values = layer.__dict__
-    values["kind"] = kind
-    values["alg"] = alg
-    values["kid"] = kid
-    values["tagged"] = tagged
-    return layer
+    return frozen_record(Layer, kind=kind, alg=alg, kid=kid, tagged=tagged)
 
 
 def open_layers(
@@ -308,13 +303,7 @@ def decode(
     token = AccessToken.from_cwt_claims(claims)
     if not _DIRECT_BUILD:  # pragma: no cover - guards a future field
         return DecodedCwt(token, layers, cwt_tag, claims)
-    decoded = _new(DecodedCwt)
-    values = decoded.__dict__
-    values["token"] = token
-    values["layers"] = layers
-    values["cwt_tag"] = cwt_tag
-    values["claims"] = claims
-    return decoded
+    return frozen_record(DecodedCwt, token=token, layers=layers, cwt_tag=cwt_tag, claims=claims)
 
 
 __all__ = [

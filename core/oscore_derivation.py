@@ -34,6 +34,7 @@ from .oscore_material import (
     aead_algorithm,
     hkdf_algorithm,
 )
+from .records import frozen_record
 
 # ---- OSCORE setup (RFC 9203 §4.3) and key derivation (RFC 8613 §3.2) ------------------------
 
@@ -191,8 +192,8 @@ def context_parameters(
     # Recipient IDs just above, the HKDF, Master Secret, salt and ID Context by
     # OscoreInputMaterial; the Master Salt is built here as bytes. So the object is
     # made without running them a second time.
-    ctx: DerivedContext = object.__new__(DerivedContext)
-    ctx.__dict__.update(
+    return frozen_record(
+        DerivedContext,
         master_secret=material.ms,
         master_salt=build_master_salt(material.salt, nonce1, nonce2),
         id_context=material.context_id,
@@ -201,7 +202,6 @@ def context_parameters(
         alg=alg,
         hkdf=material.hkdf_value,
     )
-    return ctx
 
 
 def _check_role(role: str) -> None:

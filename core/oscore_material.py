@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from .errors import InvalidRequest, UnsupportedPopKey
 from .numbers.cose_algorithms import HKDF_SHA256, OSCORE_DEFAULT_AEAD, Algorithm
 from .numbers.oscore_input import OscoreParameter
+from .records import frozen_record
 
 #: The only OSCORE version (RFC 8613 §5.4).
 OSCORE_VERSION = 1
@@ -274,11 +275,16 @@ class OscoreInputMaterial:
         context_id = m.get(_CONTEXT_ID)
         if context_id is not None:
             _bytes_param(context_id, "contextId", low=0, high=MAX_MATERIAL_FIELD_BYTES)
-        material: OscoreInputMaterial = object.__new__(cls)
-        material.__dict__.update(
-            id=id_, ms=ms, version=version, hkdf=hkdf, alg=alg, salt=salt, context_id=context_id
+        return frozen_record(
+            cls,
+            id=id_,
+            ms=ms,
+            version=version,
+            hkdf=hkdf,
+            alg=alg,
+            salt=salt,
+            context_id=context_id,
         )
-        return material
 
     # -- JSON (a JWT ``cnf``) --
 

@@ -22,8 +22,9 @@ from .errors import IncompatibleAceProfiles, InvalidRequest
 from .numbers.ace_profiles import AceProfile
 from .oscore_derivation import DerivedContext, context_parameters
 from .oscore_material import OscoreInputMaterial
+from .records import frozen_record
 from .token import AccessToken, CnfOsc
-from .token_store import ContextParameters, PersistedContext, PopKey, frozen_record, pop_key_id
+from .token_store import ContextParameters, PersistedContext, PopKey, pop_key_id
 
 
 def _material(material: PopKey) -> OscoreInputMaterial:

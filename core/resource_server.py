@@ -104,6 +104,7 @@ from .profiles import (
     derived_context,
     select_profile,
 )
+from .records import frozen_record
 from .scope import AifScope, ResourceScopes, RestMethod, Scope, TextScope
 from .token import AccessToken
 from .token_store import (
@@ -112,7 +113,6 @@ from .token_store import (
     StoredToken,
     TokenStore,
     VerifiedToken,
-    frozen_record,
 )
 from .trl import KnownHashes, response_token_hash
 from .validation import validate

@@ -149,7 +149,10 @@ def _cnf_from_cwt(value: Any) -> Cnf:
         key = _public_cose_key(body)
         if not _DIRECT_CNF_KEY:  # pragma: no cover - guards a future field
             return CnfKey(key)
-        cnf = _new(CnfKey)  # CnfKey(key) without the frozen dataclass's setattr
+        # CnfKey(key) without the frozen dataclass's setattr; one key assigned rather than
+        # frozen_record's update, so the record kept with the token keeps CPython's
+        # shared-key layout
+        cnf = _new(CnfKey)
         cnf.__dict__["key"] = key
         return cnf
     if method == CnfMethod.ENCRYPTED_COSE_KEY:

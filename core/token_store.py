@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, TypeVar
+from typing import TypeAlias
 
 from . import cbor
 from .authz_info import MAX_RECIPIENT_ID_BYTES
@@ -41,22 +41,6 @@ from .trl import response_token_hash
 #: What a profile reads from ``cnf`` as the PoP key: OSCORE input material (RFC 9203)
 #: or an EDHOC authentication credential (draft-ietf-ace-edhoc-oscore-profile).
 PopKey: TypeAlias = OscoreInputMaterial | Ccs
-
-_Frozen = TypeVar("_Frozen")
-
-
-def frozen_record(cls: type[_Frozen], **fields: Any) -> _Frozen:
-    """An instance of the frozen dataclass ``cls`` (one without ``__post_init__``)
-    holding ``fields``, every field given.
-
-    The object the generated ``__init__`` makes, without its ``object.__setattr__``
-    call per field (a frozen dataclass's ``__init__`` cannot assign): for records made
-    on every ``/authz-info`` POST.
-    """
-    record: _Frozen = object.__new__(cls)
-    record.__dict__.update(fields)
-    return record
-
 
 # ---- verified tokens and stored state ------------------------------------------------------
 
@@ -346,6 +330,5 @@ __all__ = [
     "StoredToken",
     "TokenStore",
     "VerifiedToken",
-    "frozen_record",
     "pop_key_id",
 ]
