@@ -377,7 +377,16 @@ def material(id_: bytes = b"\x01") -> OscoreInputMaterial:
     return OscoreInputMaterial(id=id_, ms=os.urandom(16))
 
 
-def authz_info_datagram(token: bytes, nonce1: bytes, id1: bytes, mid: int = 7) -> bytes:
+def authz_info_datagram(token: bytes, nonce1: bytes, id1: bytes, mid: int | None = None) -> bytes:
+    """A confirmable ``/authz-info`` POST; its Message ID (and token) random unless given.
+
+    Each probe sends from a new socket, and the kernel may hand a later probe the port
+    an earlier one had: with one Message ID for all of them the RS's deduplication
+    (RFC 7252 §4.5, for EXCHANGE_LIFETIME) would answer that later POST with the
+    earlier one's cached response.
+    """
+    if mid is None:
+        mid = random.SystemRandom().randrange(0x10000)
     message = aiocoap.Message(
         code=aiocoap.POST,
         uri_path=["authz-info"],
