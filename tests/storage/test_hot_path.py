@@ -359,8 +359,9 @@ def issue(audience, scope):
     request = TokenRequest(client_id="sensor-1", audience=audience, scope=scope)
     while True:
         record = service.issue_token(request, now=1_700_000_000, random_bytes=os.urandom).record
+        line = f"{record.cti.hex()} {'-' if record.sequence is None else record.sequence}\n"
         with lock:
-            print(record.cti.hex(), "-" if record.sequence is None else record.sequence, flush=True)
+            os.write(1, line.encode())  # one write per line: a kill cannot cut a line in two
 
 kinds = [("temp", "read"), ("door", "open")] * 2
 threads = [threading.Thread(target=issue, args=kind) for kind in kinds]
@@ -380,9 +381,9 @@ def test_every_token_answered_before_a_kill_is_on_record(db_url: str) -> None:
     lines = [process.stdout.readline() for _ in range(300)]  # several commits of each kind
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    lines += process.stdout.read().splitlines()
+    lines += process.stdout.read().splitlines(keepends=True)
     process.stdout.close()
-    issued = [line.split() for line in lines if line.strip()]
+    issued = [line.split() for line in lines if line.endswith("\n")]  # whole lines only
     numbers = [int(seq) for _, seq in issued if seq != "-"]
     assert numbers  # both kinds were issued
     assert len(numbers) < len(issued)
