@@ -30,41 +30,69 @@ from micropython import const
 
 import coap
 
+# CoAP numbers (coap.py; a const() does not cross modules)
+_CONTENT_FORMAT = const(12)
+_CREATED = const(0x41)
+_UNAUTHORIZED = const(0x81)
+
 _CF_ACE_CBOR = const(19)  # application/ace+cbor
 _NONCE_LEN = const(8)  # RFC 9203 §4.1.1 recommends 8-byte nonces
 _MAX_EXPIRY_S = const(3 * 24 * 3600)  # renew at least this often
 _EXPIRY_MARGIN_S = const(10)  # renew slightly before the AS's deadline
 _MAX_TOKEN = const(1024)
 
+# Error messages: one string constant, cut when an error is raised (cbor.py,
+# "Error messages").
+_MSG = const(
+    "%s: Content-Format %r|%s: %s|%s: no map|%s: no %d|%s: %d not a byte string|"
+    "big token|token: profile %r not coap_oscore|no cnf.osc|bad expiry|"
+    "authz-info: ID2 equals ID1|%s: %d.%02d error=%r %s|bad cnf %s"
+)
+_BAD_FORMAT = const(0)
+_NOT_CBOR = const(1)
+_NO_MAP = const(2)
+_MISSING = const(3)
+_NOT_BSTR = const(4)
+_BIG_TOKEN = const(5)
+_NOT_OSCORE = const(6)
+_NO_CNF_OSC = const(7)
+_BAD_EXPIRY = const(8)
+_SAME_IDS = const(9)
+_AS_ERROR = const(10)
+_BAD_CNF = const(11)
+
 
 class ACEError(ValueError):
     """A failure in the ACE flow (an AS error names its ACE error code)."""
+
+
+def _error(i, args=None):
+    m = _MSG.split("|")[i]
+    return ACEError(m if args is None else m % args)
 
 
 def _body(resp, what):
     # The body of a 2.01 ACE response: a CBOR map with Content-Format 19.
     # Any other code is an error (RFC 9200 §5.8.3), reported with the ACE
     # error code and description when the body has them.
-    if resp.code != coap.CREATED:
+    if resp.code != _CREATED:
         try:
             body = cbor.loads(resp.payload)
         except cbor.CBORError:
             body = None
         if not isinstance(body, dict):
             body = {}
-        raise ACEError(
-            "%s: %d.%02d error=%r %s"
-            % (what, resp.code >> 5, resp.code & 31, body.get(30), body.get(31) or "")
-        )
-    cf = resp.get_uint(coap.CONTENT_FORMAT)
+        args = (what, resp.code >> 5, resp.code & 31, body.get(30), body.get(31) or "")
+        raise _error(_AS_ERROR, args)
+    cf = resp.get_uint(_CONTENT_FORMAT)
     if cf != _CF_ACE_CBOR:
-        raise ACEError("%s: Content-Format %r" % (what, cf))
+        raise _error(_BAD_FORMAT, (what, cf))
     try:
         body = cbor.loads(resp.payload)
     except cbor.CBORError as e:
-        raise ACEError("%s: %s" % (what, e)) from None
+        raise _error(_NOT_CBOR, (what, e)) from None
     if not isinstance(body, dict):
-        raise ACEError("%s: no map" % what)
+        raise _error(_NO_MAP, what)
     return body
 
 
@@ -72,9 +100,9 @@ def _bstr(d, key, what, required=True):
     v = d.get(key)
     if v is None:
         if required:
-            raise ACEError("%s: no %d" % (what, key))
+            raise _error(_MISSING, (what, key))
     elif not isinstance(v, bytes):
-        raise ACEError("%s: %d not a byte string" % (what, key))
+        raise _error(_NOT_BSTR, (what, key))
     return v
 
 
@@ -168,18 +196,18 @@ class Session:
         body = _body(oscore.request(self.as_ctx, self.send_as, req), "token")
         token = _bstr(body, 1, "token")
         if len(token) > _MAX_TOKEN:
-            raise ACEError("big token")
+            raise _error(_BIG_TOKEN)
         if body.get(38, 2) != 2:
-            raise ACEError("token: profile %r not coap_oscore" % (body.get(38),))
+            raise _error(_NOT_OSCORE, (body.get(38),))
         osc = body.get(8)
         osc = osc.get(4) if isinstance(osc, dict) else None
         if not isinstance(osc, dict):
-            raise ACEError("no cnf.osc")
+            raise _error(_NO_CNF_OSC)
         for k in (0, 2, 5, 6):
             _bstr(osc, k, "cnf.osc", k < 5)
         for k, want, name in ((1, 1, "version"), (3, 5, "hkdf"), (4, 10, "alg")):
             if osc.get(k, want) != want:
-                raise ACEError("bad cnf " + name)
+                raise _error(_BAD_CNF, name)
         self._granted(body, token)
         self.osc = osc
 
@@ -188,7 +216,7 @@ class Session:
         # before expires_in runs out.
         life = body.get(2)
         if life is not None and (not isinstance(life, int) or life <= 0):
-            raise ACEError("bad expiry")
+            raise _error(_BAD_EXPIRY)
         self.tokens_requested += 1
         self.token = token
         self.ctx = None  # a context derived from an older token is void
@@ -226,7 +254,7 @@ class Session:
         id2 = _bstr(body, 44, "authz-info")
         if id2 == id1:
             # RFC 9203 §4.1: the two Recipient IDs must differ.
-            raise ACEError("authz-info: ID2 equals ID1")
+            raise _error(_SAME_IDS)
         self.authz_posts += 1
         self.ctx = derive_context(self.osc, nonce1, nonce2, id1, id2, self.rs_store)
         self.token = self.osc = None
@@ -251,7 +279,7 @@ class Session:
             try:
                 return coap.fetch(send, req) if blockwise else send(req)
             except oscore.UnprotectedResponse as e:
-                if e.response.code != coap.UNAUTHORIZED or attempt:
+                if e.response.code != _UNAUTHORIZED or attempt:
                     raise
                 self.forget()
             send = None  # the old context goes before the next ensure()

@@ -36,6 +36,11 @@ from micropython import const
 
 import coap
 
+# CoAP numbers (coap.py; a const() does not cross modules)
+_CF_CBOR = const(60)
+_OSCORE = const(9)
+_UNAUTHORIZED = const(0x81)
+
 _RESET_EXIT = const(75)
 # A collection after every GC_THRESHOLD bytes allocated (gc.threshold), not
 # only when the heap is full: garbage then goes before the next objects land
@@ -108,7 +113,7 @@ def _guard(send, feed, session=None, name=None):
         if feed:
             feed()
         resp = send(msg)
-        if session and resp.code == coap.UNAUTHORIZED and resp.get(coap.OSCORE) is None:
+        if session and resp.code == _UNAUTHORIZED and resp.get(_OSCORE) is None:
             import lost
 
             try:
@@ -181,7 +186,7 @@ def run(path="keybound.json", iterations=None, sensor=None):
                         print("POST %s: no reading (no sensor)" % resource)
                         req = None
                     else:
-                        req = coap.request(coap.POST, resource, cbor.dumps(value), coap.CF_CBOR)
+                        req = coap.request(coap.POST, resource, cbor.dumps(value), _CF_CBOR)
                 else:
                     req = coap.request(coap.GET, resource)
                 if req:
@@ -196,6 +201,9 @@ def run(path="keybound.json", iterations=None, sensor=None):
                             bytes(resp.payload[:32]),
                         )
                     )
+                # Not held through the next round's request, a new token and
+                # handshake among them (the EDHOC flow's heap floor, 256 bytes).
+                req = resp = None
             failures = 0
         except Exception as e:  # MemoryError too: the loop must go on
             if session and session.lost:

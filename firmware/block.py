@@ -6,6 +6,10 @@ from micropython import const
 
 import coap
 
+# CoAP numbers (coap.py; a const() does not cross modules)
+_BLOCK2 = const(23)
+_ETAG = const(4)
+
 _MAX_BODY = const(16384)  # cap on a reassembled body
 
 
@@ -31,15 +35,15 @@ def rest(send, req, resp, max_body=_MAX_BODY):
     capped at max_body bytes and checked for block numbering and a stable
     ETag.  Returns the last response with the whole body as its payload.
     """
-    blk = resp.get(coap.BLOCK2)
+    blk = resp.get(_BLOCK2)
     body = bytearray()
-    etag = resp.get(coap.ETAG)
+    etag = resp.get(_ETAG)
     expect = 0
     while True:
         num, more, szx = parse_block(blk)
         if num != expect:
             raise coap.CoAPError("unexpected block %d (wanted %d)" % (num, expect))
-        if resp.get(coap.ETAG) != etag:
+        if resp.get(_ETAG) != etag:
             raise coap.CoAPError("representation changed during block-wise transfer")
         if more and len(resp.payload) != 1 << (szx + 4):
             raise coap.CoAPError("block %d has the wrong size" % num)
@@ -51,12 +55,12 @@ def rest(send, req, resp, max_body=_MAX_BODY):
         # Later blocks keep the block size; byte offsets stay aligned because
         # num is counted in units of this size.
         expect = num + 1
-        nxt = coap.Message(req.code, [o for o in req.options if o[0] != coap.BLOCK2], req.payload)
-        nxt.add(coap.BLOCK2, block_value(expect, False, szx))
+        nxt = coap.Message(req.code, [o for o in req.options if o[0] != _BLOCK2], req.payload)
+        nxt.add(_BLOCK2, block_value(expect, False, szx))
         resp = send(nxt)
-        blk = resp.get(coap.BLOCK2)
+        blk = resp.get(_BLOCK2)
         if blk is None:
             raise coap.CoAPError("block-wise response lost its Block2 option")
     resp.payload = body  # a bytearray; copying 16 KB into bytes costs RAM
-    resp.options = [o for o in resp.options if o[0] != coap.BLOCK2]
+    resp.options = [o for o in resp.options if o[0] != _BLOCK2]
     return resp

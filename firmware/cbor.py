@@ -25,9 +25,48 @@ _MAX_INPUT = const(2048)  # default cap on the encoded size accepted by loads()
 _MAX_DEPTH = const(8)  # default cap on container nesting
 _MAX_ITEMS = const(256)  # cap on the number of elements in one array or map
 
+# Error messages.  MicroPython interns every string constant of ten characters
+# or fewer as a name (a qstr) for the rest of the board's life, and a longer one
+# is a string object of its own on the heap (64 bytes or more on the 64-bit
+# port).  Past 300 names the runtime allocates a fifth pool of names, 3.5 KB on
+# the 64-bit port, which the EDHOC flow could not afford (firmware/README.md,
+# "The EDHOC profile on the board").  So each module's messages are one string
+# constant, cut at "|" by _error() only when an error is raised, and indexed by
+# const() numbers, which cost nothing at run time.
+_MSG = const(
+    "truncated|reserved|duplicate|bad UTF-8|cannot encode %s|empty|floating|"
+    "indefinite|integer over 64 bits|lone break|map key|nesting>%d|"
+    "non-shortest head|not bytes|over limit|too deep|too long|trailing|"
+    "unsupported simple value"
+)
+_TRUNCATED = const(0)
+_RESERVED = const(1)
+_DUPLICATE = const(2)
+_BAD_UTF8 = const(3)
+_CANNOT_ENCODE = const(4)
+_EMPTY = const(5)
+_FLOATING = const(6)
+_INDEFINITE = const(7)
+_OVER_64_BITS = const(8)
+_LONE_BREAK = const(9)
+_MAP_KEY = const(10)
+_NESTING = const(11)
+_NON_SHORTEST = const(12)
+_NOT_BYTES = const(13)
+_OVER_LIMIT = const(14)
+_TOO_DEEP = const(15)
+_TOO_LONG = const(16)
+_TRAILING = const(17)
+_SIMPLE = const(18)
+
 
 class CBORError(ValueError):
     """Raised for any input that is not CBOR this codec accepts (RFC 8949)."""
+
+
+def _error(i, args=None):
+    m = _MSG.split("|")[i]
+    return CBORError(m if args is None else m % args)
 
 
 class Tag:
@@ -56,13 +95,13 @@ def _head(buf, major, n):
             buf.extend(n.to_bytes(k, "big"))
             return
         k *= 2
-    raise CBORError("integer over 64 bits")
+    raise _error(_OVER_64_BITS)
 
 
 def _enc(buf, obj, sort_keys, depth):
     if depth > 4 * _MAX_DEPTH:
         # A generous guard against self-referencing containers.
-        raise CBORError("too deep")
+        raise _error(_TOO_DEEP)
     depth += 1
     # bool before int: True and False are ints in Python.
     if obj is False:
@@ -96,7 +135,7 @@ def _enc(buf, obj, sort_keys, depth):
         for k, v in pairs:
             if sort_keys:
                 if k == prev:
-                    raise CBORError("duplicate")
+                    raise _error(_DUPLICATE)
                 prev = k
                 buf.extend(k)
             else:
@@ -106,7 +145,7 @@ def _enc(buf, obj, sort_keys, depth):
         _head(buf, 6, obj.tag)
         _enc(buf, obj.value, sort_keys, depth)
     else:
-        raise CBORError("cannot encode %s" % type(obj).__name__)
+        raise _error(_CANNOT_ENCODE, type(obj).__name__)
 
 
 def dumps(obj, sort_keys=False):
@@ -126,9 +165,9 @@ def dumps(obj, sort_keys=False):
 def _dec(d, p, depth, max_depth):
     # One data item at d[p]; returns (value, position after it).
     if depth > max_depth:
-        raise CBORError("nesting>%d" % max_depth)
+        raise _error(_NESTING, max_depth)
     if p >= len(d):
-        raise CBORError("truncated")
+        raise _error(_TRUNCATED)
     major = d[p] >> 5
     info = d[p] & 0x1F
     p += 1
@@ -136,46 +175,46 @@ def _dec(d, p, depth, max_depth):
         if 20 <= info <= 22:
             return (False, True, None)[info - 20], p
         if 25 <= info <= 27:
-            raise CBORError("floating")
+            raise _error(_FLOATING)
         if info == 31:
-            raise CBORError("lone break")
+            raise _error(_LONE_BREAK)
         if info > 27:
-            raise CBORError("reserved")
-        raise CBORError("unsupported simple value")
+            raise _error(_RESERVED)
+        raise _error(_SIMPLE)
     # The argument (RFC 8949 §3): info itself, or the next 1, 2, 4 or 8
     # bytes, which must not fit a shorter head.
     n = info
     if info == 31:
-        raise CBORError("indefinite")
+        raise _error(_INDEFINITE)
     if info > 27:
-        raise CBORError("reserved")
+        raise _error(_RESERVED)
     if info > 23:
         k = 1 << (info - 24)
         if p + k > len(d):
-            raise CBORError("truncated")
+            raise _error(_TRUNCATED)
         n = int.from_bytes(d[p : p + k], "big")
         p += k
         if n < (24 if k == 1 else 1 << 4 * k):
-            raise CBORError("non-shortest head")
+            raise _error(_NON_SHORTEST)
     if major == 0:
         return n, p
     if major == 1:
         return -1 - n, p
     if major < 4:
         if p + n > len(d):
-            raise CBORError("truncated")
+            raise _error(_TRUNCATED)
         v = d[p : p + n]
         if major == 2:
             return bytes(v), p + n
         try:
             return str(v, "utf-8"), p + n
         except UnicodeError:
-            raise CBORError("bad UTF-8") from None
+            raise _error(_BAD_UTF8) from None
     if major == 6:
         v, p = _dec(d, p, depth + 1, max_depth)
         return Tag(n, v), p
     if n > _MAX_ITEMS:
-        raise CBORError("too long")
+        raise _error(_TOO_LONG)
     if major == 4:
         out = []
         for _ in range(n):
@@ -186,10 +225,10 @@ def _dec(d, p, depth, max_depth):
     for _ in range(n):
         k, p = _dec(d, p, depth + 1, max_depth)
         if isinstance(k, (list, dict, Tag)):
-            raise CBORError("map key")
+            raise _error(_MAP_KEY)
         v, p = _dec(d, p, depth + 1, max_depth)
         if k in out:
-            raise CBORError("duplicate")
+            raise _error(_DUPLICATE)
         out[k] = v
     return out, p
 
@@ -202,14 +241,14 @@ def loads(data, max_len=_MAX_INPUT, max_depth=_MAX_DEPTH):
     reserved values, non-shortest heads and duplicate map keys.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise CBORError("not bytes")
+        raise _error(_NOT_BYTES)
     if len(data) > max_len:
-        raise CBORError("over limit")
+        raise _error(_OVER_LIMIT)
     if not len(data):
-        raise CBORError("empty")
+        raise _error(_EMPTY)
     # Strings are copied once, out of a view, not sliced (a copy) and then
     # copied again into bytes.
     value, p = _dec(memoryview(data), 0, 0, max_depth)
     if p != len(data):
-        raise CBORError("trailing")
+        raise _error(_TRAILING)
     return value

@@ -19,32 +19,32 @@ import time
 from micropython import const
 
 # Message types (RFC 7252 §3)
-CON = const(0)
+_CON = const(0)
 _NON = const(1)
-ACK = const(2)
+_ACK = const(2)
 _RST = const(3)
 
 # Method and response codes (RFC 7252 §12.1), as the 8-bit c.dd value
 GET = const(1)
 POST = const(2)
-CREATED = const(0x41)
-CHANGED = const(0x44)
-CONTENT = const(0x45)
-BAD_REQUEST = const(0x80)
-UNAUTHORIZED = const(0x81)
+_CREATED = const(0x41)
+_CHANGED = const(0x44)
+_CONTENT = const(0x45)
+_BAD_REQUEST = const(0x80)
+_UNAUTHORIZED = const(0x81)
 
 # Option numbers (CoAP Option Numbers registry)
-ETAG = const(4)
-OSCORE = const(9)  # RFC 8613 §2
-URI_PATH = const(11)
-CONTENT_FORMAT = const(12)
-BLOCK2 = const(23)  # RFC 7959
-ECHO = const(252)  # RFC 9175
+_ETAG = const(4)
+_OSCORE = const(9)  # RFC 8613 §2
+_URI_PATH = const(11)
+_CONTENT_FORMAT = const(12)
+_BLOCK2 = const(23)  # RFC 7959
+_ECHO = const(252)  # RFC 9175
 
 # Content-Formats (CoAP Content-Formats registry)
-CF_OCTETS = const(42)
-CF_CBOR = const(60)
-CF_ACE_CBOR = const(19)  # application/ace+cbor, RFC 9200 §8.15
+_CF_OCTETS = const(42)
+_CF_CBOR = const(60)
+_CF_ACE_CBOR = const(19)  # application/ace+cbor, RFC 9200 §8.15
 
 # Transmission parameters (RFC 7252 §4.8); times in milliseconds.
 _ACK_TIMEOUT_MS = const(2000)
@@ -56,16 +56,35 @@ _MAX_DATAGRAM = const(1280)
 _MAX_OPTIONS = const(32)
 _MAX_STALE = const(8)  # queued datagrams read before a request is sent
 
+# Error messages: one string constant, cut when an error is raised (cbor.py,
+# "Error messages").
+_MSG = const(
+    "bad token|not CoAP|bad option|no payload|no separate response in %d ms|"
+    "no response (%d retransmissions)|peer reset"
+)
+_BAD_TOKEN = const(0)
+_NOT_COAP = const(1)
+_BAD_OPTION = const(2)
+_NO_PAYLOAD = const(3)
+_NO_SEPARATE_RESPONSE = const(4)
+_NO_RESPONSE_RETRANSMISSIONS = const(5)
+_PEER_RESET = const(6)
+
 
 class CoAPError(Exception):
     """A CoAP-level failure: malformed message, reset, or no answer."""
+
+
+def _error(i, args=None):
+    m = _MSG.split("|")[i]
+    return CoAPError(m if args is None else m % args)
 
 
 class Message:
     """A CoAP message (RFC 7252 §3): type, code, message ID, token,
     options as a list of (number, bytes) pairs, and payload."""
 
-    def __init__(self, code=0, options=None, payload=b"", mtype=CON, mid=0, token=b""):
+    def __init__(self, code=0, options=None, payload=b"", mtype=_CON, mid=0, token=b""):
         self.mtype = mtype
         self.code = code
         self.mid = mid
@@ -98,7 +117,7 @@ class Message:
         """The message in RFC 7252 §3 wire format."""
         tkl = len(self.token)
         if tkl > 8:
-            raise CoAPError("bad token")
+            raise _error(_BAD_TOKEN)
         buf = bytearray((0x40 | self.mtype << 4 | tkl, self.code, self.mid >> 8, self.mid & 0xFF))
         buf.extend(self.token)
         encode_options(buf, self.options)
@@ -114,10 +133,10 @@ class Message:
         With view the payload is a memoryview of data (see decode_options).
         """
         if len(data) < 4 or data[0] >> 6 != 1:
-            raise CoAPError("not CoAP")
+            raise _error(_NOT_COAP)
         tkl = data[0] & 0x0F
         if tkl > 8 or len(data) < 4 + tkl:
-            raise CoAPError("bad token")
+            raise _error(_BAD_TOKEN)
         options, payload = decode_options(data, 4 + tkl, view)
         mv = memoryview(data)
         return Message(
@@ -150,7 +169,7 @@ def _ext(buf, n):
     if n < 65805:
         buf.extend((n - 269).to_bytes(2, "big"))
         return 14
-    raise CoAPError("bad option")
+    raise _error(_BAD_OPTION)
 
 
 def encode_options(buf, options):
@@ -177,7 +196,7 @@ def _nibble(data, pos, n):
         return data[pos] + 13, pos + 1
     if n == 14 and pos + 2 <= len(data):
         return (data[pos] << 8 | data[pos + 1]) + 269, pos + 2
-    raise CoAPError("bad option")
+    raise _error(_BAD_OPTION)
 
 
 def decode_options(data, pos, view=False):
@@ -195,12 +214,12 @@ def decode_options(data, pos, view=False):
         pos += 1
         if b == 0xFF:
             if pos == end:
-                raise CoAPError("no payload")
+                raise _error(_NO_PAYLOAD)
             return options, mv[pos:] if view else bytes(mv[pos:])
         delta, pos = _nibble(data, pos, b >> 4)
         length, pos = _nibble(data, pos, b & 0x0F)
         if pos + length > end or len(options) >= _MAX_OPTIONS:
-            raise CoAPError("bad option")
+            raise _error(_BAD_OPTION)
         number += delta
         options.append((number, bytes(mv[pos : pos + length])))
         pos += length
@@ -212,9 +231,9 @@ def request(code, path, payload=b"", content_format=None):
     msg = Message(code, None, payload)
     for seg in path if isinstance(path, list) else path.split("/"):
         if seg:
-            msg.add(URI_PATH, seg)
+            msg.add(_URI_PATH, seg)
     if content_format is not None:
-        msg.add(CONTENT_FORMAT, content_format)
+        msg.add(_CONTENT_FORMAT, content_format)
     return msg
 
 
@@ -225,7 +244,7 @@ def fetch(send, req):
     response is block-wise; the usual small response costs no heap for it.
     """
     resp = send(req)
-    if resp.get(BLOCK2) is None:
+    if resp.get(_BLOCK2) is None:
         return resp
     import block
 
@@ -287,7 +306,7 @@ class Client:
         buf = self.buf
         poller = self.poller
         self.mid = mid = (self.mid + 1) & 0xFFFF
-        msg.mtype = CON
+        msg.mtype = _CON
         msg.mid = mid
         msg.token = token = os.urandom(_TOKEN_LEN)
         wire = msg.encode()
@@ -317,9 +336,9 @@ class Client:
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0:
                 if acked:
-                    raise CoAPError("no separate response in %d ms" % self.separate_wait_ms)
+                    raise _error(_NO_SEPARATE_RESPONSE, self.separate_wait_ms)
                 if attempt >= self.max_retransmit:
-                    raise CoAPError("no response (%d retransmissions)" % attempt)
+                    raise _error(_NO_RESPONSE_RETRANSMISSIONS, attempt)
                 attempt += 1
                 self.retransmissions += 1
                 timeout *= 2  # exponential back-off (§4.2)
@@ -342,15 +361,15 @@ class Client:
                 # exchange reads into the buffer again.  Any other payload
                 # is copied, so the buffer is free for the next read.
                 resp = Message.decode(memoryview(buf)[:n], True)
-                if resp.get(OSCORE) is None:
+                if resp.get(_OSCORE) is None:
                     resp.payload = bytes(resp.payload)
             except (OSError, CoAPError):
                 # Malformed datagrams are ignored (§4.2).
                 continue
             t = resp.mtype
-            if t >= ACK and resp.mid == mid:
+            if t >= _ACK and resp.mid == mid:
                 if t == _RST:
-                    raise CoAPError("peer reset")
+                    raise _error(_PEER_RESET)
                 if resp.code == 0:
                     # Empty ACK: the response will come separately (§5.2.2).
                     if not acked:
@@ -360,8 +379,8 @@ class Client:
                 if resp.token == token:
                     return resp  # piggybacked response (§5.2.1)
                 continue
-            ours = t < ACK and resp.code and resp.token == token
-            if ours and t == CON:
+            ours = t < _ACK and resp.code and resp.token == token
+            if ours and t == _CON:
                 self._last_separate = resp.mid
             self._reply(addr, resp, ours)
             if ours:
@@ -372,8 +391,8 @@ class Client:
         # A separate response is ACKed; so is the previous one when our ACK
         # was lost and it came again.  Any other CON we cannot match is
         # rejected with RST (§4.2); other messages need no answer.
-        if resp.mtype == CON and resp.code:
-            reply = ACK if ours or resp.mid == self._last_separate else _RST
+        if resp.mtype == _CON and resp.code:
+            reply = _ACK if ours or resp.mid == self._last_separate else _RST
             self.sock.sendto(bytes((0x40 | reply << 4, 0, resp.mid >> 8, resp.mid & 0xFF)), addr)
 
     def sender(self, host, port):

@@ -10,13 +10,9 @@
 #   ini.oscore_context()                  RFC 9528 Appendix A.1
 #
 # The module is on the heap only for a handshake (edhoc_ace.py loads it and
-# drops it again).  Its error messages are joined from pieces of at most ten
-# characters at the time they are raised: mpy-cross interns such a constant as
-# a name, while a longer one is a string object of its own on the heap (64
-# bytes or more on the 64-bit port).  The EDHOC modules' names need a fifth
-# pool of names anyway, which has room for the pieces; the OSCORE-profile
-# modules (cbor, coap, oscore, ace, app) do not split theirs, since the new
-# names would push that profile past its four pools.
+# drops it again).  Its error messages, and the names of the message parts
+# they cite, are one string constant cut when an error is raised (cbor.py,
+# "Error messages"): a part is named by its index (_M2, _PT2, ...).
 # EDHOC_KDF(PRK, label, context, length) = HKDF-Expand(PRK, info, length),
 # info the CBOR sequence (label, bstr context, length) (§4.1.2), on
 # oscore._hmac; the AEAD is oscore.ccm.  Every received message is bounded
@@ -36,9 +32,47 @@ _MAC_LEN = const(8)
 _MAX_MESSAGE = const(255)  # the RS's bound on an EDHOC message
 _MAX_EAD = const(8)  # EAD items looked at in one message, at most
 
+_MSG = const(
+    "error|message_2|PLAINTEXT_2|C_R|ID_CRED_R|EAD_2|message_3|message_4|"
+    "PLAINTEXT_4|EAD_4|%s over %d bytes|%s: too many items|%s: %s|bad %s|"
+    "%s: too many EAD|%s: critical EAD %d|%s: bad EAD|EDHOC error %d: %r|"
+    "wrong ID_CRED_R|bad MAC_2|C_R = C_I|no CIPHERTEXT_4|message_4 does not verify"
+)
+_ERROR = const(0)
+_M2 = const(1)
+_PT2 = const(2)
+_C_R = const(3)
+_ID_CRED_R = const(4)
+_EAD2 = const(5)
+_M3 = const(6)
+_M4 = const(7)
+_PT4 = const(8)
+_EAD4 = const(9)
+_OVER = const(10)
+_TOO_MANY = const(11)
+_NOT_CBOR = const(12)
+_BAD = const(13)
+_TOO_MANY_EAD = const(14)
+_CRITICAL = const(15)
+_BAD_EAD = const(16)
+_PEER_ERROR = const(17)
+_WRONG_ID_CRED_R = const(18)
+_BAD_MAC_2 = const(19)
+_SAME_C = const(20)
+_NO_CT4 = const(21)
+_M4_MAC = const(22)
+
 
 class EDHOCError(ValueError):
     """An EDHOC message refused, or an EDHOC error message received (§6)."""
+
+
+def _m(i):
+    return _MSG.split("|")[i]
+
+
+def _error(i, args=None):
+    return EDHOCError(_m(i) if args is None else _m(i) % args)
 
 
 def _h(*parts):
@@ -67,22 +101,22 @@ def kdf(prk, label, context, length):
 
 def _items(data, what, ends=None):
     # A CBOR sequence (RFC 8742) -> list of items, bounded; the end offset
-    # of each item is appended to ends when given.
+    # of each item is appended to ends when given.  what: the part's index.
     if len(data) > _MAX_MESSAGE:
-        raise EDHOCError("%s over %d" % (what, _MAX_MESSAGE) + " bytes")
+        raise _error(_OVER, (_m(what), _MAX_MESSAGE))
     d = memoryview(data)
     out = []
     p = 0
     try:
         while p < len(d):
             if len(out) > 2 * _MAX_EAD + 4:
-                raise EDHOCError(what + ": too many" + " items")
+                raise _error(_TOO_MANY, _m(what))
             v, p = cbor._dec(d, p, 0, 4)
             out.append(v)
             if ends is not None:
                 ends.append(p)
     except cbor.CBORError as e:
-        raise EDHOCError("%s: %s" % (what, e)) from None
+        raise _error(_NOT_CBOR, (_m(what), e)) from None
     return out
 
 
@@ -105,31 +139,31 @@ def _id_bytes(v, what):
         return cbor.dumps(v)
     if isinstance(v, bytes) and len(v) <= 16:
         return v
-    raise EDHOCError("bad " + what)
+    raise _error(_BAD, _m(what))
 
 
 def _ead(items, what):
     # EAD items (label, ? bstr value) (§3.8): a critical one (negative
     # label) is not supported and aborts; others are ignored.
     if len(items) > 2 * _MAX_EAD:
-        raise EDHOCError(what + ": too many" + " EAD")
+        raise _error(_TOO_MANY_EAD, _m(what))
     for v in items:
         if isinstance(v, int) and not isinstance(v, bool):
             if v < 0:
-                raise EDHOCError(what + ": critical" + " EAD %d" % -v)
+                raise _error(_CRITICAL, (_m(what), -v))
         elif not isinstance(v, bytes):
-            raise EDHOCError(what + ": bad EAD")
+            raise _error(_BAD_EAD, _m(what))
 
 
 def read_error(payload):
     """'EDHOC error ERR_CODE: ERR_INFO' of an EDHOC error message (§6), or None."""
     try:
-        items = _items(payload, "error")
+        items = _items(payload, _ERROR)
     except EDHOCError:
         return None
     if not items or not isinstance(items[0], int):
         return None
-    return "EDHOC " + "error " + "%d: %r" % (items[0], items[1] if len(items) > 1 else None)
+    return _m(_PEER_ERROR) % (items[0], items[1] if len(items) > 1 else None)
 
 
 class Initiator:
@@ -165,38 +199,38 @@ class Initiator:
 
     def process_message_2(self, m2):
         """Verify message_2 (§5.3.3); returns C_R (raw bytes)."""
-        items = _items(m2, "message_2")
+        items = _items(m2, _M2)
         if len(items) != 1 or not isinstance(items[0], bytes) or len(items[0]) < 34:
-            raise EDHOCError("bad " + "message_2")
+            raise _error(_BAD, _m(_M2))
         gc = items[0]
         try:
             g_y = p256.decompress(gc[:32])
             g_xy = p256.ecdh(self.x, *g_y)
             g_rx = p256.ecdh(self.x, *self.g_r)
         except p256.CurveError as e:
-            raise EDHOCError("message_2" + ": %s" % e) from None
+            raise _error(_NOT_CBOR, (_m(_M2), e)) from None
         th2 = _h(_bstr(gc[:32]), _bstr(self.h1))
         prk2e = oscore._hmac(th2, g_xy)
         ct = gc[32:]
         ks = kdf(prk2e, 0, th2, len(ct))
         pt2 = bytes(ct[i] ^ ks[i] for i in range(len(ct)))
         ends = []
-        items = _items(pt2, "PLAINTEXT" + "_2", ends)
+        items = _items(pt2, _PT2, ends)
         if len(items) < 3 or not isinstance(items[2], bytes) or len(items[2]) != _MAC_LEN:
-            raise EDHOCError("bad " + "PLAINTEXT" + "_2")
-        c_r = _id_bytes(items[0], "C_R")
+            raise _error(_BAD, _m(_PT2))
+        c_r = _id_bytes(items[0], _C_R)
         id_cred = items[1]
         if isinstance(id_cred, dict):
             # by value {14: CCS} must be the expected credential; {4: kid} in
             # full form is not allowed: a kid alone is always compact (§3.5.3.2)
             if id_cred != {14: cbor.loads(self.cred_r, 512)}:
-                raise EDHOCError("wrong " + "ID_CRED_R")
+                raise _error(_WRONG_ID_CRED_R)
             id_cred_r = b"\xa1\x0e" + self.cred_r
-        elif _id_bytes(id_cred, "ID_CRED_R") == self.kid_r:
+        elif _id_bytes(id_cred, _ID_CRED_R) == self.kid_r:
             id_cred_r = cbor.dumps({4: self.kid_r})
         else:
-            raise EDHOCError("wrong " + "ID_CRED_R")
-        _ead(items[3:], "EAD_2")
+            raise _error(_WRONG_ID_CRED_R)
+        _ead(items[3:], _EAD2)
         ead2 = pt2[ends[2] :]  # EAD_2: what follows MAC_2
         salt = kdf(prk2e, 1, th2, 32)
         prk3e2m = oscore._hmac(salt, g_rx)
@@ -206,9 +240,9 @@ class Initiator:
         for i in range(_MAC_LEN):
             diff |= mac2[i] ^ items[2][i]
         if diff:
-            raise EDHOCError("bad MAC_2")
+            raise _error(_BAD_MAC_2)
         if c_r == self.c_i:
-            raise EDHOCError("C_R = C_I")
+            raise _error(_SAME_C)
         self.th = _h(_bstr(th2), pt2, self.cred_r)  # TH_3
         self.prk = prk3e2m
         self.g_y = g_y
@@ -221,7 +255,7 @@ class Initiator:
         try:
             g_iy = p256.ecdh(self.sk_i, *self.g_y)
         except p256.CurveError as e:
-            raise EDHOCError("message_3" + ": %s" % e) from None
+            raise _error(_NOT_CBOR, (_m(_M3), e)) from None
         prk4e3m = oscore._hmac(kdf(self.prk, 5, th3, 32), g_iy)
         id_cred_i = cbor.dumps({4: self.kid_i})
         mac3 = kdf(prk4e3m, 6, id_cred_i + _bstr(th3) + self.cred_i, _MAC_LEN)
@@ -236,9 +270,9 @@ class Initiator:
 
     def process_message_4(self, m4):
         """Verify message_4 (§5.5.3): key confirmation from the Responder."""
-        items = _items(m4, "message_4")
+        items = _items(m4, _M4)
         if len(items) != 1 or not isinstance(items[0], bytes):
-            raise EDHOCError("no " + "CIPHERTEXT" + "_4")
+            raise _error(_NO_CT4)
         th4 = self.th
         try:
             pt4 = oscore.ccm(
@@ -249,8 +283,8 @@ class Initiator:
                 True,
             )
         except oscore.OSCOREError:
-            raise EDHOCError("message_4" + " does not" + " verify") from None
-        _ead(_items(pt4, "PLAINTEXT" + "_4"), "EAD_4")
+            raise _error(_M4_MAC) from None
+        _ead(_items(pt4, _PT4), _EAD4)
 
     def exporter(self, label, length):
         """EDHOC_Exporter(label, h'', length) (§4.2.1), after message_3."""

@@ -30,7 +30,18 @@ from micropython import const
 
 import coap
 
+# CoAP numbers (coap.py; a const() does not cross modules)
+_CF_ACE_CBOR = const(19)
+_CHANGED = const(0x44)
+_CREATED = const(0x41)
+
 _CF_EDHOC_CID = const(65)  # application/cid-edhoc+cbor-seq (RFC 9528 §10.9)
+
+# Error messages: one string constant, cut when an error is raised (cbor.py,
+# "Error messages").
+_MSG = const("authz-info: %d.%02d|%s refused: %d.%02d %s")
+_AUTHZ_INFO = const(0)
+_REFUSED = const(1)
 
 
 def build(cfg, as_ctx, send_as, send_rs):
@@ -94,9 +105,10 @@ class Session(ace.Session):
         if self._ready():
             return
         body = cbor.dumps({1: self.token})
-        resp = self.send_rs(coap.request(coap.POST, self.authz_info_path, body, coap.CF_ACE_CBOR))
-        if resp.code != coap.CREATED:
-            raise ace.ACEError("authz-info" + ": %d.%02d" % (resp.code >> 5, resp.code & 31))
+        resp = self.send_rs(coap.request(coap.POST, self.authz_info_path, body, _CF_ACE_CBOR))
+        if resp.code != _CREATED:
+            code = (resp.code >> 5, resp.code & 31)
+            raise ace.ACEError(_MSG.split("|")[_AUTHZ_INFO] % code)
         self.authz_posts += 1
         # The token and its copies go before the handshake: the RS holds it now,
         # and a round whose handshake fails starts with a new token.
@@ -128,13 +140,12 @@ class Session(ace.Session):
     def _edhoc(self, payload, what):
         req = coap.request(coap.POST, "/.well-known/edhoc", payload, _CF_EDHOC_CID)
         resp = self.send_rs(req)
-        if resp.code != coap.CHANGED:
+        if resp.code != _CHANGED:
             import edhoc
 
             why = edhoc.read_error(bytes(resp.payload)) or bytes(resp.payload[:40])
-            raise edhoc.EDHOCError(
-                what + " refused: " + "%d.%02d %s" % (resp.code >> 5, resp.code & 31, why)
-            )
+            args = (what, resp.code >> 5, resp.code & 31, why)
+            raise edhoc.EDHOCError(_MSG.split("|")[_REFUSED] % args)
         return bytes(resp.payload)
 
     def forget(self):

@@ -26,6 +26,9 @@ import os
 import cbor
 from micropython import const
 
+# CoAP numbers (coap.py; a const() does not cross modules)
+_CF_ACE_CBOR = const(19)
+
 KEY = "/edhoc.key"
 CCS = "/edhoc.ccs"
 _PROFILE = const(4)  # coap_edhoc_oscore, provisional (core/numbers/edhoc_profile.py)
@@ -166,7 +169,7 @@ def request_token(session):
     body.extend(cbor.dumps(5) + cbor.dumps(session.audience))
     body.extend(cbor.dumps(9) + cbor.dumps(session.scope))
     body.extend(cbor.dumps(38) + cbor.dumps(_PROFILE))
-    req = coap.request(coap.POST, session.token_path, bytes(body), coap.CF_ACE_CBOR)
+    req = coap.request(coap.POST, session.token_path, bytes(body), _CF_ACE_CBOR)
     resp = ace.oscore.request(session.as_ctx, session.send_as, req)
     got = ace._body(resp, "token")
     token = ace._bstr(got, 1, "token")

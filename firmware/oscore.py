@@ -39,9 +39,35 @@ _OSCORE = const(9)
 _ECHO = const(252)
 _UNAUTHORIZED = const(0x81)
 
+# Error messages: one string constant, cut when an error is raised (cbor.py,
+# "Error messages").
+_MSG = const(
+    "bad length|decryption failed|bad chunk|corrupt sequence number files %s|"
+    "seq exhausted: rekey|bad option|bad alg|long ID|same IDs|"
+    "replayed response (Partial IV %d)|no payload|bad inner|bad Echo"
+)
+_BAD_LENGTH = const(0)
+_DECRYPTION_FAILED = const(1)
+_BAD_CHUNK = const(2)
+_CORRUPT_SEQUENCE_NUMBER = const(3)
+_SEQ_EXHAUSTED_REKEY = const(4)
+_BAD_OPTION = const(5)
+_BAD_ALG = const(6)
+_LONG_ID = const(7)
+_SAME_IDS = const(8)
+_REPLAYED_RESPONSE_PARTIAL = const(9)
+_NO_PAYLOAD = const(10)
+_BAD_INNER = const(11)
+_BAD_ECHO = const(12)
+
 
 class OSCOREError(ValueError):
     """An OSCORE processing failure (bad option, decryption, replay, ...)."""
+
+
+def _error(i, args=None):
+    m = _MSG.split("|")[i]
+    return OSCOREError(m if args is None else m % args)
 
 
 class UnprotectedResponse(OSCOREError):
@@ -93,9 +119,9 @@ def ccm(key, nonce, aad, data, decrypt=False):
     # The ciphertext holds the tag; L = 2 bounds the message, the AAD's
     # length prefix is 2 bytes.
     if not 0 <= n <= _MAX_CCM_DATA or len(aad) >= 0xFF00:
-        raise OSCOREError("bad length")
+        raise _error(_BAD_LENGTH)
     if len(nonce) != _NONCE_LEN or len(key) != _KEY_LEN:
-        raise OSCOREError("bad length")
+        raise _error(_BAD_LENGTH)
     import cryptolib
 
     aes = cryptolib.aes(key, 1)  # mode 1: ECB
@@ -149,7 +175,7 @@ def ccm(key, nonce, aad, data, decrypt=False):
         else:
             out[n + i] = t
     if diff:
-        raise OSCOREError("decryption failed")
+        raise _error(_DECRYPTION_FAILED)
     return out
 
 
@@ -181,7 +207,7 @@ class SequenceStore:
 
     def __init__(self, path=None, chunk=_CHUNK):
         if chunk < 1:
-            raise OSCOREError("bad chunk")
+            raise _error(_BAD_CHUNK)
         self.path = path
         self.chunk = chunk
         self.limit = 0
@@ -222,7 +248,7 @@ class SequenceStore:
             if best is None or rec[0] > best[0] or (rec[0] == best[0] and rec[2] > best[2]):
                 best = rec
         if damaged > 1:  # a power cut damages one slot at most
-            raise OSCOREError("corrupt sequence number files %s" % self.path)
+            raise _error(_CORRUPT_SEQUENCE_NUMBER, self.path)
         if best is None:
             return 0  # nothing written yet, or the first write was cut short
         self.fresh = False
@@ -234,7 +260,7 @@ class SequenceStore:
     def use(self, seq):
         """Called before seq is used; persists a new limit when needed."""
         if seq > _MAX_SEQ:
-            raise OSCOREError("seq exhausted: rekey")
+            raise _error(_SEQ_EXHAUSTED_REKEY)
         if seq >= self.limit:
             limit = min(seq + self.chunk, _MAX_SEQ + 1)
             if self.path:
@@ -270,23 +296,23 @@ def decode_option(value):
     flags = value[0]
     n = flags & 7
     if flags & 0xE0 or n > _MAX_PIV_LEN:
-        raise OSCOREError("bad option")
+        raise _error(_BAD_OPTION)
     pos = 1 + n
     piv = bytes(value[1:pos]) if n else None
     kid_context = None
     if flags & 0x10:
         if pos >= len(value):
-            raise OSCOREError("bad option")
+            raise _error(_BAD_OPTION)
         s = value[pos]
         kid_context = bytes(value[pos + 1 : pos + 1 + s])
         pos += 1 + s
     if pos > len(value):
-        raise OSCOREError("bad option")
+        raise _error(_BAD_OPTION)
     kid = None
     if flags & 8:
         kid = bytes(value[pos:])
     elif pos != len(value):
-        raise OSCOREError("bad option")
+        raise _error(_BAD_OPTION)
     return piv, kid_context, kid
 
 
@@ -332,11 +358,11 @@ class Context:
         store=None,
     ):
         if alg != _ALG:
-            raise OSCOREError("bad alg")
+            raise _error(_BAD_ALG)
         if len(sender_id) > _MAX_ID_LEN or len(recipient_id) > _MAX_ID_LEN:
-            raise OSCOREError("long ID")
+            raise _error(_LONG_ID)
         if sender_id == recipient_id:
-            raise OSCOREError("same IDs")
+            raise _error(_SAME_IDS)
         self.alg = alg
         self.sender_id = sender_id = bytes(sender_id)
         self.recipient_id = bytes(recipient_id)
@@ -433,10 +459,10 @@ class Context:
             seq = int.from_bytes(piv, "big")
             off = self.top - seq
             if off >= 0 and (off >= _WINDOW or (self.bits >> off) & 1):
-                raise OSCOREError("replayed response (Partial IV %d)" % seq)
+                raise _error(_REPLAYED_RESPONSE_PARTIAL, seq)
             nonce = self.nonce(self.recipient_id, piv)
         if not resp.payload:
-            raise OSCOREError("no payload")
+            raise _error(_NO_PAYLOAD)
         pt = ccm(self.recipient_key, nonce, aad(self.alg, state[0], state[1]), resp.payload, 1)
         if piv is not None:
             # Only a verified Partial IV enters the window.
@@ -446,14 +472,14 @@ class Context:
             else:
                 self.bits |= 1 << off
         if not pt:
-            raise OSCOREError("bad inner")
+            raise _error(_BAD_INNER)
         try:
             options, payload = coap.decode_options(pt, 1, True)
         except coap.CoAPError:
-            raise OSCOREError("bad inner") from None
+            raise _error(_BAD_INNER) from None
         for o in options:
             if o[0] == _OSCORE:
-                raise OSCOREError("bad inner")
+                raise _error(_BAD_INNER)
         code = pt[0]
         # The payload is the tail of the plaintext: moved to its front in
         # place rather than copied (a bytearray, as block.rest() returns).
@@ -475,7 +501,7 @@ def request(ctx, send, req):
     echo = inner.get(_ECHO)
     if inner.code == _UNAUTHORIZED and echo is not None:
         if not 1 <= len(echo) <= _MAX_ECHO_LEN:
-            raise OSCOREError("bad Echo")
+            raise _error(_BAD_ECHO)
         opts = [o for o in req.options if o[0] != _ECHO]
         opts.append((_ECHO, echo))
         outer, state = ctx.protect(coap.Message(req.code, opts, req.payload))

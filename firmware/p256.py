@@ -21,9 +21,11 @@
 # check_point(): coordinates below p, on the curve (y^2 = x^3 - 3x + b);
 # infinity has no 32-byte encoding, and results at infinity are refused.
 
-# Error messages are joined from pieces of at most ten characters, as in
-# edhoc.py: no string object of its own on the heap for each.
-#
+# The error messages are one string constant, _MSG, cut when an error is
+# raised (see cbor.py, "Error messages").
+
+from micropython import const
+
 # Module globals, not const(): a const() integer this large is a constant of
 # every function that uses it, and the module's heap grew by 220 bytes.
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
@@ -32,9 +34,23 @@ B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
 GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
 GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 
+_MSG = const(
+    "result at infinity|not on P-256|x: not 32 bytes|x not below p|x of no point|bad private key"
+)
+_INFINITY = const(0)
+_NOT_ON = const(1)
+_X_LEN = const(2)
+_X_RANGE = const(3)
+_X_NO_POINT = const(4)
+_BAD_KEY = const(5)
+
 
 class CurveError(ValueError):
     """A point not on P-256, a scalar out of range, or a result at infinity."""
+
+
+def _error(i):
+    return CurveError(_MSG.split("|")[i])
 
 
 def _add(p1, p2):
@@ -91,7 +107,7 @@ def mul(k, x, y):
         r[b] = _dbl(r[b])
     x, y, z = r[0]
     if not z:
-        raise CurveError("result at " + "infinity")
+        raise _error(_INFINITY)
     z = pow(z, P - 2, P)  # the one inversion (Fermat)
     return x * z % P, y * z % P
 
@@ -103,7 +119,7 @@ def _rhs(x):
 def check_point(x, y):
     """Raise CurveError unless (x, y) is a finite point of P-256."""
     if not (0 <= x < P and 0 <= y < P) or y * y % P != _rhs(x):
-        raise CurveError("not on " + "P-256")
+        raise _error(_NOT_ON)
 
 
 def decompress(xb):
@@ -114,14 +130,14 @@ def decompress(xb):
     is on no point of the curve.
     """
     if len(xb) != 32:
-        raise CurveError("x: not 32 " + "bytes")
+        raise _error(_X_LEN)
     x = int.from_bytes(xb, "big")
     if x >= P:
-        raise CurveError("x not " + "below p")
+        raise _error(_X_RANGE)
     a = _rhs(x)
     y = pow(a, (P + 1) // 4, P)  # p = 3 mod 4
     if y * y % P != a:
-        raise CurveError("x of no " + "point")
+        raise _error(_X_NO_POINT)
     return x, y
 
 
@@ -129,7 +145,7 @@ def scalar(db):
     """The private scalar of 32 bytes; CurveError unless 1 <= d <= n - 1."""
     d = int.from_bytes(db, "big")
     if len(db) != 32 or not 0 < d < N:
-        raise CurveError("bad " + "private " + "key")
+        raise _error(_BAD_KEY)
     return d
 
 

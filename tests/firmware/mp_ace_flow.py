@@ -13,9 +13,22 @@ from mptest import check, done, eq, raises
 
 import coap
 
+# CoAP numbers (the firmware keeps its own as const(), private to coap.py)
+ACK = 2
+BAD_REQUEST = 0x80
+CF_ACE_CBOR = 19
+CF_CBOR = 60
+CHANGED = 0x44
+CONTENT_FORMAT = 12
+CREATED = 0x41
+ECHO = 252
+OSCORE = 9
+UNAUTHORIZED = 0x81
+URI_PATH = 11
+
 
 def paths(msg):
-    return [v for n, v in msg.options if n == coap.URI_PATH]
+    return [v for n, v in msg.options if n == URI_PATH]
 
 
 gc.collect()
@@ -28,7 +41,7 @@ RS_MS, RS_SALT = bytes(range(100, 116)), b"\x5a\x5a"
 
 def server_unprotect(sctx, outer):
     # What an OSCORE server does with a request (RFC 8613 §8.2), test side.
-    piv, _kidc, kid = oscore.decode_option(outer.get(coap.OSCORE))
+    piv, _kidc, kid = oscore.decode_option(outer.get(OSCORE))
     nonce = sctx.nonce(kid, piv)
     pt = oscore.ccm(sctx.recipient_key, nonce, oscore.aad(10, kid, piv), outer.payload, True)
     options, payload = coap.decode_options(pt, 1)
@@ -41,12 +54,12 @@ def server_protect(sctx, inner, state):
     ct = oscore.ccm(
         sctx.sender_key, nonce, oscore.aad(10, kid, piv), oscore.plaintext(inner, inner.options)
     )
-    return coap.Message(coap.CHANGED, [(coap.OSCORE, b"")], ct, coap.ACK)
+    return coap.Message(CHANGED, [(OSCORE, b"")], ct, ACK)
 
 
 def ace_response(code, body):
-    m = coap.Message(code, None, cbor.dumps(body), coap.ACK)
-    m.add(coap.CONTENT_FORMAT, coap.CF_ACE_CBOR)
+    m = coap.Message(code, None, cbor.dumps(body), ACK)
+    m.add(CONTENT_FORMAT, CF_ACE_CBOR)
     return m
 
 
@@ -61,11 +74,11 @@ class FakeAS:
         self.fail = None
 
     def __call__(self, outer):
-        check("token request is OSCORE-protected", outer.get(coap.OSCORE) is not None, outer)
+        check("token request is OSCORE-protected", outer.get(OSCORE) is not None, outer)
         inner, state = server_unprotect(self.ctx, outer)
         self.requests.append(inner)
         if self.fail is not None:
-            return server_protect(self.ctx, ace_response(coap.BAD_REQUEST, {30: self.fail}), state)
+            return server_protect(self.ctx, ace_response(BAD_REQUEST, {30: self.fail}), state)
         osc = {0: b"\x01", 2: RS_MS, 5: RS_SALT}
         osc.update(self.osc_extra)
         body = {
@@ -74,7 +87,7 @@ class FakeAS:
             8: {4: osc},
             38: self.profile,
         }
-        return server_protect(self.ctx, ace_response(coap.CREATED, body), state)
+        return server_protect(self.ctx, ace_response(CREATED, body), state)
 
 
 class FakeRS:
@@ -92,8 +105,8 @@ class FakeRS:
     def __call__(self, msg):
         path = "/".join(v.decode() for v in paths(msg))
         if path == "authz-info":
-            check("authz-info is unprotected", msg.get(coap.OSCORE) is None)
-            eq("authz-info Content-Format 19", msg.get_uint(coap.CONTENT_FORMAT), 19)
+            check("authz-info is unprotected", msg.get(OSCORE) is None)
+            eq("authz-info Content-Format 19", msg.get_uint(CONTENT_FORMAT), 19)
             body = cbor.loads(msg.payload)
             eq("authz-info keys", sorted(body), [1, 40, 43])
             eq("nonce1 is 8 bytes", len(body[40]), 8)
@@ -105,7 +118,7 @@ class FakeRS:
                 self.id2 = b"\x08" if self.id2 == b"\x07" else b"\x07"
             if body[43] == self.id2:
                 # a misbehaving RS that picks the client's ID1 as its ID2
-                return ace_response(coap.CREATED, {42: n2, 44: self.id2})
+                return ace_response(CREATED, {42: n2, 44: self.id2})
             # RS role: Sender ID = ID1, Recipient ID = ID2 (RFC 9203 §4.3)
             self.ctx = oscore.Context(
                 RS_MS,
@@ -114,20 +127,20 @@ class FakeRS:
                 self.id2,
                 self.id_context,
             )
-            return ace_response(coap.CREATED, {42: n2, 44: self.id2})
-        if msg.get(coap.OSCORE) is None or self.ctx is None or self.reject_next:
+            return ace_response(CREATED, {42: n2, 44: self.id2})
+        if msg.get(OSCORE) is None or self.ctx is None or self.reject_next:
             self.reject_next = False
             # unprotected 4.01 with AS Request Creation Hints (RFC 9200 §5.3)
-            return ace_response(coap.UNAUTHORIZED, {1: "coap://as/token", 5: "rs1"})
+            return ace_response(UNAUTHORIZED, {1: "coap://as/token", 5: "rs1"})
         inner, state = server_unprotect(self.ctx, msg)
         if self.echo_next:
             self.echo_next = False
-            r = coap.Message(coap.UNAUTHORIZED)
-            r.add(coap.ECHO, b"echo-1234")
+            r = coap.Message(UNAUTHORIZED)
+            r.add(ECHO, b"echo-1234")
             return server_protect(self.ctx, r, state)
-        self.seen_echo = inner.get(coap.ECHO)
+        self.seen_echo = inner.get(ECHO)
         self.values.append(cbor.loads(inner.payload))
-        reply = coap.Message(coap.CHANGED)
+        reply = coap.Message(CHANGED)
         reply.payload = b"ok"
         return server_protect(self.ctx, reply, state)
 
@@ -150,16 +163,16 @@ def make(fake_as=None, fake_rs=None):
 
 
 def post(s, value):
-    return s.request(coap.request(coap.POST, "/temp", cbor.dumps(value), coap.CF_CBOR))
+    return s.request(coap.request(coap.POST, "/temp", cbor.dumps(value), CF_CBOR))
 
 
 # 1. the first request runs the whole flow
 s, fas, frs, clock = make()
 resp = post(s, 21)
-eq("first request answered 2.04", resp.code, coap.CHANGED)
+eq("first request answered 2.04", resp.code, CHANGED)
 eq("first request payload", resp.payload, b"ok")
 eq("token request body", cbor.loads(fas.requests[0].payload), {5: "rs1", 9: "temp:rw"})
-eq("token request Content-Format 19", fas.requests[0].get_uint(coap.CONTENT_FORMAT), 19)
+eq("token request Content-Format 19", fas.requests[0].get_uint(CONTENT_FORMAT), 19)
 eq("token request path", paths(fas.requests[0]), [b"token"])
 eq("token posted to the RS", frs.tokens, [b"token-1"])
 eq("RS got the value", frs.values, [21])
@@ -191,8 +204,8 @@ frs2.ctx = None
 
 class AlwaysReject(FakeRS):
     def __call__(self, msg):
-        if msg.get(coap.OSCORE) is not None:
-            return ace_response(coap.UNAUTHORIZED, {1: "coap://as/token"})
+        if msg.get(OSCORE) is not None:
+            return ace_response(UNAUTHORIZED, {1: "coap://as/token"})
         return FakeRS.__call__(self, msg)
 
 
@@ -201,7 +214,7 @@ try:
     post(s3, 1)
     check("persistent 4.01 raised", False, "no exception")
 except oscore.UnprotectedResponse as e:
-    eq("persistent 4.01 raised", e.response.code, coap.UNAUTHORIZED)
+    eq("persistent 4.01 raised", e.response.code, UNAUTHORIZED)
 eq("only one restart", s3.tokens_requested, 2)
 
 # 6. Echo from the RS: one retry carrying the Echo value inside
@@ -209,7 +222,7 @@ s4, _, frs4, _ = make()
 post(s4, 1)
 frs4.echo_next = True
 resp = post(s4, 2)
-eq("Echo retry answered", resp.code, coap.CHANGED)
+eq("Echo retry answered", resp.code, CHANGED)
 eq("Echo value sent back inside OSCORE", frs4.seen_echo, b"echo-1234")
 
 
@@ -220,7 +233,7 @@ class SameId(FakeRS):
         self.same_id = True
 
     def __call__(self, msg):
-        if msg.get(coap.OSCORE) is None and paths(msg) == [b"authz-info"]:
+        if msg.get(OSCORE) is None and paths(msg) == [b"authz-info"]:
             self.id2 = cbor.loads(msg.payload)[43]
         return FakeRS.__call__(self, msg)
 
@@ -252,8 +265,8 @@ eq("contextId becomes the ID Context", sx.ctx.id_context, b"\x33")
 class NoCF(FakeRS):
     def __call__(self, msg):
         r = FakeRS.__call__(self, msg)
-        if msg.get(coap.OSCORE) is None:
-            r.options = [o for o in r.options if o[0] != coap.CONTENT_FORMAT]
+        if msg.get(OSCORE) is None:
+            r.options = [o for o in r.options if o[0] != CONTENT_FORMAT]
         return r
 
 

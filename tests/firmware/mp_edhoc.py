@@ -137,8 +137,9 @@ raises("message_4 first byte tampered", edhoc.EDHOCError, at_m4, flip(m4, 1), co
 raises("message_4 truncated", edhoc.EDHOCError, at_m4, b"\x47" + m4[1:-1], contains="verify")
 raises("message_4 not a bstr", edhoc.EDHOCError, at_m4, b"\x01", contains="CIPHERTEXT_4")
 raises("message_4 two items", edhoc.EDHOCError, at_m4, m4 + b"\x40", contains="CIPHERTEXT_4")
-raises("critical EAD", edhoc.EDHOCError, edhoc._ead, [-3, b"x"], "EAD_2", contains="critical")
-check("non-critical EAD ignored", edhoc._ead([3, b"x", 5], "EAD_2") is None)
+# _ead names the message part by its index in edhoc.py's message table: 5 is EAD_2.
+raises("critical EAD", edhoc.EDHOCError, edhoc._ead, [-3, b"x"], 5, contains="EAD_2: critical")
+check("non-critical EAD ignored", edhoc._ead([3, b"x", 5], 5) is None)
 raises(
     "credential off the curve",
     p256.CurveError,

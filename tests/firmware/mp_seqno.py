@@ -12,6 +12,9 @@ from mptest import hexstr
 
 import coap
 
+# CoAP numbers (the firmware keeps its own as const(), private to coap.py)
+OSCORE = 9
+
 path, count, chunk, delay = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 store = oscore.SequenceStore(path, chunk)
 ctx = oscore.Context(bytes(range(16)), b"salt", b"\x01", b"\x02", store=store)
@@ -19,7 +22,7 @@ print("START", ctx.seq)
 print("FP", store.fingerprint)
 for _ in range(count):
     outer, state = ctx.protect(coap.request(coap.GET, "/temp"))
-    piv, _, kid = oscore.decode_option(outer.get(coap.OSCORE))
+    piv, _, kid = oscore.decode_option(outer.get(OSCORE))
     print("PIV", hexstr(piv))
     time.sleep_ms(delay)
 print(f"END writes={store.writes}")

@@ -10,6 +10,9 @@ from mptest import check, done, eq
 
 import coap
 
+# CoAP numbers (the firmware keeps its own as const(), private to coap.py)
+OSCORE = 9
+
 h = bytes.fromhex
 
 with open(sys.argv[1]) as f:
@@ -74,7 +77,7 @@ for v in V["requests"]:
         h(v["ciphertext"]),
     )
     outer, state = ctx.protect(req)
-    eq(s + " OSCORE option", outer.get(coap.OSCORE), h(v["option"]))
+    eq(s + " OSCORE option", outer.get(OSCORE), h(v["option"]))
     eq(s + " protected request bytes", outer.encode(), h(v["protected"]))
     eq(s + " option decodes to its Partial IV", oscore.decode_option(h(v["option"]))[0], piv)
     states[s] = (ctx, state)
@@ -100,7 +103,7 @@ for v in V["responses"]:
         check(s + " tampered response rejected", "decryption failed" in str(e), str(e))
     # the client side: unprotect the exact response bytes
     resp = coap.Message.decode(h(v["protected"]))
-    eq(s + " OSCORE option", resp.get(coap.OSCORE), h(v["option"]))
+    eq(s + " OSCORE option", resp.get(OSCORE), h(v["option"]))
     inner = ctx.unprotect(resp, state)
     eq(s + " inner code", inner.code, unprot.code)
     eq(s + " inner payload", inner.payload, unprot.payload)

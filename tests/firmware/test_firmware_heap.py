@@ -84,7 +84,7 @@ def bundle(fleet: Any, board: Path) -> Path:
 
 
 def _run(board: Path, bundle: Path, heap: int) -> subprocess.CompletedProcess[str]:
-    return run_flow(MICROPYTHON, board, bundle, heap, board.parent)
+    return run_flow(MICROPYTHON, board, bundle, heap)
 
 
 @pytest.mark.micropython
@@ -182,7 +182,7 @@ def test_the_frozen_firmware_runs_the_whole_flow(fleet: Any, bundle: Path, tmp_p
     assert [p.name for p in driver.iterdir()] == ["floor_device.mpy"]
 
     def run(heap: int) -> subprocess.CompletedProcess[str]:
-        return run_flow(frozen, driver, bundle, heap, bundle.parent, frozen=True)
+        return run_flow(frozen, driver, bundle, heap, frozen=True)
 
     proc = run(FROZEN_GOAL)
     assert flow_ok(proc), f"frozen, {FROZEN_GOAL}-byte heap: {proc.stdout} {proc.stderr}"

@@ -172,7 +172,7 @@ def get():
 
 
 def check(resp):
-    if resp.code != coap.CONTENT:
+    if resp.code != 0x45:  # 2.05 Content
         raise ValueError("GET /temp answered %d.%02d" % (resp.code >> 5, resp.code & 31))
 
 
@@ -230,8 +230,9 @@ def main():
             # The token has expired: a new token, /authz-info and context.
             session.deadline_ms = session.clock_ms()
         resp = session.request(coap.request(coap.GET, resource))
-        if resp.code != coap.CONTENT:
+        if resp.code != 0x45:  # 2.05 Content
             raise ValueError("GET answered %d.%02d" % (resp.code >> 5, resp.code & 31))
+        resp = None  # as app.run drops it: not held through the next request
     if session.tokens_requested != 2 or session.authz_posts != 2:
         raise ValueError("no renewal")
     print("FLOW tokens=2 posts=2")
@@ -314,18 +315,22 @@ def context_hex(ctx: OscoreContext) -> dict[str, str]:
 
 
 def run_flow(
-    micropython: Path, board: Path, bundle: Path, heap: int, cwd: Path, *, frozen: bool = False
+    micropython: Path, board: Path, bundle: Path, heap: int, *, frozen: bool = False
 ) -> subprocess.CompletedProcess[str]:
     """FLOOR_SCRIPT (``floor_device.mpy`` in ``board``) under a ``heap``-byte heap.
 
-    With ``frozen`` the modules frozen into ``micropython`` come first on the path
-    (``.frozen``), as on a board whose image was built with ``firmware/manifest.py``.
+    The device runs in ``board`` with the current directory as its only path entry, as
+    a board runs the files flashed to its root: each module's ``__file__`` is then
+    ``ace.mpy``, not a temporary directory's path, whose characters the runtime would
+    intern once per module (about 40 bytes each). With ``frozen`` the modules frozen
+    into ``micropython`` come first on the path (``.frozen``), as on a board whose image
+    was built with ``firmware/manifest.py``.
     """
-    path = f".frozen:{board}" if frozen else str(board)
+    path = ".frozen:" if frozen else ""
     return subprocess.run(  # noqa: S603 - the unix port on our own files
         [str(micropython), "-X", f"heapsize={heap}", "-m", "floor_device", str(bundle)],
         env=dict(os.environ, MICROPYPATH=path),
-        cwd=cwd,
+        cwd=board,
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -338,9 +343,9 @@ def flow_ok(proc: subprocess.CompletedProcess[str]) -> bool:
     return proc.returncode == 0 and FLOOR_OK in proc.stdout.splitlines()
 
 
-def flow_at(micropython: Path, board: Path, bundle: Path, heap: int, cwd: Path) -> bool:
+def flow_at(micropython: Path, board: Path, bundle: Path, heap: int) -> bool:
     """Whether the whole flow succeeds in a ``heap``-byte heap."""
-    return flow_ok(run_flow(micropython, board, bundle, heap, cwd))
+    return flow_ok(run_flow(micropython, board, bundle, heap))
 
 
 def compile_floor_script(mpy_cross: Path, board: Path) -> None:
@@ -474,7 +479,7 @@ async def _device_run(
         )
 
         def fits(heap: int) -> bool:
-            return flow_at(micropython, board, bundle, heap, work)
+            return flow_at(micropython, board, bundle, heap)
 
         # In a thread: the servers in this event loop answer meanwhile.
         return lines, await asyncio.to_thread(heap_floor, fits)
@@ -868,7 +873,7 @@ def edhoc_heap_floor(keybound: Path, micropython: Path, board: Path, root: Path)
         servers.provision()
         bundle = servers.device_bundle(micropython, board, "floor-edhoc")
         servers.serve()
-        return heap_floor(lambda heap: flow_at(micropython, board, bundle, heap, bundle.parent))
+        return heap_floor(lambda heap: flow_at(micropython, board, bundle, heap))
     finally:
         servers.stop()
 
