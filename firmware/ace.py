@@ -1,26 +1,27 @@
-# keybound firmware: the ACE-OAuth client flow for the OSCORE profile.
+# keybound firmware: the ACE-OAuth client flow, common to both profiles.
 #
-#   1. POST /token to the AS, protected with the device's provisioned
-#      client-AS OSCORE context (RFC 9200 §5.8, RFC 9203 §3.1);
-#   2. POST the access token to the RS's /authz-info, unprotected, with
-#      nonce1 and the client's chosen Recipient ID (RFC 9203 §4.1);
-#   3. derive the client-RS OSCORE context from cnf.osc, nonce1, nonce2 and
-#      the two IDs (RFC 9203 §4.3);
-#   4. send OSCORE-protected requests; start over when the token expired or
-#      the RS answers unprotected 4.01 (RFC 9200 §5.3, RFC 9203 §4.3.1).
+#   1. a token from the AS, over the device's provisioned client-AS OSCORE
+#      context (RFC 9200 §5.8): Session.request_token;
+#   2. the token to the RS's /authz-info, unprotected, and a client-RS
+#      OSCORE context from it: Session.ensure;
+#   3. OSCORE-protected requests; start over when the token expired or the
+#      RS answers unprotected 4.01 (RFC 9200 §5.3, RFC 9203 §4.3.1).
+#
+# Steps 1 and 2 are the profile's: oscore_ace.py for the OSCORE profile
+# (RFC 9203), edhoc_ace.py for the EDHOC and OSCORE profile, each a Session
+# subclass; app.build_session loads the one the bundle names, so a device
+# holds the code of its own profile only.  Session.request() is the state
+# machine around them.
 #
 # Network access goes through two injected functions send_as(msg) and
 # send_rs(msg) -> response, and time through clock_ms(), so the flow runs
-# without a network in tests.  Session.request() is the whole state machine.
+# without a network in tests.
 #
 # ACE parameters (RFC 9200 §8.10, RFC 9203 §9.2), by number:
 #   1 access_token, 2 expires_in, 5 audience, 8 cnf, 9 scope, 30 error,
 #   31 error_description, 38 ace_profile (2 = coap_oscore, RFC 9203 §9.1),
 #   40 nonce1, 42 nonce2, 43 ace_client_recipientid,
 #   44 ace_server_recipientid.
-# cnf method osc is 4 (RFC 9203 §9.5); OSCORE_Input_Material (RFC 9203
-# §3.2.1): 0 id, 1 version, 2 ms, 3 hkdf (5 = HMAC 256/256), 4 alg
-# (10 = AES-CCM-16-64-128), 5 salt, 6 contextId.
 
 import os
 
@@ -36,30 +37,22 @@ _CREATED = const(0x41)
 _UNAUTHORIZED = const(0x81)
 
 _CF_ACE_CBOR = const(19)  # application/ace+cbor
-_NONCE_LEN = const(8)  # RFC 9203 §4.1.1 recommends 8-byte nonces
 _MAX_EXPIRY_S = const(3 * 24 * 3600)  # renew at least this often
 _EXPIRY_MARGIN_S = const(10)  # renew slightly before the AS's deadline
-_MAX_TOKEN = const(1024)
 
 # Error messages: one string constant, cut when an error is raised (cbor.py,
 # "Error messages").
 _MSG = const(
     "%s: Content-Format %r|%s: %s|%s: no map|%s: no %d|%s: %d not a byte string|"
-    "big token|token: profile %r not coap_oscore|no cnf.osc|bad expiry|"
-    "authz-info: ID2 equals ID1|%s: %d.%02d error=%r %s|bad cnf %s"
+    "bad expiry|%s: %d.%02d error=%r %s"
 )
 _BAD_FORMAT = const(0)
 _NOT_CBOR = const(1)
 _NO_MAP = const(2)
 _MISSING = const(3)
 _NOT_BSTR = const(4)
-_BIG_TOKEN = const(5)
-_NOT_OSCORE = const(6)
-_NO_CNF_OSC = const(7)
-_BAD_EXPIRY = const(8)
-_SAME_IDS = const(9)
-_AS_ERROR = const(10)
-_BAD_CNF = const(11)
+_BAD_EXPIRY = const(5)
+_AS_ERROR = const(6)
 
 
 class ACEError(ValueError):
@@ -106,33 +99,9 @@ def _bstr(d, key, what, required=True):
     return v
 
 
-def master_salt(salt, nonce1, nonce2):
-    """RFC 9203 §4.3: Master Salt = bstr(salt) | bstr(N1) | bstr(N2).
-
-    The CBOR encodings, byte-string heads included; a missing salt is the
-    empty byte string.
-    """
-    return cbor.dumps(salt or b"") + cbor.dumps(nonce1) + cbor.dumps(nonce2)
-
-
-def derive_context(osc, nonce1, nonce2, id1, id2, store=None):
-    """The client's OSCORE context for the RS (RFC 9203 §4.3).
-
-    Sender ID = ID2 (the RS's Recipient ID), Recipient ID = ID1.
-    """
-    return oscore.Context(
-        osc[2],
-        master_salt(osc.get(5), nonce1, nonce2),
-        id2,
-        id1,
-        osc.get(6),
-        osc.get(4, 10),
-        store,
-    )
-
-
 class Session:
-    """The ACE client state for one AS / RS pair.
+    """The ACE client state for one AS / RS pair; a profile's subclass
+    (oscore_ace.Session, edhoc_ace.Session) adds request_token() and ensure().
 
     as_ctx is the provisioned client-AS oscore.Context; send_as and send_rs
     are exchange functions msg -> response; rs_store is the SequenceStore
@@ -185,32 +154,6 @@ class Session:
         self._last = now
         return self._total
 
-    def request_token(self):
-        """Step 1: a token from the AS over the client-AS OSCORE context.
-
-        Checks the 2.01 token response (RFC 9200 §5.8.2, RFC 9203 §3.2):
-        {1: access_token, ? 2: expires_in, 8: {4: osc}, ? 38: 2}.
-        """
-        body = cbor.dumps({5: self.audience, 9: self.scope}, True)
-        req = coap.request(coap.POST, self.token_path, body, _CF_ACE_CBOR)
-        body = _body(oscore.request(self.as_ctx, self.send_as, req), "token")
-        token = _bstr(body, 1, "token")
-        if len(token) > _MAX_TOKEN:
-            raise _error(_BIG_TOKEN)
-        if body.get(38, 2) != 2:
-            raise _error(_NOT_OSCORE, (body.get(38),))
-        osc = body.get(8)
-        osc = osc.get(4) if isinstance(osc, dict) else None
-        if not isinstance(osc, dict):
-            raise _error(_NO_CNF_OSC)
-        for k in (0, 2, 5, 6):
-            _bstr(osc, k, "cnf.osc", k < 5)
-        for k, want, name in ((1, 1, "version"), (3, 5, "hkdf"), (4, 10, "alg")):
-            if osc.get(k, want) != want:
-                raise _error(_BAD_CNF, name)
-        self._granted(body, token)
-        self.osc = osc
-
     def _granted(self, body, token):
         # A new token (either profile): an older context is void; renew
         # before expires_in runs out.
@@ -235,29 +178,6 @@ class Session:
         if self.token is None:
             self.request_token()
         return False
-
-    def ensure(self):
-        """Make sure a valid token and client-RS context exist.
-
-        Steps 2 and 3: /authz-info (RFC 9203 §4.1, {1: token, 40: N1,
-        43: ID1}, answered {42: N2, 44: ID2}), then the context.  Once the
-        context stands, the token and its input material are dropped.
-        """
-        if self._ready():
-            return
-        nonce1 = self.rand(_NONCE_LEN)
-        id1 = self.rand(1)
-        body = cbor.dumps({1: self.token, 40: nonce1, 43: id1}, True)
-        req = coap.request(coap.POST, self.authz_info_path, body, _CF_ACE_CBOR)
-        body = _body(self.send_rs(req), "authz-info")
-        nonce2 = _bstr(body, 42, "authz-info")
-        id2 = _bstr(body, 44, "authz-info")
-        if id2 == id1:
-            # RFC 9203 §4.1: the two Recipient IDs must differ.
-            raise _error(_SAME_IDS)
-        self.authz_posts += 1
-        self.ctx = derive_context(self.osc, nonce1, nonce2, id1, id2, self.rs_store)
-        self.token = self.osc = None
 
     def forget(self):
         """Drop token and context, e.g. after the RS rejected them."""

@@ -3,12 +3,12 @@
 # Boot reads the device bundle (config.py, unloaded afterwards).  Then every
 # round: join Wi-Fi while the link is down (wifi.py, loaded only then),
 # resolve the AS and RS names, send the bundle's request to the RS over
-# OSCORE, getting a token from the AS first (ace.py), and sleep period_s
-# seconds.  With "method": "GET" (the default) the device reads the
-# resource; with "POST" it sends a reading (a CBOR integer) from the sensor
-# callback given to run(), else from esp32.mcu_temperature() where the chip
-# has one; without either it says so and sends nothing: it never makes a
-# value up.
+# OSCORE, getting a token from the AS first (ace.py, with oscore_ace.py or
+# edhoc_ace.py for the bundle's profile), and sleep period_s seconds.  With
+# "method": "GET" (the default) the device reads the resource; with "POST" it
+# sends a reading (a CBOR integer) from the sensor callback given to run(),
+# else from esp32.mcu_temperature() where the chip has one; without either it
+# says so and sends nothing: it never makes a value up.
 #
 # The loop never ends by itself.  A round that fails with any exception,
 # MemoryError included, is printed and followed by a back-off (retry_ms,
@@ -29,7 +29,6 @@ import gc
 import sys
 import time
 
-import ace
 import cbor
 import oscore
 from micropython import const
@@ -75,7 +74,8 @@ def _senders(cfg, client):
 
 
 def build_session(cfg, client=None):
-    """An ace.Session wired to a CoAP client and the state directory."""
+    """The profile's ace.Session (oscore_ace or edhoc_ace) wired to a CoAP
+    client and the state directory."""
     import os
 
     state = cfg["state_dir"]
@@ -92,7 +92,9 @@ def build_session(cfg, client=None):
         import edhoc_ace
 
         return edhoc_ace.build(cfg, as_ctx, send_as, send_rs)
-    return ace.Session(
+    import oscore_ace  # likewise: an EDHOC-profile device never imports this
+
+    return oscore_ace.Session(
         as_ctx,
         send_as,
         send_rs,

@@ -56,11 +56,6 @@ def build(cfg, as_ctx, send_as, send_rs):
         sk, ccs = keygen.load_key(cfg["state_dir"])
     finally:
         sys.modules.pop("keygen", None)
-    # The OSCORE profile's steps 1-3 in ace.py, which this profile replaces
-    # (keygen.request_token, Session.ensure below): a device runs one
-    # profile, so their code goes rather than be held through every handshake.
-    del ace.Session.request_token, ace.Session.ensure, ace.derive_context, ace.master_salt
-    gc.collect()
     return Session(
         as_ctx, send_as, send_rs, cfg["audience"], cfg["scope"], sk, ccs,
         token_path=cfg["token_path"], authz_info_path=cfg["authz_info_path"],

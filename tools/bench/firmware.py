@@ -123,9 +123,9 @@ import gc
 import sys
 import time
 
-import ace
 import app
 import oscore
+import oscore_ace
 
 import coap
 
@@ -177,7 +177,7 @@ def check(resp):
 
 
 def flow(s_as, s_rs):
-    ace_flow = ace.Session(
+    ace_flow = oscore_ace.Session(
         as_ctx, s_as, s_rs, audience, scope, rs_store=oscore.SequenceStore(state + "/rs.seq")
     )
     ace_flow.ensure()
